@@ -1,0 +1,5 @@
+import sys
+
+from civicmesh.cli import main
+
+sys.exit(main())

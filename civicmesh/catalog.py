@@ -1,0 +1,267 @@
+"""The catalog of published products and their immutable snapshots.
+
+Publishing registers a snapshot and moves the product's current pointer in one transaction; a
+failed quality gate only records the status and leaves the pointer where it was.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    Engine,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    func,
+    select,
+    update,
+)
+
+from civicmesh.products import ProductSpec
+from civicmesh.snapshots import WrittenSnapshot
+
+metadata = MetaData()
+
+products_table = Table(
+    "catalog_products",
+    metadata,
+    Column("name", String(200), primary_key=True),
+    Column("department", String(100), nullable=False, index=True),
+    Column("classification", String(20), nullable=False),
+    Column("owner", String(200), nullable=False),
+    Column("spec_json", Text, nullable=False),
+    Column("current_snapshot_id", String(200), nullable=True),
+    Column("quality_status", String(20), nullable=False, default="unknown"),
+    Column("quality_json", JSON, nullable=True),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+snapshots_table = Table(
+    "catalog_snapshots",
+    metadata,
+    Column("id", String(200), primary_key=True),
+    Column("seq", Integer, nullable=False, unique=True),
+    Column("product", String(200), ForeignKey("catalog_products.name"), nullable=False, index=True),
+    Column("path", Text, nullable=False),
+    Column("checksum", String(64), nullable=False),
+    Column("row_count", BigInteger, nullable=False),
+    Column("byte_size", BigInteger, nullable=False),
+    Column("schema_json", JSON, nullable=False),
+    Column("spec_json", Text, nullable=False),
+    Column("quality_json", JSON, nullable=True),
+    Column("run_id", String(100), nullable=True),
+    Column("published_at", DateTime(timezone=True), nullable=False),
+    Column("removed_at", DateTime(timezone=True), nullable=True),
+)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _aware(value: datetime) -> datetime:
+    # SQLite returns naive datetimes; everything stored is UTC.
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    id: str
+    product: str
+    path: Path
+    checksum: str
+    row_count: int
+    byte_size: int
+    schema: tuple[tuple[str, str], ...]
+    spec: ProductSpec
+    published_at: datetime
+    quality: dict[str, Any] | None
+    run_id: str | None
+
+    @classmethod
+    def from_row(cls, row: Any) -> Snapshot:
+        return cls(
+            id=row.id,
+            product=row.product,
+            path=Path(row.path),
+            checksum=row.checksum,
+            row_count=row.row_count,
+            byte_size=row.byte_size,
+            schema=tuple((str(n), str(t)) for n, t in row.schema_json),
+            spec=ProductSpec.from_json(row.spec_json),
+            published_at=_aware(row.published_at),
+            quality=row.quality_json,
+            run_id=row.run_id,
+        )
+
+
+@dataclass(frozen=True)
+class CatalogEntry:
+    spec: ProductSpec
+    current: Snapshot | None
+    quality_status: str
+    quality: dict[str, Any] | None
+    updated_at: datetime
+
+
+class Catalog:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def ensure_schema(self) -> Catalog:
+        metadata.create_all(self.engine)
+        return self
+
+    # -- writes -------------------------------------------------------------------------------
+
+    def _upsert_product(self, conn: Any, spec: ProductSpec, now: datetime, **values: Any) -> None:
+        row = {
+            "department": spec.department,
+            "classification": spec.classification,
+            "owner": spec.owner,
+            "spec_json": spec.to_json(),
+            "updated_at": now,
+            **values,
+        }
+        exists = conn.execute(
+            select(products_table.c.name).where(products_table.c.name == spec.name)
+        ).first()
+        if exists:
+            conn.execute(update(products_table).where(products_table.c.name == spec.name).values(**row))
+        else:
+            conn.execute(products_table.insert().values(name=spec.name, **row))
+
+    def publish(
+        self,
+        spec: ProductSpec,
+        written: WrittenSnapshot,
+        quality: dict[str, Any] | None = None,
+        run_id: str | None = None,
+        now: datetime | None = None,
+    ) -> Snapshot:
+        """Register `written` and make it current, atomically. Idempotent: republishing the
+        current content returns the current snapshot instead of adding a duplicate."""
+        now = now or utcnow()
+        with self.engine.begin() as conn:
+            current = conn.execute(
+                select(snapshots_table)
+                .join(products_table, products_table.c.current_snapshot_id == snapshots_table.c.id)
+                .where(products_table.c.name == spec.name)
+            ).first()
+            if current is not None and current.checksum == written.checksum \
+                    and current.spec_json == spec.to_json():
+                self._upsert_product(conn, spec, now, quality_status="passed", quality_json=quality)
+                return Snapshot.from_row(current)
+            seq = (conn.execute(select(func.max(snapshots_table.c.seq))).scalar() or 0) + 1
+            snapshot_id = f"{spec.name}@{now:%Y%m%dT%H%M%S%fZ}-{written.checksum[:8]}"
+            self._upsert_product(conn, spec, now, quality_status="passed", quality_json=quality)
+            conn.execute(
+                snapshots_table.insert().values(
+                    id=snapshot_id,
+                    seq=seq,
+                    product=spec.name,
+                    path=str(written.path),
+                    checksum=written.checksum,
+                    row_count=written.row_count,
+                    byte_size=written.byte_size,
+                    schema_json=[list(c) for c in written.schema],
+                    spec_json=spec.to_json(),
+                    quality_json=quality,
+                    run_id=run_id,
+                    published_at=now,
+                )
+            )
+            conn.execute(
+                update(products_table)
+                .where(products_table.c.name == spec.name)
+                .values(current_snapshot_id=snapshot_id)
+            )
+            row = conn.execute(select(snapshots_table).where(snapshots_table.c.id == snapshot_id)).one()
+            return Snapshot.from_row(row)
+
+    def record_quality_failure(self, spec: ProductSpec, detail: dict[str, Any]) -> None:
+        """A blocked publish: the status shows the failure, the current snapshot stays."""
+        now = utcnow()
+        with self.engine.begin() as conn:
+            exists = conn.execute(
+                select(products_table.c.name).where(products_table.c.name == spec.name)
+            ).first()
+            values = {"quality_status": "failed", "quality_json": detail, "updated_at": now}
+            if exists:
+                conn.execute(update(products_table).where(products_table.c.name == spec.name).values(**values))
+            else:
+                self._upsert_product(conn, spec, now, **values)
+
+    # -- reads --------------------------------------------------------------------------------
+
+    def version(self) -> tuple[int, str]:
+        """Changes whenever anything is published or a quality status moves (cheap to poll)."""
+        with self.engine.connect() as conn:
+            seq = conn.execute(select(func.max(snapshots_table.c.seq))).scalar() or 0
+            updated = conn.execute(select(func.max(products_table.c.updated_at))).scalar()
+        return int(seq), str(updated)
+
+    def entries(self) -> list[CatalogEntry]:
+        with self.engine.connect() as conn:
+            products = conn.execute(select(products_table).order_by(products_table.c.name)).all()
+            ids = [p.current_snapshot_id for p in products if p.current_snapshot_id]
+            snaps = {
+                r.id: Snapshot.from_row(r)
+                for r in conn.execute(select(snapshots_table).where(snapshots_table.c.id.in_(ids)))
+            }
+        return [
+            CatalogEntry(
+                spec=ProductSpec.from_json(p.spec_json),
+                current=snaps.get(p.current_snapshot_id) if p.current_snapshot_id else None,
+                quality_status=p.quality_status,
+                quality=p.quality_json,
+                updated_at=_aware(p.updated_at),
+            )
+            for p in products
+        ]
+
+    def entry(self, name: str) -> CatalogEntry | None:
+        return next((e for e in self.entries() if e.spec.name == name), None)
+
+    def current(self, name: str) -> Snapshot | None:
+        entry = self.entry(name)
+        return entry.current if entry else None
+
+    def snapshots(self, name: str, include_removed: bool = False) -> list[Snapshot]:
+        query = select(snapshots_table).where(snapshots_table.c.product == name)
+        if not include_removed:
+            query = query.where(snapshots_table.c.removed_at.is_(None))
+        with self.engine.connect() as conn:
+            rows = conn.execute(query.order_by(snapshots_table.c.seq.desc())).all()
+        return [Snapshot.from_row(r) for r in rows]
+
+    def snapshot_as_of(self, name: str, as_of: datetime) -> Snapshot | None:
+        """The snapshot that was current at `as_of` (the newest published at or before it)."""
+        return next((s for s in self.snapshots(name) if s.published_at <= _aware(as_of)), None)
+
+    def snapshot(self, snapshot_id: str) -> Snapshot | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(snapshots_table).where(snapshots_table.c.id == snapshot_id)).first()
+        return Snapshot.from_row(row) if row else None
+
+
+def quality_summary(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    failed = [r for r in results if not r.get("passed")]
+    return {"checks": len(results), "failed": len(failed), "results": list(results)}
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str)

@@ -1,0 +1,61 @@
+"""The `civicmesh` command: one module per command group, each registering its own subcommands.
+
+The CLI is the composition root: it alone may import every room, and it imports each lazily so
+that `civicmesh token` does not pay for loading Dagster.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+# Each module defines `register(subparsers)`; its handlers return an exit code.
+COMMAND_MODULES = (
+    "civicmesh.cli.generate",
+    "civicmesh.cli.build",
+    "civicmesh.cli.serve",
+    "civicmesh.cli.policy",
+    "civicmesh.cli.access",
+    "civicmesh.cli.audit",
+    "civicmesh.cli.lineage",
+)
+
+
+class CommandError(Exception):
+    """A user-facing failure: printed without a traceback, exit code 1 (or `code`)."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="civicmesh", description=__doc__.splitlines()[0])
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:  # command group not built yet
+                continue
+            raise
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except CommandError as exc:
+        print(f"civicmesh {args.command}: {exc}", file=sys.stderr)
+        return exc.code
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

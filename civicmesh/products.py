@@ -1,0 +1,211 @@
+"""Data product specs: read from the dbt manifest by one loader, the only source of product truth.
+
+A product is a dbt model in a department group with `access: public` and `config.meta.civicmesh`.
+Its spec travels with every snapshot into the catalog, so the gateway and the policies never read
+dbt files themselves.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+CLASSIFICATIONS = ("public", "internal", "confidential", "restricted")
+MASK_KINDS = ("redact", "hash", "partial", "generalize")
+NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
+EMAIL_PATTERN = re.compile(r"^[^@\s,\]]+@[^@\s,\]]+$")
+
+
+class ProductSpecError(ValueError):
+    """A product's metadata is invalid; the message names the file and the field."""
+
+
+@dataclass(frozen=True)
+class ColumnSpec:
+    name: str
+    data_type: str
+    description: str = ""
+    tags: tuple[str, ...] = ()
+    mask: str | None = None  # set for PII columns: one of MASK_KINDS
+    deidentified_reason: str | None = None
+
+    @property
+    def pii(self) -> bool:
+        return self.mask is not None
+
+
+@dataclass(frozen=True)
+class ProductSpec:
+    department: str
+    product: str
+    classification: str
+    owner: str
+    description: str
+    columns: tuple[ColumnSpec, ...]
+    key: str | None = None
+    scope_column: str | None = None
+    freshness_sla_hours: float | None = None
+    tags: tuple[str, ...] = ()
+    version: int | None = None
+    model_unique_id: str = ""
+    source_file: str = ""
+    depends_on: tuple[str, ...] = field(default=())
+
+    @property
+    def name(self) -> str:
+        return f"{self.department}.{self.product}"
+
+    @property
+    def pii_columns(self) -> dict[str, str]:
+        return {c.name: c.mask for c in self.columns if c.mask is not None}
+
+    def column(self, name: str) -> ColumnSpec | None:
+        return next((c for c in self.columns if c.name == name), None)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str | Mapping[str, Any]) -> ProductSpec:
+        data = json.loads(text) if isinstance(text, str) else dict(text)
+        columns = tuple(
+            ColumnSpec(**{**c, "tags": tuple(c.get("tags", ()))}) for c in data.pop("columns")
+        )
+        for key in ("tags", "depends_on"):
+            data[key] = tuple(data.get(key, ()))
+        return cls(columns=columns, **data)
+
+
+def _fail(source: str, where: str, message: str) -> ProductSpecError:
+    return ProductSpecError(f"{source}: {where}: {message}")
+
+
+def _model_meta(node: Mapping[str, Any]) -> dict[str, Any]:
+    meta = dict(node.get("meta") or {})
+    meta.update((node.get("config") or {}).get("meta") or {})
+    return meta
+
+
+def _column_spec(source: str, model: str, column: Mapping[str, Any]) -> ColumnSpec:
+    meta = dict(column.get("meta") or {})
+    meta.update((column.get("config") or {}).get("meta") or {})
+    tags = tuple(column.get("tags") or ()) + tuple((column.get("config") or {}).get("tags") or ())
+    tags = tuple(dict.fromkeys(tags))
+    name = column["name"]
+    where = f"models.{model}.columns.{name}"
+    data_type = column.get("data_type")
+    if not data_type:
+        raise _fail(source, f"{where}.data_type", "every product column needs a contract data_type")
+    mask = meta.get("mask")
+    if "pii" in tags and mask is None:
+        raise _fail(source, f"{where}.meta.mask", f"pii column needs a mask kind, one of {MASK_KINDS}")
+    if mask is not None:
+        if mask not in MASK_KINDS:
+            raise _fail(source, f"{where}.meta.mask", f"unknown mask kind {mask!r}; use {MASK_KINDS}")
+        if "pii" not in tags:
+            tags = (*tags, "pii")
+    return ColumnSpec(
+        name=name,
+        data_type=str(data_type).lower(),
+        description=column.get("description") or "",
+        tags=tags,
+        mask=mask,
+        deidentified_reason=meta.get("deidentified"),
+    )
+
+
+def spec_from_node(node: Mapping[str, Any], groups: Mapping[str, Any]) -> ProductSpec:
+    """Validate one manifest model node and turn it into a ProductSpec."""
+    source = node.get("original_file_path") or node.get("path") or node["unique_id"]
+    model = node["name"]
+    meta = _model_meta(node).get("civicmesh") or {}
+    group = node.get("group") or (node.get("config") or {}).get("group")
+    if not group:
+        raise _fail(source, f"models.{model}.config.group", "a product must belong to a department group")
+    if not NAME_PATTERN.match(group):
+        raise _fail(source, f"models.{model}.config.group", f"{group!r} is not snake_case")
+    group_node = groups.get(f"group.{node['package_name']}.{group}") or {}
+    owner = (group_node.get("owner") or {}).get("email") or meta.get("owner")
+    if not owner:
+        raise _fail(source, f"groups.{group}.owner.email", "every department group needs an owner email")
+    if not EMAIL_PATTERN.match(owner):
+        raise _fail(source, f"groups.{group}.owner.email", f"{owner!r} is not an email address")
+    classification = meta.get("classification")
+    if classification not in CLASSIFICATIONS:
+        raise _fail(
+            source,
+            f"models.{model}.config.meta.civicmesh.classification",
+            f"{classification!r} is not one of {CLASSIFICATIONS}",
+        )
+    contract = (node.get("config") or {}).get("contract") or {}
+    if not contract.get("enforced"):
+        raise _fail(source, f"models.{model}.config.contract.enforced", "products need an enforced contract")
+    columns = tuple(_column_spec(source, model, c) for c in (node.get("columns") or {}).values())
+    if not columns:
+        raise _fail(source, f"models.{model}.columns", "a product must declare its columns")
+    names = {c.name for c in columns}
+    for declared in meta.get("pii_columns") or ():
+        if declared not in names:
+            raise _fail(source, f"models.{model}.config.meta.civicmesh.pii_columns",
+                        f"PII column {declared!r} is not in the contract")
+    for key in ("scope_column", "key"):
+        value = meta.get(key)
+        if value is not None and value not in names:
+            raise _fail(source, f"models.{model}.config.meta.civicmesh.{key}",
+                        f"column {value!r} is not in the contract")
+    sla = meta.get("freshness_sla_hours")
+    if sla is not None and (not isinstance(sla, int | float) or sla <= 0):
+        raise _fail(source, f"models.{model}.config.meta.civicmesh.freshness_sla_hours",
+                    "must be a positive number of hours")
+    product = meta.get("product") or model
+    if not NAME_PATTERN.match(product):
+        raise _fail(source, f"models.{model}.config.meta.civicmesh.product", f"{product!r} is not snake_case")
+    version = node.get("version")
+    if version is not None:
+        product = f"{product}_v{version}"
+    return ProductSpec(
+        department=group,
+        product=product,
+        classification=classification,
+        owner=owner,
+        description=(node.get("description") or "").strip(),
+        columns=columns,
+        key=meta.get("key"),
+        scope_column=meta.get("scope_column"),
+        freshness_sla_hours=float(sla) if sla is not None else None,
+        tags=tuple(meta.get("tags") or ()),
+        version=int(version) if version is not None else None,
+        model_unique_id=node["unique_id"],
+        source_file=source,
+        depends_on=tuple((node.get("depends_on") or {}).get("nodes") or ()),
+    )
+
+
+def is_product_node(node: Mapping[str, Any]) -> bool:
+    return (
+        node.get("resource_type") == "model"
+        and node.get("access") == "public"
+        and "civicmesh" in _model_meta(node)
+    )
+
+
+def load_product_specs(manifest: Mapping[str, Any] | Path) -> list[ProductSpec]:
+    """Every product declared in a dbt manifest, validated; raises ProductSpecError on the first bad one."""
+    if isinstance(manifest, Path):
+        manifest = json.loads(manifest.read_text())
+    groups = manifest.get("groups") or {}
+    specs = [spec_from_node(n, groups) for n in manifest["nodes"].values() if is_product_node(n)]
+    seen: dict[str, str] = {}
+    for spec in specs:
+        if spec.name in seen:
+            raise _fail(spec.source_file, spec.name, f"product name also declared by {seen[spec.name]}")
+        seen[spec.name] = spec.source_file
+    return sorted(specs, key=lambda s: s.name)
+
+
+def specs_by_model(specs: Iterable[ProductSpec]) -> dict[str, ProductSpec]:
+    return {s.model_unique_id: s for s in specs}

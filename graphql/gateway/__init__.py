@@ -1,0 +1,1 @@
+"""GraphQL gateway: Starlette + Strawberry over published snapshots."""
