@@ -136,9 +136,7 @@ class Catalog:
             "updated_at": now,
             **values,
         }
-        exists = conn.execute(
-            select(products_table.c.name).where(products_table.c.name == spec.name)
-        ).first()
+        exists = conn.execute(select(products_table.c.name).where(products_table.c.name == spec.name)).first()
         if exists:
             conn.execute(update(products_table).where(products_table.c.name == spec.name).values(**row))
         else:
@@ -161,8 +159,11 @@ class Catalog:
                 .join(products_table, products_table.c.current_snapshot_id == snapshots_table.c.id)
                 .where(products_table.c.name == spec.name)
             ).first()
-            if current is not None and current.checksum == written.checksum \
-                    and current.spec_json == spec.to_json():
+            if (
+                current is not None
+                and current.checksum == written.checksum
+                and current.spec_json == spec.to_json()
+            ):
                 self._upsert_product(conn, spec, now, quality_status="passed", quality_json=quality)
                 return Snapshot.from_row(current)
             seq = (conn.execute(select(func.max(snapshots_table.c.seq))).scalar() or 0) + 1
@@ -201,7 +202,9 @@ class Catalog:
             ).first()
             values = {"quality_status": "failed", "quality_json": detail, "updated_at": now}
             if exists:
-                conn.execute(update(products_table).where(products_table.c.name == spec.name).values(**values))
+                conn.execute(
+                    update(products_table).where(products_table.c.name == spec.name).values(**values)
+                )
             else:
                 self._upsert_product(conn, spec, now, **values)
 

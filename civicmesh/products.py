@@ -72,9 +72,7 @@ class ProductSpec:
     @classmethod
     def from_json(cls, text: str | Mapping[str, Any]) -> ProductSpec:
         data = json.loads(text) if isinstance(text, str) else dict(text)
-        columns = tuple(
-            ColumnSpec(**{**c, "tags": tuple(c.get("tags", ()))}) for c in data.pop("columns")
-        )
+        columns = tuple(ColumnSpec(**{**c, "tags": tuple(c.get("tags", ()))}) for c in data.pop("columns"))
         for key in ("tags", "depends_on"):
             data[key] = tuple(data.get(key, ()))
         return cls(columns=columns, **data)
@@ -150,17 +148,26 @@ def spec_from_node(node: Mapping[str, Any], groups: Mapping[str, Any]) -> Produc
     names = {c.name for c in columns}
     for declared in meta.get("pii_columns") or ():
         if declared not in names:
-            raise _fail(source, f"models.{model}.config.meta.civicmesh.pii_columns",
-                        f"PII column {declared!r} is not in the contract")
+            raise _fail(
+                source,
+                f"models.{model}.config.meta.civicmesh.pii_columns",
+                f"PII column {declared!r} is not in the contract",
+            )
     for key in ("scope_column", "key"):
         value = meta.get(key)
         if value is not None and value not in names:
-            raise _fail(source, f"models.{model}.config.meta.civicmesh.{key}",
-                        f"column {value!r} is not in the contract")
+            raise _fail(
+                source,
+                f"models.{model}.config.meta.civicmesh.{key}",
+                f"column {value!r} is not in the contract",
+            )
     sla = meta.get("freshness_sla_hours")
     if sla is not None and (not isinstance(sla, int | float) or sla <= 0):
-        raise _fail(source, f"models.{model}.config.meta.civicmesh.freshness_sla_hours",
-                    "must be a positive number of hours")
+        raise _fail(
+            source,
+            f"models.{model}.config.meta.civicmesh.freshness_sla_hours",
+            "must be a positive number of hours",
+        )
     product = meta.get("product") or model
     if not NAME_PATTERN.match(product):
         raise _fail(source, f"models.{model}.config.meta.civicmesh.product", f"{product!r} is not snake_case")

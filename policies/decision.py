@@ -27,5 +27,7 @@ class Decision:
     rule: str | None  # the policy line (or built-in rule id) that decided; None for default deny
     reason: str  # one human sentence, safe to show the caller
     policy_version: str
-    masks: dict[str, str] = field(default_factory=dict)  # column -> mask kind (redact|hash|partial|generalize)
+    masks: dict[str, str] = field(
+        default_factory=dict
+    )  # column -> mask kind (redact|hash|partial|generalize)
     row_filter: RowFilter | None = None
