@@ -193,14 +193,17 @@ class Catalog:
             row = conn.execute(select(snapshots_table).where(snapshots_table.c.id == snapshot_id)).one()
             return Snapshot.from_row(row)
 
-    def record_quality_failure(self, spec: ProductSpec, detail: dict[str, Any]) -> None:
-        """A blocked publish: the status shows the failure, the current snapshot stays."""
+    def record_quality(self, spec: ProductSpec, status: str, detail: dict[str, Any]) -> None:
+        """Record the latest quality gate outcome; never moves the current pointer, so a failed
+        gate leaves the last good snapshot current."""
+        if status not in ("passed", "failed"):
+            raise ValueError(f"unknown quality status {status!r}")
         now = utcnow()
         with self.engine.begin() as conn:
             exists = conn.execute(
                 select(products_table.c.name).where(products_table.c.name == spec.name)
             ).first()
-            values = {"quality_status": "failed", "quality_json": detail, "updated_at": now}
+            values = {"quality_status": status, "quality_json": detail, "updated_at": now}
             if exists:
                 conn.execute(
                     update(products_table).where(products_table.c.name == spec.name).values(**values)

@@ -1,0 +1,78 @@
+"""Ingest assets: one per dbt source table, loading its landing file into the warehouse.
+
+The list comes from the dbt sources in the manifest (`raw_<department>.<table>`), never a
+hand-kept list, so a department adds a landing table by declaring the source.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import dagster as dg
+import duckdb
+from dagster_dbt import DagsterDbtTranslator
+
+from lineage.events import ingest_events
+from lineage.recorder import LineageRecorder
+from orchestration.landing import LandingTable, load_into_warehouse
+from orchestration.resources import MeshResource
+
+RAW_PREFIX = "raw_"
+
+
+def _department(source: Mapping[str, Any]) -> str:
+    return source["source_name"].removeprefix(RAW_PREFIX)
+
+
+def _group_owner(manifest: Mapping[str, Any], department: str) -> list[str]:
+    for group in (manifest.get("groups") or {}).values():
+        if group["name"] == department and (group.get("owner") or {}).get("email"):
+            return [group["owner"]["email"]]
+    return []
+
+
+def _ingest_asset(source: Mapping[str, Any], key: dg.AssetKey, owners: list[str]) -> dg.AssetsDefinition:
+    department, table = _department(source), source["name"]
+
+    @dg.asset(
+        key=key,
+        name=None,
+        group_name=department,
+        owners=owners,
+        kinds={"parquet", "duckdb"},
+        description=f"Landing file {department}/{table}.parquet loaded into {source['schema']}.{table}.",
+        metadata={"landing_file": f"{department}/{table}.parquet"},
+    )
+    def _ingest(context: dg.AssetExecutionContext, mesh: MeshResource) -> dg.MaterializeResult:
+        settings = mesh.settings
+        landing = LandingTable(department, table, settings.landing_dir / department / f"{table}.parquet")
+        if not landing.path.exists():
+            raise dg.Failure(
+                f"landing file {landing.path} is missing: run `civicmesh generate` or deliver the file"
+            )
+        recorder = LineageRecorder.from_settings(settings)
+        start, complete = ingest_events(
+            run_id=context.run_id,
+            landing_path=landing.path,
+            raw_relation=f"{source['schema']}.{table}",
+            warehouse_path=settings.warehouse_path,
+        )
+        recorder.record([start])
+        with duckdb.connect(str(settings.warehouse_path)) as con:
+            rows = load_into_warehouse(con, landing)
+        recorder.record([complete(rows)])
+        return dg.MaterializeResult(metadata={"dagster/row_count": rows, "path": str(landing.path)})
+
+    _ingest.__name__ = f"ingest_{department}_{table}"
+    return _ingest
+
+
+def ingest_assets(manifest: Mapping[str, Any], translator: DagsterDbtTranslator) -> list[dg.AssetsDefinition]:
+    assets = []
+    for source in (manifest.get("sources") or {}).values():
+        if not source["source_name"].startswith(RAW_PREFIX):
+            continue
+        key = translator.get_asset_key(source)
+        assets.append(_ingest_asset(source, key, _group_owner(manifest, _department(source))))
+    return assets

@@ -1,0 +1,44 @@
+"""The dbt project as Dagster sees it, with its artifacts kept under the data folder."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from dagster_dbt import DbtCliResource, DbtProject
+
+from civicmesh.settings import Settings
+
+
+def configure_dbt_environment(settings: Settings) -> None:
+    """dbt reads its warehouse path and log folder from the environment (see transforms/profiles.yml)."""
+    os.environ["CIVICMESH_WAREHOUSE"] = str(settings.warehouse_path)
+    os.environ.setdefault("DBT_LOG_PATH", str(settings.home / "dbt_logs"))
+    os.environ.setdefault("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
+
+
+def dbt_project(settings: Settings) -> DbtProject:
+    configure_dbt_environment(settings)
+    return DbtProject(
+        project_dir=settings.dbt_project_dir,
+        target_path=settings.dbt_target_dir,
+        profiles_dir=settings.dbt_project_dir,
+    )
+
+
+def _newest_source_mtime(project_dir: Path) -> float:
+    files = [project_dir / "dbt_project.yml", *project_dir.glob("models/**/*")]
+    return max((f.stat().st_mtime for f in files if f.is_file()), default=0.0)
+
+
+def ensure_manifest(project: DbtProject, force: bool = False) -> Path:
+    """Parse the dbt project when the manifest is missing or older than the project files."""
+    manifest = project.manifest_path
+    stale = not manifest.exists() or manifest.stat().st_mtime < _newest_source_mtime(project.project_dir)
+    if force or stale:
+        project.preparer.prepare(project)
+    return manifest
+
+
+def dbt_resource(project: DbtProject) -> DbtCliResource:
+    return DbtCliResource(project_dir=project)

@@ -1,0 +1,76 @@
+"""Publish: one asset per data product, downstream of its dbt model and gated by its checks.
+
+Dagster only runs a publish step when every blocking check of the model passed (dbt tests of
+severity error are blocking), so a failed test leaves the previous snapshot current.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+import duckdb
+from dagster_dbt import DagsterDbtTranslator
+
+from civicmesh.products import ProductSpec
+from civicmesh.snapshots import write_snapshot
+from lineage.events import publish_events
+from lineage.recorder import LineageRecorder
+from orchestration.resources import MeshResource
+
+PUBLISH_PREFIX = "published"
+
+
+def publish_key(spec: ProductSpec) -> dg.AssetKey:
+    return dg.AssetKey([PUBLISH_PREFIX, spec.department, spec.product])
+
+
+def snapshot_order(spec: ProductSpec) -> tuple[str, ...]:
+    """Sort by scope column first so a scoped reader's rows share row groups, then the key."""
+    order = [c for c in (spec.scope_column, spec.key) if c]
+    return tuple(dict.fromkeys(order))
+
+
+def publish_asset(spec: ProductSpec, model_key: dg.AssetKey, relation: str) -> dg.AssetsDefinition:
+    @dg.asset(
+        key=publish_key(spec),
+        deps=[model_key],
+        group_name=spec.department,
+        owners=[spec.owner],
+        kinds={"parquet"},
+        description=f"Publishes {spec.name} ({spec.classification}) as an immutable Parquet snapshot.",
+        tags={"civicmesh/classification": spec.classification},
+    )
+    def _publish(context: dg.AssetExecutionContext, mesh: MeshResource) -> dg.MaterializeResult:
+        settings = mesh.settings
+        catalog = mesh.catalog()
+        recorder = LineageRecorder.from_settings(settings)
+        start, finish = publish_events(spec=spec, parent_run_id=context.run_id, relation=relation)
+        recorder.record([start])
+        with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
+            written = write_snapshot(
+                con, relation, settings.snapshots_dir / spec.department / spec.product, snapshot_order(spec)
+            )
+        entry = catalog.entry(spec.name)
+        quality = entry.quality if entry and entry.quality_status == "passed" else None
+        snapshot = catalog.publish(spec, written, quality=quality, run_id=context.run_id)
+        recorder.record([finish(snapshot.id, snapshot.path, snapshot.row_count, snapshot.schema)])
+        context.log.info(f"{spec.name}: snapshot {snapshot.id} ({snapshot.row_count} rows) is current")
+        return dg.MaterializeResult(
+            metadata={
+                "snapshot_id": snapshot.id,
+                "dagster/row_count": snapshot.row_count,
+                "checksum": snapshot.checksum,
+                "path": str(snapshot.path),
+            }
+        )
+
+    _publish.__name__ = f"publish_{spec.department}_{spec.product}"
+    return _publish
+
+
+def publish_assets(manifest: dict, translator: DagsterDbtTranslator, specs: list[ProductSpec]) -> list:
+    assets = []
+    for spec in specs:
+        node = manifest["nodes"][spec.model_unique_id]
+        relation = node.get("relation_name") or f"{node['schema']}.{node['alias']}"
+        assets.append(publish_asset(spec, translator.get_asset_key(node), relation))
+    return assets

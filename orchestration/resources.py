@@ -1,0 +1,30 @@
+"""Dagster resources: the platform settings and what derives from them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+
+from civicmesh.catalog import Catalog
+from civicmesh.settings import Settings
+from civicmesh.store import get_engine
+
+
+class MeshResource(dg.ConfigurableResource):
+    """Where the mesh keeps its data and metadata; empty fields fall back to the environment."""
+
+    home: str = ""
+    metadata_url: str = ""
+
+    @property
+    def settings(self) -> Settings:
+        base = Settings.from_env()
+        home = Path(self.home) if self.home else base.home
+        url = self.metadata_url or (
+            base.metadata_url if not self.home else f"sqlite:///{home / 'metadata.db'}"
+        )
+        return Settings(home=home, metadata_url=url, demo_mode=base.demo_mode)
+
+    def catalog(self) -> Catalog:
+        return Catalog(get_engine(self.settings.metadata_url)).ensure_schema()

@@ -1,0 +1,93 @@
+"""dbt models as Dagster assets; dbt tests become (blocking, for severity error) asset checks."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import dagster as dg
+from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
+
+from civicmesh.products import is_product_node, load_product_specs
+from lineage.dbt import events_from_dbt_run
+from lineage.recorder import LineageRecorder
+from orchestration.resources import MeshResource
+
+
+class MeshTranslator(DagsterDbtTranslator):
+    """Groups and owners come from dbt groups (the default); adds kinds and product tags."""
+
+    def get_kinds(self, dbt_resource_props: Mapping[str, Any]) -> set[str]:  # type: ignore[override]
+        return {"dbt", "duckdb"}
+
+    def get_tags(self, dbt_resource_props: Mapping[str, Any]) -> Mapping[str, str]:
+        tags = dict(super().get_tags(dbt_resource_props))
+        if is_product_node(dbt_resource_props):
+            meta = (dbt_resource_props.get("config") or {}).get("meta", {}).get("civicmesh", {})
+            tags["civicmesh/product"] = ""
+            tags["civicmesh/classification"] = str(meta.get("classification", "unknown"))
+        return tags
+
+
+def check_results_by_product(
+    events: list[Any], manifest: Mapping[str, Any], translator: DagsterDbtTranslator
+) -> dict[str, list[dict[str, Any]]]:
+    """Group this run's dbt test outcomes by the product model they test."""
+    key_to_product = {
+        translator.get_asset_key(node): spec.name
+        for spec in load_product_specs(manifest)
+        for node in [manifest["nodes"][spec.model_unique_id]]
+    }
+    results: dict[str, list[dict[str, Any]]] = {}
+    for event in events:
+        if isinstance(event, dg.AssetCheckResult) and event.asset_key in key_to_product:
+            results.setdefault(key_to_product[event.asset_key], []).append(
+                {
+                    "check": event.check_name,
+                    "passed": bool(event.passed),
+                    "severity": event.severity.value,
+                    "failed_rows": (event.metadata or {}).get("dagster_dbt/failed_row_count"),
+                }
+            )
+    return results
+
+
+def dbt_transform_assets(project: DbtProject, translator: DagsterDbtTranslator) -> dg.AssetsDefinition:
+    @dbt_assets(manifest=project.manifest_path, project=project, dagster_dbt_translator=translator)
+    def civicmesh_dbt(
+        context: dg.AssetExecutionContext, dbt: DbtCliResource, mesh: MeshResource
+    ) -> Iterator[Any]:
+        settings = mesh.settings
+        target = settings.dbt_target_dir / "runs" / context.run_id
+        invocation = dbt.cli(["build"], context=context, target_path=target, raise_on_error=False)
+        events = []
+        for event in invocation.stream():
+            events.append(event)
+            yield event
+        manifest = json.loads(project.manifest_path.read_text())
+        run_results = invocation.get_artifact("run_results.json")
+        catalog = mesh.catalog()
+        specs = {s.name: s for s in load_product_specs(manifest)}
+        for product, checks in check_results_by_product(events, manifest, translator).items():
+            failed = any(not c["passed"] and c["severity"] == "ERROR" for c in checks)
+            detail = {"checks": checks, "run_id": context.run_id}
+            catalog.record_quality(specs[product], "failed" if failed else "passed", detail)
+        LineageRecorder.from_settings(settings).record(
+            events_from_dbt_run(
+                manifest, run_results, parent_run_id=context.run_id, warehouse_path=settings.warehouse_path
+            )
+        )
+        shutil.rmtree(target, ignore_errors=True)  # per-run target folders pile up otherwise
+        # Failed tests are reported as failed checks and block only their own product's publish;
+        # a model that did not build fails the step, so nothing downstream publishes on bad input.
+        broken = [
+            r["unique_id"]
+            for r in run_results.get("results", [])
+            if r["unique_id"].startswith(("model.", "seed.", "snapshot.")) and r["status"] == "error"
+        ]
+        if broken:
+            raise dg.Failure(f"dbt could not build {', '.join(broken)}: see the dbt log above")
+
+    return civicmesh_dbt
