@@ -12,9 +12,9 @@ from typing import Any
 import dagster as dg
 import duckdb
 from dagster_dbt import DagsterDbtTranslator
-
 from lineage.events import ingest_events
 from lineage.recorder import LineageRecorder
+
 from orchestration.landing import LandingTable, load_into_warehouse
 from orchestration.resources import MeshResource
 

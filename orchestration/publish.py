@@ -9,11 +9,11 @@ from __future__ import annotations
 import dagster as dg
 import duckdb
 from dagster_dbt import DagsterDbtTranslator
+from lineage.events import publish_events
+from lineage.recorder import LineageRecorder
 
 from civicmesh.products import ProductSpec
 from civicmesh.snapshots import write_snapshot
-from lineage.events import publish_events
-from lineage.recorder import LineageRecorder
 from orchestration.resources import MeshResource
 
 PUBLISH_PREFIX = "published"

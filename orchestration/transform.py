@@ -9,10 +9,10 @@ from typing import Any
 
 import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
-
-from civicmesh.products import is_product_node, load_product_specs
 from lineage.dbt import events_from_dbt_run
 from lineage.recorder import LineageRecorder
+
+from civicmesh.products import is_product_node, load_product_specs
 from orchestration.resources import MeshResource
 
 

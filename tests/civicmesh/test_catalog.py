@@ -71,7 +71,7 @@ def test_failed_registration_rolls_back_pointer_and_row(tmp_path: Path, catalog:
     good = catalog.publish(SPEC, _write(tmp_path, [("s1", 1.0)]))
     newer = _write(tmp_path, [("s1", 2.0)])
 
-    def fail_on_pointer_move(conn, cursor, statement, parameters, context, executemany):  # noqa: ANN001
+    def fail_on_pointer_move(conn, cursor, statement, parameters, context, executemany):
         if statement.startswith("UPDATE catalog_products") and "current_snapshot_id" in statement:
             raise RuntimeError("disk full while moving the pointer")
 

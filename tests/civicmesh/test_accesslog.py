@@ -1,0 +1,137 @@
+"""The access log: gap-free hash chain, group commit across threads and processes, tamper detection."""
+
+from __future__ import annotations
+
+import multiprocessing
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+
+from civicmesh.accesslog import AccessLog, AccessLogUnavailable, AccessRecord
+from civicmesh.store import dispose_all, get_engine
+
+
+def _record(i: int, subject: str = "alice") -> AccessRecord:
+    return AccessRecord(
+        request_id=f"r{i}",
+        action="read",
+        status=200,
+        decision="allow",
+        reason="owner",
+        subject=subject,
+        roles=["owner@public_works"],
+        product="public_works.service_requests",
+        columns_requested=["district", "requester_name"],
+        columns_returned=["district", "requester_name"],
+        columns_masked={"requester_name": "hash"},
+        row_filter={"column": "district", "values": ["D3"]},
+        rows=i,
+        latency_ms=1.23456,
+    )
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> str:
+    url = f"sqlite:///{tmp_path / 'meta.db'}"
+    yield url
+    dispose_all()
+
+
+def test_append_assigns_contiguous_seqs_and_chain_verifies(db: str) -> None:
+    log = AccessLog(get_engine(db)).ensure_schema()
+    assert log.append([_record(1), _record(2)]) == [1, 2]
+    assert log.append([_record(3)]) == [3]
+    assert log.verify() is None
+    rows = list(log.rows())
+    assert [r["seq"] for r in rows] == [1, 2, 3]
+    assert rows[1]["prev_hash"] == rows[0]["hash"]
+    assert rows[0]["latency_ms"] == 1.235
+
+
+def test_threads_share_commits_and_keep_one_chain(db: str) -> None:
+    log = AccessLog(get_engine(db)).ensure_schema()
+    results: list[list[int]] = []
+    lock = threading.Lock()
+
+    def worker(n: int) -> None:
+        for i in range(20):
+            seqs = log.append([_record(n * 100 + i), _record(n * 100 + i)])
+            with lock:
+                results.append(seqs)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    flat = sorted(s for seqs in results for s in seqs)
+    assert flat == list(range(1, 8 * 20 * 2 + 1))
+    assert all(b == a + 1 for a, b in (seqs for seqs in results))  # a caller's records stay together
+    assert log.verify() is None
+
+
+def _process_worker(url: str, n: int) -> None:
+    log = AccessLog(get_engine(url))
+    for i in range(25):
+        log.append([_record(n * 1000 + i, subject=f"p{n}")])
+    dispose_all()
+
+
+def test_several_processes_yield_one_unbroken_chain(db: str) -> None:
+    AccessLog(get_engine(db)).ensure_schema()
+    dispose_all()  # never fork with open pooled connections
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_process_worker, args=(db, n)) for n in range(3)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    log = AccessLog(get_engine(db))
+    assert log.head() == 75
+    assert log.verify() is None
+
+
+def _sqlite(db: str) -> sqlite3.Connection:
+    return sqlite3.connect(db.removeprefix("sqlite:///"))
+
+
+@pytest.mark.parametrize(
+    ("tamper", "bad_seq"),
+    [
+        ("UPDATE access_log SET subject = 'mallory' WHERE seq = 3", 3),
+        ("DELETE FROM access_log WHERE seq = 2", 2),
+        ("UPDATE access_log SET seq = -seq WHERE seq IN (2, 3)", 2),
+        ("UPDATE access_log SET rows = 999 WHERE seq = 5", 5),
+    ],
+)
+def test_tampering_is_detected_at_the_right_record(db: str, tamper: str, bad_seq: int) -> None:
+    log = AccessLog(get_engine(db)).ensure_schema()
+    log.append([_record(i) for i in range(1, 6)])
+    with _sqlite(db) as raw:
+        raw.execute(tamper)
+        if "-seq" in tamper:  # reorder: swap records 2 and 3
+            raw.execute("UPDATE access_log SET seq = 3 WHERE seq = -2")
+            raw.execute("UPDATE access_log SET seq = 2 WHERE seq = -3")
+    assert log.verify() == bad_seq
+
+
+def test_unwritable_store_raises_and_writes_nothing(db: str) -> None:
+    log = AccessLog(get_engine(db)).ensure_schema()
+    log.append([_record(1)])
+    with _sqlite(db) as raw:
+        raw.execute("CREATE TRIGGER deny BEFORE INSERT ON access_log BEGIN SELECT RAISE(ABORT, 'no'); END")
+    with pytest.raises(AccessLogUnavailable):
+        log.append([_record(2), _record(3)])
+    with _sqlite(db) as raw:
+        raw.execute("DROP TRIGGER deny")
+    assert log.append([_record(4)]) == [2]
+    assert log.verify() is None
+
+
+def test_record_never_holds_values(db: str) -> None:
+    row = _record(1).to_row()
+    assert "token" not in " ".join(row)
+    assert row["columns_masked"] == '{"requester_name":"hash"}'
