@@ -30,6 +30,7 @@ from sqlalchemy import (
     update,
 )
 
+from civicmesh.evolution import check_compatible
 from civicmesh.products import ProductSpec
 from civicmesh.snapshots import WrittenSnapshot
 
@@ -166,6 +167,8 @@ class Catalog:
             ):
                 self._upsert_product(conn, spec, now, quality_status="passed", quality_json=quality)
                 return Snapshot.from_row(current)
+            if current is not None:
+                check_compatible(ProductSpec.from_json(current.spec_json), spec)
             seq = (conn.execute(select(func.max(snapshots_table.c.seq))).scalar() or 0) + 1
             snapshot_id = f"{spec.name}@{now:%Y%m%dT%H%M%S%fZ}-{written.checksum[:8]}"
             self._upsert_product(conn, spec, now, quality_status="passed", quality_json=quality)
