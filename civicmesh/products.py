@@ -116,9 +116,17 @@ def _column_spec(source: str, model: str, column: Mapping[str, Any]) -> ColumnSp
     )
 
 
+def _properties_file(node: Mapping[str, Any]) -> str:
+    """The YAML file declaring the node's properties (where a fix goes), else its SQL file."""
+    patch = node.get("patch_path") or ""  # "<package>://models/.../x.yml"
+    if patch:
+        return patch.split("://", 1)[-1]
+    return node.get("original_file_path") or node.get("path") or node["unique_id"]
+
+
 def spec_from_node(node: Mapping[str, Any], groups: Mapping[str, Any]) -> ProductSpec:
     """Validate one manifest model node and turn it into a ProductSpec."""
-    source = node.get("original_file_path") or node.get("path") or node["unique_id"]
+    source = _properties_file(node)
     model = node["name"]
     meta = _model_meta(node).get("civicmesh") or {}
     group = node.get("group") or (node.get("config") or {}).get("group")
@@ -128,10 +136,11 @@ def spec_from_node(node: Mapping[str, Any], groups: Mapping[str, Any]) -> Produc
         raise _fail(source, f"models.{model}.config.group", f"{group!r} is not snake_case")
     group_node = groups.get(f"group.{node['package_name']}.{group}") or {}
     owner = (group_node.get("owner") or {}).get("email") or meta.get("owner")
+    group_file = group_node.get("original_file_path") or source
     if not owner:
-        raise _fail(source, f"groups.{group}.owner.email", "every department group needs an owner email")
+        raise _fail(group_file, f"groups.{group}.owner.email", "every department group needs an owner email")
     if not EMAIL_PATTERN.match(owner):
-        raise _fail(source, f"groups.{group}.owner.email", f"{owner!r} is not an email address")
+        raise _fail(group_file, f"groups.{group}.owner.email", f"{owner!r} is not an email address")
     classification = meta.get("classification")
     if classification not in CLASSIFICATIONS:
         raise _fail(

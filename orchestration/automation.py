@@ -1,7 +1,5 @@
 """When the mesh rebuilds: a daily schedule, and a sensor for new landing files."""
 
-from __future__ import annotations
-
 import json
 from pathlib import Path
 

@@ -6,6 +6,7 @@ In-process execution avoids the 20-35 s of subprocess and queue overhead of a de
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -18,6 +19,7 @@ from pathlib import Path
 import dagster as dg
 
 from civicmesh.settings import Settings
+from lineage.recorder import LineageRecorder
 
 DAGSTER_YAML = Path(__file__).resolve().parent.parent / "dagster.yaml"
 
@@ -41,6 +43,7 @@ class BuildReport:
     skipped: list[str] = field(default_factory=list)
     failed_steps: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    log_path: Path | None = None
 
 
 class _ProgressHandler(logging.Handler):
@@ -69,39 +72,52 @@ class _ProgressHandler(logging.Handler):
             self.emit_line(f"{elapsed} skipped {event.step_key} (upstream check or step failed)")
 
 
+def _progress_logger(emit_line: Callable[[str], None], started: float) -> dg.LoggerDefinition:
+    @dg.logger
+    def progress(_init_context: dg.InitLoggerContext) -> logging.Logger:
+        log = logging.Logger("civicmesh.build", level=logging.DEBUG)
+        log.addHandler(_ProgressHandler(emit_line, started))
+        return log
+
+    return progress
+
+
 def run_build(
     settings: Settings,
     selection: str | None = None,
     emit_line: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True),
 ) -> BuildReport:
     """Materialise all (or `selection`) assets in-process and return what happened."""
-    from orchestration.definitions import build_definitions  # parses dbt; keep CLI start-up light
+    from orchestration.assemble import build_definitions  # parses dbt; keep CLI start-up light
 
     ensure_dagster_home(settings)
     started = time.monotonic()
     emit_line("[   0.0s] parsing dbt project and loading definitions")
-    defs = build_definitions(settings)
+    defs = build_definitions(settings, loggers={"progress": _progress_logger(emit_line, started)})
     job = defs.resolve_implicit_global_asset_job_def()
-    handler = _ProgressHandler(emit_line, started)
-    dagster_logger = logging.getLogger("dagster")
-    dagster_logger.addHandler(handler)
     report = BuildReport()
-    try:
-        with dg.DagsterInstance.get() as instance:
-            asset_selection = (
-                list(dg.AssetSelection.from_coercible(selection).resolve(defs.resolve_asset_graph()))
-                if selection
-                else None
-            )
-            result = job.execute_in_process(
-                instance=instance,
-                raise_on_error=False,
-                asset_selection=asset_selection,
-                run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}},
-                tags={"civicmesh/trigger": "cli"},
-            )
-    finally:
-        dagster_logger.removeHandler(handler)
+    log_dir = settings.home / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    report.log_path = log_dir / f"build-{time.strftime('%Y%m%dT%H%M%S')}.log"
+    emit_line(f"[{time.monotonic() - started:6.1f}s] running; dbt output goes to {report.log_path}")
+    # dagster-dbt echoes every dbt line to stdout; keep it in the log file, show progress lines.
+    with (
+        report.log_path.open("w") as log_file,
+        contextlib.redirect_stdout(log_file),
+        dg.DagsterInstance.get() as instance,
+    ):
+        asset_selection = (
+            list(dg.AssetSelection.from_coercible(selection).resolve(defs.resolve_asset_graph()))
+            if selection
+            else None
+        )
+        result = job.execute_in_process(
+            instance=instance,
+            raise_on_error=False,
+            asset_selection=asset_selection,
+            run_config={"loggers": {"progress": {}}},
+            tags={"civicmesh/trigger": "cli"},
+        )
     report.run_id = result.run_id
     report.success = result.success
     for event in result.all_events:
@@ -113,6 +129,13 @@ def run_build(
         elif event.event_type_value == "STEP_SKIPPED":
             report.skipped.append(event.step_key)
         elif event.event_type_value == "STEP_FAILURE":
-            report.failed_steps.append(event.step_key)
+            error = event.event_specific_data.error
+            while error is not None and error.cause is not None:  # the user code's own error
+                error = error.cause
+            report.failed_steps.append(f"{event.step_key}: {error.message.strip() if error else 'failed'}")
+    # Deliver this run's lineage now; a backend that is down keeps them in the outbox.
+    delivered = LineageRecorder.from_settings(settings).flush(timeout=10)
+    if not delivered:
+        emit_line("lineage: a transport is unreachable; events stay in the outbox for the next delivery")
     report.seconds = time.monotonic() - started
     return report

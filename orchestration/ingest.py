@@ -4,18 +4,17 @@ The list comes from the dbt sources in the manifest (`raw_<department>.<table>`)
 hand-kept list, so a department adds a landing table by declaring the source.
 """
 
-from __future__ import annotations
-
 from collections.abc import Mapping
 from typing import Any
 
 import dagster as dg
 import duckdb
 from dagster_dbt import DagsterDbtTranslator
-from lineage.events import ingest_events
-from lineage.recorder import LineageRecorder
 
+from civicmesh.catalog import utcnow
+from lineage.events import ingest_events, new_run_id
 from orchestration.landing import LandingTable, load_into_warehouse
+from orchestration.lineage_hooks import dagster_parent, record
 from orchestration.resources import MeshResource
 
 RAW_PREFIX = "raw_"
@@ -51,17 +50,22 @@ def _ingest_asset(source: Mapping[str, Any], key: dg.AssetKey, owners: list[str]
             raise dg.Failure(
                 f"landing file {landing.path} is missing: run `civicmesh generate` or deliver the file"
             )
-        recorder = LineageRecorder.from_settings(settings)
-        start, complete = ingest_events(
-            run_id=context.run_id,
-            landing_path=landing.path,
-            raw_relation=f"{source['schema']}.{table}",
-            warehouse_path=settings.warehouse_path,
-        )
-        recorder.record([start])
-        with duckdb.connect(str(settings.warehouse_path)) as con:
-            rows = load_into_warehouse(con, landing)
-        recorder.record([complete(rows)])
+        lineage = {
+            "run_id": new_run_id(),
+            "parent": dagster_parent(context),
+            "landing_path": landing.path,
+            "raw_relation": f"{source['schema']}.{table}",
+            "warehouse_path": settings.warehouse_path,
+            "started_at": utcnow(),
+        }
+        try:
+            with duckdb.connect(str(settings.warehouse_path)) as con:
+                con.execute("SET enable_progress_bar = false")
+                rows = load_into_warehouse(con, landing)
+        except Exception as exc:
+            record(settings, ingest_events(row_count=None, status="FAIL", error=str(exc), **lineage))
+            raise
+        record(settings, ingest_events(row_count=rows, ended_at=utcnow(), **lineage))
         return dg.MaterializeResult(metadata={"dagster/row_count": rows, "path": str(landing.path)})
 
     _ingest.__name__ = f"ingest_{department}_{table}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 from dagster_dbt import DbtCliResource, DbtProject
@@ -13,6 +14,10 @@ from civicmesh.settings import Settings
 def configure_dbt_environment(settings: Settings) -> None:
     """dbt reads its warehouse path and log folder from the environment (see transforms/profiles.yml)."""
     os.environ["CIVICMESH_WAREHOUSE"] = str(settings.warehouse_path)
+    # dagster-dbt runs `dbt` from PATH; use the one installed beside this interpreter.
+    bin_dir = str(Path(sys.executable).parent)
+    if bin_dir not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
     os.environ.setdefault("DBT_LOG_PATH", str(settings.home / "dbt_logs"))
     os.environ.setdefault("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
 

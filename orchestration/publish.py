@@ -4,16 +4,16 @@ Dagster only runs a publish step when every blocking check of the model passed (
 severity error are blocking), so a failed test leaves the previous snapshot current.
 """
 
-from __future__ import annotations
-
 import dagster as dg
 import duckdb
 from dagster_dbt import DagsterDbtTranslator
-from lineage.events import publish_events
-from lineage.recorder import LineageRecorder
 
+from civicmesh.catalog import utcnow
 from civicmesh.products import ProductSpec
 from civicmesh.snapshots import write_snapshot
+from lineage.events import new_run_id, publish_events
+from lineage.naming import duckdb_dataset
+from orchestration.lineage_hooks import dagster_parent, record
 from orchestration.resources import MeshResource
 
 PUBLISH_PREFIX = "published"
@@ -42,17 +42,43 @@ def publish_asset(spec: ProductSpec, model_key: dg.AssetKey, relation: str) -> d
     def _publish(context: dg.AssetExecutionContext, mesh: MeshResource) -> dg.MaterializeResult:
         settings = mesh.settings
         catalog = mesh.catalog()
-        recorder = LineageRecorder.from_settings(settings)
-        start, finish = publish_events(spec=spec, parent_run_id=context.run_id, relation=relation)
-        recorder.record([start])
-        with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
-            written = write_snapshot(
-                con, relation, settings.snapshots_dir / spec.department / spec.product, snapshot_order(spec)
+        lineage = {
+            "run_id": new_run_id(),
+            "parent": dagster_parent(context),
+            "spec": spec,
+            "source": duckdb_dataset(settings.warehouse_path, relation),
+            "started_at": utcnow(),
+        }
+        try:
+            with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
+                written = write_snapshot(
+                    con,
+                    relation,
+                    settings.snapshots_dir / spec.department / spec.product,
+                    snapshot_order(spec),
+                )
+            entry = catalog.entry(spec.name)
+            quality = entry.quality if entry and entry.quality_status == "passed" else None
+            snapshot = catalog.publish(spec, written, quality=quality, run_id=context.run_id)
+        except Exception as exc:
+            failed = publish_events(
+                snapshot_id=None, snapshot_path=None, row_count=None, status="FAIL", error=str(exc), **lineage
             )
-        entry = catalog.entry(spec.name)
-        quality = entry.quality if entry and entry.quality_status == "passed" else None
-        snapshot = catalog.publish(spec, written, quality=quality, run_id=context.run_id)
-        recorder.record([finish(snapshot.id, snapshot.path, snapshot.row_count, snapshot.schema)])
+            record(settings, failed)
+            raise
+        record(
+            settings,
+            publish_events(
+                snapshot_id=snapshot.id,
+                snapshot_path=snapshot.path,
+                row_count=snapshot.row_count,
+                schema=snapshot.schema,
+                checksum=snapshot.checksum,
+                byte_size=snapshot.byte_size,
+                ended_at=utcnow(),
+                **lineage,
+            ),
+        )
         context.log.info(f"{spec.name}: snapshot {snapshot.id} ({snapshot.row_count} rows) is current")
         return dg.MaterializeResult(
             metadata={

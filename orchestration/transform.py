@@ -1,18 +1,16 @@
 """dbt models as Dagster assets; dbt tests become (blocking, for severity error) asset checks."""
 
-from __future__ import annotations
-
 import json
-import shutil
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
-from lineage.dbt import events_from_dbt_run
-from lineage.recorder import LineageRecorder
 
 from civicmesh.products import is_product_node, load_product_specs
+from lineage.dbt import events_from_dbt_run
+from lineage.events import new_run_id
+from orchestration.lineage_hooks import dagster_parent, record
 from orchestration.resources import MeshResource
 
 
@@ -48,7 +46,9 @@ def check_results_by_product(
                     "check": event.check_name,
                     "passed": bool(event.passed),
                     "severity": event.severity.value,
-                    "failed_rows": (event.metadata or {}).get("dagster_dbt/failed_row_count"),
+                    "failed_rows": getattr(
+                        (event.metadata or {}).get("dagster_dbt/failed_row_count"), "value", None
+                    ),
                 }
             )
     return results
@@ -60,7 +60,9 @@ def dbt_transform_assets(project: DbtProject, translator: DagsterDbtTranslator) 
         context: dg.AssetExecutionContext, dbt: DbtCliResource, mesh: MeshResource
     ) -> Iterator[Any]:
         settings = mesh.settings
-        target = settings.dbt_target_dir / "runs" / context.run_id
+        # The project's own target folder: dbt's partial parse reuses it (a fresh per-run folder
+        # re-parses everything, ~8 s), and runs never overlap (one DuckDB writer).
+        target = project.target_path
         invocation = dbt.cli(["build"], context=context, target_path=target, raise_on_error=False)
         events = []
         for event in invocation.stream():
@@ -74,12 +76,17 @@ def dbt_transform_assets(project: DbtProject, translator: DagsterDbtTranslator) 
             failed = any(not c["passed"] and c["severity"] == "ERROR" for c in checks)
             detail = {"checks": checks, "run_id": context.run_id}
             catalog.record_quality(specs[product], "failed" if failed else "passed", detail)
-        LineageRecorder.from_settings(settings).record(
+        record(
+            settings,
             events_from_dbt_run(
-                manifest, run_results, parent_run_id=context.run_id, warehouse_path=settings.warehouse_path
-            )
+                manifest,
+                run_results,
+                run_id=new_run_id(),
+                parent=dagster_parent(context),
+                warehouse_path=settings.warehouse_path,
+                project_dir=project.project_dir,
+            ),
         )
-        shutil.rmtree(target, ignore_errors=True)  # per-run target folders pile up otherwise
         # Failed tests are reported as failed checks and block only their own product's publish;
         # a model that did not build fails the step, so nothing downstream publishes on bad input.
         broken = [

@@ -31,3 +31,4 @@ class Decision:
         default_factory=dict
     )  # column -> mask kind (redact|hash|partial|generalize)
     row_filter: RowFilter | None = None
+    source: str | None = None  # where the deciding rule lives: "policy.csv:12", "access request #7", ...

@@ -135,3 +135,23 @@ def test_record_never_holds_values(db: str) -> None:
     row = _record(1).to_row()
     assert "token" not in " ".join(row)
     assert row["columns_masked"] == '{"requester_name":"hash"}'
+
+
+def test_truncation_is_detected_by_signed_checkpoints(db: str) -> None:
+    log = AccessLog(get_engine(db), checkpoint_key="k", checkpoint_interval=5).ensure_schema()
+    for i in range(12):
+        log.append([_record(i)])
+    assert [c["seq"] for c in log.checkpoints()] == [5, 10]
+    assert log.verify() is None
+    with _sqlite(db) as raw:
+        raw.execute("DELETE FROM access_log WHERE seq >= 8")  # a valid, shorter chain remains
+    assert AccessLog(get_engine(db)).verify() is None  # without the key truncation is invisible
+    assert log.verify() == 8
+
+
+def test_forged_checkpoint_is_detected(db: str) -> None:
+    log = AccessLog(get_engine(db), checkpoint_key="k", checkpoint_interval=3).ensure_schema()
+    log.append([_record(i) for i in range(4)])
+    with _sqlite(db) as raw:
+        raw.execute("UPDATE access_log_checkpoints SET seq = 2 WHERE seq = 4")
+    assert log.verify() == 2

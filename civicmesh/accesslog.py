@@ -1,0 +1,398 @@
+"""The access log: one hash-chained, gap-free record per request and product touched.
+
+Every surface that serves or governs data appends here before it answers (fail closed). Records
+carry who, what, under which rule and how much — never a token and never a PII value.
+
+Concurrency: callers in one process share a transaction (group commit: the first waiting thread
+becomes the leader and writes everything queued so far); processes sharing the store serialise on
+the write lock (`BEGIN IMMEDIATE` on SQLite, a table lock on PostgreSQL). Sequence numbers and the
+chain are computed inside that lock, so any number of writers yields one unbroken chain.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import threading
+from collections.abc import Callable, Collection, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Connection,
+    Engine,
+    Float,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    func,
+    select,
+)
+
+from civicmesh.settings import Settings
+from civicmesh.store import get_engine
+
+GENESIS_HASH = "0" * 64
+
+metadata = MetaData()
+
+access_log_table = Table(
+    "access_log",
+    metadata,
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("ts", String(40), nullable=False, index=True),  # ISO-8601 UTC, fixed width: sorts as text
+    Column("request_id", String(64), nullable=False, index=True),
+    Column("subject", String(200), nullable=True, index=True),
+    Column("roles", Text, nullable=False),  # JSON list of "role@department"
+    Column("action", String(32), nullable=False),
+    Column("product", String(200), nullable=True, index=True),
+    Column("snapshot_id", String(200), nullable=True),
+    Column("columns_requested", Text, nullable=False),  # JSON list
+    Column("columns_returned", Text, nullable=False),  # JSON list
+    Column("columns_masked", Text, nullable=False),  # JSON object column -> mask kind
+    Column("row_filter", Text, nullable=True),  # JSON {"column", "values"}
+    Column("decision", String(16), nullable=False),  # allow | deny | none
+    Column("rule", Text, nullable=True),
+    Column("reason", Text, nullable=False),
+    Column("policy_version", String(100), nullable=True),
+    Column("rows", BigInteger, nullable=True),
+    Column("bytes", BigInteger, nullable=True),
+    Column("latency_ms", Float, nullable=True),
+    Column("client", String(100), nullable=True),
+    Column("operation_hash", String(64), nullable=True),
+    Column("status", Integer, nullable=False),
+    Column("error_code", String(32), nullable=True),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+)
+
+# Signed checkpoints: every CHECKPOINT_INTERVAL records the head (seq, hash) is signed with a key
+# the store does not hold, so truncating the newest records (which leaves a valid shorter chain)
+# is detected as soon as a checkpoint names a record that is gone.
+CHECKPOINT_INTERVAL = 100
+
+checkpoints_table = Table(
+    "access_log_checkpoints",
+    metadata,
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("hash", String(64), nullable=False),
+    Column("ts", String(40), nullable=False),
+    Column("signature", String(64), nullable=False),
+)
+
+_JSON_FIELDS = ("roles", "columns_requested", "columns_returned", "columns_masked", "row_filter")
+_CHAINED_FIELDS = tuple(c.name for c in access_log_table.columns if c.name != "hash")
+
+
+class AccessLogUnavailable(RuntimeError):
+    """The log could not be written: the caller must not serve data (fail closed)."""
+
+
+def utc_timestamp(moment: datetime | None = None) -> str:
+    moment = (moment or datetime.now(UTC)).astimezone(UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass
+class AccessRecord:
+    """One record before it is chained. Lists hold column *names*; values never enter the log."""
+
+    request_id: str
+    action: str
+    status: int
+    decision: str = "none"
+    reason: str = ""
+    subject: str | None = None
+    roles: list[str] = field(default_factory=list)
+    product: str | None = None
+    snapshot_id: str | None = None
+    columns_requested: list[str] = field(default_factory=list)
+    columns_returned: list[str] = field(default_factory=list)
+    columns_masked: dict[str, str] = field(default_factory=dict)
+    row_filter: dict[str, Any] | None = None
+    rule: str | None = None
+    policy_version: str | None = None
+    rows: int | None = None
+    bytes: int | None = None
+    latency_ms: float | None = None
+    client: str | None = None
+    operation_hash: str | None = None
+    error_code: str | None = None
+    ts: str = field(default_factory=utc_timestamp)
+
+    def to_row(self) -> dict[str, Any]:
+        row = asdict(self)
+        for name in _JSON_FIELDS:
+            value = row[name]
+            row[name] = None if value is None else json.dumps(value, sort_keys=True, separators=(",", ":"))
+        if row["latency_ms"] is not None:
+            row["latency_ms"] = round(float(row["latency_ms"]), 3)
+        return row
+
+
+def chain_hash(row: dict[str, Any]) -> str:
+    """SHA-256 over a canonical JSON of every stored field except `hash` (prev_hash included)."""
+    payload = {name: row.get(name) for name in _CHAINED_FIELDS}
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+# Extra writes that must commit atomically with a caller's records (e.g. lineage outbox rows).
+TxHook = Callable[[Connection], object]
+
+
+@dataclass
+class _Batch:
+    records: Sequence[AccessRecord]
+    also: TxHook | None = None
+    seqs: list[int] | None = None
+    error: BaseException | None = None
+    done: bool = False
+
+
+def sign_checkpoint(key: bytes, seq: int, chain_hash_value: str, ts: str) -> str:
+    return hmac.new(key, f"{seq}|{chain_hash_value}|{ts}".encode(), hashlib.sha256).hexdigest()
+
+
+class AccessLog:
+    def __init__(
+        self,
+        engine: Engine,
+        checkpoint_key: str | None = None,
+        checkpoint_interval: int = CHECKPOINT_INTERVAL,
+    ) -> None:
+        self.engine = engine
+        self.checkpoint_key = checkpoint_key.encode() if checkpoint_key else None
+        self.checkpoint_interval = checkpoint_interval
+        self._cond = threading.Condition()
+        self._queue: list[_Batch] = []
+        self._writing = False
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> AccessLog:
+        key = os.environ.get("CIVICMESH_AUDIT_KEY") or settings._stored_secret("audit_key")
+        return cls(get_engine(settings.metadata_url), checkpoint_key=key).ensure_schema()
+
+    def ensure_schema(self) -> AccessLog:
+        metadata.create_all(self.engine)
+        return self
+
+    # -- writing ---------------------------------------------------------------------------------
+
+    def append(self, records: Sequence[AccessRecord], also: TxHook | None = None) -> list[int]:
+        """Commit `records` (in order, contiguous seqs) and return their sequence numbers.
+
+        `also(conn)` runs inside the same transaction, so e.g. the lineage events of a read are
+        durable together with its access-log records (and share the group commit).
+        Raises AccessLogUnavailable if the store cannot be written; nothing is half-written.
+        """
+        if not records:
+            return []
+        batch = _Batch(records, also)
+        with self._cond:
+            self._queue.append(batch)
+            while not batch.done and self._writing:
+                self._cond.wait()
+            if batch.done:
+                return self._result(batch)
+            # Leader: take everything queued so far into one transaction.
+            self._writing = True
+            taken, self._queue = self._queue, []
+        try:
+            self._write(taken)
+        except Exception as exc:
+            for item in taken:
+                item.error = exc
+        finally:
+            with self._cond:
+                for item in taken:
+                    item.done = True
+                self._writing = False
+                self._cond.notify_all()
+        return self._result(batch)
+
+    @staticmethod
+    def _result(batch: _Batch) -> list[int]:
+        if batch.error is not None:
+            raise AccessLogUnavailable(f"access log not written: {batch.error}") from batch.error
+        assert batch.seqs is not None
+        return batch.seqs
+
+    def _write(self, batches: list[_Batch]) -> None:
+        with self.engine.connect() as conn:
+            self._lock(conn)
+            try:
+                last = conn.execute(
+                    select(access_log_table.c.seq, access_log_table.c.hash)
+                    .order_by(access_log_table.c.seq.desc())
+                    .limit(1)
+                ).first()
+                seq, prev = (int(last.seq), str(last.hash)) if last else (0, GENESIS_HASH)
+                rows: list[dict[str, Any]] = []
+                for batch in batches:
+                    batch.seqs = []
+                    for record in batch.records:
+                        seq += 1
+                        row = record.to_row()
+                        row["seq"] = seq
+                        row["prev_hash"] = prev
+                        row["hash"] = prev = chain_hash(row)
+                        rows.append(row)
+                        batch.seqs.append(seq)
+                conn.execute(access_log_table.insert(), rows)
+                self._maybe_checkpoint(conn, seq, prev)
+                for batch in batches:
+                    if batch.also is not None:
+                        batch.also(conn)
+                conn.commit()
+            except BaseException:
+                conn.rollback()
+                for batch in batches:
+                    batch.seqs = None
+                raise
+
+    def _maybe_checkpoint(self, conn: Connection, head_seq: int, head_hash: str) -> None:
+        """Inside the write transaction: sign the head if `interval` records passed since the last."""
+        if self.checkpoint_key is None:
+            return
+        last = conn.execute(
+            select(checkpoints_table.c.seq).order_by(checkpoints_table.c.seq.desc()).limit(1)
+        ).scalar()
+        if head_seq - int(last or 0) < self.checkpoint_interval:
+            return
+        ts = utc_timestamp()
+        conn.execute(
+            checkpoints_table.insert().values(
+                seq=head_seq,
+                hash=head_hash,
+                ts=ts,
+                signature=sign_checkpoint(self.checkpoint_key, head_seq, head_hash, ts),
+            )
+        )
+
+    def _lock(self, conn: Connection) -> None:
+        """Take the store's write lock before reading the chain head (cross-process safety)."""
+        if conn.dialect.name == "sqlite":
+            # pysqlite starts no transaction for a plain BEGIN statement itself, so the explicit
+            # BEGIN IMMEDIATE opens it and takes the RESERVED lock; busy_timeout makes others wait.
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        elif conn.dialect.name == "postgresql":
+            conn.exec_driver_sql("LOCK TABLE access_log IN SHARE ROW EXCLUSIVE MODE")
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    def rows(self, after_seq: int = 0, batch_size: int = 5000) -> Iterator[dict[str, Any]]:
+        """Every stored row in seq order, streamed in batches."""
+        while True:
+            with self.engine.connect() as conn:
+                chunk = [
+                    dict(r._mapping)
+                    for r in conn.execute(
+                        select(access_log_table)
+                        .where(access_log_table.c.seq > after_seq)
+                        .order_by(access_log_table.c.seq)
+                        .limit(batch_size)
+                    )
+                ]
+            yield from chunk
+            if len(chunk) < batch_size:
+                return
+            after_seq = int(chunk[-1]["seq"])
+
+    def search(
+        self,
+        *,
+        products: Collection[str] | None,
+        subject: str | None = None,
+        product: str | None = None,
+        decision: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        after_seq: int = 0,
+        limit: int = 100,
+    ) -> tuple[list[dict[str, Any]], int]:
+        """(page of decoded rows in seq order, total matching). `products=None` means every
+        record, including those of no product (401s, catalog queries); otherwise only those products."""
+        t = access_log_table
+        conditions = []
+        if products is not None:
+            conditions.append(t.c.product.in_(list(products)))
+        if subject is not None:
+            conditions.append(t.c.subject == subject)
+        if product is not None:
+            conditions.append(t.c.product == product)
+        if decision is not None:
+            conditions.append(t.c.decision == decision)
+        if since is not None:
+            conditions.append(t.c.ts >= utc_timestamp(since))
+        if until is not None:
+            conditions.append(t.c.ts < utc_timestamp(until))
+        with self.engine.connect() as conn:
+            total = conn.execute(select(func.count()).select_from(t).where(*conditions)).scalar() or 0
+            rows = conn.execute(
+                select(t).where(*conditions, t.c.seq > after_seq).order_by(t.c.seq).limit(limit)
+            ).all()
+        return [decode_row(dict(r._mapping)) for r in rows], int(total)
+
+    def head(self) -> int:
+        with self.engine.connect() as conn:
+            value = conn.execute(
+                select(access_log_table.c.seq).order_by(access_log_table.c.seq.desc())
+            ).first()
+        return int(value.seq) if value else 0
+
+    def checkpoints(self) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(checkpoints_table).order_by(checkpoints_table.c.seq)).all()
+        return [dict(r._mapping) for r in rows]
+
+    def verify(self) -> int | None:
+        """The first sequence number whose record was modified, deleted, inserted, reordered or
+        truncated away; None if the chain is whole.
+
+        Truncation is caught up to the last signed checkpoint (at most `checkpoint_interval`
+        records can vanish unnoticed from the very end); with no key, checkpoints are not checked.
+        """
+        marks: dict[int, str] = {}
+        first_bad: int | None = None
+        if self.checkpoint_key is not None:
+            for cp in self.checkpoints():
+                seq = int(cp["seq"])
+                good = sign_checkpoint(self.checkpoint_key, seq, cp["hash"], cp["ts"])
+                if not hmac.compare_digest(good, cp["signature"]):
+                    first_bad = seq if first_bad is None else min(first_bad, seq)  # forged checkpoint
+                marks[seq] = cp["hash"]
+        expected_seq, prev = 1, GENESIS_HASH
+        for row in self.rows():
+            seq = int(row["seq"])
+            if seq != expected_seq:  # a gap: the record expected here was deleted
+                return _earliest(first_bad, expected_seq)
+            if row["prev_hash"] != prev or chain_hash(row) != row["hash"]:
+                return _earliest(first_bad, seq)
+            if seq in marks and marks[seq] != row["hash"]:
+                return _earliest(first_bad, seq)
+            prev = row["hash"]
+            expected_seq += 1
+        if marks and max(marks) >= expected_seq:  # a signed head that no longer exists: truncation
+            return _earliest(first_bad, expected_seq)
+        return first_bad
+
+
+def _earliest(a: int | None, b: int) -> int:
+    return b if a is None else min(a, b)
+
+
+def decode_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A stored row with its JSON fields parsed back (for reports and APIs)."""
+    out = dict(row)
+    for name in _JSON_FIELDS:
+        if out.get(name) is not None:
+            out[name] = json.loads(out[name])
+    return out

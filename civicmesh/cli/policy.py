@@ -1,0 +1,192 @@
+"""`civicmesh policy check|explain|who-can|diff`: lint, explain and impact-analyse the access policy."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+from pathlib import Path
+
+from civicmesh.cli import CommandError
+from civicmesh.products import ProductSpec
+from civicmesh.settings import Settings
+
+POLICY_FILES = {".conf": "model.conf", ".csv": "policy.csv", ".yaml": "users.yaml", ".yml": "users.yaml"}
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    policy = subparsers.add_parser("policy", help="check, explain and diff the access policy")
+    sub = policy.add_subparsers(dest="policy_command", required=True, metavar="SUBCOMMAND")
+
+    def manifest_arg(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--manifest",
+            type=Path,
+            help="read products from a dbt manifest (e.g. transforms/target/manifest.json) "
+            "instead of the catalog",
+        )
+
+    check = sub.add_parser("check", help="lint the policy files (exit 1 on findings)")
+    check.add_argument("--dir", type=Path, help="policy folder (default: the configured one)")
+    manifest_arg(check)
+    check.set_defaults(handler=run_check)
+
+    explain = sub.add_parser("explain", help="why USER may or may not do ACTION on PRODUCT")
+    explain.add_argument("user")
+    explain.add_argument("product")
+    explain.add_argument("action", nargs="?", help="one action (default: all of them)")
+    manifest_arg(explain)
+    explain.set_defaults(handler=run_explain)
+
+    who = sub.add_parser("who-can", help="every user allowed ACTION on PRODUCT")
+    who.add_argument("product")
+    who.add_argument("action")
+    manifest_arg(who)
+    who.set_defaults(handler=run_who_can)
+
+    diff = sub.add_parser("diff", help="who gains or loses which rights between two policies")
+    diff.add_argument("old", type=Path, help="a policy folder, or one policy file (policy.csv, ...)")
+    diff.add_argument("new", type=Path)
+    diff.add_argument("--exit-code", action="store_true", help="exit 1 when there are changes")
+    manifest_arg(diff)
+    diff.set_defaults(handler=run_diff)
+
+
+def load_products(settings: Settings, manifest: Path | None) -> list[ProductSpec]:
+    """Products from a dbt manifest when given, else from the published catalog."""
+    if manifest is not None:
+        from civicmesh.products import ProductSpecError, load_product_specs
+
+        if not manifest.is_file():
+            raise CommandError(f"no manifest at {manifest} (run dbt parse first)")
+        try:
+            return load_product_specs(manifest)
+        except ProductSpecError as exc:
+            raise CommandError(str(exc)) from exc
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from civicmesh.catalog import Catalog
+    from civicmesh.store import get_engine
+
+    url = make_url(settings.metadata_url)
+    if url.get_backend_name() == "sqlite" and url.database and not Path(url.database).exists():
+        return []  # nothing published yet; do not create an empty store as a side effect
+    try:
+        return [entry.spec for entry in Catalog(get_engine(settings.metadata_url)).entries()]
+    except SQLAlchemyError:
+        return []  # no catalog yet (nothing published)
+
+
+def find_product(products: list[ProductSpec], name: str) -> ProductSpec:
+    for product in products:
+        if product.name == name:
+            return product
+    known = ", ".join(p.name for p in products) or "none: publish products or pass --manifest"
+    raise CommandError(f"unknown product {name!r} (known: {known})")
+
+
+def _engine(settings: Settings):  # type: ignore[no-untyped-def]
+    from policies.engine import PolicyEngine
+    from policies.names import PolicyError
+
+    try:
+        return PolicyEngine.load(settings, check_interval=None)
+    except (PolicyError, OSError) as exc:
+        raise CommandError(f"the policy does not load: {exc} (run `civicmesh policy check`)") from exc
+
+
+def run_check(args: argparse.Namespace) -> int:
+    from policies.lint import lint_dir
+
+    settings = Settings.from_env()
+    folder = args.dir or settings.policies_dir
+    products = load_products(settings, args.manifest) or None
+    problems = lint_dir(folder, products)
+    for problem in problems:
+        print(problem)
+    scope = f"{len(products)} products" if products else "no product list: existence not checked"
+    if problems:
+        print(f"{len(problems)} finding(s) in {folder} ({scope})")
+        return 1
+    print(f"policy OK: {folder} ({scope})")
+    return 0
+
+
+def run_explain(args: argparse.Namespace) -> int:
+    from policies.decision import ACTIONS
+    from policies.explain import explain
+
+    settings = Settings.from_env()
+    if args.action is not None and args.action not in ACTIONS:
+        raise CommandError(f"unknown action {args.action!r}; use one of {', '.join(ACTIONS)}")
+    product = find_product(load_products(settings, args.manifest), args.product)
+    engine = _engine(settings)
+    for action in [args.action] if args.action else list(ACTIONS):
+        print("\n".join(explain(engine, args.user, product, action)))
+    return 0  # a denial is an answer, not a failure
+
+
+def run_who_can(args: argparse.Namespace) -> int:
+    from policies.decision import ACTIONS
+    from policies.explain import who_can
+
+    settings = Settings.from_env()
+    if args.action not in ACTIONS:
+        raise CommandError(f"unknown action {args.action!r}; use one of {', '.join(ACTIONS)}")
+    product = find_product(load_products(settings, args.manifest), args.product)
+    engine = _engine(settings)
+    decisions = who_can(engine, product, args.action)
+    for d in decisions:
+        extra = []
+        if d.masks:
+            extra.append(f"masked: {', '.join(sorted(d.masks))}")
+        if d.row_filter:
+            extra.append(f"rows: {d.row_filter.describe()}")
+        print(f"{d.subject:<12} {d.rule}" + (f"  ({'; '.join(extra)})" if extra else ""))
+    if not decisions:
+        print(f"nobody may {args.action} {product.name}")
+    return 0
+
+
+def _policy_folder(path: Path, default: Path, tmp: Path) -> Path:
+    """A folder with all three files: `path` itself, or one file overlaid on its folder/the default."""
+    if path.is_dir():
+        return path
+    if not path.is_file():
+        raise CommandError(f"{path} is neither a policy folder nor a policy file")
+    target = POLICY_FILES.get(path.suffix)
+    if target is None:
+        raise CommandError(f"{path}: expected a .csv, .yaml or .conf policy file")
+    tmp.mkdir(parents=True)
+    for name in set(POLICY_FILES.values()):
+        source = path.parent / name if (path.parent / name).is_file() else default / name
+        shutil.copy(source, tmp / name)
+    shutil.copy(path, tmp / target)
+    return tmp
+
+
+def run_diff(args: argparse.Namespace) -> int:
+    from policies.engine import PolicyEngine
+    from policies.explain import diff
+    from policies.names import PolicyError
+
+    settings = Settings.from_env()
+    products = load_products(settings, args.manifest)
+    if not products:
+        raise CommandError("no products to compare on: publish products or pass --manifest")
+    with tempfile.TemporaryDirectory() as tmp:
+        engines = []
+        for label, path in (("old", args.old), ("new", args.new)):
+            folder = _policy_folder(path, settings.policies_dir, Path(tmp) / label)
+            try:
+                engines.append(PolicyEngine.from_dir(folder))
+            except (PolicyError, OSError) as exc:
+                raise CommandError(f"{label} policy {path} does not load: {exc}") from exc
+    changes = diff(engines[0], engines[1], products)
+    for change in changes:
+        print(change.describe())
+    gains = sum(c.kind == "gain" for c in changes)
+    losses = sum(c.kind == "lose" for c in changes)
+    print(f"{gains} right(s) gained, {losses} lost, {len(changes) - gains - losses} changed in scope/masks")
+    return 1 if args.exit_code and changes else 0

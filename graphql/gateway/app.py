@@ -1,0 +1,298 @@
+"""The Starlette app: `/graphql` (authenticated, governed, logged) and `/healthz`.
+
+Order of a request: size limit -> authentication -> execution (decisions, masks, row scope in
+resolvers) -> access-log commit -> response. If the log cannot be committed the response is
+replaced by HTTP 503 `UNAVAILABLE` with no data (fail closed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio.to_thread
+from cross_web import HTTPException
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from civicmesh.accesslog import AccessLog, AccessRecord
+from civicmesh.catalog import Catalog
+from civicmesh.settings import Settings
+from civicmesh.store import get_engine
+from gateway import errors
+from gateway.auth import AuthError, Principal, authenticate
+from gateway.context import CatalogState, RequestContext, Touch, touch_record
+from gateway.duck import DuckPool
+from gateway.responses import ResponseCache
+from gateway.schema import build_schema
+from gateway.view import CONTEXT_KEY, GatewayView
+from lineage.events import read_event
+from lineage.recorder import LineageRecorder
+from policies.engine import PolicyEngine
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 64 * 1024
+POLL_SECONDS = 1.0
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+class Gateway:
+    """Everything a request needs, built once per process in the lifespan."""
+
+    def __init__(self, settings: Settings, access_log: AccessLog | None = None) -> None:
+        self.settings = settings
+        engine = get_engine(settings.metadata_url)
+        self.catalog = Catalog(engine).ensure_schema()
+        self.access_log = access_log or AccessLog.from_settings(settings)
+        self.policy = PolicyEngine.load(settings)
+        self.lineage = LineageRecorder.from_settings(settings)
+        self.duck = DuckPool(settings.snapshots_dir, settings.mask_key)
+        self.responses = ResponseCache()
+        self.state = self._load_state()
+        self.view = GatewayView(build_schema(self.state, settings.demo_mode), settings.demo_mode)
+        self._polled = time.monotonic()
+        self._refreshing = asyncio.Lock()
+
+    def _load_state(self) -> CatalogState:
+        version = self.catalog.version()
+        return CatalogState(version=version, entries={e.spec.name: e for e in self.catalog.entries()})
+
+    async def refresh(self) -> None:
+        """At most once a second: pick up a new publish (new schema) and policy changes."""
+        if time.monotonic() - self._polled < POLL_SECONDS or self._refreshing.locked():
+            return
+        async with self._refreshing:
+            self._polled = time.monotonic()
+            try:
+                version = await anyio.to_thread.run_sync(self.catalog.version)
+                if version != self.state.version:
+                    state = await anyio.to_thread.run_sync(self._load_state)
+                    schema = await anyio.to_thread.run_sync(build_schema, state, self.settings.demo_mode)
+                    # Swap both together: a request sees the old pair or the new pair.
+                    self.state, self.view = state, GatewayView(schema, self.settings.demo_mode)
+                    log.info("catalog %s: schema rebuilt with %d products", version, len(state.entries))
+            except Exception:  # keep serving the last good schema
+                log.exception("catalog refresh failed")
+
+    def start(self) -> Gateway:
+        self.lineage.start()  # background delivery from the outbox; recording stays on the request
+        return self
+
+    def close(self) -> None:
+        self.lineage.stop()
+        self.duck.close()
+
+    # -- one request -----------------------------------------------------------------------------
+
+    async def handle(self, request: Request) -> Response:
+        started = time.perf_counter()
+        request_id = uuid.uuid4().hex
+        client = request.client.host if request.client else None
+        common: dict[str, Any] = {"request_id": request_id, "client": client}
+        if request.method == "GET" and self.settings.demo_mode and _wants_html(request):
+            return await self.view.run(request)  # the GraphiQL page: no data, no token needed
+        try:
+            body = await _read_body(request)
+        except BodyTooLarge:
+            return await self._reject(common, started, 413, errors.LIMIT_EXCEEDED, "Request body too large.")
+        common["operation_hash"] = _operation_hash(body)
+        try:
+            principal = authenticate(self.settings, request.headers.get("authorization"))
+        except AuthError as exc:
+            return await self._reject(common, started, 401, errors.UNAUTHENTICATED, str(exc))
+        await self.refresh()
+        state, view = self.state, self.view
+        common["subject"] = principal.subject
+        common["roles"] = [f"{r}@{d}" for r, d in self.policy.roles(principal.subject)]
+        key = ResponseCache.key(
+            state.version,
+            self.policy.version,
+            principal.subject,
+            request.headers.get("content-type", ""),
+            body,
+        )
+        hit = self.responses.get(key) if request.method == "POST" else None
+        if hit is not None and not self._still_decided(principal.subject, hit.touches):
+            hit = None
+        if hit is not None:
+            response = Response(hit.body, media_type="application/json")
+            return await self._finish(common, started, principal, response, list(hit.touches), None)
+        ctx = RequestContext(
+            settings=self.settings,
+            principal=principal,
+            policy=self.policy,
+            duck=self.duck,
+            catalog=self.catalog,
+            access_log=self.access_log,
+            state=state,
+            request_id=request_id,
+            client=client,
+            started=started,
+        )
+        setattr(request.state, CONTEXT_KEY, ctx)
+        try:
+            response = await view.run(request, context=ctx)
+        except HTTPException as exc:  # malformed HTTP-level request (content type, JSON, method)
+            return await self._reject(common, started, exc.status_code, errors.BAD_USER_INPUT, exc.reason)
+        request_error = ctx.error_codes[0] if ctx.error_codes else None
+        if ctx.cacheable and ctx.touches and response.status_code == 200 and request_error is None:
+            self.responses.put(key, bytes(response.body), ctx.touches)
+        return await self._finish(common, started, principal, response, ctx.touches, request_error)
+
+    def _still_decided(self, subject: str, touches: tuple[Touch, ...]) -> bool:
+        """A cached response stands only if every decision behind it is still the same (a grant
+        may have expired): decide() is cached, so this costs microseconds."""
+        return all(
+            self.policy.decide(subject, t.spec, t.action) == t.decision for t in touches if t.spec is not None
+        )
+
+    async def _finish(
+        self,
+        common: dict[str, Any],
+        started: float,
+        principal: Principal,
+        response: Response,
+        touches: list[Touch],
+        request_error: str | None,
+    ) -> Response:
+        """Log the request (one record per product touched, or one for the request) and only
+        then let the response go; if the log cannot be written, send 503 instead."""
+        common.update(
+            status=response.status_code,
+            bytes=len(response.body),
+            latency_ms=(time.perf_counter() - started) * 1000,
+        )
+        if touches:
+            records = [touch_record(common, t, request_error) for t in touches]
+        else:
+            records = [AccessRecord(**common, action="query", error_code=request_error)]
+        request_id = common["request_id"]
+        events = [
+            read_event(
+                request_id, principal.subject, t.spec, t.snapshot_id, t.columns_returned, t.decision, t.rows
+            )
+            for t in touches
+            if t.spec is not None and t.decision is not None
+        ]
+        if not await self._commit(records, events):
+            return _error_response(503, errors.UNAVAILABLE, _LOG_DOWN)
+        return response
+
+    async def _reject(
+        self, common: dict[str, Any], started: float, status: int, code: str, message: str
+    ) -> Response:
+        record = AccessRecord(
+            **common,
+            action="query",
+            status=status,
+            decision="deny" if status in (401, 403) else "none",
+            reason=message,
+            error_code=code,
+            latency_ms=(time.perf_counter() - started) * 1000,
+        )
+        if not await self._commit([record]):
+            return _error_response(503, errors.UNAVAILABLE, _LOG_DOWN)
+        headers = {"WWW-Authenticate": 'Bearer realm="civicmesh"'} if status == 401 else None
+        return _error_response(status, code, message, headers)
+
+    async def _commit(self, records: list[AccessRecord], events: list[Any] | None = None) -> bool:
+        """Durably record the request: access-log records and the lineage read events (outbox) in
+        one transaction, group-committed with concurrent requests. False means: serve nothing."""
+        also = None
+        if events:
+            outbox = self.lineage.outbox
+            rows = outbox.prepare(events)  # serialising is the slow part: outside the write lock
+
+            def also(conn: Any) -> None:
+                outbox.write(rows, conn)
+
+        try:
+            await anyio.to_thread.run_sync(self.access_log.append, records, also)
+        except Exception:
+            log.exception("access log write failed; failing closed")
+            return False
+        # No dispatcher.wake() here: waking it per request made it deliver one event at a time and
+        # compete with requests for the GIL and the store; its poll (1 s) delivers reads in batches.
+        return True
+
+
+_LOG_DOWN = "The access log is unavailable, so no data can be served. Try again later."
+
+
+def _error_response(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    body = {"data": None, "errors": [{"message": message, "extensions": {"code": code}}]}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _wants_html(request: Request) -> bool:
+    return "text/html" in request.headers.get("accept", "")
+
+
+async def _read_body(request: Request) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise BodyTooLarge
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise BodyTooLarge
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    request._body = body  # Starlette caches the body here; strawberry reads it again
+    return body
+
+
+def _operation_hash(body: bytes) -> str | None:
+    """SHA-256 of the query text (never its variables, which may hold personal data)."""
+    try:
+        query = json.loads(body).get("query")
+    except (ValueError, AttributeError):
+        return None
+    if not isinstance(query, str):
+        return None
+    return hashlib.sha256(" ".join(query.split()).encode()).hexdigest()
+
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    """App factory (uvicorn `--factory`): everything heavy is built in the lifespan."""
+    settings = settings or Settings.from_env()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        settings.ensure_dirs()
+        gateway = (await anyio.to_thread.run_sync(Gateway, settings)).start()
+        app.state.gateway = gateway
+        try:
+            yield
+        finally:
+            gateway.close()
+
+    async def graphql(request: Request) -> Response:
+        return await request.app.state.gateway.handle(request)
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    return Starlette(
+        routes=[
+            Route("/graphql", graphql, methods=["GET", "POST"]),
+            Route("/healthz", healthz, methods=["GET"]),
+        ],
+        lifespan=lifespan,
+    )

@@ -1,0 +1,225 @@
+"""Catalog fields (`products`, `product`, `me`): only what the caller may discover is visible.
+
+A product the caller may not discover is treated exactly like a missing one (absent from lists,
+`product(name:)` returns null), so its existence is not revealed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import strawberry
+
+from civicmesh.catalog import CatalogEntry
+from gateway.context import RequestContext
+from gateway.naming import camel
+from gateway.types import BigInt, Me, RoleInfo, RowFilterInfo, SnapshotRef
+from policies.decision import ACTIONS
+
+
+@strawberry.type
+class ColumnInfo:
+    name: str
+    field: str = strawberry.field(description="The GraphQL field name in product rows.")
+    type: str
+    description: str
+    tags: list[str]
+    pii: bool
+    mask: str | None = strawberry.field(description="Mask kind applied to callers without PII rights.")
+    masked: bool = strawberry.field(description="Whether this column is masked for you.")
+
+
+@strawberry.type
+class Freshness:
+    last_published_at: dt.datetime | None
+    sla_hours: float | None
+    age_hours: float | None
+    stale: bool | None
+
+
+@strawberry.type(description="What you may do with a product, and what you could request.")
+class Access:
+    discover: bool
+    read: bool
+    read_pii: bool
+    export: bool
+    lineage: bool
+    audit: bool
+    grant: bool
+    reason: str
+    masked_columns: list[str]
+    row_filter: RowFilterInfo | None
+    can_request: list[str]
+
+
+def _ctx(info: strawberry.Info) -> RequestContext:
+    return info.context
+
+
+@strawberry.type
+class ProductInfo:
+    entry: strawberry.Private[CatalogEntry]
+
+    @strawberry.field
+    def name(self) -> str:
+        return self.entry.spec.name
+
+    @strawberry.field
+    def department(self) -> str:
+        return self.entry.spec.department
+
+    @strawberry.field
+    def product(self) -> str:
+        return self.entry.spec.product
+
+    @strawberry.field(description="Where the rows are: `department.product` as GraphQL fields.")
+    def graphql_field(self) -> str:
+        return f"{camel(self.entry.spec.department)}.{camel(self.entry.spec.product)}"
+
+    @strawberry.field
+    def classification(self) -> str:
+        return self.entry.spec.classification
+
+    @strawberry.field
+    def owner(self) -> str:
+        return self.entry.spec.owner
+
+    @strawberry.field
+    def description(self) -> str:
+        return self.entry.spec.description
+
+    @strawberry.field
+    def tags(self) -> list[str]:
+        return list(self.entry.spec.tags)
+
+    @strawberry.field
+    def quality_status(self) -> str:
+        return self.entry.quality_status
+
+    @strawberry.field
+    def current_snapshot(self) -> SnapshotRef | None:
+        snap = self.entry.current
+        if snap is None:
+            return None
+        return SnapshotRef(id=snap.id, published_at=snap.published_at, row_count=snap.row_count)
+
+    @strawberry.field
+    def freshness(self, info: strawberry.Info) -> Freshness:
+        _ctx(info).cacheable = False  # the age changes with the clock
+        snap, sla = self.entry.current, self.entry.spec.freshness_sla_hours
+        if snap is None:
+            return Freshness(last_published_at=None, sla_hours=sla, age_hours=None, stale=None)
+        age = (dt.datetime.now(dt.UTC) - snap.published_at).total_seconds() / 3600
+        return Freshness(
+            last_published_at=snap.published_at,
+            sla_hours=sla,
+            age_hours=round(age, 3),
+            stale=(age > sla) if sla is not None else None,
+        )
+
+    @strawberry.field
+    def columns(self, info: strawberry.Info) -> list[ColumnInfo]:
+        masks = _ctx(info).decide(self.entry, "read").masks
+        return [
+            ColumnInfo(
+                name=c.name,
+                field=camel(c.name),
+                type=c.data_type,
+                description=c.description,
+                tags=list(c.tags),
+                pii=c.pii,
+                mask=c.mask,
+                masked=c.name in masks,
+            )
+            for c in self.entry.spec.columns
+        ]
+
+    @strawberry.field
+    def my_access(self, info: strawberry.Info) -> Access:
+        ctx = _ctx(info)
+        decisions = {action: ctx.decide(self.entry, action) for action in ACTIONS}
+        read = decisions["read"]
+        rf = read.row_filter if read.allowed else None
+        return Access(
+            discover=decisions["discover"].allowed,
+            read=read.allowed,
+            read_pii=decisions["read_pii"].allowed,
+            export=decisions["export"].allowed,
+            lineage=decisions["lineage"].allowed,
+            audit=decisions["audit"].allowed,
+            grant=decisions["grant"].allowed,
+            reason=read.reason,
+            masked_columns=sorted(read.masks) if read.allowed else [],
+            row_filter=RowFilterInfo(column=rf.column, values=list(rf.values)) if rf else None,
+            can_request=[a for a, d in decisions.items() if not d.allowed and a != "discover"],
+        )
+
+
+def _score(entry: CatalogEntry, terms: list[str]) -> int:
+    spec = entry.spec
+    fields = [
+        (8, spec.name.lower()),
+        (4, " ".join(spec.tags).lower()),
+        (3, spec.description.lower()),
+        (2, " ".join(f"{c.name} {' '.join(c.tags)}" for c in spec.columns).lower()),
+        (1, " ".join(c.description for c in spec.columns).lower()),
+    ]
+    score = 0
+    for term in terms:
+        hit = sum(weight for weight, text in fields if term in text)
+        if not hit:
+            return 0  # every term must match somewhere
+        score += hit
+    return score
+
+
+def visible_entries(ctx: RequestContext) -> list[CatalogEntry]:
+    return [e for e in ctx.state.entries.values() if ctx.decide(e, "discover").allowed]
+
+
+@strawberry.type
+class CatalogQuery:
+    @strawberry.field(description="Products you may discover, optionally searched and filtered.")
+    def products(
+        self,
+        info: strawberry.Info,
+        search: str | None = None,
+        department: str | None = None,
+        classification: str | None = None,
+        tag: str | None = None,
+    ) -> list[ProductInfo]:
+        entries = visible_entries(_ctx(info))
+        if department:
+            entries = [e for e in entries if e.spec.department == department]
+        if classification:
+            entries = [e for e in entries if e.spec.classification == classification]
+        if tag:
+            entries = [e for e in entries if tag in e.spec.tags or any(tag in c.tags for c in e.spec.columns)]
+        if search and search.strip():
+            terms = search.lower().split()
+            scored = [(s, e) for e in entries if (s := _score(e, terms))]
+            entries = [e for _, e in sorted(scored, key=lambda se: (-se[0], se[1].spec.name))]
+        return [ProductInfo(entry=e) for e in entries]
+
+    @strawberry.field(description="One product by `department.product` name; null if not available to you.")
+    def product(self, info: strawberry.Info, name: str) -> ProductInfo | None:
+        ctx = _ctx(info)
+        entry = ctx.state.entries.get(name)
+        if entry is None or not ctx.decide(entry, "discover").allowed:
+            return None
+        return ProductInfo(entry=entry)
+
+    @strawberry.field(description="Who you are to the gateway.")
+    def me(self, info: strawberry.Info) -> Me:
+        ctx = _ctx(info)
+        user = ctx.policy.user(ctx.subject)
+        return Me(
+            user=ctx.subject,
+            email=getattr(user, "email", None),
+            display_name=getattr(user, "display_name", None),
+            department=getattr(user, "department", None),
+            roles=[RoleInfo(role=r, department=d) for r, d in ctx.policy.roles(ctx.subject)],
+        )
+
+
+__all__ = ["BigInt", "CatalogQuery", "ProductInfo"]

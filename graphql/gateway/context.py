@@ -1,0 +1,115 @@
+"""Per-request state: who is asking, what they touched (for the access log) and what was governed
+(for `extensions.governance`). Resolvers add to it; the endpoint turns it into log records."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from civicmesh.accesslog import AccessLog, AccessRecord
+from civicmesh.catalog import Catalog, CatalogEntry
+from civicmesh.products import ProductSpec
+from civicmesh.settings import Settings
+from gateway.auth import Principal
+from gateway.duck import DuckPool
+from policies.decision import Decision, RowFilter
+
+if TYPE_CHECKING:
+    from policies.engine import PolicyEngine
+
+
+@dataclass
+class Touch:
+    """One governed use of one product within a request (becomes one access-log record)."""
+
+    product: str | None
+    action: str
+    decision: Decision | None
+    spec: ProductSpec | None = None  # for the lineage read event
+    snapshot_id: str | None = None
+    columns_requested: list[str] = field(default_factory=list)
+    columns_returned: list[str] = field(default_factory=list)
+    masks: dict[str, str] = field(default_factory=dict)
+    row_filter: RowFilter | None = None
+    rows: int | None = None
+    error_code: str | None = None
+
+
+@dataclass
+class CatalogState:
+    """The catalog as of one `Catalog.version()`: read once per publish, not once per request."""
+
+    version: tuple[int, str]
+    entries: dict[str, CatalogEntry]
+
+
+@dataclass
+class RequestContext:
+    settings: Settings
+    principal: Principal
+    policy: PolicyEngine
+    duck: DuckPool
+    catalog: Catalog
+    access_log: AccessLog
+    state: CatalogState
+    request_id: str
+    client: str | None
+    started: float = field(default_factory=time.perf_counter)
+    touches: list[Touch] = field(default_factory=list)
+    error_codes: list[str] = field(default_factory=list)
+    cacheable: bool = True  # False once a field's value depends on the clock (e.g. freshness age)
+    governance: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def subject(self) -> str:
+        return self.principal.subject
+
+    def decide(self, entry: CatalogEntry, action: str) -> Decision:
+        return self.policy.decide(self.subject, entry.spec, action)
+
+    def roles(self) -> list[str]:
+        return [f"{role}@{department}" for role, department in self.policy.roles(self.subject)]
+
+    def touch(self, touch: Touch) -> None:
+        self.touches.append(touch)
+        if touch.product is None or touch.snapshot_id is None or touch.error_code is not None:
+            return
+        entry = self.governance.setdefault(touch.product, {"snapshotIds": []})
+        if touch.snapshot_id not in entry["snapshotIds"]:
+            entry["snapshotIds"].append(touch.snapshot_id)
+        entry["snapshotId"] = touch.snapshot_id
+        entry["maskedColumns"] = dict(sorted(touch.masks.items()))
+        entry["rowFilter"] = (
+            {"column": touch.row_filter.column, "values": list(touch.row_filter.values)}
+            if touch.row_filter
+            else None
+        )
+        if touch.decision is not None:
+            entry["rule"] = touch.decision.rule
+            entry["policyVersion"] = touch.decision.policy_version
+
+
+def touch_record(common: dict[str, Any], touch: Touch, request_error: str | None) -> AccessRecord:
+    """An access-log record for one touch; `common` holds the request-wide fields."""
+    decision = touch.decision
+    return AccessRecord(
+        **common,
+        action=touch.action,
+        product=touch.product,
+        snapshot_id=touch.snapshot_id,
+        columns_requested=touch.columns_requested,
+        columns_returned=touch.columns_returned,
+        columns_masked=touch.masks,
+        row_filter=(
+            {"column": touch.row_filter.column, "values": list(touch.row_filter.values)}
+            if touch.row_filter
+            else None
+        ),
+        decision="none" if decision is None else ("allow" if decision.allowed else "deny"),
+        rule=decision.rule if decision else None,
+        reason=decision.reason if decision else "",
+        policy_version=decision.policy_version if decision else None,
+        rows=touch.rows,
+        error_code=touch.error_code or request_error,
+    )

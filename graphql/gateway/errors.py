@@ -1,0 +1,68 @@
+"""Governed errors: their message is safe to show and they carry `extensions.code`.
+
+Anything else raised in a resolver is an internal error and is masked before it leaves.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from graphql import GraphQLError
+
+UNAUTHENTICATED = "UNAUTHENTICATED"
+FORBIDDEN = "FORBIDDEN"
+BAD_USER_INPUT = "BAD_USER_INPUT"
+LIMIT_EXCEEDED = "LIMIT_EXCEEDED"
+UNAVAILABLE = "UNAVAILABLE"
+INTERNAL = "INTERNAL_SERVER_ERROR"
+
+# One message for "denied discovery" and "does not exist", so a denial reveals nothing.
+NOT_AVAILABLE = "No such product is available to you."
+# What MaskErrors puts in place of an internal error's message (details go to the server log).
+MASKED_MESSAGE = "Internal error."
+
+
+class GovernedError(Exception):
+    def __init__(self, message: str, code: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.code = code
+        # graphql-core copies `extensions` of the original error into the located GraphQLError.
+        self.extensions: dict[str, Any] = {"code": code, **extra}
+
+
+def forbidden(message: str) -> GovernedError:
+    return GovernedError(message, FORBIDDEN)
+
+
+def bad_input(message: str) -> GovernedError:
+    return GovernedError(message, BAD_USER_INPUT)
+
+
+def limit_exceeded(message: str) -> GovernedError:
+    return GovernedError(message, LIMIT_EXCEEDED)
+
+
+def should_mask(error: GraphQLError) -> bool:
+    """Mask internal failures only; governed errors and query validation errors keep their text."""
+    original = error.original_error
+    return original is not None and not isinstance(original, GovernedError)
+
+
+_LIMIT_MARKERS = ("exceeds maximum operation depth", "aliases found. allowed", "tokens. parsing aborted")
+
+
+def error_code(error: GraphQLError) -> str:
+    """The code for an error that has none yet (validation, limits, masked internals)."""
+    if error.extensions and error.extensions.get("code"):
+        return str(error.extensions["code"])
+    original = error.original_error
+    if isinstance(original, GovernedError):
+        return original.code
+    if error.message == MASKED_MESSAGE:
+        return INTERNAL
+    message = error.message.lower()
+    if any(marker in message for marker in _LIMIT_MARKERS):
+        return LIMIT_EXCEEDED
+    if original is None:
+        return BAD_USER_INPUT  # parse and validation errors
+    return INTERNAL

@@ -1,0 +1,197 @@
+"""The governed read of one product page: decide, pick the snapshot, build SQL, run, record.
+
+The decision is taken once per (subject, product, action, policy version) — the engine caches
+it — and then applied in SQL (row filter as bound parameters, masks as expressions).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import anyio.to_thread
+
+from civicmesh.catalog import CatalogEntry, Snapshot
+from gateway.context import RequestContext, Touch
+from gateway.errors import NOT_AVAILABLE, UNAVAILABLE, GovernedError, bad_input, forbidden, limit_exceeded
+from gateway.naming import camel
+from gateway.query import Cursor, PageQuery
+
+DEFAULT_PAGE_SIZE = 100
+MAX_PAGE_SIZE = 1000
+
+
+@dataclass(frozen=True)
+class Wanted:
+    """What the query selected under the product field (decides which SQL runs)."""
+
+    columns: list[str]  # node columns, by column name
+    nodes: bool
+    total_count: bool
+    page_info: bool
+
+
+def selected(selections: Iterable[Any], prefix: str = "") -> Iterable[tuple[str, Any]]:
+    """(path, SelectedField) for every field, looking through fragments."""
+    for sel in selections:
+        name = getattr(sel, "name", None)
+        if hasattr(sel, "arguments") and name is not None:  # a SelectedField
+            yield prefix + name, sel
+        else:  # InlineFragment / FragmentSpread
+            yield from selected(sel.selections, prefix)
+
+
+def wanted_from(info: Any, column_by_field: Mapping[str, str]) -> Wanted:
+    fields = list(selected(info.selected_fields[0].selections))
+    names = {name for name, _ in fields}
+    columns: list[str] = []
+    for name, field in fields:
+        if name == "nodes":
+            for sub, _ in selected(field.selections):
+                column = column_by_field.get(sub)
+                if column is not None and column not in columns:
+                    columns.append(column)
+    return Wanted(
+        columns=columns,
+        nodes="nodes" in names,
+        total_count="totalCount" in names,
+        page_info="pageInfo" in names,
+    )
+
+
+async def _snapshot_for(
+    ctx: RequestContext, entry: CatalogEntry, cursor: Cursor | None, as_of: datetime | None
+) -> Snapshot:
+    name = entry.spec.name
+    if cursor is not None:
+        snap = await anyio.to_thread.run_sync(ctx.catalog.snapshot, cursor.snapshot_id)
+        if snap is None or snap.product != name:
+            raise bad_input("Invalid cursor in `after`.")
+        return snap
+    if as_of is not None:
+        snap = await anyio.to_thread.run_sync(ctx.catalog.snapshot_as_of, name, as_of)
+        if snap is None:
+            raise bad_input("No snapshot of this product was published at or before `asOf`.")
+        return snap
+    if entry.current is None:
+        raise GovernedError("This product has no published snapshot yet.", UNAVAILABLE)
+    return entry.current
+
+
+def _masks_for(
+    ctx: RequestContext, entry: CatalogEntry, snap: Snapshot, masks: dict[str, str]
+) -> dict[str, str]:
+    """Masks for the snapshot actually read: an older snapshot may hold PII columns the current
+    spec no longer has; without `read_pii` those are masked too."""
+    if snap.spec.pii_columns.keys() <= entry.spec.pii_columns.keys():
+        return masks
+    if ctx.decide(entry, "read_pii").allowed:
+        return masks
+    return {**snap.spec.pii_columns, **masks}
+
+
+def record_failure(ctx: RequestContext, touch: Touch, exc: Exception) -> None:
+    touch.error_code = exc.code if isinstance(exc, GovernedError) else "INTERNAL_SERVER_ERROR"
+    ctx.touch(touch)
+
+
+def _page_size(first: int | None) -> int:
+    if first is None:
+        return DEFAULT_PAGE_SIZE
+    if first < 0:
+        raise bad_input("`first` must not be negative.")
+    if first > MAX_PAGE_SIZE:
+        raise limit_exceeded(f"`first` may be at most {MAX_PAGE_SIZE}.")
+    return first
+
+
+async def authorize_read(
+    ctx: RequestContext, entry: CatalogEntry, touch: Touch, cursor: Cursor | None, as_of: datetime | None
+) -> tuple[Snapshot, dict[str, str]]:
+    """Discover, then read; pick the snapshot; return it with the masks to apply. Fills `touch`."""
+    discover = ctx.decide(entry, "discover")
+    touch.decision = discover
+    if not discover.allowed:
+        raise forbidden(NOT_AVAILABLE)
+    decision = ctx.decide(entry, "read")
+    touch.decision = decision
+    if not decision.allowed:
+        raise forbidden(decision.reason or "You may not read this product.")
+    snap = await _snapshot_for(ctx, entry, cursor, as_of)
+    touch.snapshot_id = snap.id
+    present = {name for name, _ in snap.schema}
+    masks = _masks_for(ctx, entry, snap, dict(decision.masks))
+    touch.masks = {c: k for c, k in masks.items() if c in present}
+    touch.row_filter = decision.row_filter
+    return snap, touch.masks
+
+
+async def read_page(
+    ctx: RequestContext,
+    entry: CatalogEntry,
+    wanted: Wanted,
+    where: Mapping[str, Any] | None,
+    order_by: Sequence[tuple[str, str]],
+    first: int | None,
+    after: str | None,
+    as_of: datetime | None,
+) -> dict[str, Any]:
+    spec = entry.spec
+    touch = Touch(
+        product=spec.name, action="read", decision=None, spec=spec, columns_requested=list(wanted.columns)
+    )
+    try:
+        limit = _page_size(first)
+        cursor = Cursor.decode(after) if after else None
+        snap, masks = await authorize_read(ctx, entry, touch, cursor, as_of)
+        present = {name for name, _ in snap.schema}
+        columns = [c for c in wanted.columns if c in present]
+        query = PageQuery(
+            spec=snap.spec,
+            path=str(Path(snap.path).resolve()),
+            columns=columns,
+            masks=masks,
+            row_filter=touch.row_filter,
+            where=where,
+            order_by=order_by,
+            limit=limit,
+            offset=cursor.offset if cursor else 0,
+        )
+        need_page = wanted.nodes or wanted.page_info
+        page_sql = query.page_sql() if need_page else None  # built first: input errors surface now
+        count_sql = query.count_sql() if wanted.total_count else None
+        page_task = ctx.duck.run_async(*page_sql) if page_sql else None
+        count_task = ctx.duck.run_async(*count_sql) if count_sql else None
+        results = await asyncio.gather(*(t for t in (page_task, count_task) if t is not None))
+        page = results[0] if page_task is not None else None
+        count = results[-1] if count_task is not None else None
+    except Exception as exc:
+        record_failure(ctx, touch, exc)
+        raise
+
+    nodes: list[dict[str, Any]] = []
+    has_next = False
+    if page is not None:
+        rows = page.rows
+        has_next = len(rows) > limit
+        rows = rows[:limit]
+        # Keyed by GraphQL field name: graphql-core resolves row fields straight from the dict.
+        keys = [camel(c) for c in columns]
+        nodes = [dict(zip(keys, row, strict=True)) for row in rows]
+    offset = query.offset + len(nodes)
+    touch.rows = len(nodes)
+    touch.columns_returned = columns if wanted.nodes else []
+    ctx.touch(touch)
+    return {
+        "total_count": int(count.rows[0][0]) if count is not None else None,
+        "nodes": nodes,
+        "page_info": {
+            "has_next_page": has_next,
+            "end_cursor": Cursor(snap.id, offset).encode() if nodes else (after or None),
+        },
+        "snapshot": {"id": snap.id, "published_at": snap.published_at, "row_count": snap.row_count},
+    }

@@ -1,0 +1,281 @@
+"""The Strawberry schema, generated from the catalog: one field per department, one per product.
+
+Rebuilt whenever `Catalog.version()` changes (see app.SchemaHolder), so a new publish — even with
+a new column — is served without a restart. Every generated resolver gets a unique `__name__`
+(create_type keys fields by it) and an explicit signature with real types (strawberry reads it).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import inspect
+import logging
+import types
+from typing import Any, Optional
+
+import strawberry
+from strawberry.extensions import (
+    MaskErrors,
+    MaxAliasesLimiter,
+    MaxTokensLimiter,
+    ParserCache,
+    QueryDepthLimiter,
+    ValidationCache,
+)
+from strawberry.extensions.disable_introspection import DisableIntrospection
+from strawberry.schema.config import StrawberryConfig
+from strawberry.tools import create_type
+from strawberry.types.field import StrawberryField
+
+from civicmesh.catalog import CatalogEntry
+from civicmesh.products import ColumnSpec, ProductSpec
+from gateway import types as t
+from gateway.audit_fields import AuditQuery
+from gateway.catalog_fields import CatalogQuery
+from gateway.context import CatalogState, RequestContext
+from gateway.errors import MASKED_MESSAGE, bad_input, should_mask
+from gateway.naming import camel, pascal, valid
+from gateway.query import BIGINT, BOOL, DATE, DATETIME, FLOAT, INT, OPERATORS, STRING, type_kind
+from gateway.reads import read_page, wanted_from
+
+log = logging.getLogger(__name__)
+
+MAX_DEPTH = 10
+MAX_ALIASES = 30
+MAX_TOKENS = 2000
+
+_SCALARS: dict[str, tuple[Any, Any]] = {  # kind -> (output type, filter input)
+    STRING: (str, t.StringFilter),
+    INT: (int, t.IntFilter),
+    BIGINT: (t.BigInt, t.BigIntFilter),
+    FLOAT: (float, t.FloatFilter),
+    BOOL: (bool, t.BooleanFilter),
+    DATE: (dt.date, t.DateFilter),
+    DATETIME: (dt.datetime, t.DateTimeFilter),
+}
+
+
+def _scalar(column: ColumnSpec) -> tuple[Any, Any | None]:
+    # Types with no filter (e.g. JSON, lists) are served as text and cannot be filtered.
+    return _SCALARS.get(type_kind(column.data_type), (str, None))
+
+
+def _columns(spec: ProductSpec) -> list[ColumnSpec]:
+    seen: set[str] = set()
+    out = []
+    for column in spec.columns:
+        name = camel(column.name)
+        if not valid(name) or name in seen:
+            log.warning("%s: column %r has no usable GraphQL name; not served", spec.name, column.name)
+            continue
+        seen.add(name)
+        out.append(column)
+    return out
+
+
+def _field(python_name: str, graphql_name: str, graphql_type: Any, description: str = "") -> StrawberryField:
+    field = strawberry.field(name=graphql_name, graphql_type=graphql_type, description=description or None)
+    field.python_name = python_name
+    return field
+
+
+def _fast_row_fields(schema: strawberry.Schema, row_types: list[str]) -> None:
+    """Row fields are plain dict lookups: hand them to graphql-core's default resolver (which
+    reads Mappings by GraphQL field name) instead of Strawberry's per-field wrapper. With 100 rows
+    x N columns this is most of the execution time of a page."""
+    for name in row_types:
+        for field in schema._schema.type_map[name].fields.values():  # type: ignore[attr-defined]
+            field.resolve = None
+
+
+def _input_class(name: str, description: str) -> type:
+    return types.new_class(name, (), {}, lambda ns: ns.update({"__doc__": description}))
+
+
+def _where_type(prefix: str, columns: list[ColumnSpec]) -> tuple[type, dict[str, str]]:
+    cls = _input_class(f"{prefix}Where", "All conditions must hold; combine with and/or/not.")
+    annotations: dict[str, Any] = {}
+    filterable: dict[str, str] = {}
+    for column in columns:
+        _, filter_type = _scalar(column)
+        if filter_type is None:
+            continue
+        annotations[column.name] = Optional[filter_type]  # noqa: UP045 - evaluated at runtime
+        setattr(cls, column.name, strawberry.field(default=None, name=camel(column.name)))
+        filterable[column.name] = column.name
+    annotations["and_"] = Optional[list[cls]]  # noqa: UP045
+    annotations["or_"] = Optional[list[cls]]  # noqa: UP045
+    annotations["not_"] = Optional[cls]  # noqa: UP045
+    cls.and_ = strawberry.field(default=None, name="and")  # type: ignore[attr-defined]
+    cls.or_ = strawberry.field(default=None, name="or")  # type: ignore[attr-defined]
+    cls.not_ = strawberry.field(default=None, name="not")  # type: ignore[attr-defined]
+    cls.__annotations__ = annotations
+    return strawberry.input(cls), filterable
+
+
+def _order_type(prefix: str, columns: list[ColumnSpec]) -> type:
+    cls = _input_class(f"{prefix}OrderBy", "Set exactly one column per entry, e.g. {createdAt: DESC}.")
+    annotations: dict[str, Any] = {}
+    for column in columns:
+        annotations[column.name] = Optional[t.SortDirection]  # noqa: UP045
+        setattr(cls, column.name, strawberry.field(default=None, name=camel(column.name)))
+    cls.__annotations__ = annotations
+    return strawberry.input(cls)
+
+
+def where_to_dict(where: Any, columns: dict[str, str]) -> dict[str, Any]:
+    """Strawberry input objects -> the plain structure query.PageQuery understands."""
+    out: dict[str, Any] = {}
+    for column in columns:
+        ops = getattr(where, column, None)
+        if ops is not None:
+            values = {op: getattr(ops, op, None) for op in OPERATORS}
+            out[column] = {op: v for op, v in values.items() if v is not None}
+    if where.and_ is not None:
+        out["and"] = [where_to_dict(w, columns) for w in where.and_]
+    if where.or_ is not None:
+        out["or"] = [where_to_dict(w, columns) for w in where.or_]
+    if where.not_ is not None:
+        out["not"] = where_to_dict(where.not_, columns)
+    return out
+
+
+def order_to_list(order_by: list[Any] | None, columns: list[ColumnSpec]) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    for item in order_by or ():
+        chosen = [(c.name, getattr(item, c.name)) for c in columns if getattr(item, c.name) is not None]
+        if len(chosen) != 1:
+            raise bad_input("Each `orderBy` entry must name exactly one column.")
+        name, direction = chosen[0]
+        out.append((name, direction.value))
+    return out
+
+
+def _product_field(entry: CatalogEntry, row_types: list[str]) -> StrawberryField | None:
+    spec = entry.spec
+    columns = _columns(spec)
+    if not columns:
+        return None
+    prefix = pascal(spec.department) + pascal(spec.product)
+    row_types.append(f"{prefix}Row")
+    row = create_type(
+        f"{prefix}Row",
+        [_field(c.name, camel(c.name), Optional[_scalar(c)[0]], c.description) for c in columns],  # noqa: UP045
+        description=f"One row of {spec.name}.",
+    )
+    connection = create_type(
+        f"{prefix}Connection",
+        [
+            _field("total_count", "totalCount", Optional[int], "Rows matching, after your row scope."),  # noqa: UP045
+            _field("nodes", "nodes", list[row]),
+            _field("page_info", "pageInfo", t.PageInfo),
+            _field("snapshot", "snapshot", t.SnapshotRef),
+        ],
+    )
+    where_type, filterable = _where_type(prefix, columns)
+    order_type = _order_type(prefix, columns)
+    column_by_field = {camel(c.name): c.name for c in columns}
+    name = spec.name
+
+    async def resolve(
+        root: Any,
+        info: strawberry.Info,
+        where: Any = None,
+        order_by: Any = None,
+        first: int | None = None,
+        after: str | None = None,
+        as_of: dt.datetime | None = None,
+    ) -> Any:
+        ctx: RequestContext = info.context
+        current = ctx.state.entries[name]
+        return await read_page(
+            ctx,
+            current,
+            wanted_from(info, column_by_field),
+            where_to_dict(where, filterable) if where is not None else None,
+            order_to_list(order_by, columns),
+            first,
+            after,
+            as_of,
+        )
+
+    resolve.__name__ = f"resolve_{spec.department}__{spec.product}"
+    param = inspect.Parameter
+    kw = param.POSITIONAL_OR_KEYWORD
+    resolve.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [
+            param("root", kw),
+            param("info", kw, annotation=strawberry.Info),
+            param("where", kw, default=None, annotation=Optional[where_type]),  # noqa: UP045
+            param("order_by", kw, default=None, annotation=Optional[list[order_type]]),  # noqa: UP045
+            param("first", kw, default=None, annotation=Optional[int]),  # noqa: UP045
+            param("after", kw, default=None, annotation=Optional[str]),  # noqa: UP045
+            param("as_of", kw, default=None, annotation=Optional[dt.datetime]),  # noqa: UP045
+        ],
+        return_annotation=Optional[connection],  # noqa: UP045
+    )
+    description = spec.description or spec.name
+    return strawberry.field(resolver=resolve, name=camel(spec.product), description=description)
+
+
+def _department_field(department: str, fields: list[StrawberryField]) -> StrawberryField:
+    dept_type = create_type(
+        f"{pascal(department)}Department", fields, description=f"Products of {department}."
+    )
+
+    def resolve_department() -> Any:
+        return {}  # a marker object: the product fields below do the work
+
+    resolve_department.__name__ = f"resolve_department__{department}"
+    resolve_department.__annotations__ = {"return": Optional[dept_type]}  # noqa: UP045
+    return strawberry.field(resolver=resolve_department, name=camel(department))
+
+
+class GatewaySchema(strawberry.Schema):
+    def process_errors(self, errors: list[Any], execution_context: Any = None) -> None:
+        # Governed errors and invalid queries are the caller's business, not the operator's: only
+        # internal failures are logged (with their traceback), and only here, never to the caller.
+        for error in errors:
+            if should_mask(error):
+                log.error("internal error in a resolver", exc_info=error.original_error)
+
+
+def _default_resolver(obj: Any, name: str) -> Any:
+    return obj.get(name) if type(obj) is dict else getattr(obj, name)
+
+
+def build_schema(state: CatalogState, demo_mode: bool) -> strawberry.Schema:
+    by_department: dict[str, list[StrawberryField]] = {}
+    row_types: list[str] = []
+    for entry in sorted(state.entries.values(), key=lambda e: e.spec.name):
+        try:
+            field = _product_field(entry, row_types)
+        except Exception:  # one broken spec must not take the whole gateway down
+            log.exception("product %s not served: schema generation failed", entry.spec.name)
+            continue
+        if field is not None:
+            by_department.setdefault(entry.spec.department, []).append(field)
+    namespace: dict[str, Any] = {"__annotations__": {}}
+    for department, fields in by_department.items():
+        field = _department_field(department, fields)
+        namespace[f"dept_{department}"] = field
+        namespace["__annotations__"][f"dept_{department}"] = field.type
+    bases = (CatalogQuery, AuditQuery)
+    query = strawberry.type(types.new_class("Query", bases, {}, lambda ns: ns.update(namespace)))
+    extensions: list[Any] = [
+        ParserCache(maxsize=512),
+        ValidationCache(maxsize=512),
+        MaxTokensLimiter(max_token_count=MAX_TOKENS),
+        QueryDepthLimiter(max_depth=MAX_DEPTH),
+        MaxAliasesLimiter(max_alias_count=MAX_ALIASES),
+        MaskErrors(should_mask_error=should_mask, error_message=MASKED_MESSAGE),
+    ]
+    if not demo_mode:
+        extensions.append(DisableIntrospection())
+    schema = GatewaySchema(
+        query=query,
+        extensions=extensions,
+        config=StrawberryConfig(disable_field_suggestions=True, default_resolver=_default_resolver),
+    )
+    _fast_row_fields(schema, row_types)
+    return schema

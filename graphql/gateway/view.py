@@ -1,0 +1,51 @@
+"""Strawberry's ASGI view, adjusted: every error gets `extensions.code`, and each response with
+data carries `extensions.governance` (per product: snapshot, masked columns, row filter)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from strawberry.asgi import GraphQL
+from strawberry.http import GraphQLHTTPResponse
+from strawberry.types import ExecutionResult
+
+from gateway.context import RequestContext
+from gateway.errors import error_code
+
+CONTEXT_KEY = "civicmesh_context"
+
+
+class GatewayView(GraphQL):
+    def __init__(self, schema: Any, demo_mode: bool) -> None:
+        super().__init__(
+            schema,
+            graphql_ide="graphiql" if demo_mode else None,
+            allow_queries_via_get=False,  # GET is CSRF-able and cached by proxies
+            multipart_uploads_enabled=False,
+        )
+
+    async def get_context(self, request: Any, response: Any) -> Any:
+        return getattr(request.state, CONTEXT_KEY, None)
+
+    async def process_result(self, request: Request, result: ExecutionResult) -> GraphQLHTTPResponse:
+        ctx: RequestContext | None = getattr(request.state, CONTEXT_KEY, None)
+        errors = []
+        codes: list[str] = []
+        for error in result.errors or ():
+            code = error_code(error)
+            codes.append(code)
+            formatted = error.formatted
+            formatted["extensions"] = {**(formatted.get("extensions") or {}), "code": code}
+            errors.append(formatted)
+        response: GraphQLHTTPResponse = {"data": result.data}
+        if errors:
+            response["errors"] = errors
+        extensions = dict(result.extensions or {})
+        if ctx is not None:
+            ctx.error_codes = codes
+            if result.data is not None:
+                extensions["governance"] = ctx.governance
+        if extensions:
+            response["extensions"] = extensions
+        return response

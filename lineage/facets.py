@@ -1,0 +1,60 @@
+"""civicmesh's custom OpenLineage facets: what no standard facet carries (the access decision).
+
+Custom facets follow the spec's rules: they extend a base facet (so `_producer` and `_schemaURL` are
+set) and their keys are prefixed with the producer's name (`civicmesh_…`). Their JSON schemas ship in
+`lineage/civicmesh_facets.json` so a consumer can validate them; `_schemaURL` points into that file.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attr
+from openlineage.client.generated.base import DatasetFacet, RunFacet
+
+# `.invalid` is reserved (RFC 2606): a URI that can never point at someone else's site. Replace both
+# with the project's public repository URL once it has one.
+PRODUCER = "https://civicmesh.invalid/lineage"
+SCHEMA_BASE = "https://civicmesh.invalid/lineage/"
+
+ACCESS_FACET = "civicmesh_access"
+PRODUCT_FACET = "civicmesh_product"
+
+
+@attr.define
+class AccessDecisionRunFacet(RunFacet):
+    """Why a read was allowed (or not): the rule, the policy version and what was hidden."""
+
+    requestId: str
+    subject: str
+    action: str
+    allowed: bool
+    reason: str
+    policyVersion: str
+    rule: str | None = attr.field(default=None)
+    ruleSource: str | None = attr.field(default=None)  # where that rule lives, e.g. "policy.csv:12"
+    masks: dict[str, str] = attr.field(factory=dict)
+    rowFilter: dict[str, Any] | None = attr.field(default=None)
+    rowsReturned: int | None = attr.field(default=None)
+    exportFormat: str | None = attr.field(default=None)
+
+    @staticmethod
+    def _get_schema() -> str:
+        return SCHEMA_BASE + "civicmesh_facets.json#/$defs/AccessDecisionRunFacet"
+
+
+@attr.define
+class ProductDatasetFacet(DatasetFacet):
+    """Governance metadata of a published product, so lineage consumers see classification and PII."""
+
+    classification: str
+    owner: str
+    snapshotId: str | None = attr.field(default=None)
+    snapshotPath: str | None = attr.field(default=None)
+    checksum: str | None = attr.field(default=None)
+    piiColumns: dict[str, str] = attr.field(factory=dict)
+    scopeColumn: str | None = attr.field(default=None)
+
+    @staticmethod
+    def _get_schema() -> str:
+        return SCHEMA_BASE + "civicmesh_facets.json#/$defs/ProductDatasetFacet"

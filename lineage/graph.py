@@ -1,0 +1,187 @@
+"""A lineage graph read back from OpenLineage events: datasets and jobs as nodes, reads and writes as edges.
+
+Built from COMPLETE events only (a failed or denied run moved no data). A job's edges are those of its
+latest completed run, so a model whose refs changed stops pointing at its old inputs; consumer jobs
+(reads, exports) accumulate, because a caller that read a product once has consumed it.
+Column lineage comes from `columnLineage` facets and is kept per (dataset, column).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict, deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from lineage.naming import dataset_uri
+
+DATASET, JOB = "dataset", "job"
+ACCUMULATING_JOB_TYPES = {"READ", "EXPORT"}
+
+
+@dataclass(frozen=True, order=True)
+class Node:
+    kind: str
+    namespace: str
+    name: str
+
+    @property
+    def id(self) -> str:
+        return f"{self.kind}:{self.namespace}/{self.name}"
+
+    @property
+    def label(self) -> str:
+        return self.name if self.kind == JOB else dataset_uri(self.namespace, self.name)
+
+
+@dataclass
+class Subgraph:
+    root: Node
+    direction: str
+    nodes: dict[Node, int]  # node -> hops from the root
+    edges: set[tuple[Node, Node]]
+    info: dict[Node, dict[str, Any]]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "root": self.root.id,
+            "direction": self.direction,
+            "nodes": [
+                {
+                    "id": n.id,
+                    "kind": n.kind,
+                    "namespace": n.namespace,
+                    "name": n.name,
+                    "depth": d,
+                    **self.info.get(n, {}),
+                }
+                for n, d in sorted(self.nodes.items(), key=lambda item: (item[1], item[0]))
+            ],
+            "edges": [{"from": a.id, "to": b.id} for a, b in sorted(self.edges)],
+        }
+
+
+@dataclass
+class LineageGraph:
+    inputs: dict[Node, set[Node]] = field(default_factory=lambda: defaultdict(set))  # job -> datasets read
+    outputs: dict[Node, set[Node]] = field(
+        default_factory=lambda: defaultdict(set)
+    )  # job -> datasets written
+    info: dict[Node, dict[str, Any]] = field(default_factory=dict)
+    # (dataset, column) -> {(input dataset, input column)}
+    column_inputs: dict[tuple[Node, str], set[tuple[Node, str]]] = field(
+        default_factory=lambda: defaultdict(set)
+    )
+
+    @classmethod
+    def from_events(cls, events: Iterable[dict[str, Any]]) -> LineageGraph:
+        graph = cls()
+        for event in events:
+            graph.add(event)
+        return graph
+
+    def add(self, event: dict[str, Any]) -> None:
+        if event.get("eventType") != "COMPLETE":
+            return
+        job_data = event["job"]
+        job = Node(JOB, job_data["namespace"], job_data["name"])
+        job_type = ((job_data.get("facets") or {}).get("jobType") or {}).get("jobType")
+        ins = {Node(DATASET, d["namespace"], d["name"]) for d in event.get("inputs") or ()}
+        outs = {Node(DATASET, d["namespace"], d["name"]) for d in event.get("outputs") or ()}
+        if job_type in ACCUMULATING_JOB_TYPES:
+            self.inputs[job] |= ins
+            self.outputs[job] |= outs
+        else:
+            self.inputs[job], self.outputs[job] = ins, outs
+        self.info[job] = {
+            "jobType": job_type,
+            "lastRun": event["run"]["runId"],
+            "lastTime": event["eventTime"],
+        }
+        for data in event.get("outputs") or ():
+            self._dataset_info(data)
+        for data in event.get("inputs") or ():
+            self.info.setdefault(Node(DATASET, data["namespace"], data["name"]), {})
+
+    def _dataset_info(self, data: dict[str, Any]) -> None:
+        node = Node(DATASET, data["namespace"], data["name"])
+        facets = data.get("facets") or {}
+        info = self.info.setdefault(node, {})
+        if "version" in facets:
+            info["version"] = facets["version"].get("datasetVersion")
+        if "schema" in facets:
+            info["columns"] = [f["name"] for f in facets["schema"].get("fields") or ()]
+        if "civicmesh_product" in facets:
+            info["classification"] = facets["civicmesh_product"].get("classification")
+        lineage = (facets.get("columnLineage") or {}).get("fields") or {}
+        for column in [key for key in self.column_inputs if key[0] == node]:
+            del self.column_inputs[column]  # the latest write of a dataset states its column lineage
+        for column, spec in lineage.items():
+            for source in spec.get("inputFields") or ():
+                self.column_inputs[(node, column)].add(
+                    (Node(DATASET, source["namespace"], source["name"]), source["field"])
+                )
+
+    # -- queries ---------------------------------------------------------------------------------
+
+    def has(self, node: Node) -> bool:
+        return node in self.info
+
+    def _neighbours(self, node: Node, upstream: bool) -> set[Node]:
+        if node.kind == JOB:
+            return set(self.inputs.get(node, ())) if upstream else set(self.outputs.get(node, ()))
+        side = self.outputs if upstream else self.inputs
+        return {job for job, datasets in side.items() if node in datasets}
+
+    def walk(self, root: Node, direction: str = "upstream", depth: int = 10) -> Subgraph:
+        """Nodes within `depth` dataset hops of `root` (a job between two datasets is half a hop)."""
+        upstream = direction == "upstream"
+        seen: dict[Node, int] = {root: 0}
+        edges: set[tuple[Node, Node]] = set()
+        queue = deque([(root, 0)])
+        while queue:
+            node, steps = queue.popleft()
+            if steps >= depth * 2:
+                continue
+            for other in self._neighbours(node, upstream):
+                edges.add((other, node) if upstream else (node, other))
+                if other not in seen:
+                    seen[other] = steps + 1
+                    queue.append((other, steps + 1))
+        nodes = {n: (s + 1) // 2 for n, s in seen.items()}
+        return Subgraph(root, direction, nodes, edges, {n: self.info.get(n, {}) for n in nodes})
+
+    def walk_column(
+        self, dataset: Node, column: str, direction: str = "upstream", depth: int = 10
+    ) -> dict[str, Any]:
+        """Column-level lineage: the (dataset, column) pairs reachable through columnLineage facets."""
+        if direction == "upstream":
+            step = self.column_inputs
+        else:
+            step = defaultdict(set)
+            for target, sources in self.column_inputs.items():
+                for source in sources:
+                    step[source].add(target)
+        seen = {(dataset, column): 0}
+        edges = set()
+        queue = deque([(dataset, column)])
+        while queue:
+            here = queue.popleft()
+            if seen[here] >= depth:
+                continue
+            for there in step.get(here, ()):
+                edges.add((there, here) if direction == "upstream" else (here, there))
+                if there not in seen:
+                    seen[there] = seen[here] + 1
+                    queue.append(there)
+        return {
+            "root": f"{dataset.label}#{column}",
+            "direction": direction,
+            "columns": [
+                {"dataset": d.label, "column": c, "depth": n}
+                for (d, c), n in sorted(seen.items(), key=lambda i: i[1])
+            ],
+            "edges": [
+                {"from": f"{a.label}#{ac}", "to": f"{b.label}#{bc}"} for (a, ac), (b, bc) in sorted(edges)
+            ],
+        }

@@ -1,0 +1,130 @@
+"""One place for OpenLineage names, so every producer in civicmesh names the same thing the same way.
+
+Follows the OpenLineage naming spec (namespace = the datasource, name = the dataset inside it):
+- landing files: namespace ``file``, name = absolute path (spec: "Local file system").
+- DuckDB tables: namespace ``duckdb://{warehouse path}``, name ``{database}.{schema}.{table}``. DuckDB
+  is not in the spec's table; this is what openlineage-dbt emits for dbt-duckdb, so events from
+  ``dbt-ol`` and from civicmesh join on the same dataset.
+- published products: namespace ``civicmesh://{site}``, name ``{department}.{product}``; a snapshot is
+  a *version* of that dataset (datasetVersion facet = snapshot id), not a separate dataset, so the
+  graph stays stable while data is republished.
+- jobs: namespace ``civicmesh``.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+JOB_NAMESPACE = "civicmesh"
+FILE_NAMESPACE = "file"
+DEFAULT_SITE = "local"
+# Dagster run ids are uuid4 strings already; anything else is mapped into this uuid5 space so the
+# same orchestrator run id always gives the same OpenLineage parent run id.
+_RUN_ID_SPACE = uuid.UUID("6f1c0b7e-3c55-4d0a-9a43-5c1d1f0c1a11")
+
+
+@dataclass(frozen=True, order=True)
+class DatasetRef:
+    namespace: str
+    name: str
+
+    @property
+    def uri(self) -> str:
+        return dataset_uri(self.namespace, self.name)
+
+
+@dataclass(frozen=True)
+class JobRef:
+    name: str
+    namespace: str = JOB_NAMESPACE
+
+
+@dataclass(frozen=True)
+class ParentRef:
+    """The run that spawned this one (a Dagster run, a dbt invocation), for the parent run facet."""
+
+    run_id: str
+    job_name: str
+    namespace: str = JOB_NAMESPACE
+    root_run_id: str | None = None
+    root_job_name: str | None = None
+    root_namespace: str = JOB_NAMESPACE
+
+
+def dataset_uri(namespace: str, name: str) -> str:
+    """The spec's combined form: `scheme://authority/name`, or `file:///path` for local files."""
+    if "://" not in namespace:
+        return f"{namespace}://{name}" if name.startswith("/") else f"{namespace}:{name}"
+    return f"{namespace}/{name}"
+
+
+def site() -> str:
+    # Read on each call (cheap) so tests and multi-site deployments can set it per process.
+    return os.environ.get("CIVICMESH_SITE", DEFAULT_SITE)
+
+
+def product_namespace() -> str:
+    return f"civicmesh://{site()}"
+
+
+def product_dataset(product_name: str) -> DatasetRef:
+    """`product_name` is `<department>.<product>` (ProductSpec.name)."""
+    return DatasetRef(product_namespace(), product_name)
+
+
+def file_dataset(path: Path | str) -> DatasetRef:
+    return DatasetRef(FILE_NAMESPACE, str(Path(path).expanduser().resolve()))
+
+
+def duckdb_namespace(warehouse_path: Path | str) -> str:
+    return f"duckdb://{Path(warehouse_path).expanduser().resolve()}"
+
+
+def duckdb_dataset(warehouse_path: Path | str, relation: str) -> DatasetRef:
+    """`relation` is `table`, `schema.table` or `database.schema.table` (quotes are stripped).
+
+    Missing parts default the way DuckDB resolves them: database = the file's stem, schema = main.
+    """
+    parts = [p.strip().strip('"') for p in relation.split(".")]
+    if not 1 <= len(parts) <= 3 or not all(parts):
+        raise ValueError(f"not a DuckDB relation name: {relation!r}")
+    defaults = [Path(warehouse_path).stem, "main"]
+    full = defaults[: 3 - len(parts)] + parts
+    return DatasetRef(duckdb_namespace(warehouse_path), ".".join(full))
+
+
+def job(name: str) -> JobRef:
+    return JobRef(name)
+
+
+def ingest_job(raw_relation: str) -> JobRef:
+    return JobRef(f"ingest.{raw_relation}")
+
+
+def publish_job(product_name: str) -> JobRef:
+    return JobRef(f"publish.{product_name}")
+
+
+def dbt_model_job(package: str, model: str) -> JobRef:
+    return JobRef(f"dbt.{package}.{model}")
+
+
+def consumer_job(subject: str, export: bool = False) -> JobRef:
+    """One consumer job per caller, so 'who consumed this product' is a downstream query."""
+    return JobRef(f"consumer.{subject}.{'export' if export else 'read'}")
+
+
+def as_run_id(value: str) -> str:
+    """An orchestrator run id as an OpenLineage run id (a UUID), stable for the same input."""
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        return str(uuid.uuid5(_RUN_ID_SPACE, value))
+
+
+def dagster_parent(dagster_run_id: str, job_name: str) -> ParentRef:
+    """Parent facet for a run launched by Dagster: same run id, so the two can be matched."""
+    return ParentRef(run_id=as_run_id(dagster_run_id), job_name=f"dagster.{job_name}")

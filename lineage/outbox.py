@@ -1,0 +1,353 @@
+"""The durable lineage outbox: every event is committed to the metadata store before anyone delivers it.
+
+Rows are immutable and numbered (`seq`); delivery is tracked per transport, so adding a transport
+later replays history to it, and a transport that is down only delays its own deliveries. Delivery
+is at-least-once: a crash between sending and `mark_delivered` sends that batch again.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from openlineage.client.event_v2 import RunEvent
+from openlineage.client.uuid import generate_new_uuid
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Connection,
+    DateTime,
+    Engine,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    and_,
+    delete,
+    exists,
+    func,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.exc import IntegrityError
+
+from lineage.runs import to_dict
+
+metadata = MetaData()
+
+outbox_table = Table(
+    "lineage_outbox",
+    metadata,
+    # Integer (not BigInteger) so SQLite makes it the rowid alias and autoincrements it.
+    Column("seq", Integer().with_variant(BigInteger, "postgresql"), primary_key=True, autoincrement=True),
+    Column("event_uid", String(36), nullable=False, unique=True),
+    Column("run_id", String(36), nullable=False, index=True),
+    Column("job_namespace", String(200), nullable=False),
+    Column("job_name", String(500), nullable=False),
+    Column("event_type", String(20), nullable=False),
+    Column("event_time", String(40), nullable=False),
+    Column("event_json", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+delivery_table = Table(
+    "lineage_delivery",
+    metadata,
+    Column("transport", String(50), primary_key=True),
+    Column("seq", Integer().with_variant(BigInteger, "postgresql"), primary_key=True),
+    Column("delivered_at", DateTime(timezone=True), nullable=False),
+    Column("outcome", String(20), nullable=False),  # delivered | rejected (the backend refused it for good)
+    Column("error", Text, nullable=True),
+)
+
+# Everything at or below `floor_seq` is delivered for that transport: the pending query starts there,
+# and delivery rows below it are pruned, so neither table scan grows with history.
+cursor_table = Table(
+    "lineage_cursor",
+    metadata,
+    Column("transport", String(50), primary_key=True),
+    Column("floor_seq", Integer().with_variant(BigInteger, "postgresql"), nullable=False),
+    # One deliverer per transport across processes (the gateway's background dispatcher and a CLI
+    # build's flush share the outbox): without it both would send the same events twice.
+    Column("lease_owner", String(100), nullable=True),
+    Column("lease_until", DateTime(timezone=True), nullable=True),
+)
+
+Index("ix_lineage_outbox_job", outbox_table.c.job_namespace, outbox_table.c.job_name)
+
+
+@dataclass(frozen=True)
+class OutboxEvent:
+    seq: int
+    event_uid: str
+    run_id: str
+    event_type: str
+    event_json: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return json.loads(self.event_json)
+
+
+def _row_for(event: RunEvent | dict[str, Any] | str, now: datetime) -> dict[str, Any]:
+    if isinstance(event, RunEvent):
+        data = to_dict(event)
+    elif isinstance(event, str):
+        data = json.loads(event)
+    else:
+        data = event
+    # Validate the envelope now: a malformed event must fail the caller, not the dispatcher later.
+    try:
+        run_id = str(uuid.UUID(data["run"]["runId"]))
+        job = data["job"]
+        event_time = data["eventTime"]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"not an OpenLineage RunEvent: {exc!r}") from exc
+    return {
+        "event_uid": str(generate_new_uuid()),
+        "run_id": run_id,
+        "job_namespace": job["namespace"],
+        "job_name": job["name"],
+        "event_type": data.get("eventType") or "OTHER",
+        "event_time": event_time,
+        "event_json": json.dumps(data, sort_keys=True, separators=(",", ":")),
+        "created_at": now,
+    }
+
+
+class Outbox:
+    def __init__(self, engine: Engine, visibility_lag_s: float | None = None) -> None:
+        self.engine = engine
+        # On PostgreSQL a lower seq can commit after a higher one; only advance the floor past rows
+        # old enough that no open transaction can still hold a lower seq. SQLite commits serially.
+        if visibility_lag_s is None:
+            visibility_lag_s = 0.0 if engine.dialect.name == "sqlite" else 300.0
+        self.visibility_lag = timedelta(seconds=visibility_lag_s)
+
+    def ensure_schema(self) -> Outbox:
+        metadata.create_all(self.engine)
+        return self
+
+    # -- writing ---------------------------------------------------------------------------------
+
+    def append(
+        self, events: Iterable[RunEvent | dict[str, Any] | str], connection: Connection | None = None
+    ) -> list[str]:
+        """Store `events` in one transaction; returns their event uids in order.
+
+        With `connection`, the rows join the caller's transaction (committed or rolled back with it),
+        so an access-log record and its lineage event are durable together.
+        """
+        return self.write(self.prepare(events), connection)
+
+    def prepare(self, events: Iterable[RunEvent | dict[str, Any] | str]) -> list[dict[str, Any]]:
+        """Serialise and check events (outside any lock or transaction: it is the slow part)."""
+        now = datetime.now(UTC)
+        return [_row_for(e, now) for e in events]
+
+    def write(self, rows: list[dict[str, Any]], connection: Connection | None = None) -> list[str]:
+        if not rows:
+            return []
+        if connection is not None:
+            connection.execute(outbox_table.insert(), rows)
+        else:
+            with self.engine.begin() as conn:
+                conn.execute(outbox_table.insert(), rows)
+        return [r["event_uid"] for r in rows]
+
+    # -- delivering ------------------------------------------------------------------------------
+
+    def _floor(self, conn: Connection, transport: str) -> int:
+        value = conn.execute(
+            select(cursor_table.c.floor_seq).where(cursor_table.c.transport == transport)
+        ).scalar()
+        return int(value or 0)
+
+    def _undelivered(self, transport: str, floor: int) -> Any:
+        delivered = exists().where(
+            and_(delivery_table.c.transport == transport, delivery_table.c.seq == outbox_table.c.seq)
+        )
+        return and_(outbox_table.c.seq > floor, ~delivered)
+
+    def acquire(self, transport: str, owner: str, ttl_s: float = 60.0) -> bool:
+        """Take (or renew) the delivery lease of `transport` for `owner`; False if another holds it.
+
+        A lease that was not renewed within `ttl_s` (its holder died) can be taken over.
+        """
+        now = datetime.now(UTC)
+        until = now + timedelta(seconds=ttl_s)
+        table = cursor_table
+        try:
+            with self.engine.begin() as conn:
+                taken = conn.execute(
+                    update(table)
+                    .where(
+                        table.c.transport == transport,
+                        or_(
+                            table.c.lease_owner.is_(None),
+                            table.c.lease_owner == owner,
+                            table.c.lease_until < now,
+                        ),
+                    )
+                    .values(lease_owner=owner, lease_until=until)
+                ).rowcount
+                if taken:
+                    return True
+                if conn.execute(select(table.c.transport).where(table.c.transport == transport)).first():
+                    return False
+                conn.execute(
+                    table.insert().values(
+                        transport=transport, floor_seq=0, lease_owner=owner, lease_until=until
+                    )
+                )
+                return True
+        except IntegrityError:  # another process created the row first: it holds the lease
+            return False
+
+    def release(self, transport: str, owner: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(cursor_table)
+                .where(cursor_table.c.transport == transport, cursor_table.c.lease_owner == owner)
+                .values(lease_owner=None, lease_until=None)
+            )
+
+    def pending(self, transport: str, limit: int = 500) -> list[OutboxEvent]:
+        """The oldest undelivered events for `transport`, in append order."""
+        with self.engine.connect() as conn:
+            floor = self._floor(conn, transport)
+            rows = conn.execute(
+                select(
+                    outbox_table.c.seq,
+                    outbox_table.c.event_uid,
+                    outbox_table.c.run_id,
+                    outbox_table.c.event_type,
+                    outbox_table.c.event_json,
+                )
+                .where(self._undelivered(transport, floor))
+                .order_by(outbox_table.c.seq)
+                .limit(limit)
+            ).all()
+        return [OutboxEvent(r.seq, r.event_uid, r.run_id, r.event_type, r.event_json) for r in rows]
+
+    def pending_count(self, transport: str) -> int:
+        with self.engine.connect() as conn:
+            floor = self._floor(conn, transport)
+            return int(
+                conn.execute(
+                    select(func.count()).select_from(outbox_table).where(self._undelivered(transport, floor))
+                ).scalar()
+                or 0
+            )
+
+    def mark_delivered(
+        self, transport: str, seqs: Sequence[int], outcome: str = "delivered", error: str | None = None
+    ) -> None:
+        if not seqs:
+            return
+        now = datetime.now(UTC)
+        with self.engine.begin() as conn:
+            floor = self._floor(conn, transport)
+            todo = sorted({s for s in seqs if s > floor})
+            if todo:
+                already = set(
+                    conn.execute(
+                        select(delivery_table.c.seq).where(
+                            delivery_table.c.transport == transport, delivery_table.c.seq.in_(todo)
+                        )
+                    ).scalars()
+                )
+                rows = [
+                    {
+                        "transport": transport,
+                        "seq": s,
+                        "delivered_at": now,
+                        "outcome": outcome,
+                        "error": error,
+                    }
+                    for s in todo
+                    if s not in already
+                ]
+                if rows:
+                    conn.execute(delivery_table.insert(), rows)
+            self._advance_floor(conn, transport, floor, now)
+
+    def _advance_floor(self, conn: Connection, transport: str, floor: int, now: datetime) -> None:
+        first_pending = conn.execute(
+            select(func.min(outbox_table.c.seq)).where(self._undelivered(transport, floor))
+        ).scalar()
+        if first_pending is None:
+            candidate = conn.execute(select(func.max(outbox_table.c.seq))).scalar() or floor
+        else:
+            candidate = int(first_pending) - 1
+        if self.visibility_lag:
+            settled = conn.execute(
+                select(func.max(outbox_table.c.seq)).where(
+                    outbox_table.c.created_at < now - self.visibility_lag
+                )
+            ).scalar()
+            candidate = min(candidate, int(settled or 0))
+        if candidate <= floor:
+            return
+        if conn.execute(
+            select(cursor_table.c.transport).where(cursor_table.c.transport == transport)
+        ).first():
+            conn.execute(
+                update(cursor_table).where(cursor_table.c.transport == transport).values(floor_seq=candidate)
+            )
+        else:
+            conn.execute(cursor_table.insert().values(transport=transport, floor_seq=candidate))
+        conn.execute(
+            delete(delivery_table).where(
+                delivery_table.c.transport == transport, delivery_table.c.seq <= candidate
+            )
+        )
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    def events(
+        self, after_seq: int = 0, batch: int = 5000, skip_job_prefix: str | None = None
+    ) -> Iterator[OutboxEvent]:
+        """Every stored event in append order (the lineage graph is built from these).
+
+        `skip_job_prefix` leaves out jobs by name prefix, e.g. the per-request consumer events when
+        only upstream lineage is asked for (they are most of the rows)."""
+        last = after_seq
+        while True:
+            query = select(
+                outbox_table.c.seq,
+                outbox_table.c.event_uid,
+                outbox_table.c.run_id,
+                outbox_table.c.event_type,
+                outbox_table.c.event_json,
+            ).where(outbox_table.c.seq > last)
+            if skip_job_prefix:
+                query = query.where(~outbox_table.c.job_name.startswith(skip_job_prefix, autoescape=True))
+            with self.engine.connect() as conn:
+                rows = conn.execute(query.order_by(outbox_table.c.seq).limit(batch)).all()
+            if not rows:
+                return
+            for r in rows:
+                yield OutboxEvent(r.seq, r.event_uid, r.run_id, r.event_type, r.event_json)
+            last = rows[-1].seq
+
+    def count(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(outbox_table)).scalar() or 0)
+
+
+def wait_until(predicate: Any, timeout: float, interval: float = 0.02) -> bool:
+    """Poll `predicate` until true or `timeout` seconds passed (tests and `flush`)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return bool(predicate())

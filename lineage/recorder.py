@@ -1,0 +1,136 @@
+"""The two-line API for producers: `LineageRecorder.from_settings(settings).record(events)`, then `flush()`.
+
+`record` is on the caller's critical path and only appends to the outbox (durable when it returns).
+Concurrent callers share one transaction (group commit): whoever arrives while a commit is running
+waits for the next one, which carries everybody queued meanwhile. Delivery happens in the
+dispatcher's background thread, or in `flush()` at the end of a CLI build.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from typing import Any
+
+from openlineage.client.event_v2 import RunEvent
+from sqlalchemy import Connection
+
+from civicmesh.settings import Settings
+from civicmesh.store import get_engine
+from lineage.dispatcher import Dispatcher
+from lineage.outbox import Outbox
+from lineage.transports import Transport, transports_from_settings
+
+Event = RunEvent | dict[str, Any] | str
+
+_shared: dict[tuple[Any, ...], LineageRecorder] = {}
+_shared_lock = threading.Lock()
+
+
+class _Pending:
+    __slots__ = ("done", "error", "rows", "uids")
+
+    def __init__(self, rows: list[dict[str, Any]]) -> None:
+        self.rows = rows
+        self.done = False
+        self.uids: list[str] = []
+        self.error: BaseException | None = None
+
+
+class GroupCommit:
+    """Leader/follower batching of outbox writes from many threads into one transaction."""
+
+    def __init__(self, outbox: Outbox) -> None:
+        self.outbox = outbox
+        self._cond = threading.Condition()
+        self._queue: list[_Pending] = []
+        self._leader = False
+        self.commits = 0  # how many transactions were used (group-commit effectiveness)
+
+    def submit(self, rows: list[dict[str, Any]]) -> list[str]:
+        item = _Pending(rows)
+        with self._cond:
+            self._queue.append(item)
+            while not item.done:
+                if self._leader:
+                    self._cond.wait()
+                    continue
+                self._leader = True
+                batch, self._queue = self._queue, []
+                self._cond.release()
+                try:
+                    self._commit(batch)
+                finally:
+                    self._cond.acquire()
+                    self._leader = False
+                    self._cond.notify_all()
+        if item.error is not None:
+            raise item.error
+        return item.uids
+
+    def _commit(self, batch: list[_Pending]) -> None:
+        try:
+            self.outbox.write([row for item in batch for row in item.rows])
+            self.commits += 1
+            for item in batch:
+                item.uids = [row["event_uid"] for row in item.rows]
+        except BaseException as exc:  # every waiter learns its events were not stored
+            for item in batch:
+                item.error = exc
+        for item in batch:
+            item.done = True
+
+
+class LineageRecorder:
+    def __init__(self, outbox: Outbox, transports: Iterable[Transport], **dispatcher_options: Any) -> None:
+        self.outbox = outbox
+        self.dispatcher = Dispatcher(outbox, list(transports), **dispatcher_options)
+        self._group = GroupCommit(outbox)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **dispatcher_options: Any) -> LineageRecorder:
+        outbox = Outbox(get_engine(settings.metadata_url)).ensure_schema()
+        return cls(outbox, transports_from_settings(settings), **dispatcher_options)
+
+    @classmethod
+    def shared(cls, settings: Settings) -> LineageRecorder:
+        """One recorder per metadata store and process, so calls from many steps share group commits
+        and one dispatcher (and the schema check runs once)."""
+        key = (settings.metadata_url, tuple(sorted(settings.extra.items())))
+        with _shared_lock:
+            recorder = _shared.get(key)
+            if recorder is None:
+                recorder = _shared[key] = cls.from_settings(settings)
+            return recorder
+
+    def record(self, events: Iterable[Event] | Event, connection: Connection | None = None) -> list[str]:
+        """Durably store events (one transaction, shared with concurrent callers); returns their uids.
+
+        With `connection`, they are written in the caller's open transaction instead.
+        """
+        if isinstance(events, RunEvent | dict | str):
+            events = [events]
+        rows = self.outbox.prepare(events)
+        uids = self.outbox.write(rows, connection) if connection is not None else self._group.submit(rows)
+        self.dispatcher.wake()
+        return uids
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Deliver everything pending now; False if a transport is still failing after `timeout`
+        (its events stay in the outbox for the next dispatcher)."""
+        return self.dispatcher.drain(timeout)
+
+    def start(self) -> LineageRecorder:
+        self.dispatcher.start()
+        return self
+
+    def stop(self, flush_timeout: float = 0.0) -> None:
+        if flush_timeout > 0:
+            self.flush(flush_timeout)
+        self.dispatcher.stop()
+
+    def __enter__(self) -> LineageRecorder:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,54 @@
+"""Freshness checks: one per product with an SLA, evaluated against the catalog's current snapshot."""
+
+from typing import Any
+
+import dagster as dg
+
+from civicmesh.catalog import utcnow
+from civicmesh.freshness import freshness
+from civicmesh.products import ProductSpec
+from orchestration.publish import publish_key
+from orchestration.resources import MeshResource
+
+FRESHNESS_CHECK = "freshness_sla"
+
+
+def freshness_check(spec: ProductSpec) -> dg.AssetChecksDefinition:
+    @dg.asset_check(
+        asset=publish_key(spec),
+        name=FRESHNESS_CHECK,
+        description=f"Current snapshot is younger than {spec.freshness_sla_hours:g} h (owner's SLA).",
+        blocking=False,
+    )
+    def _check(mesh: MeshResource) -> dg.AssetCheckResult:
+        entry = mesh.catalog().entry(spec.name)
+        if entry is None:
+            return dg.AssetCheckResult(passed=False, description="never published")
+        state = freshness(entry, utcnow())
+        return dg.AssetCheckResult(
+            passed=state.status == "fresh",
+            severity=dg.AssetCheckSeverity.WARN,
+            description=state.description,
+            metadata={"age_hours": (state.age.total_seconds() / 3600) if state.age else -1.0},
+        )
+
+    _check.__name__ = f"freshness_{spec.department}_{spec.product}"
+    return _check
+
+
+def freshness_checks(specs: list[ProductSpec]) -> list[dg.AssetChecksDefinition]:
+    return [freshness_check(s) for s in specs if s.freshness_sla_hours]
+
+
+def freshness_job(specs: list[ProductSpec]) -> Any:
+    return dg.define_asset_job(
+        "check_freshness",
+        selection=dg.AssetSelection.checks(
+            *(dg.AssetCheckKey(publish_key(s), FRESHNESS_CHECK) for s in specs if s.freshness_sla_hours)
+        ),
+        description="Evaluate every product's freshness SLA against its current snapshot.",
+    )
+
+
+def hourly_freshness(job: Any) -> dg.ScheduleDefinition:
+    return dg.ScheduleDefinition(job=job, cron_schedule="17 * * * *")

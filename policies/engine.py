@@ -1,0 +1,391 @@
+"""The one decision function: subject x product x action -> Decision (rights, masks, row scope).
+
+Everything loaded (model, policy lines, directory, active grants) lives in one immutable `_State`.
+A reload builds a complete new state and swaps the reference, so a concurrent `decide()` sees the
+old or the new policy, never a half-built one; a state that fails to build is never swapped in.
+Casbin is slow and its FastPolicy filter is shared mutable state, so Casbin runs under the state's
+lock and only on a cache miss: decisions are cached per state (= policy version).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import casbin
+from casbin.model import FastModel
+from casbin.model.policy_fast import fast_policy_filter
+from sqlalchemy import Engine
+
+from civicmesh.products import CLASSIFICATIONS, ProductSpec
+from civicmesh.settings import Settings
+from policies import grants as grants_mod
+from policies.decision import ACTIONS, Decision
+from policies.directory import Directory, User, parse_directory
+from policies.names import GLOBAL_DOMAIN, PolicyError, is_name
+from policies.policyfile import Rule, parse_policy
+from policies.rules import ROW_ACTIONS, builtin_allow, denial_reason, row_filter
+
+MODEL_FILE, POLICY_FILE, USERS_FILE = "model.conf", "policy.csv", "users.yaml"
+REQUEST_TOKENS = ("r_sub", "r_dom", "r_obj", "r_act", "r_cls")
+POLICY_TOKENS = ("p_sub", "p_dom", "p_obj", "p_act")
+# FastEnforcer indexes p lines by (domain, action): r and p share positions 1 and 3.
+CACHE_KEY_ORDER = (1, 3)
+MAX_CACHED = 100_000
+# One lock for every Casbin call in the process: FastPolicy's filter is shared mutable state, and
+# CPython 3.11's ast.parse (simpleeval, used per enforce) is not thread-safe: concurrent parses raised
+# "SystemError: AST constructor recursion depth mismatch" in test_concurrent_decisions_during_reloads.
+_CASBIN_LOCK = threading.Lock()
+
+Clock = Callable[[], datetime]
+
+
+@dataclass(frozen=True)
+class Inputs:
+    model: str
+    policy: str
+    users: str
+    grants: tuple[grants_mod.AccessRequest, ...]
+    grant_error: str | None = None
+
+    def digest(self) -> str:
+        h = hashlib.sha256()
+        for text in (self.model, self.policy, self.users):
+            h.update(text.encode())
+            h.update(b"\0")
+        for g in self.grants:
+            h.update(f"{g.id}|{g.subject}|{g.product}|{g.department}|{g.action}|{g.expires_at}\n".encode())
+        return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class _State:
+    version: str
+    inputs: Inputs
+    directory: Directory
+    rules: tuple[Rule, ...]
+    enforcer: casbin.FastEnforcer
+    rule_source: dict[tuple[str, ...], tuple[str, str]]  # p fields -> (rule text, where)
+    grants: dict[tuple[str, ...], grants_mod.AccessRequest]
+    roles: dict[str, tuple[tuple[str, str], ...]]
+    next_expiry: datetime | None
+    cache: dict[tuple[Any, ...], Decision] = field(default_factory=dict)
+
+
+def _new_enforcer(model_text: str) -> casbin.FastEnforcer:
+    model = FastModel(CACHE_KEY_ORDER)
+    model.load_model_from_text(model_text)
+    matcher = model["m"]["m"].value
+    if "eval(" in matcher or "Match(" in matcher:
+        # eval() runs stored rule text; keyMatch/regexMatch turn names into (start-anchored) patterns.
+        raise PolicyError(f"{MODEL_FILE}: the matcher may not use eval() or *Match() functions")
+    enforcer = casbin.FastEnforcer(model, None, cache_key_order=CACHE_KEY_ORDER)
+    r_tokens = tuple(enforcer.model["r"]["r"].tokens)
+    p_tokens = tuple(enforcer.model["p"]["p"].tokens)
+    if r_tokens != REQUEST_TOKENS or p_tokens != POLICY_TOKENS:
+        raise PolicyError(f"{MODEL_FILE}: expected r = sub, dom, obj, act, cls and p = sub, dom, obj, act")
+    return enforcer
+
+
+def _build_state(inputs: Inputs) -> _State:
+    """Validate everything, then build the Casbin enforcer. Raises PolicyError; never half-succeeds."""
+    directory = parse_directory(inputs.users, USERS_FILE)
+    rules, problems = parse_policy(inputs.policy, POLICY_FILE)
+    if problems:
+        raise PolicyError("; ".join(str(p) for p in problems[:5]))
+    errors: list[str] = []
+    roles: dict[str, list[tuple[str, str]]] = {}
+    for rule in rules:
+        if rule.ptype == "g":
+            user, role, dom = rule.fields
+            if user not in directory.users:
+                errors.append(f"{rule.where}: user {user!r} is not in {USERS_FILE}")
+            if role not in directory.roles:
+                errors.append(f"{rule.where}: role {role!r} is not declared in {USERS_FILE}")
+            roles.setdefault(user, []).append((role, dom))
+        elif rule.fields[0] not in directory.roles and rule.fields[0] not in directory.users:
+            errors.append(f"{rule.where}: {rule.fields[0]!r} is neither a role nor a user")
+    if errors:
+        raise PolicyError("; ".join(errors[:5]))
+    with _CASBIN_LOCK:
+        enforcer = _new_enforcer(inputs.model)
+    source: dict[tuple[str, ...], tuple[str, str]] = {}
+    for rule in rules:
+        if rule.ptype == "p":
+            source.setdefault(rule.fields, (rule.text, rule.where))
+    granted: dict[tuple[str, ...], grants_mod.AccessRequest] = {}
+    for g in inputs.grants:
+        fields = (g.subject, g.department, g.product, g.action)
+        # Re-validate what comes back from the store: a bad name must never reach Casbin.
+        if not all(is_name(f) for f in fields) or g.subject not in directory.users:
+            continue
+        if g.action not in ACTIONS or g.department == GLOBAL_DOMAIN:
+            continue
+        if not g.product.startswith(f"{g.department}."):
+            continue
+        granted.setdefault(fields, g)
+        source.setdefault(fields, ("p, " + ", ".join(fields), f"access request #{g.id}"))
+    p_lines = [list(f) for f in source]
+    g_lines = [list(r.fields) for r in rules if r.ptype == "g"]
+    with _CASBIN_LOCK:
+        if p_lines:
+            enforcer.add_named_policies("p", p_lines)
+        if g_lines:
+            enforcer.add_named_grouping_policies("g", list(map(list, dict.fromkeys(map(tuple, g_lines)))))
+    expiries = [g.expires_at for g in granted.values() if g.expires_at is not None]
+    return _State(
+        version=inputs.digest()[:16],
+        inputs=inputs,
+        directory=directory,
+        rules=tuple(rules),
+        enforcer=enforcer,
+        rule_source=source,
+        grants=granted,
+        roles={u: tuple(dict.fromkeys(r)) for u, r in roles.items()},
+        next_expiry=min(expiries) if expiries else None,
+    )
+
+
+class PolicyEngine:
+    """Load once, decide many times; `refresh_if_changed` (also run lazily by `decide`) reloads."""
+
+    def __init__(
+        self,
+        policies_dir: Path,
+        metadata: Engine | None = None,
+        *,
+        check_interval: float | None = 2.0,
+        clock: Clock = grants_mod.utcnow,
+    ) -> None:
+        self.policies_dir = Path(policies_dir)
+        self.metadata = metadata
+        self.check_interval = check_interval
+        self.clock = clock
+        self.last_error: str | None = None
+        self._refresh_lock = threading.Lock()
+        if metadata is not None:
+            grants_mod.ensure_schema(metadata)
+        self._state = _build_state(self._read_inputs(None))
+        self._last_check = time.monotonic()
+
+    @classmethod
+    def load(cls, settings: Settings, **kwargs: Any) -> PolicyEngine:
+        from civicmesh.store import get_engine
+
+        return cls(settings.policies_dir, get_engine(settings.metadata_url), **kwargs)
+
+    @classmethod
+    def from_dir(cls, policies_dir: Path, **kwargs: Any) -> PolicyEngine:
+        """Files only, no runtime grants (offline tooling: lint, diff, explain from a branch)."""
+        return cls(policies_dir, None, check_interval=None, **kwargs)
+
+    # -- loading --------------------------------------------------------------------------------
+
+    def _read_files(self) -> tuple[str, str, str]:
+        model, policy, users = (
+            (self.policies_dir / n).read_text() for n in (MODEL_FILE, POLICY_FILE, USERS_FILE)
+        )
+        return model, policy, users
+
+    def _read_grants(
+        self, previous: _State | None
+    ) -> tuple[tuple[grants_mod.AccessRequest, ...], str | None]:
+        if self.metadata is None:
+            return (), None
+        now = self.clock()
+        try:
+            return tuple(grants_mod.active_grants(self.metadata, now)), None
+        except Exception as exc:  # store down: keep the grants we had, minus the expired ones
+            if previous is None:
+                raise
+            kept = (g for g in previous.inputs.grants if g.expires_at is not None and g.expires_at > now)
+            return tuple(kept), f"grants not refreshed: {type(exc).__name__}: {exc}"
+
+    def _read_inputs(self, previous: _State | None) -> Inputs:
+        grants, error = self._read_grants(previous)
+        return Inputs(*self._read_files(), grants=grants, grant_error=error)
+
+    def refresh_if_changed(self, *, force: bool = False) -> bool:
+        """Reload if files or active grants changed. True if a new state was swapped in; on failure
+        the last good state stays and `last_error` says why."""
+        with self._refresh_lock:
+            return self._refresh(force)
+
+    def _refresh(self, force: bool) -> bool:
+        self._last_check = time.monotonic()
+        current = self._state
+        grants, grant_error = self._read_grants(current)
+        try:
+            inputs = Inputs(*self._read_files(), grants=grants, grant_error=grant_error)
+            if not force and inputs.digest() == current.inputs.digest():
+                self.last_error = grant_error
+                return False
+            self._state = _build_state(inputs)  # one reference assignment: atomic for readers
+        except Exception as exc:
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            if grants == current.inputs.grants:
+                return False
+            # Keep the last good files, but never let a broken file keep an expired or revoked
+            # grant alive: rebuild the last good policy with the current grants.
+            self._state = _build_state(replace(current.inputs, grants=grants, grant_error=grant_error))
+            return True
+        self.last_error = grant_error
+        return True
+
+    def _maybe_refresh(self) -> None:
+        state = self._state
+        expired = state.next_expiry is not None and self.clock() >= state.next_expiry
+        if not expired:
+            if self.check_interval is None or time.monotonic() - self._last_check < self.check_interval:
+                return
+            # One thread refreshes; the others keep deciding on the current state meanwhile.
+            if not self._refresh_lock.acquire(blocking=False):
+                return
+        else:
+            # A grant has expired: nobody decides on the old state until it is rebuilt.
+            self._refresh_lock.acquire()
+        try:
+            if self._state is state:
+                self._refresh(force=False)
+        finally:
+            self._refresh_lock.release()
+
+    # -- queries --------------------------------------------------------------------------------
+
+    @property
+    def version(self) -> str:
+        return self._state.version
+
+    @property
+    def directory(self) -> Directory:
+        return self._state.directory
+
+    def user(self, subject: str) -> User | None:
+        return self._state.directory.users.get(subject) if isinstance(subject, str) else None
+
+    def roles(self, subject: str) -> list[tuple[str, str]]:
+        return list(self._state.roles.get(subject, ()))
+
+    def users(self) -> list[User]:
+        return list(self._state.directory.users.values())
+
+    def rules(self) -> tuple[Rule, ...]:
+        return self._state.rules
+
+    def grant_for(self, decision: Decision) -> grants_mod.AccessRequest | None:
+        """The runtime grant behind an allowed decision, if one decided it."""
+        prefix = "access request #"
+        if not decision.source or not decision.source.startswith(prefix):
+            return None
+        request_id = decision.source.removeprefix(prefix)
+        return next((g for g in self._state.grants.values() if str(g.id) == request_id), None)
+
+    # -- deciding -------------------------------------------------------------------------------
+
+    def decide(self, subject: str, product: ProductSpec | None, action: str) -> Decision:
+        """The decision for `subject` doing `action` on `product`. The domain comes from the product,
+        never from the caller. Default deny."""
+        self._maybe_refresh()
+        state = self._state
+        try:
+            key = (subject, product, action)
+            cached = state.cache.get(key)
+        except TypeError:  # unhashable junk from a caller: decide, do not cache
+            return self._decide(state, subject, product, action)
+        if cached is None:
+            cached = self._decide(state, subject, product, action)
+            if len(state.cache) >= MAX_CACHED:
+                state.cache.clear()
+            state.cache[key] = cached
+        return cached
+
+    def _casbin(self, state: _State, subject: str, product: ProductSpec, action: str) -> tuple[str, ...]:
+        """The matching p line (product domain first, then the global domain), or ()."""
+        policy = state.enforcer.model.model["p"]["p"].policy
+        for domain in (product.department, GLOBAL_DOMAIN):
+            with _CASBIN_LOCK, fast_policy_filter(policy, domain, action):
+                ok, rule = state.enforcer.enforce_ex(
+                    subject, domain, product.name, action, product.classification
+                )
+            if ok:
+                return tuple(rule)
+        return ()
+
+    def _allow(
+        self, state: _State, user: User, roles: list[tuple[str, str]], product: ProductSpec, action: str
+    ) -> tuple[str, str, str] | None:
+        """(rule, reason, source) of the first rule that allows, or None."""
+        matched = self._casbin(state, user.name, product, action)
+        if matched:
+            text, where = state.rule_source.get(matched, ("p, " + ", ".join(matched), "?"))
+            sub, dom = matched[0], matched[1]
+            grant = state.grants.get(matched) if where.startswith("access request") else None
+            if grant is not None:
+                reason = (
+                    f"{user.name} holds a grant to {action} {product.name} approved by "
+                    f"{grant.decided_by}, valid until {grant.expires_at:%Y-%m-%d %H:%M} UTC"
+                )
+            elif sub == user.name:
+                reason = f"{user.name} is granted {action} on {product.name} by policy"
+            else:
+                reason = f"{user.name} holds role {sub} in {dom}, which may {action} {product.name}"
+            return text, reason, where
+        builtin = builtin_allow(state.directory, user, roles, product, action)
+        if builtin is not None:
+            return builtin[0], builtin[1], "policies/rules.py"
+        return None
+
+    def _deny(self, state: _State, subject: Any, product: Any, action: Any, reason: str) -> Decision:
+        name = product.name if isinstance(product, ProductSpec) else str(product)
+        return Decision(False, str(subject), name, str(action), None, reason, state.version)
+
+    def _decide(self, state: _State, subject: Any, product: Any, action: Any) -> Decision:
+        if action not in ACTIONS:
+            return self._deny(state, subject, product, action, f"unknown action {action!r}")
+        if not isinstance(product, ProductSpec):
+            return self._deny(state, subject, product, action, "unknown product")
+        if (
+            not is_name(product.department)
+            or not is_name(product.product)
+            or product.department == GLOBAL_DOMAIN
+            or product.classification not in CLASSIFICATIONS
+        ):
+            return self._deny(state, subject, product, action, f"invalid product {product.name!r}")
+        user = state.directory.users.get(subject) if isinstance(subject, str) else None
+        if user is None or not is_name(subject):
+            return self._deny(state, subject, product, action, f"unknown subject {subject!r}")
+        roles = list(state.roles.get(user.name, ()))
+        allowed = self._allow(state, user, roles, product, action)
+        if allowed is None:
+            reason = denial_reason(state.directory, user, roles, product, action)
+            return self._deny(state, subject, product, action, reason)
+        rule, reason, where = allowed
+        masks: dict[str, str] = {}
+        scope = None
+        if action in ROW_ACTIONS:
+            needs_pii = action != "read_pii" and bool(product.pii_columns)
+            if needs_pii and self._allow(state, user, roles, product, "read_pii") is None:
+                masks = dict(product.pii_columns)
+            scope = row_filter(state.directory, user, roles, product)
+        if masks:
+            reason += f"; PII columns masked ({', '.join(sorted(masks))})"
+        if scope is not None:
+            reason += f"; rows limited to {scope.describe()}"
+        return Decision(
+            allowed=True,
+            subject=user.name,
+            product=product.name,
+            action=action,
+            rule=rule,
+            reason=reason,
+            policy_version=state.version,
+            masks=masks,
+            row_filter=scope,
+            source=where,
+        )

@@ -1,0 +1,284 @@
+"""Runtime grants: access requests in the metadata store, approved by a department owner.
+
+A request becomes a grant when an owner of the product's department (never the requester) approves
+it; the grant expires by itself (`expires_at`) and can be revoked. Every step is appended to
+`access_request_events`. The policy engine reads the approved, unexpired grants and turns each into
+one `p, USER, DEPT, PRODUCT, ACTION` rule, so approvals take effect on its next refresh.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import (
+    Column,
+    DateTime,
+    Engine,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    select,
+    update,
+)
+
+from civicmesh.products import ProductSpec
+from policies.names import GLOBAL_DOMAIN, PolicyError, check_name
+
+if TYPE_CHECKING:
+    from policies.engine import PolicyEngine
+
+# audit and grant are role rights: granting them through a request would let owners mint owners.
+REQUESTABLE_ACTIONS = ("discover", "read", "read_pii", "export", "lineage")
+MAX_DAYS = 365
+
+metadata = MetaData()
+
+access_requests = Table(
+    "access_requests",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("subject", String(100), nullable=False, index=True),
+    Column("product", String(200), nullable=False, index=True),
+    Column("department", String(100), nullable=False),
+    Column("action", String(20), nullable=False),
+    Column("purpose", Text, nullable=False),
+    Column("days", Integer, nullable=False),
+    Column("status", String(20), nullable=False),  # pending | approved | rejected | revoked
+    Column("requested_at", DateTime(timezone=True), nullable=False),
+    Column("decided_by", String(100), nullable=True),
+    Column("decided_at", DateTime(timezone=True), nullable=True),
+    Column("expires_at", DateTime(timezone=True), nullable=True),
+    Column("revoked_by", String(100), nullable=True),
+    Column("revoked_at", DateTime(timezone=True), nullable=True),
+)
+
+access_request_events = Table(
+    "access_request_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("request_id", Integer, ForeignKey("access_requests.id"), nullable=False, index=True),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("actor", String(100), nullable=False),
+    Column("event", String(20), nullable=False),
+    Column("detail", Text, nullable=False, default=""),
+)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    # SQLite hands back naive datetimes; everything we store is UTC.
+    return value if value is None or value.tzinfo else value.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class AccessRequest:
+    id: int
+    subject: str
+    product: str
+    department: str
+    action: str
+    purpose: str
+    days: int
+    status: str  # as stored; see `state()` for the effective one
+    requested_at: datetime
+    decided_by: str | None
+    decided_at: datetime | None
+    expires_at: datetime | None
+    revoked_by: str | None
+    revoked_at: datetime | None
+
+    @classmethod
+    def from_row(cls, row: Any) -> AccessRequest:
+        return cls(
+            id=row.id,
+            subject=row.subject,
+            product=row.product,
+            department=row.department,
+            action=row.action,
+            purpose=row.purpose,
+            days=row.days,
+            status=row.status,
+            requested_at=_aware(row.requested_at) or utcnow(),
+            decided_by=row.decided_by,
+            decided_at=_aware(row.decided_at),
+            expires_at=_aware(row.expires_at),
+            revoked_by=row.revoked_by,
+            revoked_at=_aware(row.revoked_at),
+        )
+
+    def state(self, now: datetime | None = None) -> str:
+        """pending | active | expired | rejected | revoked."""
+        if self.status != "approved":
+            return self.status
+        now = now or utcnow()
+        return "active" if self.expires_at is not None and self.expires_at > now else "expired"
+
+
+def ensure_schema(engine: Engine) -> None:
+    metadata.create_all(engine)
+
+
+def active_grants(engine: Engine, now: datetime | None = None) -> list[AccessRequest]:
+    """Approved, unrevoked, unexpired grants, oldest first (what the policy engine loads)."""
+    now = now or utcnow()
+    query = (
+        select(access_requests)
+        .where(access_requests.c.status == "approved")
+        .where(access_requests.c.expires_at > now)
+        .order_by(access_requests.c.id)
+    )
+    with engine.connect() as conn:
+        rows = conn.execute(query).all()
+    # Compare again in Python: SQLite compares the stored text, which is fine for one format only.
+    return [g for g in (AccessRequest.from_row(r) for r in rows) if g.state(now) == "active"]
+
+
+class AccessRequests:
+    """Request, approve, reject, revoke and list access requests, with the policy's rules applied."""
+
+    def __init__(self, policy: PolicyEngine, engine: Engine, clock: Any = utcnow) -> None:
+        self.policy = policy
+        self.engine = engine
+        self.clock = clock
+        ensure_schema(engine)
+
+    def _event(self, conn: Any, request_id: int, actor: str, event: str, detail: str = "") -> None:
+        conn.execute(
+            access_request_events.insert().values(
+                request_id=request_id, at=self.clock(), actor=actor, event=event, detail=detail
+            )
+        )
+
+    def _known_user(self, name: str) -> str:
+        check_name("user", name)
+        if self.policy.user(name) is None:
+            raise PolicyError(f"unknown user {name!r}")
+        return name
+
+    def _get(self, conn: Any, request_id: int) -> AccessRequest:
+        row = conn.execute(select(access_requests).where(access_requests.c.id == request_id)).first()
+        if row is None:
+            raise PolicyError(f"no access request #{request_id}")
+        return AccessRequest.from_row(row)
+
+    def _is_owner(self, user: str, department: str) -> bool:
+        owning = {name for name, role in self.policy.directory.roles.items() if role.owns}
+        return any(role in owning and dom == department for role, dom in self.policy.roles(user))
+
+    def request(
+        self, subject: str, product: ProductSpec, action: str, purpose: str, days: int
+    ) -> AccessRequest:
+        self._known_user(subject)
+        check_name("product", product.name)
+        check_name("department", product.department)
+        if product.department == GLOBAL_DOMAIN:
+            raise PolicyError(f"{GLOBAL_DOMAIN!r} is reserved and owns no products")
+        if action not in REQUESTABLE_ACTIONS:
+            raise PolicyError(f"action {action!r} cannot be requested; use one of {REQUESTABLE_ACTIONS}")
+        purpose = purpose.strip()
+        if not purpose:
+            raise PolicyError("a request needs a purpose")
+        if not isinstance(days, int) or not 1 <= days <= MAX_DAYS:
+            raise PolicyError(f"days must be between 1 and {MAX_DAYS}")
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                access_requests.insert().values(
+                    subject=subject,
+                    product=product.name,
+                    department=product.department,
+                    action=action,
+                    purpose=purpose,
+                    days=days,
+                    status="pending",
+                    requested_at=self.clock(),
+                )
+            )
+            request_id = int(result.inserted_primary_key[0])
+            self._event(conn, request_id, subject, "requested", purpose)
+            return self._get(conn, request_id)
+
+    def _decide(self, request_id: int, approver: str, approve: bool, note: str) -> AccessRequest:
+        self._known_user(approver)
+        with self.engine.begin() as conn:
+            current = self._get(conn, request_id)
+            if current.status != "pending":
+                raise PolicyError(f"request #{request_id} is {current.status}, not pending")
+            if approver == current.subject:
+                raise PolicyError("a request cannot be decided by its requester")
+            if not self._is_owner(approver, current.department):
+                raise PolicyError(f"{approver} is not an owner of {current.department}")
+            now = self.clock()
+            values: dict[str, Any] = {"decided_by": approver, "decided_at": now}
+            if approve:
+                values |= {"status": "approved", "expires_at": now + timedelta(days=current.days)}
+            else:
+                values |= {"status": "rejected"}
+            # Guarded on status so two concurrent approvers cannot both act on one request.
+            updated = conn.execute(
+                update(access_requests)
+                .where(access_requests.c.id == request_id)
+                .where(access_requests.c.status == "pending")
+                .values(**values)
+            )
+            if updated.rowcount != 1:
+                raise PolicyError(f"request #{request_id} changed concurrently")
+            self._event(conn, request_id, approver, "approved" if approve else "rejected", note)
+            return self._get(conn, request_id)
+
+    def approve(self, request_id: int, approver: str, note: str = "") -> AccessRequest:
+        return self._decide(request_id, approver, True, note)
+
+    def reject(self, request_id: int, approver: str, note: str = "") -> AccessRequest:
+        return self._decide(request_id, approver, False, note)
+
+    def revoke(self, request_id: int, actor: str, note: str = "") -> AccessRequest:
+        """An owner of the department, or the grantee giving it up, ends a request or grant now."""
+        self._known_user(actor)
+        with self.engine.begin() as conn:
+            current = self._get(conn, request_id)
+            if current.status not in ("pending", "approved"):
+                raise PolicyError(f"request #{request_id} is {current.status}; nothing to revoke")
+            if actor != current.subject and not self._is_owner(actor, current.department):
+                raise PolicyError(f"{actor} may not revoke request #{request_id}")
+            now = self.clock()
+            conn.execute(
+                update(access_requests)
+                .where(access_requests.c.id == request_id)
+                .values(status="revoked", revoked_by=actor, revoked_at=now)
+            )
+            self._event(conn, request_id, actor, "revoked", note)
+            return self._get(conn, request_id)
+
+    def get(self, request_id: int) -> AccessRequest:
+        with self.engine.connect() as conn:
+            return self._get(conn, request_id)
+
+    def list(
+        self, subject: str | None = None, product: str | None = None, department: str | None = None
+    ) -> list[AccessRequest]:
+        query = select(access_requests).order_by(access_requests.c.id)
+        if subject is not None:
+            query = query.where(access_requests.c.subject == subject)
+        if product is not None:
+            query = query.where(access_requests.c.product == product)
+        if department is not None:
+            query = query.where(access_requests.c.department == department)
+        with self.engine.connect() as conn:
+            return [AccessRequest.from_row(r) for r in conn.execute(query).all()]
+
+    def events(self, request_id: int) -> list[tuple[datetime, str, str, str]]:
+        query = (
+            select(access_request_events)
+            .where(access_request_events.c.request_id == request_id)
+            .order_by(access_request_events.c.id)
+        )
+        with self.engine.connect() as conn:
+            return [(_aware(r.at) or utcnow(), r.actor, r.event, r.detail) for r in conn.execute(query)]

@@ -1,0 +1,73 @@
+"""Shared, session-scoped fixtures: small landing data and a private copy of the dbt project.
+
+dbt writes target/, logs/ and partial-parse state into its project, and other sessions work in the
+same tree, so tests never run dbt inside `transforms/` itself: each session works on a copy.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+DBT = Path(sys.executable).parent / "dbt"
+SMALL_ROWS = 2_000
+
+
+def _copy_dbt_project(dest: Path) -> Path:
+    shutil.copytree(
+        REPO / "transforms",
+        dest,
+        ignore=shutil.ignore_patterns("target", "logs", "dbt_packages", ".user.yml"),
+    )
+    return dest
+
+
+def _run_dbt(project: Path, *args: str, warehouse: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the dbt CLI on `project` with its own target/log folders and warehouse; never raises."""
+    env = {
+        **os.environ,
+        "CIVICMESH_WAREHOUSE": str(warehouse or project / "warehouse.duckdb"),
+        "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+        "DO_NOT_TRACK": "1",
+    }
+    command = [str(DBT), *args, "--project-dir", str(project), "--profiles-dir", str(project)]
+    command += ["--target-path", str(project / "target"), "--log-path", str(project / "logs")]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, check=False)
+
+
+@pytest.fixture(scope="session")
+def copy_dbt_project() -> Callable[[Path], Path]:
+    """`copy_dbt_project(dest)`: copy `transforms/` (without build state) to `dest`."""
+    return _copy_dbt_project
+
+
+@pytest.fixture(scope="session")
+def run_dbt() -> Callable[..., subprocess.CompletedProcess[str]]:
+    """`run_dbt(project, *args, warehouse=None)`: the dbt CLI on a project copy; never raises."""
+    return _run_dbt
+
+
+@pytest.fixture(scope="session")
+def landing_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Landing files for every department, generated once (seed 7, 2,000 service requests)."""
+    from civicmesh.synthetic import generate
+
+    out = tmp_path_factory.mktemp("landing")
+    generate(out, rows=SMALL_ROWS, seed=7)
+    return out
+
+
+@pytest.fixture(scope="session")
+def dbt_manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`dbt parse` of a copy of the real project; the manifest every product spec comes from."""
+    project = _copy_dbt_project(tmp_path_factory.mktemp("dbt_parse") / "transforms")
+    result = _run_dbt(project, "parse")
+    assert result.returncode == 0, result.stdout + result.stderr
+    return project / "target" / "manifest.json"

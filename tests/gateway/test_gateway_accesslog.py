@@ -1,0 +1,125 @@
+"""Every request is logged before its response leaves; no log, no data (fail closed)."""
+
+from __future__ import annotations
+
+import sqlite3
+
+from civicmesh.accesslog import AccessLog
+from civicmesh.store import get_engine
+
+SR = "public_works.service_requests"
+BOTH = (
+    "{ publicWorks { serviceRequests(first: 2) { nodes { requestId requesterName } } } "
+    "environment { airQuality { totalCount } } }"
+)
+
+
+def _log(server) -> AccessLog:
+    return AccessLog(get_engine(server.settings.metadata_url))
+
+
+def test_one_record_per_product_touched(server) -> None:
+    log = _log(server)
+    before = log.head()
+    body = server.gql(BOTH, "bob")
+    assert "errors" not in body
+    rows = list(log.rows(after_seq=before))
+    assert [r["seq"] for r in rows] == [before + 1, before + 2]
+    assert len({r["request_id"] for r in rows}) == 1
+    by_product = {r["product"]: r for r in rows}
+    sr = by_product[SR]
+    assert sr["subject"] == "bob" and sr["decision"] == "allow" and sr["status"] == 200
+    assert sr["rows"] == 2
+    assert sr["columns_returned"] == '["request_id","requester_name"]'
+    assert "requester_name" in sr["columns_masked"]
+    assert sr["snapshot_id"] == body["extensions"]["governance"][SR]["snapshotId"]
+    assert sr["policy_version"] and sr["rule"] and sr["operation_hash"]
+    assert "Person" not in str(sr)  # never a PII value
+    assert by_product["environment.air_quality"]["rows"] == 0  # totalCount only: no rows returned
+
+
+def test_mixed_requests_each_leave_records_and_the_chain_verifies(server) -> None:
+    log = _log(server)
+    before = log.head()
+    requests = [
+        lambda: server.post("{ me { user } }", "alice"),  # catalog only: one request record
+        lambda: server.post("{ me { user } }"),  # 401
+        lambda: server.post("{ hr { salaries { totalCount } } }", "mallory"),  # FORBIDDEN
+        lambda: server.post("{ nope }", "alice"),  # rejected at validation
+        lambda: server.post("{ publicWorks { serviceRequests(first: 1) { totalCount } } }", "dana"),
+    ]
+    statuses = [r().status_code for r in requests]
+    assert statuses == [200, 401, 200, 200, 200]
+    rows = list(log.rows(after_seq=before))
+    assert len({r["request_id"] for r in rows}) == len(requests) == len(rows)
+    assert [r["error_code"] for r in rows] == [None, "UNAUTHENTICATED", "FORBIDDEN", "BAD_USER_INPUT", None]
+    assert rows[2]["decision"] == "deny" and rows[2]["product"] == "hr.salaries"
+    assert rows[4]["row_filter"] == '{"column":"district","values":["D3"]}'
+    assert log.verify() is None
+
+
+def test_unwritable_log_fails_closed_with_503_and_no_data(server) -> None:
+    db = server.settings.metadata_url.removeprefix("sqlite:///")
+    with sqlite3.connect(db) as raw:
+        raw.execute(
+            "CREATE TRIGGER no_log BEFORE INSERT ON access_log BEGIN SELECT RAISE(ABORT, 'disk full'); END"
+        )
+    try:
+        for user in ("alice", None):
+            response = server.post("{ publicWorks { serviceRequests { nodes { requesterName } } } }", user)
+            assert response.status_code == 503
+            body = response.json()
+            assert body["data"] is None
+            assert body["errors"][0]["extensions"]["code"] == "UNAVAILABLE"
+            assert "Person" not in response.text
+    finally:
+        with sqlite3.connect(db) as raw:
+            raw.execute("DROP TRIGGER no_log")
+    assert server.post("{ me { user } }", "alice").status_code == 200
+    assert _log(server).verify() is None
+
+
+LOG_QUERY = (
+    "query($subject: String, $product: String, $after: String) { accessLog(subject: $subject, "
+    "product: $product, first: 3, after: $after) { totalCount nodes { seq subject action product decision "
+    "errorCode status columnsMasked { column mask } rowFilter { column values } hash prevHash } "
+    "pageInfo { hasNextPage endCursor } } }"
+)
+
+
+def test_auditor_reads_the_whole_log_including_401s(server) -> None:
+    server.post("{ me { user } }")  # a 401 for the log
+    server.gql("{ publicWorks { serviceRequests(first: 1) { nodes { requesterName } } } }", "dana")
+    body = server.gql(LOG_QUERY, "carol")
+    page = body["data"]["accessLog"]
+    assert page["totalCount"] >= 2 and len(page["nodes"]) == 3 and page["pageInfo"]["hasNextPage"]
+    after = server.gql(LOG_QUERY, "carol", {"after": page["pageInfo"]["endCursor"]})["data"]["accessLog"]
+    assert after["nodes"][0]["seq"] == page["nodes"][-1]["seq"] + 1
+    dana = server.gql(LOG_QUERY, "carol", {"subject": "dana"})["data"]["accessLog"]["nodes"]
+    assert dana and all(n["subject"] == "dana" for n in dana)
+    assert dana[0]["rowFilter"] == {"column": "district", "values": ["D3"]}
+    unauthenticated = server.gql("{ accessLog(first: 500) { nodes { subject errorCode } } }", "carol")[
+        "data"
+    ]["accessLog"]["nodes"]
+    assert any(n["subject"] is None and n["errorCode"] == "UNAUTHENTICATED" for n in unauthenticated)
+
+
+def test_owner_audits_only_its_products_and_others_are_forbidden(server) -> None:
+    server.gql("{ environment { airQuality { totalCount } } }", "bob")
+    nodes = server.gql("{ accessLog(first: 500) { nodes { product } } }", "alice")["data"]["accessLog"][
+        "nodes"
+    ]
+    assert nodes and {n["product"] for n in nodes} == {SR}
+    body = server.gql('{ accessLog(product: "environment.air_quality") { totalCount } }', "alice")
+    assert body["errors"][0]["extensions"]["code"] == "FORBIDDEN"
+    body = server.gql("{ accessLog { totalCount } }", "mallory")
+    assert body["data"]["accessLog"] is None
+    assert body["errors"][0]["extensions"]["code"] == "FORBIDDEN"
+
+
+def test_reading_the_log_is_logged(server) -> None:
+    log = _log(server)
+    before = log.head()
+    server.gql("{ accessLog(first: 1) { totalCount } }", "carol")
+    rows = list(log.rows(after_seq=before))
+    assert len(rows) == 1 and rows[0]["action"] == "audit" and rows[0]["subject"] == "carol"

@@ -1,0 +1,60 @@
+"""Failures inside the gateway: internal errors are masked, a slow query is interrupted."""
+
+from __future__ import annotations
+
+import time
+
+import duckdb
+import pytest
+
+from civicmesh.products import ColumnSpec, ProductSpec
+from gateway.duck import DuckPool
+from gateway.errors import GovernedError
+
+BROKEN = ProductSpec(
+    department="city_ops",
+    product="broken_feed",
+    classification="public",
+    owner="frank@city.example",
+    description="A product whose snapshot file gets damaged.",
+    columns=(ColumnSpec("n", "integer"),),
+)
+
+
+def test_internal_errors_are_masked_and_coded(server, gw_settings, publish_product) -> None:
+    snapshot = publish_product(gw_settings, BROKEN, "SELECT CAST(i AS INTEGER) AS n FROM range(3) t(i)")
+    snapshot.path.write_bytes(b"this is not parquet at all" * 10)  # damage it in place
+    body = None
+    for _ in range(30):  # the new product appears within a second (schema rebuild)
+        body = server.gql("{ cityOps { brokenFeed { nodes { n } } } }", "alice")
+        if "Cannot query field" not in str(body):
+            break
+        time.sleep(0.2)
+    assert body is not None
+    error = body["errors"][0]
+    assert error["message"] == "Internal error."
+    assert error["extensions"]["code"] == "INTERNAL_SERVER_ERROR"
+    assert str(snapshot.path) not in str(body) and "parquet" not in str(body).lower()
+    assert body["data"] == {"cityOps": {"brokenFeed": None}}
+
+
+def test_a_slow_query_is_interrupted(tmp_path) -> None:
+    pool = DuckPool(tmp_path, "key", timeout_seconds=0.2)
+    try:
+        with pytest.raises(GovernedError) as info:
+            pool.run("SELECT count(*) FROM range(100000000000) a")
+        assert info.value.code == "LIMIT_EXCEEDED"
+        assert pool.run("SELECT 42").rows == [(42,)]  # the pool is still usable
+    finally:
+        pool.close()
+
+
+def test_the_lockdown_holds(tmp_path) -> None:
+    pool = DuckPool(tmp_path, "key")
+    try:
+        with pytest.raises(duckdb.Error):
+            pool.run("SELECT * FROM read_csv('/etc/passwd')")
+        with pytest.raises(duckdb.Error):
+            pool.run("SET enable_external_access = true")
+    finally:
+        pool.close()

@@ -1,0 +1,98 @@
+"""Several uvicorn worker processes, many concurrent requests: one unbroken access-log chain.
+Also: a cached response is still logged, and the cache never crosses callers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+
+from civicmesh.accesslog import AccessLog
+from civicmesh.store import get_engine
+from gateway.auth import issue_token
+
+QUERY = (
+    '{ publicWorks { serviceRequests(first: 5, where: {category: {eq: "pothole"}}) '
+    "{ nodes { requestId } } } }"
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_cached_responses_are_logged_and_per_caller(server) -> None:
+    log = AccessLog(get_engine(server.settings.metadata_url))
+    before = log.head()
+    q = "{ publicWorks { serviceRequests(first: 3) { nodes { requesterName district } } } }"
+    first, second = server.gql(q, "bob"), server.gql(q, "bob")
+    assert first == second
+    dana = server.gql(q, "dana")
+    assert {n["district"] for n in dana["data"]["publicWorks"]["serviceRequests"]["nodes"]} == {"D3"}
+    alice = server.gql(q, "alice")["data"]["publicWorks"]["serviceRequests"]["nodes"]
+    assert alice[0]["requesterName"].startswith("Person")
+    rows = list(log.rows(after_seq=before))
+    assert [r["subject"] for r in rows] == ["bob", "bob", "dana", "alice"]
+    assert rows[0]["request_id"] != rows[1]["request_id"]
+
+
+def test_two_worker_processes_keep_one_chain(gw_settings, tmp_path) -> None:
+    port = _free_port()
+    env = {
+        **os.environ,
+        "CIVICMESH_HOME": str(gw_settings.home),
+        "CIVICMESH_METADATA_URL": gw_settings.metadata_url,
+    }
+    server_log = (tmp_path / "server.log").open("wb")  # a file, not a pipe: a full pipe blocks the server
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "civicmesh", "serve", "--workers", "2", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=server_log,
+        start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline or proc.poll() is not None:
+                tail = (tmp_path / "server.log").read_text()[-2000:]
+                raise AssertionError(f"server did not start: {tail}")
+            time.sleep(0.2)
+        log = AccessLog(get_engine(gw_settings.metadata_url))
+        before = log.head()
+        users = ["alice", "bob", "dana", "mallory"]
+        tokens = {u: issue_token(gw_settings, u, 1) for u in users}
+
+        def call(i: int) -> int:
+            user = users[i % len(users)]
+            headers = {"Authorization": f"Bearer {tokens[user]}"} if i % 10 else {}
+            query = QUERY.replace("first: 5", f"first: {i % 7 + 1}")  # defeat the response cache
+            return httpx.post(
+                f"{base}/graphql", json={"query": query}, headers=headers, timeout=60
+            ).status_code
+
+        with ThreadPoolExecutor(16) as pool:
+            statuses = list(pool.map(call, range(200)))
+        assert statuses.count(401) == 20 and statuses.count(200) == 180
+        rows = list(log.rows(after_seq=before))
+        assert len(rows) == 200
+        assert [r["seq"] for r in rows] == list(range(before + 1, before + 201))
+        assert log.verify() is None
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(30)
+        server_log.close()

@@ -1,0 +1,28 @@
+"""Fixtures for the lineage tests: a Settings object and a metadata store in a tmp dir.
+
+Note: pytest puts `tests/` on sys.path, so the bare name `lineage` resolves to `tests/lineage` as a
+namespace package; submodules (`lineage.events`, ...) still come from the real package through the
+editable install's finder. So never use `lineage.__file__` in tests: use a submodule's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from civicmesh.settings import Settings
+from civicmesh.store import dispose_all, get_engine
+from lineage.outbox import Outbox
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(home=tmp_path, metadata_url=f"sqlite:///{tmp_path}/m.db")
+
+
+@pytest.fixture
+def outbox(settings: Settings) -> Iterator[Outbox]:
+    yield Outbox(get_engine(settings.metadata_url)).ensure_schema()
+    dispose_all()

@@ -1,0 +1,142 @@
+"""The outbox is durable, keeps order, tracks delivery per transport and never loses an event."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from civicmesh.settings import Settings
+from civicmesh.store import dispose_all, get_engine
+from lineage import events
+from lineage.outbox import Outbox, delivery_table
+from lineage.recorder import LineageRecorder
+
+
+def _run_events(n_runs: int = 3) -> list:
+    out = []
+    for i in range(n_runs):
+        out += events.ingest_events(
+            events.new_run_id(), None, f"/l/{i}.csv", f"raw.t{i}", i, warehouse_path="/w.duckdb"
+        )
+    return out
+
+
+def test_appended_events_are_pending_until_delivered(outbox: Outbox) -> None:
+    uids = outbox.append(_run_events(3))
+    assert len(uids) == 6 and len(set(uids)) == 6
+    pending = outbox.pending("file", limit=100)
+    assert [p.event_uid for p in pending] == uids
+    assert [p.seq for p in pending] == sorted(p.seq for p in pending)
+    outbox.mark_delivered("file", [p.seq for p in pending[:2]])
+    assert [p.event_uid for p in outbox.pending("file")] == uids[2:]
+    # delivery is per transport: http has seen nothing yet
+    assert outbox.pending_count("http") == 6
+    outbox.mark_delivered("file", [p.seq for p in pending[2:]])
+    assert outbox.pending("file") == [] and outbox.count() == 6
+
+
+def test_events_survive_a_new_engine(settings: Settings) -> None:
+    first = Outbox(get_engine(settings.metadata_url)).ensure_schema()
+    uids = first.append(_run_events(2))
+    dispose_all()  # as if the process had ended
+    second = Outbox(get_engine(settings.metadata_url)).ensure_schema()
+    assert [p.event_uid for p in second.pending("file")] == uids
+    dispose_all()
+
+
+def test_append_in_the_callers_transaction_commits_or_rolls_back_with_it(outbox: Outbox) -> None:
+    engine = outbox.engine
+    with pytest.raises(RuntimeError), engine.begin() as conn:
+        outbox.append(_run_events(1), connection=conn)
+        raise RuntimeError("the access-log write failed")
+    assert outbox.count() == 0
+    with engine.begin() as conn:
+        outbox.append(_run_events(1), connection=conn)
+    assert outbox.count() == 2
+
+
+def test_malformed_events_are_refused_at_append(outbox: Outbox) -> None:
+    with pytest.raises(ValueError, match="RunEvent"):
+        outbox.append([{"eventType": "START"}])
+    assert outbox.count() == 0
+
+
+def test_delivered_rows_are_pruned_behind_the_floor(outbox: Outbox) -> None:
+    outbox.append(_run_events(5))
+    pending = outbox.pending("file")
+    outbox.mark_delivered("file", [p.seq for p in pending[5:]])  # out of order: floor cannot move yet
+    with outbox.engine.connect() as conn:
+        assert len(conn.execute(select(delivery_table)).all()) == 5
+    outbox.mark_delivered("file", [p.seq for p in pending[:5]])
+    with outbox.engine.connect() as conn:
+        assert conn.execute(select(delivery_table)).all() == []  # all implied by the floor
+    assert outbox.pending("file") == []
+    outbox.mark_delivered("file", [pending[0].seq])  # a late duplicate acknowledgement is harmless
+    assert outbox.pending("file") == []
+
+
+def test_concurrent_records_share_commits_and_lose_nothing(settings: Settings, tmp_path: Path) -> None:
+    recorder = LineageRecorder.from_settings(settings)
+    uids: list[str] = []
+    lock = threading.Lock()
+
+    def worker() -> None:
+        for _ in range(25):
+            got = recorder.record(_run_events(1))
+            with lock:
+                uids.extend(got)
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(uids) == len(set(uids)) == 8 * 25 * 2
+    assert recorder.outbox.count() == len(uids)
+    assert recorder._group.commits <= 8 * 25  # some appends shared a transaction
+    assert recorder.flush(timeout=10)
+    lines = (tmp_path / "lineage" / "events.jsonl").read_text().splitlines()
+    assert len(lines) == len(uids)
+    dispose_all()
+
+
+def test_events_recorded_before_a_hard_crash_are_delivered_by_the_next_process(settings: Settings) -> None:
+    script = textwrap.dedent(
+        f"""
+        import os
+        from civicmesh.settings import Settings
+        from pathlib import Path
+        from lineage import events
+        from lineage.recorder import LineageRecorder
+
+        settings = Settings(home=Path({str(settings.home)!r}), metadata_url={settings.metadata_url!r})
+        recorder = LineageRecorder.from_settings(settings)  # dispatcher not started: nothing delivered
+        run = events.new_run_id()
+        uids = recorder.record(events.ingest_events(run, None, "/l/a.csv", "raw.a", 1, warehouse_path="/w"))
+        print(",".join(uids), flush=True)
+        os._exit(9)  # no cleanup, no atexit, no flush: as if killed
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 9, done.stderr
+    uids = done.stdout.strip().split(",")
+    recorder = LineageRecorder.from_settings(settings)
+    assert [e.event_uid for e in recorder.outbox.pending("file")] == uids
+    assert recorder.flush(timeout=5)
+    assert len((settings.lineage_dir / "events.jsonl").read_text().splitlines()) == 2
+    recorder.stop()
+    dispose_all()
+
+
+def test_shared_recorder_is_one_per_store(settings: Settings, tmp_path: Path) -> None:
+    first = LineageRecorder.shared(settings)
+    assert LineageRecorder.shared(settings) is first
+    other = Settings(home=tmp_path / "b", metadata_url=f"sqlite:///{tmp_path}/b.db")
+    assert LineageRecorder.shared(other) is not first
+    dispose_all()

@@ -1,0 +1,57 @@
+"""Fixtures for the policy tests: the 8 demo products built by hand, and engines over tmp copies."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from policy_specs import DEMO_PRODUCTS
+
+from civicmesh.products import ProductSpec
+from civicmesh.settings import REPO_ROOT, Settings
+from civicmesh.store import dispose_all, get_engine
+from policies.engine import PolicyEngine
+
+POLICIES = REPO_ROOT / "policies"
+
+
+@pytest.fixture
+def products() -> dict[str, ProductSpec]:
+    return DEMO_PRODUCTS
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(home=tmp_path, metadata_url=f"sqlite:///{tmp_path}/m.db")
+
+
+@pytest.fixture(autouse=True)
+def _dispose_engines() -> object:
+    yield
+    dispose_all()
+
+
+@pytest.fixture
+def policy_dir(tmp_path: Path) -> Path:
+    """A private, editable copy of the shipped policy files."""
+    target = tmp_path / "policies"
+    target.mkdir()
+    for name in ("model.conf", "policy.csv", "users.yaml"):
+        shutil.copy(POLICIES / name, target / name)
+    return target
+
+
+@pytest.fixture
+def make_engine(policy_dir: Path, settings: Settings) -> Callable[..., PolicyEngine]:
+    def make(**kwargs: object) -> PolicyEngine:
+        return PolicyEngine(policy_dir, get_engine(settings.metadata_url), **kwargs)  # type: ignore[arg-type]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def shipped_engine() -> PolicyEngine:
+    """The shipped policy files, no runtime grants (read-only tests share it)."""
+    return PolicyEngine.from_dir(POLICIES)
