@@ -134,7 +134,9 @@ def run_build(
                 error = error.cause
             report.failed_steps.append(f"{event.step_key}: {error.message.strip() if error else 'failed'}")
     # Deliver this run's lineage now; a backend that is down keeps them in the outbox.
-    delivered = LineageRecorder.from_settings(settings).flush(timeout=10)
+    recorder = LineageRecorder.shared(settings)
+    delivered = recorder.flush(timeout=10)
+    recorder.stop()  # releases the delivery lease so the next process need not wait for it to expire
     if not delivered:
         emit_line("lineage: a transport is unreachable; events stay in the outbox for the next delivery")
     report.seconds = time.monotonic() - started

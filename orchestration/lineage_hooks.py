@@ -22,4 +22,4 @@ def dagster_parent(context: dg.AssetExecutionContext) -> ParentRef:
 
 
 def record(settings: Settings, events: Sequence[RunEvent]) -> None:
-    LineageRecorder.from_settings(settings).record(list(events))
+    LineageRecorder.shared(settings).record(list(events))

@@ -49,6 +49,25 @@ def publish_asset(spec: ProductSpec, model_key: dg.AssetKey, relation: str) -> d
             "source": duckdb_dataset(settings.warehouse_path, relation),
             "started_at": utcnow(),
         }
+        entry = catalog.entry(spec.name)
+        if (
+            entry
+            and entry.quality_status == "failed"
+            and (entry.quality or {}).get("run_id") == context.run_id
+        ):
+            reasons = (entry.quality or {}).get("blocking") or ["a blocking check failed"]
+            record(
+                settings,
+                publish_events(
+                    snapshot_id=None,
+                    snapshot_path=None,
+                    row_count=None,
+                    status="FAIL",
+                    error="; ".join(reasons),
+                    **lineage,
+                ),
+            )
+            raise dg.Failure(f"{spec.name} not published: {'; '.join(reasons)}")
         try:
             with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
                 written = write_snapshot(
@@ -57,7 +76,6 @@ def publish_asset(spec: ProductSpec, model_key: dg.AssetKey, relation: str) -> d
                     settings.snapshots_dir / spec.department / spec.product,
                     snapshot_order(spec),
                 )
-            entry = catalog.entry(spec.name)
             quality = entry.quality if entry and entry.quality_status == "passed" else None
             snapshot = catalog.publish(spec, written, quality=quality, run_id=context.run_id)
         except Exception as exc:

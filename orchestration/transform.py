@@ -8,6 +8,7 @@ import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
 
 from civicmesh.products import is_product_node, load_product_specs
+from lineage.classification import pii_findings
 from lineage.dbt import events_from_dbt_run
 from lineage.events import new_run_id
 from orchestration.lineage_hooks import dagster_parent, record
@@ -72,10 +73,25 @@ def dbt_transform_assets(project: DbtProject, translator: DagsterDbtTranslator) 
         run_results = invocation.get_artifact("run_results.json")
         catalog = mesh.catalog()
         specs = {s.name: s for s in load_product_specs(manifest)}
-        for product, checks in check_results_by_product(events, manifest, translator).items():
-            failed = any(not c["passed"] and c["severity"] == "ERROR" for c in checks)
-            detail = {"checks": checks, "run_id": context.run_id}
-            catalog.record_quality(specs[product], "failed" if failed else "passed", detail)
+        checks_by_product = check_results_by_product(events, manifest, translator)
+        # Classification follows lineage: a column derived from PII must be declared PII (or
+        # declared de-identified with a reason) before its product may publish.
+        findings = pii_findings(manifest, specs.values(), settings.warehouse_path)
+        selected = context.selected_asset_keys
+        statuses = {r["unique_id"]: r["status"] for r in run_results.get("results", [])}
+        for product, spec in specs.items():
+            if translator.get_asset_key(manifest["nodes"][spec.model_unique_id]) not in selected:
+                continue  # not built in this run: its last quality status still stands
+            checks = checks_by_product.get(product, [])
+            blocking = [f.message for f in findings if f.product == product and f.blocking]
+            model_status = statuses.get(spec.model_unique_id, "not run")
+            if model_status != "success":  # dbt skipped it (an upstream test failed) or it errored
+                blocking.append(f"dbt model {model_status}: an upstream model or test failed")
+            for message in blocking:
+                context.log.error(f"{product}: {message}")
+            failed = bool(blocking) or any(not c["passed"] and c["severity"] == "ERROR" for c in checks)
+            detail = {"checks": checks, "blocking": blocking, "run_id": context.run_id}
+            catalog.record_quality(spec, "failed" if failed else "passed", detail)
         record(
             settings,
             events_from_dbt_run(

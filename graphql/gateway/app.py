@@ -24,18 +24,19 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from civicmesh.accesslog import AccessLog, AccessRecord
+from civicmesh.accesslog import AccessLog
 from civicmesh.catalog import Catalog
 from civicmesh.settings import Settings
 from civicmesh.store import get_engine
 from gateway import errors
-from gateway.auth import AuthError, Principal, authenticate
-from gateway.context import CatalogState, RequestContext, Touch, touch_record
+from gateway.auth import AuthError, authenticate
+from gateway.context import CatalogState, RequestContext, Touch
 from gateway.duck import DuckPool
+from gateway.exports import handle_export
+from gateway.recording import Recorder
 from gateway.responses import ResponseCache
 from gateway.schema import build_schema
 from gateway.view import CONTEXT_KEY, GatewayView
-from lineage.events import read_event
 from lineage.recorder import LineageRecorder
 from policies.engine import PolicyEngine
 
@@ -61,6 +62,7 @@ class Gateway:
         self.lineage = LineageRecorder.from_settings(settings)
         self.duck = DuckPool(settings.snapshots_dir, settings.mask_key)
         self.responses = ResponseCache()
+        self.recorder = Recorder(self.access_log, self.lineage)
         self.state = self._load_state()
         self.view = GatewayView(build_schema(self.state, settings.demo_mode), settings.demo_mode)
         self._polled = time.monotonic()
@@ -107,12 +109,14 @@ class Gateway:
         try:
             body = await _read_body(request)
         except BodyTooLarge:
-            return await self._reject(common, started, 413, errors.LIMIT_EXCEEDED, "Request body too large.")
+            return await self.recorder.reject(
+                common, started, 413, errors.LIMIT_EXCEEDED, "Request body too large."
+            )
         common["operation_hash"] = _operation_hash(body)
         try:
             principal = authenticate(self.settings, request.headers.get("authorization"))
         except AuthError as exc:
-            return await self._reject(common, started, 401, errors.UNAUTHENTICATED, str(exc))
+            return await self.recorder.reject(common, started, 401, errors.UNAUTHENTICATED, str(exc))
         await self.refresh()
         state, view = self.state, self.view
         common["subject"] = principal.subject
@@ -129,7 +133,7 @@ class Gateway:
             hit = None
         if hit is not None:
             response = Response(hit.body, media_type="application/json")
-            return await self._finish(common, started, principal, response, list(hit.touches), None)
+            return await self.recorder.finish(common, started, principal, response, list(hit.touches), None)
         ctx = RequestContext(
             settings=self.settings,
             principal=principal,
@@ -146,11 +150,13 @@ class Gateway:
         try:
             response = await view.run(request, context=ctx)
         except HTTPException as exc:  # malformed HTTP-level request (content type, JSON, method)
-            return await self._reject(common, started, exc.status_code, errors.BAD_USER_INPUT, exc.reason)
+            return await self.recorder.reject(
+                common, started, exc.status_code, errors.BAD_USER_INPUT, exc.reason
+            )
         request_error = ctx.error_codes[0] if ctx.error_codes else None
         if ctx.cacheable and ctx.touches and response.status_code == 200 and request_error is None:
             self.responses.put(key, bytes(response.body), ctx.touches)
-        return await self._finish(common, started, principal, response, ctx.touches, request_error)
+        return await self.recorder.finish(common, started, principal, response, ctx.touches, request_error)
 
     def _still_decided(self, subject: str, touches: tuple[Touch, ...]) -> bool:
         """A cached response stands only if every decision behind it is still the same (a grant
@@ -158,85 +164,6 @@ class Gateway:
         return all(
             self.policy.decide(subject, t.spec, t.action) == t.decision for t in touches if t.spec is not None
         )
-
-    async def _finish(
-        self,
-        common: dict[str, Any],
-        started: float,
-        principal: Principal,
-        response: Response,
-        touches: list[Touch],
-        request_error: str | None,
-    ) -> Response:
-        """Log the request (one record per product touched, or one for the request) and only
-        then let the response go; if the log cannot be written, send 503 instead."""
-        common.update(
-            status=response.status_code,
-            bytes=len(response.body),
-            latency_ms=(time.perf_counter() - started) * 1000,
-        )
-        if touches:
-            records = [touch_record(common, t, request_error) for t in touches]
-        else:
-            records = [AccessRecord(**common, action="query", error_code=request_error)]
-        request_id = common["request_id"]
-        events = [
-            read_event(
-                request_id, principal.subject, t.spec, t.snapshot_id, t.columns_returned, t.decision, t.rows
-            )
-            for t in touches
-            if t.spec is not None and t.decision is not None
-        ]
-        if not await self._commit(records, events):
-            return _error_response(503, errors.UNAVAILABLE, _LOG_DOWN)
-        return response
-
-    async def _reject(
-        self, common: dict[str, Any], started: float, status: int, code: str, message: str
-    ) -> Response:
-        record = AccessRecord(
-            **common,
-            action="query",
-            status=status,
-            decision="deny" if status in (401, 403) else "none",
-            reason=message,
-            error_code=code,
-            latency_ms=(time.perf_counter() - started) * 1000,
-        )
-        if not await self._commit([record]):
-            return _error_response(503, errors.UNAVAILABLE, _LOG_DOWN)
-        headers = {"WWW-Authenticate": 'Bearer realm="civicmesh"'} if status == 401 else None
-        return _error_response(status, code, message, headers)
-
-    async def _commit(self, records: list[AccessRecord], events: list[Any] | None = None) -> bool:
-        """Durably record the request: access-log records and the lineage read events (outbox) in
-        one transaction, group-committed with concurrent requests. False means: serve nothing."""
-        also = None
-        if events:
-            outbox = self.lineage.outbox
-            rows = outbox.prepare(events)  # serialising is the slow part: outside the write lock
-
-            def also(conn: Any) -> None:
-                outbox.write(rows, conn)
-
-        try:
-            await anyio.to_thread.run_sync(self.access_log.append, records, also)
-        except Exception:
-            log.exception("access log write failed; failing closed")
-            return False
-        # No dispatcher.wake() here: waking it per request made it deliver one event at a time and
-        # compete with requests for the GIL and the store; its poll (1 s) delivers reads in batches.
-        return True
-
-
-_LOG_DOWN = "The access log is unavailable, so no data can be served. Try again later."
-
-
-def _error_response(
-    status: int, code: str, message: str, headers: dict[str, str] | None = None
-) -> JSONResponse:
-    body = {"data": None, "errors": [{"message": message, "extensions": {"code": code}}]}
-    return JSONResponse(body, status_code=status, headers=headers)
 
 
 def _wants_html(request: Request) -> bool:
@@ -286,12 +213,16 @@ def create_app(settings: Settings | None = None) -> Starlette:
     async def graphql(request: Request) -> Response:
         return await request.app.state.gateway.handle(request)
 
+    async def export(request: Request) -> Response:
+        return await handle_export(request.app.state.gateway, request)
+
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
     return Starlette(
         routes=[
             Route("/graphql", graphql, methods=["GET", "POST"]),
+            Route("/exports/{target}", export, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
         ],
         lifespan=lifespan,

@@ -109,6 +109,17 @@ class DuckPool:
             timer.cancel()
             cursor.close()
 
+    def open_reader(self, sql: str, params: Sequence[Any], batch_rows: int) -> tuple[Any, Any]:
+        """(cursor, Arrow record-batch reader) for streaming a large result; close the cursor after.
+        No timeout here: an export may legitimately run long, and it streams as it goes."""
+        cursor = self._con.cursor()
+        try:
+            # A relation's reader streams without the extra copy a DB-API result's reader makes.
+            return cursor, cursor.sql(sql, params=list(params)).to_arrow_reader(batch_rows)
+        except Exception:
+            cursor.close()
+            raise
+
     async def run_async(self, sql: str, params: Sequence[Any] = ()) -> QueryResult:
         """Run in a worker thread (DuckDB releases the GIL, so the event loop keeps serving),
         or answer from the result cache. Only called on the event loop: the cache needs no lock."""

@@ -30,6 +30,7 @@ from strawberry.types.field import StrawberryField
 from civicmesh.catalog import CatalogEntry
 from civicmesh.products import ColumnSpec, ProductSpec
 from gateway import types as t
+from gateway.aggregates_schema import aggregate_field
 from gateway.audit_fields import AuditQuery
 from gateway.catalog_fields import CatalogQuery
 from gateway.context import CatalogState, RequestContext
@@ -151,11 +152,11 @@ def order_to_list(order_by: list[Any] | None, columns: list[ColumnSpec]) -> list
     return out
 
 
-def _product_field(entry: CatalogEntry, row_types: list[str]) -> StrawberryField | None:
+def _product_fields(entry: CatalogEntry, row_types: list[str]) -> list[StrawberryField]:
     spec = entry.spec
     columns = _columns(spec)
     if not columns:
-        return None
+        return []
     prefix = pascal(spec.department) + pascal(spec.product)
     row_types.append(f"{prefix}Row")
     row = create_type(
@@ -215,7 +216,11 @@ def _product_field(entry: CatalogEntry, row_types: list[str]) -> StrawberryField
         return_annotation=Optional[connection],  # noqa: UP045
     )
     description = spec.description or spec.name
-    return strawberry.field(resolver=resolve, name=camel(spec.product), description=description)
+    rows_field = strawberry.field(resolver=resolve, name=camel(spec.product), description=description)
+    aggregate = aggregate_field(
+        entry, prefix, columns, _scalar, where_type, where_to_dict, filterable, _field
+    )
+    return [rows_field, aggregate]
 
 
 def _department_field(department: str, fields: list[StrawberryField]) -> StrawberryField:
@@ -249,12 +254,11 @@ def build_schema(state: CatalogState, demo_mode: bool) -> strawberry.Schema:
     row_types: list[str] = []
     for entry in sorted(state.entries.values(), key=lambda e: e.spec.name):
         try:
-            field = _product_field(entry, row_types)
+            fields = _product_fields(entry, row_types)
         except Exception:  # one broken spec must not take the whole gateway down
             log.exception("product %s not served: schema generation failed", entry.spec.name)
             continue
-        if field is not None:
-            by_department.setdefault(entry.spec.department, []).append(field)
+        by_department.setdefault(entry.spec.department, []).extend(fields)
     namespace: dict[str, Any] = {"__annotations__": {}}
     for department, fields in by_department.items():
         field = _department_field(department, fields)

@@ -1,0 +1,57 @@
+"""The code location loads, and its groups and owners come from dbt, not from a hand-kept list."""
+
+from __future__ import annotations
+
+import json
+
+import dagster as dg
+
+from orchestration.assemble import build_definitions
+from orchestration.publish import publish_key
+from tests.orchestration.conftest import isolated_settings
+
+
+def _defs(dbt_manifest) -> tuple[dg.Definitions, dict]:
+    return build_definitions(Settings.from_env()), json.loads(dbt_manifest.read_text())
+
+
+def test_definitions_load_like_dagster_dev_would(dbt_manifest) -> None:
+    defs, _ = _defs(dbt_manifest)
+    dg.Definitions.validate_loadable(defs)
+    graph = defs.resolve_asset_graph()
+    keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
+    assert "published/public_works/service_requests" in keys
+    assert "raw_public_works/service_requests" in keys
+    assert "public_works/service_requests" in keys
+    assert {j.name for j in defs.resolve_all_job_defs()} >= {"build_all_products", "check_freshness"}
+
+
+def test_groups_and_owners_follow_the_dbt_groups(dbt_manifest) -> None:
+    defs, manifest = _defs(dbt_manifest)
+    owners = {g["name"]: g["owner"]["email"] for g in manifest["groups"].values()}
+    graph = defs.resolve_asset_graph()
+    for key in graph.get_all_asset_keys():
+        node = graph.get(key)
+        department = node.group_name
+        assert department in owners, f"{key.to_user_string()} is in group {department!r}"
+        assert list(node.owners) == [owners[department]], key.to_user_string()
+
+
+def test_every_product_publish_waits_on_blocking_dbt_checks(dbt_manifest) -> None:
+    defs, _ = _defs(dbt_manifest)
+    graph = defs.resolve_asset_graph()
+    model = dg.AssetKey(["public_works", "service_requests"])
+    assert model in graph.get(publish_key_of("public_works", "service_requests")).parent_keys
+    blocking = [c for c in graph.get_check_keys_for_assets({model}) if graph.get_check_spec(c).blocking]
+    assert any("unique" in c.name for c in blocking), blocking
+
+
+def publish_key_of(department: str, product: str) -> dg.AssetKey:
+    return dg.AssetKey(["published", department, product])
+
+
+def test_publish_key_shape() -> None:
+    from civicmesh.products import ColumnSpec, ProductSpec
+
+    spec = ProductSpec("hr", "employees", "restricted", "frank@city.example", "", (ColumnSpec("a", "int"),))
+    assert publish_key(spec) == publish_key_of("hr", "employees")
