@@ -1,4 +1,4 @@
-"""The Starlette app: `/graphql` (authenticated, governed, logged) and `/healthz`.
+"""The Starlette app: `/graphql` and `/exports/{product}.{fmt}` (authenticated, governed, logged), `/healthz`.
 
 Order of a request: size limit -> authentication -> execution (decisions, masks, row scope in
 resolvers) -> access-log commit -> response. If the log cannot be committed the response is

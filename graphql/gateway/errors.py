@@ -48,7 +48,12 @@ def should_mask(error: GraphQLError) -> bool:
     return original is not None and not isinstance(original, GovernedError)
 
 
-_LIMIT_MARKERS = ("exceeds maximum operation depth", "aliases found. allowed", "tokens. parsing aborted")
+_LIMIT_MARKERS = (
+    "fields with fragments expanded",
+    "exceeds maximum operation depth",
+    "aliases found. allowed",
+    "tokens. parsing aborted",
+)
 
 
 def error_code(error: GraphQLError) -> str:

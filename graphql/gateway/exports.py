@@ -30,7 +30,7 @@ from gateway.context import RequestContext, Touch
 from gateway.errors import NOT_AVAILABLE, GovernedError, bad_input, forbidden, limit_exceeded
 from gateway.naming import camel
 from gateway.query import PageQuery
-from gateway.reads import _snapshot_for
+from gateway.reads import snapshot_for
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
@@ -203,7 +203,7 @@ async def _prepare(
         request_id="",
         client=None,
     )
-    snap = await _snapshot_for(ctx, entry, None, as_of)
+    snap = await snapshot_for(ctx, entry, None, as_of)
     touch.snapshot_id = snap.id
     columns = [c for c, _ in snap.schema]
     masks = {c: k for c, k in decision.masks.items() if c in columns}

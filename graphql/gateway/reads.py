@@ -63,7 +63,7 @@ def wanted_from(info: Any, column_by_field: Mapping[str, str]) -> Wanted:
     )
 
 
-async def _snapshot_for(
+async def snapshot_for(
     ctx: RequestContext, entry: CatalogEntry, cursor: Cursor | None, as_of: datetime | None
 ) -> Snapshot:
     name = entry.spec.name
@@ -121,7 +121,7 @@ async def authorize_read(
     touch.decision = decision
     if not decision.allowed:
         raise forbidden(decision.reason or "You may not read this product.")
-    snap = await _snapshot_for(ctx, entry, cursor, as_of)
+    snap = await snapshot_for(ctx, entry, cursor, as_of)
     touch.snapshot_id = snap.id
     present = {name for name, _ in snap.schema}
     masks = _masks_for(ctx, entry, snap, dict(decision.masks))

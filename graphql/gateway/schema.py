@@ -15,6 +15,7 @@ from typing import Any, Optional
 
 import strawberry
 from strawberry.extensions import (
+    AddValidationRules,
     MaskErrors,
     MaxAliasesLimiter,
     MaxTokensLimiter,
@@ -35,6 +36,7 @@ from gateway.audit_fields import AuditQuery
 from gateway.catalog_fields import CatalogQuery
 from gateway.context import CatalogState, RequestContext
 from gateway.errors import MASKED_MESSAGE, bad_input, should_mask
+from gateway.limits import max_fields_rule
 from gateway.naming import camel, pascal, valid
 from gateway.query import BIGINT, BOOL, DATE, DATETIME, FLOAT, INT, OPERATORS, STRING, type_kind
 from gateway.reads import read_page, wanted_from
@@ -272,6 +274,7 @@ def build_schema(state: CatalogState, demo_mode: bool) -> strawberry.Schema:
         MaxTokensLimiter(max_token_count=MAX_TOKENS),
         QueryDepthLimiter(max_depth=MAX_DEPTH),
         MaxAliasesLimiter(max_alias_count=MAX_ALIASES),
+        AddValidationRules([max_fields_rule()]),
         MaskErrors(should_mask_error=should_mask, error_message=MASKED_MESSAGE),
     ]
     if not demo_mode:

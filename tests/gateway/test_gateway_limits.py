@@ -65,3 +65,15 @@ def test_batching_is_off(server) -> None:
         headers={"Authorization": f"Bearer {server.token('alice')}"},
     )
     assert response.status_code == 400
+
+
+def test_fragment_field_multiplication_is_limited(server) -> None:
+    fragments = ["fragment F0 on Me { user email displayName department }"]
+    for i in range(1, 12):
+        fragments.append(f"fragment F{i} on Me {{ ...F{i - 1} ...F{i - 1} }}")
+    query = "{ me { ...F11 } } " + " ".join(fragments)
+    body = server.gql(query, "alice")
+    assert body["data"] is None
+    assert body["errors"][0]["extensions"]["code"] == "LIMIT_EXCEEDED"
+    small = "{ me { ...F2 } } " + " ".join(fragments[:3])
+    assert server.gql(small, "alice")["data"]["me"]["user"] == "alice"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import dagster as dg
 
@@ -11,12 +12,12 @@ from orchestration.publish import publish_key
 from tests.orchestration.conftest import isolated_settings
 
 
-def _defs(dbt_manifest) -> tuple[dg.Definitions, dict]:
-    return build_definitions(Settings.from_env()), json.loads(dbt_manifest.read_text())
+def _defs(dbt_manifest: Path, home: Path) -> tuple[dg.Definitions, dict]:
+    return build_definitions(isolated_settings(home)), json.loads(dbt_manifest.read_text())
 
 
-def test_definitions_load_like_dagster_dev_would(dbt_manifest) -> None:
-    defs, _ = _defs(dbt_manifest)
+def test_definitions_load_like_dagster_dev_would(dbt_manifest: Path, tmp_path: Path) -> None:
+    defs, _ = _defs(dbt_manifest, tmp_path)
     dg.Definitions.validate_loadable(defs)
     graph = defs.resolve_asset_graph()
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
@@ -26,8 +27,8 @@ def test_definitions_load_like_dagster_dev_would(dbt_manifest) -> None:
     assert {j.name for j in defs.resolve_all_job_defs()} >= {"build_all_products", "check_freshness"}
 
 
-def test_groups_and_owners_follow_the_dbt_groups(dbt_manifest) -> None:
-    defs, manifest = _defs(dbt_manifest)
+def test_groups_and_owners_follow_the_dbt_groups(dbt_manifest: Path, tmp_path: Path) -> None:
+    defs, manifest = _defs(dbt_manifest, tmp_path)
     owners = {g["name"]: g["owner"]["email"] for g in manifest["groups"].values()}
     graph = defs.resolve_asset_graph()
     for key in graph.get_all_asset_keys():
@@ -37,8 +38,8 @@ def test_groups_and_owners_follow_the_dbt_groups(dbt_manifest) -> None:
         assert list(node.owners) == [owners[department]], key.to_user_string()
 
 
-def test_every_product_publish_waits_on_blocking_dbt_checks(dbt_manifest) -> None:
-    defs, _ = _defs(dbt_manifest)
+def test_every_product_publish_waits_on_blocking_dbt_checks(dbt_manifest: Path, tmp_path: Path) -> None:
+    defs, _ = _defs(dbt_manifest, tmp_path)
     graph = defs.resolve_asset_graph()
     model = dg.AssetKey(["public_works", "service_requests"])
     assert model in graph.get(publish_key_of("public_works", "service_requests")).parent_keys
