@@ -47,6 +47,10 @@ def _pseudonymiser(key: bytes):  # type: ignore[no-untyped-def]
     return pseudonym, pseudonym_int
 
 
+def _cells(result: QueryResult) -> int:
+    return max(1, len(result.rows)) * max(1, len(result.columns))
+
+
 class DuckPool:
     """The process's DuckDB database; at most `workers` queries run at once (in worker threads)."""
 
@@ -57,8 +61,9 @@ class DuckPool:
         memory_limit: str = "1GB",
         threads: int = 2,
         workers: int = 8,
-        cache_entries: int = 512,
+        cache_entries: int = 1024,
         cache_max_rows: int = 2000,
+        cache_max_cells: int = 1_000_000,
         timeout_seconds: float = 10.0,
     ) -> None:
         snapshots_dir.mkdir(parents=True, exist_ok=True)
@@ -90,6 +95,8 @@ class DuckPool:
         self._cache: OrderedDict[tuple[str, str], QueryResult] = OrderedDict()
         self._cache_entries = cache_entries
         self._cache_max_rows = cache_max_rows
+        self._cache_max_cells = cache_max_cells  # rows x columns held: the memory bound
+        self._cache_cells = 0
         self.cache_hits = 0
 
     def run(self, sql: str, params: Sequence[Any] = ()) -> QueryResult:
@@ -130,10 +137,12 @@ class DuckPool:
             self.cache_hits += 1
             return cached
         result = await anyio.to_thread.run_sync(self.run, sql, params, limiter=self._limiter)
-        if len(result.rows) <= self._cache_max_rows and self._cache_entries > 0:
+        if len(result.rows) <= self._cache_max_rows and self._cache_entries > 0 and key not in self._cache:
             self._cache[key] = result
-            if len(self._cache) > self._cache_entries:
-                self._cache.popitem(last=False)
+            self._cache_cells += _cells(result)
+            while len(self._cache) > self._cache_entries or self._cache_cells > self._cache_max_cells:
+                _, evicted = self._cache.popitem(last=False)
+                self._cache_cells -= _cells(evicted)
         return result
 
     def close(self) -> None:

@@ -21,7 +21,7 @@ from graphql import (
 )
 
 MAX_FIELDS = 2000
-LIMIT_MESSAGE = "fields with fragments expanded; the limit is"
+LIMIT_MESSAGE = "fields with fragments expanded, which is not allowed"
 
 
 def _count(
@@ -59,9 +59,7 @@ def max_fields_rule(max_fields: int = MAX_FIELDS) -> type[ValidationRule]:
             count = _count(node.selection_set, fragments, {}, frozenset(), max_fields)
             if count > max_fields:
                 self.report_error(
-                    GraphQLError(
-                        f"The operation selects more than {max_fields} {LIMIT_MESSAGE} {max_fields}."
-                    )
+                    GraphQLError(f"The operation selects more than {max_fields} {LIMIT_MESSAGE}.")
                 )
 
     return MaxFieldsRule

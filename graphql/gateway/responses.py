@@ -25,10 +25,14 @@ class Cached:
 
 
 class ResponseCache:
-    def __init__(self, max_entries: int = 1024, max_body_bytes: int = 256 * 1024) -> None:
+    def __init__(
+        self, max_entries: int = 4096, max_body_bytes: int = 256 * 1024, max_total_bytes: int = 64 << 20
+    ) -> None:
         self.max_entries = max_entries
         self.max_body_bytes = max_body_bytes
+        self.max_total_bytes = max_total_bytes  # the memory bound that matters
         self._entries: OrderedDict[Key, Cached] = OrderedDict()
+        self._bytes = 0
         self.hits = 0
 
     @staticmethod
@@ -44,8 +48,10 @@ class ResponseCache:
         return entry
 
     def put(self, key: Key, body: bytes, touches: list[Touch]) -> None:
-        if self.max_entries <= 0 or len(body) > self.max_body_bytes:
+        if self.max_entries <= 0 or len(body) > self.max_body_bytes or key in self._entries:
             return
         self._entries[key] = Cached(body=body, touches=tuple(touches))
-        if len(self._entries) > self.max_entries:
-            self._entries.popitem(last=False)
+        self._bytes += len(body)
+        while len(self._entries) > self.max_entries or self._bytes > self.max_total_bytes:
+            _, evicted = self._entries.popitem(last=False)
+            self._bytes -= len(evicted.body)

@@ -6,18 +6,22 @@ import json
 from pathlib import Path
 
 import dagster as dg
+import pytest
 
 from orchestration.assemble import build_definitions
 from orchestration.publish import publish_key
 from tests.orchestration.conftest import isolated_settings
 
 
-def _defs(dbt_manifest: Path, home: Path) -> tuple[dg.Definitions, dict]:
+@pytest.fixture(scope="module")
+def loaded(dbt_manifest: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[dg.Definitions, dict]:
+    """Definitions as `dagster dev` loads them (it parses the dbt project itself), and the manifest."""
+    home = tmp_path_factory.mktemp("defs")
     return build_definitions(isolated_settings(home)), json.loads(dbt_manifest.read_text())
 
 
-def test_definitions_load_like_dagster_dev_would(dbt_manifest: Path, tmp_path: Path) -> None:
-    defs, _ = _defs(dbt_manifest, tmp_path)
+def test_definitions_load_like_dagster_dev_would(loaded: tuple[dg.Definitions, dict]) -> None:
+    defs, _ = loaded
     dg.Definitions.validate_loadable(defs)
     graph = defs.resolve_asset_graph()
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
@@ -27,8 +31,8 @@ def test_definitions_load_like_dagster_dev_would(dbt_manifest: Path, tmp_path: P
     assert {j.name for j in defs.resolve_all_job_defs()} >= {"build_all_products", "check_freshness"}
 
 
-def test_groups_and_owners_follow_the_dbt_groups(dbt_manifest: Path, tmp_path: Path) -> None:
-    defs, manifest = _defs(dbt_manifest, tmp_path)
+def test_groups_and_owners_follow_the_dbt_groups(loaded: tuple[dg.Definitions, dict]) -> None:
+    defs, manifest = loaded
     owners = {g["name"]: g["owner"]["email"] for g in manifest["groups"].values()}
     graph = defs.resolve_asset_graph()
     for key in graph.get_all_asset_keys():
@@ -38,8 +42,8 @@ def test_groups_and_owners_follow_the_dbt_groups(dbt_manifest: Path, tmp_path: P
         assert list(node.owners) == [owners[department]], key.to_user_string()
 
 
-def test_every_product_publish_waits_on_blocking_dbt_checks(dbt_manifest: Path, tmp_path: Path) -> None:
-    defs, _ = _defs(dbt_manifest, tmp_path)
+def test_every_product_publish_waits_on_blocking_dbt_checks(loaded: tuple[dg.Definitions, dict]) -> None:
+    defs, _ = loaded
     graph = defs.resolve_asset_graph()
     model = dg.AssetKey(["public_works", "service_requests"])
     assert model in graph.get(publish_key_of("public_works", "service_requests")).parent_keys
