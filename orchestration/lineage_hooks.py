@@ -6,6 +6,7 @@ dispatcher; a lineage backend that is down never fails or slows a build.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 import dagster as dg
@@ -21,5 +22,11 @@ def dagster_parent(context: dg.AssetExecutionContext) -> ParentRef:
     return ParentRef(run_id=context.run_id, job_name=f"dagster.{context.job_name}")
 
 
+def lineage_enabled() -> bool:
+    """`CIVICMESH_LINEAGE=off` exists to measure what lineage costs a build (bench/lineage.py)."""
+    return os.environ.get("CIVICMESH_LINEAGE", "on").lower() != "off"
+
+
 def record(settings: Settings, events: Sequence[RunEvent]) -> None:
-    LineageRecorder.shared(settings).record(list(events))
+    if lineage_enabled():
+        LineageRecorder.shared(settings).record(list(events))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+import anyio.to_thread
 import strawberry
 
 from civicmesh.catalog import CatalogEntry
@@ -103,6 +104,13 @@ class ProductInfo:
             return None
         return SnapshotRef(id=snap.id, published_at=snap.published_at, row_count=snap.row_count)
 
+    @strawberry.field(description="Published snapshots, newest first (older ones serve `asOf`).")
+    async def snapshots(self, info: strawberry.Info) -> list[SnapshotRef]:
+        ctx = _ctx(info)
+        ctx.cacheable = False  # old snapshots are removed after their grace period
+        snaps = await anyio.to_thread.run_sync(ctx.catalog.snapshots, self.entry.spec.name)
+        return [SnapshotRef(id=s.id, published_at=s.published_at, row_count=s.row_count) for s in snaps]
+
     @strawberry.field
     def freshness(self, info: strawberry.Info) -> Freshness:
         _ctx(info).cacheable = False  # the age changes with the clock
@@ -178,6 +186,46 @@ def visible_entries(ctx: RequestContext) -> list[CatalogEntry]:
 
 
 @strawberry.type
+class FacetValue:
+    value: str
+    count: int
+
+
+@strawberry.type(description="Counts over the products you may discover (for narrowing a search).")
+class ProductFacets:
+    departments: list[FacetValue]
+    classifications: list[FacetValue]
+    tags: list[FacetValue]
+
+
+def _facet(values: list[str]) -> list[FacetValue]:
+    counts: dict[str, int] = {}
+    for value in values:
+        counts[value] = counts.get(value, 0) + 1
+    return [FacetValue(value=v, count=c) for v, c in sorted(counts.items(), key=lambda vc: (-vc[1], vc[0]))]
+
+
+def _filter(
+    entries: list[CatalogEntry],
+    search: str | None,
+    department: str | None,
+    classification: str | None,
+    tag: str | None,
+) -> list[CatalogEntry]:
+    if department:
+        entries = [e for e in entries if e.spec.department == department]
+    if classification:
+        entries = [e for e in entries if e.spec.classification == classification]
+    if tag:
+        entries = [e for e in entries if tag in e.spec.tags or any(tag in c.tags for c in e.spec.columns)]
+    if search and search.strip():
+        terms = search.lower().split()
+        scored = [(s, e) for e in entries if (s := _score(e, terms))]
+        entries = [e for _, e in sorted(scored, key=lambda se: (-se[0], se[1].spec.name))]
+    return entries
+
+
+@strawberry.type
 class CatalogQuery:
     @strawberry.field(description="Products you may discover, optionally searched and filtered.")
     def products(
@@ -188,18 +236,26 @@ class CatalogQuery:
         classification: str | None = None,
         tag: str | None = None,
     ) -> list[ProductInfo]:
-        entries = visible_entries(_ctx(info))
-        if department:
-            entries = [e for e in entries if e.spec.department == department]
-        if classification:
-            entries = [e for e in entries if e.spec.classification == classification]
-        if tag:
-            entries = [e for e in entries if tag in e.spec.tags or any(tag in c.tags for c in e.spec.columns)]
-        if search and search.strip():
-            terms = search.lower().split()
-            scored = [(s, e) for e in entries if (s := _score(e, terms))]
-            entries = [e for _, e in sorted(scored, key=lambda se: (-se[0], se[1].spec.name))]
+        entries = _filter(visible_entries(_ctx(info)), search, department, classification, tag)
         return [ProductInfo(entry=e) for e in entries]
+
+    @strawberry.field(description="Facet counts for `products` with the same arguments.")
+    def product_facets(
+        self,
+        info: strawberry.Info,
+        search: str | None = None,
+        department: str | None = None,
+        classification: str | None = None,
+        tag: str | None = None,
+    ) -> ProductFacets:
+        entries = _filter(visible_entries(_ctx(info)), search, department, classification, tag)
+        return ProductFacets(
+            departments=_facet([e.spec.department for e in entries]),
+            classifications=_facet([e.spec.classification for e in entries]),
+            tags=_facet(
+                [t for e in entries for t in {*e.spec.tags, *(t for c in e.spec.columns for t in c.tags)}]
+            ),
+        )
 
     @strawberry.field(description="One product by `department.product` name; null if not available to you.")
     def product(self, info: strawberry.Info, name: str) -> ProductInfo | None:

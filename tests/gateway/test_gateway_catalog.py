@@ -80,3 +80,18 @@ def test_me(server) -> None:
         "department": "public_works",
         "roles": [{"role": "supervisor", "department": "public_works"}],
     }
+
+
+def test_facets_and_snapshots(server) -> None:
+    body = server.gql(
+        "{ productFacets { departments { value count } classifications { value count } "
+        "tags { value count } } "
+        'product(name: "environment.air_quality") { snapshots { id rowCount } } }',
+        "mallory",
+    )
+    facets = body["data"]["productFacets"]
+    assert {"value": "public_works", "count": 1} in facets["departments"]
+    assert all(f["value"] not in {"hr", "finance"} for f in facets["departments"])  # hidden stay hidden
+    assert {"value": "pii", "count": 1} in facets["tags"]
+    snapshots = body["data"]["product"]["snapshots"]
+    assert len(snapshots) == 1 and snapshots[0]["rowCount"] == 10

@@ -1,4 +1,4 @@
-"""Decisions per second for a realistic policy, cached and uncached: `python -m policies.bench`.
+"""Decisions per second for a realistic policy, cached and uncached: `python bench/policy.py`.
 
 Generates a synthetic organisation in a temp folder (default 90 departments x 12 role rules plus
 individual rights = 1,000+ policy lines, 600 users, 450 products) and times `PolicyEngine.decide`

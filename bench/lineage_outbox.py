@@ -1,4 +1,4 @@
-"""Throughput of the lineage path, for `bench/lineage.py` and quick checks: `python -m lineage.bench`.
+"""Throughput of the lineage outbox path (imported by bench/lineage.py).
 
 Measures, in a throw-away metadata store: building read events, serialising them, appending them to
 the outbox (in build-sized batches, one per request, and one per request from many threads sharing
