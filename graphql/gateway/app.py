@@ -33,6 +33,7 @@ from gateway.auth import AuthError, authenticate
 from gateway.context import CatalogState, RequestContext, Touch
 from gateway.duck import DuckPool
 from gateway.exports import handle_export
+from gateway.lineage_fields import GraphCache
 from gateway.recording import Recorder
 from gateway.responses import ResponseCache
 from gateway.schema import build_schema
@@ -63,6 +64,7 @@ class Gateway:
         self.duck = DuckPool(settings.snapshots_dir, settings.mask_key)
         self.responses = ResponseCache()
         self.recorder = Recorder(self.access_log, self.lineage)
+        self.lineage_graph = GraphCache(self.lineage.outbox)
         self.state = self._load_state()
         self.view = GatewayView(build_schema(self.state, settings.demo_mode), settings.demo_mode)
         self._polled = time.monotonic()
@@ -141,6 +143,7 @@ class Gateway:
             duck=self.duck,
             catalog=self.catalog,
             access_log=self.access_log,
+            lineage_graph=self.lineage_graph,
             state=state,
             request_id=request_id,
             client=client,

@@ -55,6 +55,7 @@ class RequestContext:
     state: CatalogState
     request_id: str
     client: str | None
+    lineage_graph: Any = None  # lineage_fields.GraphCache
     started: float = field(default_factory=time.perf_counter)
     touches: list[Touch] = field(default_factory=list)
     error_codes: list[str] = field(default_factory=list)

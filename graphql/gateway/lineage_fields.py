@@ -31,12 +31,14 @@ class GraphCache:
         self.seq = 0
         self._lock = threading.Lock()
 
-    def current(self) -> LineageGraph:
+    def walk(self, product: str, direction: str, depth: int) -> dict:
+        """Catch up with the outbox, then walk; both under the lock (the graph is mutable)."""
         with self._lock:
             for event in self.outbox.events(after_seq=self.seq):
                 self.graph.add(event.as_dict())
                 self.seq = event.seq
-            return self.graph
+            ref = naming.product_dataset(product)
+            return self.graph.walk(Node(DATASET, ref.namespace, ref.name), direction, depth).as_dict()
 
 
 @strawberry.enum
@@ -70,8 +72,10 @@ class LineageResult:
 
 @strawberry.type
 class LineageQuery:
-    @strawberry.field(description="Where a product comes from (upstream) or what was derived from it "
-                      "and who read it (downstream).")
+    @strawberry.field(
+        description="Where a product comes from (upstream) or what was derived from it "
+        "and who read it (downstream)."
+    )
     async def lineage(
         self,
         info: strawberry.Info,
@@ -94,20 +98,20 @@ class LineageQuery:
                 raise forbidden(decision.reason or "You may not see this product's lineage.")
             if not 1 <= depth <= MAX_DEPTH:
                 raise bad_input(f"`depth` must be between 1 and {MAX_DEPTH}.")
-            graph = await anyio.to_thread.run_sync(ctx.lineage_graph.current)
+            walked = await anyio.to_thread.run_sync(ctx.lineage_graph.walk, product, direction.value, depth)
         except Exception as exc:
             touch.error_code = getattr(exc, "code", "INTERNAL_SERVER_ERROR")
             ctx.touch(touch)
             raise
-        ref = naming.product_dataset(product)
-        walked = graph.walk(Node(DATASET, ref.namespace, ref.name), direction.value, depth).as_dict()
         touch.rows = len(walked["nodes"])
         ctx.touch(touch)
         return LineageResult(
             root=walked["root"],
             direction=walked["direction"],
             nodes=[
-                LineageNode(id=n["id"], kind=n["kind"], namespace=n["namespace"], name=n["name"], depth=n["depth"])
+                LineageNode(
+                    id=n["id"], kind=n["kind"], namespace=n["namespace"], name=n["name"], depth=n["depth"]
+                )
                 for n in walked["nodes"]
             ],
             edges=[LineageEdge(from_=e["from"], to=e["to"]) for e in walked["edges"]],

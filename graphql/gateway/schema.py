@@ -37,6 +37,7 @@ from gateway.catalog_fields import CatalogQuery
 from gateway.context import CatalogState, RequestContext
 from gateway.errors import MASKED_MESSAGE, bad_input, should_mask
 from gateway.limits import max_fields_rule
+from gateway.lineage_fields import LineageQuery
 from gateway.naming import camel, pascal, valid
 from gateway.query import BIGINT, BOOL, DATE, DATETIME, FLOAT, INT, OPERATORS, STRING, type_kind
 from gateway.reads import read_page, wanted_from
@@ -266,7 +267,7 @@ def build_schema(state: CatalogState, demo_mode: bool) -> strawberry.Schema:
         field = _department_field(department, fields)
         namespace[f"dept_{department}"] = field
         namespace["__annotations__"][f"dept_{department}"] = field.type
-    bases = (CatalogQuery, AuditQuery)
+    bases = (CatalogQuery, AuditQuery, LineageQuery)
     query = strawberry.type(types.new_class("Query", bases, {}, lambda ns: ns.update(namespace)))
     extensions: list[Any] = [
         ParserCache(maxsize=512),
