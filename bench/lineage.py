@@ -14,11 +14,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _mesh import median, mesh_settings, timed  # noqa: E402
-from lineage_outbox import outbox_throughput  # noqa: E402
+from _mesh import median, mesh_settings, timed
+from lineage_outbox import outbox_throughput
 
-from civicmesh.synthetic import generate  # noqa: E402
-from orchestration.build import run_build  # noqa: E402
+from civicmesh.synthetic import generate
+from orchestration.build import run_build
 
 
 def build_overhead(rows: int, rounds: int) -> tuple[float, float]:
