@@ -124,9 +124,11 @@ async def read_aggregate(
         missing = [c for c in touch.columns_requested if c not in present]
         if missing:
             raise bad_input(f"Columns {missing} are not in the snapshot read (see `asOf`).")
+        path = str(Path(snap.path).resolve())
         query = AggregateQuery(
             spec=snap.spec,
-            path=str(Path(snap.path).resolve()),
+            path=path,
+            table=ctx.duck.source(path, snap.byte_size),
             columns=(),
             masks=masks,
             row_filter=touch.row_filter,

@@ -33,6 +33,8 @@ from gateway.auth import AuthError, authenticate
 from gateway.context import CatalogState, RequestContext, Touch
 from gateway.duck import DuckPool
 from gateway.exports import handle_export
+from gateway.http_body import BodyTooLarge, read_body
+from gateway.ingest import handle_lineage_post
 from gateway.lineage_fields import GraphCache
 from gateway.recording import Recorder
 from gateway.responses import ResponseCache
@@ -45,10 +47,6 @@ log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 64 * 1024
 POLL_SECONDS = 1.0
-
-
-class BodyTooLarge(Exception):
-    pass
 
 
 class Gateway:
@@ -109,7 +107,7 @@ class Gateway:
         if request.method == "GET" and self.settings.demo_mode and _wants_html(request):
             return await self.view.run(request)  # the GraphiQL page: no data, no token needed
         try:
-            body = await _read_body(request)
+            body = await read_body(request, MAX_BODY_BYTES)
         except BodyTooLarge:
             return await self.recorder.reject(
                 common, started, 413, errors.LIMIT_EXCEEDED, "Request body too large."
@@ -173,21 +171,6 @@ def _wants_html(request: Request) -> bool:
     return "text/html" in request.headers.get("accept", "")
 
 
-async def _read_body(request: Request) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        raise BodyTooLarge
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise BodyTooLarge
-        chunks.append(chunk)
-    body = b"".join(chunks)
-    request._body = body  # Starlette caches the body here; strawberry reads it again
-    return body
-
-
 def _operation_hash(body: bytes) -> str | None:
     """SHA-256 of the query text (never its variables, which may hold personal data)."""
     try:
@@ -219,6 +202,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
     async def export(request: Request) -> Response:
         return await handle_export(request.app.state.gateway, request)
 
+    async def lineage_post(request: Request) -> Response:
+        return await handle_lineage_post(request.app.state.gateway, request)
+
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
@@ -226,6 +212,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         routes=[
             Route("/graphql", graphql, methods=["GET", "POST"]),
             Route("/exports/{target}", export, methods=["GET"]),
+            Route("/api/v1/lineage", lineage_post, methods=["POST"]),
             Route("/healthz", healthz, methods=["GET"]),
         ],
         lifespan=lifespan,

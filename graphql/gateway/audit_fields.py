@@ -15,8 +15,9 @@ import anyio.to_thread
 import strawberry
 
 from gateway.context import RequestContext, Touch
-from gateway.errors import bad_input, forbidden, limit_exceeded
+from gateway.errors import NOT_AVAILABLE, bad_input, forbidden, limit_exceeded
 from gateway.types import BigInt, PageInfo, RowFilterInfo
+from lineage import naming
 
 MAX_PAGE = 500
 
@@ -90,8 +91,90 @@ def _after(cursor: str | None) -> int:
         raise bad_input("Invalid cursor in `after`.") from exc
 
 
+@strawberry.type(description="Who read a product derived from the one asked about.")
+class DerivedReader:
+    subject: str | None
+    product: str
+    reads: int
+    rows: int
+    first: str
+    last: str
+    masked_columns: list[str]
+
+
+def _readers(rows: list[dict]) -> list[DerivedReader]:
+    acc: dict[tuple[str | None, str], dict] = {}
+    for row in rows:
+        item = acc.setdefault(
+            (row["subject"], row["product"]),
+            {"reads": 0, "rows": 0, "first": row["ts"], "last": row["ts"], "masked": set()},
+        )
+        item["reads"] += 1
+        item["rows"] += row["rows"] or 0
+        item["last"] = row["ts"]
+        item["masked"] |= set(row["columns_masked"] or {})
+    return [
+        DerivedReader(
+            subject=s,
+            product=p,
+            reads=i["reads"],
+            rows=i["rows"],
+            first=i["first"],
+            last=i["last"],
+            masked_columns=sorted(i["masked"]),
+        )
+        for (s, p), i in sorted(acc.items(), key=lambda kv: (kv[0][1], kv[0][0] or ""))
+    ]
+
+
 @strawberry.type
 class AuditQuery:
+    @strawberry.field(
+        description="Who read `product` or anything derived from it (lineage downstream, joined with "
+        "the access log), in [since, until). Covers the derived products you may audit."
+    )
+    async def readers_of_derived(
+        self,
+        info: strawberry.Info,
+        product: str,
+        since: dt.datetime | None = None,
+        until: dt.datetime | None = None,
+        depth: int = 10,
+    ) -> list[DerivedReader] | None:
+        ctx: RequestContext = info.context
+        ctx.cacheable = False
+        touch = Touch(product=product, action="audit", decision=None)
+        try:
+            entry = ctx.state.entries.get(product)
+            if entry is None or not ctx.decide(entry, "discover").allowed:
+                raise forbidden(NOT_AVAILABLE)
+            touch.decision = ctx.decide(entry, "audit")
+            if not touch.decision.allowed:
+                raise forbidden(touch.decision.reason or "You may not audit this product.")
+            walked = await anyio.to_thread.run_sync(ctx.lineage_graph.walk, product, "downstream", depth)
+            namespace = naming.product_namespace()
+            names = {
+                n["name"] for n in walked["nodes"] if n["kind"] == "dataset" and n["namespace"] == namespace
+            }
+            # Only products the caller may audit: the others are neither shown nor named.
+            derived = sorted(
+                name
+                for name in names | {product}
+                if name in ctx.state.entries and ctx.decide(ctx.state.entries[name], "audit").allowed
+            )
+            rows, _ = await anyio.to_thread.run_sync(
+                lambda: ctx.access_log.search(
+                    products=derived, since=since, until=until, decision="allow", limit=1_000_000
+                )
+            )
+        except Exception as exc:
+            touch.error_code = getattr(exc, "code", "INTERNAL_SERVER_ERROR")
+            ctx.touch(touch)
+            raise
+        touch.rows = len(rows)
+        ctx.touch(touch)
+        return _readers([r for r in rows if r["action"] in ("read", "export")])
+
     @strawberry.field(description="Access-log records you may audit, oldest first.")
     async def access_log(
         self,

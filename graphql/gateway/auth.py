@@ -1,10 +1,19 @@
-"""Bearer JWTs: HS256 with the configured secret, a fixed algorithm list, exp/aud/iss enforced."""
+"""Bearer JWTs: a fixed algorithm list, exp/aud/iss enforced.
+
+HS256 with the civicmesh secret (demo tokens from `civicmesh token`), and RS256 verified against an
+organisation's identity provider keys when a JWKS is configured (`CIVICMESH_JWKS_FILE` or
+`CIVICMESH_JWKS_URL`, or `settings.extra["jwks_file"|"jwks_url"]`). The key is chosen by algorithm
+and `kid`, never taken from the token, so an RS/HS confusion cannot verify.
+"""
 
 from __future__ import annotations
 
+import os
+import threading
 import time
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import jwt
@@ -13,6 +22,7 @@ from civicmesh.settings import Settings
 
 # Fixed: never taken from the token header, so `alg: none` or an RS/HS confusion cannot pass.
 ALGORITHMS = ["HS256"]
+RS_ALGORITHMS = ["RS256"]
 REQUIRED_CLAIMS = ["exp", "iat", "sub", "aud", "iss"]
 LEEWAY_SECONDS = 30
 
@@ -50,12 +60,58 @@ def bearer_token(authorization: str | None) -> str:
     return token.strip()
 
 
+class _Jwks:
+    """The configured identity provider keys: a file (re-read when it changes) or a URL (PyJWT's
+    client caches the keys and refetches on an unknown `kid`)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._file: tuple[str, float, jwt.PyJWKSet] | None = None
+        self._clients: dict[str, jwt.PyJWKClient] = {}
+
+    def key(self, settings: Settings, token: str) -> Any | None:
+        path = settings.extra.get("jwks_file") or os.environ.get("CIVICMESH_JWKS_FILE")
+        url = settings.extra.get("jwks_url") or os.environ.get("CIVICMESH_JWKS_URL")
+        if path:
+            kid = jwt.get_unverified_header(token).get("kid")
+            keys = self._keys_from_file(path)
+            matches = [k for k in keys.keys if kid is None or k.key_id == kid]
+            return matches[0].key if matches else None
+        if url:
+            with self._lock:
+                client = self._clients.setdefault(url, jwt.PyJWKClient(url))
+            return client.get_signing_key_from_jwt(token).key
+        return None
+
+    def _keys_from_file(self, path: str) -> jwt.PyJWKSet:
+        mtime = Path(path).stat().st_mtime
+        with self._lock:
+            if self._file is None or self._file[:2] != (path, mtime):
+                self._file = (path, mtime, jwt.PyJWKSet.from_json(Path(path).read_text()))
+            return self._file[2]
+
+
+_jwks = _Jwks()
+
+
+def _key_for(settings: Settings, token: str) -> tuple[Any, list[str]]:
+    """(verification key, the one algorithm it may verify) for this token."""
+    alg = jwt.get_unverified_header(token).get("alg")
+    if alg in RS_ALGORITHMS:
+        key = _jwks.key(settings, token)
+        if key is None:
+            raise jwt.InvalidTokenError("no identity provider key for this token")
+        return key, RS_ALGORITHMS
+    return settings.jwt_secret, ALGORITHMS
+
+
 def verify_token(settings: Settings, token: str) -> Principal:
     try:
+        key, algorithms = _key_for(settings, token)
         claims = jwt.decode(
             token,
-            settings.jwt_secret,
-            algorithms=ALGORITHMS,
+            key,
+            algorithms=algorithms,
             audience=settings.jwt_audience,
             issuer=settings.jwt_issuer,
             leeway=LEEWAY_SECONDS,
@@ -63,7 +119,7 @@ def verify_token(settings: Settings, token: str) -> Principal:
         )
     except jwt.ExpiredSignatureError as exc:
         raise AuthError("Token expired.") from exc
-    except jwt.InvalidTokenError as exc:
+    except (jwt.InvalidTokenError, jwt.PyJWKClientError, OSError, ValueError) as exc:
         # One message for every other failure: which check failed is not the caller's business.
         raise AuthError("Invalid token.") from exc
     subject = claims.get("sub")

@@ -125,6 +125,7 @@ class PageQuery:
     limit: int = 100
     offset: int = 0
     kinds: Mapping[str, str] = field(default_factory=dict)  # column -> type kind
+    table: str | None = None  # an in-memory copy of the snapshot (duck.DuckPool.source), if loaded
 
     def __post_init__(self) -> None:
         if not self.kinds:
@@ -133,6 +134,8 @@ class PageQuery:
     # -- pieces ----------------------------------------------------------------------------------
 
     def _source(self, row_number: bool) -> str:
+        if self.table is not None:
+            return quote_ident(self.table)  # holds file_row_number as a column
         path = self.path.replace("'", "''")  # a catalog path, never user input
         extra = ", file_row_number = true" if row_number else ""
         return f"read_parquet('{path}'{extra})"

@@ -150,9 +150,11 @@ async def read_page(
         snap, masks = await authorize_read(ctx, entry, touch, cursor, as_of)
         present = {name for name, _ in snap.schema}
         columns = [c for c in wanted.columns if c in present]
+        path = str(Path(snap.path).resolve())
         query = PageQuery(
             spec=snap.spec,
-            path=str(Path(snap.path).resolve()),
+            path=path,
+            table=ctx.duck.source(path, snap.byte_size),
             columns=columns,
             masks=masks,
             row_filter=touch.row_filter,

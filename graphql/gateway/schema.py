@@ -36,6 +36,7 @@ from gateway.audit_fields import AuditQuery
 from gateway.catalog_fields import CatalogQuery
 from gateway.context import CatalogState, RequestContext
 from gateway.errors import MASKED_MESSAGE, bad_input, should_mask
+from gateway.fastrows import execution_context_for
 from gateway.limits import max_fields_rule
 from gateway.lineage_fields import LineageQuery
 from gateway.naming import camel, pascal, valid
@@ -282,6 +283,7 @@ def build_schema(state: CatalogState, demo_mode: bool) -> strawberry.Schema:
         extensions.append(DisableIntrospection())
     schema = GatewaySchema(
         query=query,
+        execution_context_class=execution_context_for(row_types),
         extensions=extensions,
         config=StrawberryConfig(disable_field_suggestions=True, default_resolver=_default_resolver),
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import jwt
@@ -81,3 +82,26 @@ def test_bad_tokens_get_401_unauthenticated_and_are_logged(server, make_header) 
 def test_valid_token_is_accepted(server) -> None:
     body = server.gql(QUERY, "alice")
     assert body["data"]["me"]["user"] == "alice"
+
+
+def test_rs256_tokens_from_a_configured_jwks_file(server, tmp_path, monkeypatch) -> None:
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from jwt.algorithms import RSAAlgorithm
+
+    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    jwk = json.loads(RSAAlgorithm.to_jwk(private.public_key()))
+    jwks = tmp_path / "jwks.json"
+    jwks.write_text(json.dumps({"keys": [{**jwk, "kid": "idp-1", "use": "sig", "alg": "RS256"}]}))
+    token = jwt.encode(_claims(server, sub="bob"), private, algorithm="RS256", headers={"kid": "idp-1"})
+    headers = {"Authorization": f"Bearer {token}"}
+    assert server.client.post("/graphql", json={"query": QUERY}, headers=headers).status_code == 401
+    monkeypatch.setenv("CIVICMESH_JWKS_FILE", str(jwks))
+    ok = server.client.post("/graphql", json={"query": QUERY}, headers=headers)
+    assert ok.status_code == 200 and ok.json()["data"]["me"]["user"] == "bob"
+    # the RSA public key must never work as an HMAC secret (algorithm confusion)
+    other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    forged = jwt.encode(_claims(server), other, algorithm="RS256", headers={"kid": "idp-1"})
+    response = server.client.post(
+        "/graphql", json={"query": QUERY}, headers={"Authorization": f"Bearer {forged}"}
+    )
+    assert response.status_code == 401

@@ -192,3 +192,25 @@ def test_public_product_for_everyone(server) -> None:
     page = body["data"]["environment"]["airQuality"]
     assert page["totalCount"] == 10
     assert [n["pm25"] for n in page["nodes"]] == [13.5, 12.0]
+
+
+def test_row_completion_handles_aliases_typename_fragments_and_directives(server) -> None:
+    query = """
+    query($withName: Boolean!) { publicWorks { serviceRequests(where: {requestId: {eq: "SR-0005"}}) {
+      nodes { __typename id: requestId ...F when: createdAt name: requesterName @include(if: $withName) }
+    } } }
+    fragment F on PublicWorksServiceRequestsRow { district closedOn latitude }
+    """
+    for with_name in (True, False):
+        node = conn(server.gql(query, "alice", {"withName": with_name}))["nodes"][0]
+        expected = {
+            "__typename": "PublicWorksServiceRequestsRow",
+            "id": "SR-0005",
+            "district": "D6",
+            "closedOn": None,  # every fifth request is still open
+            "latitude": pytest.approx(40.717776),
+            "when": "2026-01-01T05:00:00",
+        }
+        if with_name:
+            expected["name"] = "Person 5"
+        assert node == expected

@@ -145,4 +145,12 @@ def test_users_and_roles(shipped_engine: PolicyEngine) -> None:
     assert shipped_engine.roles("carol") == [("auditor", "global")]
     assert shipped_engine.roles("mallory") == []
     assert shipped_engine.user("nobody") is None
-    assert {u.name for u in shipped_engine.users()} == set(TABLE)
+    other_owners = {
+        "tomas": "transportation",
+        "esther": "environment",
+        "fiona": "finance",
+        "olivia": "city_ops",
+    }
+    assert {u.name for u in shipped_engine.users()} == set(TABLE) | set(other_owners)
+    for user, department in other_owners.items():
+        assert shipped_engine.roles(user) == [("owner", department)]

@@ -1,0 +1,73 @@
+"""A fast path for completing product rows (the bulk of every data response).
+
+graphql-core completes each leaf of each row through the full field machinery (~4 us a field):
+100 rows x 7 columns is ~3 ms, most of a cached request. Row fields are plain dict lookups of
+nullable scalars with no arguments, directives or resolvers, so for them the result can be built
+directly from a per-request plan: (response key, column field, serializer). Anything the plan
+cannot express (directives, __typename aside, non-scalar fields) takes the normal path.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
+
+from graphql import GraphQLObjectType, GraphQLScalarType
+
+Plan = list[tuple[str, str, Any]]  # (response key, field name, serialize or None for __typename)
+
+
+class FastRowsExecutionContext(StrawberryGraphQLCoreExecutionContext):
+    row_types: frozenset[str] = frozenset()
+
+    def _row_plan(self, return_type: GraphQLObjectType, field_nodes: list[Any]) -> Plan | None:
+        plans: dict[Any, Plan | None] = self.__dict__.setdefault("_row_plans", {})
+        key = (return_type.name, *(id(node) for node in field_nodes))
+        if key in plans:
+            return plans[key]
+        plan: Plan | None = []
+        for response_key, nodes in self.collect_subfields(return_type, field_nodes).items():
+            node = nodes[0]
+            name = node.name.value
+            if node.directives or node.arguments or node.selection_set:
+                plan = None
+                break
+            if name == "__typename":
+                plan.append((response_key, name, None))
+                continue
+            field = return_type.fields.get(name)
+            if field is None or not isinstance(field.type, GraphQLScalarType):  # non-null or not scalar
+                plan = None
+                break
+            plan.append((response_key, name, field.type.serialize))
+        plans[key] = plan
+        return plan
+
+    def complete_object_value(
+        self,
+        return_type: GraphQLObjectType,
+        field_nodes: list[Any],
+        info: Any,
+        path: Any,
+        result: Any,
+    ) -> Any:
+        if return_type.name in self.row_types and type(result) is dict:
+            plan = self._row_plan(return_type, field_nodes)
+            if plan is not None:
+                try:
+                    out = {}
+                    for key, name, serialize in plan:
+                        if serialize is None:
+                            out[key] = return_type.name
+                        else:
+                            value = result.get(name)
+                            out[key] = None if value is None else serialize(value)
+                    return out
+                except Exception:  # let the normal path produce the proper field error
+                    pass
+        return super().complete_object_value(return_type, field_nodes, info, path, result)
+
+
+def execution_context_for(row_types: list[str]) -> type[FastRowsExecutionContext]:
+    return type("RowsExecutionContext", (FastRowsExecutionContext,), {"row_types": frozenset(row_types)})
