@@ -3,6 +3,13 @@
 A product is a dbt model in a department group with `access: public` and `config.meta.civicmesh`.
 Its spec travels with every snapshot into the catalog, so the gateway and the policies never read
 dbt files themselves.
+
+Product names are `<department>.<product>`: the dbt group and the model name (or `meta.civicmesh.product`).
+A versioned model (dbt `versions:`) is served side by side, one product per version: its
+`latest_version` keeps the plain name (`transportation.traffic_counts`), every other version is served
+as `<product>_v<N>` (`transportation.traffic_counts_v1`). Adding a version therefore never renames the
+product consumers already use: the plain name follows `latest_version` (as an unpinned dbt `ref` does),
+and consumers that need the old shape read `_v<N>` until they migrate. Versions must be whole numbers.
 """
 
 from __future__ import annotations
@@ -124,6 +131,16 @@ def _properties_file(node: Mapping[str, Any]) -> str:
     return node.get("original_file_path") or node.get("path") or node["unique_id"]
 
 
+def _version_number(source: str, field: str, value: Any) -> int | None:
+    """A dbt model version (`v: 2`, `"2"`) as an int; product names need whole numbers."""
+    if value is None:
+        return None
+    text = str(value).strip()
+    if not text.isdigit():
+        raise _fail(source, field, f"version {value!r} is not a whole number (products are named `_v<N>`)")
+    return int(text)
+
+
 def spec_from_node(node: Mapping[str, Any], groups: Mapping[str, Any]) -> ProductSpec:
     """Validate one manifest model node and turn it into a ProductSpec."""
     source = _properties_file(node)
@@ -180,8 +197,9 @@ def spec_from_node(node: Mapping[str, Any], groups: Mapping[str, Any]) -> Produc
     product = meta.get("product") or model
     if not NAME_PATTERN.match(product):
         raise _fail(source, f"models.{model}.config.meta.civicmesh.product", f"{product!r} is not snake_case")
-    version = node.get("version")
-    if version is not None:
+    version = _version_number(source, f"models.{model}.versions.v", node.get("version"))
+    latest = _version_number(source, f"models.{model}.latest_version", node.get("latest_version"))
+    if version is not None and version != latest:
         product = f"{product}_v{version}"
     return ProductSpec(
         department=group,
@@ -194,7 +212,7 @@ def spec_from_node(node: Mapping[str, Any], groups: Mapping[str, Any]) -> Produc
         scope_column=meta.get("scope_column"),
         freshness_sla_hours=float(sla) if sla is not None else None,
         tags=tuple(meta.get("tags") or ()),
-        version=int(version) if version is not None else None,
+        version=version,
         model_unique_id=node["unique_id"],
         source_file=source,
         depends_on=tuple((node.get("depends_on") or {}).get("nodes") or ()),

@@ -12,8 +12,12 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from tests.mesh import BuiltMesh
 
 REPO = Path(__file__).resolve().parent.parent
 DBT = Path(sys.executable).parent / "dbt"
@@ -71,3 +75,18 @@ def dbt_manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
     result = _run_dbt(project, "parse")
     assert result.returncode == 0, result.stdout + result.stderr
     return project / "target" / "manifest.json"
+
+
+@pytest.fixture(scope="session")
+def built_mesh(tmp_path_factory: pytest.TempPathFactory, landing_dir: Path) -> BuiltMesh:
+    """A real mesh built through Dagster once per session (2,000 service requests, ~20 s)."""
+    from civicmesh.catalog import Catalog
+    from civicmesh.store import get_engine
+    from tests.mesh import BuiltMesh, build, isolated_settings
+
+    home = tmp_path_factory.mktemp("mesh")
+    shutil.copytree(landing_dir, home / "landing")
+    settings = isolated_settings(home)
+    report, lines = build(settings)
+    assert report.success, "\n".join(lines + report.failed_steps)
+    return BuiltMesh(settings, report, Catalog(get_engine(settings.metadata_url)), lines)

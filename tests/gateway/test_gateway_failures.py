@@ -58,3 +58,36 @@ def test_the_lockdown_holds(tmp_path) -> None:
             pool.run("SET enable_external_access = true")
     finally:
         pool.close()
+
+
+def test_hot_snapshots_answer_like_the_parquet_file(tmp_path) -> None:
+    from gateway.query import PageQuery
+
+    snaps = tmp_path / "snaps"
+    snaps.mkdir()
+    path = str(snaps / "t.parquet")
+    con = duckdb.connect()
+    con.execute(f"COPY (SELECT CAST(i AS INTEGER) AS n, 'x' || i AS s FROM range(50) t(i)) TO '{path}'")
+    con.close()
+    pool = DuckPool(snaps, "key", hot_budget_bytes=1 << 30)
+    try:
+        assert pool.source(path, 1000) is None  # starts loading
+        deadline = time.monotonic() + 10
+        while (table := pool.source(path, 1000)) is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        spec = ProductSpec(
+            department="d",
+            product="p",
+            classification="public",
+            owner="o@x.example",
+            description="",
+            columns=(ColumnSpec("n", "integer"), ColumnSpec("s", "varchar", mask="hash", tags=("pii",))),
+        )
+        kwargs = {"spec": spec, "path": path, "columns": ["n", "s"], "masks": {"s": "hash"}}
+        kwargs |= {"where": {"n": {"gte": 10}}, "order_by": [("n", "DESC")], "limit": 5, "offset": 3}
+        cold = pool.run(*PageQuery(**kwargs).page_sql()).rows
+        hot = pool.run(*PageQuery(**kwargs, table=table).page_sql()).rows
+        assert cold == hot and [r[0] for r in hot] == [46, 45, 44, 43, 42, 41]
+    finally:
+        pool.close()

@@ -12,7 +12,7 @@ import pytest
 
 from civicmesh.catalog import Catalog
 from civicmesh.store import get_engine
-from tests.orchestration.conftest import BuiltMesh, build, copy_repo_transforms, isolated_settings
+from tests.mesh import BuiltMesh, build, copy_repo_transforms, isolated_settings
 
 PRODUCTS = {
     "city_ops.district_scorecard",

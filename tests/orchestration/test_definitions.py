@@ -10,7 +10,7 @@ import pytest
 
 from orchestration.assemble import build_definitions
 from orchestration.publish import publish_key
-from tests.orchestration.conftest import isolated_settings
+from tests.mesh import isolated_settings
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""A real mesh built through Dagster once per session (2,000 service requests, ~20 s)."""
+"""Helpers for tests that need a real mesh built through Dagster (see the `built_mesh` fixture)."""
 
 from __future__ import annotations
 
@@ -6,11 +6,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
-
 from civicmesh.catalog import Catalog
 from civicmesh.settings import REPO_ROOT, Settings
-from civicmesh.store import get_engine
 from orchestration.build import BuildReport, run_build
 
 
@@ -39,13 +36,3 @@ def copy_repo_transforms(dest_root: Path) -> Path:
         ignore=shutil.ignore_patterns("target", "logs", "dbt_packages", ".user.yml"),
     )
     return dest_root
-
-
-@pytest.fixture(scope="session")
-def built_mesh(tmp_path_factory: pytest.TempPathFactory, landing_dir: Path) -> BuiltMesh:
-    home = tmp_path_factory.mktemp("mesh")
-    shutil.copytree(landing_dir, home / "landing")
-    settings = isolated_settings(home)
-    report, lines = build(settings)
-    assert report.success, "\n".join(lines + report.failed_steps)
-    return BuiltMesh(settings, report, Catalog(get_engine(settings.metadata_url)), lines)
