@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import os
 import threading
 from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -177,7 +176,7 @@ class AccessLog:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AccessLog:
-        key = os.environ.get("CIVICMESH_AUDIT_KEY") or settings._stored_secret("audit_key")
+        key = settings.audit_key
         return cls(get_engine(settings.metadata_url), checkpoint_key=key).ensure_schema()
 
     def ensure_schema(self) -> AccessLog:

@@ -76,6 +76,20 @@ class Settings:
         """Key for keyed-hash (HMAC) pseudonyms; never leaves the server."""
         return os.environ.get("CIVICMESH_MASK_KEY") or self._stored_secret("mask_key")
 
+    @cached_property
+    def audit_key(self) -> str:
+        """Signs access-log checkpoints. In production set CIVICMESH_AUDIT_KEY from a secret store the
+        database's administrators cannot read; the stored fallback only suits a demo."""
+        return os.environ.get("CIVICMESH_AUDIT_KEY") or self._stored_secret("audit_key")
+
+    @property
+    def jwks_file(self) -> str | None:
+        return self.extra.get("jwks_file") or os.environ.get("CIVICMESH_JWKS_FILE")
+
+    @property
+    def jwks_url(self) -> str | None:
+        return self.extra.get("jwks_url") or os.environ.get("CIVICMESH_JWKS_URL")
+
     def _stored_secret(self, name: str) -> str:
         path = self.home / "secrets" / name
         if path.exists():

@@ -8,7 +8,6 @@ and `kid`, never taken from the token, so an RS/HS confusion cannot verify.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 import uuid
@@ -70,8 +69,7 @@ class _Jwks:
         self._clients: dict[str, jwt.PyJWKClient] = {}
 
     def key(self, settings: Settings, token: str) -> Any | None:
-        path = settings.extra.get("jwks_file") or os.environ.get("CIVICMESH_JWKS_FILE")
-        url = settings.extra.get("jwks_url") or os.environ.get("CIVICMESH_JWKS_URL")
+        path, url = settings.jwks_file, settings.jwks_url
         if path:
             kid = jwt.get_unverified_header(token).get("kid")
             keys = self._keys_from_file(path)

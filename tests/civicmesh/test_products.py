@@ -1,4 +1,4 @@
-"""The product-spec loader on the real dbt manifest, and its refusals of invalid specs."""
+"""The product-spec loader on the real dbt manifest, its refusals of invalid specs, and version naming."""
 
 from __future__ import annotations
 
@@ -12,8 +12,7 @@ import pytest
 
 from civicmesh.products import ProductSpec, ProductSpecError, load_product_specs
 
-# `dbt parse` of the real project takes ~7 s (once per session).
-pytestmark = pytest.mark.slow
+# Tests on the real manifest are `slow`: `dbt parse` of the project takes ~7 s (once per session).
 
 SERVICE_REQUESTS = "model.civicmesh.service_requests"
 SERVICE_REQUESTS_YML = "models/public_works/marts/service_requests.yml"
@@ -35,6 +34,7 @@ EXPECTED = {
     ),
     "public_works.response_times": ("public", "alice@city.example", None, {}),
     "transportation.traffic_counts": ("public", "tomas@city.example", None, {}),
+    "transportation.traffic_counts_v1": ("public", "tomas@city.example", None, {}),
     "transportation.collisions": (
         "internal",
         "tomas@city.example",
@@ -68,7 +68,8 @@ def specs(manifest: dict[str, Any]) -> dict[str, ProductSpec]:
     return {s.name: s for s in load_product_specs(manifest)}
 
 
-def test_the_eight_products_load_with_their_governance_metadata(specs: dict[str, ProductSpec]) -> None:
+@pytest.mark.slow
+def test_the_nine_products_load_with_their_governance_metadata(specs: dict[str, ProductSpec]) -> None:
     assert set(specs) == set(EXPECTED)
     for name, (classification, owner, scope, masks) in EXPECTED.items():
         spec = specs[name]
@@ -80,11 +81,33 @@ def test_the_eight_products_load_with_their_governance_metadata(specs: dict[str,
         ), name
         assert spec.key and spec.column(spec.key), name
         assert spec.freshness_sla_hours and spec.description, name
-        assert spec.source_file == f"models/{spec.department}/marts/{spec.product}.yml"
+        model = spec.model_unique_id.split(".")[2]  # model.<package>.<name>[.v<N>]
+        assert spec.source_file == f"models/{spec.department}/marts/{model}.yml"
         assert all(c.data_type for c in spec.columns)
         assert all("pii" in c.tags for c in spec.columns if c.pii)
 
 
+@pytest.mark.slow
+def test_versioned_product_is_served_side_by_side(specs: dict[str, ProductSpec]) -> None:
+    """traffic_counts v2 (latest) keeps the plain name; v1 is served beside it with its own contract."""
+    latest, v1 = specs["transportation.traffic_counts"], specs["transportation.traffic_counts_v1"]
+    assert (latest.version, latest.model_unique_id) == (2, "model.civicmesh.traffic_counts.v2")
+    assert (v1.version, v1.model_unique_id) == (1, "model.civicmesh.traffic_counts.v1")
+    common = ["count_id", "sensor_id", "district", "counted_at"]
+    assert [c.name for c in v1.columns] == [
+        *common,
+        *["vehicle_count", "heavy_vehicle_count", "avg_speed_kmh", "is_weekend"],
+    ]
+    assert [c.name for c in latest.columns] == [
+        *common,
+        *["vehicles", "heavy_vehicles", "avg_speed_kmh", "is_weekend"],
+    ]
+    assert (v1.key, latest.key) == ("count_id", "count_id")
+    assert "Version 1" in v1.description and "Version 2" in latest.description
+    assert all(s.version is None for s in specs.values() if "traffic_counts" not in s.product)
+
+
+@pytest.mark.slow
 def test_cross_department_product_reads_only_other_departments_public_products(
     specs: dict[str, ProductSpec],
 ) -> None:
@@ -92,12 +115,13 @@ def test_cross_department_product_reads_only_other_departments_public_products(
     parents = [by_model[uid] for uid in specs["city_ops.district_scorecard"].depends_on]
     assert {p.name for p in parents} == {
         "public_works.response_times",
-        "transportation.traffic_counts",
+        "transportation.traffic_counts_v1",  # pinned: ref('traffic_counts', v=1)
         "environment.air_quality",
     }
     assert all(p.classification == "public" and p.department != "city_ops" for p in parents)
 
 
+@pytest.mark.slow
 def test_spec_survives_the_catalog_json_round_trip(specs: dict[str, ProductSpec]) -> None:
     spec = specs["hr.employees"]
     assert ProductSpec.from_json(spec.to_json()) == spec
@@ -187,6 +211,7 @@ INVALID = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", list(INVALID))
 def test_invalid_spec_is_rejected_naming_file_and_field(manifest: dict[str, Any], case: str) -> None:
     mutate, file, field = INVALID[case]
@@ -195,3 +220,81 @@ def test_invalid_spec_is_rejected_naming_file_and_field(manifest: dict[str, Any]
     with pytest.raises(ProductSpecError) as error:
         load_product_specs(broken)
     assert str(error.value).startswith(f"{file}: {field}: "), str(error.value)
+
+
+# Version naming, on hand-written manifest nodes (no dbt needed).
+GROUPS = {"group.civicmesh.transportation": {"owner": {"email": "tomas@city.example"}}}
+
+
+def _versioned_node(version: Any, latest: Any, columns: list[str]) -> dict[str, Any]:
+    return {
+        "resource_type": "model",
+        "unique_id": f"model.civicmesh.counts.v{version}",
+        "name": "counts",
+        "package_name": "civicmesh",
+        "patch_path": "civicmesh://models/transportation/marts/counts.yml",
+        "access": "public",
+        "group": "transportation",
+        "version": version,
+        "latest_version": latest,
+        "description": f"Counts, version {version}.",
+        "config": {
+            "contract": {"enforced": True},
+            "meta": {"civicmesh": {"classification": "public", "key": "id"}},
+        },
+        "columns": {c: {"name": c, "data_type": "integer"} for c in ["id", *columns]},
+    }
+
+
+def _manifest(*nodes: dict[str, Any]) -> dict[str, Any]:
+    return {"nodes": {n["unique_id"]: n for n in nodes}, "groups": GROUPS}
+
+
+def test_latest_version_keeps_the_plain_name_older_versions_get_a_suffix() -> None:
+    specs = load_product_specs(
+        _manifest(
+            _versioned_node(1, 3, ["vehicle_count"]),
+            _versioned_node(2, 3, ["vehicles"]),
+            _versioned_node(3, 3, ["vehicles", "lane"]),
+        )
+    )
+    by_name = {s.name: s for s in specs}
+    assert set(by_name) == {"transportation.counts", "transportation.counts_v1", "transportation.counts_v2"}
+    assert [(s.version, [c.name for c in s.columns]) for s in specs] == [
+        (3, ["id", "vehicles", "lane"]),
+        (1, ["id", "vehicle_count"]),
+        (2, ["id", "vehicles"]),
+    ]
+    assert by_name["transportation.counts_v1"].model_unique_id == "model.civicmesh.counts.v1"
+
+
+def test_adding_a_version_does_not_rename_the_latest() -> None:
+    """Before: only v1 exists (it is the latest). After adding v2, v2 takes the plain name."""
+    (only,) = load_product_specs(_manifest(_versioned_node(1, 1, ["vehicle_count"])))
+    assert (only.name, only.version) == ("transportation.counts", 1)
+    names = {
+        s.name: s.version
+        for s in load_product_specs(
+            _manifest(_versioned_node(1, 2, ["vehicle_count"]), _versioned_node(2, 2, ["vehicles"]))
+        )
+    }
+    assert names == {"transportation.counts": 2, "transportation.counts_v1": 1}
+
+
+def test_string_versions_are_read_as_numbers() -> None:
+    specs = load_product_specs(_manifest(_versioned_node("1", "2", ["a"]), _versioned_node("2", "2", ["b"])))
+    assert {s.name: s.version for s in specs} == {"transportation.counts": 2, "transportation.counts_v1": 1}
+
+
+def test_non_numeric_version_is_rejected_naming_file_and_field() -> None:
+    with pytest.raises(ProductSpecError) as error:
+        load_product_specs(_manifest(_versioned_node("1.5", "2", ["a"])))
+    assert str(error.value).startswith("models/transportation/marts/counts.yml: models.counts.versions.v: ")
+
+
+def test_a_versioned_name_clashing_with_another_product_is_rejected() -> None:
+    clash = _versioned_node(1, 1, ["a"]) | {"unique_id": "model.civicmesh.counts_v1", "name": "counts_v1"}
+    clash.pop("version")
+    clash.pop("latest_version")
+    with pytest.raises(ProductSpecError, match="product name also declared by"):
+        load_product_specs(_manifest(_versioned_node(1, 2, ["a"]), _versioned_node(2, 2, ["b"]), clash))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -29,19 +30,55 @@ def test_build_passes_every_model_test_and_unit_test(built) -> None:
     assert "deprecat" not in out.lower(), out
 
 
+def relation(built, unique_id: str) -> tuple[str, str]:
+    """(schema, table) of a model as built, from the manifest (versions are `<name>_v<N>` tables)."""
+    node = json.loads(built.manifest.read_text())["nodes"][unique_id]
+    return node["schema"], node["alias"]
+
+
 def test_every_department_ships_products_matching_their_contract(built) -> None:
     specs = load_product_specs(built.manifest)
     assert {s.department for s in specs} == DEPARTMENTS
     for spec in specs:
+        schema, table = relation(built, spec.model_unique_id)
+        assert schema == spec.department, spec.name
         columns = query(
             built,
             "SELECT column_name, lower(data_type) FROM information_schema.columns WHERE table_schema = "
-            f"'{spec.department}' AND table_name = '{spec.product}' ORDER BY ordinal_position",
+            f"'{schema}' AND table_name = '{table}' ORDER BY ordinal_position",
         )
         assert [c[0] for c in columns] == [c.name for c in spec.columns], spec.name
         assert [c[1] for c in columns] == [c.data_type for c in spec.columns], spec.name
-        (rows,) = query(built, f"SELECT count(*) FROM {spec.department}.{spec.product}")[0]
+        (rows,) = query(built, f"SELECT count(*) FROM {schema}.{table}")[0]
         assert rows > 0, spec.name
+
+
+def test_both_versions_of_traffic_counts_build_side_by_side(built) -> None:
+    """v1 (pinned by city_ops) and v2 (latest) are separate tables with the same rows, renamed counts."""
+    specs = {s.name: s for s in load_product_specs(built.manifest)}
+    assert relation(built, specs["transportation.traffic_counts"].model_unique_id) == (
+        "transportation",
+        "traffic_counts_v2",
+    )
+    assert relation(built, specs["transportation.traffic_counts_v1"].model_unique_id) == (
+        "transportation",
+        "traffic_counts_v1",
+    )
+    (v1_rows, v2_rows, mismatched) = query(
+        built,
+        "SELECT (SELECT count(*) FROM transportation.traffic_counts_v1),"
+        " (SELECT count(*) FROM transportation.traffic_counts_v2),"
+        " (SELECT count(*) FROM transportation.traffic_counts_v1 v1"
+        "  FULL JOIN transportation.traffic_counts_v2 v2 USING (count_id)"
+        "  WHERE v1.vehicle_count IS DISTINCT FROM v2.vehicles"
+        "     OR v1.heavy_vehicle_count IS DISTINCT FROM v2.heavy_vehicles)",
+    )[0]
+    assert v1_rows == v2_rows > 0 and mismatched == 0
+    # Each version ran its own key tests in the build.
+    out = built.result.stdout
+    for test in ("unique_traffic_counts_v1_count_id", "unique_traffic_counts_v2_count_id"):
+        assert test in out, test
+    assert "not_null_traffic_counts_v2_vehicles" in out and "not_null_traffic_counts_v1_vehicle_count" in out
 
 
 def test_marts_agree_with_their_sources(built) -> None:

@@ -13,12 +13,14 @@ with response as (
     group by 1, 2
 ),
 
+-- Pinned to traffic_counts v1 (`vehicle_count`): an unpinned ref would follow latest_version and
+-- break this model on the next breaking version; move the pin when migrating to `vehicles`.
 traffic as (
     select
         district,
         cast(date_trunc('month', counted_at) as date) as month,
         avg(vehicle_count) as avg_hourly_vehicles
-    from {{ ref('traffic_counts') }}
+    from {{ ref('traffic_counts', v=1) }}
     group by 1, 2
 ),
 
