@@ -76,7 +76,7 @@ def run_demo(args: argparse.Namespace) -> int:
     print(
         "Example:\n"
         f"  curl -s {url} -H 'Content-Type: application/json' \\\n"
-        f'    -H "Authorization: Bearer $(civicmesh token alice | tail -1)" \\\n'
+        f'    -H "Authorization: Bearer $(.venv/bin/civicmesh token alice | tail -1)" \\\n'
         f'    -d \'{{"query": "{EXAMPLE_QUERY}"}}\'\n',
         flush=True,
     )
