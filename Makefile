@@ -43,7 +43,7 @@ dagster: install
 	DAGSTER_HOME=$(CURDIR)/data/dagster exec $(BIN)/dagster dev -m orchestration.definitions -p 3000
 
 bench: install
-	for script in bench/*.py; do $(BIN)/python $$script || exit 1; done
+	for script in bench/[!_]*.py; do $(BIN)/python $$script || exit 1; done
 
 clean:
 	rm -rf data $(VENV) .pytest_cache .ruff_cache

@@ -15,7 +15,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _mesh import median, mesh_settings, timed
-from lineage_outbox import outbox_throughput
+from _outbox import outbox_throughput
 
 from civicmesh.synthetic import generate
 from orchestration.build import run_build
