@@ -13,7 +13,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+# Scripts here share names with packages (lineage, gateway): keep this folder last on the path.
+BENCH_DIR = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != BENCH_DIR] + [str(BENCH_DIR)]
 
 from _mesh import mesh_settings, raw_dbt_build, timed
 

@@ -16,7 +16,7 @@ import hmac
 import json
 import threading
 from collections.abc import Callable, Collection, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any
 
@@ -86,6 +86,12 @@ checkpoints_table = Table(
     Column("signature", String(64), nullable=False),
 )
 
+# The chain head and the last checkpoint, in one round trip (both are primary-key lookups).
+_HEAD_SQL = (
+    "SELECT seq, hash, (SELECT max(seq) FROM access_log_checkpoints) AS checkpoint "
+    "FROM access_log ORDER BY seq DESC LIMIT 1"
+)
+
 _JSON_FIELDS = ("roles", "columns_requested", "columns_returned", "columns_masked", "row_filter")
 _CHAINED_FIELDS = tuple(c.name for c in access_log_table.columns if c.name != "hash")
 
@@ -127,13 +133,18 @@ class AccessRecord:
     ts: str = field(default_factory=utc_timestamp)
 
     def to_row(self) -> dict[str, Any]:
-        row = asdict(self)
+        # A shallow copy: the JSON fields are serialised right away (asdict's deep copy was
+        # a third of an append).
+        row = {name: getattr(self, name) for name in _RECORD_FIELDS}
         for name in _JSON_FIELDS:
             value = row[name]
             row[name] = None if value is None else json.dumps(value, sort_keys=True, separators=(",", ":"))
         if row["latency_ms"] is not None:
             row["latency_ms"] = round(float(row["latency_ms"]), 3)
         return row
+
+
+_RECORD_FIELDS = tuple(f.name for f in fields(AccessRecord))
 
 
 def chain_hash(row: dict[str, Any]) -> str:
@@ -228,25 +239,7 @@ class AccessLog:
         with self.engine.connect() as conn:
             self._lock(conn)
             try:
-                last = conn.execute(
-                    select(access_log_table.c.seq, access_log_table.c.hash)
-                    .order_by(access_log_table.c.seq.desc())
-                    .limit(1)
-                ).first()
-                seq, prev = (int(last.seq), str(last.hash)) if last else (0, GENESIS_HASH)
-                rows: list[dict[str, Any]] = []
-                for batch in batches:
-                    batch.seqs = []
-                    for record in batch.records:
-                        seq += 1
-                        row = record.to_row()
-                        row["seq"] = seq
-                        row["prev_hash"] = prev
-                        row["hash"] = prev = chain_hash(row)
-                        rows.append(row)
-                        batch.seqs.append(seq)
-                conn.execute(access_log_table.insert(), rows)
-                self._maybe_checkpoint(conn, seq, prev)
+                self._chain(conn, batches)
                 for batch in batches:
                     if batch.also is not None:
                         batch.also(conn)
@@ -257,14 +250,49 @@ class AccessLog:
                     batch.seqs = None
                 raise
 
-    def _maybe_checkpoint(self, conn: Connection, head_seq: int, head_hash: str) -> None:
-        """Inside the write transaction: sign the head if `interval` records passed since the last."""
+    def _chain(self, conn: Connection, batches: Sequence[_Batch]) -> None:
+        """Under the write lock: number, chain and insert the batches' records (and checkpoint)."""
+        # Plain SQL for the per-commit lookup: building the Core statement cost more than running it.
+        last = conn.exec_driver_sql(_HEAD_SQL).first()
+        seq, prev = (int(last.seq), str(last.hash)) if last else (0, GENESIS_HASH)
+        checkpoint = int(last.checkpoint or 0) if last else 0
+        rows: list[dict[str, Any]] = []
+        for batch in batches:
+            batch.seqs = []
+            for record in batch.records:
+                seq += 1
+                row = record.to_row()
+                row["seq"] = seq
+                row["prev_hash"] = prev
+                row["hash"] = prev = chain_hash(row)
+                rows.append(row)
+                batch.seqs.append(seq)
+        conn.execute(access_log_table.insert(), rows)
+        self._maybe_checkpoint(conn, seq, prev, checkpoint)
+
+    def append_in(self, conn: Connection, records: Sequence[AccessRecord]) -> list[int]:
+        """Chain `records` inside the caller's open write transaction on `conn`; the caller commits
+        (or rolls back: then the records vanish with its own change, and the chain stays whole).
+
+        For changes that must be logged atomically with their own writes (grants, approvals). The
+        store's write lock is taken first (SQLite: a no-op write, which waits on busy_timeout;
+        PostgreSQL: the table lock), so the head read below cannot race another writer. Does not
+        join the group commit: use it for rare administrative records, not per request.
+        """
+        if not records:
+            return []
+        self.lock(conn)
+        batch = _Batch(records)
+        self._chain(conn, [batch])
+        assert batch.seqs is not None
+        return batch.seqs
+
+    def _maybe_checkpoint(self, conn: Connection, head_seq: int, head_hash: str, last: int) -> None:
+        """Inside the write transaction: sign the head if `interval` records passed since the last
+        checkpoint (`last`, read with the head under the same lock)."""
         if self.checkpoint_key is None:
             return
-        last = conn.execute(
-            select(checkpoints_table.c.seq).order_by(checkpoints_table.c.seq.desc()).limit(1)
-        ).scalar()
-        if head_seq - int(last or 0) < self.checkpoint_interval:
+        if head_seq - last < self.checkpoint_interval:
             return
         ts = utc_timestamp()
         conn.execute(
@@ -275,6 +303,15 @@ class AccessLog:
                 signature=sign_checkpoint(self.checkpoint_key, head_seq, head_hash, ts),
             )
         )
+
+    def lock(self, conn: Connection) -> None:
+        """Take the write lock inside the caller's transaction on `conn` (held until it ends)."""
+        if conn.dialect.name == "sqlite":
+            # A write that changes nothing still takes SQLite's write lock (waiting on busy_timeout);
+            # pysqlite opens the transaction before it if none is open yet.
+            conn.execute(access_log_table.update().where(access_log_table.c.seq < 0).values(seq=-1))
+        else:
+            self._lock(conn)
 
     def _lock(self, conn: Connection) -> None:
         """Take the store's write lock before reading the chain head (cross-process safety)."""
@@ -359,29 +396,95 @@ class AccessLog:
         Truncation is caught up to the last signed checkpoint (at most `checkpoint_interval`
         records can vanish unnoticed from the very end); with no key, checkpoints are not checked.
         """
+        return self.verify_report().first_bad
+
+    def verify_report(self) -> ChainCheck:
+        """`verify()` with the diagnosis: what is wrong at the first bad record, and the head."""
         marks: dict[int, str] = {}
-        first_bad: int | None = None
+        found: list[tuple[int, str, str]] = []  # (seq, problem, detail); the earliest wins
         if self.checkpoint_key is not None:
             for cp in self.checkpoints():
                 seq = int(cp["seq"])
                 good = sign_checkpoint(self.checkpoint_key, seq, cp["hash"], cp["ts"])
                 if not hmac.compare_digest(good, cp["signature"]):
-                    first_bad = seq if first_bad is None else min(first_bad, seq)  # forged checkpoint
+                    found.append((seq, "forged checkpoint", f"checkpoint at seq {seq} has a bad signature"))
                 marks[seq] = cp["hash"]
         expected_seq, prev = 1, GENESIS_HASH
+        # hash -> seq of recent records, to recognise a record moved to another position
+        hashes: dict[str, int] = {}
+        head = 0
         for row in self.rows():
             seq = int(row["seq"])
+            head = seq
             if seq != expected_seq:  # a gap: the record expected here was deleted
-                return _earliest(first_bad, expected_seq)
-            if row["prev_hash"] != prev or chain_hash(row) != row["hash"]:
-                return _earliest(first_bad, seq)
+                found.append((expected_seq, "deleted", f"records {expected_seq}..{seq - 1} are missing"))
+                break
+            problem = _diagnose(row, prev, hashes)
+            if problem is not None:
+                found.append((seq, *problem))
+                break
             if seq in marks and marks[seq] != row["hash"]:
-                return _earliest(first_bad, seq)
+                found.append(
+                    (seq, "modified", f"record {seq} differs from its signed checkpoint (chain rewritten)")
+                )
+                break
+            hashes[row["hash"]] = seq
+            if len(hashes) > _RECENT:
+                del hashes[next(iter(hashes))]  # dicts keep insertion order: drop the oldest
             prev = row["hash"]
             expected_seq += 1
-        if marks and max(marks) >= expected_seq:  # a signed head that no longer exists: truncation
-            return _earliest(first_bad, expected_seq)
-        return first_bad
+        else:
+            if marks and max(marks) >= expected_seq:  # a signed head that no longer exists
+                found.append(
+                    (
+                        expected_seq,
+                        "truncated",
+                        f"the log ends at seq {expected_seq - 1}, but a signed checkpoint names seq "
+                        f"{max(marks)}",
+                    )
+                )
+        signed = sorted(marks)
+        if not found:
+            return ChainCheck(head, None, None, "", len(signed), signed[-1] if signed else None)
+        seq, problem, detail = min(found, key=lambda item: item[0])
+        return ChainCheck(head, seq, problem, detail, len(signed), signed[-1] if signed else None)
+
+
+@dataclass(frozen=True)
+class ChainCheck:
+    head: int  # the last sequence number read (up to the first bad record)
+    first_bad: int | None
+    problem: str | None  # modified | deleted | reordered | truncated | forged checkpoint
+    detail: str
+    checkpoints: int  # signed checkpoints checked (0 without a key)
+    last_checkpoint: int | None
+
+    @property
+    def ok(self) -> bool:
+        return self.first_bad is None
+
+
+_RECENT = 1024
+
+
+def _diagnose(row: dict[str, Any], prev: str, seen: dict[str, int]) -> tuple[str, str] | None:
+    """(problem, detail) if `row` does not follow the record whose hash is `prev`, else None."""
+    seq = int(row["seq"])
+    if chain_hash(row) != row["hash"]:
+        # Written as another seq? Then the record was moved (reordered), not edited.
+        for other in (seq - 1, seq + 1, *range(max(1, seq - 50), seq + 51)):
+            if other != seq and other > 0 and chain_hash({**row, "seq": other}) == row["hash"]:
+                return "reordered", f"record {seq} was written as seq {other}"
+        return "modified", f"record {seq} does not match its hash (a field was changed)"
+    if row["prev_hash"] != prev:
+        if row["prev_hash"] in seen:
+            return "reordered", f"record {seq} follows seq {seen[row['prev_hash']]}, not seq {seq - 1}"
+        return (
+            "modified",
+            f"record {seq} does not follow record {seq - 1} (records before it were rewritten, "
+            "or removed and renumbered)",
+        )
+    return None
 
 
 def _earliest(a: int | None, b: int) -> int:

@@ -27,11 +27,13 @@ def breaking_changes(old: ProductSpec, new: ProductSpec) -> list[str]:
 
 
 def check_compatible(old: ProductSpec, new: ProductSpec) -> None:
+    if new.version is not None and (old.version or 0) < new.version:
+        return  # the owner moved `latest_version`: a new model version is the consent to break
     changes = breaking_changes(old, new)
     if changes:
         raise BreakingSchemaChange(
             f"{new.name}: breaking change refused ({'; '.join(changes)}) "
             f"in {new.source_file or 'the contract'}. "
-            "Keep the published columns and add a new model version (dbt `versions:`), "
-            "which is served beside the current one."
+            "Keep the published columns, or add a new model version (dbt `versions:`) and move "
+            "`latest_version` to it: the previous version stays served as `<product>_v<N>`."
         )

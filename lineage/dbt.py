@@ -188,6 +188,12 @@ def _output_facets(uid: str, node: Mapping[str, Any], ctx: _Context) -> dict[str
     return facets
 
 
+def _job_model_name(node: Mapping[str, Any], uid: str) -> str:
+    """Versions of one model are separate jobs (`orders.v1`, `orders.v2`): they write different tables."""
+    name = node.get("name") or uid
+    return f"{name}.v{node['version']}" if node.get("version") is not None else name
+
+
 def _model_events(uid: str, result: Mapping[str, Any], ctx: _Context) -> list[RunEvent]:
     node = manifest_node(ctx.manifest, uid) or {}
     inputs: list[InputDataset] = [
@@ -205,7 +211,7 @@ def _model_events(uid: str, result: Mapping[str, Any], ctx: _Context) -> list[Ru
     started, ended = _timing(result)
     kind = uid.split(".", 1)[0].upper()
     job = make_job(
-        naming.dbt_model_job(node.get("package_name") or "dbt", node.get("name") or uid),
+        naming.dbt_model_job(node.get("package_name") or "dbt", _job_model_name(node, uid)),
         kind,
         sql=node.get("compiled_code") if kind != "SEED" else None,
     )

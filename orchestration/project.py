@@ -32,8 +32,10 @@ def dbt_project(settings: Settings) -> DbtProject:
 
 
 def _newest_source_mtime(project_dir: Path) -> float:
-    files = [project_dir / "dbt_project.yml", *project_dir.glob("models/**/*")]
-    return max((f.stat().st_mtime for f in files if f.is_file()), default=0.0)
+    # Folders too: deleting or renaming a model changes only its folder's mtime.
+    paths = [project_dir / "dbt_project.yml", project_dir / "models", *project_dir.glob("models/**/*")]
+    paths += [project_dir / "macros", *project_dir.glob("macros/**/*")]
+    return max((p.stat().st_mtime for p in paths if p.exists()), default=0.0)
 
 
 def ensure_manifest(project: DbtProject, force: bool = False) -> Path:

@@ -18,6 +18,15 @@ from orchestration.resources import MeshResource
 class MeshTranslator(DagsterDbtTranslator):
     """Groups and owners come from dbt groups (the default); adds kinds and product tags."""
 
+    def get_asset_key(self, dbt_resource_props: Mapping[str, Any]) -> dg.AssetKey:
+        # dagster-dbt keys a versioned model by its alias alone; keep the department prefix.
+        if (
+            dbt_resource_props.get("resource_type") == "model"
+            and dbt_resource_props.get("version") is not None
+        ):
+            return dg.AssetKey([dbt_resource_props["schema"], dbt_resource_props["alias"]])
+        return super().get_asset_key(dbt_resource_props)
+
     def get_kinds(self, dbt_resource_props: Mapping[str, Any]) -> set[str]:  # type: ignore[override]
         return {"dbt", "duckdb"}
 

@@ -21,8 +21,9 @@ from typing import Any
 import casbin
 from casbin.model import FastModel
 from casbin.model.policy_fast import fast_policy_filter
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 
+from civicmesh.accesslog import AccessLog, AccessRecord, access_log_table
 from civicmesh.products import CLASSIFICATIONS, ProductSpec
 from civicmesh.settings import Settings
 from policies import grants as grants_mod
@@ -53,6 +54,14 @@ class Inputs:
     users: str
     grants: tuple[grants_mod.AccessRequest, ...]
     grant_error: str | None = None
+
+    def files_digest(self) -> str:
+        """The policy files alone (no grants): what a `policy_version` access-log record names."""
+        h = hashlib.sha256()
+        for text in (self.model, self.policy, self.users):
+            h.update(text.encode())
+            h.update(b"\0")
+        return h.hexdigest()
 
     def digest(self) -> str:
         h = hashlib.sha256()
@@ -131,6 +140,12 @@ def _build_state(inputs: Inputs) -> _State:
             continue
         granted.setdefault(fields, g)
         source.setdefault(fields, ("p, " + ", ".join(fields), f"access request #{g.id}"))
+        if g.action != "discover":
+            # A grant to use a product implies knowing it exists (else a read grant on a
+            # confidential or restricted product could never be used: surfaces check discover first).
+            implied = (g.subject, g.department, g.product, "discover")
+            granted.setdefault(implied, g)
+            source.setdefault(implied, ("p, " + ", ".join(implied), f"access request #{g.id}"))
     p_lines = [list(f) for f in source]
     g_lines = [list(r.fields) for r in rules if r.ptype == "g"]
     with _CASBIN_LOCK:
@@ -162,6 +177,7 @@ class PolicyEngine:
         *,
         check_interval: float | None = 2.0,
         clock: Clock = grants_mod.utcnow,
+        audit_log: AccessLog | None = None,
     ) -> None:
         self.policies_dir = Path(policies_dir)
         self.metadata = metadata
@@ -169,16 +185,83 @@ class PolicyEngine:
         self.clock = clock
         self.last_error: str | None = None
         self._refresh_lock = threading.Lock()
+        # Policy versions, grant changes and expiries go to the access log of the metadata store.
+        self.audit_log = audit_log
         if metadata is not None:
             grants_mod.ensure_schema(metadata)
+            if self.audit_log is None:
+                self.audit_log = AccessLog(metadata).ensure_schema()
         self._state = _build_state(self._read_inputs(None))
         self._last_check = time.monotonic()
+        self._record_version(None, self._state)
 
     @classmethod
     def load(cls, settings: Settings, **kwargs: Any) -> PolicyEngine:
         from civicmesh.store import get_engine
 
-        return cls(settings.policies_dir, get_engine(settings.metadata_url), **kwargs)
+        metadata = get_engine(settings.metadata_url)
+        if "audit_log" not in kwargs:
+            kwargs["audit_log"] = AccessLog(metadata, checkpoint_key=settings.audit_key).ensure_schema()
+        return cls(settings.policies_dir, metadata, **kwargs)
+
+    # -- the audit trail of the policy itself ------------------------------------------------------
+
+    def _record_version(self, old: _State | None, new: _State) -> None:
+        """Append one `policy_version` record when the policy files differ from the last recorded
+        version (at load, or when a refresh swaps in new files). Several processes observing the
+        same change record it once: the check runs under the log's write lock. Never raises: a
+        policy that loads is used even if the log is down (requests then fail closed anyway)."""
+        log = self.audit_log
+        if log is None:
+            return
+        files = new.inputs.files_digest()[:16]
+        if old is not None and old.inputs.files_digest()[:16] == files:
+            return  # only grants changed: those are logged as grant changes
+        t = access_log_table
+        latest = (
+            select(t.c.snapshot_id, t.c.policy_version)
+            .where(t.c.action == "policy_version")
+            .order_by(t.c.seq.desc())
+            .limit(1)
+        )
+        try:
+            with log.engine.connect() as conn:
+                last = conn.execute(latest).first()
+            if last is not None and last.snapshot_id == f"policy:{files}":
+                return
+            with log.engine.begin() as conn:
+                log.lock(conn)
+                last = conn.execute(latest).first()  # again, under the lock
+                if last is not None and last.snapshot_id == f"policy:{files}":
+                    return
+                previous = old.version if old is not None else (last.policy_version if last else None)
+                log.append_in(
+                    conn,
+                    [
+                        AccessRecord(
+                            request_id=f"policy-{files}",
+                            action="policy_version",
+                            status=200,
+                            reason=f"policy files changed: version {previous or '(none)'} -> {new.version}"
+                            f" (files {last.snapshot_id.removeprefix('policy:') if last else '(none)'}"
+                            f" -> {files})",
+                            subject="civicmesh",
+                            snapshot_id=f"policy:{files}",
+                            rule=previous,
+                            policy_version=new.version,
+                        )
+                    ],
+                )
+        except Exception as exc:
+            self.last_error = f"policy version not logged: {type(exc).__name__}: {exc}"
+
+    def _record_expiries(self) -> None:
+        if self.audit_log is None or self.metadata is None:
+            return
+        try:
+            grants_mod.record_expiries(self.metadata, self.audit_log, self.clock())
+        except Exception as exc:
+            self.last_error = f"grant expiries not logged: {type(exc).__name__}: {exc}"
 
     @classmethod
     def from_dir(cls, policies_dir: Path, **kwargs: Any) -> PolicyEngine:
@@ -234,8 +317,12 @@ class PolicyEngine:
             # Keep the last good files, but never let a broken file keep an expired or revoked
             # grant alive: rebuild the last good policy with the current grants.
             self._state = _build_state(replace(current.inputs, grants=grants, grant_error=grant_error))
+            self._record_expiries()
             return True
         self.last_error = grant_error
+        self._record_version(current, self._state)
+        if grants != current.inputs.grants:
+            self._record_expiries()
         return True
 
     def _maybe_refresh(self) -> None:

@@ -2,7 +2,10 @@
 
 A request becomes a grant when an owner of the product's department (never the requester) approves
 it; the grant expires by itself (`expires_at`) and can be revoked. Every step is appended to
-`access_request_events`. The policy engine reads the approved, unexpired grants and turns each into
+`access_request_events` and, in the same transaction, to the hash-chained access log (actions
+`request`, `approve`, `reject`, `revoke`, `expire`; subject = the actor; the reason names the request
+id; never the free-text purpose or note, which may hold personal data). The policy engine reads
+the approved, unexpired grants and turns each into
 one `p, USER, DEPT, PRODUCT, ACTION` rule, so approvals take effect on its next refresh.
 """
 
@@ -26,6 +29,7 @@ from sqlalchemy import (
     update,
 )
 
+from civicmesh.accesslog import AccessLog, AccessRecord
 from civicmesh.products import ProductSpec
 from policies.names import GLOBAL_DOMAIN, PolicyError, check_name
 
@@ -141,14 +145,95 @@ def active_grants(engine: Engine, now: datetime | None = None) -> list[AccessReq
     return [g for g in (AccessRequest.from_row(r) for r in rows) if g.state(now) == "active"]
 
 
-class AccessRequests:
-    """Request, approve, reject, revoke and list access requests, with the policy's rules applied."""
+def _stamp(value: datetime | None) -> str:
+    return f"{value:%Y-%m-%d %H:%M} UTC" if value else "?"
 
-    def __init__(self, policy: PolicyEngine, engine: Engine, clock: Any = utcnow) -> None:
+
+def audit_record(
+    request: AccessRequest, actor: str, action: str, roles: list[str], detail: str = ""
+) -> AccessRecord:
+    """The access-log record of one step of an access request (ids and names only, no free text)."""
+    reason = f"access request #{request.id}: {request.subject} {request.action} {request.product}"
+    if detail:
+        reason += f"; {detail}"
+    return AccessRecord(
+        request_id=f"access-request-{request.id}",
+        action=action,
+        status=200,
+        decision={"approve": "allow", "reject": "deny"}.get(action, "none"),
+        reason=reason,
+        subject=actor,
+        roles=roles,
+        product=request.product,
+        rule=f"access request #{request.id}",
+    )
+
+
+def record_expiries(
+    engine: Engine, access_log: AccessLog, now: datetime | None = None, roles: list[str] | None = None
+) -> list[int]:
+    """Log each grant that has expired and was not logged as expired yet (once, across processes:
+    checked under the store's write lock). Returns the ids of the grants logged now."""
+    now = now or utcnow()
+    logged = select(access_request_events.c.request_id).where(access_request_events.c.event == "expired")
+    query = (
+        select(access_requests)
+        .where(access_requests.c.status == "approved")
+        .where(access_requests.c.expires_at <= now)
+        .where(access_requests.c.id.not_in(logged))
+        .order_by(access_requests.c.id)
+    )
+    with engine.connect() as conn:
+        if not conn.execute(query.limit(1)).first():
+            return []  # the common case: nothing to do, no write lock taken
+    with engine.begin() as conn:
+        conn.execute(  # take the write lock first, then look again: another process may have logged
+            update(access_requests).where(access_requests.c.id < 0).values(status="approved")
+        )
+        found = [AccessRequest.from_row(r) for r in conn.execute(query).all()]
+        expired = [g for g in found if g.state(now) == "expired"]
+        if not expired:
+            return []
+        for g in expired:
+            conn.execute(
+                access_request_events.insert().values(
+                    request_id=g.id, at=now, actor="civicmesh", event="expired", detail=""
+                )
+            )
+        access_log.append_in(
+            conn,
+            [
+                audit_record(g, "civicmesh", "expire", roles or [], f"expired {_stamp(g.expires_at)}")
+                for g in expired
+            ],
+        )
+    return [g.id for g in expired]
+
+
+class AccessRequests:
+    """Request, approve, reject, revoke and list access requests, with the policy's rules applied.
+
+    Every change is appended to the access log in the transaction that makes it: if the log cannot
+    be written, the change does not happen."""
+
+    def __init__(
+        self,
+        policy: PolicyEngine,
+        engine: Engine,
+        clock: Any = utcnow,
+        access_log: AccessLog | None = None,
+    ) -> None:
         self.policy = policy
         self.engine = engine
         self.clock = clock
         ensure_schema(engine)
+        self.access_log = (
+            access_log or getattr(policy, "audit_log", None) or AccessLog(engine).ensure_schema()
+        )
+
+    def _log(self, conn: Any, request: AccessRequest, actor: str, action: str, detail: str = "") -> None:
+        roles = [f"{r}@{d}" for r, d in self.policy.roles(actor)]
+        self.access_log.append_in(conn, [audit_record(request, actor, action, roles, detail)])
 
     def _event(self, conn: Any, request_id: int, actor: str, event: str, detail: str = "") -> None:
         conn.execute(
@@ -203,7 +288,9 @@ class AccessRequests:
             )
             request_id = int(result.inserted_primary_key[0])
             self._event(conn, request_id, subject, "requested", purpose)
-            return self._get(conn, request_id)
+            created = self._get(conn, request_id)
+            self._log(conn, created, subject, "request", f"{days} days requested")
+            return created
 
     def _decide(self, request_id: int, approver: str, approve: bool, note: str) -> AccessRequest:
         self._known_user(approver)
@@ -231,7 +318,12 @@ class AccessRequests:
             if updated.rowcount != 1:
                 raise PolicyError(f"request #{request_id} changed concurrently")
             self._event(conn, request_id, approver, "approved" if approve else "rejected", note)
-            return self._get(conn, request_id)
+            decided = self._get(conn, request_id)
+            if approve:
+                self._log(conn, decided, approver, "approve", f"valid until {_stamp(decided.expires_at)}")
+            else:
+                self._log(conn, decided, approver, "reject")
+            return decided
 
     def approve(self, request_id: int, approver: str, note: str = "") -> AccessRequest:
         return self._decide(request_id, approver, True, note)
@@ -255,7 +347,9 @@ class AccessRequests:
                 .values(status="revoked", revoked_by=actor, revoked_at=now)
             )
             self._event(conn, request_id, actor, "revoked", note)
-            return self._get(conn, request_id)
+            revoked = self._get(conn, request_id)
+            self._log(conn, revoked, actor, "revoke", f"was {current.state(now)}")
+            return revoked
 
     def get(self, request_id: int) -> AccessRequest:
         with self.engine.connect() as conn:

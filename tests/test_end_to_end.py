@@ -100,12 +100,19 @@ def test_dana_sees_only_district_d3(built_mesh: BuiltMesh, served: str) -> None:
     assert {n["district"] for n in dana["nodes"]} == {"D3"}
 
 
-def test_mallory_is_forbidden_restricted_hr_and_unauthenticated_gets_401(
+def test_restricted_hr_is_invisible_to_mallory_and_forbidden_to_the_auditor(
     built_mesh: BuiltMesh, served: str
 ) -> None:
-    body = _ask(built_mesh, served, "mallory", "{ hr { employees(first: 1) { totalCount } } }").json()
-    assert body["errors"][0]["extensions"]["code"] == "FORBIDDEN"
-    assert (body.get("data") or {}).get("hr") in (None, {"employees": None})
+    hidden = _ask(built_mesh, served, "mallory", "{ hr { employees(first: 1) { totalCount } } }").json()
+    missing = _ask(built_mesh, served, "mallory", "{ nosuch { employees(first: 1) { totalCount } } }").json()
+    assert hidden["data"] is None
+    assert hidden["errors"][0]["extensions"]["code"] == missing["errors"][0]["extensions"]["code"]
+    assert hidden["errors"][0]["message"] == missing["errors"][0]["message"].replace("nosuch", "hr")
+    carol = _ask(built_mesh, served, "carol", "{ hr { employees(first: 1) { totalCount } } }").json()
+    assert carol["errors"][0]["extensions"]["code"] == "FORBIDDEN", "the auditor discovers but reads no rows"
+
+
+def test_no_token_is_401_unauthenticated(served: str) -> None:
     response = httpx.post(f"{served}/graphql", json={"query": QUERY}, timeout=30)
     assert response.status_code == 401
     assert response.json()["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import hashlib
+import hmac
 import json
 import logging
+import os
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -29,14 +32,14 @@ from civicmesh.catalog import Catalog
 from civicmesh.settings import Settings
 from civicmesh.store import get_engine
 from gateway import errors
-from gateway.auth import AuthError, authenticate
+from gateway.auth import AuthError, Principal, authenticate
 from gateway.context import CatalogState, RequestContext, Touch
 from gateway.duck import DuckPool
 from gateway.exports import handle_export
 from gateway.http_body import BodyTooLarge, read_body
 from gateway.ingest import handle_lineage_post
 from gateway.lineage_fields import GraphCache
-from gateway.recording import Recorder
+from gateway.recording import Recorder, error_response
 from gateway.responses import ResponseCache
 from gateway.schema import build_schema
 from gateway.view import CONTEXT_KEY, GatewayView
@@ -45,8 +48,60 @@ from policies.engine import PolicyEngine
 
 log = logging.getLogger(__name__)
 
+UNGOVERNED_HEADERS = {"x-civicmesh-governance": "off (benchmark)"}
+
 MAX_BODY_BYTES = 64 * 1024
 POLL_SECONDS = 1.0
+
+# Benchmark-only switch (bench/gateway.py): serve without governance — no decisions, masks, row
+# scope, access log or lineage — to measure what governance costs. Refused unless the home holds
+# the marker file the benchmark writes with the same nonce, and never in demo mode.
+BENCH_GOVERNANCE_OFF_ENV = "CIVICMESH_BENCH_GOVERNANCE_OFF"
+BENCH_GOVERNANCE_OFF_MARKER = "BENCH_GOVERNANCE_OFF"
+
+
+def bench_governance_off(settings: Settings) -> bool:
+    """True only inside the benchmark; raises if the switch is set anywhere else."""
+    nonce = os.environ.get(BENCH_GOVERNANCE_OFF_ENV)
+    if not nonce:
+        return False
+    marker = settings.home / BENCH_GOVERNANCE_OFF_MARKER
+    try:
+        expected = marker.read_text().strip()
+    except OSError:
+        expected = ""
+    if settings.demo_mode or len(nonce) < 16 or not hmac.compare_digest(nonce, expected):
+        raise RuntimeError(
+            f"{BENCH_GOVERNANCE_OFF_ENV} is a benchmark-only switch (bench/gateway.py); refusing to start"
+        )
+    log.warning("GOVERNANCE IS OFF (benchmark only): no decisions, masks, row scope, access log, lineage")
+    return True
+
+
+class TokenCache:
+    """Verified bearer tokens for a short while, so a client's every request does not re-verify the
+    same signature. An entry lasts at most `ttl` seconds (a rotated JWKS takes effect within it)
+    and never past the token's own expiry; only tokens that verified are kept."""
+
+    def __init__(self, ttl: float = 60.0, max_entries: int = 10_000) -> None:
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self._entries: dict[str, tuple[Principal, float]] = {}
+
+    def authenticate(self, settings: Settings, authorization: str | None) -> Principal:
+        now = time.time()
+        if authorization is not None:
+            hit = self._entries.get(authorization)
+            if hit is not None and hit[1] > now:
+                return hit[0]
+        principal = authenticate(settings, authorization)
+        assert authorization is not None  # authenticate() refuses a missing header
+        exp = principal.claims.get("exp")
+        until = min(now + self.ttl, float(exp) if isinstance(exp, int | float) else now)
+        if len(self._entries) >= self.max_entries:
+            self._entries.clear()
+        self._entries[authorization] = (principal, until)
+        return principal
 
 
 class Gateway:
@@ -54,6 +109,7 @@ class Gateway:
 
     def __init__(self, settings: Settings, access_log: AccessLog | None = None) -> None:
         self.settings = settings
+        self.governance_off = bench_governance_off(settings)
         engine = get_engine(settings.metadata_url)
         self.catalog = Catalog(engine).ensure_schema()
         self.access_log = access_log or AccessLog.from_settings(settings)
@@ -61,6 +117,7 @@ class Gateway:
         self.lineage = LineageRecorder.from_settings(settings)
         self.duck = DuckPool(settings.snapshots_dir, settings.mask_key)
         self.responses = ResponseCache()
+        self.tokens = TokenCache()
         self.recorder = Recorder(self.access_log, self.lineage)
         self.lineage_graph = GraphCache(self.lineage.outbox)
         self.state = self._load_state()
@@ -85,6 +142,7 @@ class Gateway:
                     schema = await anyio.to_thread.run_sync(build_schema, state, self.settings.demo_mode)
                     # Swap both together: a request sees the old pair or the new pair.
                     self.state, self.view = state, GatewayView(schema, self.settings.demo_mode)
+                    settle_heap()
                     log.info("catalog %s: schema rebuilt with %d products", version, len(state.entries))
             except Exception:  # keep serving the last good schema
                 log.exception("catalog refresh failed")
@@ -114,11 +172,13 @@ class Gateway:
             )
         common["operation_hash"] = _operation_hash(body)
         try:
-            principal = authenticate(self.settings, request.headers.get("authorization"))
+            principal = self.tokens.authenticate(self.settings, request.headers.get("authorization"))
         except AuthError as exc:
             return await self.recorder.reject(common, started, 401, errors.UNAUTHENTICATED, str(exc))
         await self.refresh()
         state, view = self.state, self.view
+        if self.governance_off:
+            return await self._handle_ungoverned(request, principal, body, state, view, request_id, started)
         common["subject"] = principal.subject
         common["roles"] = [f"{r}@{d}" for r, d in self.policy.roles(principal.subject)]
         key = ResponseCache.key(
@@ -134,19 +194,7 @@ class Gateway:
         if hit is not None:
             response = Response(hit.body, media_type="application/json")
             return await self.recorder.finish(common, started, principal, response, list(hit.touches), None)
-        ctx = RequestContext(
-            settings=self.settings,
-            principal=principal,
-            policy=self.policy,
-            duck=self.duck,
-            catalog=self.catalog,
-            access_log=self.access_log,
-            lineage_graph=self.lineage_graph,
-            state=state,
-            request_id=request_id,
-            client=client,
-            started=started,
-        )
+        ctx = self._context(principal, state, request_id, client, started)
         setattr(request.state, CONTEXT_KEY, ctx)
         try:
             response = await view.run(request, context=ctx)
@@ -159,12 +207,77 @@ class Gateway:
             self.responses.put(key, bytes(response.body), ctx.touches)
         return await self.recorder.finish(common, started, principal, response, ctx.touches, request_error)
 
+    def _context(
+        self,
+        principal: Any,
+        state: CatalogState,
+        request_id: str,
+        client: str | None,
+        started: float,
+        governance_off: bool = False,
+    ) -> RequestContext:
+        return RequestContext(
+            settings=self.settings,
+            principal=principal,
+            policy=self.policy,
+            duck=self.duck,
+            catalog=self.catalog,
+            access_log=self.access_log,
+            lineage_graph=self.lineage_graph,
+            state=state,
+            request_id=request_id,
+            client=client,
+            started=started,
+            governance_off=governance_off,
+        )
+
+    async def _handle_ungoverned(
+        self,
+        request: Request,
+        principal: Any,
+        body: bytes,
+        state: CatalogState,
+        view: GatewayView,
+        request_id: str,
+        started: float,
+    ) -> Response:
+        """The same request path minus governance (benchmark only, see `bench_governance_off`)."""
+        key = ResponseCache.key(
+            state.version, "", principal.subject, request.headers.get("content-type", ""), body
+        )
+        hit = self.responses.get(key) if request.method == "POST" else None
+        if hit is not None:
+            return Response(hit.body, media_type="application/json", headers=UNGOVERNED_HEADERS)
+        ctx = self._context(principal, state, request_id, None, started, governance_off=True)
+        setattr(request.state, CONTEXT_KEY, ctx)
+        try:
+            response = await view.run(request, context=ctx)
+        except HTTPException as exc:
+            return error_response(exc.status_code, errors.BAD_USER_INPUT, exc.reason)
+        if ctx.cacheable and ctx.touches and response.status_code == 200 and not ctx.error_codes:
+            self.responses.put(key, bytes(response.body), ctx.touches)
+        response.headers.update(UNGOVERNED_HEADERS)
+        return response
+
     def _still_decided(self, subject: str, touches: tuple[Touch, ...]) -> bool:
         """A cached response stands only if every decision behind it is still the same (a grant
         may have expired): decide() is cached, so this costs microseconds."""
         return all(
             self.policy.decide(subject, t.spec, t.action) == t.decision for t in touches if t.spec is not None
         )
+
+
+def settle_heap() -> None:
+    """Move the long-lived objects (schema, policy, catalog) out of the cyclic collector's reach.
+
+    Each request allocates many short-lived objects; every few hundred allocations Python runs a
+    collection, and the periodic full ones walked the whole schema (tens of thousands of objects):
+    a few ms each, on the event loop. After `gc.freeze()` those objects are no longer scanned.
+    Called after start-up and after each schema rebuild (the old schema is released first).
+    """
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
 
 
 def _wants_html(request: Request) -> bool:
@@ -191,6 +304,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         settings.ensure_dirs()
         gateway = (await anyio.to_thread.run_sync(Gateway, settings)).start()
         app.state.gateway = gateway
+        settle_heap()
         try:
             yield
         finally:

@@ -42,10 +42,16 @@ def limit_exceeded(message: str) -> GovernedError:
     return GovernedError(message, LIMIT_EXCEEDED)
 
 
+def _bad_variable(error: GraphQLError) -> bool:
+    """A variable value that does not coerce to its declared type (e.g. an unknown enum value):
+    graphql-core keeps the scalar's exception as `original_error`, but it is the caller's input."""
+    return error.path is None and error.message.startswith("Variable '$")
+
+
 def should_mask(error: GraphQLError) -> bool:
     """Mask internal failures only; governed errors and query validation errors keep their text."""
     original = error.original_error
-    return original is not None and not isinstance(original, GovernedError)
+    return original is not None and not isinstance(original, GovernedError) and not _bad_variable(error)
 
 
 _LIMIT_MARKERS = (
@@ -68,6 +74,6 @@ def error_code(error: GraphQLError) -> str:
     message = error.message.lower()
     if any(marker in message for marker in _LIMIT_MARKERS):
         return LIMIT_EXCEEDED
-    if original is None:
-        return BAD_USER_INPUT  # parse and validation errors
+    if original is None or _bad_variable(error):
+        return BAD_USER_INPUT  # parse, validation and variable-coercion errors
     return INTERNAL

@@ -1,23 +1,35 @@
-"""`lineage(product:, direction:, depth:)` for holders of the `lineage` right on the product.
+"""`lineage(product:, column:, direction:, depth:)` for holders of the `lineage` right on the product.
 
 The graph is built from the lineage outbox once and then fed only the events appended since
 (LineageGraph.add is incremental), so a query walks an in-memory graph instead of re-reading
 every event. A product the caller may not discover gets the same answer as an unknown one.
+
+Nodes the caller may not know of are redacted, never named: a product dataset the caller may not
+discover (or one the catalog does not hold), the jobs that build or publish such a product
+(`publish.<product>`, its dbt model job) and the warehouse tables those jobs write. A redacted
+node keeps its place in the graph (kind, depth, edges) under an opaque id, `redacted:<n>`, and
+so does everything the walk reached only through redacted nodes (e.g. the landing files of a
+hidden product): what lies behind a hidden product is not named either.
 """
 
 from __future__ import annotations
 
 import threading
+from collections import deque
 from enum import Enum
+from typing import Any
 
 import anyio.to_thread
 import strawberry
 
 from gateway.context import RequestContext, Touch
 from gateway.errors import NOT_AVAILABLE, bad_input, forbidden
+from gateway.naming import camel
 from lineage import naming
-from lineage.graph import DATASET, LineageGraph, Node
+from lineage.graph import DATASET, JOB, LineageGraph, Node
 from lineage.outbox import Outbox
+
+REDACTED = "(redacted)"
 
 MAX_DEPTH = 20
 
@@ -31,14 +43,154 @@ class GraphCache:
         self.seq = 0
         self._lock = threading.Lock()
 
+    def _catch_up(self) -> None:
+        for event in self.outbox.events(after_seq=self.seq):
+            self.graph.add(event.as_dict())
+            self.seq = event.seq
+
     def walk(self, product: str, direction: str, depth: int) -> dict:
         """Catch up with the outbox, then walk; both under the lock (the graph is mutable)."""
         with self._lock:
-            for event in self.outbox.events(after_seq=self.seq):
-                self.graph.add(event.as_dict())
-                self.seq = event.seq
+            self._catch_up()
             ref = naming.product_dataset(product)
             return self.graph.walk(Node(DATASET, ref.namespace, ref.name), direction, depth).as_dict()
+
+    def walk_governed(
+        self,
+        product: str,
+        column: str | None,
+        direction: str,
+        depth: int,
+        visible: frozenset[str],
+        hidden: Any,
+    ) -> dict:
+        """The walk as the caller may see it: `visible` product names stay named, everything tied to
+        a hidden product (see `_Redactor`) becomes a placeholder."""
+        with self._lock:
+            self._catch_up()
+            ref = naming.product_dataset(product)
+            root = Node(DATASET, ref.namespace, ref.name)
+            if column is None:
+                sub = self.graph.walk(root, direction, depth)
+                nodes = [(n, None, d) for n, d in sorted(sub.nodes.items(), key=lambda i: (i[1], i[0]))]
+                edges = [((a, None), (b, None)) for a, b in sorted(sub.edges)]
+            else:
+                nodes, edges = _walk_columns(self.graph, root, column, direction, depth)
+            redactor = _Redactor(self.graph, visible, hidden)
+            return redactor.render(root, column, direction, nodes, edges)
+
+
+def _walk_columns(
+    graph: LineageGraph, root: Node, column: str, direction: str, depth: int
+) -> tuple[list[tuple[Node, str | None, int]], list[tuple[tuple[Node, str | None], tuple[Node, str | None]]]]:
+    """Column lineage through `columnLineage` facets, as (dataset, column, hops) and edges."""
+    if direction == "upstream":
+        step: dict[tuple[Node, str], set[tuple[Node, str]]] = graph.column_inputs
+    else:
+        step = {}
+        for target, sources in graph.column_inputs.items():
+            for source in sources:
+                step.setdefault(source, set()).add(target)
+    seen: dict[tuple[Node, str], int] = {(root, column): 0}
+    edges: set[tuple[tuple[Node, str], tuple[Node, str]]] = set()
+    queue = deque([(root, column)])
+    while queue:
+        here = queue.popleft()
+        if seen[here] >= depth:
+            continue
+        for there in step.get(here, ()):
+            edges.add((there, here) if direction == "upstream" else (here, there))
+            if there not in seen:
+                seen[there] = seen[here] + 1
+                queue.append(there)
+    nodes = [(n, c, d) for (n, c), d in sorted(seen.items(), key=lambda i: (i[1], i[0]))]
+    return nodes, sorted(edges)  # type: ignore[return-value]
+
+
+class _Redactor:
+    """Decides which nodes the caller may see by name, and renders the rest as placeholders."""
+
+    def __init__(self, graph: LineageGraph, visible: frozenset[str], hidden: Any) -> None:
+        self.graph = graph
+        self.visible = visible
+        self.namespace = naming.product_namespace()
+        # Jobs that build or publish a hidden product: `publish.<product>`, `dbt.<package>.<model>`.
+        self.hidden_jobs: set[str] = set()
+        for spec in hidden:
+            self.hidden_jobs.add(naming.publish_job(spec.name).name)
+            parts = spec.model_unique_id.split(".")
+            if len(parts) >= 3 and parts[0] == "model":
+                self.hidden_jobs.add(naming.dbt_model_job(parts[1], parts[-1]).name)
+        self._memo: dict[Node, bool] = {}
+
+    def is_hidden(self, node: Node) -> bool:
+        hit = self._memo.get(node)
+        if hit is None:
+            hit = self._memo[node] = self._hidden(node)
+        return hit
+
+    def _hidden(self, node: Node) -> bool:
+        if node.kind == DATASET and node.namespace == self.namespace:
+            return node.name not in self.visible  # unknown products are hidden too
+        if node.kind == JOB:
+            outputs = self.graph.outputs.get(node, ())
+            return node.name in self.hidden_jobs or any(
+                o.namespace == self.namespace and o.name not in self.visible for o in outputs
+            )
+        # Any other dataset: hidden if a job that builds a hidden product wrote it (its warehouse table).
+        return any(
+            node in outputs and job.name in self.hidden_jobs for job, outputs in self.graph.outputs.items()
+        )
+
+    def _reachable(self, root: Any, direction: str, edges: Any) -> set[Any]:
+        """Nodes (or (node, column) pairs) reached from the root without passing a hidden node."""
+        forward: dict[Any, list[Any]] = {}
+        for a, b in edges:
+            if direction == "upstream":
+                forward.setdefault(b, []).append(a)
+            else:
+                forward.setdefault(a, []).append(b)
+        seen = {root}
+        queue = deque([root])
+        while queue:
+            here = queue.popleft()
+            if here != root and self.is_hidden(here[0]):
+                continue  # reached, but nothing is named through it
+            for there in forward.get(here, ()):
+                if there not in seen:
+                    seen.add(there)
+                    queue.append(there)
+        return {key for key in seen if not self.is_hidden(key[0])}
+
+    def render(self, root: Node, column: str | None, direction: str, nodes: Any, edges: Any) -> dict:
+        named = self._reachable((root, column), direction, edges)
+        ids: dict[Any, str] = {}
+
+        def node_id(key: tuple[Node, str | None]) -> str:
+            if key in named:
+                return key[0].id if key[1] is None else f"{key[0].id}#{key[1]}"
+            return ids.setdefault(key, f"redacted:{len(ids) + 1}")
+
+        out_nodes = []
+        for node, col, depth in nodes:
+            shown = (node, col) in named
+            out_nodes.append(
+                {
+                    "id": node_id((node, col)),
+                    "kind": node.kind,
+                    "namespace": node.namespace if shown else "",
+                    "name": node.name if shown else REDACTED,
+                    "column": col if shown else None,
+                    "depth": depth,
+                    "redacted": not shown,
+                }
+            )
+        return {
+            "root": node_id((root, column)),
+            "direction": direction,
+            "nodes": out_nodes,
+            "edges": [{"from": node_id(a), "to": node_id(b)} for a, b in edges],
+        }
 
 
 @strawberry.enum
@@ -47,13 +199,15 @@ class LineageDirection(Enum):
     DOWNSTREAM = "downstream"
 
 
-@strawberry.type
+@strawberry.type(description="A dataset, job or column in the lineage graph; `redacted` ones are unnamed.")
 class LineageNode:
     id: str
     kind: str
     namespace: str
     name: str
+    column: str | None
     depth: int
+    redacted: bool
 
 
 @strawberry.type
@@ -73,8 +227,8 @@ class LineageResult:
 @strawberry.type
 class LineageQuery:
     @strawberry.field(
-        description="Where a product comes from (upstream) or what was derived from it "
-        "and who read it (downstream)."
+        description="Where a product (or one `column` of it) comes from (upstream) or what was "
+        "derived from it and who read it (downstream). Nodes you may not know of are redacted."
     )
     async def lineage(
         self,
@@ -82,6 +236,7 @@ class LineageQuery:
         product: str,
         direction: LineageDirection = LineageDirection.UPSTREAM,
         depth: int = 5,
+        column: str | None = None,
     ) -> LineageResult | None:
         ctx: RequestContext = info.context
         ctx.cacheable = False  # the graph grows with every build and read
@@ -98,7 +253,18 @@ class LineageQuery:
                 raise forbidden(decision.reason or "You may not see this product's lineage.")
             if not 1 <= depth <= MAX_DEPTH:
                 raise bad_input(f"`depth` must be between 1 and {MAX_DEPTH}.")
-            walked = await anyio.to_thread.run_sync(ctx.lineage_graph.walk, product, direction.value, depth)
+            if column is not None:
+                by_field = {camel(c.name): c.name for c in entry.spec.columns}
+                names = {c.name for c in entry.spec.columns}
+                column = column if column in names else by_field.get(column)
+                if column is None:
+                    raise bad_input("`column` is not a column of this product.")
+                touch.columns_requested = [column]
+            visible = frozenset(n for n, e in ctx.state.entries.items() if ctx.decide(e, "discover").allowed)
+            hidden = [e.spec for n, e in ctx.state.entries.items() if n not in visible]
+            walked = await anyio.to_thread.run_sync(
+                ctx.lineage_graph.walk_governed, product, column, direction.value, depth, visible, hidden
+            )
         except Exception as exc:
             touch.error_code = getattr(exc, "code", "INTERNAL_SERVER_ERROR")
             ctx.touch(touch)
@@ -108,11 +274,6 @@ class LineageQuery:
         return LineageResult(
             root=walked["root"],
             direction=walked["direction"],
-            nodes=[
-                LineageNode(
-                    id=n["id"], kind=n["kind"], namespace=n["namespace"], name=n["name"], depth=n["depth"]
-                )
-                for n in walked["nodes"]
-            ],
+            nodes=[LineageNode(**n) for n in walked["nodes"]],
             edges=[LineageEdge(from_=e["from"], to=e["to"]) for e in walked["edges"]],
         )

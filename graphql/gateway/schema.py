@@ -31,6 +31,7 @@ from strawberry.types.field import StrawberryField
 from civicmesh.catalog import CatalogEntry
 from civicmesh.products import ColumnSpec, ProductSpec
 from gateway import types as t
+from gateway.access_fields import AccessMutation, AccessRequestQuery
 from gateway.aggregates_schema import aggregate_field
 from gateway.audit_fields import AuditQuery
 from gateway.catalog_fields import CatalogQuery
@@ -42,6 +43,7 @@ from gateway.lineage_fields import LineageQuery
 from gateway.naming import camel, pascal, valid
 from gateway.query import BIGINT, BOOL, DATE, DATETIME, FLOAT, INT, OPERATORS, STRING, type_kind
 from gateway.reads import read_page, wanted_from
+from gateway.visibility import CallerSchemas, scrub_suggestions
 
 log = logging.getLogger(__name__)
 
@@ -241,6 +243,11 @@ def _department_field(department: str, fields: list[StrawberryField]) -> Strawbe
 
 
 class GatewaySchema(strawberry.Schema):
+    """A schema for one set of products. The one built from the whole catalog also routes each
+    request to the schema of the products its caller may discover (`visibility.CallerSchemas`)."""
+
+    callers: CallerSchemas | None = None
+
     def process_errors(self, errors: list[Any], execution_context: Any = None) -> None:
         # Governed errors and invalid queries are the caller's business, not the operator's: only
         # internal failures are logged (with their traceback), and only here, never to the caller.
@@ -248,12 +255,61 @@ class GatewaySchema(strawberry.Schema):
             if should_mask(error):
                 log.error("internal error in a resolver", exc_info=error.original_error)
 
+    async def execute(  # type: ignore[override]
+        self,
+        query: str | None,
+        variable_values: dict[str, Any] | None = None,
+        context_value: Any | None = None,
+        root_value: Any | None = None,
+        operation_name: str | None = None,
+        allowed_operation_types: Any = None,
+        operation_extensions: dict[str, Any] | None = None,
+    ) -> Any:
+        args = (query, variable_values, context_value, root_value, operation_name)
+        kwargs = {
+            "allowed_operation_types": allowed_operation_types,
+            "operation_extensions": operation_extensions,
+        }
+        callers = self.callers
+        target = self if callers is None else await callers.schema_for(context_value)
+        if target is self:
+            result = await super().execute(*args, **kwargs)
+        else:
+            result = await target.execute(*args, **kwargs)
+        scrub_suggestions(result.errors)
+        if callers is not None and target is not self and result.errors and result.data is None:
+            callers.audit_hidden(context_value, query, callers.visible(context_value))
+        return result
+
+    def execute_sync(  # type: ignore[override]
+        self,
+        query: str | None,
+        variable_values: dict[str, Any] | None = None,
+        context_value: Any | None = None,
+        root_value: Any | None = None,
+        operation_name: str | None = None,
+        allowed_operation_types: Any = None,
+        operation_extensions: dict[str, Any] | None = None,
+    ) -> Any:
+        args = (query, variable_values, context_value, root_value, operation_name)
+        kwargs = {
+            "allowed_operation_types": allowed_operation_types,
+            "operation_extensions": operation_extensions,
+        }
+        target = self if self.callers is None else self.callers.schema_for_sync(context_value)
+        if target is self:
+            result = super().execute_sync(*args, **kwargs)
+        else:
+            result = target.execute_sync(*args, **kwargs)
+        scrub_suggestions(result.errors)
+        return result
+
 
 def _default_resolver(obj: Any, name: str) -> Any:
     return obj.get(name) if type(obj) is dict else getattr(obj, name)
 
 
-def build_schema(state: CatalogState, demo_mode: bool) -> strawberry.Schema:
+def _build_one(state: CatalogState, demo_mode: bool) -> GatewaySchema:
     by_department: dict[str, list[StrawberryField]] = {}
     row_types: list[str] = []
     for entry in sorted(state.entries.values(), key=lambda e: e.spec.name):
@@ -265,10 +321,12 @@ def build_schema(state: CatalogState, demo_mode: bool) -> strawberry.Schema:
         by_department.setdefault(entry.spec.department, []).extend(fields)
     namespace: dict[str, Any] = {"__annotations__": {}}
     for department, fields in by_department.items():
+        if not fields:
+            continue
         field = _department_field(department, fields)
         namespace[f"dept_{department}"] = field
         namespace["__annotations__"][f"dept_{department}"] = field.type
-    bases = (CatalogQuery, AuditQuery, LineageQuery)
+    bases = (CatalogQuery, AuditQuery, LineageQuery, AccessRequestQuery)
     query = strawberry.type(types.new_class("Query", bases, {}, lambda ns: ns.update(namespace)))
     extensions: list[Any] = [
         ParserCache(maxsize=512),
@@ -283,9 +341,18 @@ def build_schema(state: CatalogState, demo_mode: bool) -> strawberry.Schema:
         extensions.append(DisableIntrospection())
     schema = GatewaySchema(
         query=query,
+        mutation=AccessMutation,
         execution_context_class=execution_context_for(row_types),
         extensions=extensions,
         config=StrawberryConfig(disable_field_suggestions=True, default_resolver=_default_resolver),
     )
     _fast_row_fields(schema, row_types)
+    return schema
+
+
+def build_schema(state: CatalogState, demo_mode: bool) -> strawberry.Schema:
+    """The schema of the whole catalog; each request executes on the schema of the products its
+    caller may discover (built on first use per distinct set, then shared)."""
+    schema = _build_one(state, demo_mode)
+    schema.callers = CallerSchemas(state, schema, lambda subset: _build_one(subset, demo_mode))
     return schema

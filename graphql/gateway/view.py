@@ -3,8 +3,10 @@ data carries `extensions.governance` (per product: snapshot, masked columns, row
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+import orjson
 from starlette.requests import Request
 from strawberry.asgi import GraphQL
 from strawberry.http import GraphQLHTTPResponse
@@ -24,6 +26,14 @@ class GatewayView(GraphQL):
             allow_queries_via_get=False,  # GET is CSRF-able and cached by proxies
             multipart_uploads_enabled=False,
         )
+
+    def encode_json(self, data: object) -> str | bytes:
+        # orjson is ~5x faster than json.dumps on a page of rows; the result is plain JSON types
+        # (graphql-core has serialised every scalar already). Anything orjson refuses falls back.
+        try:
+            return orjson.dumps(data)
+        except TypeError:
+            return json.dumps(data, separators=(",", ":"))
 
     async def get_context(self, request: Any, response: Any) -> Any:
         return getattr(request.state, CONTEXT_KEY, None)

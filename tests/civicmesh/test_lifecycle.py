@@ -129,3 +129,16 @@ def test_gc_removes_orphans_only_after_grace(tmp_path: Path, catalog: Catalog) -
     collect_garbage(catalog, tmp_path / "snapshots", grace=timedelta(days=1), now=T0)
     assert not orphan.exists()
     assert young.exists() and current.path.exists()
+
+
+def test_moving_latest_version_may_break_the_plain_name(tmp_path: Path, catalog: Catalog) -> None:
+    v1 = dataclasses.replace(SPEC, version=1)
+    _publish(tmp_path, catalog, 1, spec=v1)
+    v2 = dataclasses.replace(
+        SPEC, version=2, columns=(ColumnSpec("sensor_id", "varchar"), ColumnSpec("vehicles", "bigint"))
+    )
+    snapshot = _publish(tmp_path, catalog, 2, spec=v2, now=T0 + timedelta(hours=1))
+    assert catalog.current(SPEC.name) == snapshot
+    with pytest.raises(BreakingSchemaChange):  # but not within one version
+        broken = dataclasses.replace(v2, columns=(ColumnSpec("sensor_id", "varchar"),))
+        _publish(tmp_path, catalog, 3, spec=broken, now=T0 + timedelta(hours=2))

@@ -23,6 +23,7 @@ PRODUCTS = {
     "public_works.service_requests",
     "transportation.collisions",
     "transportation.traffic_counts",
+    "transportation.traffic_counts_v1",
 }
 
 pytestmark = pytest.mark.slow

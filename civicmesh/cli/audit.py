@@ -1,0 +1,349 @@
+"""`civicmesh audit verify|export|verify-export|report|readers`: the access log for auditors.
+
+- `verify`: is the hash chain whole, and do the signed checkpoints match? Names the first bad record.
+- `export`: a period of the log as CSV or JSONL plus a manifest an auditor checks without the store.
+- `verify-export`: check an export against its manifest (no database needed).
+- `report`: the access review (rights held, unused grants, denials, PII reads).
+- `readers --derived-from X`: who read products derived from X (lineage downstream joined with the log).
+
+These tools read the metadata store directly, like any local admin tool: whoever runs them can read
+the store anyway. Exports are themselves appended to the log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import re
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from civicmesh.cli import CommandError
+from civicmesh.settings import Settings
+
+_RELATIVE = re.compile(r"^(\d+)([dh])$")
+
+
+def moment(text: str) -> datetime:
+    """ISO 8601 date or time (UTC unless it says otherwise), or `30d` / `12h` ago."""
+    match = _RELATIVE.match(text.strip())
+    if match:
+        amount, unit = int(match.group(1)), match.group(2)
+        return datetime.now(UTC) - (timedelta(days=amount) if unit == "d" else timedelta(hours=amount))
+    try:
+        value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(
+            f"not a time: {text!r} (use 2026-01-31, 2026-01-31T08:00:00Z or 30d)"
+        ) from exc
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    audit = subparsers.add_parser("audit", help="verify, export and review the access log")
+    sub = audit.add_subparsers(dest="audit_command", required=True, metavar="SUBCOMMAND")
+
+    verify = sub.add_parser("verify", help="check the hash chain and the signed checkpoints")
+    verify.add_argument("--json", action="store_true", help="print the result as JSON")
+    verify.set_defaults(handler=run_verify)
+
+    export = sub.add_parser("export", help="export a period of the log with a verification manifest")
+    export.add_argument("--since", type=moment, help="from this time (inclusive)")
+    export.add_argument("--until", type=moment, help="up to this time (exclusive)")
+    export.add_argument("--format", choices=("csv", "jsonl"), default="jsonl")
+    export.add_argument("--out", help="export file (default access-log-<first>-<last>.<format>)")
+    export.add_argument("--manifest", type=Path, help="manifest file (default <out>.manifest.json)")
+    export.set_defaults(handler=run_export)
+
+    check = sub.add_parser("verify-export", help="check an export file against its manifest")
+    check.add_argument("file", type=Path)
+    check.add_argument("--manifest", type=Path, help="default <file>.manifest.json")
+    check.add_argument(
+        "--with-key",
+        action="store_true",
+        help="also check checkpoint and manifest signatures with the audit key (CIVICMESH_AUDIT_KEY)",
+    )
+    check.set_defaults(handler=run_verify_export)
+
+    report = sub.add_parser("report", help="access review: rights, unused grants, denials, PII reads")
+    report.add_argument("--days", type=int, default=90, help="the review period (default 90)")
+    report.add_argument("--format", choices=("text", "json"), default="text")
+    report.add_argument("--manifest", type=Path, help="products from a dbt manifest, not the catalog")
+    report.set_defaults(handler=run_report)
+
+    readers = sub.add_parser("readers", help="who read products derived from a product or source")
+    readers.add_argument(
+        "--derived-from",
+        required=True,
+        metavar="DATASET_OR_PRODUCT",
+        help="a product (department.product), a landing file, or a raw/staging table",
+    )
+    readers.add_argument("--since", type=moment)
+    readers.add_argument("--until", type=moment)
+    readers.add_argument("--depth", type=int, default=10)
+    readers.add_argument("--as", dest="user", help="only products USER may audit (as the gateway does)")
+    readers.add_argument("--format", choices=("text", "json"), default="text")
+    readers.set_defaults(handler=run_readers)
+
+
+def _log(settings: Settings) -> Any:
+    from sqlalchemy.engine import make_url
+
+    from civicmesh.accesslog import AccessLog
+    from civicmesh.store import get_engine
+
+    url = make_url(settings.metadata_url)
+    if url.get_backend_name() == "sqlite" and url.database and not Path(url.database).exists():
+        raise CommandError(f"no metadata store at {url.database} (nothing served or built yet)")
+    return AccessLog(get_engine(settings.metadata_url), checkpoint_key=settings.audit_key).ensure_schema()
+
+
+# -- verify -----------------------------------------------------------------------------------------
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    check = _log(Settings.from_env()).verify_report()
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "ok": check.ok,
+                    "head": check.head,
+                    "first_bad": check.first_bad,
+                    "problem": check.problem,
+                    "detail": check.detail,
+                    "checkpoints": check.checkpoints,
+                    "last_checkpoint": check.last_checkpoint,
+                }
+            )
+        )
+    elif check.ok:
+        signed = (
+            f"{check.checkpoints} signed checkpoints, the last at seq {check.last_checkpoint}"
+            if check.checkpoints
+            else "no signed checkpoints yet"
+        )
+        print(f"OK: access log verified, head seq {check.head} ({signed})")
+    else:
+        print(f"BAD: first bad seq {check.first_bad}: {check.problem}: {check.detail}")
+    return 0 if check.ok else 1
+
+
+# -- export -----------------------------------------------------------------------------------------
+
+
+def _log_export(log: Any, manifest: dict[str, Any]) -> None:
+    from civicmesh.accesslog import AccessLogUnavailable, AccessRecord
+
+    span = (
+        f"seq {manifest['first_seq']}..{manifest['last_seq']}" if manifest["record_count"] else "no records"
+    )
+    record = AccessRecord(
+        request_id=f"audit-export-{manifest['sha256'][:16]}",
+        action="audit_export",
+        status=200,
+        decision="allow",
+        reason=f"civicmesh audit export: {span}, {manifest['record_count']} records, "
+        f"{manifest['format']}, sha256 {manifest['sha256']}",
+        subject=f"local:{getpass.getuser()}",
+        client="cli",
+        rows=manifest["record_count"],
+    )
+    try:
+        log.append([record])
+    except AccessLogUnavailable as exc:
+        raise CommandError(f"the export could not be logged, so it was removed: {exc}") from exc
+
+
+def run_export(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from civicmesh.audit.export import export_log
+
+    if args.since and args.until and args.since >= args.until:
+        raise CommandError("--since must be before --until")
+    log = _log(Settings.from_env())
+    to_stdout = args.out == "-"
+    if to_stdout and args.manifest is None:
+        raise CommandError("--out - (stdout) needs --manifest FILE")
+    with tempfile.TemporaryDirectory() as tmp:
+        target = Path(tmp) / f"access-log.{args.format}" if to_stdout or not args.out else Path(args.out)
+        manifest = export_log(log, target, args.format, args.since, args.until)
+        if not to_stdout and not args.out:  # name it after the range it holds
+            name = f"access-log-{manifest['first_seq'] or 0}-{manifest['last_seq'] or 0}.{args.format}"
+            final = Path(name)
+            target.replace(final)
+            target = final
+            manifest["file"] = final.name
+        try:
+            _log_export(log, manifest)
+        except CommandError:
+            if not to_stdout:
+                target.unlink(missing_ok=True)
+            raise
+        if to_stdout:
+            sys.stdout.write(target.read_text(encoding="utf-8"))
+            sys.stdout.flush()
+        manifest_path = args.manifest or target.with_name(target.name + ".manifest.json")
+        manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    out = sys.stderr if to_stdout else sys.stdout
+    count = manifest["record_count"]
+    span = f"seq {manifest['first_seq']}..{manifest['last_seq']}" if count else "no records in the period"
+    print(
+        f"exported {count} records ({span}) to {'stdout' if to_stdout else target}; "
+        f"manifest {manifest_path} (sha256 {manifest['sha256'][:16]}…, "
+        f"{len(manifest['checkpoints'])} signed checkpoints in range)",
+        file=out,
+    )
+    chain = manifest["chain"]
+    if not chain["store_verified"]:
+        print(
+            f"WARNING: the stored chain does not verify: first bad seq {chain['store_first_bad']} "
+            f"({chain['store_problem']}); run `civicmesh audit verify`",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def run_verify_export(args: argparse.Namespace) -> int:
+    import os
+
+    from civicmesh.audit.export import verify_export
+
+    manifest_path = args.manifest or args.file.with_name(args.file.name + ".manifest.json")
+    if not args.file.is_file():
+        raise CommandError(f"no export at {args.file}")
+    if not manifest_path.is_file():
+        raise CommandError(f"no manifest at {manifest_path} (pass --manifest)")
+    manifest = json.loads(manifest_path.read_text())
+    key = None
+    if args.with_key:
+        key = os.environ.get("CIVICMESH_AUDIT_KEY") or Settings.from_env().audit_key
+    problems = verify_export(args.file, manifest, key)
+    for problem in problems:
+        print(f"BAD: {problem}")
+    if problems:
+        return 1
+    signed = "signatures checked" if key else "signatures not checked (no --with-key)"
+    print(
+        f"OK: {manifest['record_count']} records, seq {manifest['first_seq']}..{manifest['last_seq']}, "
+        f"chain and sha256 match the manifest; {signed}"
+    )
+    return 0
+
+
+# -- report -----------------------------------------------------------------------------------------
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from civicmesh.audit.report import GrantInfo, Holding, build_report, render_json, render_text
+    from civicmesh.cli.policy import _engine, load_products
+    from policies import grants as grants_mod
+    from policies.decision import ACTIONS
+
+    if args.days < 1:
+        raise CommandError("--days must be at least 1")
+    settings = Settings.from_env()
+    log = _log(settings)
+    products = load_products(settings, args.manifest)
+    engine = _engine(settings)
+    grants_mod.record_expiries(engine.metadata, log)
+    holdings = []
+    for product in products:
+        for user in engine.users():
+            for action in ACTIONS:
+                d = engine.decide(user.name, product, action)
+                if d.allowed:
+                    holdings.append(
+                        Holding(
+                            product=product.name,
+                            action=action,
+                            subject=d.subject,
+                            rule=d.rule,
+                            source=d.source,
+                            masked=tuple(sorted(d.masks)),
+                            row_filter=d.row_filter.describe() if d.row_filter else None,
+                        )
+                    )
+    grants = [
+        GrantInfo(g.id, g.subject, g.product, g.action, g.decided_by, g.decided_at, g.expires_at)
+        for g in grants_mod.active_grants(engine.metadata)
+    ]
+    now = datetime.now(UTC)
+    report = build_report(
+        log,
+        now=now,
+        since=now - timedelta(days=args.days),
+        days=args.days,
+        holdings=holdings,
+        grants=grants,
+        pii_columns={p.name: p.pii_columns for p in products},
+        policy_version=engine.version,
+    )
+    print(render_json(report) if args.format == "json" else render_text(report))
+    return 0
+
+
+# -- readers of derived data ------------------------------------------------------------------------
+
+
+def run_readers(args: argparse.Namespace) -> int:
+    from civicmesh.catalog import Catalog
+    from civicmesh.store import get_engine
+    from lineage.outbox import Outbox
+    from lineage.readers import UnknownDataset, load_graph, readers_from
+
+    if args.depth < 1:
+        raise CommandError("--depth must be at least 1")
+    settings = Settings.from_env()
+    log = _log(settings)
+    engine = get_engine(settings.metadata_url)
+    entries = {e.spec.name: e for e in Catalog(engine).ensure_schema().entries()}
+    graph = load_graph(Outbox(engine).ensure_schema())
+    try:
+        derived, readers = readers_from(
+            graph, log, args.derived_from, args.since, args.until, args.depth, known_products=entries
+        )
+    except UnknownDataset as exc:
+        raise CommandError(
+            f"lineage knows no dataset {args.derived_from!r}: name a product (department.product), "
+            "a landing file or a warehouse table"
+        ) from exc
+    if args.user:
+        from civicmesh.cli.policy import _engine
+
+        policy = _engine(settings)
+        allowed = {
+            n for n in derived if n in entries and policy.decide(args.user, entries[n].spec, "audit").allowed
+        }
+        derived = sorted(allowed)
+        readers = [r for r in readers if r.product in allowed]
+    if args.format == "json":
+        print(
+            json.dumps(
+                {
+                    "derivedFrom": args.derived_from,
+                    "products": derived,
+                    "readers": [r.as_dict() for r in readers],
+                },
+                indent=2,
+            )
+        )
+        return 0
+    print(f"derived from {args.derived_from}: {', '.join(derived) or '(no products)'}")
+    if not readers:
+        print("  (no reads recorded)")
+    for r in readers:
+        masks = ", ".join(f"{c}={k}" for c, k in sorted(r.masks.items())) or "none"
+        rows = (
+            "; ".join(f"{f['column']} in {','.join(map(str, f['values']))}" for f in r.row_filters) or "all"
+        )
+        print(
+            f"  {r.product:<36} {r.subject or '?':<10} {r.reads:>4} reads {r.rows:>7} rows  "
+            f"{r.first} .. {r.last}  masked: {masks}  rows: {rows}"
+        )
+    return 0
