@@ -53,7 +53,7 @@ class Settings:
 
     @property
     def dbt_project_dir(self) -> Path:
-        return self.repo_root / "transforms"
+        return _env_path("CIVICMESH_DBT_PROJECT_DIR", self.repo_root / "transforms")
 
     @property
     def dbt_target_dir(self) -> Path:

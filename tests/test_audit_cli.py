@@ -442,3 +442,17 @@ def test_readers_text_scoping_and_unknown(settings: Settings, capsys: pytest.Cap
     assert code == 0 and "(no reads recorded)" in out
     code, _, err = _run(capsys, "audit", "readers", "--derived-from", "nope.nothing")
     assert code == 1 and "lineage knows no dataset" in err
+
+
+def test_export_default_name_and_stdout(settings: Settings, capsys: pytest.CaptureFixture[str]) -> None:
+    _three_months(settings)
+    assert _run(capsys, "audit", "export", "--format", "csv")[0] == 0
+    code, out, _ = _run(capsys, "audit", "verify-export", "access-log-1-6.csv", "--with-key")
+    assert code == 0, out
+    code, out, err = _run(capsys, "audit", "export", "--out", "-", "--manifest", "m.json")
+    assert code == 0 and "to stdout" in err
+    Path("stdout.jsonl").write_text(out)
+    code, out, _ = _run(
+        capsys, "audit", "verify-export", "stdout.jsonl", "--manifest", "m.json", "--with-key"
+    )
+    assert code == 0 and "7 records" in out, out  # the first export was logged too

@@ -81,7 +81,7 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def _sign_manifest(key: bytes, manifest: dict[str, Any]) -> str:
+def sign_manifest(key: bytes, manifest: dict[str, Any]) -> str:
     body = {k: v for k, v in manifest.items() if k != "manifest_signature"}
     text = json.dumps(body, sort_keys=True, separators=(",", ":"))
     return hmac.new(key, text.encode(), hashlib.sha256).hexdigest()
@@ -154,7 +154,7 @@ def export_log(
         "checkpoint_signature": "HMAC-SHA256(audit key, f'{seq}|{hash}|{ts}')",
     }
     if log.checkpoint_key is not None:
-        manifest["manifest_signature"] = _sign_manifest(log.checkpoint_key, manifest)
+        manifest["manifest_signature"] = sign_manifest(log.checkpoint_key, manifest)
     return manifest
 
 
@@ -225,7 +225,7 @@ def verify_export(export: Path, manifest: dict[str, Any], key: str | None = None
             if not hmac.compare_digest(sign_checkpoint(raw, seq, cp["hash"], cp["ts"]), cp["signature"]):
                 problems.append(f"checkpoint {seq}: bad signature")
         signature = manifest.get("manifest_signature")
-        if signature is None or not hmac.compare_digest(_sign_manifest(raw, manifest), signature):
+        if signature is None or not hmac.compare_digest(sign_manifest(raw, manifest), signature):
             problems.append("the manifest's signature is missing or wrong")
     return problems
 

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 COMMAND_MODULES = (
     "civicmesh.cli.generate",
     "civicmesh.cli.build",
+    "civicmesh.cli.snapshots",
     "civicmesh.cli.serve",
     "civicmesh.cli.policy",
     "civicmesh.cli.access",

@@ -161,7 +161,7 @@ def _log_export(log: Any, manifest: dict[str, Any]) -> None:
 def run_export(args: argparse.Namespace) -> int:
     import tempfile
 
-    from civicmesh.audit.export import export_log
+    from civicmesh.audit.export import export_log, sign_manifest
 
     if args.since and args.until and args.since >= args.until:
         raise CommandError("--since must be before --until")
@@ -178,6 +178,8 @@ def run_export(args: argparse.Namespace) -> int:
             target.replace(final)
             target = final
             manifest["file"] = final.name
+            if log.checkpoint_key is not None:
+                manifest["manifest_signature"] = sign_manifest(log.checkpoint_key, manifest)
         try:
             _log_export(log, manifest)
         except CommandError:

@@ -25,13 +25,13 @@ from cross_web import HTTPException
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 
 from civicmesh.accesslog import AccessLog
 from civicmesh.catalog import Catalog
 from civicmesh.settings import Settings
 from civicmesh.store import get_engine
-from gateway import errors
+from gateway import errors, ide
 from gateway.auth import AuthError, Principal, authenticate
 from gateway.context import CatalogState, RequestContext, Touch
 from gateway.duck import DuckPool
@@ -328,6 +328,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route("/exports/{target}", export, methods=["GET"]),
             Route("/api/v1/lineage", lineage_post, methods=["POST"]),
             Route("/healthz", healthz, methods=["GET"]),
+            *([Mount(ide.STATIC_PATH, app=ide.static_app())] if settings.demo_mode else []),
         ],
         lifespan=lifespan,
     )

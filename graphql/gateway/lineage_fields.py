@@ -14,6 +14,8 @@ hidden product): what lies behind a hidden product is not named either.
 
 from __future__ import annotations
 
+import hmac
+import secrets
 import threading
 from collections import deque
 from enum import Enum
@@ -30,6 +32,7 @@ from lineage.graph import DATASET, JOB, LineageGraph, Node
 from lineage.outbox import Outbox
 
 REDACTED = "(redacted)"
+_ORDER_KEY = secrets.token_bytes(16)
 
 MAX_DEPTH = 20
 
@@ -164,6 +167,16 @@ class _Redactor:
 
     def render(self, root: Node, column: str | None, direction: str, nodes: Any, edges: Any) -> dict:
         named = self._reachable((root, column), direction, edges)
+        # Placeholders come after the named nodes, by depth and kind, then in an order keyed with a
+        # per-process secret: sorted by their real names they would tell where those names sort.
+        nodes = [n for n in nodes if (n[0], n[1]) in named] + sorted(
+            (n for n in nodes if (n[0], n[1]) not in named),
+            key=lambda n: (
+                n[2],
+                n[0].kind,
+                hmac.new(_ORDER_KEY, f"{n[0].id}#{n[1]}".encode(), "sha256").digest(),
+            ),
+        )
         ids: dict[Any, str] = {}
 
         def node_id(key: tuple[Node, str | None]) -> str:
@@ -189,7 +202,8 @@ class _Redactor:
             "root": node_id((root, column)),
             "direction": direction,
             "nodes": out_nodes,
-            "edges": [{"from": node_id(a), "to": node_id(b)} for a, b in edges],
+            # sorted by what is shown, so the order says nothing about the hidden names either
+            "edges": [{"from": a, "to": b} for a, b in sorted({(node_id(a), node_id(b)) for a, b in edges})],
         }
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import anyio.to_thread
@@ -90,13 +91,22 @@ class Recorder:
         else:
             records = [AccessRecord(**common, action="query", error_code=request_error)]
         request_id = common["request_id"]
-        events = [
-            read_event(
-                request_id, principal.subject, t.spec, t.snapshot_id, t.columns_returned, t.decision, t.rows
-            )
-            for t in touches
-            if t.spec is not None and t.decision is not None
-        ]
+
+        def events() -> list[Any]:  # built in the writer thread, off the event loop
+            return [
+                read_event(
+                    request_id,
+                    principal.subject,
+                    t.spec,
+                    t.snapshot_id,
+                    t.columns_returned,
+                    t.decision,
+                    t.rows,
+                )
+                for t in touches
+                if t.spec is not None and t.decision is not None
+            ]
+
         if not await self.commit(records, events):
             return error_response(503, errors.UNAVAILABLE, LOG_DOWN)
         return response
@@ -118,19 +128,29 @@ class Recorder:
         headers = {"WWW-Authenticate": 'Bearer realm="civicmesh"'} if status == 401 else None
         return error_response(status, code, message, headers)
 
-    async def commit(self, records: list[AccessRecord], events: list[Any] | None = None) -> bool:
+    async def commit(
+        self, records: list[AccessRecord], events: list[Any] | Callable[[], list[Any]] | None = None
+    ) -> bool:
         """Durably record the request: access-log records and the lineage read events (outbox) in
-        one transaction, group-committed with concurrent requests. False means: serve nothing."""
-        also = None
-        if events:
-            outbox = self.lineage.outbox
-            rows = outbox.prepare(events)  # serialising is the slow part: outside the write lock
+        one transaction, group-committed with concurrent requests. False means: serve nothing.
 
-            def also(conn: Any) -> None:
-                outbox.write(rows, conn)
+        Events (or the function that builds them) are built and serialised in the worker thread
+        that writes, before it joins the group commit: off the event loop, outside the write lock."""
+        outbox = self.lineage.outbox
+
+        def write() -> None:
+            built = events() if callable(events) else events
+            also = None
+            if built:
+                rows = outbox.prepare(built)
+
+                def also(conn: Any) -> None:
+                    outbox.write(rows, conn)
+
+            self.access_log.append(records, also)
 
         try:
-            await anyio.to_thread.run_sync(self.access_log.append, records, also)
+            await anyio.to_thread.run_sync(write)
         except Exception:
             log.exception("access log write failed; failing closed")
             return False

@@ -8,10 +8,12 @@ from typing import Any
 
 import orjson
 from starlette.requests import Request
+from starlette.responses import Response
 from strawberry.asgi import GraphQL
 from strawberry.http import GraphQLHTTPResponse
 from strawberry.types import ExecutionResult
 
+from gateway import ide
 from gateway.context import RequestContext
 from gateway.errors import error_code
 
@@ -26,6 +28,9 @@ class GatewayView(GraphQL):
             allow_queries_via_get=False,  # GET is CSRF-able and cached by proxies
             multipart_uploads_enabled=False,
         )
+
+    async def render_graphql_ide(self, request: Request) -> Response:
+        return ide.page(request)  # GraphiQL from local files (gateway/ide.py), never a CDN
 
     def encode_json(self, data: object) -> str | bytes:
         # orjson is ~5x faster than json.dumps on a page of rows; the result is plain JSON types
