@@ -9,18 +9,31 @@ is the orchestration overhead.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 import tempfile
+import types
 from pathlib import Path
 
-# Scripts here share names with packages (lineage, gateway): keep this folder last on the path.
+# bench/ holds scripts named like packages (lineage, gateway): keep it off sys.path and load the
+# private helper modules by file.
 BENCH_DIR = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != BENCH_DIR] + [str(BENCH_DIR)]
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != BENCH_DIR]
 
-from _mesh import mesh_settings, raw_dbt_build, timed
 
-from civicmesh.synthetic import generate
-from orchestration.build import run_build
+def _load(name: str) -> types.ModuleType:
+    spec = importlib.util.spec_from_file_location(name, BENCH_DIR / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_mesh = _load("_mesh")
+mesh_settings, raw_dbt_build, timed = _mesh.mesh_settings, _mesh.raw_dbt_build, _mesh.timed
+
+from civicmesh.synthetic import generate  # noqa: E402
+from orchestration.build import run_build  # noqa: E402
 
 
 def bench(rows: int) -> dict[str, float]:

@@ -7,20 +7,33 @@ The build overhead compares warm rebuilds of the same data with lineage on and o
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import sys
 import tempfile
+import types
 from pathlib import Path
 
-# Scripts here share names with packages (lineage, gateway): keep this folder last on the path.
+# bench/ holds scripts named like packages (lineage, gateway): keep it off sys.path and load the
+# private helper modules by file.
 BENCH_DIR = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != BENCH_DIR] + [str(BENCH_DIR)]
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != BENCH_DIR]
 
-from _mesh import median, mesh_settings, timed
-from _outbox import outbox_throughput
 
-from civicmesh.synthetic import generate
-from orchestration.build import run_build
+def _load(name: str) -> types.ModuleType:
+    spec = importlib.util.spec_from_file_location(name, BENCH_DIR / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_mesh = _load("_mesh")
+median, mesh_settings, timed = _mesh.median, _mesh.mesh_settings, _mesh.timed
+outbox_throughput = _load("_outbox").outbox_throughput
+
+from civicmesh.synthetic import generate  # noqa: E402
+from orchestration.build import run_build  # noqa: E402
 
 
 def build_overhead(rows: int, rounds: int) -> tuple[float, float]:
