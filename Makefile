@@ -4,6 +4,10 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | cksum | cut -d' ' -f1)
 UV_VERSION := 0.13.9
+# GraphiQL's files (demo mode) from the npm registry at install time, never at run time; see
+# graphql/gateway/README.md. Re-installed only when the lock changes; skipped (with a warning) without npm.
+IDE       := graphql/gateway/ide
+IDE_STAMP := $(IDE)/node_modules/.installed-$(shell cksum < $(IDE)/package-lock.json | cut -d' ' -f1)
 export DBT_SEND_ANONYMOUS_USAGE_STATS := false
 
 .PHONY: install demo test lint format lock dagster bench clean
@@ -15,7 +19,12 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
 	@rm -f $(VENV)/.installed-* && touch $@
 
-install: $(STAMP)
+$(IDE_STAMP): $(IDE)/package.json $(IDE)/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+	  cd $(IDE) && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error && touch $(CURDIR)/$@; \
+	else echo "warning: npm not found: GraphiQL (demo mode) will say how to install it; the API works"; fi
+
+install: $(STAMP) $(IDE_STAMP)
 
 ## Generate demo data, build and publish every product through Dagster, print tokens, serve :8000.
 demo: install

@@ -11,6 +11,7 @@ import datetime as dt
 import inspect
 import logging
 import types
+import weakref
 from typing import Any, Optional
 
 import strawberry
@@ -281,6 +282,23 @@ class GatewaySchema(strawberry.Schema):
             callers.audit_hidden(context_value, query, callers.visible(context_value))
         return result
 
+    def stream(  # type: ignore[override]
+        self,
+        query: str | None,
+        variable_values: dict[str, Any] | None = None,
+        context_value: Any | None = None,
+        root_value: Any | None = None,
+        operation_name: str | None = None,
+        operation_extensions: dict[str, Any] | None = None,
+        allowed_operation_types: Any = None,
+    ) -> Any:
+        # No streaming transport is enabled today; should one be, it routes per caller too.
+        target = self if self.callers is None else self.callers.schema_for_sync(context_value)
+        args = (query, variable_values, context_value, root_value, operation_name, operation_extensions)
+        if target is self:
+            return super().stream(*args, allowed_operation_types)
+        return target.stream(*args, allowed_operation_types)
+
     def execute_sync(  # type: ignore[override]
         self,
         query: str | None,
@@ -350,9 +368,19 @@ def _build_one(state: CatalogState, demo_mode: bool) -> GatewaySchema:
     return schema
 
 
+# The caller schemas of the last catalog state, per mode: their sets are warmed after a publish.
+_latest: dict[bool, weakref.ref[CallerSchemas]] = {}
+
+
 def build_schema(state: CatalogState, demo_mode: bool) -> strawberry.Schema:
     """The schema of the whole catalog; each request executes on the schema of the products its
     caller may discover (built on first use per distinct set, then shared)."""
     schema = _build_one(state, demo_mode)
-    schema.callers = CallerSchemas(state, schema, lambda subset: _build_one(subset, demo_mode))
+    callers = CallerSchemas(state, schema, lambda subset: _build_one(subset, demo_mode))
+    schema.callers = callers
+    previous = _latest.get(demo_mode)
+    previous_callers = previous() if previous is not None else None
+    if previous_callers is not None:
+        callers.warm_from(previous_callers)
+    _latest[demo_mode] = weakref.ref(callers)
     return schema

@@ -64,6 +64,7 @@ class CallerSchemas:
         self._schemas: OrderedDict[Names, Any] = OrderedDict()
         self._building: dict[Names, asyncio.Future[Any]] = {}
         self._sets: dict[tuple[str, str], Names] = {}
+        self._policy: Any = None  # the engine of the last caller (to warm the next state's schemas)
         self.builds = 0
         # For the audit record of a hidden product named in a query: GraphQL names -> product.
         self._products: dict[str, dict[str, str]] = {}
@@ -82,20 +83,24 @@ class CallerSchemas:
         if not isinstance(ctx, RequestContext):
             return frozenset()
         policy, subject = ctx.policy, ctx.subject
+        self._policy = policy
         key = (subject, policy.version)
         names = self._sets.get(key)
         if names is not None:
             return names
-        names = frozenset(
-            name
-            for name, entry in self.state.entries.items()
-            if policy.decide(subject, entry.spec, "discover").allowed
-        )
+        names = self._decide_set(policy, subject)
         if policy.version == key[1]:  # not reloaded meanwhile: safe to remember under this version
             if len(self._sets) >= MAX_CALLERS:
                 self._sets.clear()
             self._sets[key] = names
         return names
+
+    def _decide_set(self, policy: Any, subject: str) -> Names:
+        return frozenset(
+            name
+            for name, entry in self.state.entries.items()
+            if policy.decide(subject, entry.spec, "discover").allowed
+        )
 
     # -- one schema per set ----------------------------------------------------------------------
 
@@ -143,6 +148,33 @@ class CallerSchemas:
             self._building[names] = future
             future.add_done_callback(lambda _: self._building.pop(names, None))
         return await asyncio.shield(future)
+
+    def warm_from(
+        self, previous: CallerSchemas, limit: int = 8, subjects: int = 256
+    ) -> threading.Thread | None:
+        """After a publish, build in the background the schemas that the recent callers of the
+        previous catalog state will need now (their sets recomputed over the new catalog), so
+        they do not each pay the first build (~0.1-0.4 s)."""
+        policy = previous._policy
+        recent = list(dict.fromkeys(subject for subject, _ in reversed(list(previous._sets))))[:subjects]
+        if policy is None or not recent:
+            return None
+
+        def warm() -> None:
+            try:
+                counts: dict[Names, int] = {}
+                for subject in recent:
+                    names = self._decide_set(policy, subject)
+                    counts[names] = counts.get(names, 0) + 1
+                ranked = sorted(counts, key=lambda n: -counts[n])
+                for names in [n for n in ranked if n != self.all_names][:limit]:
+                    self._build(names)
+            except Exception:  # a request builds what it needs (and reports) anyway
+                log.exception("warming the caller schemas failed")
+
+        thread = threading.Thread(target=warm, name="civicmesh-schema-warm", daemon=True)
+        thread.start()
+        return thread
 
     # -- auditing attempts on hidden products ----------------------------------------------------
 

@@ -198,4 +198,3 @@ def test_lineage_of_a_hidden_product_is_like_a_missing_one(lineage_server) -> No
     # an internal product: mallory discovers it, but lineage is no built-in right there
     denied = srv.gql(LINEAGE, "mallory", {"p": REQUESTS.name, "c": None, "d": "UPSTREAM"})
     assert denied["errors"][0]["extensions"]["code"] == "FORBIDDEN"
-

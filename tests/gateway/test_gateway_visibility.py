@@ -5,6 +5,7 @@ discoverable set, and a grant that changes what a caller may name takes effect."
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -237,3 +238,28 @@ def test_a_grant_puts_the_product_into_the_callers_schema_and_a_revocation_takes
     revoke = "mutation($id: Int!) { revokeAccess(id: $id) { state } }"
     assert srv.gql(revoke, "frank", {"id": rid})["data"]["revokeAccess"]["state"] == "REVOKED"
     assert until(lambda: _fields(srv, "mallory", "HrSalariesRow") is None)
+
+
+def test_after_a_publish_the_schemas_in_use_are_warmed_in_the_background(
+    demo_server, publish_product
+) -> None:
+    srv = demo_server
+    for user in ("mallory", "fiona"):  # two sets in use
+        srv.gql("{ me { user } }", user)
+    old = _callers(srv)
+    spec = _spec("environment", "noise", "public", (ColumnSpec("db", "double"),))
+    publish_product(srv.settings, spec, "SELECT 40.0 AS db")
+    deadline = time.monotonic() + 10
+    while _callers(srv) is old and time.monotonic() < deadline:
+        srv.gql("{ me { user } }", "carol")  # a request triggers the catalog refresh
+        time.sleep(0.2)
+    new = _callers(srv)
+    assert new is not old
+    for thread in threading.enumerate():
+        if thread.name == "civicmesh-schema-warm":
+            thread.join(10)
+    assert new.builds >= 2  # mallory's and fiona's sets (and others in use), before they asked
+    builds = new.builds
+    body = srv.gql("{ environment { noise { totalCount } } }", "mallory")
+    assert body["data"]["environment"]["noise"]["totalCount"] == 1
+    assert new.builds == builds
