@@ -17,7 +17,6 @@ import strawberry
 from gateway.context import RequestContext, Touch
 from gateway.errors import NOT_AVAILABLE, bad_input, forbidden, limit_exceeded
 from gateway.types import BigInt, PageInfo, RowFilterInfo
-from lineage import naming
 
 MAX_PAGE = 500
 
@@ -151,11 +150,7 @@ class AuditQuery:
             touch.decision = ctx.decide(entry, "audit")
             if not touch.decision.allowed:
                 raise forbidden(touch.decision.reason or "You may not audit this product.")
-            walked = await anyio.to_thread.run_sync(ctx.lineage_graph.walk, product, "downstream", depth)
-            namespace = naming.product_namespace()
-            names = {
-                n["name"] for n in walked["nodes"] if n["kind"] == "dataset" and n["namespace"] == namespace
-            }
+            names = await anyio.to_thread.run_sync(ctx.lineage_graph.derived_products, product, depth)
             # Only products the caller may audit: the others are neither shown nor named.
             derived = sorted(
                 name

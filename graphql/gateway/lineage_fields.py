@@ -30,6 +30,7 @@ from gateway.naming import camel
 from lineage import naming
 from lineage.graph import DATASET, JOB, LineageGraph, Node
 from lineage.outbox import Outbox
+from lineage.readers import derived_products, resolve
 
 REDACTED = "(redacted)"
 _ORDER_KEY = secrets.token_bytes(16)
@@ -57,6 +58,12 @@ class GraphCache:
             self._catch_up()
             ref = naming.product_dataset(product)
             return self.graph.walk(Node(DATASET, ref.namespace, ref.name), direction, depth).as_dict()
+
+    def derived_products(self, product: str, depth: int) -> set[str]:
+        """Every product downstream of `product`, through the marts it is published from."""
+        with self._lock:
+            self._catch_up()
+            return derived_products(self.graph, resolve(self.graph, product), depth)
 
     def walk_governed(
         self,

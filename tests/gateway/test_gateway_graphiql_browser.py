@@ -215,13 +215,6 @@ def test_graphiql_runs_a_query_with_a_bearer_token_offline(
     browser.type(headers)
     assert json.loads(browser.js(_editor_value(headers_editor))) == json.loads(headers)
 
-    # With the token, the schema loads (re-fetch button): the docs explorer lists the root type.
-    browser.click("button[aria-label='Re-fetch GraphQL schema']")
-    browser.click("button[aria-label='Show Documentation Explorer']")
-    browser.wait_for(
-        "document.querySelector('.graphiql-doc-explorer')?.innerText.includes('Query')", "the schema docs"
-    )
-
     # The query editor: replace the welcome text with a query, run it with the play button.
     browser.click(".graphiql-query-editor .CodeMirror-lines")
     browser.select_all()
@@ -237,6 +230,13 @@ def test_graphiql_runs_a_query_with_a_bearer_token_offline(
     assert json.loads(shown)["data"]["me"] == {"user": "alice"}
     # ...and it is visible on the page, not only in the editor's model.
     assert "alice" in browser.js("document.querySelector('.graphiql-response').innerText")
+
+    # With the token, the schema loads (re-fetch button): the docs explorer lists the root type.
+    browser.click("button[aria-label='Re-fetch GraphQL schema']")
+    browser.click("button[aria-label='Show Documentation Explorer']")
+    browser.wait_for(
+        "document.querySelector('.graphiql-doc-explorer')?.innerText.includes('Query')", "the schema docs"
+    )
 
     shot = tmp_path / "graphiql.png"
     shot.write_bytes(base64.b64decode(browser.send("Page.captureScreenshot", format="png")["data"]))
