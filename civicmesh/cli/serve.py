@@ -43,6 +43,7 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000, workers
         os.environ["CIVICMESH_DEMO"] = "1"
     settings.jwt_secret  # noqa: B018 - create the stored secret once, before workers race for it
     settings.mask_key  # noqa: B018
+    settings.audit_key  # noqa: B018
     uvicorn.run(
         "gateway.app:create_app",
         factory=True,
@@ -50,6 +51,7 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000, workers
         port=port,
         workers=workers if workers > 1 else None,
         log_level="info",
+        access_log=False,  # every request is already in the hash-chained access log
     )
     return 0
 

@@ -124,6 +124,7 @@ class Gateway:
         self.view = GatewayView(build_schema(self.state, settings.demo_mode), settings.demo_mode)
         self._polled = time.monotonic()
         self._refreshing = asyncio.Lock()
+        self._policy_task: asyncio.Task[None] | None = None
 
     def _load_state(self) -> CatalogState:
         version = self.catalog.version()
@@ -135,6 +136,7 @@ class Gateway:
             return
         async with self._refreshing:
             self._polled = time.monotonic()
+            self._refresh_policy_in_background()
             try:
                 version = await anyio.to_thread.run_sync(self.catalog.version)
                 if version != self.state.version:
@@ -146,6 +148,21 @@ class Gateway:
                     log.info("catalog %s: schema rebuilt with %d products", version, len(state.entries))
             except Exception:  # keep serving the last good schema
                 log.exception("catalog refresh failed")
+
+    def _refresh_policy_in_background(self) -> None:
+        """Re-read policy files and active grants in a worker thread, not awaited by any request.
+        Kept fresher than the engine's own check interval, so `decide()` never does that I/O
+        inline on the event loop (it still refreshes inline when a grant has just expired)."""
+        if self._policy_task is not None and not self._policy_task.done():
+            return
+
+        async def run() -> None:
+            try:
+                await anyio.to_thread.run_sync(self.policy.refresh_if_changed)
+            except Exception:  # the engine keeps its last good state; decide() retries inline
+                log.exception("policy refresh failed")
+
+        self._policy_task = asyncio.get_running_loop().create_task(run())
 
     def start(self) -> Gateway:
         self.lineage.start()  # background delivery from the outbox; recording stays on the request
