@@ -29,7 +29,7 @@ CLASSES = ("public", "internal", "internal", "confidential", "restricted")
 
 def write_policy(folder: Path, departments: int, users: int, extra: int, seed: int) -> list[ProductSpec]:
     rnd = random.Random(seed)
-    shipped = Path(__file__).parent
+    shipped = Path(__file__).resolve().parent.parent / "policies"
     shutil.copy(shipped / "model.conf", folder / "model.conf")
     depts = [f"dept_{i:03d}" for i in range(departments)]
     products = [
@@ -92,7 +92,12 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=600)
     parser.add_argument("--extra-rules", type=int, default=100, help="individual p lines")
     parser.add_argument("--decisions", type=int, default=3000)
-    parser.add_argument("--request-ms", type=float, default=None, help="a typical gateway request, in ms")
+    parser.add_argument(
+        "--request-ms",
+        type=float,
+        default=6.8,
+        help="a typical governed gateway request (bench/gateway.py p50)",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)

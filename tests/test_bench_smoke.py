@@ -1,0 +1,30 @@
+"""The quick benchmark scripts still run (their figures are not asserted: benchmarks, not tests)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_policy_benchmark_runs_and_reports_both_rates() -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "policy.py"),
+            "--departments",
+            "5",
+            "--users",
+            "20",
+            "--decisions",
+            "200",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "uncached:" in result.stdout and "cached:" in result.stdout
