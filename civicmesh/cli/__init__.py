@@ -33,7 +33,11 @@ class CommandError(Exception):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="civicmesh", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="civicmesh",
+        description="A governed data mesh: build, publish, serve and audit department data products.",
+        epilog="Run `civicmesh COMMAND --help` for a command's options. Exit code 0 only on success.",
+    )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
         try:
