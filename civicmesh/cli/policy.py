@@ -72,10 +72,15 @@ def load_products(settings: Settings, manifest: Path | None) -> list[ProductSpec
     url = make_url(settings.metadata_url)
     if url.get_backend_name() == "sqlite" and url.database and not Path(url.database).exists():
         return []  # nothing published yet; do not create an empty store as a side effect
+    from sqlalchemy import inspect
+
+    engine = get_engine(settings.metadata_url)
     try:
-        return [entry.spec for entry in Catalog(get_engine(settings.metadata_url)).entries()]
-    except SQLAlchemyError:
-        return []  # no catalog yet (nothing published)
+        if not inspect(engine).has_table("catalog_products"):
+            return []  # no catalog yet (nothing published)
+        return [entry.spec for entry in Catalog(engine).entries()]
+    except SQLAlchemyError as exc:  # e.g. a locked or unreachable store: say so, never "no products"
+        raise CommandError(f"cannot read the catalog at {settings.metadata_url}: {exc}") from exc
 
 
 def find_product(products: list[ProductSpec], name: str) -> ProductSpec:
