@@ -48,7 +48,7 @@ lock: install
 
 ## The Dagster UI on :3000 over the same instance `civicmesh build` writes to.
 dagster: install
-	mkdir -p data/dagster && cp -n dagster.yaml data/dagster/dagster.yaml || true
+	mkdir -p data/dagster && cp dagster.yaml data/dagster/dagster.yaml
 	DAGSTER_HOME=$(CURDIR)/data/dagster exec $(BIN)/dagster dev -m orchestration.definitions -p 3000
 
 bench: install

@@ -24,6 +24,7 @@ from sqlalchemy import (
     BigInteger,
     Column,
     Connection,
+    Dialect,
     Engine,
     Float,
     Integer,
@@ -34,6 +35,7 @@ from sqlalchemy import (
     func,
     select,
 )
+from sqlalchemy.exc import DBAPIError
 
 from civicmesh.settings import Settings
 from civicmesh.store import get_engine
@@ -158,6 +160,84 @@ def chain_hash(row: dict[str, Any]) -> str:
 TxHook = Callable[[Connection], object]
 
 
+# -- lean inserts on the request path ------------------------------------------------------------
+#
+# `conn.execute(table.insert(), rows)` spends more time in SQLAlchemy (statement cache key, compiled
+# parameter construction, result set-up) than SQLite spends inserting. The per-request writes
+# (access-log records, lineage outbox rows) go through `insert_rows` instead: the INSERT is compiled
+# once per (dialect, table, columns) with the dialect's own paramstyle, each column type's bind
+# processor still applies, and the rows are sent with one `executemany` on the DBAPI cursor of the
+# caller's connection, inside its open transaction (SQLite, PostgreSQL: any DBAPI dialect).
+
+
+@dataclass(frozen=True)
+class _InsertPlan:
+    sql: str
+    names: tuple[str, ...]  # parameter order (positional) or the dict keys (named)
+    positional: bool
+    processors: tuple[tuple[str, Callable[[Any], Any]], ...]  # (column, bind processor)
+
+
+_insert_plans: dict[tuple[int, str, str, str, tuple[str, ...]], _InsertPlan] = {}
+
+
+def _insert_plan(dialect: Dialect, table: Table, columns: tuple[str, ...]) -> _InsertPlan:
+    key = (id(table), dialect.name, dialect.driver, dialect.paramstyle, columns)
+    plan = _insert_plans.get(key)
+    if plan is None:
+        # inline(): no implicit RETURNING of generated keys (PostgreSQL would add it; nobody reads it)
+        compiled = table.insert().inline().compile(dialect=dialect, column_keys=list(columns))
+        positional = bool(compiled.positional)
+        names = tuple(compiled.positiontup or ()) if positional else columns
+        if set(names) != set(columns):  # a default or an unexpected bind: not a plain insert
+            raise ValueError(f"cannot plan a plain insert of {columns} into {table.name}")
+        processors = []
+        for name in columns:
+            processor = table.c[name].type.dialect_impl(dialect).bind_processor(dialect)
+            if processor is not None:
+                processors.append((name, processor))
+        plan = _insert_plans[key] = _InsertPlan(compiled.string, names, positional, tuple(processors))
+    return plan
+
+
+def fetch_one(conn: Connection, sql: str) -> tuple[Any, ...] | None:
+    """The first row of a parameterless SELECT, on the DBAPI cursor of `conn`'s open transaction."""
+    dialect = conn.dialect
+    cursor = conn.connection.cursor()
+    try:
+        cursor.execute(sql)
+        row = cursor.fetchone()
+    except dialect.loaded_dbapi.Error as exc:
+        raise DBAPIError.instance(sql, None, exc, dialect.loaded_dbapi.Error, dialect=dialect) from exc
+    finally:
+        cursor.close()
+    return None if row is None else tuple(row)
+
+
+def insert_rows(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
+    """INSERT `rows` (dicts with the same keys: column names) in `conn`'s open transaction with one
+    DBAPI `executemany`. Errors are raised as SQLAlchemy's (e.g. `IntegrityError`), as with Core."""
+    if not rows:
+        return
+    dialect = conn.dialect
+    plan = _insert_plan(dialect, table, tuple(rows[0]))
+    if plan.processors:
+        rows = [dict(row) for row in rows]
+        for row in rows:
+            for name, processor in plan.processors:
+                row[name] = processor(row[name])
+    params: list[Any] = [tuple(row[n] for n in plan.names) for row in rows] if plan.positional else list(rows)
+    cursor = conn.connection.cursor()
+    try:
+        cursor.executemany(plan.sql, params)
+    except dialect.loaded_dbapi.Error as exc:
+        raise DBAPIError.instance(
+            plan.sql, params, exc, dialect.loaded_dbapi.Error, dialect=dialect, ismulti=True
+        ) from exc
+    finally:
+        cursor.close()
+
+
 @dataclass
 class _Batch:
     records: Sequence[AccessRecord]
@@ -253,9 +333,9 @@ class AccessLog:
     def _chain(self, conn: Connection, batches: Sequence[_Batch]) -> None:
         """Under the write lock: number, chain and insert the batches' records (and checkpoint)."""
         # Plain SQL for the per-commit lookup: building the Core statement cost more than running it.
-        last = conn.exec_driver_sql(_HEAD_SQL).first()
-        seq, prev = (int(last.seq), str(last.hash)) if last else (0, GENESIS_HASH)
-        checkpoint = int(last.checkpoint or 0) if last else 0
+        last = fetch_one(conn, _HEAD_SQL)  # (seq, hash, checkpoint) or None
+        seq, prev = (int(last[0]), str(last[1])) if last else (0, GENESIS_HASH)
+        checkpoint = int(last[2] or 0) if last else 0
         rows: list[dict[str, Any]] = []
         for batch in batches:
             batch.seqs = []
@@ -267,7 +347,7 @@ class AccessLog:
                 row["hash"] = prev = chain_hash(row)
                 rows.append(row)
                 batch.seqs.append(seq)
-        conn.execute(access_log_table.insert(), rows)
+        insert_rows(conn, access_log_table, rows)
         self._maybe_checkpoint(conn, seq, prev, checkpoint)
 
     def append_in(self, conn: Connection, records: Sequence[AccessRecord]) -> list[int]:

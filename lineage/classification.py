@@ -17,7 +17,6 @@ from typing import Any
 
 from civicmesh.products import ProductSpec
 from lineage.dbt import NodeColumns, manifest_node, relation_of
-from lineage.sql_lineage import column_lineage
 
 Column = tuple[str, str]  # (node unique_id, column name)
 
@@ -54,10 +53,12 @@ def _is_pii(column: Mapping[str, Any]) -> bool:
 class _Lineage:
     """Column-level edges of the manifest's models, computed lazily from their compiled SQL."""
 
-    def __init__(self, manifest: Mapping[str, Any], warehouse_path: Path | str) -> None:
+    def __init__(
+        self, manifest: Mapping[str, Any], warehouse_path: Path | str, columns: NodeColumns | None = None
+    ) -> None:
         self.manifest = manifest
         self.warehouse_path = warehouse_path
-        self.columns = NodeColumns(manifest)
+        self.columns = columns if columns is not None else NodeColumns(manifest)
         self._by_relation: dict[str, str] = {}
         for kind in ("nodes", "sources"):
             for uid, node in (manifest.get(kind) or {}).items():
@@ -71,12 +72,9 @@ class _Lineage:
         return self._edges[uid].get(column, [])
 
     def _model_edges(self, uid: str) -> dict[str, list[Column]]:
-        node = manifest_node(self.manifest, uid) or {}
-        sql = node.get("compiled_code")
-        if not uid.startswith("model.") or not sql:
+        if not uid.startswith("model."):
             return {}
-        schema = self.columns.schema(self.columns.parents(uid))
-        fields = column_lineage(sql, list(self.columns.of(uid)), schema, self.warehouse_path)
+        fields = self.columns.lineage(uid, self.warehouse_path)
         edges: dict[str, list[Column]] = {}
         for name, spec in fields.items():
             edges[name] = [
@@ -118,12 +116,21 @@ class _Lineage:
 
 
 def pii_findings(
-    manifest: Mapping[str, Any], specs: Iterable[ProductSpec], warehouse_path: Path | str
+    manifest: Mapping[str, Any],
+    specs: Iterable[ProductSpec],
+    warehouse_path: Path | str,
+    columns: NodeColumns | None = None,
+    *,
+    products: Mapping[str, str] | None = None,
 ) -> list[PiiFinding]:
-    """Every product column lineage says is PII but the contract does not mark as PII."""
+    """Every product column lineage says is PII but the contract does not mark as PII.
+
+    `columns` (a NodeColumns of the same manifest) reuses column lineage already parsed;
+    `products` ({model unique_id: product name}, default: `specs`) names product models in paths
+    when only some products are checked."""
     specs = list(specs)
-    products = {s.model_unique_id: s.name for s in specs}
-    graph = _Lineage(manifest, warehouse_path)
+    products = products if products is not None else {s.model_unique_id: s.name for s in specs}
+    graph = _Lineage(manifest, warehouse_path, columns)
     findings = []
     for spec in specs:
         for column in spec.columns:

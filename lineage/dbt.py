@@ -102,6 +102,22 @@ class NodeColumns:
     def __init__(self, manifest: Mapping[str, Any]) -> None:
         self.manifest = manifest
         self._cache: dict[str, dict[str, str]] = {}
+        self._lineage: dict[tuple[str, str], dict[str, cl.Fields]] = {}
+
+    def lineage(self, uid: str, warehouse_path: Path | str) -> dict[str, cl.Fields]:
+        """Column lineage of a model's output columns, parsed once per NodeColumns (sqlglot parses
+        the SQL once per column, the costliest step): the build's lineage events and its PII
+        check share one instance."""
+        key = (uid, str(warehouse_path))
+        if key not in self._lineage:
+            sql = (manifest_node(self.manifest, uid) or {}).get("compiled_code")
+            names = list(self.of(uid))
+            self._lineage[key] = (
+                column_lineage(sql, names, self.schema(self.parents(uid)), warehouse_path)
+                if sql and names
+                else {}
+            )
+        return self._lineage[key]
 
     def of(self, uid: str, _depth: int = 0) -> dict[str, str]:
         if uid in self._cache:
@@ -140,11 +156,7 @@ class NodeColumns:
 def _column_lineage_facet(
     uid: str, manifest: Mapping[str, Any], columns: NodeColumns, warehouse_path: Path | str
 ) -> cl.ColumnLineageDatasetFacet | None:
-    sql = (manifest_node(manifest, uid) or {}).get("compiled_code")
-    names = list(columns.of(uid))
-    if not sql or not names:
-        return None
-    fields = column_lineage(sql, names, columns.schema(columns.parents(uid)), warehouse_path)
+    fields = columns.lineage(uid, warehouse_path)
     if not fields:
         return None
     return cl.ColumnLineageDatasetFacet(fields=fields, producer=PRODUCER)
@@ -241,9 +253,11 @@ def events_from_dbt_run(
     *,
     project_dir: Path | None = None,
     job_name: str | None = None,
+    columns: NodeColumns | None = None,
 ) -> list[RunEvent]:
     """Events for one dbt invocation: its own run (`run_id`, child of `parent`) and one run per
-    executed node. Skipped nodes produce nothing: they neither read nor wrote."""
+    executed node. Skipped nodes produce nothing: they neither read nor wrote. Pass `columns`
+    (a NodeColumns of the same manifest) to reuse column lineage already parsed."""
     project = (manifest.get("metadata") or {}).get("project_name") or "dbt"
     command = (run_results.get("args") or {}).get("which") or "build"
     invocation_job = JobRef(job_name or f"dbt.{project}.{command}")
@@ -259,7 +273,7 @@ def events_from_dbt_run(
         invocation=invocation,
         warehouse_path=warehouse_path,
         assertions=_assertions(manifest, run_results),
-        columns=NodeColumns(manifest),
+        columns=columns if columns is not None else NodeColumns(manifest),
         project_dir=project_dir,
     )
     node_events: list[RunEvent] = []

@@ -25,11 +25,15 @@ DAGSTER_YAML = Path(__file__).resolve().parent.parent / "dagster.yaml"
 
 
 def ensure_dagster_home(settings: Settings) -> Path:
-    """DAGSTER_HOME under the data folder, configured by the repository's dagster.yaml."""
-    home = Path(os.environ.get("DAGSTER_HOME") or settings.home / "dagster")
+    """DAGSTER_HOME under the data folder, configured by the repository's dagster.yaml.
+
+    A DAGSTER_HOME the user chose keeps its own configuration; the managed one follows the repo."""
+    chosen = os.environ.get("DAGSTER_HOME")
+    home = Path(chosen or settings.home / "dagster")
     home.mkdir(parents=True, exist_ok=True)
-    if not (home / "dagster.yaml").exists():
-        shutil.copyfile(DAGSTER_YAML, home / "dagster.yaml")
+    target = home / "dagster.yaml"
+    if not target.exists() or (not chosen and target.read_bytes() != DAGSTER_YAML.read_bytes()):
+        shutil.copyfile(DAGSTER_YAML, target)
     os.environ["DAGSTER_HOME"] = str(home)
     return home
 

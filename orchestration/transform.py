@@ -1,15 +1,15 @@
 """dbt models as Dagster assets; dbt tests become (blocking, for severity error) asset checks."""
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
 
-from civicmesh.products import is_product_node, load_product_specs
+from civicmesh.products import ProductSpec, is_product_node, load_product_specs
 from lineage.classification import pii_findings
-from lineage.dbt import events_from_dbt_run
+from lineage.dbt import NodeColumns, events_from_dbt_run
 from lineage.events import new_run_id
 from orchestration.lineage_hooks import dagster_parent, record
 from orchestration.resources import MeshResource
@@ -40,12 +40,15 @@ class MeshTranslator(DagsterDbtTranslator):
 
 
 def check_results_by_product(
-    events: list[Any], manifest: Mapping[str, Any], translator: DagsterDbtTranslator
+    events: list[Any],
+    manifest: Mapping[str, Any],
+    translator: DagsterDbtTranslator,
+    specs: Iterable[ProductSpec] | None = None,
 ) -> dict[str, list[dict[str, Any]]]:
     """Group this run's dbt test outcomes by the product model they test."""
     key_to_product = {
         translator.get_asset_key(node): spec.name
-        for spec in load_product_specs(manifest)
+        for spec in (specs if specs is not None else load_product_specs(manifest))
         for node in [manifest["nodes"][spec.model_unique_id]]
     }
     results: dict[str, list[dict[str, Any]]] = {}
@@ -78,19 +81,32 @@ def dbt_transform_assets(project: DbtProject, translator: DagsterDbtTranslator) 
         for event in invocation.stream():
             events.append(event)
             yield event
+        # The manifest this dbt build wrote (with the compiled SQL), read once for everything below.
         manifest = json.loads(project.manifest_path.read_text())
         run_results = invocation.get_artifact("run_results.json")
         catalog = mesh.catalog()
-        specs = {s.name: s for s in load_product_specs(manifest)}
-        checks_by_product = check_results_by_product(events, manifest, translator)
+        all_specs = load_product_specs(manifest)
+        selected = context.selected_asset_keys
+        # Products not built in this run keep their last quality status: nothing to check.
+        specs = {
+            s.name: s
+            for s in all_specs
+            if translator.get_asset_key(manifest["nodes"][s.model_unique_id]) in selected
+        }
+        checks_by_product = check_results_by_product(events, manifest, translator, specs.values())
+        # Column lineage is parsed once and shared by the PII check and the lineage events.
+        columns = NodeColumns(manifest)
         # Classification follows lineage: a column derived from PII must be declared PII (or
         # declared de-identified with a reason) before its product may publish.
-        findings = pii_findings(manifest, specs.values(), settings.warehouse_path)
-        selected = context.selected_asset_keys
+        findings = pii_findings(
+            manifest,
+            specs.values(),
+            settings.warehouse_path,
+            columns,
+            products={s.model_unique_id: s.name for s in all_specs},
+        )
         statuses = {r["unique_id"]: r["status"] for r in run_results.get("results", [])}
         for product, spec in specs.items():
-            if translator.get_asset_key(manifest["nodes"][spec.model_unique_id]) not in selected:
-                continue  # not built in this run: its last quality status still stands
             checks = checks_by_product.get(product, [])
             blocking = [f.message for f in findings if f.product == product and f.blocking]
             model_status = statuses.get(spec.model_unique_id, "not run")
@@ -110,6 +126,7 @@ def dbt_transform_assets(project: DbtProject, translator: DagsterDbtTranslator) 
                 parent=dagster_parent(context),
                 warehouse_path=settings.warehouse_path,
                 project_dir=project.project_dir,
+                columns=columns,
             ),
         )
         # Failed tests are reported as failed checks and block only their own product's publish;

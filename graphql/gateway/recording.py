@@ -16,7 +16,7 @@ from civicmesh.accesslog import AccessLog, AccessRecord
 from gateway import errors
 from gateway.auth import Principal
 from gateway.context import Touch, touch_record
-from lineage.events import read_event
+from lineage.events import read_event_dict
 from lineage.recorder import LineageRecorder
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ class Recorder:
         events = []
         if touch.spec is not None and touch.decision is not None:
             events.append(
-                read_event(
+                read_event_dict(
                     common["request_id"],
                     principal.subject,
                     touch.spec,
@@ -94,7 +94,7 @@ class Recorder:
 
         def events() -> list[Any]:  # built in the writer thread, off the event loop
             return [
-                read_event(
+                read_event_dict(
                     request_id,
                     principal.subject,
                     t.spec,

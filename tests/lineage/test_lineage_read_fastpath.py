@@ -1,0 +1,169 @@
+"""The request path's read event and writes: same data as the attrs path, cheaper to produce.
+
+`read_event_dict` must equal `to_dict(read_event(...))` (so it is the same OpenLineage 2-0-2 event,
+valid against the spec schema), the outbox's orjson serialisation must parse back to the same data,
+and the lean inserts must store what Core inserts stored (types processed, errors as SQLAlchemy's).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+from ol_schema import validate
+from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+
+from civicmesh.accesslog import AccessLog, AccessRecord, _insert_plan, access_log_table, insert_rows
+from civicmesh.products import ColumnSpec, ProductSpec
+from civicmesh.store import get_engine
+from lineage import events, naming
+from lineage.outbox import Outbox, _dumps, outbox_table
+from policies.decision import Decision, RowFilter
+
+SPEC = ProductSpec(
+    department="public_works",
+    product="service_requests",
+    classification="internal",
+    owner="alice@city.example",
+    description="Service requests",
+    columns=(
+        ColumnSpec("request_id", "bigint", description="The request"),
+        ColumnSpec("district", "varchar"),
+        ColumnSpec("reporter_email", "varchar", tags=("pii",), mask="hash"),
+        ColumnSpec("opened_at", "", description=""),  # no type, empty description: both left out
+    ),
+    scope_column="district",
+)
+
+ALLOW = Decision(
+    True,
+    "dana",
+    SPEC.name,
+    "read",
+    "p, role:supervisor, public_works, read",
+    "supervisors of public_works read its products",
+    "sha256:1234",
+    {"reporter_email": "hash"},
+    RowFilter("district", ("D3", "D5")),
+)
+DENY = Decision(False, "mallory", SPEC.name, "read", None, "no rule grants read", "sha256:1234")
+DENY_SILENT = Decision(False, "mallory", SPEC.name, "read", None, "", "sha256:1234")
+EXPORT = Decision(True, "erin", SPEC.name, "export", "p, erin, export", "granted", "v1", source="grants:7")
+PARENT = naming.dagster_parent("3c0c6a4e-1f2b-4b8e-9d1a-2f3e4d5c6b7a", "build_all")
+
+CASES = [
+    pytest.param(("r1", "dana", SPEC, "snap-1", ["request_id", "reporter_email"], ALLOW, 42), {}, id="allow"),
+    pytest.param(
+        ("r2", "dana", SPEC, None, ["district", "gone", "opened_at"], ALLOW, 0), {}, id="no-snapshot"
+    ),
+    pytest.param(("r3", "mallory", SPEC, "snap-1", [], DENY, 0), {}, id="deny"),
+    pytest.param(("r4", "mallory", SPEC, "snap-1", [], DENY_SILENT, None), {}, id="deny-no-reason"),
+    pytest.param(
+        ("r5", "erin", SPEC, "s", ["request_id"], EXPORT, 10), {"export_format": "csv"}, id="export"
+    ),
+    pytest.param(
+        ("r6", "dana", SPEC, "s", [], ALLOW, 1),
+        {"parent": PARENT, "event_time": datetime(2026, 11, 27, 6, 0)},
+        id="parent-and-naive-time",
+    ),
+    pytest.param(
+        ("r7", "dana", SPEC, "s", ["district"], ALLOW, 1),
+        {"event_time": "2026-11-27T06:00:00+00:00"},
+        id="str-time",
+    ),
+]
+
+
+@pytest.mark.parametrize(("args", "kwargs"), CASES)
+def test_read_event_dict_equals_the_attrs_event(args: tuple, kwargs: dict) -> None:
+    kwargs = {"run_id": events.new_run_id(), "event_time": "2026-11-27T06:00:00.123456+00:00", **kwargs}
+    fast = events.read_event_dict(*args, **kwargs)
+    assert fast == events.to_dict(events.read_event(*args, **kwargs))
+    validate(fast)
+    assert json.loads(_dumps(fast)) == fast
+
+
+def test_read_event_dict_defaults_a_new_run_and_now() -> None:
+    first = events.read_event_dict("r", "dana", SPEC, "s", ["district"], ALLOW, 1)
+    second = events.read_event_dict("r", "dana", SPEC, "s", ["district"], ALLOW, 1)
+    validate(first)
+    assert first["run"]["runId"] != second["run"]["runId"]
+    assert datetime.fromisoformat(first["eventTime"]).tzinfo is not None
+    # shared cached parts are not corrupted by building more events
+    assert first["job"] == events.to_dict(events.read_event("r", "dana", SPEC, "s", [], ALLOW, 1))["job"]
+
+
+def test_outbox_serialisation_matches_json_and_falls_back() -> None:
+    data = {"b": [1, 2.5, None, "é"], "a": {"z": True, "y": {}}}
+    assert json.loads(_dumps(data)) == data
+    assert _dumps(data) == json.dumps(data, sort_keys=True, separators=(",", ":"))  # \u-escaped
+    ascii_only = {"b": [1, 2.5, None, "e"], "a": {"z": True, "y": {}}}
+    assert _dumps(ascii_only) == json.dumps(ascii_only, sort_keys=True, separators=(",", ":"))
+    huge = {"n": 2**70}
+    assert json.loads(_dumps(huge)) == huge  # beyond orjson: json takes it
+
+
+def test_outbox_rows_from_dicts_and_events_are_the_same(outbox: Outbox) -> None:
+    kwargs = {"run_id": events.new_run_id(), "event_time": "2026-11-27T06:00:00+00:00"}
+    args = ("r1", "dana", SPEC, "snap-1", ["district"], ALLOW, 3)
+    outbox.append([events.read_event_dict(*args, **kwargs), events.read_event(*args, **kwargs)])
+    stored = [e.as_dict() for e in outbox.events()]
+    assert stored[0] == stored[1] == events.to_dict(events.read_event(*args, **kwargs))
+    with outbox.engine.connect() as conn:
+        created = conn.execute(select(outbox_table.c.created_at)).scalars().all()
+    assert all(isinstance(c, datetime) for c in created)  # the DateTime type still processed it
+
+
+def test_insert_plans_follow_the_dialect() -> None:
+    columns = ("event_uid", "run_id", "job_namespace", "job_name", "event_type", "event_time")
+    lite = _insert_plan(sqlite.dialect(), outbox_table, columns)
+    assert lite.positional and "?" in lite.sql and lite.names == columns
+    pg = _insert_plan(postgresql.dialect(), outbox_table, (*columns, "event_json", "created_at"))
+    assert not pg.positional and "%(event_uid)s" in pg.sql
+    assert "seq" not in pg.sql and "RETURNING" not in pg.sql.upper()  # the server numbers rows
+
+
+def test_lean_insert_errors_are_sqlalchemy_errors_and_roll_back(tmp_path) -> None:
+    engine = get_engine(f"sqlite:///{tmp_path}/m.db")
+    log = AccessLog(engine).ensure_schema()
+    (seq,) = log.append([AccessRecord(request_id="x", action="read", status=200)])
+    row = next(log.rows())
+    with engine.connect() as conn:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        with pytest.raises(IntegrityError):
+            insert_rows(conn, access_log_table, [row])  # the same seq again
+        conn.rollback()
+    assert [r["seq"] for r in log.rows()] == [seq] and log.verify() is None
+    engine.dispose()
+
+
+def test_lean_inserts_store_what_core_stored(tmp_path) -> None:
+    engine = get_engine(f"sqlite:///{tmp_path}/m.db")
+    log = AccessLog(engine).ensure_schema()
+    record = AccessRecord(
+        request_id="r",
+        action="read",
+        status=200,
+        decision="allow",
+        subject="dana",
+        roles=["supervisor@public_works"],
+        product=SPEC.name,
+        columns_masked={"reporter_email": "hash"},
+        row_filter={"column": "district", "values": ["D3"]},
+        latency_ms=1.23456,
+        rows=3,
+        ts=datetime(2026, 11, 27, tzinfo=UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+    )
+    log.append([record, record])
+    core_row = {**next(log.rows()), "seq": 99}
+    with engine.begin() as conn:
+        conn.execute(access_log_table.insert(), [core_row])
+    stored = list(log.rows())
+    assert {k: v for k, v in stored[0].items() if k not in ("seq", "hash", "prev_hash")} == {
+        k: v for k, v in stored[-1].items() if k not in ("seq", "hash", "prev_hash")
+    }
+    assert stored[0]["latency_ms"] == 1.235 and stored[1]["prev_hash"] == stored[0]["hash"]
+    engine.dispose()
