@@ -25,6 +25,7 @@ def _load(name: str) -> types.ModuleType:
     spec = importlib.util.spec_from_file_location(name, BENCH_DIR / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up while it executes
     spec.loader.exec_module(module)
     return module
 
