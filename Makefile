@@ -2,7 +2,7 @@
 PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | cksum | cut -d' ' -f1)
+STAMP  := $(VENV)/.installed-$(shell cat uv.lock pyproject.toml | cksum | cut -d' ' -f1)
 UV_VERSION := 0.13.9
 # GraphiQL's files (demo mode) from the npm registry at install time, never at run time; see
 # graphql/gateway/README.md. Re-installed only when the lock changes; skipped (with a warning) without npm.
@@ -12,11 +12,11 @@ export DBT_SEND_ANONYMOUS_USAGE_STATS := false
 
 .PHONY: install demo test lint format lock dagster bench clean
 
-$(STAMP): requirements.lock pyproject.toml
+# uv.lock pins every package with its hashes; --frozen installs exactly that, or fails.
+$(STAMP): uv.lock pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
-	$(BIN)/uv pip install --quiet --python $(BIN)/python -r requirements.lock
-	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
+	$(BIN)/uv sync --quiet --frozen --extra dev --python $(BIN)/python
 	@rm -f $(VENV)/.installed-* && touch $@
 
 $(IDE_STAMP): $(IDE)/package.json $(IDE)/package-lock.json
@@ -42,9 +42,9 @@ lint: install
 format: install
 	$(BIN)/ruff format . && $(BIN)/ruff check --fix .
 
-## Re-resolve the lockfile after changing dependencies in pyproject.toml.
+## Re-resolve uv.lock after changing dependencies in pyproject.toml.
 lock: install
-	$(BIN)/uv pip compile --quiet pyproject.toml --extra dev --python-version 3.11 -o requirements.lock
+	$(BIN)/uv lock
 
 ## The Dagster UI on :3000 over the same instance `civicmesh build` writes to.
 dagster: install
