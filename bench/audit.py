@@ -28,9 +28,9 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-# bench/ holds a lineage.py that would shadow the `lineage` package: keep bench/ off sys.path.
-BENCH_DIR = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != BENCH_DIR]
+# Run as `python bench/NAME.py`: Python puts bench/ first on the path, where lineage.py and
+# gateway.py would shadow the packages of the same name. The repository root takes its place.
+sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 from civicmesh.accesslog import AccessLog, AccessRecord  # noqa: E402
 from civicmesh.products import ColumnSpec, ProductSpec  # noqa: E402

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.util
 import json
 import os
 import secrets
@@ -38,16 +37,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
-# bench/ holds a lineage.py that would shadow the `lineage` package: keep bench/ off sys.path.
-BENCH_DIR = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != BENCH_DIR]
-_spec = importlib.util.spec_from_file_location("_mesh", BENCH_DIR / "_mesh.py")
-assert _spec is not None and _spec.loader is not None
-_mesh = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_mesh)
+# Run as `python bench/NAME.py`: Python puts bench/ first on the path, where lineage.py and
+# gateway.py would shadow the packages of the same name. The repository root takes its place.
+sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 import duckdb  # noqa: E402
 
+from bench import _mesh  # noqa: E402
 from civicmesh.catalog import Catalog  # noqa: E402
 from civicmesh.settings import Settings  # noqa: E402
 from civicmesh.store import get_engine  # noqa: E402

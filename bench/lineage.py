@@ -7,32 +7,17 @@ The build overhead compares warm rebuilds of the same data with lineage on and o
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import sys
 import tempfile
-import types
 from pathlib import Path
 
-# bench/ holds scripts named like packages (lineage, gateway): keep it off sys.path and load the
-# private helper modules by file.
-BENCH_DIR = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != BENCH_DIR]
+# Run as `python bench/NAME.py`: Python puts bench/ first on the path, where lineage.py and
+# gateway.py would shadow the packages of the same name. The repository root takes its place.
+sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-
-def _load(name: str) -> types.ModuleType:
-    spec = importlib.util.spec_from_file_location(name, BENCH_DIR / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up while it executes
-    spec.loader.exec_module(module)
-    return module
-
-
-_mesh = _load("_mesh")
-median, mesh_settings, timed = _mesh.median, _mesh.mesh_settings, _mesh.timed
-outbox_throughput = _load("_outbox").outbox_throughput
-
+from bench._mesh import median, mesh_settings, timed  # noqa: E402
+from bench._outbox import outbox_throughput  # noqa: E402
 from civicmesh.synthetic import generate  # noqa: E402
 from orchestration.build import run_build  # noqa: E402
 

@@ -6,8 +6,6 @@ failed quality gate only records the status and leaves the pointer where it was.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -224,8 +222,15 @@ class Catalog:
         return int(seq), str(updated)
 
     def entries(self) -> list[CatalogEntry]:
+        return self._entries(select(products_table).order_by(products_table.c.name))
+
+    def entry(self, name: str) -> CatalogEntry | None:
+        found = self._entries(select(products_table).where(products_table.c.name == name))
+        return found[0] if found else None
+
+    def _entries(self, products_query: Any) -> list[CatalogEntry]:
         with self.engine.connect() as conn:
-            products = conn.execute(select(products_table).order_by(products_table.c.name)).all()
+            products = conn.execute(products_query).all()
             ids = [p.current_snapshot_id for p in products if p.current_snapshot_id]
             snaps = {
                 r.id: Snapshot.from_row(r)
@@ -241,9 +246,6 @@ class Catalog:
             )
             for p in products
         ]
-
-    def entry(self, name: str) -> CatalogEntry | None:
-        return next((e for e in self.entries() if e.spec.name == name), None)
 
     def current(self, name: str) -> Snapshot | None:
         entry = self.entry(name)
@@ -265,12 +267,3 @@ class Catalog:
         with self.engine.connect() as conn:
             row = conn.execute(select(snapshots_table).where(snapshots_table.c.id == snapshot_id)).first()
         return Snapshot.from_row(row) if row else None
-
-
-def quality_summary(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    failed = [r for r in results if not r.get("passed")]
-    return {"checks": len(results), "failed": len(failed), "results": list(results)}
-
-
-def dumps(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, default=str)

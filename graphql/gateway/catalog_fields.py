@@ -12,6 +12,7 @@ import anyio.to_thread
 import strawberry
 
 from civicmesh.catalog import CatalogEntry
+from civicmesh.freshness import freshness
 from gateway.context import RequestContext
 from gateway.naming import camel
 from gateway.types import BigInt, Me, RoleInfo, RowFilterInfo, SnapshotRef
@@ -114,15 +115,13 @@ class ProductInfo:
     @strawberry.field
     def freshness(self, info: strawberry.Info) -> Freshness:
         _ctx(info).cacheable = False  # the age changes with the clock
-        snap, sla = self.entry.current, self.entry.spec.freshness_sla_hours
-        if snap is None:
-            return Freshness(last_published_at=None, sla_hours=sla, age_hours=None, stale=None)
-        age = (dt.datetime.now(dt.UTC) - snap.published_at).total_seconds() / 3600
+        state = freshness(self.entry, dt.datetime.now(dt.UTC))  # the one definition of stale
+        snap = self.entry.current
         return Freshness(
-            last_published_at=snap.published_at,
-            sla_hours=sla,
-            age_hours=round(age, 3),
-            stale=(age > sla) if sla is not None else None,
+            last_published_at=snap.published_at if snap else None,
+            sla_hours=self.entry.spec.freshness_sla_hours,
+            age_hours=round(state.age.total_seconds() / 3600, 3) if state.age is not None else None,
+            stale=None if state.sla is None or state.age is None else state.status == "stale",
         )
 
     @strawberry.field
