@@ -126,3 +126,16 @@ def test_reading_the_log_is_logged(server) -> None:
     server.gql("{ accessLog(first: 1) { totalCount } }", "carol")
     rows = list(log.rows(after_seq=before))
     assert len(rows) == 1 and rows[0]["action"] == "audit" and rows[0]["subject"] == "carol"
+
+
+def test_a_forbidden_read_leaves_one_deny_record_with_its_reason(server) -> None:
+    log = _log(server)
+    before = log.head()
+    body = server.gql("{ publicWorks { serviceRequests(first: 1) { totalCount } } }", "carol")
+    assert body["errors"][0]["extensions"]["code"] == "FORBIDDEN"  # the auditor reads no rows
+    rows = list(log.rows(after_seq=before))
+    assert len(rows) == 1
+    assert rows[0]["subject"] == "carol" and rows[0]["decision"] == "deny"
+    assert rows[0]["product"] == "public_works.service_requests" and rows[0]["error_code"] == "FORBIDDEN"
+    assert rows[0]["reason"] and rows[0]["policy_version"]
+    assert log.verify() is None
