@@ -83,6 +83,11 @@ class Settings:
         return os.environ.get("CIVICMESH_AUDIT_KEY") or self._stored_secret("audit_key")
 
     @property
+    def query_timeout_s(self) -> float:
+        """Longest a gateway query may run before DuckDB is interrupted (LIMIT_EXCEEDED)."""
+        return float(self.extra.get("query_timeout_s") or os.environ.get("CIVICMESH_QUERY_TIMEOUT_S") or 10.0)
+
+    @property
     def jwks_file(self) -> str | None:
         return self.extra.get("jwks_file") or os.environ.get("CIVICMESH_JWKS_FILE")
 

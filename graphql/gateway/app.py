@@ -115,7 +115,9 @@ class Gateway:
         self.access_log = access_log or AccessLog.from_settings(settings)
         self.policy = PolicyEngine.load(settings)
         self.lineage = LineageRecorder.from_settings(settings)
-        self.duck = DuckPool(settings.snapshots_dir, settings.mask_key)
+        self.duck = DuckPool(
+            settings.snapshots_dir, settings.mask_key, timeout_seconds=settings.query_timeout_s
+        )
         self.responses = ResponseCache()
         self.tokens = TokenCache()
         self.recorder = Recorder(self.access_log, self.lineage)
