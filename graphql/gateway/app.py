@@ -1,4 +1,5 @@
-"""The Starlette app: `/graphql` and `/exports/{product}.{fmt}` (authenticated, governed, logged), `/healthz`.
+"""The Starlette app: `/graphql` and `/exports/{product}.{fmt}` (authenticated, governed, logged),
+`/healthz` (liveness) and `/readyz` (readiness: see readiness.py).
 
 Order of a request: size limit -> authentication -> execution (decisions, masks, row scope in
 resolvers) -> access-log commit -> response. If the log cannot be committed the response is
@@ -39,6 +40,7 @@ from gateway.exports import handle_export
 from gateway.http_body import BodyTooLarge, read_body
 from gateway.ingest import handle_lineage_post
 from gateway.lineage_fields import GraphCache
+from gateway.readiness import Readiness
 from gateway.recording import Recorder, error_response
 from gateway.responses import ResponseCache
 from gateway.schema import build_schema
@@ -127,6 +129,8 @@ class Gateway:
         self._polled = time.monotonic()
         self._refreshing = asyncio.Lock()
         self._policy_task: asyncio.Task[None] | None = None
+        # Each fault that makes this process unfit to serve registers a check here (see readiness.py).
+        self.readiness = Readiness()
 
     def _load_state(self) -> CatalogState:
         version = self.catalog.version()
@@ -341,12 +345,18 @@ def create_app(settings: Settings | None = None) -> Starlette:
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
+    async def readyz(request: Request) -> Response:
+        ready, checks = await anyio.to_thread.run_sync(request.app.state.gateway.readiness.report)
+        body = {"status": "ready" if ready else "not_ready", "checks": checks}
+        return JSONResponse(body, status_code=200 if ready else 503)
+
     return Starlette(
         routes=[
             Route("/graphql", graphql, methods=["GET", "POST"]),
             Route("/exports/{target}", export, methods=["GET"]),
             Route("/api/v1/lineage", lineage_post, methods=["POST"]),
             Route("/healthz", healthz, methods=["GET"]),
+            Route("/readyz", readyz, methods=["GET"]),
             *([Mount(ide.STATIC_PATH, app=ide.static_app())] if settings.demo_mode else []),
         ],
         lifespan=lifespan,
