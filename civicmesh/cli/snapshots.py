@@ -1,4 +1,10 @@
-"""`civicmesh snapshots list|gc`: the published versions of a product, and retention."""
+"""`civicmesh snapshots list|withdraw|gc`: the published versions of a product, taking one out of
+service, and retention.
+
+`withdraw --as USER` names the acting user, taken on trust as for `civicmesh access` (a local admin
+tool run by someone with access to the metadata store); the policy engine decides whether that user
+may (the `grant` right on the product: its department's owners), and the refusal is logged too.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,7 @@ import argparse
 import json
 from datetime import timedelta
 
-from civicmesh.catalog import Catalog
+from civicmesh.catalog import PUBLISHED, Catalog, WithdrawError, WithdrawRefused
 from civicmesh.cli import CommandError
 from civicmesh.retention import collect_garbage
 from civicmesh.settings import Settings
@@ -20,6 +26,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     listing.add_argument("product")
     listing.add_argument("--json", action="store_true")
     listing.set_defaults(handler=list_snapshots)
+    withdraw = commands.add_parser(
+        "withdraw", help="take a snapshot out of service for good (owners only); current moves back"
+    )
+    withdraw.add_argument("product")
+    withdraw.add_argument("--snapshot", help="the snapshot id (default: the current snapshot)")
+    withdraw.add_argument("--reason", required=True, help="why: shown in the catalog")
+    withdraw.add_argument("--as", dest="user", required=True, help="the acting user (an owner)")
+    withdraw.set_defaults(handler=run_withdraw)
     gc = commands.add_parser("gc", help="remove snapshots past retention (never current or young ones)")
     gc.add_argument("--grace-days", type=float, default=7.0, help="never remove younger snapshots")
     gc.add_argument("--keep", type=int, default=3, help="always keep this many newest per product")
@@ -44,6 +58,10 @@ def list_snapshots(args: argparse.Namespace) -> int:
             "bytes": s.byte_size,
             "checksum": s.checksum,
             "columns": [name for name, _ in s.schema],
+            "status": s.status,
+            "status_reason": s.status_reason,
+            "status_by": s.status_actor,
+            "status_at": s.status_at.isoformat() if s.status_at else None,
             "quality": (s.quality or {}).get("checks") and f"{len(s.quality['checks'])} checks passed",
         }
         for s in catalog.snapshots(args.product)
@@ -55,6 +73,40 @@ def list_snapshots(args: argparse.Namespace) -> int:
     for row in rows:
         marker = "*" if row["current"] else " "
         print(f"{marker} {row['id']}  {row['rows']:>10,} rows  {row['bytes']:>12,} B  {row['published_at']}")
+        if row["status"] != PUBLISHED:
+            print(f"    {row['status']} by {row['status_by']} at {row['status_at']}: {row['status_reason']}")
+    return 0
+
+
+def run_withdraw(args: argparse.Namespace) -> int:
+    from civicmesh.accesslog import AccessLog
+    from policies.engine import PolicyEngine
+    from policies.names import PolicyError
+
+    settings = Settings.from_env()
+    catalog = _catalog(settings)
+    entry = catalog.entry(args.product)
+    if entry is None:
+        raise CommandError(f"no product named {args.product!r} has been published")
+    try:
+        policy = PolicyEngine.load(settings, check_interval=None)
+    except (PolicyError, OSError) as exc:
+        raise CommandError(f"the policy does not load: {exc}") from exc
+    try:
+        result = catalog.withdraw(
+            args.product,
+            args.snapshot,
+            args.reason,
+            args.user,
+            authority=policy.decide(args.user, entry.spec, "grant"),
+            access_log=AccessLog.from_settings(settings),
+            roles=[f"{r}@{d}" for r, d in policy.roles(args.user)],
+        )
+    except (WithdrawError, WithdrawRefused) as exc:
+        raise CommandError(str(exc)) from exc
+    now = result.current.id if result.current else "none (nothing is served)"
+    print(f"{result.snapshot.id} withdrawn (access-log record {result.access_log_seq})")
+    print(f"current: {now}" + ("" if result.moved else " (unchanged)"))
     return 0
 
 

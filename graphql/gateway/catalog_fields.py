@@ -11,7 +11,7 @@ import datetime as dt
 import anyio.to_thread
 import strawberry
 
-from civicmesh.catalog import CatalogEntry
+from civicmesh.catalog import CatalogEntry, Snapshot
 from civicmesh.freshness import freshness
 from gateway.context import RequestContext
 from gateway.naming import camel
@@ -52,6 +52,32 @@ class Access:
     masked_columns: list[str]
     row_filter: RowFilterInfo | None
     can_request: list[str]
+
+
+@strawberry.type(description="One snapshot of a product, and whether it may be served.")
+class SnapshotInfo:
+    id: str
+    published_at: dt.datetime
+    row_count: BigInt
+    current: bool
+    status: str = strawberry.field(
+        description="`published` (servable), `withdrawn` (by an owner) or `quarantined` (by the "
+        "build's PII gate); withdrawn and quarantined snapshots are never served."
+    )
+    status_reason: str | None = strawberry.field(description="Why it was taken out of service.")
+    status_changed_at: dt.datetime | None
+
+    @classmethod
+    def of(cls, snap: Snapshot, current: bool) -> SnapshotInfo:
+        return cls(
+            id=snap.id,
+            published_at=snap.published_at,
+            row_count=snap.row_count,
+            current=current,
+            status=snap.status,
+            status_reason=snap.status_reason,
+            status_changed_at=snap.status_at,
+        )
 
 
 def _ctx(info: strawberry.Info) -> RequestContext:
@@ -105,12 +131,16 @@ class ProductInfo:
             return None
         return SnapshotRef(id=snap.id, published_at=snap.published_at, row_count=snap.row_count)
 
-    @strawberry.field(description="Published snapshots, newest first (older ones serve `asOf`).")
-    async def snapshots(self, info: strawberry.Info) -> list[SnapshotRef]:
+    @strawberry.field(
+        description="Snapshots, newest first: older servable ones answer `asOf`; withdrawn and "
+        "quarantined ones are listed with their reason and are never served."
+    )
+    async def snapshots(self, info: strawberry.Info) -> list[SnapshotInfo]:
         ctx = _ctx(info)
         ctx.cacheable = False  # old snapshots are removed after their grace period
         snaps = await anyio.to_thread.run_sync(ctx.catalog.snapshots, self.entry.spec.name)
-        return [SnapshotRef(id=s.id, published_at=s.published_at, row_count=s.row_count) for s in snaps]
+        current = self.entry.current.id if self.entry.current else None
+        return [SnapshotInfo.of(s, s.id == current) for s in snaps]
 
     @strawberry.field
     def freshness(self, info: strawberry.Info) -> Freshness:

@@ -71,6 +71,12 @@ async def snapshot_for(
         snap = await anyio.to_thread.run_sync(ctx.catalog.snapshot, cursor.snapshot_id)
         if snap is None or snap.product != name:
             raise bad_input("Invalid cursor in `after`.")
+        if not snap.servable:
+            raise GovernedError(
+                f"The snapshot of {name} this cursor pages through was {snap.status}; "
+                "start again without `after`.",
+                UNAVAILABLE,
+            )
         return snap
     if as_of is not None:
         snap = await anyio.to_thread.run_sync(ctx.catalog.snapshot_as_of, name, as_of)
