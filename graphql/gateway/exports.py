@@ -30,7 +30,7 @@ from gateway.context import RequestContext, Touch
 from gateway.errors import NOT_AVAILABLE, GovernedError, bad_input, forbidden, limit_exceeded
 from gateway.naming import camel
 from gateway.query import PageQuery
-from gateway.reads import snapshot_for
+from gateway.reads import serve_snapshot
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
@@ -203,16 +203,13 @@ async def _prepare(
         request_id="",
         client=None,
     )
-    snap = await snapshot_for(ctx, entry, None, as_of)
-    touch.snapshot_id = snap.id
-    columns = [c for c, _ in snap.schema]
-    masks = {c: k for c, k in decision.masks.items() if c in columns}
-    touch.masks, touch.row_filter = masks, decision.row_filter
+    snap, served = await serve_snapshot(ctx, entry, decision, touch, None, as_of)
+    columns = list(served.columns)
     query = PageQuery(
         spec=snap.spec,
         path=str(Path(snap.path).resolve()),
         columns=columns,
-        masks=masks,
+        masks=served.masks,
         row_filter=decision.row_filter,
         where=where_from_json(request.query_params.get("where"), entry),
         limit=limit,

@@ -20,6 +20,7 @@ from gateway.context import RequestContext, Touch
 from gateway.errors import NOT_AVAILABLE, UNAVAILABLE, GovernedError, bad_input, forbidden, limit_exceeded
 from gateway.naming import camel
 from gateway.query import Cursor, PageQuery
+from policies.decision import Decision
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
@@ -88,16 +89,52 @@ async def snapshot_for(
     return entry.current
 
 
-def _masks_for(
-    ctx: RequestContext, entry: CatalogEntry, snap: Snapshot, masks: dict[str, str]
-) -> dict[str, str]:
-    """Masks for the snapshot actually read: an older snapshot may hold PII columns the current
-    spec no longer has; without `read_pii` those are masked too."""
-    if snap.spec.pii_columns.keys() <= entry.spec.pii_columns.keys():
-        return masks
-    if ctx.decide(entry, "read_pii").allowed:
-        return masks
-    return {**snap.spec.pii_columns, **masks}
+@dataclass(frozen=True)
+class Served:
+    """What a read or an export of one snapshot may return: the snapshot's columns (in its order)
+    and the mask kind applied to each masked one (column -> `redact|hash|partial|generalize`)."""
+
+    columns: tuple[str, ...]
+    masks: dict[str, str]
+
+
+def served_columns(
+    ctx: RequestContext, entry: CatalogEntry, snap: Snapshot, decision: Decision | None
+) -> Served:
+    """The one rule for what is served from `snap` under `decision` (`read` or `export`): GraphQL
+    rows, aggregates and exports all call it, `asOf` and cursors included.
+
+    Masks: the decision's (the current spec's PII columns, unless the caller holds `read_pii`),
+    plus every column the *snapshot's own* spec declared PII: an older snapshot may hold PII
+    columns the current spec dropped or no longer declares, and without `read_pii` those are
+    masked with the snapshot's mask kind (the current spec's kind wins where both declare one).
+    `decision` None means governance is off (benchmark only): nothing is masked."""
+    present = tuple(name for name, _ in snap.schema)
+    if decision is None:
+        return Served(present, {})
+    masks = dict(decision.masks)
+    older = {c: kind for c, kind in snap.spec.pii_columns.items() if c not in masks}
+    if older and not ctx.decide(entry, "read_pii").allowed:
+        masks = {**older, **masks}
+    return Served(present, {c: kind for c, kind in masks.items() if c in present})
+
+
+async def serve_snapshot(
+    ctx: RequestContext,
+    entry: CatalogEntry,
+    decision: Decision | None,
+    touch: Touch,
+    cursor: Cursor | None,
+    as_of: datetime | None,
+) -> tuple[Snapshot, Served]:
+    """Pick the snapshot to serve and decide its columns and masks (for every read path and
+    exports). Fills `touch` with the snapshot id, the masks and the row filter."""
+    snap = await snapshot_for(ctx, entry, cursor, as_of)
+    touch.snapshot_id = snap.id
+    served = served_columns(ctx, entry, snap, decision)
+    touch.masks = served.masks
+    touch.row_filter = decision.row_filter if decision is not None else None
+    return snap, served
 
 
 def record_failure(ctx: RequestContext, touch: Touch, exc: Exception) -> None:
@@ -120,9 +157,8 @@ async def authorize_read(
 ) -> tuple[Snapshot, dict[str, str]]:
     """Discover, then read; pick the snapshot; return it with the masks to apply. Fills `touch`."""
     if ctx.governance_off:  # benchmark only: no decision, no masks, no row scope
-        snap = await snapshot_for(ctx, entry, cursor, as_of)
-        touch.snapshot_id = snap.id
-        return snap, {}
+        snap, served = await serve_snapshot(ctx, entry, None, touch, cursor, as_of)
+        return snap, served.masks
     discover = ctx.decide(entry, "discover")
     touch.decision = discover
     if not discover.allowed:
@@ -131,13 +167,8 @@ async def authorize_read(
     touch.decision = decision
     if not decision.allowed:
         raise forbidden(decision.reason or "You may not read this product.")
-    snap = await snapshot_for(ctx, entry, cursor, as_of)
-    touch.snapshot_id = snap.id
-    present = {name for name, _ in snap.schema}
-    masks = _masks_for(ctx, entry, snap, dict(decision.masks))
-    touch.masks = {c: k for c, k in masks.items() if c in present}
-    touch.row_filter = decision.row_filter
-    return snap, touch.masks
+    snap, served = await serve_snapshot(ctx, entry, decision, touch, cursor, as_of)
+    return snap, served.masks
 
 
 async def read_page(
