@@ -90,6 +90,18 @@ withdrawals_table = Table(
     Column("access_log_seq", BigInteger, nullable=False),  # the chained record of the change
 )
 
+# Snapshots whose file no longer matches the checksum stored at publish (found by a gateway on first
+# open, or by `civicmesh snapshots verify`): never served while marked; a passing verify clears it.
+broken_table = Table(
+    "catalog_broken_snapshots",
+    metadata,
+    Column("snapshot_id", String(200), ForeignKey("catalog_snapshots.id"), primary_key=True),
+    Column("product", String(200), nullable=False, index=True),
+    Column("detail", Text, nullable=False),  # what is wrong, never the file path
+    Column("detected_by", String(200), nullable=False),
+    Column("detected_at", DateTime(timezone=True), nullable=False),
+)
+
 PUBLISHED = "published"
 OUT_OF_SERVICE = ("withdrawn", "quarantined")  # by an owner | by the build's PII gate
 MAX_REASON_CHARS = 2000
@@ -121,6 +133,9 @@ class Snapshot:
     status_reason: str | None = None  # why it was taken out of service
     status_actor: str | None = None
     status_at: datetime | None = None
+    broken: str | None = None  # set while its file fails the checksum check: what is wrong
+    broken_at: datetime | None = None
+    removed: bool = False  # retention removed it (and its file, unless another snapshot shares it)
 
     @property
     def servable(self) -> bool:
@@ -146,19 +161,29 @@ class Snapshot:
             status_reason=row.w_reason,
             status_actor=row.w_actor,
             status_at=_aware(row.w_at) if row.w_at else None,
+            broken=row.b_detail,
+            broken_at=_aware(row.b_at) if row.b_at else None,
+            removed=row.removed_at is not None,
         )
 
 
 def _snapshot_select() -> Any:
-    """Snapshots joined with their withdrawal (columns `w_*`, NULL while published)."""
-    w = withdrawals_table.c
+    """Snapshots joined with their withdrawal (columns `w_*`, NULL while published) and their
+    broken mark (`b_*`, NULL while intact)."""
+    w, b = withdrawals_table.c, broken_table.c
     return select(
         snapshots_table,
         w.kind.label("w_kind"),
         w.reason.label("w_reason"),
         w.actor.label("w_actor"),
         w.at.label("w_at"),
-    ).select_from(snapshots_table.outerjoin(withdrawals_table, w.snapshot_id == snapshots_table.c.id))
+        b.detail.label("b_detail"),
+        b.detected_at.label("b_at"),
+    ).select_from(
+        snapshots_table.outerjoin(withdrawals_table, w.snapshot_id == snapshots_table.c.id).outerjoin(
+            broken_table, b.snapshot_id == snapshots_table.c.id
+        )
+    )
 
 
 class Authority(Protocol):
@@ -520,7 +545,7 @@ class Catalog:
 
     def _previous_good(self, conn: Any, target: Snapshot) -> Snapshot | None:
         """The newest snapshot of the same product published before `target` (by publication
-        order), servable and not removed."""
+        order), servable, not removed and not marked broken."""
         target_seq = select(snapshots_table.c.seq).where(snapshots_table.c.id == target.id).scalar_subquery()
         rows = conn.execute(
             _snapshot_select()
@@ -528,7 +553,67 @@ class Catalog:
             .where(snapshots_table.c.seq < target_seq)
             .where(snapshots_table.c.removed_at.is_(None))
             .where(withdrawals_table.c.kind.is_(None))
+            .where(broken_table.c.detail.is_(None))
             .order_by(snapshots_table.c.seq.desc())
             .limit(1)
         ).first()
         return Snapshot.from_row(rows) if rows else None
+
+    # -- integrity ----------------------------------------------------------------------------
+
+    def mark_broken(
+        self, snapshot_id: str, detail: str, detected_by: str, now: datetime | None = None
+    ) -> bool:
+        """Mark a snapshot whose file failed its checksum check (`detail` says what is wrong,
+        never the path). Idempotent; True when the mark is new or changed (then `version()` moves,
+        so every gateway sees it at its next poll). Raises LookupError for an unknown snapshot."""
+        now = now or utcnow()
+        with self.engine.begin() as conn:
+            snap = _snapshot_in(conn, snapshot_id)
+            if snap is None:
+                raise LookupError(f"no snapshot {snapshot_id!r}")
+            if snap.broken == detail:
+                return False
+            conn.execute(broken_table.delete().where(broken_table.c.snapshot_id == snapshot_id))
+            conn.execute(
+                broken_table.insert().values(
+                    snapshot_id=snapshot_id,
+                    product=snap.product,
+                    detail=detail,
+                    detected_by=detected_by[:200],
+                    detected_at=now,
+                )
+            )
+            conn.execute(
+                update(products_table).where(products_table.c.name == snap.product).values(updated_at=now)
+            )
+        return True
+
+    def clear_broken(self, snapshot_id: str, now: datetime | None = None) -> bool:
+        """Lift the mark once the file verifies again (e.g. restored from backup); True if one was lifted."""
+        with self.engine.begin() as conn:
+            snap = _snapshot_in(conn, snapshot_id)
+            if snap is None or snap.broken is None:
+                return False
+            conn.execute(broken_table.delete().where(broken_table.c.snapshot_id == snapshot_id))
+            conn.execute(
+                update(products_table)
+                .where(products_table.c.name == snap.product)
+                .values(updated_at=now or utcnow())
+            )
+        return True
+
+    def broken_snapshots(self, product: str | None = None) -> list[Snapshot]:
+        """Snapshots marked broken that could still be served (not withdrawn, not removed), newest
+        first: what makes a product, and a gateway's readiness, fail."""
+        query = (
+            _snapshot_select()
+            .where(broken_table.c.detail.is_not(None))
+            .where(withdrawals_table.c.kind.is_(None))
+            .where(snapshots_table.c.removed_at.is_(None))
+        )
+        if product is not None:
+            query = query.where(snapshots_table.c.product == product)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query.order_by(snapshots_table.c.seq.desc())).all()
+        return [Snapshot.from_row(r) for r in rows]

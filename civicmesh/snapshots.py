@@ -1,4 +1,5 @@
-"""Immutable Parquet snapshots, written atomically and named by their content."""
+"""Immutable Parquet snapshots, written atomically and named by their content, and the check that
+a file still holds what was published (its SHA-256, stored in the catalog at publish)."""
 
 from __future__ import annotations
 
@@ -22,12 +23,31 @@ class WrittenSnapshot:
     schema: tuple[tuple[str, str], ...]
 
 
-def _sha256(path: Path) -> str:
+def file_checksum(path: Path) -> str:
+    """SHA-256 of the file as hex, streamed in 1 MiB blocks (constant memory, any size)."""
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def integrity_problem(path: Path, checksum: str, byte_size: int | None = None) -> str | None:
+    """None if `path` still has the SHA-256 `checksum` (and `byte_size`) stored at publish, else
+    what is wrong, in words that never name the path (callers decide who may see it):
+    "file missing", "size 123 B, expected 456 B", "checksum mismatch (...)", "unreadable (...)"."""
+    try:
+        size = path.stat().st_size
+        if byte_size is not None and size != byte_size:
+            return f"size {size} B, expected {byte_size} B"
+        found = file_checksum(path)
+    except FileNotFoundError:
+        return "file missing"
+    except OSError as exc:
+        return f"unreadable ({exc.strerror or type(exc).__name__})"
+    if found != checksum:
+        return f"checksum mismatch (sha256 {found[:12]}..., expected {checksum[:12]}...)"
+    return None
 
 
 def _fsync_dir(path: Path) -> None:
@@ -63,7 +83,7 @@ def write_snapshot(
         )
         with tmp.open("rb") as handle:
             os.fsync(handle.fileno())
-        checksum = _sha256(tmp)
+        checksum = file_checksum(tmp)
         final = dest_dir / f"{checksum[:24]}.parquet"
         os.replace(tmp, final)
         _fsync_dir(dest_dir)

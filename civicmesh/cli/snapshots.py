@@ -1,5 +1,5 @@
-"""`civicmesh snapshots list|withdraw|gc`: the published versions of a product, taking one out of
-service, and retention.
+"""`civicmesh snapshots list|withdraw|verify|gc`: the published versions of a product, taking one
+out of service, checking files against their published checksums, and retention.
 
 `withdraw --as USER` names the acting user, taken on trust as for `civicmesh access` (a local admin
 tool run by someone with access to the metadata store); the policy engine decides whether that user
@@ -16,6 +16,7 @@ from civicmesh.catalog import PUBLISHED, Catalog, WithdrawError, WithdrawRefused
 from civicmesh.cli import CommandError
 from civicmesh.retention import collect_garbage
 from civicmesh.settings import Settings
+from civicmesh.snapshots import integrity_problem
 from civicmesh.store import get_engine
 
 
@@ -34,6 +35,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     withdraw.add_argument("--reason", required=True, help="why: shown in the catalog")
     withdraw.add_argument("--as", dest="user", required=True, help="the acting user (an owner)")
     withdraw.set_defaults(handler=run_withdraw)
+    verify = commands.add_parser(
+        "verify", help="check every servable snapshot's file against its published checksum"
+    )
+    verify.add_argument("product", nargs="?", help="one product (default: every product)")
+    verify.set_defaults(handler=run_verify)
     gc = commands.add_parser("gc", help="remove snapshots past retention (never current or young ones)")
     gc.add_argument("--grace-days", type=float, default=7.0, help="never remove younger snapshots")
     gc.add_argument("--keep", type=int, default=3, help="always keep this many newest per product")
@@ -62,6 +68,7 @@ def list_snapshots(args: argparse.Namespace) -> int:
             "status_reason": s.status_reason,
             "status_by": s.status_actor,
             "status_at": s.status_at.isoformat() if s.status_at else None,
+            "broken": s.broken,
             "quality": (s.quality or {}).get("checks") and f"{len(s.quality['checks'])} checks passed",
         }
         for s in catalog.snapshots(args.product)
@@ -75,6 +82,8 @@ def list_snapshots(args: argparse.Namespace) -> int:
         print(f"{marker} {row['id']}  {row['rows']:>10,} rows  {row['bytes']:>12,} B  {row['published_at']}")
         if row["status"] != PUBLISHED:
             print(f"    {row['status']} by {row['status_by']} at {row['status_at']}: {row['status_reason']}")
+        if row["broken"]:
+            print(f"    BROKEN (not served): {row['broken']}")
     return 0
 
 
@@ -108,6 +117,32 @@ def run_withdraw(args: argparse.Namespace) -> int:
     print(f"{result.snapshot.id} withdrawn (access-log record {result.access_log_seq})")
     print(f"current: {now}" + ("" if result.moved else " (unchanged)"))
     return 0
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    """Exit 1 if any file does not match: each is named and marked broken in the catalog (never
+    served; gateways fail `/readyz`); a snapshot that verifies again has its mark lifted.
+    Withdrawn, quarantined and removed snapshots are not checked (they are never served)."""
+    catalog = _catalog(Settings.from_env())
+    if args.product is not None and catalog.entry(args.product) is None:
+        raise CommandError(f"no product named {args.product!r} has been published")
+    names = [args.product] if args.product else [e.spec.name for e in catalog.entries()]
+    checked = broken = 0
+    for name in names:
+        for snap in catalog.snapshots(name):
+            if not snap.servable:
+                continue
+            checked += 1
+            problem = integrity_problem(snap.path, snap.checksum, snap.byte_size)
+            if problem is None:
+                lifted = catalog.clear_broken(snap.id)
+                print(f"ok      {snap.id}" + ("  (verifies again: broken mark lifted)" if lifted else ""))
+                continue
+            broken += 1
+            catalog.mark_broken(snap.id, problem, "civicmesh snapshots verify")
+            print(f"BROKEN  {snap.id}  {snap.path}: {problem}")
+    print(f"{checked} snapshots checked, {broken} broken")
+    return 1 if broken else 0
 
 
 def run_gc(args: argparse.Namespace) -> int:

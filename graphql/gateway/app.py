@@ -39,6 +39,7 @@ from gateway.duck import DuckPool
 from gateway.exports import handle_export
 from gateway.http_body import BodyTooLarge, read_body
 from gateway.ingest import handle_lineage_post
+from gateway.integrity import snapshots_check
 from gateway.lineage_fields import GraphCache
 from gateway.readiness import Readiness
 from gateway.recording import Recorder, error_response
@@ -131,6 +132,7 @@ class Gateway:
         self._policy_task: asyncio.Task[None] | None = None
         # Each fault that makes this process unfit to serve registers a check here (see readiness.py).
         self.readiness = Readiness()
+        self.readiness.add("snapshots", lambda: snapshots_check(self.catalog, self.duck.checks))
 
     def _load_state(self) -> CatalogState:
         version = self.catalog.version()

@@ -66,6 +66,11 @@ class SnapshotInfo:
     )
     status_reason: str | None = strawberry.field(description="Why it was taken out of service.")
     status_changed_at: dt.datetime | None
+    broken: str | None = strawberry.field(
+        description="Set while its file fails the checksum stored at publish: what is wrong. "
+        "A broken snapshot is not served (`UNAVAILABLE`) until it verifies again."
+    )
+    broken_at: dt.datetime | None
 
     @classmethod
     def of(cls, snap: Snapshot, current: bool) -> SnapshotInfo:
@@ -77,7 +82,15 @@ class SnapshotInfo:
             status=snap.status,
             status_reason=snap.status_reason,
             status_changed_at=snap.status_at,
+            broken=snap.broken,
+            broken_at=snap.broken_at,
         )
+
+
+@strawberry.type(description="Whether a product's servable snapshots still match their checksums.")
+class Integrity:
+    status: str = strawberry.field(description="`ok`, or `broken` while any servable snapshot is.")
+    broken_snapshots: list[SnapshotInfo]
 
 
 def _ctx(info: strawberry.Info) -> RequestContext:
@@ -141,6 +154,16 @@ class ProductInfo:
         snaps = await anyio.to_thread.run_sync(ctx.catalog.snapshots, self.entry.spec.name)
         current = self.entry.current.id if self.entry.current else None
         return [SnapshotInfo.of(s, s.id == current) for s in snaps]
+
+    @strawberry.field(description="Checksum checks of the snapshots that can be served.")
+    async def integrity(self, info: strawberry.Info) -> Integrity:
+        ctx = _ctx(info)
+        broken = await anyio.to_thread.run_sync(ctx.catalog.broken_snapshots, self.entry.spec.name)
+        current = self.entry.current.id if self.entry.current else None
+        return Integrity(
+            status="broken" if broken else "ok",
+            broken_snapshots=[SnapshotInfo.of(s, s.id == current) for s in broken],
+        )
 
     @strawberry.field
     def freshness(self, info: strawberry.Info) -> Freshness:

@@ -2,7 +2,8 @@
 
 Opening a connection costs ~13 ms, so one is opened at start-up and each query takes a cursor
 (cheap, shares the database and its registered functions). The connection can read only the
-snapshots folder and cannot change its own configuration afterwards.
+snapshots folder and cannot change its own configuration afterwards. The files it reads are
+checked against their published checksums first (`DuckPool.checks`, see gateway/integrity.py).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import anyio.to_thread
 import duckdb
 
 from gateway.errors import UNAVAILABLE, GovernedError, limit_exceeded
+from gateway.integrity import FileChecks
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +117,9 @@ class DuckPool:
         self._cache_max_cells = cache_max_cells  # rows x columns held: the memory bound
         self._cache_cells = 0
         self.cache_hits = 0
+        # Every snapshot file is checked against its published checksum before this process first
+        # reads it (gateway.integrity.ensure_intact, on every read path and exports).
+        self.checks = FileChecks()
 
     def run(self, sql: str, params: Sequence[Any] = ()) -> QueryResult:
         cursor = self._con.cursor()

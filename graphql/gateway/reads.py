@@ -18,6 +18,7 @@ import anyio.to_thread
 from civicmesh.catalog import CatalogEntry, Snapshot
 from gateway.context import RequestContext, Touch
 from gateway.errors import NOT_AVAILABLE, UNAVAILABLE, GovernedError, bad_input, forbidden, limit_exceeded
+from gateway.integrity import ensure_intact
 from gateway.naming import camel
 from gateway.query import Cursor, PageQuery
 from policies.decision import Decision
@@ -128,9 +129,11 @@ async def serve_snapshot(
     as_of: datetime | None,
 ) -> tuple[Snapshot, Served]:
     """Pick the snapshot to serve and decide its columns and masks (for every read path and
-    exports). Fills `touch` with the snapshot id, the masks and the row filter."""
+    exports), after checking its file against the published checksum (UNAVAILABLE if it fails).
+    Fills `touch` with the snapshot id, the masks and the row filter."""
     snap = await snapshot_for(ctx, entry, cursor, as_of)
     touch.snapshot_id = snap.id
+    await ensure_intact(ctx, snap)
     served = served_columns(ctx, entry, snap, decision)
     touch.masks = served.masks
     touch.row_filter = decision.row_filter if decision is not None else None

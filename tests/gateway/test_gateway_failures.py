@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 
 import duckdb
 import pytest
 
+from civicmesh.catalog import Catalog
 from civicmesh.products import ColumnSpec, ProductSpec
+from civicmesh.snapshots import WrittenSnapshot
+from civicmesh.store import get_engine
 from gateway.duck import DuckPool
 from gateway.errors import GovernedError
 
@@ -21,9 +25,15 @@ BROKEN = ProductSpec(
 )
 
 
-def test_internal_errors_are_masked_and_coded(server, gw_settings, publish_product) -> None:
-    snapshot = publish_product(gw_settings, BROKEN, "SELECT CAST(i AS INTEGER) AS n FROM range(3) t(i)")
-    snapshot.path.write_bytes(b"this is not parquet at all" * 10)  # damage it in place
+def test_internal_errors_are_masked_and_coded(server, gw_settings) -> None:
+    # A file that is not Parquet, registered with its own checksum (so the integrity check passes
+    # and DuckDB fails while reading it: an internal error, not a broken snapshot).
+    garbage = b"this is not parquet at all" * 10
+    path = gw_settings.snapshots_dir / "city_ops" / "broken_feed" / "garbage.parquet"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(garbage)
+    written = WrittenSnapshot(path, hashlib.sha256(garbage).hexdigest(), 3, len(garbage), (("n", "INTEGER"),))
+    snapshot = Catalog(get_engine(gw_settings.metadata_url)).publish(BROKEN, written)
     body = None
     for _ in range(30):  # the new product appears within a second (schema rebuild)
         body = server.gql("{ cityOps { brokenFeed { nodes { n } } } }", "alice")

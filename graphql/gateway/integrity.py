@@ -1,0 +1,122 @@
+"""Integrity when reading: a snapshot is served only while its file has the SHA-256 stored at publish.
+
+Cost off the hot path: a process hashes a snapshot's file the first time it opens it (streaming,
+in a worker thread; concurrent first reads share one hash; see bench/integrity.py for the cost on
+a 1M-row snapshot) and then trusts it while the file's (size, mtime, inode) stay the same: one
+`os.stat` per read. A file rewritten or truncated after its check is hashed again on its next read;
+so is a snapshot the catalog marks broken (another gateway or `civicmesh snapshots verify` found it).
+A failed check is remembered for `retry_seconds` (a broken file is not re-hashed per request).
+
+A mismatch is never served: the read or export fails with `UNAVAILABLE` naming the product (never
+the file), the request's access-log record carries that code, the server log names the file, and
+the snapshot is marked broken in the catalog, which makes every gateway's `/readyz` fail (the
+`snapshots` check) until the file verifies again (the mark is lifted) or the snapshot is withdrawn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import anyio.to_thread
+
+from civicmesh.catalog import Catalog, Snapshot
+from civicmesh.snapshots import integrity_problem
+from gateway.errors import UNAVAILABLE, GovernedError
+from gateway.readiness import CheckResult
+
+if TYPE_CHECKING:
+    from gateway.context import RequestContext
+
+log = logging.getLogger(__name__)
+
+RETRY_SECONDS = 30.0
+DETECTED_BY = f"gateway {socket.gethostname()} pid {os.getpid()}"
+
+FileStat = tuple[int, int, int]  # size, mtime (ns), inode
+
+
+def _stat(path: str) -> FileStat | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns, st.st_ino
+
+
+class FileChecks:
+    """This process's checksum checks, keyed by snapshot id. Used on the event loop only (no lock)."""
+
+    def __init__(self, retry_seconds: float = RETRY_SECONDS) -> None:
+        self.retry_seconds = retry_seconds
+        self._ok: dict[str, FileStat] = {}
+        self._failed: dict[str, tuple[FileStat | None, float, str]] = {}  # id -> (stat, when, detail)
+        self._pending: dict[tuple[str, FileStat | None], asyncio.Future[str | None]] = {}
+        self.unrecorded: dict[str, str] = {}  # failures not yet marked in the catalog: id -> product
+        self.hashed = 0  # files hashed by this process
+
+    async def problem(self, snap: Snapshot) -> tuple[str | None, bool]:
+        """(what is wrong with `snap`'s file or None, whether it was hashed just now)."""
+        path = str(Path(snap.path).resolve())
+        stat = _stat(path)
+        if stat is not None and snap.broken is None and self._ok.get(snap.id) == stat:
+            return None, False
+        failed = self._failed.get(snap.id)
+        if failed is not None and failed[0] == stat and time.monotonic() - failed[1] < self.retry_seconds:
+            return failed[2], False
+        key = (snap.id, stat)
+        future = self._pending.get(key)
+        if future is None:
+            future = asyncio.ensure_future(self._check(snap, path, stat))
+            self._pending[key] = future
+            future.add_done_callback(lambda _: self._pending.pop(key, None))
+        return await asyncio.shield(future), True
+
+    async def _check(self, snap: Snapshot, path: str, stat: FileStat | None) -> str | None:
+        self.hashed += 1
+        detail = await anyio.to_thread.run_sync(integrity_problem, Path(path), snap.checksum, snap.byte_size)
+        if detail is None:
+            self._ok[snap.id] = stat  # type: ignore[assignment]  # a file that hashed has a stat
+            self._failed.pop(snap.id, None)
+        else:
+            self._ok.pop(snap.id, None)
+            self._failed[snap.id] = (stat, time.monotonic(), detail)
+        return detail
+
+
+async def ensure_intact(ctx: RequestContext, snap: Snapshot) -> None:
+    """Return if `snap` may be served; else mark it broken, log it, and raise UNAVAILABLE."""
+    checks = ctx.duck.checks
+    detail, fresh = await checks.problem(snap)
+    if detail is None:
+        if fresh and snap.broken is not None:  # restored since it was marked: lift the mark
+            await anyio.to_thread.run_sync(ctx.catalog.clear_broken, snap.id)
+            log.warning("snapshot %s of %s verifies again; broken mark lifted", snap.id, snap.product)
+        return
+    if fresh or snap.id in checks.unrecorded:
+        log.error("snapshot %s of %s is not served: %s (file %s)", snap.id, snap.product, detail, snap.path)
+        try:
+            await anyio.to_thread.run_sync(ctx.catalog.mark_broken, snap.id, detail, DETECTED_BY)
+            checks.unrecorded.pop(snap.id, None)
+        except Exception:  # still refused; retried on the next read, and /readyz fails meanwhile
+            checks.unrecorded[snap.id] = snap.product
+            log.exception("could not mark snapshot %s broken in the catalog", snap.id)
+    raise GovernedError(
+        f"{snap.product} cannot be served right now: its data failed an integrity check.", UNAVAILABLE
+    )
+
+
+def snapshots_check(catalog: Catalog, checks: FileChecks) -> CheckResult:
+    """The `snapshots` readiness check: fails while any snapshot that could be served is marked
+    broken in the catalog, or this process found one it could not mark there."""
+    broken = {s.id: f"{s.product} ({s.id}): {s.broken}" for s in catalog.broken_snapshots()}
+    for snapshot_id, product in checks.unrecorded.items():
+        broken.setdefault(snapshot_id, f"{product} ({snapshot_id}): failed its checksum check")
+    if broken:
+        return CheckResult(False, "broken snapshots: " + "; ".join(sorted(broken.values())))
+    return CheckResult(True, "no broken snapshots")

@@ -1,0 +1,87 @@
+"""`FileChecks`: a snapshot file is hashed once per process (concurrent first reads share it), again
+only when the file changes or the catalog marks it broken, and a failure is not re-hashed per read."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+import duckdb
+
+from civicmesh.catalog import Snapshot
+from civicmesh.products import ColumnSpec, ProductSpec
+from civicmesh.snapshots import write_snapshot
+from gateway.integrity import FileChecks
+
+SPEC = ProductSpec(
+    department="environment",
+    product="air_quality",
+    classification="public",
+    owner="esther@city.example",
+    description="Air.",
+    columns=(ColumnSpec("reading_id", "integer"),),
+)
+
+
+def _snapshot(tmp_path: Path) -> Snapshot:
+    con = duckdb.connect()
+    con.execute("CREATE TABLE t AS SELECT CAST(i AS INTEGER) AS reading_id FROM range(1000) t(i)")
+    written = write_snapshot(con, "t", tmp_path)
+    return Snapshot(
+        id="environment.air_quality@1",
+        product=SPEC.name,
+        path=written.path,
+        checksum=written.checksum,
+        row_count=written.row_count,
+        byte_size=written.byte_size,
+        schema=written.schema,
+        spec=SPEC,
+        published_at=datetime(2026, 1, 1, tzinfo=UTC),
+        quality=None,
+        run_id=None,
+    )
+
+
+def test_concurrent_first_reads_share_one_hash_and_later_reads_none(tmp_path: Path) -> None:
+    snap, checks = _snapshot(tmp_path), FileChecks()
+
+    async def reads() -> list[tuple[str | None, bool]]:
+        first = await asyncio.gather(*(checks.problem(snap) for _ in range(20)))
+        return [*first, await checks.problem(snap)]
+
+    results = asyncio.run(reads())
+    assert {detail for detail, _ in results} == {None}
+    assert checks.hashed == 1
+    assert results[-1] == (None, False)
+
+
+def test_a_changed_file_is_hashed_again_and_its_failure_is_kept_for_a_while(tmp_path: Path) -> None:
+    snap, checks = _snapshot(tmp_path), FileChecks(retry_seconds=3600)
+    assert asyncio.run(checks.problem(snap)) == (None, True)
+    data = snap.path.read_bytes()
+    snap.path.write_bytes(data[:100])
+    detail, fresh = asyncio.run(checks.problem(snap))
+    assert fresh and detail == f"size 100 B, expected {len(data)} B"
+    for _ in range(5):  # a broken file is not re-hashed on every request
+        assert asyncio.run(checks.problem(snap)) == (detail, False)
+    assert checks.hashed == 2
+    snap.path.write_bytes(data)  # restored: a new stat, so it is hashed again at once
+    assert asyncio.run(checks.problem(snap)) == (None, True)
+
+
+def test_a_catalog_broken_mark_forces_a_fresh_check(tmp_path: Path) -> None:
+    snap, checks = _snapshot(tmp_path), FileChecks(retry_seconds=0)
+    assert asyncio.run(checks.problem(snap)) == (None, True)
+    # corrupted in place without changing size or mtime (bit rot): only a fresh hash can tell
+    stat = snap.path.stat()
+    data = bytearray(snap.path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    snap.path.write_bytes(bytes(data))
+    os.utime(snap.path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert asyncio.run(checks.problem(snap)) == (None, False)  # trusted: nothing visible changed
+    marked = replace(snap, broken="checksum mismatch (found by another gateway)")
+    detail, fresh = asyncio.run(checks.problem(marked))
+    assert fresh and detail is not None and detail.startswith("checksum mismatch")
