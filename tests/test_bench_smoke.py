@@ -28,3 +28,15 @@ def test_policy_benchmark_runs_and_reports_both_rates() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "uncached:" in result.stdout and "cached:" in result.stdout
+
+
+def test_integrity_benchmark_runs_and_reports_the_first_open_cost() -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "integrity.py"), "--rows", "20000", "--trials", "1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "checksum check on first open:" in result.stdout and "first read, checked:" in result.stdout

@@ -73,6 +73,11 @@ async def snapshot_for(
         snap = await anyio.to_thread.run_sync(ctx.catalog.snapshot, cursor.snapshot_id)
         if snap is None or snap.product != name:
             raise bad_input("Invalid cursor in `after`.")
+        if snap.removed:  # past retention: its file may be gone, which is not a broken snapshot
+            raise GovernedError(
+                f"The snapshot of {name} this cursor pages through has expired; start again without `after`.",
+                UNAVAILABLE,
+            )
         if not snap.servable:
             raise GovernedError(
                 f"The snapshot of {name} this cursor pages through was {snap.status}; "

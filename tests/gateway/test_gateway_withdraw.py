@@ -181,3 +181,29 @@ def test_only_owners_may_withdraw_and_a_refusal_is_chained(server, cli, capsys, 
         "deny",
         403,
     )
+
+
+def test_a_cursor_into_a_snapshot_past_retention_has_expired_and_nothing_is_marked_broken(
+    server, publish_product
+) -> None:
+    from civicmesh.catalog import snapshots_table
+
+    spec = replace(POTHOLES, product="curb_repairs", description="Curb repairs.")
+    snap = publish_product(server.settings, spec, _sql(4, 2.0))
+    query = "{ publicWorks { curbRepairs%s { nodes { repairId } pageInfo { endCursor } } } }"
+    deadline = time.monotonic() + 10
+    while "errors" in (body := server.gql(query % "(first: 1)", "alice")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    cursor = body["data"]["publicWorks"]["curbRepairs"]["pageInfo"]["endCursor"]
+    catalog = Catalog(get_engine(server.settings.metadata_url))
+    with catalog.engine.begin() as conn:  # what `snapshots gc` does once it is past its grace period
+        conn.execute(
+            snapshots_table.update()
+            .where(snapshots_table.c.id == snap.id)
+            .values(removed_at=datetime.now(UTC))
+        )
+    snap.path.unlink()
+    body = server.gql(query % f'(first: 1, after: "{cursor}")', "alice")
+    assert body["errors"][0]["extensions"]["code"] == "UNAVAILABLE"
+    assert "expired" in body["errors"][0]["message"]
+    assert catalog.snapshot(snap.id).broken is None
