@@ -144,7 +144,7 @@ class Snapshot:
 
     @classmethod
     def from_row(cls, row: Any) -> Snapshot:
-        """From a row of `_snapshot_select()` (the snapshot with its withdrawal, if any)."""
+        """From a row of `_snapshot_select()` (the snapshot with its withdrawal and broken mark)."""
         return cls(
             id=row.id,
             product=row.product,
@@ -256,7 +256,8 @@ def _refuse_withdrawn_twin(conn: Any, spec: ProductSpec, checksum: str) -> None:
     if twin is not None:
         raise SnapshotWithdrawn(
             f"{spec.name}: not published: the same content and spec were {twin.w_kind} as snapshot "
-            f"{twin.id} ({twin.w_reason}). Fix the data or the contract, then build again."
+            f"{twin.id} (why: `civicmesh snapshots list {spec.name}`). Fix the data or the contract, "
+            "then build again."
         )
 
 
@@ -377,8 +378,8 @@ class Catalog:
     # -- reads --------------------------------------------------------------------------------
 
     def version(self) -> tuple[int, str]:
-        """Changes whenever anything is published, withdrawn or a quality status moves (cheap to
-        poll)."""
+        """Changes whenever anything is published, withdrawn or marked broken, or a quality status
+        moves (cheap to poll)."""
         with self.engine.connect() as conn:
             seq = conn.execute(select(func.max(snapshots_table.c.seq))).scalar() or 0
             updated = conn.execute(select(func.max(products_table.c.updated_at))).scalar()
@@ -455,11 +456,11 @@ class Catalog:
         """Take one snapshot of `product` out of service for good: `kind` "withdrawn" (an owner)
         or "quarantined" (the build's PII gate). `snapshot_id` None means the current snapshot.
 
-        In one transaction, under the store's write lock: the withdrawal row (with `reason`), the
-        current pointer moved back to the newest earlier snapshot that is still servable and not
-        removed (or to none) when the snapshot was current, and an access-log record (action
-        `withdraw` | `quarantine`, subject `actor`, the snapshot id, `authority`'s rule and policy
-        version, and a digest of `reason`). Gateways see it at their next catalog poll.
+        In one transaction, under the store's write lock: the withdrawal row (with `reason`); when
+        the snapshot was current, the current pointer moved back to the newest earlier snapshot
+        that is servable, not removed and not marked broken (or to none); and an access-log record
+        (action `withdraw` | `quarantine`, subject `actor`, the snapshot id, `authority`'s rule and
+        policy version, and a digest of `reason`). Gateways see it at their next catalog poll.
 
         Raises WithdrawRefused when `authority.allowed` is false (after chaining a `deny` record),
         WithdrawError for an unknown product or snapshot, one already out of service, a missing
