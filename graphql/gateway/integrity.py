@@ -62,7 +62,7 @@ class FileChecks:
 
     async def problem(self, snap: Snapshot) -> tuple[str | None, bool]:
         """(what is wrong with `snap`'s file or None, whether it was hashed just now)."""
-        path = str(Path(snap.path).resolve())
+        path = str(snap.path)  # os.stat follows links itself: one system call on the hot path
         stat = _stat(path)
         if stat is not None and snap.broken is None and self._ok.get(snap.id) == stat:
             return None, False
