@@ -117,6 +117,12 @@ class Settings:
     def oidc_client_secret(self) -> str | None:
         return self.extra.get("oidc_client_secret") or os.environ.get("CIVICMESH_OIDC_CLIENT_SECRET")
 
+    @property
+    def organisation_name(self) -> str:
+        """Who publishes the catalog (DCAT-AP dct:publisher of the portal's catalog feed)."""
+        name = self.extra.get("organisation_name") or os.environ.get("CIVICMESH_ORGANISATION_NAME")
+        return name or "civicmesh"
+
     @cached_property
     def portal_session_key(self) -> str:
         """Signs the portal's session cookie; set CIVICMESH_PORTAL_SESSION_KEY when several hosts serve."""
