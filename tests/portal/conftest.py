@@ -33,6 +33,7 @@ from civicmesh.settings import Settings
 from civicmesh.store import dispose_all
 from tests.gateway.conftest import Server, publish
 
+REPO = Path(__file__).resolve().parents[2]
 PROVIDER_SCRIPT = Path(__file__).with_name("oidc_provider.py")
 CLIENT_ID, CLIENT_SECRET = "civicmesh-portal", "provider-test-secret"
 
@@ -57,6 +58,7 @@ PRODUCTS = (
     _spec("transportation", "bike_counts", "public", "Bicycles counted per day."),
     _spec("environment", "noise_levels", "public", ""),
     _spec("public_works", "service_requests", "internal", "Citizen service requests."),
+    _spec("environment", "water_quality", "internal", "<script>alert('xss')</script> & <b>bold</b>"),
     _spec("finance", "vendor_payments", "confidential", "Payments to vendors."),
     _spec("hr", "salaries", "restricted", "Staff salaries."),
 )

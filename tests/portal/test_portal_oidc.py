@@ -134,3 +134,14 @@ def test_no_persona_sign_in_outside_demo_mode(oidc_portal: tuple, oidc_browser: 
     refused = oidc_browser.post("/login/demo", {"persona": "carol", "csrf_token": oidc_browser.csrf("/")})
     assert refused.status_code == 404
     assert "(<code>bob</code>)" in oidc_browser.get("/").text
+
+
+def test_a_provider_user_missing_from_the_staff_directory_sees_nothing(
+    oidc_portal: tuple, oidc_browser: Browser
+) -> None:
+    _, provider = oidc_portal
+    back = _approve(provider, _start(oidc_browser), "stranger")
+    assert oidc_browser.get("/auth/callback", params=back).status_code == 303
+    page = oidc_browser.get("/").text
+    assert "(<code>stranger</code>)" in page and "is not in the staff" in page
+    assert "No data product is visible to you yet." in page and "air_quality" not in page
