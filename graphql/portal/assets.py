@@ -44,6 +44,7 @@ VENDOR_FILES = {
     "vega-embed": ("vega-embed", "build/vega-embed.min.js"),
     "axe-core": ("axe-core", "axe.min.js"),
 }
+MEDIA_TYPES = {".geojson": "application/geo+json"}  # RFC 7946 §12; Python's mimetypes lacks it
 OWN_FILES = {"portal.css": STATIC_DIR / "portal.css", "districts.geojson": GEOJSON_PATH}
 
 
@@ -129,7 +130,8 @@ class Assets:
         problem = self.problem(asset)
         if problem is not None:
             return PlainTextResponse(problem, status_code=404)
-        return FileResponse(asset.file, headers=IMMUTABLE)
+        media_type = MEDIA_TYPES.get(asset.file.suffix)  # None: guessed from the suffix
+        return FileResponse(asset.file, headers=IMMUTABLE, media_type=media_type)
 
     def app(self) -> Router:
         """Mount at STATIC_PATH: exactly the files above, nothing else from node_modules."""
