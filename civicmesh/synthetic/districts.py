@@ -7,7 +7,8 @@ the map and the data cannot drift apart): cells tile the city's box with no gap 
 Format: RFC 7946 — coordinates are [longitude, latitude] in WGS 84, exterior rings counter-clockwise
 (§3.1.6), first position repeated last. Each feature has `id` and `properties.district` = the code
 used in the data (`D1`..`D9`). `districts.geojson` beside this file is this function's output,
-written by `python -m civicmesh.synthetic.districts` (a test keeps the two equal).
+written by `python -m civicmesh.synthetic.districts` (a test keeps the two equal). Maps drawn with
+d3-geo (Vega) need the rings the other way round: `for_d3_geo`.
 """
 
 from __future__ import annotations
@@ -42,6 +43,17 @@ def district_boundaries() -> dict[str, Any]:
         for code, lat, lon in zip(common.DISTRICTS, common.DISTRICT_LAT, common.DISTRICT_LON, strict=True)
     ]
     return {"type": "FeatureCollection", "features": features}
+
+
+def for_d3_geo(collection: dict[str, Any]) -> dict[str, Any]:
+    """The same features with clockwise rings, for d3-geo and so Vega/Vega-Lite `geoshape`: d3 reads
+    rings on the sphere, where a counter-clockwise (RFC 7946) ring bounds everything *outside* it,
+    and a map of it fills the globe. Measured in Chromium: tests/portal/test_portal_browser.py."""
+    features = []
+    for feature in collection["features"]:
+        rings = [list(reversed(ring)) for ring in feature["geometry"]["coordinates"]]
+        features.append({**feature, "geometry": {**feature["geometry"], "coordinates": rings}})
+    return {**collection, "features": features}
 
 
 def render() -> str:

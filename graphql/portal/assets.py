@@ -8,7 +8,7 @@ file's SRI hash (sha384, W3C Subresource Integrity): pages put it in `integrity=
 refuses to serve a file whose bytes differ from it. After changing a version, run
 `npm ci --ignore-scripts` in `static/` and `python -m portal.assets` to rewrite that file.
 
-The portal's own files (its CSS, the district boundaries) are served at
+The portal's own files (its CSS, the district boundaries for Vega maps) are served from memory at
 `/static/<stem>.<sha256 prefix><suffix>`: a new content is a new URL. All asset URLs are immutable
 (`Cache-Control: public, max-age=31536000, immutable`) and sent with `X-Content-Type-Options: nosniff`.
 """
@@ -28,7 +28,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, PlainTextResponse, Response
 from starlette.routing import Route, Router
 
-from civicmesh.synthetic.districts import GEOJSON_PATH
+from civicmesh.synthetic.districts import district_boundaries, for_d3_geo
 
 STATIC_DIR = Path(__file__).with_name("static")
 INTEGRITY_FILE = STATIC_DIR / "integrity.json"
@@ -44,8 +44,13 @@ VENDOR_FILES = {
     "vega-embed": ("vega-embed", "build/vega-embed.min.js"),
     "axe-core": ("axe-core", "axe.min.js"),
 }
-MEDIA_TYPES = {".geojson": "application/geo+json"}  # RFC 7946 §12; Python's mimetypes lacks it
-OWN_FILES = {"portal.css": STATIC_DIR / "portal.css", "districts.geojson": GEOJSON_PATH}
+MEDIA_TYPES = {".css": "text/css", ".geojson": "application/geo+json"}  # RFC 7946 §12
+
+
+def _own_files() -> dict[str, bytes]:
+    """The portal's own files by name. The district boundaries are oriented for Vega's d3-geo."""
+    districts = json.dumps(for_d3_geo(district_boundaries()), separators=(",", ":"))
+    return {"portal.css": (STATIC_DIR / "portal.css").read_bytes(), "districts.geojson": districts.encode()}
 
 
 def sri(data: bytes) -> str:
@@ -56,8 +61,9 @@ def sri(data: bytes) -> str:
 class Asset:
     url: str  # under STATIC_PATH
     integrity: str
-    file: Path
+    file: Path | None = None  # vendor files: served from node_modules
     package_version: tuple[str, str] | None = None  # (package, pinned version) for vendor files
+    data: bytes = b""  # the portal's own files: served from memory
 
 
 def pinned_versions() -> dict[str, str]:
@@ -90,11 +96,10 @@ class Assets:
             url = f"vendor/{package}@{versions[package]}/{path}"
             pin = (package, versions[package])
             assets[name] = Asset(url, integrity[url], self.modules / package / path, pin)
-        for name, file in OWN_FILES.items():
-            data = file.read_bytes()
+        for name, data in _own_files().items():
             stem, dot, suffix = name.partition(".")
             url = f"{stem}.{hashlib.sha256(data).hexdigest()[:12]}{dot}{suffix}"
-            assets[name] = Asset(url, sri(data), file)
+            assets[name] = Asset(url, sri(data), data=data)
         return assets
 
     @cached_property
@@ -109,6 +114,8 @@ class Assets:
 
     def problem(self, asset: Asset) -> str | None:
         """Why this file cannot be served as pinned (None: it can)."""
+        if asset.file is None:
+            return None
         if asset.package_version is not None:
             package, version = asset.package_version
             if _installed_version(self.modules, package) != version:
@@ -130,8 +137,10 @@ class Assets:
         problem = self.problem(asset)
         if problem is not None:
             return PlainTextResponse(problem, status_code=404)
-        media_type = MEDIA_TYPES.get(asset.file.suffix)  # None: guessed from the suffix
-        return FileResponse(asset.file, headers=IMMUTABLE, media_type=media_type)
+        if asset.file is None:
+            media_type = MEDIA_TYPES[Path(asset.url).suffix]
+            return Response(asset.data, media_type=media_type, headers=IMMUTABLE)
+        return FileResponse(asset.file, headers=IMMUTABLE)
 
     def app(self) -> Router:
         """Mount at STATIC_PATH: exactly the files above, nothing else from node_modules."""

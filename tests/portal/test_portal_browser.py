@@ -100,3 +100,58 @@ def test_sign_in_with_a_persona_and_axe_finds_no_serious_violation(
         assert errors == [], errors
     finally:
         context.close()
+
+
+MAP_SPEC = """{
+  "$schema": "https://vega.github.io/schema/vega-lite/v6.json",
+  "width": 450, "height": 400,
+  "data": {"url": "%s", "format": {"type": "json", "property": "features"}},
+  "projection": {"type": "mercator"},
+  "mark": {"type": "geoshape", "stroke": "#1b1f23"},
+  "encoding": {"color": {"field": "properties.district", "type": "nominal"}}
+}"""
+
+
+@needs_chromium
+@needs_assets
+def test_the_district_map_renders_from_the_shipped_boundaries(
+    chromium: Any, demo_portal: Any, tmp_path: Path
+) -> None:
+    """Nine district polygons that tile the chart, drawn by the pinned Vega files with the CSP-safe
+    expression interpreter (`ast: true`), on a page whose CSP forbids eval and other origins."""
+    assets = Assets()
+    context = chromium.new_context(viewport={"width": 800, "height": 600})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(r.url))
+    try:
+        page.goto(f"{demo_portal.url}/login")
+        for name in ("vega", "vega-lite", "vega-embed"):
+            page.add_script_tag(url=assets.url(name))
+        boxes = page.evaluate(
+            """async (spec) => {
+                const main = document.querySelector('main');
+                const el = document.createElement('div');
+                main.prepend(el);
+                // CSP-safe: the expression interpreter instead of eval, no injected <style>
+                const options = {renderer: 'svg', actions: false, ast: true, defaultStyle: false,
+                                 tooltip: {disableDefaultStyle: true}};
+                await vegaEmbed(el, JSON.parse(spec), options);
+                const paths = [...el.querySelectorAll('path[aria-roledescription="geoshape"]')];
+                return paths.map(p => { const b = p.getBBox(); return [b.x, b.y, b.width, b.height]; });
+            }""",
+            MAP_SPEC % assets.url("districts.geojson"),
+        )
+        page.screenshot(path=str(tmp_path / "district-map.png"))
+        assert len(boxes) == 9, boxes
+        widths, heights = {round(b[2]) for b in boxes}, {round(b[3]) for b in boxes}
+        assert max(widths) - min(widths) <= 2 and max(heights) - min(heights) <= 2  # equal cells
+        assert 100 < min(widths) < 160  # a third of the 450-px chart each, not the whole globe
+        d1, d3, d7 = boxes[0], boxes[2], boxes[6]
+        assert d1[0] < d3[0] and d1[1] < d7[1]  # D1 north-west, D3 east of it, D7 south of it
+        assert not [u for u in requests if not u.startswith(demo_portal.url)], requests
+        assert errors == [], errors
+    finally:
+        context.close()

@@ -71,3 +71,14 @@ def test_every_generated_point_lies_in_its_districts_polygon(
     outside = [r for r in rows if not _inside(r[1], r[2], polygons[r[0]])]
     assert len(rows) > 100 and not outside, outside[:5]
     assert len({r[0] for r in rows}) == 9
+
+
+def test_d3_geo_orientation_reverses_every_ring_and_keeps_the_rest(shipped: dict) -> None:
+    flipped = districts.for_d3_geo(shipped)
+    for mine, theirs in zip(shipped["features"], flipped["features"], strict=True):
+        assert _signed_area(theirs["geometry"]["coordinates"][0]) < 0
+        assert theirs["geometry"]["coordinates"][0] == mine["geometry"]["coordinates"][0][::-1]
+        assert {k: v for k, v in theirs.items() if k != "geometry"} == {
+            k: v for k, v in mine.items() if k != "geometry"
+        }
+    assert shipped == districts.district_boundaries()  # the input is not changed
