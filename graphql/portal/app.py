@@ -13,6 +13,8 @@ The routes are the last in the gateway's table: `/graphql`, `/exports`, ... matc
 
 from __future__ import annotations
 
+import logging
+
 import anyio.to_thread
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -26,6 +28,8 @@ from portal.auth import SignIn
 from portal.backend import backend, bearer_principal
 from portal.csrf import CSRFMiddleware
 from portal.pages import Pages
+
+log = logging.getLogger(__name__)
 
 
 def create_portal_routes(settings: Settings) -> list[BaseRoute]:
@@ -62,6 +66,7 @@ class CatalogFeed:
     async def negotiated(self, request: Request) -> Response:
         media_type = dcat.negotiate(request.headers.get("accept", ""))
         if media_type is None:
+            log.warning("dcat feed: nothing acceptable in Accept %r", request.headers.get("accept", "")[:200])
             message = f"Ask for {dcat.TURTLE} or {dcat.JSON_LD}."
             return JSONResponse({"code": "NOT_ACCEPTABLE", "message": message}, status_code=406)
         return await self._respond(request, media_type)
@@ -70,6 +75,7 @@ class CatalogFeed:
         user = sessions.signed_in(request)
         principal = user.principal if user else bearer_principal(request)
         if principal is None:
+            log.warning("dcat feed refused: no session and no valid bearer token")
             message = "Sign in, or send Authorization: Bearer <token>."
             body = {"code": "UNAUTHENTICATED", "message": message}
             return JSONResponse(body, status_code=401, headers={"WWW-Authenticate": "Bearer"})

@@ -148,11 +148,13 @@ class SignIn:
 
     async def demo_sign_in(self, request: Request) -> Response:
         if not self.settings.demo_mode:
+            log.warning("persona sign-in refused outside demo mode")
             return self.pages.error(request, 404, "There is no persona sign-in outside demo mode.")
         form = await request.form()
         persona = str(form.get("persona") or "")
         user = backend(request).policy.user(persona)
         if user is None:
+            log.warning("persona sign-in refused: unknown persona %r", persona[:80])
             return self.pages.error(request, 400, "Pick one of the listed personas.")
         sessions.begin(request, user.name, {"sub": user.name}, user.display_name, "demo")
         log.info("portal sign-in: %s via demo persona", user.name)

@@ -25,7 +25,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from gateway.auth import Principal
 
 COOKIE = "civicmesh_portal"
-MAX_AGE_SECONDS = 8 * 3600
+MAX_AGE_SECONDS = 8 * 3600  # idle: the cookie is re-signed on every response
+ABSOLUTE_SECONDS = 12 * 3600  # since sign-in, however active (OWASP Session Management: absolute timeout)
 
 
 @dataclass(frozen=True)
@@ -81,9 +82,14 @@ def end(request: Request) -> None:
     request.session.clear()
 
 
-def signed_in(request: Request) -> SignedIn | None:
+def signed_in(request: Request, now: float | None = None) -> SignedIn | None:
+    """The signed-in user, or None (never signed in, signed out, or signed in too long ago)."""
     user = request.session.get("user")
     if not isinstance(user, dict) or not isinstance(user.get("sub"), str) or not user["sub"]:
+        return None
+    login_at = request.session.get("login_at")
+    now = time.time() if now is None else now
+    if not isinstance(login_at, int) or not 0 <= now - login_at < ABSOLUTE_SECONDS:
         return None
     principal = Principal(subject=user["sub"], claims=dict(user.get("claims") or {}))
     return SignedIn(principal=principal, display_name=str(user.get("name") or user["sub"]), via=user["via"])

@@ -140,3 +140,18 @@ def test_sign_out_ends_the_session(browser: Browser) -> None:
     assert "expires=thu, 01 jan 1970" in out.headers["set-cookie"].lower()  # the cookie is deleted
     assert browser.get("/").status_code == 303
     assert browser.get("/logout").status_code == 405  # sign-out is a POST form, never a link
+
+
+class _Stub:
+    def __init__(self, session: dict) -> None:
+        self.session = session
+
+
+def test_a_session_ends_twelve_hours_after_sign_in_however_active() -> None:
+    user = {"sub": "bob", "claims": {"sub": "bob"}, "name": "Bob Baker", "via": "demo"}
+    signed_at = 1_000_000
+    fresh = _Stub({"user": user, "login_at": signed_at})
+    assert sessions.signed_in(fresh, now=signed_at + sessions.ABSOLUTE_SECONDS - 1) is not None  # type: ignore[arg-type]
+    assert sessions.signed_in(fresh, now=signed_at + sessions.ABSOLUTE_SECONDS) is None  # type: ignore[arg-type]
+    assert sessions.signed_in(fresh, now=signed_at - 60) is None  # type: ignore[arg-type]  # from the future
+    assert sessions.signed_in(_Stub({"user": user}), now=signed_at) is None  # type: ignore[arg-type]
