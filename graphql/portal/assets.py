@@ -29,6 +29,7 @@ from starlette.responses import FileResponse, PlainTextResponse, Response
 from starlette.routing import Route, Router
 
 from civicmesh.synthetic.districts import district_boundaries, for_d3_geo
+from gateway.ide import _installed_version  # the same check GraphiQL's files get
 
 STATIC_DIR = Path(__file__).with_name("static")
 INTEGRITY_FILE = STATIC_DIR / "integrity.json"
@@ -72,13 +73,6 @@ def pinned_versions() -> dict[str, str]:
 
 def modules_dir() -> Path:
     return Path(os.environ.get(MODULES_ENV) or STATIC_DIR / "node_modules")
-
-
-def _installed_version(modules: Path, package: str) -> str | None:
-    try:
-        return json.loads((modules / package / "package.json").read_text(encoding="utf-8")).get("version")
-    except (OSError, ValueError):
-        return None
 
 
 class Assets:
