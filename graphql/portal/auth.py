@@ -31,6 +31,13 @@ from portal.redirects import safe_next
 
 log = logging.getLogger(__name__)
 
+try:  # Authlib's HTTP client uses httpx2 when it is installed, else httpx (authlib ..._compat)
+    import httpx2
+except ImportError:  # pragma: no cover - depends on the environment
+    httpx2 = httpx
+# A provider that cannot be reached (connection, timeout, HTTP status) is a 503, not a refusal.
+UNREACHABLE = (httpx.HTTPError, httpx2.HTTPError)
+
 SCOPE = "openid profile email"
 # ID-token claims kept in the session (the rest, e.g. at_hash, is of no use after sign-in)
 KEPT_CLAIMS = ("sub", "iss", "aud", "exp", "iat", "email", "name", "preferred_username")
@@ -101,7 +108,7 @@ class SignIn:
         redirect_uri = str(request.url_for("portal_oidc_callback"))
         try:
             return await self.oidc.authorize_redirect(request, redirect_uri)
-        except httpx.HTTPError as exc:
+        except UNREACHABLE as exc:
             log.warning("oidc discovery failed: %s", exc)
             return self.pages.error(
                 request, 503, "The identity provider cannot be reached.", "Sign-in failed"
@@ -113,7 +120,7 @@ class SignIn:
         target = safe_next(request.session.get(NEXT_KEY))
         try:
             claims = await self._verified_claims(request)
-        except httpx.HTTPError as exc:
+        except UNREACHABLE as exc:
             log.warning("oidc sign-in failed: provider unreachable: %s", exc)
             return self.pages.error(
                 request, 503, "The identity provider cannot be reached.", "Sign-in failed"

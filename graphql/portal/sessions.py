@@ -92,4 +92,6 @@ def signed_in(request: Request, now: float | None = None) -> SignedIn | None:
     if not isinstance(login_at, int) or not 0 <= now - login_at < ABSOLUTE_SECONDS:
         return None
     principal = Principal(subject=user["sub"], claims=dict(user.get("claims") or {}))
-    return SignedIn(principal=principal, display_name=str(user.get("name") or user["sub"]), via=user["via"])
+    return SignedIn(
+        principal=principal, display_name=str(user.get("name") or user["sub"]), via=str(user.get("via", ""))
+    )

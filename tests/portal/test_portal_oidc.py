@@ -10,7 +10,8 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from tests.portal.conftest import CLIENT_ID, CLIENT_SECRET, Browser, Provider
+from tests.gateway.conftest import Server
+from tests.portal.conftest import CLIENT_ID, CLIENT_SECRET, Browser, Provider, free_port, make_home
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -145,3 +146,19 @@ def test_a_provider_user_missing_from_the_staff_directory_sees_nothing(
     page = oidc_browser.get("/").text
     assert "(<code>stranger</code>)" in page and "is not in the staff" in page
     assert "No data product is visible to you yet." in page and "air_quality" not in page
+
+
+def test_an_unreachable_provider_is_a_clear_503_not_a_500(tmp_path_factory: pytest.TempPathFactory) -> None:
+    closed = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    extra = {"oidc_issuer": closed, "oidc_client_id": CLIENT_ID, "oidc_client_secret": CLIENT_SECRET}
+    server = Server(make_home(tmp_path_factory, "portal_no_provider", demo_mode=False, extra=extra))
+    server.start()
+    try:
+        b = Browser(server.url)
+        response = b.get("/login/oidc")
+        assert response.status_code == 503 and "The identity provider cannot be reached." in response.text
+        callback = b.get("/auth/callback", params={"code": "x", "state": "y"})
+        assert callback.status_code == 400 and "Sign-in failed" in callback.text  # no state: refused first
+        b.close()
+    finally:
+        server.stop()
