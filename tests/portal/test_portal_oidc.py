@@ -162,3 +162,15 @@ def test_an_unreachable_provider_is_a_clear_503_not_a_500(tmp_path_factory: pyte
         b.close()
     finally:
         server.stop()
+
+
+def test_restarting_sign_in_keeps_one_flow_and_the_cookie_small(
+    oidc_portal: tuple, oidc_browser: Browser
+) -> None:
+    _, provider = oidc_portal
+    requests = [_start(oidc_browser) for _ in range(12)]
+    assert len(oidc_browser.http.cookies.get("civicmesh_portal", "")) < 2000
+    stale = _approve(provider, requests[0], "alice")  # an older flow of this browser is gone
+    assert oidc_browser.get("/auth/callback", params=stale).status_code == 400
+    latest = _approve(provider, _start(oidc_browser), "alice")
+    assert oidc_browser.get("/auth/callback", params=latest).status_code == 303
