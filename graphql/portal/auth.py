@@ -104,10 +104,6 @@ class SignIn:
     async def oidc_start(self, request: Request) -> Response:
         if self.oidc is None:
             return self.pages.error(request, 404, "Sign-in with an identity provider is not configured.")
-        # One sign-in in flight per session: Authlib keeps each flow's state (~0.6 KB with the URL)
-        # in the cookie, and a cookie past 4 KB is dropped by the browser.
-        for key in [k for k in request.session if k.startswith(f"_state_{self.oidc.name}_")]:
-            del request.session[key]
         request.session[NEXT_KEY] = safe_next(request.query_params.get("next"))
         redirect_uri = str(request.url_for("portal_oidc_callback"))
         try:
