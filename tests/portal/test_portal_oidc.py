@@ -167,6 +167,8 @@ def test_an_unreachable_provider_is_a_clear_503_not_a_500(tmp_path_factory: pyte
 def test_restarting_sign_in_keeps_one_flow_and_the_cookie_small(
     oidc_portal: tuple, oidc_browser: Browser
 ) -> None:
+    """Each flow's state (~0.6 KB) lives in the cookie; Authlib's Starlette integration keeps only
+    the latest, so a browser never drops a cookie grown past 4 KB."""
     _, provider = oidc_portal
     requests = [_start(oidc_browser) for _ in range(12)]
     assert len(oidc_browser.http.cookies.get("civicmesh_portal", "")) < 2000
