@@ -8,6 +8,10 @@ UV_VERSION := 0.13.9
 # graphql/gateway/README.md. Re-installed only when the lock changes; skipped (with a warning) without npm.
 IDE       := graphql/gateway/ide
 IDE_STAMP := $(IDE)/node_modules/.installed-$(shell cksum < $(IDE)/package-lock.json | cut -d' ' -f1)
+# The portal's front-end files (Vega, Vega-Lite, vega-embed, axe-core), the same way; see
+# graphql/portal/assets.py. Without npm the portal works, minus charts and maps.
+PORTAL_STATIC := graphql/portal/static
+PORTAL_STAMP  := $(PORTAL_STATIC)/node_modules/.installed-$(shell cksum < $(PORTAL_STATIC)/package-lock.json | cut -d' ' -f1)
 export DBT_SEND_ANONYMOUS_USAGE_STATS := false
 
 .PHONY: install demo test lint format lock dagster bench clean
@@ -24,7 +28,12 @@ $(IDE_STAMP): $(IDE)/package.json $(IDE)/package-lock.json
 	  cd $(IDE) && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error && touch $(CURDIR)/$@; \
 	else echo "warning: npm not found: GraphiQL (demo mode) will say how to install it; the API works"; fi
 
-install: $(STAMP) $(IDE_STAMP)
+$(PORTAL_STAMP): $(PORTAL_STATIC)/package.json $(PORTAL_STATIC)/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+	  cd $(PORTAL_STATIC) && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error && touch $(CURDIR)/$@; \
+	else echo "warning: npm not found: the portal's charts and maps will say how to install their files"; fi
+
+install: $(STAMP) $(IDE_STAMP) $(PORTAL_STAMP)
 
 ## Generate demo data, build and publish every product through Dagster, print tokens, serve :8000.
 demo: install

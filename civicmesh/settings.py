@@ -95,6 +95,39 @@ class Settings:
     def jwks_url(self) -> str | None:
         return self.extra.get("jwks_url") or os.environ.get("CIVICMESH_JWKS_URL")
 
+    # -- staff portal sign-in (graphql/portal); OpenID Connect with the organisation's provider --
+
+    @property
+    def oidc_issuer(self) -> str | None:
+        """The provider's issuer URL; ID tokens must carry exactly this `iss`."""
+        return self.extra.get("oidc_issuer") or os.environ.get("CIVICMESH_OIDC_ISSUER")
+
+    @property
+    def oidc_discovery_url(self) -> str | None:
+        """OpenID Connect Discovery 1.0 §4: `<issuer>/.well-known/openid-configuration` unless set."""
+        url = self.extra.get("oidc_discovery_url") or os.environ.get("CIVICMESH_OIDC_DISCOVERY_URL")
+        issuer = self.oidc_issuer
+        return url or (f"{issuer.rstrip('/')}/.well-known/openid-configuration" if issuer else None)
+
+    @property
+    def oidc_client_id(self) -> str | None:
+        return self.extra.get("oidc_client_id") or os.environ.get("CIVICMESH_OIDC_CLIENT_ID")
+
+    @property
+    def oidc_client_secret(self) -> str | None:
+        return self.extra.get("oidc_client_secret") or os.environ.get("CIVICMESH_OIDC_CLIENT_SECRET")
+
+    @property
+    def organisation_name(self) -> str:
+        """Who publishes the catalog (DCAT-AP dct:publisher of the portal's catalog feed)."""
+        name = self.extra.get("organisation_name") or os.environ.get("CIVICMESH_ORGANISATION_NAME")
+        return name or "civicmesh"
+
+    @cached_property
+    def portal_session_key(self) -> str:
+        """Signs the portal's session cookie; set CIVICMESH_PORTAL_SESSION_KEY when several hosts serve."""
+        return os.environ.get("CIVICMESH_PORTAL_SESSION_KEY") or self._stored_secret("portal_session_key")
+
     def _stored_secret(self, name: str) -> str:
         path = self.home / "secrets" / name
         if path.exists():

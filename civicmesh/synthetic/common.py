@@ -27,10 +27,14 @@ def words(text: str) -> np.ndarray:
 DISTRICTS = np.array([f"D{i}" for i in range(1, 10)])
 # Skewed on purpose: the dense downtown districts file far more requests than the outskirts.
 DISTRICT_WEIGHTS = np.array([18, 15, 14, 12, 11, 9, 8, 7, 6], dtype=float) / 97
-# A 3x3 grid of district centres around a fictional city centre.
+# A 3x3 grid of district centres around a fictional city centre (D1 north-west ... D9 south-east).
+# Each district is the grid cell around its centre (districts.py draws these cells as polygons).
 CITY_LAT, CITY_LON = 44.95, -93.20
-DISTRICT_LAT = CITY_LAT + np.repeat([0.06, 0.0, -0.06], 3)
-DISTRICT_LON = CITY_LON + np.tile([-0.08, 0.0, 0.08], 3)
+CELL_LAT, CELL_LON = 0.06, 0.08  # degrees between neighbouring centres = one cell's height, width
+DISTRICT_LAT = CITY_LAT + np.repeat([CELL_LAT, 0.0, -CELL_LAT], 3)
+DISTRICT_LON = CITY_LON + np.tile([-CELL_LON, 0.0, CELL_LON], 3)
+# Points stay this far (degrees) inside their cell, so rounding to 6 decimals never puts one on an edge.
+_EDGE_MARGIN = 1e-5
 
 DEPARTMENTS = np.array(["public_works", "transportation", "environment", "finance", "hr", "city_ops"])
 
@@ -165,11 +169,24 @@ def phones(rng: np.random.Generator, n: int) -> pa.Array:
     return join("(", area, ") 555-", padded(rng.integers(0, 10_000, n), 4))
 
 
+def _inside_cell(rng: np.random.Generator, n: int, sigma: float, half_cell: float) -> np.ndarray:
+    """Normal offsets (sd `sigma`) redrawn until strictly inside (-half_cell, half_cell)."""
+    limit = half_cell - _EDGE_MARGIN
+    offsets = rng.normal(0, sigma, n)
+    outside = np.abs(offsets) >= limit
+    while outside.any():
+        offsets[outside] = rng.normal(0, sigma, int(outside.sum()))
+        outside = np.abs(offsets) >= limit
+    return offsets
+
+
 def locations(
     rng: np.random.Generator, district: np.ndarray, spread: float = 0.02
 ) -> tuple[pa.Array, pa.Array]:
-    lat = DISTRICT_LAT[district] + rng.normal(0, spread, len(district))
-    lon = DISTRICT_LON[district] + rng.normal(0, spread * 1.3, len(district))
+    """Latitude/longitude clustered around each district's centre (sd `spread` degrees, 1.3x wider in
+    longitude) and always inside that district's cell: a point never lies in another district."""
+    lat = DISTRICT_LAT[district] + _inside_cell(rng, len(district), spread, CELL_LAT / 2)
+    lon = DISTRICT_LON[district] + _inside_cell(rng, len(district), spread * 1.3, CELL_LON / 2)
     return pa.array(np.round(lat, 6)), pa.array(np.round(lon, 6))
 
 

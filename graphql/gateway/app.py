@@ -48,6 +48,7 @@ from gateway.schema import build_schema
 from gateway.view import CONTEXT_KEY, GatewayView
 from lineage.recorder import LineageRecorder
 from policies.engine import PolicyEngine
+from portal.app import create_portal_routes
 
 log = logging.getLogger(__name__)
 
@@ -360,6 +361,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             *([Mount(ide.STATIC_PATH, app=ide.static_app())] if settings.demo_mode else []),
+            *create_portal_routes(settings),  # last: the staff portal at / (graphql/portal)
         ],
         lifespan=lifespan,
     )

@@ -1,0 +1,172 @@
+# ruff: noqa: E402 - the sys.path fix below must run before the gateway/portal imports
+"""Portal fixtures: a CIVICMESH home with one product per classification, real uvicorn servers of
+the gateway app (which mounts the portal) in demo mode and in OIDC mode, a real OpenID provider
+process, and a browser-like HTTP client that keeps cookies and reads CSRF tokens from forms."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# As in tests/gateway/conftest.py: tests/portal/ would otherwise make `portal` (and tests/gateway/
+# `gateway`) a namespace package. Put the real packages first.
+_GRAPHQL_DIR = str(Path(__file__).resolve().parents[2] / "graphql")
+if _GRAPHQL_DIR not in sys.path:
+    sys.path.insert(0, _GRAPHQL_DIR)
+for _name in ("portal", "gateway"):
+    if _name in sys.modules and getattr(sys.modules[_name], "__file__", None) is None:
+        del sys.modules[_name]
+
+import html
+import re
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import httpx
+import pytest
+
+from civicmesh.products import ColumnSpec, ProductSpec
+from civicmesh.settings import Settings
+from civicmesh.store import dispose_all
+from tests.gateway.conftest import Server, publish
+
+REPO = Path(__file__).resolve().parents[2]
+PROVIDER_SCRIPT = Path(__file__).with_name("oidc_provider.py")
+CLIENT_ID, CLIENT_SECRET = "civicmesh-portal", "provider-test-secret"
+
+
+def _spec(department: str, product: str, classification: str, description: str, **kw: object) -> ProductSpec:
+    columns = (ColumnSpec("id", "integer", "Row id"), ColumnSpec("district", "varchar", "District"))
+    return ProductSpec(
+        department=department,
+        product=product,
+        classification=classification,
+        owner=f"owner@{department}.city.example",
+        description=description,
+        key="id",
+        columns=columns,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+# One product per classification, plus a public one without a description (DCAT-AP needs one).
+PRODUCTS = (
+    _spec("environment", "air_quality", "public", "Hourly air quality by station.", tags=("air", "health")),
+    _spec("transportation", "bike_counts", "public", "Bicycles counted per day."),
+    _spec("environment", "noise_levels", "public", ""),
+    _spec("public_works", "service_requests", "internal", "Citizen service requests."),
+    _spec("environment", "water_quality", "internal", "<script>alert('xss')</script> & <b>bold</b>"),
+    _spec("finance", "vendor_payments", "confidential", "Payments to vendors."),
+    _spec("hr", "salaries", "restricted", "Staff salaries."),
+)
+ROWS_SQL = "SELECT CAST(i AS INTEGER) AS id, 'D' || (i % 9 + 1) AS district FROM range(5) t(i)"
+
+
+def make_home(tmp_path_factory: pytest.TempPathFactory, name: str, **settings_kw: object) -> Settings:
+    home = tmp_path_factory.mktemp(name)
+    settings = Settings(home=home, metadata_url=f"sqlite:///{home / 'metadata.db'}", **settings_kw)  # type: ignore[arg-type]
+    settings.ensure_dirs()
+    for spec in PRODUCTS:
+        publish(settings, spec, ROWS_SQL)
+    return settings
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def demo_portal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    server = Server(make_home(tmp_path_factory, "portal_demo", demo_mode=True))
+    server.start()
+    yield server
+    server.stop()
+    dispose_all()
+
+
+@dataclass
+class Provider:
+    url: str
+    process: subprocess.Popen[bytes]
+
+
+@pytest.fixture(scope="session")
+def oidc_portal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Provider]]:
+    """The portal (not in demo mode) signing in with a real OpenID provider in another process."""
+    provider_port = free_port()
+    issuer = f"http://127.0.0.1:{provider_port}"
+    extra = {"oidc_issuer": issuer, "oidc_client_id": CLIENT_ID, "oidc_client_secret": CLIENT_SECRET}
+    server = Server(make_home(tmp_path_factory, "portal_oidc", demo_mode=False, extra=extra))
+    log = (tmp_path_factory.mktemp("provider") / "provider.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, str(PROVIDER_SCRIPT), "--port", str(provider_port), "--client-id", CLIENT_ID,
+         "--client-secret", CLIENT_SECRET, "--redirect-uri", f"{server.url}/auth/callback"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        _wait_for(f"{issuer}/.well-known/openid-configuration", process)
+        server.start()
+        yield server, Provider(issuer, process)
+        server.stop()
+    finally:
+        process.terminate()
+        process.wait(10)
+        log.close()
+
+
+def _wait_for(url: str, process: subprocess.Popen[bytes], seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the OpenID provider exited with {process.returncode}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError("the OpenID provider did not start")
+
+
+class Browser:
+    """An HTTP client that behaves like a browser for these tests: keeps cookies, never follows a
+    redirect by itself (tests look at each hop), reads hidden form fields."""
+
+    def __init__(self, base_url: str) -> None:
+        self.http = httpx.Client(base_url=base_url, timeout=30, follow_redirects=False)
+
+    def get(self, url: str, **kw: object) -> httpx.Response:
+        return self.http.get(url, **kw)  # type: ignore[arg-type]
+
+    def post(self, url: str, data: dict[str, str], **kw: object) -> httpx.Response:
+        return self.http.post(url, data=data, **kw)  # type: ignore[arg-type]
+
+    def csrf(self, path: str = "/login") -> str:
+        return csrf_in(self.get(path).text)
+
+    def sign_in_as(self, persona: str, next_path: str = "/") -> httpx.Response:
+        """Demo mode: pick a persona on the sign-in page (with the page's CSRF token)."""
+        token = self.csrf()
+        return self.post("/login/demo", {"persona": persona, "next": next_path, "csrf_token": token})
+
+    def close(self) -> None:
+        self.http.close()
+
+
+def csrf_in(page: str) -> str:
+    match = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    assert match, "no CSRF field on the page"
+    return html.unescape(match.group(1))
+
+
+@pytest.fixture
+def browser(demo_portal: Server) -> Iterator[Browser]:
+    b = Browser(demo_portal.url)
+    yield b
+    b.close()
