@@ -11,9 +11,12 @@ from policies.decision import RowFilter
 from policies.directory import Directory, User
 
 # Any authenticated staff member (a user in the directory) gets these on every product of the class.
+# A confidential product's catalog entry (never its rows) is discoverable by all staff, so that they
+# can request it (ARCHITECTURE §4); restricted products stay invisible without a grant.
 STAFF_RIGHTS = {
     "public": ("discover", "read", "lineage"),
     "internal": ("discover", "read"),
+    "confidential": ("discover",),
 }
 # Members of the owning department (home department or any role there) on confidential products.
 MEMBER_RIGHTS = ("discover", "read")

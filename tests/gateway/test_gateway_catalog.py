@@ -19,7 +19,8 @@ def names(server, user: str, args: str = "") -> list[str]:
 
 def test_products_hide_what_the_caller_may_not_discover(server) -> None:
     assert {"public_works.service_requests", "environment.air_quality"} <= set(names(server, "mallory"))
-    assert "finance.vendor_payments" not in names(server, "mallory")
+    # confidential: discoverable by all staff so they can request it; restricted: invisible
+    assert "finance.vendor_payments" in names(server, "mallory")
     assert "hr.salaries" not in names(server, "mallory")
     assert "finance.vendor_payments" in names(server, "erin")
     assert "hr.salaries" in names(server, "frank")
@@ -91,7 +92,8 @@ def test_facets_and_snapshots(server) -> None:
     )
     facets = body["data"]["productFacets"]
     assert {"value": "public_works", "count": 1} in facets["departments"]
-    assert all(f["value"] not in {"hr", "finance"} for f in facets["departments"])  # hidden stay hidden
+    assert all(f["value"] != "hr" for f in facets["departments"])  # hidden (restricted) stay hidden
+    assert {"value": "finance", "count": 1} in facets["departments"]  # confidential is discoverable
     assert {"value": "pii", "count": 1} in facets["tags"]
     snapshots = body["data"]["product"]["snapshots"]
     assert len(snapshots) == 1 and snapshots[0]["rowCount"] == 10

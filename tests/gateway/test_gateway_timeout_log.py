@@ -6,11 +6,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from conftest import SERVICE_REQUESTS, Server, publish
 
 from civicmesh.accesslog import AccessLog
 from civicmesh.settings import Settings
 from civicmesh.store import dispose_all
+from tests.gateway.conftest import SERVICE_REQUESTS, Server, publish
 
 # Enough rows that a distinct count per group takes far longer than the timeout.
 BIG_SQL = (

@@ -35,13 +35,13 @@ PRODUCTS = (
 # fmt: off
 TABLE: dict[str, tuple[str, ...]] = {
     #            svc_req    resp_times  traffic  collisions  air    vendor_pay  employees  scorecard
-    "alice":   ("DRPELAG", "DRPELAG",   "DRL",   "DR",       "DRL", "",         "",        "DR"),
-    "bob":     ("DR",      "DRL",       "DREL",  "DRE",      "DRL", "",         "",        "DR"),
-    "dana":    ("DR",      "DRL",       "DRL",   "DR",       "DRL", "",         "",        "DR"),
+    "alice":   ("DRPELAG", "DRPELAG",   "DRL",   "DR",       "DRL", "D",        "",        "DR"),
+    "bob":     ("DR",      "DRL",       "DREL",  "DRE",      "DRL", "D",        "",        "DR"),
+    "dana":    ("DR",      "DRL",       "DRL",   "DR",       "DRL", "D",        "",        "DR"),
     "erin":    ("DR",      "DRL",       "DRL",   "DR",       "DRL", "DRPE",     "",        "DR"),
-    "frank":   ("DR",      "DRL",       "DRL",   "DR",       "DRL", "",         "DRPELAG", "DR"),
+    "frank":   ("DR",      "DRL",       "DRL",   "DR",       "DRL", "D",        "DRPELAG", "DR"),
     "carol":   ("DLA",     "DLA",       "DLA",   "DLA",      "DLA", "DLA",      "DLA",     "DLA"),
-    "mallory": ("DR",      "DRL",       "DRL",   "DR",       "DRL", "",         "",        "DR"),
+    "mallory": ("DR",      "DRL",       "DRL",   "DR",       "DRL", "D",        "",        "DR"),
 }
 # fmt: on
 
