@@ -199,10 +199,7 @@ class PolicyEngine:
     def load(cls, settings: Settings, **kwargs: Any) -> PolicyEngine:
         from civicmesh.store import get_engine
 
-        metadata = get_engine(settings.metadata_url)
-        if "audit_log" not in kwargs:
-            kwargs["audit_log"] = AccessLog(metadata, checkpoint_key=settings.audit_key).ensure_schema()
-        return cls(settings.policies_dir, metadata, **kwargs)
+        return cls(settings.policies_dir, get_engine(settings.metadata_url), **kwargs)
 
     # -- the audit trail of the policy itself ------------------------------------------------------
 
