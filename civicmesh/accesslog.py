@@ -487,6 +487,23 @@ class AccessLog:
             ).all()
         return [decode_row(dict(r._mapping)) for r in rows], int(total)
 
+    def latest(self, conn: Connection, action: str) -> dict[str, Any] | None:
+        """The newest record of `action`, decoded, read on `conn` (hold the write lock on it to
+        be sure no writer adds a newer one meanwhile)."""
+        t = access_log_table
+        row = conn.execute(select(t).where(t.c.action == action).order_by(t.c.seq.desc()).limit(1)).first()
+        return decode_row(dict(row._mapping)) if row is not None else None
+
+    def of_actions(self, actions: Collection[str], until: str | None = None) -> list[dict[str, Any]]:
+        """Every record of `actions` (administrative records: few), decoded, in seq order; with
+        `until` (a `utc_timestamp`), only those stamped at or before it."""
+        t = access_log_table
+        query = select(t).where(t.c.action.in_(list(actions)))
+        if until is not None:
+            query = query.where(t.c.ts <= until)
+        with self.engine.connect() as conn:
+            return [decode_row(dict(r._mapping)) for r in conn.execute(query.order_by(t.c.seq))]
+
     def head(self) -> int:
         with self.engine.connect() as conn:
             value = conn.execute(

@@ -333,7 +333,7 @@ def run_verify_export(args: argparse.Namespace) -> int:
 
 def run_report(args: argparse.Namespace) -> int:
     from civicmesh.audit.report import GrantInfo, Holding, build_report, render_json, render_text
-    from civicmesh.cli.policy import _engine, load_products
+    from civicmesh.cli.policy import load_products, policy_engine
     from policies import grants as grants_mod
     from policies.decision import ACTIONS
 
@@ -342,7 +342,7 @@ def run_report(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     log = _plain_log(settings)
     products = load_products(settings, args.manifest)
-    engine = _engine(settings)
+    engine = policy_engine(settings)
     holdings = []
     for product in products:
         for user in engine.users():
@@ -405,9 +405,9 @@ def run_readers(args: argparse.Namespace) -> int:
             "a landing file or a warehouse table"
         ) from exc
     if args.user:
-        from civicmesh.cli.policy import _engine
+        from civicmesh.cli.policy import policy_engine
 
-        policy = _engine(settings)
+        policy = policy_engine(settings)
         allowed = {
             n for n in derived if n in entries and policy.decide(args.user, entries[n].spec, "audit").allowed
         }

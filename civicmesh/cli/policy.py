@@ -1,4 +1,5 @@
-"""`civicmesh policy check|explain|who-can|diff`: lint, explain and impact-analyse the access policy."""
+"""`civicmesh policy check|status|explain|who-can|diff`: lint, explain and impact-analyse the access
+policy. Every one of them only reads: none writes to the access log or the store."""
 
 from __future__ import annotations
 
@@ -30,6 +31,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     check.add_argument("--dir", type=Path, help="policy folder (default: the configured one)")
     manifest_arg(check)
     check.set_defaults(handler=run_check)
+
+    status = sub.add_parser(
+        "status", help="the policy the gateway serves, refused reloads, and whether the files on disk pass"
+    )
+    status.add_argument("--dir", type=Path, help="policy folder (default: the configured one)")
+    status.set_defaults(handler=run_status)
 
     explain = sub.add_parser("explain", help="why USER may or may not do ACTION on PRODUCT")
     explain.add_argument("user")
@@ -91,7 +98,8 @@ def find_product(products: list[ProductSpec], name: str) -> ProductSpec:
     raise CommandError(f"unknown product {name!r} (known: {known})")
 
 
-def _engine(settings: Settings):  # type: ignore[no-untyped-def]
+def policy_engine(settings: Settings):  # type: ignore[no-untyped-def]
+    """The configured policy and the store's grants, for reading: records nothing."""
     from policies.engine import PolicyEngine
     from policies.names import PolicyError
 
@@ -101,13 +109,40 @@ def _engine(settings: Settings):  # type: ignore[no-untyped-def]
         raise CommandError(f"the policy does not load: {exc} (run `civicmesh policy check`)") from exc
 
 
+def existing_log(settings: Settings):  # type: ignore[no-untyped-def]
+    """The access log for reading, or None when there is no store yet (never creates one)."""
+    from sqlalchemy import inspect
+    from sqlalchemy.engine import make_url
+
+    from civicmesh.accesslog import AccessLog, access_log_table
+    from civicmesh.store import get_engine
+
+    url = make_url(settings.metadata_url)
+    if url.get_backend_name() == "sqlite" and url.database and not Path(url.database).exists():
+        return None
+    engine = get_engine(settings.metadata_url)
+    return AccessLog(engine) if inspect(engine).has_table(access_log_table.name) else None
+
+
+def _served_owned(settings: Settings) -> frozenset[str]:
+    """Departments owned under the policy the log says is served (to catch a lost owner)."""
+    from policies import versions
+
+    log = existing_log(settings)
+    served = [e for e in versions.events(log) if e.kind == versions.LOADED] if log else []
+    files = versions.files_of(log.engine, served[-1].digest) if served and log else None
+    return versions.owned_by(files) if files else frozenset()
+
+
 def run_check(args: argparse.Namespace) -> int:
-    from policies.lint import lint_dir
+    from policies.lint import lint_texts, read_texts
 
     settings = Settings.from_env()
     folder = args.dir or settings.policies_dir
     products = load_products(settings, args.manifest) or None
-    problems = lint_dir(folder, products)
+    texts, unreadable = read_texts(folder)
+    found = lint_texts(texts, products, previously_owned=_served_owned(settings))
+    problems = unreadable + [p for p in found if p.code != "missing"]
     for problem in problems:
         print(problem)
     scope = f"{len(products)} products" if products else "no product list: existence not checked"
@@ -118,6 +153,32 @@ def run_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_status(args: argparse.Namespace) -> int:
+    from policies import versions
+
+    settings = Settings.from_env()
+    folder = args.dir or settings.policies_dir
+    log = existing_log(settings)
+    if log is None:
+        raise CommandError(f"no access log at {settings.metadata_url}: no gateway has served yet")
+    state = versions.status(log, folder)
+    served = state.served
+    if served is None:
+        print("served:  no policy recorded yet (no gateway has loaded one)")
+    else:
+        print(f"served:  version {served.version} (files {served.digest[:16]}), {served.describe()}")
+    if state.refused is not None:
+        print(f"REFUSED: files {state.refused.digest[:16]}, {state.refused.describe()}")
+    if state.problems:
+        print(f"on disk: {folder} (files {state.disk[:16] or '?'}) does not pass policy check:")
+        print("\n".join(f"  {p}" for p in state.problems))
+    elif served is not None and state.disk == served.digest:
+        print(f"on disk: {folder}: the served policy")
+    else:
+        print(f"on disk: {folder} (files {state.disk[:16]}) passes policy check; not loaded by a gateway yet")
+    return 0 if state.ok else 1
+
+
 def run_explain(args: argparse.Namespace) -> int:
     from policies.decision import ACTIONS
     from policies.explain import explain
@@ -126,7 +187,7 @@ def run_explain(args: argparse.Namespace) -> int:
     if args.action is not None and args.action not in ACTIONS:
         raise CommandError(f"unknown action {args.action!r}; use one of {', '.join(ACTIONS)}")
     product = find_product(load_products(settings, args.manifest), args.product)
-    engine = _engine(settings)
+    engine = policy_engine(settings)
     for action in [args.action] if args.action else list(ACTIONS):
         print("\n".join(explain(engine, args.user, product, action)))
     return 0  # a denial is an answer, not a failure
@@ -140,7 +201,7 @@ def run_who_can(args: argparse.Namespace) -> int:
     if args.action not in ACTIONS:
         raise CommandError(f"unknown action {args.action!r}; use one of {', '.join(ACTIONS)}")
     product = find_product(load_products(settings, args.manifest), args.product)
-    engine = _engine(settings)
+    engine = policy_engine(settings)
     decisions = who_can(engine, product, args.action)
     for d in decisions:
         extra = []
@@ -175,6 +236,7 @@ def run_diff(args: argparse.Namespace) -> int:
     from policies.engine import PolicyEngine
     from policies.explain import diff
     from policies.names import PolicyError
+    from policies.versions import line_changes
 
     settings = Settings.from_env()
     products = load_products(settings, args.manifest)
@@ -188,6 +250,8 @@ def run_diff(args: argparse.Namespace) -> int:
                 engines.append(PolicyEngine.from_dir(folder))
             except (PolicyError, OSError) as exc:
                 raise CommandError(f"{label} policy {path} does not load: {exc}") from exc
+    lines = line_changes(engines[0].files(), engines[1].files())
+    print("\n".join(lines) if lines else "no policy line changed")
     changes = diff(engines[0], engines[1], products)
     for change in changes:
         print(change.describe())

@@ -116,7 +116,7 @@ class Gateway:
         engine = get_engine(settings.metadata_url)
         self.catalog = Catalog(engine).ensure_schema()
         self.access_log = access_log or open_log(settings)
-        self.policy = PolicyEngine.load(settings, audit_log=self.access_log)
+        self.policy = PolicyEngine.load(settings, audit_log=self.access_log, serving=True)
         self.lineage = LineageRecorder.from_settings(settings)
         self.duck = DuckPool(
             settings.snapshots_dir, settings.mask_key, timeout_seconds=settings.query_timeout_s
@@ -133,6 +133,7 @@ class Gateway:
         # Each fault that makes this process unfit to serve registers a check here (see readiness.py).
         self.readiness = Readiness()
         self.sealer = Sealer.from_settings(settings, self.access_log) if self.access_log.signer else None
+        self.readiness.add("policy", lambda: CheckResult(*self.policy.status()))
         if self.sealer is not None:
             sealer = self.sealer
             self.readiness.add("audit", lambda: CheckResult(*sealer.status()))
