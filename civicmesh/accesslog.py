@@ -504,6 +504,27 @@ class AccessLog:
         with self.engine.connect() as conn:
             return [decode_row(dict(r._mapping)) for r in conn.execute(query.order_by(t.c.seq))]
 
+    def last_allowed(self) -> dict[tuple[str, str, str], str]:
+        """(subject, product, action) -> the newest allowed record's time, over the whole log."""
+        t = access_log_table
+        query = (
+            select(t.c.subject, t.c.product, t.c.action, func.max(t.c.ts))
+            .where(t.c.decision == "allow", t.c.subject.is_not(None), t.c.product.is_not(None))
+            .group_by(t.c.subject, t.c.product, t.c.action)
+        )
+        with self.engine.connect() as conn:
+            return {(s, p, a): ts for s, p, a, ts in conn.execute(query)}
+
+    def unmasked_reads(self) -> Iterator[dict[str, Any]]:
+        """Allowed reads and exports that masked nothing (decoded): where PII may have been seen."""
+        t = access_log_table
+        query = select(t.c.ts, t.c.subject, t.c.product, t.c.columns_returned, t.c.columns_masked).where(
+            t.c.decision == "allow", t.c.action.in_(("read", "export")), t.c.columns_masked == "{}"
+        )
+        with self.engine.connect() as conn:
+            for row in conn.execute(query):
+                yield decode_row(dict(row._mapping))
+
     def head(self) -> int:
         with self.engine.connect() as conn:
             value = conn.execute(

@@ -314,45 +314,61 @@ def test_access_review_report(settings: Settings, capsys: pytest.CaptureFixture[
     from policies.grants import AccessRequests
 
     _publish_all(settings)
-    engine = PolicyEngine.load(settings, check_interval=None)
-    store = AccessRequests(engine, get_engine(settings.metadata_url))
+    log = _log(settings)
+    engine = PolicyEngine.load(settings, check_interval=None, audit_log=log)
+    store = AccessRequests(engine, get_engine(settings.metadata_url), access_log=log)
     unused = store.request("bob", PAYMENTS, "read", "budget review", 30)
     store.approve(unused.id, "fiona")
     used = store.request("erin", PAYMENTS, "read_pii", "vendor audit", 30)
     store.approve(used.id, "fiona")
-    log = _log(settings)
     log.append(
         [
             _record(
                 1, "erin", product=PAYMENTS.name, columns_returned=["vendor", "payee_iban"], columns_masked={}
             ),
-            _record(2, "dana", columns_masked={"requester_name": "hash"}),
+            _record(2, "dana", columns_masked={"requester_name": "hash"}, ts="2020-01-01T00:00:00.000000Z"),
             _record(3, "alice", columns_masked={}),  # an owner reads PII unmasked
             _record(4, "mallory", product=PAYMENTS.name, decision="deny", status=200, rows=None),
             _record(5, "mallory", product=PAYMENTS.name, decision="deny", status=200, rows=None),
         ]
     )
-    code, out, err = _run(capsys, "audit", "report", "--format", "json")
+    code, out, err = _run(capsys, "audit", "report", "--format", "json", "--days", "30")
     assert code == 0, err
     report = json.loads(out)
-    held = {(h["product"], h["action"], h["subject"]) for h in report["rights"]}
-    assert (PAYMENTS.name, "read", "bob") in held  # through the grant
-    assert (PAYMENTS.name, "read", "mallory") not in held
-    assert (SR.name, "audit", "carol") in held and (SR.name, "read_pii", "alice") in held
-    bob_read = next(
-        h
-        for h in report["rights"]
-        if h["subject"] == "bob" and h["product"] == PAYMENTS.name and h["action"] == "read"
+    rights = {
+        (r["subject"], r["product"], r["action"]): r
+        for rs in report["rights_by_subject"].values()
+        for r in rs
+    }
+    assert ("mallory", PAYMENTS.name, "read") not in rights
+    bob = rights[("bob", PAYMENTS.name, "read")]  # through the grant, never used
+    assert (bob["source"], bob["granted_by"], bob["masked"], bob["unused"]) == (
+        f"access request #{unused.id}",
+        "fiona",
+        ["payee_iban"],
+        True,
     )
-    assert bob_read["source"] == f"access request #{unused.id}" and bob_read["masked"] == ["payee_iban"]
-    assert [(g["request_id"], g["subject"]) for g in report["unused_grants"]] == [(unused.id, "bob")]
+    erin = rights[("erin", PAYMENTS.name, "read_pii")]  # used: PII columns came back unmasked
+    assert erin["source"] == f"access request #{used.id}" and erin["last_used"] and not erin["unused"]
+    alice = rights[("alice", SR.name, "read_pii")]
+    assert alice["source"].startswith("policy.csv:") and alice["last_used"] and not alice["unused"]
+    dana = rights[("dana", SR.name, "read")]  # used, but before the review period
+    assert dana["last_used"].startswith("2020-01-01") and dana["unused"] and dana["row_filter"]
+    carol = rights[("carol", SR.name, "audit")]  # a policy line nobody used
+    assert carol["rule"] == "p, auditor, global, **, audit" and carol["unused"] and carol["last_used"] is None
+    mallory = rights[("mallory", SR.name, "read")]  # a built-in right: listed, never flagged
+    assert mallory["source"] == "policies/rules.py" and not mallory["unused"]
+    flagged = {(r["subject"], r["product"], r["action"]) for r in report["unused"]}
+    assert {("bob", PAYMENTS.name, "read"), ("carol", SR.name, "audit"), ("dana", SR.name, "read")} <= flagged
+    assert not flagged & {("erin", PAYMENTS.name, "read_pii"), ("alice", SR.name, "read")}
     assert report["denials_by_product"] == {PAYMENTS.name: {"mallory": 2}}
     pii = report["pii_reads_by_subject"]
     assert set(pii) == {"alice", "erin"}  # dana's read was masked
     assert pii["erin"][PAYMENTS.name]["columns"] == ["payee_iban"]
     code, out, _ = _run(capsys, "audit", "report", "--days", "30")
     assert code == 0
-    assert "grants unused in the last 30 days" in out and f"#{unused.id}" in out
+    assert "unused in the last 30 days" in out and f"[access request #{unused.id}]" in out
+    assert "UNUSED read      finance.vendor_payments" in out
     assert "finance.vendor_payments" in out and "mallory 2" in out
 
 

@@ -86,8 +86,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     check.set_defaults(handler=run_verify_export)
 
-    report = sub.add_parser("report", help="access review: rights, unused grants, denials, PII reads")
-    report.add_argument("--days", type=int, default=90, help="the review period (default 90)")
+    report = sub.add_parser(
+        "report",
+        help="access review: every right per subject, its source, last use, unused ones; denials, PII reads",
+    )
+    report.add_argument(
+        "--days",
+        type=int,
+        default=90,
+        help="the review period: rights unused this long are flagged (default 90)",
+    )
     report.add_argument("--format", choices=("text", "json"), default="text")
     report.add_argument("--manifest", type=Path, help="products from a dbt manifest, not the catalog")
     report.set_defaults(handler=run_report)
@@ -332,48 +340,22 @@ def run_verify_export(args: argparse.Namespace) -> int:
 
 
 def run_report(args: argparse.Namespace) -> int:
-    from civicmesh.audit.report import GrantInfo, Holding, build_report, render_json, render_text
+    from civicmesh.audit.report import build_report, render_json, render_text
     from civicmesh.cli.policy import load_products, policy_engine
-    from policies import grants as grants_mod
-    from policies.decision import ACTIONS
+    from policies.review import access_review
 
     if args.days < 1:
         raise CommandError("--days must be at least 1")
     settings = Settings.from_env()
     log = _plain_log(settings)
     products = load_products(settings, args.manifest)
-    engine = policy_engine(settings)
-    holdings = []
-    for product in products:
-        for user in engine.users():
-            for action in ACTIONS:
-                d = engine.decide(user.name, product, action)
-                if d.allowed:
-                    holdings.append(
-                        Holding(
-                            product=product.name,
-                            action=action,
-                            subject=d.subject,
-                            rule=d.rule,
-                            source=d.source,
-                            masked=tuple(sorted(d.masks)),
-                            row_filter=d.row_filter.describe() if d.row_filter else None,
-                        )
-                    )
-    grants = [
-        GrantInfo(g.id, g.subject, g.product, g.action, g.decided_by, g.decided_at, g.expires_at)
-        for g in grants_mod.active_grants(engine.metadata)
-    ]
     now = datetime.now(UTC)
+    review = access_review(policy_engine(settings), products, log, now=now, days=args.days)
     report = build_report(
         log,
-        now=now,
         since=now - timedelta(days=args.days),
-        days=args.days,
-        holdings=holdings,
-        grants=grants,
+        review=review.as_dict(),
         pii_columns={p.name: p.pii_columns for p in products},
-        policy_version=engine.version,
     )
     print(render_json(report) if args.format == "json" else render_text(report))
     return 0
