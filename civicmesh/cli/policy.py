@@ -7,12 +7,25 @@ import argparse
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from civicmesh.cli import CommandError
 from civicmesh.products import ProductSpec
 from civicmesh.settings import Settings
 
 POLICY_FILES = {".conf": "model.conf", ".csv": "policy.csv", ".yaml": "users.yaml", ".yml": "users.yaml"}
+
+
+def at_arg(parser: argparse.ArgumentParser) -> None:
+    from civicmesh.cli.audit import moment
+
+    parser.add_argument(
+        "--at",
+        type=moment,
+        metavar="DATE",
+        help="as of then (2026-11-01, 2026-11-01T08:00:00Z or 30d): the policy and grants in force, "
+        "rebuilt from the access log, and the change that made the difference",
+    )
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -43,12 +56,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     explain.add_argument("product")
     explain.add_argument("action", nargs="?", help="one action (default: all of them)")
     manifest_arg(explain)
+    at_arg(explain)
     explain.set_defaults(handler=run_explain)
 
     who = sub.add_parser("who-can", help="every user allowed ACTION on PRODUCT")
     who.add_argument("product")
     who.add_argument("action")
     manifest_arg(who)
+    at_arg(who)
     who.set_defaults(handler=run_who_can)
 
     diff = sub.add_parser("diff", help="who gains or loses which rights between two policies")
@@ -179,30 +194,74 @@ def run_status(args: argparse.Namespace) -> int:
     return 0 if state.ok else 1
 
 
+def _history(settings: Settings):  # type: ignore[no-untyped-def]
+    from policies.history import History, HistoryError
+
+    log = existing_log(settings)
+    if log is None:
+        raise CommandError(f"no access log at {settings.metadata_url}: nothing was recorded yet")
+    try:
+        return History(log, log.engine)
+    except HistoryError as exc:
+        raise CommandError(str(exc)) from exc
+
+
+def product_at(settings: Settings, product: ProductSpec, at: Any) -> ProductSpec:
+    """The product as published at `at` (its classification and columns then), if the catalog
+    knows; else as it is now."""
+    from sqlalchemy import inspect
+
+    from civicmesh.catalog import Catalog, snapshots_table
+
+    log = existing_log(settings)
+    if log is None or not inspect(log.engine).has_table(snapshots_table.name):
+        return product
+    snapshot = Catalog(log.engine).snapshot_as_of(product.name, at)
+    return snapshot.spec if snapshot is not None else product
+
+
 def run_explain(args: argparse.Namespace) -> int:
     from policies.decision import ACTIONS
     from policies.explain import explain
+    from policies.history import HistoryError, explain_lines
 
     settings = Settings.from_env()
     if args.action is not None and args.action not in ACTIONS:
         raise CommandError(f"unknown action {args.action!r}; use one of {', '.join(ACTIONS)}")
     product = find_product(load_products(settings, args.manifest), args.product)
-    engine = policy_engine(settings)
-    for action in [args.action] if args.action else list(ACTIONS):
-        print("\n".join(explain(engine, args.user, product, action)))
-    return 0  # a denial is an answer, not a failure
+    actions = [args.action] if args.action else list(ACTIONS)
+    if args.at is None:
+        engine = policy_engine(settings)
+        for action in actions:
+            print("\n".join(explain(engine, args.user, product, action)))
+        return 0  # a denial is an answer, not a failure
+    history, then = _history(settings), product_at(settings, product, args.at)
+    try:
+        for action in actions:
+            print("\n".join(explain_lines(history, args.user, then, action, args.at)))
+    except HistoryError as exc:
+        raise CommandError(str(exc)) from exc
+    return 0
 
 
 def run_who_can(args: argparse.Namespace) -> int:
     from policies.decision import ACTIONS
     from policies.explain import who_can
+    from policies.history import HistoryError, who_could
 
     settings = Settings.from_env()
     if args.action not in ACTIONS:
         raise CommandError(f"unknown action {args.action!r}; use one of {', '.join(ACTIONS)}")
     product = find_product(load_products(settings, args.manifest), args.product)
-    engine = policy_engine(settings)
-    decisions = who_can(engine, product, args.action)
+    if args.at is None:
+        decisions = who_can(policy_engine(settings), product, args.action)
+    else:
+        try:
+            decisions = who_could(
+                _history(settings), product_at(settings, product, args.at), args.action, args.at
+            )
+        except HistoryError as exc:
+            raise CommandError(str(exc)) from exc
     for d in decisions:
         extra = []
         if d.masks:
