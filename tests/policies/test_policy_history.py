@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 from policy_specs import DEMO_PRODUCTS, manifest_for
+from served import Served, publish
 
+from civicmesh.accesslog import AccessLog
 from civicmesh.audit.sealing import open_log
 from civicmesh.cli import main
 from civicmesh.settings import Settings
@@ -149,3 +151,46 @@ def test_no_answer_rather_than_a_wrong_one(story: Story, capsys: pytest.CaptureF
         == 1
     )
     assert "no longer matches its approval" in capsys.readouterr().err
+
+
+RIGHTS = """
+query R($subject: String!, $at: DateTime!) {
+  rightsAsOf(subject: $subject, at: $at) {
+    subject policyVersion policySeq grants
+    rights { product action rule source maskedColumns changedBy { seq ts description } }
+  }
+}
+"""
+
+
+def test_rights_as_of_in_graphql_for_auditors(story: Story) -> None:
+    publish(story.settings, DEMO_PRODUCTS.values())
+    server = Served(story.settings)
+    try:
+
+        def rights(user: str, at: datetime) -> dict:
+            return server.gql(user, RIGHTS, {"subject": "mallory", "at": at.isoformat()})
+
+        then = rights("carol", story.granted)["data"]["rightsAsOf"]
+        assert then["grants"] == [story.grant_id]
+        held = {(r["product"], r["action"]): r for r in then["rights"]}
+        read = held[(EMPLOYEES.name, "read")]
+        assert read["source"] == f"access request #{story.grant_id}" and "salary" in read["maskedColumns"]
+        assert "(approved by frank)" in read["changedBy"]["description"] and read["changedBy"]["seq"]
+        assert (COLLISIONS.name, "export") not in held
+        later = {
+            (r["product"], r["action"])
+            for r in rights("carol", story.revoked)["data"]["rightsAsOf"]["rights"]
+        }
+        assert (EMPLOYEES.name, "read") not in later and (COLLISIONS.name, "export") in later
+        denied = rights("mallory", story.granted)  # holds the audit right nowhere
+        assert (
+            denied["data"]["rightsAsOf"] is None and denied["errors"][0]["extensions"]["code"] == "FORBIDDEN"
+        )
+        early = rights("carol", story.start - timedelta(days=1))
+        assert early["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+        assert "no policy was recorded" in early["errors"][0]["message"]
+    finally:
+        server.stop()
+    audits = [r for r in AccessLog(get_engine(story.settings.metadata_url)).rows() if r["subject"] == "carol"]
+    assert [r["action"] for r in audits] == ["audit", "audit", "audit"]  # every question is logged

@@ -4,62 +4,17 @@ without an owner: it keeps the last good policy, and the refusal shows in `/read
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import httpx
 import pytest
-import uvicorn
+from served import Served
 
 from civicmesh.accesslog import AccessLog, decode_row
 from civicmesh.cli import main
 from civicmesh.settings import Settings
 from civicmesh.store import dispose_all, get_engine
-from gateway.app import create_app
-from gateway.auth import issue_token
 from policies import versions
-
-
-class Served:
-    """The gateway app under uvicorn on a free port, in a thread."""
-
-    def __init__(self, settings: Settings) -> None:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = int(sock.getsockname()[1])
-        config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
-        self.token = issue_token(settings, "alice", 1)
-        self.thread.start()
-        deadline = time.monotonic() + 60
-        while not self.server.started:
-            assert time.monotonic() < deadline and self.thread.is_alive(), "uvicorn did not start"
-            time.sleep(0.02)
-
-    def me(self) -> httpx.Response:
-        """Any request lets the gateway look for policy changes (at most once a second)."""
-        headers = {"Authorization": f"Bearer {self.token}"}
-        return self.client.post("/graphql", json={"query": "{ me { user } }"}, headers=headers)
-
-    def until(self, condition: Callable[[dict], bool]) -> dict:
-        deadline = time.monotonic() + 60
-        while True:
-            assert self.me().status_code == 200
-            ready = self.client.get("/readyz").json()
-            if condition(ready):
-                return ready
-            assert time.monotonic() < deadline, ready
-            time.sleep(0.2)
-
-    def stop(self) -> None:
-        self.client.close()
-        self.server.should_exit = True
-        self.thread.join(30)
 
 
 @pytest.fixture
