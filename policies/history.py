@@ -17,7 +17,9 @@ masks, row filter — differs from the one just before it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -33,6 +35,11 @@ from policies.engine import Inputs, PolicyEngine
 
 class HistoryError(ValueError):
     """The log cannot tell what was in force at the time asked (the message says why)."""
+
+
+class NotRecorded(HistoryError):
+    """No policy was recorded as loaded at or before the time asked (a read of that time then
+    falls back to today's rights; an explanation has no answer)."""
 
 
 @dataclass(frozen=True)
@@ -58,6 +65,28 @@ class PolicyAt:
     grants: tuple[int, ...]  # ids of the access requests in force
 
 
+# Frozen engines are immutable and cost a Casbin build: shared by every History in the process.
+_ENGINES: OrderedDict[tuple[str, str, tuple[int, ...]], PolicyEngine] = OrderedDict()
+_ENGINES_LOCK = threading.Lock()
+MAX_ENGINES = 32
+
+
+def _frozen_engine(
+    key: tuple[str, tuple[int, ...]], build: Callable[[], Inputs], at: datetime
+) -> PolicyEngine:
+    with _ENGINES_LOCK:
+        engine = _ENGINES.get(key)
+        if engine is not None:
+            _ENGINES.move_to_end(key)
+            return engine
+    engine = PolicyEngine.frozen(build(), at)
+    with _ENGINES_LOCK:
+        _ENGINES[key] = engine
+        while len(_ENGINES) > MAX_ENGINES:
+            _ENGINES.popitem(last=False)
+    return engine
+
+
 def _parse(ts: str) -> datetime:
     return datetime.fromisoformat(ts.replace("Z", "+00:00"))
 
@@ -77,7 +106,6 @@ class History:
         self._approved = {self._request_id(r): r for r in grant_records if r["action"] == "approve"}
         self._revoked = {self._request_id(r): r for r in grant_records if r["action"] == "revoke"}
         self._requests = self._load_requests(self._approved)
-        self._engines: dict[tuple[str, tuple[int, ...]], PolicyEngine] = {}
 
     @staticmethod
     def _request_id(record: dict) -> int:
@@ -105,7 +133,7 @@ class History:
         in_force = [e for e in self.policies if e.ts <= stamp]
         if not in_force:
             first = f"the first is at {self.policies[0].ts}" if self.policies else "none is recorded"
-            raise HistoryError(f"no policy was recorded as loaded at or before {stamp} ({first})")
+            raise NotRecorded(f"no policy was recorded as loaded at or before {stamp} ({first})")
         return in_force[-1]
 
     def grants_at(self, at: datetime) -> list[grants_mod.AccessRequest]:
@@ -124,18 +152,19 @@ class History:
         """The frozen engine of what was in force at `when`."""
         policy = self.policy_event_at(when)
         grants = self.grants_at(when)
-        key = (policy.digest, tuple(g.id for g in grants))
-        engine = self._engines.get(key)
-        if engine is None:
+        key = (str(self.metadata.url), policy.digest, tuple(g.id for g in grants))  # one store's grants
+
+        def inputs() -> Inputs:
             files = versions.files_of(self.metadata, policy.digest)
             if files is None:
                 raise HistoryError(
                     f"the policy files of access log seq {policy.seq} ({policy.digest[:16]}) are missing "
                     "from policy_texts or no longer match their chained digest"
                 )
-            inputs = Inputs(files.model, files.policy, files.users, grants=tuple(grants))
-            engine = self._engines[key] = PolicyEngine.frozen(inputs, when)
-        return PolicyAt(when, engine, policy, key[1])
+            return Inputs(files.model, files.policy, files.users, grants=tuple(grants))
+
+        engine = _frozen_engine(key, inputs, when)
+        return PolicyAt(when, engine, policy, key[2])
 
     # -- changes -----------------------------------------------------------------------------------
 
