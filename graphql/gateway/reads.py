@@ -20,6 +20,9 @@ from gateway.context import RequestContext, Touch
 from gateway.errors import NOT_AVAILABLE, UNAVAILABLE, GovernedError, bad_input, forbidden, limit_exceeded
 from gateway.naming import camel
 from gateway.query import Cursor, PageQuery
+from policies.asof import decide_as_of
+from policies.decision import Decision
+from policies.history import HistoryError
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
@@ -94,6 +97,23 @@ def _masks_for(
     return {**snap.spec.pii_columns, **masks}
 
 
+async def _as_of(ctx: RequestContext, snap: Snapshot, decision: Decision, at: datetime) -> Decision:
+    """Today's read decision combined with the one in force at `at` (for the product as published
+    in the snapshot read); `extensions.governance.<product>.asOf` says what was applied."""
+    try:
+        combined, note = await anyio.to_thread.run_sync(
+            decide_as_of, ctx.access_log, ctx.subject, snap.spec, "read", decision, at
+        )
+    except HistoryError as exc:  # the log cannot be trusted about then: no answer
+        raise GovernedError(
+            f"The rights in force at `asOf` cannot be established: {exc}", UNAVAILABLE
+        ) from exc
+    ctx.governance.setdefault(snap.spec.name, {"snapshotIds": []})["asOf"] = note
+    if not combined.allowed:
+        raise forbidden(combined.reason)
+    return combined
+
+
 def record_failure(ctx: RequestContext, touch: Touch, exc: Exception) -> None:
     touch.error_code = exc.code if isinstance(exc, GovernedError) else "INTERNAL_SERVER_ERROR"
     ctx.touch(touch)
@@ -127,6 +147,8 @@ async def authorize_read(
         raise forbidden(decision.reason or "You may not read this product.")
     snap = await snapshot_for(ctx, entry, cursor, as_of)
     touch.snapshot_id = snap.id
+    if as_of is not None:  # the rights in force then apply too, if stricter (policies/asof.py)
+        decision = touch.decision = await _as_of(ctx, snap, decision, as_of)
     present = {name for name, _ in snap.schema}
     masks = _masks_for(ctx, entry, snap, dict(decision.masks))
     touch.masks = {c: k for c, k in masks.items() if c in present}

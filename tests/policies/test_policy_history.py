@@ -194,3 +194,50 @@ def test_rights_as_of_in_graphql_for_auditors(story: Story) -> None:
         server.stop()
     audits = [r for r in AccessLog(get_engine(story.settings.metadata_url)).rows() if r["subject"] == "carol"]
     assert [r["action"] for r in audits] == ["audit", "audit", "audit"]  # every question is logged
+
+
+SR = DEMO_PRODUCTS["public_works.service_requests"]
+PAYMENTS = DEMO_PRODUCTS["finance.vendor_payments"]
+READ_SR = (
+    "query Q($t: DateTime) { publicWorks { "
+    "serviceRequests(asOf: $t, first: 5) { nodes { requesterName } } } }"
+)
+READ_PAYMENTS = (
+    "query Q($t: DateTime) { finance { vendorPayments(asOf: $t, first: 5) { nodes { vendor } } } }"
+)
+
+
+def test_reading_as_of_applies_the_rights_then_only_if_stricter(home: Settings) -> None:
+    publish(home, [SR, PAYMENTS])
+    server = Served(home)  # loads (and records) the policy
+    try:
+        before_grants = _moment()
+        log = open_log(home)
+        engine = PolicyEngine.load(home, check_interval=None, audit_log=log)
+        store = AccessRequests(engine, get_engine(home.metadata_url), access_log=log)
+        for product, action, owner in ((SR, "read_pii", "alice"), (PAYMENTS, "read", "fiona")):
+            store.approve(store.request("bob", product, action, "case 42", 30).id, owner)
+
+        def read(query: str, at: datetime | None) -> dict:
+            return server.gql("bob", query, {"t": at.isoformat() if at else None})
+
+        deadline = time.monotonic() + 60  # the gateway picks grants up within its refresh interval
+        while "requester_name" in read(READ_SR, None)["extensions"]["governance"][SR.name]["maskedColumns"]:
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        then = read(READ_SR, before_grants)  # bob held no read_pii then: masked as then
+        governance = then["extensions"]["governance"][SR.name]
+        assert {"requester_name", "requester_email", "requester_phone"} <= set(governance["maskedColumns"])
+        assert governance["asOf"]["applied"] == [
+            "requester_email masked (hash) as then",
+            "requester_name masked (redact) as then",
+            "requester_phone masked (partial) as then",
+        ]
+        denied = read(READ_PAYMENTS, before_grants)  # confidential, no grant then: denied as then
+        assert denied["errors"][0]["extensions"]["code"] == "FORBIDDEN"
+        assert "at that time" in denied["errors"][0]["message"]
+        assert "errors" not in read(READ_PAYMENTS, None)  # today's grant allows it
+        now = read(READ_SR, datetime.now(UTC))  # then == now: nothing stricter
+        assert now["extensions"]["governance"][SR.name]["asOf"]["applied"] == []
+    finally:
+        server.stop()
