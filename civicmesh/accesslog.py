@@ -532,6 +532,13 @@ class AccessLog:
             ).first()
         return int(value.seq) if value else 0
 
+    def links(self, after_seq: int, limit: int) -> list[tuple[int, str, str]]:
+        """(seq, prev_hash, hash) of up to `limit` records after `after_seq`, in seq order."""
+        t = access_log_table
+        query = select(t.c.seq, t.c.prev_hash, t.c.hash).where(t.c.seq > after_seq).order_by(t.c.seq)
+        with self.engine.connect() as conn:
+            return [(int(seq), prev, h) for seq, prev, h in conn.execute(query.limit(limit))]
+
     def seals(self, after_seq: int = 0, upto: int | None = None) -> dict[int, tuple[int, str]]:
         """Commit seals ending in (after_seq, upto]: last seq -> (first seq, signature)."""
         t = seals_table

@@ -319,13 +319,14 @@ def test_access_review_report(settings: Settings, capsys: pytest.CaptureFixture[
     store = AccessRequests(engine, get_engine(settings.metadata_url), access_log=log)
     unused = store.request("bob", PAYMENTS, "read", "budget review", 30)
     store.approve(unused.id, "fiona")
-    used = store.request("erin", PAYMENTS, "read_pii", "vendor audit", 30)
+    used = store.request("mallory", PAYMENTS, "read", "vendor audit", 30)
     store.approve(used.id, "fiona")
     log.append(
         [
             _record(
                 1, "erin", product=PAYMENTS.name, columns_returned=["vendor", "payee_iban"], columns_masked={}
             ),
+            _record(6, "mallory", product=PAYMENTS.name, columns_masked={"payee_iban": "redact"}),
             _record(2, "dana", columns_masked={"requester_name": "hash"}, ts="2020-01-01T00:00:00.000000Z"),
             _record(3, "alice", columns_masked={}),  # an owner reads PII unmasked
             _record(4, "mallory", product=PAYMENTS.name, decision="deny", status=200, rows=None),
@@ -340,7 +341,7 @@ def test_access_review_report(settings: Settings, capsys: pytest.CaptureFixture[
         for rs in report["rights_by_subject"].values()
         for r in rs
     }
-    assert ("mallory", PAYMENTS.name, "read") not in rights
+    assert ("mallory", PAYMENTS.name, "read_pii") not in rights
     bob = rights[("bob", PAYMENTS.name, "read")]  # through the grant, never used
     assert (bob["source"], bob["granted_by"], bob["masked"], bob["unused"]) == (
         f"access request #{unused.id}",
@@ -348,8 +349,10 @@ def test_access_review_report(settings: Settings, capsys: pytest.CaptureFixture[
         ["payee_iban"],
         True,
     )
-    erin = rights[("erin", PAYMENTS.name, "read_pii")]  # used: PII columns came back unmasked
-    assert erin["source"] == f"access request #{used.id}" and erin["last_used"] and not erin["unused"]
+    mallory_read = rights[("mallory", PAYMENTS.name, "read")]  # a grant, used
+    assert mallory_read["source"] == f"access request #{used.id}" and not mallory_read["unused"]
+    erin = rights[("erin", PAYMENTS.name, "read_pii")]  # a policy line, used: PII came back unmasked
+    assert erin["source"].startswith("policy.csv:") and erin["last_used"] and not erin["unused"]
     alice = rights[("alice", SR.name, "read_pii")]
     assert alice["source"].startswith("policy.csv:") and alice["last_used"] and not alice["unused"]
     dana = rights[("dana", SR.name, "read")]  # used, but before the review period
@@ -360,7 +363,11 @@ def test_access_review_report(settings: Settings, capsys: pytest.CaptureFixture[
     assert mallory["source"] == "policies/rules.py" and not mallory["unused"]
     flagged = {(r["subject"], r["product"], r["action"]) for r in report["unused"]}
     assert {("bob", PAYMENTS.name, "read"), ("carol", SR.name, "audit"), ("dana", SR.name, "read")} <= flagged
-    assert not flagged & {("erin", PAYMENTS.name, "read_pii"), ("alice", SR.name, "read")}
+    assert not flagged & {
+        ("erin", PAYMENTS.name, "read_pii"),
+        ("alice", SR.name, "read"),
+        ("mallory", PAYMENTS.name, "read"),
+    }
     assert report["denials_by_product"] == {PAYMENTS.name: {"mallory": 2}}
     pii = report["pii_reads_by_subject"]
     assert set(pii) == {"alice", "erin"}  # dana's read was masked

@@ -6,14 +6,17 @@ processes may seal one store: a checkpoint is made under the store's write lock 
 head of the *sink's* chain, so there is one chain; the sink is written first, then the store's copy
 (a crash in between is repaired by the next checkpoint, which copies what the store lacks).
 
-Before signing, the sealer checks what it is about to seal (outside the lock): the records continue
-the last checkpoint's chain, each matches its hash, and commit seals tile them (commits this
-process made itself are recognised exactly, without a signature check). If anything fails nothing
-is sealed (`SealRefused`, reported by `/readyz` through `last_error`): a checkpoint must never
-bless a forged record.
+Before signing, the sealer checks what it is about to seal: the records continue the last
+checkpoint's chain, each matches its hash, and commit seals tile them (records and commits this
+process wrote itself are recognised by their hashes, without recomputing or a signature check).
+If anything fails nothing is sealed (`SealRefused`, reported by `/readyz` through `last_error`): a
+checkpoint must never bless a forged record.
 
-Cost on the request path: the commit seal only (one Ed25519 signature per commit, ~50 µs); the
-checkpoint runs in the sealer thread and holds the write lock for one sink fsync and one insert.
+Ordering without a long lock: the sink appends a checkpoint only if it follows the sink's last one
+(compare-and-append, see sinks.py), so concurrent sealers cannot fork the chain; the store's copy
+is then inserted in a short transaction. Cost on the request path: the commit seal (one Ed25519
+signature per commit, ~50 µs) and, once per checkpoint, one short insert competing for the write
+lock; the rest runs in the sealer thread.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import logging
 import threading
 from collections.abc import Iterator, Sequence
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, func, select
 
 from civicmesh.accesslog import (
     GENESIS_HASH,
@@ -35,14 +38,15 @@ from civicmesh.accesslog import (
 )
 from civicmesh.audit.checkpoints import Checkpoint, SealRun, canonical, make_checkpoint
 from civicmesh.audit.signing import Signer
-from civicmesh.audit.sinks import CheckpointSink
+from civicmesh.audit.sinks import CheckpointSink, SinkConflict
 from civicmesh.audit.verify import verify_legacy
 from civicmesh.settings import Settings
 
 log = logging.getLogger(__name__)
 
 MAX_SPAN = 4096  # records per checkpoint (each adds 16 hex digits to it)
-OWN_MAX = 200_000  # commits of this process remembered until sealed
+MAX_BATCH = 100_000  # records checked per round of `checkpoint()`
+OWN_MAX = 200_000  # records of this process remembered until sealed
 
 
 class SealRefused(RuntimeError):
@@ -73,6 +77,7 @@ class Sealer:
         self.interval_s = interval_s
         self.last_error: str | None = None
         self._own: dict[int, tuple[int, str]] = {}  # last seq -> (first seq, hash) of own commits
+        self._own_hashes: dict[int, str] = {}  # seq -> hash of own records
         self._own_lock = threading.Lock()
         self._seal_lock = threading.Lock()
         self._wake = threading.Event()
@@ -91,11 +96,16 @@ class Sealer:
             return
         with self._own_lock:
             self._own[hashes[-1][0]] = (hashes[0][0], hashes[-1][1])
-            if len(self._own) > OWN_MAX:  # a sealer that cannot seal: forget the oldest half
-                for seq in sorted(self._own)[: OWN_MAX // 2]:
-                    del self._own[seq]
+            self._own_hashes.update(hashes)
+            if len(self._own_hashes) > OWN_MAX:  # a sealer that cannot seal: forget the oldest
+                self._forget(sorted(self._own_hashes)[OWN_MAX // 2])
         if hashes[-1][0] - checkpoint_seq >= self.every:
             self._wake.set()
+
+    def _forget(self, upto: int) -> None:
+        """Under `_own_lock`: drop what is remembered of own records up to seq `upto`."""
+        self._own = {s: v for s, v in self._own.items() if s > upto}
+        self._own_hashes = {s: h for s, h in self._own_hashes.items() if s > upto}
 
     def start(self) -> Sealer:
         """Seal in a background thread at the count and the interval, until `close()`."""
@@ -151,18 +161,19 @@ class Sealer:
         caller) need no commit seals. Raises SealRefused, SinkError or a store error."""
         with self._seal_lock:
             self.last_error = None
-            for _ in range(10):  # another process may extend the chain between our read and our lock
+            written: list[Checkpoint] = []
+            head = self.log.head()  # what is there now; later records are for the next checkpoint
+            for _ in range(100):  # rounds: other sealers, and at most MAX_BATCH records each
                 previous = self._sink_head()
-                hashes = self._sealable(previous, legacy)
+                hashes = self._sealable(previous, legacy, head)
                 if not hashes:
-                    return []
-                written = self._commit(previous, hashes, "migration" if legacy else reason)
-                if written is not None:
+                    break
+                done = self._commit(previous, hashes, "migration" if legacy else reason)
+                written += done
+                if done:
                     with self._own_lock:
-                        for seq in [s for s in self._own if s <= written[-1].seq]:
-                            del self._own[seq]
-                    return written
-            return []  # other writers keep sealing: their checkpoints cover these records
+                        self._forget(done[-1].seq)
+            return written
 
     def _sink_head(self) -> Checkpoint | None:
         data = self.sink.last()
@@ -179,77 +190,87 @@ class Sealer:
             )
         return head
 
-    def _sealable(self, previous: Checkpoint | None, legacy: bool) -> list[tuple[int, str]]:
-        """(seq, hash) of every record after `previous`, checked; raises SealRefused."""
+    def _sealable(self, previous: Checkpoint | None, legacy: bool, head: int) -> list[tuple[int, str]]:
+        """(seq, hash) of the records after `previous` up to `head` (at most MAX_BATCH), checked;
+        raises SealRefused."""
         after = previous.seq if previous else 0
-        prev_hash = previous.hash if previous else GENESIS_HASH
-        rows = list(self.log.rows(after_seq=after))
-        if not rows:
+        stored = self.log.checkpoints(after_index=previous.index if previous else 0)
+        now = self._sink_head() if stored else None
+        if stored and (now is None or now.index < stored[-1]["idx"]):  # not just another sealer
+            raise SealRefused(
+                f"the store holds checkpoint #{stored[-1]['idx']} but the sink {self.sink.location} ends "
+                f"at #{now.index if now else 0}: it was truncated or replaced; restore it"
+            )
+        if stored:
+            return []  # another sealer extended the chain meanwhile: start again from its head
+        links = self.log.links(after, min(MAX_BATCH, head - after)) if head > after else []
+        if not links:
             return []
         with self._own_lock:
-            own = dict(self._own)
-        seals = SealRun(self.log.seals(after, int(rows[-1]["seq"])), self.signer.verifier, after + 1, own)
-        out: list[tuple[int, str]] = []
-        for expected, row in enumerate(rows, start=after + 1):
-            seq = int(row["seq"])
+            own, own_hashes = dict(self._own), dict(self._own_hashes)
+        foreign = {seq for seq, _, h in links if own_hashes.get(seq) != h}
+        rows = (
+            {int(r["seq"]): r for r in self.log.rows(after_seq=after) if int(r["seq"]) in foreign}
+            if foreign
+            else {}
+        )
+        seals = SealRun(self.log.seals(after, links[-1][0]), self.signer.verifier, after + 1, own)
+        prev_hash = previous.hash if previous else GENESIS_HASH
+        for expected, (seq, prev, hash_) in enumerate(links, start=after + 1):
             problem = None
             if seq != expected:
                 problem = f"record {expected} is missing"
-            elif row["prev_hash"] != prev_hash or chain_hash(row) != row["hash"]:
+            elif prev != prev_hash or (seq in foreign and chain_hash(rows[seq]) != hash_):
                 problem = f"record {seq} does not match its hash or the chain before it"
-            elif not legacy and (bad := seals.step(seq, row["hash"])) is not None:
+            elif not legacy and (bad := seals.step(seq, hash_)) is not None:
                 problem = bad[1]
             if problem is not None:
                 raise SealRefused(f"not sealing the access log: {problem}; run `civicmesh audit verify`")
-            out.append((seq, row["hash"]))
-            prev_hash = row["hash"]
-        unsealed = None if legacy else seals.uncovered(out[-1][0])
+            prev_hash = hash_
+        unsealed = None if legacy else seals.uncovered(links[-1][0])
         if unsealed is not None:  # the newest records: no commit seal covers them
             raise SealRefused(f"not sealing the access log: records from seq {unsealed} carry no signature")
-        return out
+        return [(seq, hash_) for seq, _, hash_ in links]
 
     def _commit(
         self, previous: Checkpoint | None, hashes: list[tuple[int, str]], reason: str
-    ) -> list[Checkpoint] | None:
-        """Under the write lock: deliver to the sink, then copy into the store. None if the sink's
-        head moved since `previous` was read (another process sealed)."""
-        with self.log.engine.connect() as conn:
-            self.log.lock(conn)
+    ) -> list[Checkpoint]:
+        """Append checkpoints to the sink (each only if it follows the sink's last), then copy them
+        into the store. [] if another sealer extended the chain first."""
+        ts, written = utc_timestamp(), []
+        for span in _spans(hashes, MAX_SPAN):
+            cp = make_checkpoint(self.signer, previous, span, reason, ts)
             try:
-                if self._sink_head() != previous:
-                    conn.rollback()
-                    return None
-                self._repair_store(conn, previous)
-                ts, written = utc_timestamp(), []
-                for span in _spans(hashes, MAX_SPAN):
-                    cp = make_checkpoint(self.signer, previous, span, reason, ts)
-                    self.sink.append(cp.as_dict())
-                    _store(conn, cp)
-                    written.append(previous := cp)
-                conn.commit()
-            except BaseException:
-                conn.rollback()
-                raise
+                self.sink.append(cp.as_dict())
+            except SinkConflict:
+                break
+            written.append(previous := cp)
+        if written:
+            self._copy_to_store(written)
         return written
 
-    def _repair_store(self, conn: Connection, head: Checkpoint | None) -> None:
-        """Copy sink checkpoints the store lacks (a crash between delivery and insert); refuse if
-        the store holds checkpoints the sink lacks (the sink was truncated or replaced)."""
-        stored = conn.execute(checkpoints_table.select().order_by(checkpoints_table.c.idx.desc()).limit(1))
-        last = stored.first()
-        last_index = int(last.idx) if last else 0
-        head_index = head.index if head else 0
-        if last_index > head_index:
-            raise SealRefused(
-                f"the store holds checkpoint #{last_index} but the sink {self.sink.location} ends at "
-                f"#{head_index}: the sink was truncated or replaced; restore it before sealing again"
-            )
-        if last_index == head_index:
-            return
+    def _copy_to_store(self, written: list[Checkpoint]) -> None:
+        """The store's copies, in one short transaction; sink checkpoints the store lacks (a
+        crash between delivery and copy) are copied first."""
+        with self.log.engine.begin() as conn:
+            self.log.lock(conn)
+            last = conn.execute(select(func.max(checkpoints_table.c.idx))).scalar() or 0
+            missing = [] if last >= written[0].index - 1 else self._from_sink(last, written[0].index)
+            for cp in [*missing, *written]:
+                if cp.index > last:
+                    _store(conn, cp)
+
+    def _from_sink(self, after_index: int, before_index: int) -> list[Checkpoint]:
+        found = []
         for entry in self.sink.read():
             cp = Checkpoint.from_dict(entry.data) if entry.data else None
-            if cp is not None and cp.index > last_index and cp.signed_by(self.signer.verifier):
-                _store(conn, cp)
+            if (
+                cp is not None
+                and after_index < cp.index < before_index
+                and cp.signed_by(self.signer.verifier)
+            ):
+                found.append(cp)
+        return found
 
 
 def _store(conn: Connection, cp: Checkpoint) -> None:

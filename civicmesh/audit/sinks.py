@@ -7,8 +7,10 @@ another trust boundary before it is recorded in the store (`AccessLog.checkpoint
 
 A sink is anything with the three methods of `CheckpointSink`:
 
-- `append(checkpoint)`: durable when it returns (the file sink fsyncs), raises `SinkError` if not.
-  Appends are made under the store's write lock, so they arrive in checkpoint order.
+- `append(checkpoint)`: appends only if the checkpoint follows the sink's last one (its `index` is
+  one more; 1 on an empty sink), atomically, and is durable when it returns (the file sink
+  fsyncs); raises `SinkConflict` if another writer appended first, `SinkError` if it cannot write.
+  This compare-and-append keeps one chain across any number of sealing processes.
 - `read()`: every entry ever appended, in order, each with its position (malformed entries too:
   the verifier reports them).
 - `last()`: the newest checkpoint (the head of the checkpoint chain), or None.
@@ -19,9 +21,10 @@ make it append-only there (`chattr +a`, a WORM mount). Other sinks fit the same 
 
 - **Object storage with a retention lock** (S3 Object Lock in compliance mode, GCS retention
   policies, Azure immutable blobs): one object per checkpoint named by its zero-padded index
-  (`checkpoints/000000000042.json`), written with a retention date; `read()` lists the prefix,
-  `last()` reads the highest key. Neither the server nor the bucket's admins can delete or replace
-  a locked object before its retention ends.
+  (`checkpoints/000000000042.json`), written with a retention date and a create-only condition
+  (`If-None-Match: *`: the compare-and-append); `read()` lists the prefix, `last()` reads the
+  highest key. Neither the server nor the bucket's admins can delete or replace a locked object
+  before its retention ends.
 - **Syslog** (RFC 5424 over TLS to a collector, RFC 5425): `append()` sends one message per
   checkpoint (structured data carries the JSON); `read()`/`last()` read the collector's archive.
 
@@ -44,6 +47,10 @@ _TAIL_BLOCK = 64 * 1024
 
 class SinkError(RuntimeError):
     """The sink could not be written or read; the message names it."""
+
+
+class SinkConflict(SinkError):
+    """Another writer appended the checkpoint with that index first."""
 
 
 @dataclass(frozen=True)
@@ -78,20 +85,25 @@ class FileSink:
         created = not self.path.exists()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX)
+                with os.fdopen(os.dup(fd), "rb") as handle:
+                    last = _tail(handle, self.path)
+                expected = int(last["index"]) + 1 if last else 1
+                if checkpoint.get("index") != expected:
+                    raise SinkConflict(f"{self.path} already holds checkpoint #{expected - 1}")
                 os.write(fd, _line(checkpoint))
                 os.fsync(fd)
             finally:
-                os.close(fd)
+                os.close(fd)  # releases the lock
             if created:  # the new directory entry must survive a crash too
                 dir_fd = os.open(self.path.parent, os.O_RDONLY)
                 try:
                     os.fsync(dir_fd)
                 finally:
                     os.close(dir_fd)
-        except OSError as exc:
+        except (OSError, ValueError, KeyError) as exc:
             raise SinkError(f"cannot append to the checkpoint sink {self.path}: {exc}") from exc
 
     def read(self) -> list[SinkEntry]:
@@ -107,25 +119,29 @@ class FileSink:
         """The last line's object, reading only the file's tail."""
         try:
             with self.path.open("rb") as handle:
-                size = handle.seek(0, os.SEEK_END)
-                start = max(0, size - _TAIL_BLOCK)
-                while True:
-                    handle.seek(start)
-                    chunk = handle.read(size - start)
-                    lines = [x for x in chunk.splitlines() if x.strip()]
-                    if start == 0 or len(lines) >= 2:  # the first line of a chunk may be cut
-                        break
-                    start = max(0, start - _TAIL_BLOCK)
+                return _tail(handle, self.path)
         except FileNotFoundError:
             return None
         except OSError as exc:
             raise SinkError(f"cannot read the checkpoint sink {self.path}: {exc}") from exc
-        if not lines:
-            return None
-        entry = _entry(0, lines[-1].decode("utf-8", errors="replace"))
-        if entry.data is None:
-            raise SinkError(f"the last line of the checkpoint sink {self.path} is not a checkpoint")
-        return entry.data
+
+
+def _tail(handle: Any, path: Path) -> dict[str, Any] | None:
+    """The object on the last non-empty line of a binary file, reading back from its end."""
+    size = handle.seek(0, os.SEEK_END)
+    start = max(0, size - _TAIL_BLOCK)
+    while True:
+        handle.seek(start)
+        lines = [x for x in handle.read(size - start).splitlines() if x.strip()]
+        if start == 0 or len(lines) >= 2:  # the first line of a chunk may be cut
+            break
+        start = max(0, start - _TAIL_BLOCK)
+    if not lines:
+        return None
+    entry = _entry(0, lines[-1].decode("utf-8", errors="replace"))
+    if entry.data is None:
+        raise SinkError(f"the last line of the checkpoint sink {path} is not a checkpoint")
+    return entry.data
 
 
 def _entry(position: int, line: str) -> SinkEntry:

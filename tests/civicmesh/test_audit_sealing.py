@@ -51,10 +51,10 @@ def test_checkpoints_at_the_count_the_interval_and_shutdown(settings: Settings) 
         time.sleep(0.2)
         assert _sink(settings) == []  # 9 records: below the count
         log.append([_record(9)])  # the 10th wakes the sealer
-        _until(lambda: len(_sink(settings)) == 1)
+        _until(lambda: len(log.checkpoints()) == 1)  # in the sink, then copied into the store
         for i in range(10, 20):
             log.append([_record(i)])
-        _until(lambda: len(_sink(settings)) == 2 and _sink(settings)[-1].seq == 20)
+        _until(lambda: [c["seq"] for c in log.checkpoints()] == [10, 20])
         assert [cp.reason for cp in _sink(settings)] == ["count", "count"]
         for i in range(20, 25):
             log.append([_record(i)])  # 5 more: below the count
