@@ -1,13 +1,19 @@
-"""Access-log benchmark: records/s through `AccessLog.append`, and what the log costs a request.
+"""Access-log benchmark: what signing and checkpointing cost, and what the log costs a request.
 
-1. Append throughput on a fresh SQLite (WAL) store: one thread appending one record at a time,
-   and 8 threads sharing group commits (the number of commits is printed too).
-2. Gateway p50 with the access log on vs off: two real uvicorn servers on 127.0.0.1 (one child
-   process each, same small published mesh), queried alternately in rounds by one sequential
-   client in this process, so machine noise hits both. "off" is made by this script alone: in its
-   own server process it swaps the recorder's log for `_UnloggedLog` (below), which writes the
-   lineage outbox rows in their own transaction and no access-log record. Nothing in the gateway
-   can switch the log off: there is no flag, variable or setting for it.
+1. Append throughput on a fresh SQLite (WAL) store, signed (an Ed25519 seal per commit) and
+   unsigned: one thread appending one record at a time, and 8 threads sharing group commits
+   (the number of commits is printed too).
+2. Gateway p50, three real uvicorn servers on 127.0.0.1 (one child process and one home each,
+   same small published product), queried alternately in rounds by one sequential client in this
+   process, so machine noise hits all three:
+   - "signed": the gateway as shipped — a seal per commit, and the sealer writing a checkpoint
+     every `--checkpoint-every` records (100 by default, so many fall inside the run) to the
+     fsynced file sink, plus the interval and shutdown ones;
+   - "unsigned": the same gateway with its log's signer removed and its sealer stopped (the chain
+     alone, as before Ed25519) — the baseline of the checkpointing target (<= 5 %);
+   - "off": no access-log record at all (`_UnloggedLog` below), the baseline of the log's cost.
+   Both switches are made by this script alone, in its own server processes; nothing in the
+   gateway can turn signing, sealing or the log off.
 
 Queries (dana, public_works supervisor scoped to D3, two masked PII columns): (a) 20 rows with a
 distinct bound predicate per request (defeats the response cache), (c) the same body again
@@ -33,11 +39,14 @@ from typing import Any
 sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 from civicmesh.accesslog import AccessLog, AccessRecord  # noqa: E402
+from civicmesh.audit.signing import Signer  # noqa: E402
 from civicmesh.products import ColumnSpec, ProductSpec  # noqa: E402
 from civicmesh.settings import Settings  # noqa: E402
 from civicmesh.store import dispose_all, get_engine  # noqa: E402
 
-TARGET_OVERHEAD = 0.10
+TARGET_LOG = 0.10  # the whole access log vs none
+TARGET_CHECKPOINTS = 0.05  # seals and checkpoints vs the unsigned chain
+MODES = ("signed", "unsigned", "off")
 PRODUCT = ProductSpec(
     department="public_works",
     product="service_requests",
@@ -100,10 +109,10 @@ def _record(i: int) -> AccessRecord:
 # -- 1. append throughput -------------------------------------------------------------------------
 
 
-def append_rate(home: Path, threads: int, per_thread: int) -> tuple[float, int]:
+def append_rate(home: Path, threads: int, per_thread: int, signed: bool) -> tuple[float, int]:
     """(records/s, commits) for `threads` threads each appending `per_thread` single records."""
-    url = f"sqlite:///{home / f'log-{threads}.db'}"
-    log = AccessLog(get_engine(url), checkpoint_key="bench-key").ensure_schema()
+    url = f"sqlite:///{home / f'log-{threads}-{signed}.db'}"
+    log = AccessLog(get_engine(url), signer=Signer.generate() if signed else None).ensure_schema()
     commits = [0]
     write = log._write
 
@@ -152,8 +161,8 @@ class _UnloggedLog:
         return getattr(self.real, name)
 
 
-def _serve(home: str, port: int, log_on: bool, ready: Any) -> None:
-    """Child process: one uvicorn server; with log_on=False the log is swapped out (see above)."""
+def _serve(home: str, port: int, mode: str, ready: Any) -> None:
+    """Child process: one uvicorn server, with signing or the log switched off as `mode` says."""
     import logging
 
     import uvicorn
@@ -170,8 +179,12 @@ def _serve(home: str, port: int, log_on: bool, ready: Any) -> None:
     def when_started() -> None:
         while not server.started:
             time.sleep(0.01)
-        if not log_on:
-            gateway = app.state.gateway
+        gateway = app.state.gateway
+        if mode != "signed" and gateway.sealer is not None:  # unsigned: the chain alone
+            gateway.sealer.close()
+            gateway.sealer = None
+            gateway.access_log.signer = None
+        if mode == "off":
             gateway.recorder.access_log = _UnloggedLog(gateway.recorder.access_log)
         ready.set()
 
@@ -200,74 +213,102 @@ def _publish(settings: Settings) -> None:
     Catalog(get_engine(settings.metadata_url)).ensure_schema().publish(PRODUCT, written)
 
 
-def gateway_p50(home: Path, rounds: int, per_round: int) -> dict[str, dict[str, float]]:
+def _start(root: Path, every: int) -> tuple[dict[str, tuple[int, Any]], dict[str, Settings]]:
+    """One home and one server process per mode."""
+    import os
+
+    os.environ["CIVICMESH_AUDIT_CHECKPOINT_RECORDS"] = str(every)  # read by the children
+    ctx = multiprocessing.get_context("spawn")
+    servers, homes = {}, {}
+    for mode in MODES:
+        home = root / mode
+        settings = homes[mode] = Settings(home=home, metadata_url=f"sqlite:///{home / 'metadata.db'}")
+        settings.ensure_dirs()
+        _publish(settings)
+        dispose_all()
+        port, ready = _free_port(), ctx.Event()
+        proc = ctx.Process(target=_serve, args=(str(home), port, mode, ready), daemon=True)
+        proc.start()
+        if not ready.wait(120):
+            raise RuntimeError(f"server {mode} did not start")
+        servers[mode] = (port, proc)
+    return servers, homes
+
+
+def _measure(clients: dict[str, Any], rounds: int, per_round: int) -> dict[str, dict[str, list[float]]]:
+    samples: dict[str, dict[str, list[float]]] = {n: {"uncached": [], "cached": []} for n in clients}
+    counter = 0
+    cached_body = {"query": QUERY, "variables": {"t": FAR_FUTURE.isoformat()}}
+    for client in clients.values():  # warm-up: schema, DuckDB pool, decision cache
+        for _ in range(30):
+            counter += 1
+            variables = {"t": (FAR_FUTURE + timedelta(seconds=counter)).isoformat()}
+            client.post("/graphql", json={"query": QUERY, "variables": variables}).raise_for_status()
+        client.post("/graphql", json=cached_body).raise_for_status()
+    for r in range(rounds):
+        order = MODES[r % len(MODES) :] + MODES[: r % len(MODES)]
+        for name in order:
+            for i in range(per_round):
+                counter += 1
+                uncached = i % 2 == 0
+                variables = {"t": (FAR_FUTURE + timedelta(seconds=counter)).isoformat()}
+                body = {"query": QUERY, "variables": variables} if uncached else cached_body
+                started = time.perf_counter()
+                response = clients[name].post("/graphql", json=body)
+                elapsed = time.perf_counter() - started
+                if response.status_code != 200 or response.json().get("errors"):
+                    raise RuntimeError(f"bad response: {response.text[:300]}")
+                samples[name]["uncached" if uncached else "cached"].append(elapsed)
+    return samples
+
+
+def gateway_p50(
+    root: Path, rounds: int, per_round: int, every: int
+) -> tuple[dict[str, dict[str, float]], int]:
+    """p50 ms per mode and kind, and the number of checkpoints the signed server wrote."""
     import httpx
 
     from gateway.auth import issue_token
 
-    settings = Settings(home=home, metadata_url=f"sqlite:///{home / 'metadata.db'}")
-    settings.ensure_dirs()
-    _publish(settings)
-    token = issue_token(settings, "dana", 2)
-    dispose_all()
-    ctx = multiprocessing.get_context("spawn")
-    servers = {}
-    for name, on in (("on", True), ("off", False)):
-        port, ready = _free_port(), ctx.Event()
-        proc = ctx.Process(target=_serve, args=(str(home), port, on, ready), daemon=True)
-        proc.start()
-        if not ready.wait(60):
-            raise RuntimeError(f"server {name} did not start")
-        servers[name] = (port, proc)
-    samples: dict[str, dict[str, list[float]]] = {n: {"uncached": [], "cached": []} for n in servers}
-    counter = 0
+    servers, homes = _start(root, every)
     try:
-        clients = {
+        clients = {  # each home has its own JWT secret
             n: httpx.Client(
-                base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {token}"}, timeout=30
+                base_url=f"http://127.0.0.1:{port}",
+                headers={"Authorization": f"Bearer {issue_token(homes[n], 'dana', 2)}"},
+                timeout=30,
             )
             for n, (port, _) in servers.items()
         }
-        cached_body = {"query": QUERY, "variables": {"t": FAR_FUTURE.isoformat()}}
-        for client in clients.values():  # warm-up: schema, DuckDB pool, decision cache
-            for _ in range(30):
-                counter += 1
-                variables = {"t": (FAR_FUTURE + timedelta(seconds=counter)).isoformat()}
-                client.post("/graphql", json={"query": QUERY, "variables": variables}).raise_for_status()
-            client.post("/graphql", json=cached_body).raise_for_status()
-        head_before = AccessLog(get_engine(settings.metadata_url)).head()
-        for r in range(rounds):
-            order = ("on", "off") if r % 2 == 0 else ("off", "on")
-            for name in order:
-                client = clients[name]
-                for i in range(per_round):
-                    counter += 1
-                    uncached = i % 2 == 0
-                    variables = {"t": (FAR_FUTURE + timedelta(seconds=counter)).isoformat()}
-                    body = {"query": QUERY, "variables": variables} if uncached else cached_body
-                    started = time.perf_counter()
-                    response = client.post("/graphql", json=body)
-                    elapsed = time.perf_counter() - started
-                    data = response.json()
-                    if response.status_code != 200 or data.get("errors"):
-                        raise RuntimeError(f"bad response: {response.text[:300]}")
-                    samples[name]["uncached" if uncached else "cached"].append(elapsed)
+        samples = _measure(clients, rounds, per_round)
         for client in clients.values():
             client.close()
     finally:
         for _, proc in servers.values():
             proc.terminate()
-            proc.join(10)
-    log = AccessLog(get_engine(settings.metadata_url))
-    logged = log.head() - head_before
-    assert log.verify() is None
-    expected = rounds * per_round  # only the "on" server's measured requests are logged
-    if logged != expected:
-        raise RuntimeError(f"expected {expected} logged requests, found {logged}")
-    return {
+            proc.join(30)
+    signed = AccessLog.from_settings(homes["signed"])
+    check = signed.verify_report()
+    if not check.ok:
+        raise RuntimeError(f"the signed server's log does not verify: {check.findings}")
+    if AccessLog(get_engine(homes["off"].metadata_url)).head() > 1:  # only its policy record
+        raise RuntimeError("the 'off' server logged requests")
+    checkpoints = len(signed.checkpoints())
+    p50 = {
         name: {kind: statistics.median(values) * 1000 for kind, values in by_kind.items()}
         for name, by_kind in samples.items()
     }
+    return p50, checkpoints
+
+
+def _verdict(label: str, on: float, base: float, target: float) -> bool:
+    overhead = on / base - 1
+    met = overhead <= target
+    print(
+        f"  {label:<30} {on:6.2f} ms vs {base:6.2f} ms   ratio {on / base:.3f} "
+        f"(overhead {overhead:+.1%}, target <= {target:.0%}: {'met' if met else 'NOT met'})"
+    )
+    return met
 
 
 def main() -> None:
@@ -275,32 +316,33 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=4000, help="records per append run")
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--per-round", type=int, default=200)
+    parser.add_argument("--checkpoint-every", type=int, default=100, help="records per checkpoint (signed)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="civicmesh-bench-audit-") as tmp:
         home = Path(tmp)
-        one, commits_one = append_rate(home, 1, args.records)
-        eight, commits_eight = append_rate(home, 8, args.records // 8)
-        dispose_all()
-        print(f"access log append, 1 thread : {one:>9,.0f} records/s ({commits_one} commits)")
-        total = args.records // 8 * 8
-        print(
-            f"access log append, 8 threads: {eight:>9,.0f} records/s ({commits_eight} commits for "
-            f"{total} records: {total / max(commits_eight, 1):.1f} per commit)"
-        )
-        p50 = gateway_p50(home / "mesh", args.rounds, args.per_round)
+        for signed in (True, False):
+            one, commits_one = append_rate(home, 1, args.records, signed)
+            eight, commits_eight = append_rate(home, 8, args.records // 8, signed)
+            dispose_all()
+            label = "signed  " if signed else "unsigned"
+            total = args.records // 8 * 8
+            print(f"access log append, {label}, 1 thread : {one:>9,.0f} records/s ({commits_one} commits)")
+            print(
+                f"access log append, {label}, 8 threads: {eight:>9,.0f} records/s ({commits_eight} commits "
+                f"for {total} records: {total / max(commits_eight, 1):.1f} per commit)"
+            )
+        p50, checkpoints = gateway_p50(home / "mesh", args.rounds, args.per_round, args.checkpoint_every)
     n = args.rounds * args.per_round // 2
-    print(f"gateway p50 over {n} requests per cell (dana, 20 rows, 2 masked PII columns, row scope D3):")
+    print(
+        f"gateway p50 over {n} requests per cell (dana, 20 rows, 2 masked PII columns, row scope D3); "
+        f"the signed server wrote {checkpoints} checkpoints:"
+    )
     verdicts = []
     for kind in ("uncached", "cached"):
-        on, off = p50["on"][kind], p50["off"][kind]
-        overhead = on / off - 1
-        met = overhead <= TARGET_OVERHEAD
-        verdicts.append(met)
-        print(
-            f"  {kind:<9} log on {on:6.2f} ms   log off {off:6.2f} ms   ratio {on / off:.3f} "
-            f"(overhead {overhead:+.1%}, target <= {TARGET_OVERHEAD:.0%}: {'met' if met else 'NOT met'})"
-        )
-    print("target met" if all(verdicts) else "target NOT met in every case (see above)")
+        cell = p50["signed"][kind], p50["unsigned"][kind], p50["off"][kind]
+        verdicts.append(_verdict(f"{kind}: signed vs unsigned", cell[0], cell[1], TARGET_CHECKPOINTS))
+        verdicts.append(_verdict(f"{kind}: signed log vs no log", cell[0], cell[2], TARGET_LOG))
+    print("targets met" if all(verdicts) else "target NOT met in every case (see above)")
 
 
 if __name__ == "__main__":

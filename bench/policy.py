@@ -62,6 +62,8 @@ def write_policy(folder: Path, departments: int, users: int, extra: int, seed: i
     for name in names:
         for _ in range(rnd.randint(1, 2)):
             lines.append(f"g, {name}, {rnd.choice(list(ROLE_ACTIONS))}, {rnd.choice(depts)}")
+    # every department has an owner (the policy lint refuses a department without one)
+    lines += [f"g, {names[i % len(names)]}, owner, {d}" for i, d in enumerate(depts)]
     (folder / "policy.csv").write_text("\n".join(dict.fromkeys(lines)) + "\n")
     users_yaml = [
         "scopes:\n  districts: district",

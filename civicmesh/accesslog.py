@@ -7,18 +7,23 @@ Concurrency: callers in one process share a transaction (group commit: the first
 becomes the leader and writes everything queued so far); processes sharing the store serialise on
 the write lock (`BEGIN IMMEDIATE` on SQLite, a table lock on PostgreSQL). Sequence numbers and the
 chain are computed inside that lock, so any number of writers yields one unbroken chain.
+
+Signatures (see `civicmesh.audit.checkpoints`): a writer holding the Ed25519 key signs the last
+record of every commit in the same transaction (`access_log_seals`), so a record appended without
+the key is a forgery; `civicmesh.audit.sealing.Sealer` seals the records since the last checkpoint
+into a signed, chained checkpoint, delivered to a sink outside this store and copied into
+`audit_checkpoints`; `civicmesh.audit.verify` checks all of it with the public key alone.
 """
 
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
 import threading
 from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
     BigInteger,
@@ -37,8 +42,14 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import DBAPIError
 
+from civicmesh.audit.checkpoints import seal_message
+from civicmesh.audit.signing import Signer, Verifier, export_public_key, load_signer
+from civicmesh.audit.sinks import CheckpointSink, open_sink
 from civicmesh.settings import Settings
 from civicmesh.store import get_engine
+
+if TYPE_CHECKING:
+    from civicmesh.audit.verify import ChainCheck
 
 GENESIS_HASH = "0" * 64
 
@@ -74,14 +85,30 @@ access_log_table = Table(
     Column("hash", String(64), nullable=False),
 )
 
-# Signed checkpoints: every CHECKPOINT_INTERVAL records the head (seq, hash) is signed with a key
-# the store does not hold, so truncating the newest records (which leaves a valid shorter chain)
-# is detected as soon as a checkpoint names a record that is gone.
-CHECKPOINT_INTERVAL = 100
-
-checkpoints_table = Table(
-    "access_log_checkpoints",
+# One Ed25519 signature per commit, over its span and last hash (civicmesh.audit.checkpoints).
+seals_table = Table(
+    "access_log_seals",
     metadata,
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),  # the commit's last record
+    Column("first_seq", BigInteger, nullable=False),  # its first record
+    Column("signature", String(100), nullable=False),
+)
+
+# Copies of the signed checkpoints delivered to the external sink (the sink is the authority).
+checkpoints_table = Table(
+    "audit_checkpoints",
+    metadata,
+    Column("idx", BigInteger, primary_key=True, autoincrement=False),
+    Column("seq", BigInteger, nullable=False, unique=True),
+    Column("body", Text, nullable=False),  # the checkpoint as canonical JSON, exactly as delivered
+)
+
+# Before Ed25519 (until 2026-12): HMAC checkpoints under CIVICMESH_AUDIT_KEY. Never created or
+# written now; read once, when the first signed checkpoint seals an older log (see sealing.py).
+legacy_metadata = MetaData()
+legacy_checkpoints_table = Table(
+    "access_log_checkpoints",
+    legacy_metadata,
     Column("seq", BigInteger, primary_key=True, autoincrement=False),
     Column("hash", String(64), nullable=False),
     Column("ts", String(40), nullable=False),
@@ -90,7 +117,7 @@ checkpoints_table = Table(
 
 # The chain head and the last checkpoint, in one round trip (both are primary-key lookups).
 _HEAD_SQL = (
-    "SELECT seq, hash, (SELECT max(seq) FROM access_log_checkpoints) AS checkpoint "
+    "SELECT seq, hash, (SELECT max(seq) FROM audit_checkpoints) AS checkpoint "
     "FROM access_log ORDER BY seq DESC LIMIT 1"
 )
 
@@ -158,6 +185,8 @@ def chain_hash(row: dict[str, Any]) -> str:
 
 # Extra writes that must commit atomically with a caller's records (e.g. lineage outbox rows).
 TxHook = Callable[[Connection], object]
+# Told after each group commit: (seq, hash) of the records committed, and the last checkpoint's seq.
+CommitListener = Callable[[list[tuple[int, str]], int], None]
 
 
 # -- lean inserts on the request path ------------------------------------------------------------
@@ -247,28 +276,39 @@ class _Batch:
     done: bool = False
 
 
-def sign_checkpoint(key: bytes, seq: int, chain_hash_value: str, ts: str) -> str:
-    return hmac.new(key, f"{seq}|{chain_hash_value}|{ts}".encode(), hashlib.sha256).hexdigest()
-
-
 class AccessLog:
+    """Append, read and verify the log in one metadata store.
+
+    `signer` (the private key) makes this writer seal its commits; without it the records are
+    chained but unsigned (tests of other rooms; `civicmesh audit verify` then reports them as not
+    signed). `verifier` and `sink` are what `verify()` checks against (the public key, the external
+    checkpoint sink)."""
+
     def __init__(
         self,
         engine: Engine,
-        checkpoint_key: str | None = None,
-        checkpoint_interval: int = CHECKPOINT_INTERVAL,
+        *,
+        signer: Signer | None = None,
+        verifier: Verifier | None = None,
+        sink: CheckpointSink | None = None,
     ) -> None:
         self.engine = engine
-        self.checkpoint_key = checkpoint_key.encode() if checkpoint_key else None
-        self.checkpoint_interval = checkpoint_interval
+        self.signer = signer
+        self.verifier = verifier or (signer.verifier if signer else None)
+        self.sink = sink
+        self.listeners: list[CommitListener] = []
         self._cond = threading.Condition()
         self._queue: list[_Batch] = []
         self._writing = False
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AccessLog:
-        key = settings.audit_key
-        return cls(get_engine(settings.metadata_url), checkpoint_key=key).ensure_schema()
+        """The log of a process that writes: the signing key (created for a demo home when no key
+        file exists; its public key is exported), and the configured checkpoint sink."""
+        signer = load_signer(settings.audit_signing_key_file, create=True)
+        export_public_key(signer.verifier, settings.audit_public_key_file)
+        sink = open_sink(settings.audit_sink)
+        return cls(get_engine(settings.metadata_url), signer=signer, sink=sink).ensure_schema()
 
     def ensure_schema(self) -> AccessLog:
         metadata.create_all(self.engine)
@@ -319,7 +359,7 @@ class AccessLog:
         with self.engine.connect() as conn:
             self._lock(conn)
             try:
-                self._chain(conn, batches)
+                hashes, checkpoint = self._chain(conn, batches)
                 for batch in batches:
                     if batch.also is not None:
                         batch.also(conn)
@@ -329,9 +369,12 @@ class AccessLog:
                 for batch in batches:
                     batch.seqs = None
                 raise
+        for listener in self.listeners:
+            listener(hashes, checkpoint)
 
-    def _chain(self, conn: Connection, batches: Sequence[_Batch]) -> None:
-        """Under the write lock: number, chain and insert the batches' records (and checkpoint)."""
+    def _chain(self, conn: Connection, batches: Sequence[_Batch]) -> tuple[list[tuple[int, str]], int]:
+        """Under the write lock: number, chain, insert and seal the batches' records.
+        Returns ((seq, hash) of each record, seq of the last checkpoint)."""
         # Plain SQL for the per-commit lookup: building the Core statement cost more than running it.
         last = fetch_one(conn, _HEAD_SQL)  # (seq, hash, checkpoint) or None
         seq, prev = (int(last[0]), str(last[1])) if last else (0, GENESIS_HASH)
@@ -348,7 +391,11 @@ class AccessLog:
                 rows.append(row)
                 batch.seqs.append(seq)
         insert_rows(conn, access_log_table, rows)
-        self._maybe_checkpoint(conn, seq, prev, checkpoint)
+        if self.signer is not None:
+            first = int(rows[0]["seq"])
+            signature = self.signer.sign(seal_message(first, seq, prev))
+            insert_rows(conn, seals_table, [{"seq": seq, "first_seq": first, "signature": signature}])
+        return [(r["seq"], r["hash"]) for r in rows], checkpoint
 
     def append_in(self, conn: Connection, records: Sequence[AccessRecord]) -> list[int]:
         """Chain `records` inside the caller's open write transaction on `conn`; the caller commits
@@ -366,23 +413,6 @@ class AccessLog:
         self._chain(conn, [batch])
         assert batch.seqs is not None
         return batch.seqs
-
-    def _maybe_checkpoint(self, conn: Connection, head_seq: int, head_hash: str, last: int) -> None:
-        """Inside the write transaction: sign the head if `interval` records passed since the last
-        checkpoint (`last`, read with the head under the same lock)."""
-        if self.checkpoint_key is None:
-            return
-        if head_seq - last < self.checkpoint_interval:
-            return
-        ts = utc_timestamp()
-        conn.execute(
-            checkpoints_table.insert().values(
-                seq=head_seq,
-                hash=head_hash,
-                ts=ts,
-                signature=sign_checkpoint(self.checkpoint_key, head_seq, head_hash, ts),
-            )
-        )
 
     def lock(self, conn: Connection) -> None:
         """Take the write lock inside the caller's transaction on `conn` (held until it ends)."""
@@ -457,6 +487,44 @@ class AccessLog:
             ).all()
         return [decode_row(dict(r._mapping)) for r in rows], int(total)
 
+    def latest(self, conn: Connection, action: str) -> dict[str, Any] | None:
+        """The newest record of `action`, decoded, read on `conn` (hold the write lock on it to
+        be sure no writer adds a newer one meanwhile)."""
+        t = access_log_table
+        row = conn.execute(select(t).where(t.c.action == action).order_by(t.c.seq.desc()).limit(1)).first()
+        return decode_row(dict(row._mapping)) if row is not None else None
+
+    def of_actions(self, actions: Collection[str], until: str | None = None) -> list[dict[str, Any]]:
+        """Every record of `actions` (administrative records: few), decoded, in seq order; with
+        `until` (a `utc_timestamp`), only those stamped at or before it."""
+        t = access_log_table
+        query = select(t).where(t.c.action.in_(list(actions)))
+        if until is not None:
+            query = query.where(t.c.ts <= until)
+        with self.engine.connect() as conn:
+            return [decode_row(dict(r._mapping)) for r in conn.execute(query.order_by(t.c.seq))]
+
+    def last_allowed(self) -> dict[tuple[str, str, str], str]:
+        """(subject, product, action) -> the newest allowed record's time, over the whole log."""
+        t = access_log_table
+        query = (
+            select(t.c.subject, t.c.product, t.c.action, func.max(t.c.ts))
+            .where(t.c.decision == "allow", t.c.subject.is_not(None), t.c.product.is_not(None))
+            .group_by(t.c.subject, t.c.product, t.c.action)
+        )
+        with self.engine.connect() as conn:
+            return {(s, p, a): ts for s, p, a, ts in conn.execute(query)}
+
+    def unmasked_reads(self) -> Iterator[dict[str, Any]]:
+        """Allowed reads and exports that masked nothing (decoded): where PII may have been seen."""
+        t = access_log_table
+        query = select(t.c.ts, t.c.subject, t.c.product, t.c.columns_returned, t.c.columns_masked).where(
+            t.c.decision == "allow", t.c.action.in_(("read", "export")), t.c.columns_masked == "{}"
+        )
+        with self.engine.connect() as conn:
+            for row in conn.execute(query):
+                yield decode_row(dict(row._mapping))
+
     def head(self) -> int:
         with self.engine.connect() as conn:
             value = conn.execute(
@@ -464,90 +532,43 @@ class AccessLog:
             ).first()
         return int(value.seq) if value else 0
 
-    def checkpoints(self) -> list[dict[str, Any]]:
+    def links(self, after_seq: int, limit: int) -> list[tuple[int, str, str]]:
+        """(seq, prev_hash, hash) of up to `limit` records after `after_seq`, in seq order."""
+        t = access_log_table
+        query = select(t.c.seq, t.c.prev_hash, t.c.hash).where(t.c.seq > after_seq).order_by(t.c.seq)
         with self.engine.connect() as conn:
-            rows = conn.execute(select(checkpoints_table).order_by(checkpoints_table.c.seq)).all()
+            return [(int(seq), prev, h) for seq, prev, h in conn.execute(query.limit(limit))]
+
+    def seals(self, after_seq: int = 0, upto: int | None = None) -> dict[int, tuple[int, str]]:
+        """Commit seals ending in (after_seq, upto]: last seq -> (first seq, signature)."""
+        t = seals_table
+        query = select(t.c.seq, t.c.first_seq, t.c.signature).where(t.c.seq > after_seq)
+        if upto is not None:
+            query = query.where(t.c.seq <= upto)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query.order_by(t.c.seq))
+            return {int(r.seq): (int(r.first_seq), r.signature) for r in rows}
+
+    def checkpoints(self, after_index: int = 0) -> list[dict[str, Any]]:
+        """The checkpoints copied into the store, in index order, as stored: {idx, seq, body}."""
+        t = checkpoints_table
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(t).where(t.c.idx > after_index).order_by(t.c.idx)).all()
         return [dict(r._mapping) for r in rows]
 
     def verify(self) -> int | None:
-        """The first sequence number whose record was modified, deleted, inserted, reordered or
-        truncated away; None if the chain is whole.
-
-        Truncation is caught up to the last signed checkpoint (at most `checkpoint_interval`
-        records can vanish unnoticed from the very end); with no key, checkpoints are not checked.
-        """
+        """The first sequence number found bad (see `verify_report`), or None if all is whole."""
         return self.verify_report().first_bad
 
     def verify_report(self) -> ChainCheck:
-        """`verify()` with the diagnosis: what is wrong at the first bad record, and the head."""
-        marks: dict[int, str] = {}
-        found: list[tuple[int, str, str]] = []  # (seq, problem, detail); the earliest wins
-        if self.checkpoint_key is not None:
-            for cp in self.checkpoints():
-                seq = int(cp["seq"])
-                good = sign_checkpoint(self.checkpoint_key, seq, cp["hash"], cp["ts"])
-                if not hmac.compare_digest(good, cp["signature"]):
-                    found.append((seq, "forged checkpoint", f"checkpoint at seq {seq} has a bad signature"))
-                marks[seq] = cp["hash"]
-        expected_seq, prev = 1, GENESIS_HASH
-        # hash -> seq of recent records, to recognise a record moved to another position
-        hashes: dict[str, int] = {}
-        head = 0
-        for row in self.rows():
-            seq = int(row["seq"])
-            head = seq
-            if seq != expected_seq:  # a gap: the record expected here was deleted
-                found.append((expected_seq, "deleted", f"records {expected_seq}..{seq - 1} are missing"))
-                break
-            problem = _diagnose(row, prev, hashes)
-            if problem is not None:
-                found.append((seq, *problem))
-                break
-            if seq in marks and marks[seq] != row["hash"]:
-                found.append(
-                    (seq, "modified", f"record {seq} differs from its signed checkpoint (chain rewritten)")
-                )
-                break
-            hashes[row["hash"]] = seq
-            if len(hashes) > _RECENT:
-                del hashes[next(iter(hashes))]  # dicts keep insertion order: drop the oldest
-            prev = row["hash"]
-            expected_seq += 1
-        else:
-            if marks and max(marks) >= expected_seq:  # a signed head that no longer exists
-                found.append(
-                    (
-                        expected_seq,
-                        "truncated",
-                        f"the log ends at seq {expected_seq - 1}, but a signed checkpoint names seq "
-                        f"{max(marks)}",
-                    )
-                )
-        signed = sorted(marks)
-        if not found:
-            return ChainCheck(head, None, None, "", len(signed), signed[-1] if signed else None)
-        seq, problem, detail = min(found, key=lambda item: item[0])
-        return ChainCheck(head, seq, problem, detail, len(signed), signed[-1] if signed else None)
+        """The records against the chain; with a verifier, the seals and checkpoints against the
+        public key; with a sink, the checkpoints against the sink (`civicmesh.audit.verify`)."""
+        from civicmesh.audit.verify import verify_log  # verify reads this module: import late
+
+        return verify_log(self, self.verifier, self.sink)
 
 
-@dataclass(frozen=True)
-class ChainCheck:
-    head: int  # the last sequence number read (up to the first bad record)
-    first_bad: int | None
-    problem: str | None  # modified | deleted | reordered | truncated | forged checkpoint
-    detail: str
-    checkpoints: int  # signed checkpoints checked (0 without a key)
-    last_checkpoint: int | None
-
-    @property
-    def ok(self) -> bool:
-        return self.first_bad is None
-
-
-_RECENT = 1024
-
-
-def _diagnose(row: dict[str, Any], prev: str, seen: dict[str, int]) -> tuple[str, str] | None:
+def chain_problem(row: dict[str, Any], prev: str, seen: dict[str, int]) -> tuple[str, str] | None:
     """(problem, detail) if `row` does not follow the record whose hash is `prev`, else None."""
     seq = int(row["seq"])
     if chain_hash(row) != row["hash"]:
@@ -565,10 +586,6 @@ def _diagnose(row: dict[str, Any], prev: str, seen: dict[str, int]) -> tuple[str
             "or removed and renumbered)",
         )
     return None
-
-
-def _earliest(a: int | None, b: int) -> int:
-    return b if a is None else min(a, b)
 
 
 def decode_row(row: dict[str, Any]) -> dict[str, Any]:

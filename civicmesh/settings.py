@@ -76,11 +76,43 @@ class Settings:
         """Key for keyed-hash (HMAC) pseudonyms; never leaves the server."""
         return os.environ.get("CIVICMESH_MASK_KEY") or self._stored_secret("mask_key")
 
-    @cached_property
-    def audit_key(self) -> str:
-        """Signs access-log checkpoints. In production set CIVICMESH_AUDIT_KEY from a secret store the
-        database's administrators cannot read; the stored fallback only suits a demo."""
-        return os.environ.get("CIVICMESH_AUDIT_KEY") or self._stored_secret("audit_key")
+    @property
+    def audit_dir(self) -> Path:
+        return self.home / "audit"
+
+    @property
+    def audit_signing_key_file(self) -> Path:
+        """Ed25519 private key (PEM) that signs the access log. In production point
+        CIVICMESH_AUDIT_SIGNING_KEY_FILE at a file the database's administrators cannot read; the
+        default under the home's secrets/ is generated on first use and only suits a demo."""
+        return _env_path("CIVICMESH_AUDIT_SIGNING_KEY_FILE", self.home / "secrets" / "audit_signing_key.pem")
+
+    @property
+    def audit_public_key_file(self) -> Path:
+        """Where the public key is exported (writers) and read (`civicmesh audit verify`)."""
+        return _env_path("CIVICMESH_AUDIT_PUBLIC_KEY_FILE", self.audit_dir / "public_key.pem")
+
+    @property
+    def audit_sink(self) -> str:
+        """The append-only sink outside the metadata store that receives every checkpoint."""
+        return os.environ.get("CIVICMESH_AUDIT_SINK") or str(self.audit_dir / "checkpoints.jsonl")
+
+    @property
+    def checkpoint_every(self) -> int:
+        """A checkpoint after this many records..."""
+        return int(os.environ.get("CIVICMESH_AUDIT_CHECKPOINT_RECORDS") or 1000)
+
+    @property
+    def checkpoint_interval_s(self) -> float:
+        """...and after this many seconds with unsealed records (and at shutdown)."""
+        return float(os.environ.get("CIVICMESH_AUDIT_CHECKPOINT_SECONDS") or 60.0)
+
+    @property
+    def legacy_audit_key(self) -> str | None:
+        """The HMAC key of checkpoints written before Ed25519 signing (CIVICMESH_AUDIT_KEY, or the
+        demo's stored one): read once to check an old log before it is sealed; never generated."""
+        path = self.home / "secrets" / "audit_key"
+        return os.environ.get("CIVICMESH_AUDIT_KEY") or (path.read_text().strip() if path.exists() else None)
 
     @property
     def query_timeout_s(self) -> float:

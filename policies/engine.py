@@ -2,7 +2,10 @@
 
 Everything loaded (model, policy lines, directory, active grants) lives in one immutable `_State`.
 A reload builds a complete new state and swaps the reference, so a concurrent `decide()` sees the
-old or the new policy, never a half-built one; a state that fails to build is never swapped in.
+old or the new policy, never a half-built one; a state that fails to build — including any finding
+of the lint rules (`policies/lint.py`, the same rules `civicmesh policy check` applies) — is never
+swapped in: the last good policy stays, the refusal is logged, kept in `rejected` (readiness), and,
+by a serving engine, recorded in the access log (`policies/versions.py`).
 Casbin is slow and its FastPolicy filter is shared mutable state, so Casbin runs under the state's
 lock and only on a cache miss: decisions are cached per state (= policy version).
 """
@@ -10,6 +13,7 @@ lock and only on a cache miss: decisions are cached per state (= policy version)
 from __future__ import annotations
 
 import hashlib
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -21,19 +25,22 @@ from typing import Any
 import casbin
 from casbin.model import FastModel
 from casbin.model.policy_fast import fast_policy_filter
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine
 
-from civicmesh.accesslog import AccessLog, AccessRecord, access_log_table
+from civicmesh.accesslog import AccessLog
 from civicmesh.products import CLASSIFICATIONS, ProductSpec
 from civicmesh.settings import Settings
 from policies import grants as grants_mod
+from policies import versions
 from policies.decision import ACTIONS, Decision
 from policies.directory import Directory, User, parse_directory
+from policies.lint import MODEL_FILE, POLICY_FILE, USERS_FILE, lint_texts, owned_departments
 from policies.names import GLOBAL_DOMAIN, PolicyError, is_name
 from policies.policyfile import Rule, parse_policy
 from policies.rules import ROW_ACTIONS, builtin_allow, denial_reason, row_filter
+from policies.versions import PolicyFiles
 
-MODEL_FILE, POLICY_FILE, USERS_FILE = "model.conf", "policy.csv", "users.yaml"
+log = logging.getLogger(__name__)
 REQUEST_TOKENS = ("r_sub", "r_dom", "r_obj", "r_act", "r_cls")
 POLICY_TOKENS = ("p_sub", "p_dom", "p_obj", "p_act")
 # FastEnforcer indexes p lines by (domain, action): r and p share positions 1 and 3.
@@ -55,19 +62,15 @@ class Inputs:
     grants: tuple[grants_mod.AccessRequest, ...]
     grant_error: str | None = None
 
+    def files(self) -> PolicyFiles:
+        return PolicyFiles(self.model, self.policy, self.users)
+
     def files_digest(self) -> str:
         """The policy files alone (no grants): what a `policy_version` access-log record names."""
-        h = hashlib.sha256()
-        for text in (self.model, self.policy, self.users):
-            h.update(text.encode())
-            h.update(b"\0")
-        return h.hexdigest()
+        return self.files().digest()
 
     def digest(self) -> str:
-        h = hashlib.sha256()
-        for text in (self.model, self.policy, self.users):
-            h.update(text.encode())
-            h.update(b"\0")
+        h = hashlib.sha256(self.files_digest().encode())
         for g in self.grants:
             h.update(f"{g.id}|{g.subject}|{g.product}|{g.department}|{g.action}|{g.expires_at}\n".encode())
         return h.hexdigest()
@@ -84,16 +87,22 @@ class _State:
     grants: dict[tuple[str, ...], grants_mod.AccessRequest]
     roles: dict[str, tuple[tuple[str, str], ...]]
     next_expiry: datetime | None
+    owned: frozenset[str]  # departments with an owner (a reload may not lose one)
     cache: dict[tuple[Any, ...], Decision] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """Policy files a reload refused: their digest, why, and when (the last good policy stays)."""
+
+    files: str
+    reason: str
+    at: datetime
 
 
 def _new_enforcer(model_text: str) -> casbin.FastEnforcer:
     model = FastModel(CACHE_KEY_ORDER)
-    model.load_model_from_text(model_text)
-    matcher = model["m"]["m"].value
-    if "eval(" in matcher or "Match(" in matcher:
-        # eval() runs stored rule text; keyMatch/regexMatch turn names into (start-anchored) patterns.
-        raise PolicyError(f"{MODEL_FILE}: the matcher may not use eval() or *Match() functions")
+    model.load_model_from_text(model_text)  # its matcher passed lint_model (no eval, no patterns)
     enforcer = casbin.FastEnforcer(model, None, cache_key_order=CACHE_KEY_ORDER)
     r_tokens = tuple(enforcer.model["r"]["r"].tokens)
     p_tokens = tuple(enforcer.model["p"]["p"].tokens)
@@ -102,26 +111,23 @@ def _new_enforcer(model_text: str) -> casbin.FastEnforcer:
     return enforcer
 
 
-def _build_state(inputs: Inputs) -> _State:
-    """Validate everything, then build the Casbin enforcer. Raises PolicyError; never half-succeeds."""
-    directory = parse_directory(inputs.users, USERS_FILE)
-    rules, problems = parse_policy(inputs.policy, POLICY_FILE)
+def _build_state(
+    inputs: Inputs, previously_owned: frozenset[str] = frozenset(), *, lint: bool = True
+) -> _State:
+    """Lint, then build the Casbin enforcer. Raises PolicyError naming every finding (up to 5);
+    never half-succeeds. `lint=False` only rebuilds a policy that was in force (history): it
+    passed the rules of its day, and names are still validated while parsing."""
+    problems = lint_texts(inputs.files().texts(), previously_owned=previously_owned) if lint else []
     if problems:
-        raise PolicyError("; ".join(str(p) for p in problems[:5]))
-    errors: list[str] = []
+        more = f" (+{len(problems) - 5} more: civicmesh policy check)" if len(problems) > 5 else ""
+        raise PolicyError("; ".join(str(p) for p in problems[:5]) + more)
+    directory = parse_directory(inputs.users, USERS_FILE)
+    rules, _ = parse_policy(inputs.policy, POLICY_FILE)
     roles: dict[str, list[tuple[str, str]]] = {}
     for rule in rules:
         if rule.ptype == "g":
             user, role, dom = rule.fields
-            if user not in directory.users:
-                errors.append(f"{rule.where}: user {user!r} is not in {USERS_FILE}")
-            if role not in directory.roles:
-                errors.append(f"{rule.where}: role {role!r} is not declared in {USERS_FILE}")
             roles.setdefault(user, []).append((role, dom))
-        elif rule.fields[0] not in directory.roles and rule.fields[0] not in directory.users:
-            errors.append(f"{rule.where}: {rule.fields[0]!r} is neither a role nor a user")
-    if errors:
-        raise PolicyError("; ".join(errors[:5]))
     with _CASBIN_LOCK:
         enforcer = _new_enforcer(inputs.model)
     source: dict[tuple[str, ...], tuple[str, str]] = {}
@@ -164,11 +170,16 @@ def _build_state(inputs: Inputs) -> _State:
         grants=granted,
         roles={u: tuple(dict.fromkeys(r)) for u, r in roles.items()},
         next_expiry=min(expiries) if expiries else None,
+        owned=frozenset(owned_departments(rules, directory)),
     )
 
 
 class PolicyEngine:
-    """Load once, decide many times; `refresh_if_changed` (also run lazily by `decide`) reloads."""
+    """Load once, decide many times; `refresh_if_changed` (also run lazily by `decide`) reloads.
+
+    `audit_log`: where grant expiries are logged (none: nothing is written). `serving=True` (the
+    gateway's engine): each policy loaded and each reload refused is also recorded there. `inputs`:
+    a frozen engine over given files and grants (a past policy, see `policies/history.py`)."""
 
     def __init__(
         self,
@@ -178,82 +189,102 @@ class PolicyEngine:
         check_interval: float | None = 2.0,
         clock: Clock = grants_mod.utcnow,
         audit_log: AccessLog | None = None,
+        serving: bool = False,
+        inputs: Inputs | None = None,
     ) -> None:
         self.policies_dir = Path(policies_dir)
         self.metadata = metadata
-        self.check_interval = check_interval
+        self.check_interval = None if inputs is not None else check_interval
         self.clock = clock
         self.last_error: str | None = None
+        self.rejected: Rejection | None = None
         self._refresh_lock = threading.Lock()
-        # Policy versions, grant changes and expiries go to the access log of the metadata store.
+        self._frozen = inputs is not None
         self.audit_log = audit_log
-        if metadata is not None:
+        self.serving = serving and audit_log is not None
+        if metadata is not None and not self._frozen:
             grants_mod.ensure_schema(metadata)
-            if self.audit_log is None:
-                self.audit_log = AccessLog(metadata).ensure_schema()
-        self._state = _build_state(self._read_inputs(None))
+        self._state = _build_state(inputs, lint=False) if inputs else _build_state(self._read_inputs(None))
         self._last_check = time.monotonic()
         self._record_version(None, self._state)
 
     @classmethod
     def load(cls, settings: Settings, **kwargs: Any) -> PolicyEngine:
+        """The configured policy files and the store's grants. Raises PolicyError or OSError."""
         from civicmesh.store import get_engine
 
-        metadata = get_engine(settings.metadata_url)
-        if "audit_log" not in kwargs:
-            kwargs["audit_log"] = AccessLog(metadata, checkpoint_key=settings.audit_key).ensure_schema()
-        return cls(settings.policies_dir, metadata, **kwargs)
+        return cls(settings.policies_dir, get_engine(settings.metadata_url), **kwargs)
+
+    @classmethod
+    def frozen(cls, inputs: Inputs, at: datetime) -> PolicyEngine:
+        """Decisions under exactly `inputs` as of `at` (never reloads, never writes)."""
+        return cls(Path("."), None, clock=lambda: at, inputs=inputs)
 
     # -- the audit trail of the policy itself ------------------------------------------------------
 
-    def _record_version(self, old: _State | None, new: _State) -> None:
-        """Append one `policy_version` record when the policy files differ from the last recorded
-        version (at load, or when a refresh swaps in new files). Several processes observing the
-        same change record it once: the check runs under the log's write lock. Never raises: a
-        policy that loads is used even if the log is down (requests then fail closed anyway)."""
-        log = self.audit_log
-        if log is None:
+    def _record_version(self, old: _State | None, new: _State, detail: str = "") -> None:
+        """A serving engine records the policy files it loads (once across processes, with the
+        lines that changed). Never raises: a policy that loads is used even if the log is down
+        (requests then fail closed on their own records)."""
+        if not self.serving or self.audit_log is None:
             return
-        files = new.inputs.files_digest()[:16]
-        if old is not None and old.inputs.files_digest()[:16] == files:
+        if old is not None and old.inputs.files_digest() == new.inputs.files_digest():
             return  # only grants changed: those are logged as grant changes
-        t = access_log_table
-        latest = (
-            select(t.c.snapshot_id, t.c.policy_version)
-            .where(t.c.action == "policy_version")
-            .order_by(t.c.seq.desc())
-            .limit(1)
-        )
         try:
-            with log.engine.connect() as conn:
-                last = conn.execute(latest).first()
-            if last is not None and last.snapshot_id == f"policy:{files}":
-                return
-            with log.engine.begin() as conn:
-                log.lock(conn)
-                last = conn.execute(latest).first()  # again, under the lock
-                if last is not None and last.snapshot_id == f"policy:{files}":
-                    return
-                previous = old.version if old is not None else (last.policy_version if last else None)
-                log.append_in(
-                    conn,
-                    [
-                        AccessRecord(
-                            request_id=f"policy-{files}",
-                            action="policy_version",
-                            status=200,
-                            reason=f"policy files changed: version {previous or '(none)'} -> {new.version}"
-                            f" (files {last.snapshot_id.removeprefix('policy:') if last else '(none)'}"
-                            f" -> {files})",
-                            subject="civicmesh",
-                            snapshot_id=f"policy:{files}",
-                            rule=previous,
-                            policy_version=new.version,
-                        )
-                    ],
-                )
+            versions.record(
+                self.audit_log,
+                versions.LOADED,
+                new.inputs.files(),
+                version=new.version,
+                previous_version=old.version if old else self._last_recorded_version(),
+                detail=detail,
+            )
         except Exception as exc:
             self.last_error = f"policy version not logged: {type(exc).__name__}: {exc}"
+
+    def _last_recorded_version(self) -> str | None:
+        assert self.audit_log is not None
+        with self.audit_log.engine.connect() as conn:
+            last = self.audit_log.latest(conn, versions.LOADED)
+        return last["policy_version"] if last else None
+
+    def _reject(self, inputs: Inputs, exc: Exception) -> None:
+        """Keep the last good policy; say so once per refused set of files: in the process log,
+        in `rejected` (readiness, `policy status`) and, serving, in the access log."""
+        self.last_error = f"{type(exc).__name__}: {exc}"
+        digest = inputs.files_digest()
+        if self.rejected is not None and self.rejected.files == digest:
+            return
+        self.rejected = Rejection(digest, str(exc), self.clock())
+        log.error(
+            "policy reload refused (files %s): %s; still serving version %s",
+            digest[:16],
+            exc,
+            self._state.version,
+        )
+        if not self.serving or self.audit_log is None:
+            return
+        try:
+            versions.record(
+                self.audit_log,
+                versions.REJECTED,
+                inputs.files(),
+                version=inputs.digest()[:16],
+                previous_version=self._state.version,
+                detail=str(exc),
+            )
+        except Exception as record_exc:
+            self.last_error += f"; the refusal was not logged: {type(record_exc).__name__}: {record_exc}"
+
+    def status(self) -> tuple[bool, str]:
+        """(ok, detail) for readiness: not ok while the files on disk are refused."""
+        if self.rejected is not None:
+            r = self.rejected
+            return False, (
+                f"policy files {r.files[:16]} refused at {r.at:%Y-%m-%dT%H:%M:%SZ}: {r.reason}; "
+                f"serving the last good version {self.version}"
+            )
+        return True, f"serving policy version {self.version}"
 
     def _record_expiries(self) -> None:
         if self.audit_log is None or self.metadata is None:
@@ -296,7 +327,9 @@ class PolicyEngine:
 
     def refresh_if_changed(self, *, force: bool = False) -> bool:
         """Reload if files or active grants changed. True if a new state was swapped in; on failure
-        the last good state stays and `last_error` says why."""
+        the last good state stays and `last_error` (and `rejected`, for refused files) says why."""
+        if self._frozen:
+            return False
         with self._refresh_lock:
             return self._refresh(force)
 
@@ -306,26 +339,46 @@ class PolicyEngine:
         grants, grant_error = self._read_grants(current)
         try:
             inputs = Inputs(*self._read_files(), grants=grants, grant_error=grant_error)
-            if not force and inputs.digest() == current.inputs.digest():
-                self.last_error = grant_error
-                return False
-            self._state = _build_state(inputs)  # one reference assignment: atomic for readers
-        except Exception as exc:
-            self.last_error = f"{type(exc).__name__}: {exc}"
-            if grants == current.inputs.grants:
-                return False
-            # Keep the last good files, but never let a broken file keep an expired or revoked
-            # grant alive: rebuild the last good policy with the current grants.
-            self._state = _build_state(replace(current.inputs, grants=grants, grant_error=grant_error))
-            self._record_expiries()
-            return True
-        self.last_error = grant_error
-        self._record_version(current, self._state)
-        if grants != current.inputs.grants:
-            self._record_expiries()
+        except OSError as exc:  # a file vanished or cannot be read: refuse like a bad file
+            inputs = replace(current.inputs, model="", policy="", users="", grants=grants)
+            self._reject(inputs, PolicyError(f"cannot read the policy files: {exc}"))
+            return self._keep_files(current, grants, grant_error)
+        if not force and inputs.digest() == current.inputs.digest():
+            self.last_error = grant_error
+            if self.rejected is not None:  # the refused files were put back as they were
+                self.rejected = None
+                self._record_version(None, current, " (the files are back after a refused reload)")
+            return False
+        refused = self.rejected is not None and self.rejected.files == inputs.files_digest()
+        if not refused or force:
+            try:
+                self._state = _build_state(inputs, current.owned)  # one assignment: atomic for readers
+            except Exception as exc:
+                self._reject(inputs, exc)
+            else:
+                self.rejected, self.last_error = None, grant_error
+                self._record_version(current, self._state)
+                if grants != current.inputs.grants:
+                    self._record_expiries()
+                return True
+        return self._keep_files(current, grants, grant_error)
+
+    def _keep_files(
+        self, current: _State, grants: tuple[grants_mod.AccessRequest, ...], grant_error: str | None
+    ) -> bool:
+        """Keep the last good files, but never let refused files keep an expired or revoked grant
+        alive: rebuild the last good policy with the current grants."""
+        if grants == current.inputs.grants:
+            return False
+        self._state = _build_state(
+            replace(current.inputs, grants=grants, grant_error=grant_error), current.owned
+        )
+        self._record_expiries()
         return True
 
     def _maybe_refresh(self) -> None:
+        if self._frozen:
+            return
         state = self._state
         expired = state.next_expiry is not None and self.clock() >= state.next_expiry
         if not expired:
@@ -348,6 +401,10 @@ class PolicyEngine:
     @property
     def version(self) -> str:
         return self._state.version
+
+    def files(self) -> PolicyFiles:
+        """The policy files in force (the last good ones)."""
+        return self._state.inputs.files()
 
     @property
     def directory(self) -> Directory:

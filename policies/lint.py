@@ -1,13 +1,16 @@
-"""`civicmesh policy check`: every problem in the policy files at once, before anything is loaded.
+"""The policy's lint rules, in one place: `civicmesh policy check` prints them, and the engine
+refuses to load (or reload) a policy with any finding and keeps the last good one.
 
-The engine refuses to load a bad policy (and keeps the last good one); the linter says why, line by
-line, so a reviewer sees the problems in the pull request instead of in production.
+Besides malformed lines and names that do not resolve, a policy is refused when it would leave the
+organisation ungoverned: an empty policy (an emptied or truncated file), a department left without
+an owner (nobody to approve its access requests; a file cut at a line boundary drops the `g`
+lines at its end), or a role in the directory that no line gives any right.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from pathlib import Path
 
 from civicmesh.products import ProductSpec
@@ -72,15 +75,60 @@ def lint_rules(
     return problems
 
 
-def lint_dir(policies_dir: Path, products: list[ProductSpec] | None = None) -> list[Problem]:
-    """All problems in model.conf, policy.csv and users.yaml; `products` enables existence checks."""
+def owned_departments(rules: Iterable[Rule], directory: Directory) -> set[str]:
+    """Departments where some user holds a role that `owns: true`."""
+    owning = {name for name, role in directory.roles.items() if role.owns}
+    return {r.fields[2] for r in rules if r.ptype == "g" and r.fields[1] in owning}
+
+
+def lint_coverage(
+    rules: list[Rule],
+    directory: Directory,
+    products: list[ProductSpec] | None = None,
+    previously_owned: Collection[str] = (),
+) -> list[Problem]:
+    """What a policy leaves ungoverned: no rights at all, departments without an owner (every
+    department named by a line or a product, and every one that had an owner before), roles
+    that grant nothing."""
     problems: list[Problem] = []
-    texts: dict[str, str] = {}
-    for name in (MODEL_FILE, POLICY_FILE, USERS_FILE):
-        try:
-            texts[name] = (policies_dir / name).read_text()
-        except OSError as exc:
-            problems.append(Problem(name, "missing", str(exc)))
+    p_rules = [r for r in rules if r.ptype == "p"]
+    if not p_rules:
+        problems.append(
+            Problem(POLICY_FILE, "empty-policy", "no p lines: nobody holds any right (emptied or cut off?)")
+        )
+    if not directory.users:
+        problems.append(Problem(USERS_FILE, "empty-directory", "no users: everybody would be denied"))
+    departments = {r.fields[1] for r in p_rules} | {r.fields[2] for r in rules if r.ptype == "g"}
+    departments |= {p.department for p in products or ()} | set(previously_owned)
+    owned = owned_departments(rules, directory)
+    for department in sorted(departments - owned - {GLOBAL_DOMAIN}):
+        lost = " (it had one in the last good policy)" if department in previously_owned else ""
+        problems.append(
+            Problem(
+                POLICY_FILE,
+                "no-owner",
+                f"department {department!r} has no owner{lost}: nobody approves its requests",
+            )
+        )
+    granted = {r.fields[0] for r in p_rules}
+    for role in sorted(set(directory.roles) - granted):
+        problems.append(
+            Problem(USERS_FILE, "role-without-rights", f"role {role!r}: no p line gives it any right")
+        )
+    return problems
+
+
+def lint_texts(
+    texts: dict[str, str],
+    products: list[ProductSpec] | None = None,
+    previously_owned: Collection[str] = (),
+) -> list[Problem]:
+    """Every problem in the three files' texts (keyed by file name; a missing key is a missing
+    file). `products` enables the existence checks; `previously_owned` (the departments the last
+    good policy gave an owner) catches an owner lost in a change."""
+    problems = [
+        Problem(n, "missing", "no such file") for n in (MODEL_FILE, POLICY_FILE, USERS_FILE) if n not in texts
+    ]
     if MODEL_FILE in texts:
         problems += lint_model(texts[MODEL_FILE])
     directory = None
@@ -93,7 +141,27 @@ def lint_dir(policies_dir: Path, products: list[ProductSpec] | None = None) -> l
         rules, bad = parse_policy(texts[POLICY_FILE], POLICY_FILE)
         problems += bad
         problems += lint_rules(rules, directory, products)
+        if directory is not None:
+            problems += lint_coverage(rules, directory, products, previously_owned)
     for product in products or ():
         if product.department == GLOBAL_DOMAIN:
             problems.append(Problem(product.name, "reserved", f"department {GLOBAL_DOMAIN!r} is reserved"))
     return problems
+
+
+def read_texts(policies_dir: Path) -> tuple[dict[str, str], list[Problem]]:
+    """The three files' texts (those that could be read) and a problem for each that could not."""
+    texts: dict[str, str] = {}
+    problems: list[Problem] = []
+    for name in (MODEL_FILE, POLICY_FILE, USERS_FILE):
+        try:
+            texts[name] = (policies_dir / name).read_text()
+        except OSError as exc:
+            problems.append(Problem(name, "missing", str(exc)))
+    return texts, problems
+
+
+def lint_dir(policies_dir: Path, products: list[ProductSpec] | None = None) -> list[Problem]:
+    """All problems in model.conf, policy.csv and users.yaml; `products` enables existence checks."""
+    texts, unreadable = read_texts(policies_dir)
+    return unreadable + [p for p in lint_texts(texts, products) if p.code != "missing"]

@@ -12,6 +12,7 @@ import duckdb
 import pytest
 
 from civicmesh.accesslog import AccessLog, AccessRecord
+from civicmesh.audit.sealing import Sealer, open_log
 from civicmesh.catalog import Catalog
 from civicmesh.cli import main
 from civicmesh.products import ColumnSpec, ProductSpec
@@ -57,8 +58,14 @@ PAYMENTS = ProductSpec(
 @pytest.fixture
 def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
     monkeypatch.setenv("CIVICMESH_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("CIVICMESH_AUDIT_KEY", "test-audit-key")
-    monkeypatch.delenv("CIVICMESH_METADATA_URL", raising=False)
+    for name in (
+        "METADATA_URL",
+        "AUDIT_KEY",
+        "AUDIT_SINK",
+        "AUDIT_SIGNING_KEY_FILE",
+        "AUDIT_PUBLIC_KEY_FILE",
+    ):
+        monkeypatch.delenv(f"CIVICMESH_{name}", raising=False)
     monkeypatch.delenv("CIVICMESH_POLICIES_DIR", raising=False)
     monkeypatch.chdir(tmp_path)
     settings = Settings.from_env()
@@ -68,7 +75,7 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settin
 
 
 def _log(settings: Settings) -> AccessLog:
-    return AccessLog.from_settings(settings)
+    return open_log(settings)
 
 
 def _record(i: int, subject: str = "bob", ts: str | None = None, **kw: object) -> AccessRecord:
@@ -94,9 +101,14 @@ def _record(i: int, subject: str = "bob", ts: str | None = None, **kw: object) -
 
 
 def _fill(settings: Settings, n: int) -> None:
+    """`n` records, sealed by a checkpoint at every 100th (as the gateway's sealer would)."""
     log = _log(settings)
+    sealer = Sealer(log, every=100)
     for i in range(1, n + 1):
         log.append([_record(i)])
+        if i % 100 == 0:
+            sealer.checkpoint("count")
+    sealer.detach()
 
 
 def _raw(settings: Settings) -> sqlite3.Connection:
@@ -113,75 +125,19 @@ def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]
 
 
 def test_verify_ok_names_the_head(settings: Settings, capsys: pytest.CaptureFixture[str]) -> None:
+    """(Every kind of tampering: tests/civicmesh/test_audit_tampering.py.)"""
     _fill(settings, 120)
     code, out, _ = _run(capsys, "audit", "verify")
     assert code == 0
-    assert out.startswith("OK") and "head seq 120" in out and "the last at seq 100" in out
+    assert out.startswith("OK") and "head seq 120" in out and "seal records 1..100" in out
+    assert "the 20 newest records are signed in the store but not yet sealed" in out
 
 
-SWAP = (
-    "UPDATE access_log SET seq = -seq WHERE seq IN (40, 41)",
-    "UPDATE access_log SET seq = 41 WHERE seq = -40",
-    "UPDATE access_log SET seq = 40 WHERE seq = -41",
-)
-
-
-@pytest.mark.parametrize(
-    ("statements", "bad_seq", "problem"),
-    [
-        (("UPDATE access_log SET subject = 'mallory' WHERE seq = 30",), 30, "modified"),
-        (("UPDATE access_log SET columns_masked = '{}' WHERE seq = 7",), 7, "modified"),
-        (("DELETE FROM access_log WHERE seq = 60",), 60, "deleted"),
-        (SWAP, 40, "reordered"),
-        (("DELETE FROM access_log WHERE seq >= 150",), 150, "truncated"),
-        (
-            ("UPDATE access_log_checkpoints SET ts = '2020-01-01T00:00:00.000000Z' WHERE seq = 200",),
-            200,
-            "forged",
-        ),
-    ],
-)
-def test_verify_names_the_first_bad_record(
-    settings: Settings,
-    capsys: pytest.CaptureFixture[str],
-    statements: tuple[str, ...],
-    bad_seq: int,
-    problem: str,
-) -> None:
-    _fill(settings, 230)  # checkpoints at 100 and 200
-    with _raw(settings) as raw:
-        for statement in statements:
-            raw.execute(statement)
-    code, out, _ = _run(capsys, "audit", "verify")
-    assert code == 1, out
-    assert out.startswith(f"BAD: first bad seq {bad_seq}: {problem}"), out
-    code, out, _ = _run(capsys, "audit", "verify", "--json")
-    result = json.loads(out)
-    assert code == 1 and result["first_bad"] == bad_seq and result["problem"].startswith(problem)
-
-
-def test_rewritten_chain_is_caught_by_the_checkpoint(
-    settings: Settings, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """An attacker who edits a record and recomputes every later hash still breaks a signature."""
-    from civicmesh.accesslog import chain_hash
-
-    _fill(settings, 120)
-    log = _log(settings)
-    rows = list(log.rows())
-    prev = rows[49]["hash"]
-    with _raw(settings) as raw:
-        for row in rows[50:]:
-            row = dict(row, prev_hash=prev)
-            if row["seq"] == 51:
-                row["subject"] = "mallory"
-            row["hash"] = prev = chain_hash(row)
-            raw.execute(
-                "UPDATE access_log SET subject = ?, prev_hash = ?, hash = ? WHERE seq = ?",
-                (row["subject"], row["prev_hash"], row["hash"], row["seq"]),
-            )
-    code, out, _ = _run(capsys, "audit", "verify")
-    assert code == 1 and "first bad seq 100: modified" in out and "checkpoint" in out
+def test_verify_needs_the_public_key(settings: Settings, capsys: pytest.CaptureFixture[str]) -> None:
+    _fill(settings, 3)
+    settings.audit_public_key_file.unlink()
+    code, _, err = _run(capsys, "audit", "verify")
+    assert code == 1 and "--public-key" in err
 
 
 # -- export -----------------------------------------------------------------------------------------
@@ -228,15 +184,21 @@ def test_export_with_manifest_verifies_without_the_store(
     assert code == 1 and "sha256" in out and "modified" in out
 
 
-def test_export_detects_a_forged_manifest(settings: Settings, capsys: pytest.CaptureFixture[str]) -> None:
+def test_export_detects_a_forged_manifest(
+    settings: Settings, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from civicmesh.audit.checkpoints import seal_message
+    from civicmesh.audit.export import sha256_file, sign_manifest
+    from civicmesh.audit.signing import Signer
+
     _three_months(settings)
     code, _, _ = _run(capsys, "audit", "export", "--format", "jsonl", "--out", "all.jsonl")
     assert code == 0
+    held = tmp_path / "held.pem"  # the public key the auditor was given
+    held.write_text(settings.audit_public_key_file.read_text())
     manifest_path = Path("all.jsonl.manifest.json")
     manifest = json.loads(manifest_path.read_text())
-    # drop the last record and fix the manifest's count, hash and sha256: only the signature catches it
-    from civicmesh.audit.export import sha256_file
-
+    # drop the last record and fix the manifest's count, hash and sha256: the signature catches it
     lines = Path("all.jsonl").read_text().splitlines(keepends=True)
     Path("all.jsonl").write_text("".join(lines[:-1]))
     manifest.update(
@@ -246,9 +208,67 @@ def test_export_detects_a_forged_manifest(settings: Settings, capsys: pytest.Cap
         sha256=sha256_file(Path("all.jsonl")),
     )
     manifest_path.write_text(json.dumps(manifest))
-    assert _run(capsys, "audit", "verify-export", "all.jsonl")[0] == 0
-    code, out, _ = _run(capsys, "audit", "verify-export", "all.jsonl", "--with-key")
+    code, out, _ = _run(capsys, "audit", "verify-export", "all.jsonl")
     assert code == 1 and "manifest's signature" in out
+    # re-signed with the forger's own key, which the manifest now carries: consistent with itself...
+    forger = Signer.generate()
+    kept = [json.loads(line) for line in lines[:-1]]
+    seals = [
+        {
+            "seq": r["seq"],
+            "first_seq": r["seq"],
+            "signature": forger.sign(seal_message(r["seq"], r["seq"], r["hash"])),
+        }
+        for r in kept
+    ]
+    manifest.update(public_key=forger.verifier.pem(), key_id=forger.key_id, checkpoints=[], seals=seals)
+    sign_manifest(forger, manifest)
+    manifest_path.write_text(json.dumps(manifest))
+    code, out, _ = _run(capsys, "audit", "verify-export", "all.jsonl")
+    assert code == 0 and f"the key the manifest carries ({forger.key_id})" in out
+    # ...but not with the key the auditor holds
+    code, out, _ = _run(capsys, "audit", "verify-export", "all.jsonl", "--public-key", str(held))
+    assert code == 1 and "manifest's signature" in out
+
+
+def test_offline_verification_with_only_the_public_key(
+    settings: Settings, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """An auditor with the export, its manifest and the public key: no store, no home, no server."""
+    _fill(settings, 230)
+    assert _run(capsys, "audit", "export", "--out", "log.jsonl")[0] == 0
+    auditor = tmp_path / "auditor"
+    auditor.mkdir()
+    for name in ("log.jsonl", "log.jsonl.manifest.json"):
+        Path(name).rename(auditor / name)
+    (auditor / "public.pem").write_text(settings.audit_public_key_file.read_text())
+    dispose_all()
+    import shutil
+
+    shutil.rmtree(settings.home)
+    export, key = str(auditor / "log.jsonl"), str(auditor / "public.pem")
+    code, out, _ = _run(capsys, "audit", "verify-export", export, "--public-key", key)
+    assert code == 0 and out.startswith("OK: 230 records") and "your key" in out, out
+    manifest = json.loads((auditor / "log.jsonl.manifest.json").read_text())
+    assert [(cp["first_seq"], cp["seq"]) for cp in manifest["checkpoints"]] == [(1, 100), (101, 200)]
+    # a record edited and the whole chain recomputed: the sealed digest names it exactly
+    from civicmesh.accesslog import chain_hash
+
+    rows = [json.loads(line) for line in (auditor / "log.jsonl").read_text().splitlines()]
+    prev = rows[148]["hash"]
+    for row in rows[149:]:
+        row["prev_hash"] = prev
+        if row["seq"] == 150:
+            row["subject"] = "mallory"
+        row["hash"] = prev = chain_hash(row)
+    (auditor / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    from civicmesh.audit.export import sha256_file
+
+    manifest.update(sha256=sha256_file(auditor / "log.jsonl"), last_hash=rows[-1]["hash"])
+    (auditor / "log.jsonl.manifest.json").write_text(json.dumps(manifest))
+    code, out, _ = _run(capsys, "audit", "verify-export", export, "--public-key", key)
+    assert code == 1 and "manifest's signature" in out
+    assert "record 150 differs from what checkpoint #2 sealed" in out, out
 
 
 def test_export_refuses_bad_ranges(settings: Settings, capsys: pytest.CaptureFixture[str]) -> None:
@@ -294,45 +314,68 @@ def test_access_review_report(settings: Settings, capsys: pytest.CaptureFixture[
     from policies.grants import AccessRequests
 
     _publish_all(settings)
-    engine = PolicyEngine.load(settings, check_interval=None)
-    store = AccessRequests(engine, get_engine(settings.metadata_url))
+    log = _log(settings)
+    engine = PolicyEngine.load(settings, check_interval=None, audit_log=log)
+    store = AccessRequests(engine, get_engine(settings.metadata_url), access_log=log)
     unused = store.request("bob", PAYMENTS, "read", "budget review", 30)
     store.approve(unused.id, "fiona")
-    used = store.request("erin", PAYMENTS, "read_pii", "vendor audit", 30)
+    used = store.request("mallory", PAYMENTS, "read", "vendor audit", 30)
     store.approve(used.id, "fiona")
-    log = _log(settings)
     log.append(
         [
             _record(
                 1, "erin", product=PAYMENTS.name, columns_returned=["vendor", "payee_iban"], columns_masked={}
             ),
-            _record(2, "dana", columns_masked={"requester_name": "hash"}),
+            _record(6, "mallory", product=PAYMENTS.name, columns_masked={"payee_iban": "redact"}),
+            _record(2, "dana", columns_masked={"requester_name": "hash"}, ts="2020-01-01T00:00:00.000000Z"),
             _record(3, "alice", columns_masked={}),  # an owner reads PII unmasked
             _record(4, "mallory", product=PAYMENTS.name, decision="deny", status=200, rows=None),
             _record(5, "mallory", product=PAYMENTS.name, decision="deny", status=200, rows=None),
         ]
     )
-    code, out, err = _run(capsys, "audit", "report", "--format", "json")
+    code, out, err = _run(capsys, "audit", "report", "--format", "json", "--days", "30")
     assert code == 0, err
     report = json.loads(out)
-    held = {(h["product"], h["action"], h["subject"]) for h in report["rights"]}
-    assert (PAYMENTS.name, "read", "bob") in held  # through the grant
-    assert (PAYMENTS.name, "read", "mallory") not in held
-    assert (SR.name, "audit", "carol") in held and (SR.name, "read_pii", "alice") in held
-    bob_read = next(
-        h
-        for h in report["rights"]
-        if h["subject"] == "bob" and h["product"] == PAYMENTS.name and h["action"] == "read"
+    rights = {
+        (r["subject"], r["product"], r["action"]): r
+        for rs in report["rights_by_subject"].values()
+        for r in rs
+    }
+    assert ("mallory", PAYMENTS.name, "read_pii") not in rights
+    bob = rights[("bob", PAYMENTS.name, "read")]  # through the grant, never used
+    assert (bob["source"], bob["granted_by"], bob["masked"], bob["unused"]) == (
+        f"access request #{unused.id}",
+        "fiona",
+        ["payee_iban"],
+        True,
     )
-    assert bob_read["source"] == f"access request #{unused.id}" and bob_read["masked"] == ["payee_iban"]
-    assert [(g["request_id"], g["subject"]) for g in report["unused_grants"]] == [(unused.id, "bob")]
+    mallory_read = rights[("mallory", PAYMENTS.name, "read")]  # a grant, used
+    assert mallory_read["source"] == f"access request #{used.id}" and not mallory_read["unused"]
+    erin = rights[("erin", PAYMENTS.name, "read_pii")]  # a policy line, used: PII came back unmasked
+    assert erin["source"].startswith("policy.csv:") and erin["last_used"] and not erin["unused"]
+    alice = rights[("alice", SR.name, "read_pii")]
+    assert alice["source"].startswith("policy.csv:") and alice["last_used"] and not alice["unused"]
+    dana = rights[("dana", SR.name, "read")]  # used, but before the review period
+    assert dana["last_used"].startswith("2020-01-01") and dana["unused"] and dana["row_filter"]
+    carol = rights[("carol", SR.name, "audit")]  # a policy line nobody used
+    assert carol["rule"] == "p, auditor, global, **, audit" and carol["unused"] and carol["last_used"] is None
+    mallory = rights[("mallory", SR.name, "read")]  # a built-in right: listed, never flagged
+    assert mallory["source"] == "policies/rules.py" and not mallory["unused"]
+    flagged = {(r["subject"], r["product"], r["action"]) for r in report["unused"]}
+    assert {("bob", PAYMENTS.name, "read"), ("carol", SR.name, "audit"), ("dana", SR.name, "read")} <= flagged
+    assert not flagged & {
+        ("erin", PAYMENTS.name, "read_pii"),
+        ("alice", SR.name, "read"),
+        ("mallory", PAYMENTS.name, "read"),
+    }
     assert report["denials_by_product"] == {PAYMENTS.name: {"mallory": 2}}
     pii = report["pii_reads_by_subject"]
     assert set(pii) == {"alice", "erin"}  # dana's read was masked
     assert pii["erin"][PAYMENTS.name]["columns"] == ["payee_iban"]
     code, out, _ = _run(capsys, "audit", "report", "--days", "30")
     assert code == 0
-    assert "grants unused in the last 30 days" in out and f"#{unused.id}" in out
+    assert "unused in the last 30 days" in out and f"[access request #{unused.id}]" in out
+    assert "UNUSED read      finance.vendor_payments" in out
     assert "finance.vendor_payments" in out and "mallory 2" in out
 
 

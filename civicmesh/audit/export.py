@@ -4,8 +4,10 @@ The export holds every stored field of every record, exactly as chained (JSON fi
 canonical text), so anyone can recompute the chain from the file alone: each record's `hash` is the
 SHA-256 of the canonical JSON of its other fields (`civicmesh.accesslog.chain_hash`), and each
 `prev_hash` is the previous record's `hash`. The manifest pins both ends of the range, the record
-count, the signed checkpoints inside the range and the file's SHA-256; with the audit key, the
-checkpoint signatures and the manifest's own signature can be checked too (`verify_export`).
+count and the file's SHA-256, and ships what an auditor needs to check the records offline with
+the public key alone (`verify_export`): the public key (PEM) and its id, the signed checkpoints
+that cover the range (their per-record digests name the first changed record), the commit seals of
+the records after the last checkpoint, and an Ed25519 signature of the manifest itself.
 
 A period is selected by time, but the chain is a sequence: the export covers the contiguous seq
 range from the first to the last record stamped inside the period, so it has no holes (a record
@@ -16,26 +18,21 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import hmac
 import json
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
 from sqlalchemy import func, select
 
-from civicmesh.accesslog import (
-    GENESIS_HASH,
-    AccessLog,
-    access_log_table,
-    chain_hash,
-    sign_checkpoint,
-    utc_timestamp,
-)
+from civicmesh.accesslog import GENESIS_HASH, AccessLog, access_log_table, chain_hash, utc_timestamp
+from civicmesh.audit.checkpoints import Checkpoint, SealRun, canonical, record_digest
+from civicmesh.audit.signing import Signer, Verifier
+from civicmesh.audit.verify import trusted_checkpoints
 
 FORMATS = ("csv", "jsonl")
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2
 COLUMNS = tuple(c.name for c in access_log_table.columns)
 _INTS = {c.name for c in access_log_table.columns if c.type.python_type is int}
 _FLOATS = {c.name for c in access_log_table.columns if c.type.python_type is float}
@@ -81,26 +78,18 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def sign_manifest(key: bytes, manifest: dict[str, Any]) -> str:
-    body = {k: v for k, v in manifest.items() if k != "manifest_signature"}
-    text = json.dumps(body, sort_keys=True, separators=(",", ":"))
-    return hmac.new(key, text.encode(), hashlib.sha256).hexdigest()
+def _manifest_payload(manifest: dict[str, Any]) -> bytes:
+    return canonical({k: v for k, v in manifest.items() if k != "manifest_signature"})
 
 
-def export_log(
-    log: AccessLog,
-    out: Path,
-    fmt: str,
-    since: datetime | None = None,
-    until: datetime | None = None,
-) -> dict[str, Any]:
-    """Write the records of [since, until) to `out` and return the manifest (not yet written)."""
-    if fmt not in FORMATS:
-        raise ExportError(f"format must be one of {', '.join(FORMATS)}")
-    span = seq_range(log, since, until)
-    count = 0
-    first_row: dict[str, Any] | None = None
-    last_row: dict[str, Any] | None = None
+def sign_manifest(signer: Signer, manifest: dict[str, Any]) -> None:
+    """Sign (or re-sign, after a change) the manifest in place."""
+    manifest["manifest_signature"] = signer.sign(_manifest_payload(manifest))
+
+
+def _write_records(log: AccessLog, out: Path, fmt: str, span: tuple[int, int] | None) -> list[dict[str, Any]]:
+    """Write the contiguous records of `span` to `out` (atomically); returns [first, last] rows."""
+    ends: list[dict[str, Any]] = []
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".part")
     with tmp.open("w", newline="", encoding="utf-8") as handle:
@@ -112,19 +101,46 @@ def export_log(
             for row in _records(log, *span):
                 if int(row["seq"]) != expected:
                     break  # a hole in the stored chain: export what is contiguous; verify says why
-                first_row = first_row or row
-                last_row = row
+                ends = [ends[0] if ends else row, row]
                 _write_row(handle, writer, fmt, row)
-                count += 1
                 expected += 1
     tmp.replace(out)
-    checkpoints = []
-    if first_row is not None and last_row is not None:
-        checkpoints = [
-            {k: cp[k] for k in ("seq", "hash", "ts", "signature")}
-            for cp in log.checkpoints()
-            if int(first_row["seq"]) <= int(cp["seq"]) <= int(last_row["seq"])
-        ]
+    return ends
+
+
+def _proofs(log: AccessLog, first: int, last: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(signed checkpoints whose span meets [first, last], commit seals after the last of them)."""
+    if log.verifier is None:
+        return [], []
+    cps = [
+        cp.as_dict()
+        for cp in trusted_checkpoints(log, log.verifier, log.sink, []).covering()
+        if cp.seq >= first and cp.first_seq <= last
+    ]
+    covered = max([first - 1, *(cp["seq"] for cp in cps)])
+    seals = [
+        {"seq": seq, "first_seq": f, "signature": sig}
+        for seq, (f, sig) in log.seals(after_seq=covered).items()
+        if f <= last
+    ]
+    return cps, seals
+
+
+def export_log(
+    log: AccessLog,
+    out: Path,
+    fmt: str,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> dict[str, Any]:
+    """Write the records of [since, until) to `out` and return the manifest (not yet written;
+    signed when the log holds the signing key)."""
+    if fmt not in FORMATS:
+        raise ExportError(f"format must be one of {', '.join(FORMATS)}")
+    ends = _write_records(log, out, fmt, seq_range(log, since, until))
+    first, last = (ends[0], ends[-1]) if ends else ({}, {})
+    count = int(last["seq"]) - int(first["seq"]) + 1 if ends else 0
+    checkpoints, seals = _proofs(log, int(first["seq"]), int(last["seq"])) if ends else ([], [])
     check = log.verify_report()
     manifest: dict[str, Any] = {
         "manifest_version": MANIFEST_VERSION,
@@ -135,26 +151,32 @@ def export_log(
         "since": utc_timestamp(since) if since else None,
         "until": utc_timestamp(until) if until else None,
         "record_count": count,
-        "first_seq": int(first_row["seq"]) if first_row else None,
-        "last_seq": int(last_row["seq"]) if last_row else None,
-        "first_prev_hash": first_row["prev_hash"] if first_row else None,
-        "first_hash": first_row["hash"] if first_row else None,
-        "last_hash": last_row["hash"] if last_row else None,
+        "first_seq": first.get("seq"),
+        "last_seq": last.get("seq"),
+        "first_prev_hash": first.get("prev_hash"),
+        "first_hash": first.get("hash"),
+        "last_hash": last.get("hash"),
         "columns": list(COLUMNS),
+        "public_key": log.verifier.pem() if log.verifier else None,
+        "key_id": log.verifier.key_id if log.verifier else None,
         "checkpoints": checkpoints,
+        "seals": seals,
         "chain": {
             "algorithm": "sha256 over canonical JSON (sorted keys, no spaces, ASCII) of every "
             "field except `hash`; `prev_hash` of seq 1 is 64 zeros",
             "genesis_hash": GENESIS_HASH,
+            "signatures": "Ed25519 (civicmesh/audit/checkpoints.py): checkpoints; commit seals over "
+            "'civicmesh-access-log-seal:v1|{first_seq}|{seq}|{hash}'; this manifest over its "
+            "canonical JSON without `manifest_signature`",
             "store_verified": check.ok,
             "store_head": check.head,
             "store_first_bad": check.first_bad,
             "store_problem": check.problem,
+            "sealed_in_sink_up_to": check.sealed,
         },
-        "checkpoint_signature": "HMAC-SHA256(audit key, f'{seq}|{hash}|{ts}')",
     }
-    if log.checkpoint_key is not None:
-        manifest["manifest_signature"] = sign_manifest(log.checkpoint_key, manifest)
+    if log.signer is not None:
+        sign_manifest(log.signer, manifest)
     return manifest
 
 
@@ -184,51 +206,89 @@ def read_export(path: Path, fmt: str) -> Iterator[dict[str, Any]]:
                 yield _parse_csv_row(values)
 
 
-def verify_export(export: Path, manifest: dict[str, Any], key: str | None = None) -> list[str]:
+def _signatures(manifest: dict[str, Any], verifier: Verifier) -> tuple[list[str], list[Checkpoint]]:
+    """Problems with the manifest's and its checkpoints' signatures, and the valid checkpoints."""
+    problems: list[str] = []
+    signature = manifest.get("manifest_signature")
+    if not isinstance(signature, str) or not verifier.verify(signature, _manifest_payload(manifest)):
+        problems.append(f"the manifest's signature is missing or not made by key {verifier.key_id}")
+    valid: list[Checkpoint] = []
+    for data in manifest.get("checkpoints") or ():
+        try:
+            cp = Checkpoint.from_dict(data)
+        except (ValueError, AttributeError) as exc:
+            problems.append(f"a checkpoint in the manifest is malformed: {exc}")
+            continue
+        if cp.signed_by(verifier):
+            valid.append(cp)
+        else:
+            problems.append(f"checkpoint #{cp.index} (seq {cp.seq}): bad signature")
+    return problems, sorted(valid, key=lambda cp: cp.seq)
+
+
+def _seal_run(manifest: dict[str, Any], verifier: Verifier, start: int) -> SealRun:
+    seals = {int(s["seq"]): (int(s["first_seq"]), str(s["signature"])) for s in manifest.get("seals") or ()}
+    # The commit holding the first exported record may have begun before the export.
+    first = next((f for seq, (f, _) in sorted(seals.items()) if seq >= start), start)
+    return SealRun(seals, verifier, min(start, first))
+
+
+def verify_export(export: Path, manifest: dict[str, Any], verifier: Verifier | None = None) -> list[str]:
     """Problems found checking an export against its manifest, with no database (empty = valid).
 
-    Without the audit key the file's integrity, the chain inside it and its ends are checked; with
-    the key also the checkpoint signatures and the manifest's own signature."""
+    Without a verifier: the file's integrity, the chain inside it and its ends. With the public key
+    also the manifest's signature, the checkpoints' signatures, each record against the digest its
+    checkpoint sealed (naming the first record that differs) and the commit seals after them."""
     problems: list[str] = []
     if sha256_file(export) != manifest.get("sha256"):
         problems.append("the file's sha256 differs from the manifest")
-    marks = {int(cp["seq"]): cp for cp in manifest.get("checkpoints") or ()}
+    checkpoints: list[Checkpoint] = []
+    if verifier is not None:
+        found, checkpoints = _signatures(manifest, verifier)
+        problems += found
+    covered = max([0, *(cp.seq for cp in checkpoints)])
+    start = max(int(manifest.get("first_seq") or 1), covered + 1)
+    seals = _seal_run(manifest, verifier, start) if verifier is not None else None
     prev = manifest.get("first_prev_hash")
     expected = manifest.get("first_seq")
     count = 0
     last_hash = None
     for n, row in enumerate(read_export(export, manifest.get("format", "jsonl")), start=1):
         count = n
-        seq = int(row["seq"])
-        if expected is not None and seq != expected:
-            problems.append(f"seq {expected} expected, found {seq}")
-            break
-        if row["prev_hash"] != prev:
-            problems.append(f"record {seq} does not follow the previous record (prev_hash)")
-            break
-        if chain_hash(row) != row["hash"]:
-            problems.append(f"record {seq} does not match its hash (modified)")
-            break
-        if seq in marks and marks[seq]["hash"] != row["hash"]:
-            problems.append(f"record {seq} differs from its signed checkpoint")
+        problem = _row_problem(row, expected, prev, checkpoints)
+        if problem is None and seals is not None and int(row["seq"]) >= start:
+            bad = seals.step(int(row["seq"]), row["hash"])
+            problem = None if bad is None else f"record {bad[0]}: {bad[1]} (forged)"
+        if problem is not None:
+            problems.append(problem)
             break
         prev = last_hash = row["hash"]
-        expected = seq + 1
+        expected = int(row["seq"]) + 1
     else:
         if count != manifest.get("record_count"):
             problems.append(f"{count} records, manifest says {manifest.get('record_count')}")
         if last_hash != manifest.get("last_hash"):
             problems.append("the last record's hash differs from the manifest")
-    if key is not None:
-        raw = key.encode()
-        for seq, cp in sorted(marks.items()):
-            if not hmac.compare_digest(sign_checkpoint(raw, seq, cp["hash"], cp["ts"]), cp["signature"]):
-                problems.append(f"checkpoint {seq}: bad signature")
-        signature = manifest.get("manifest_signature")
-        if signature is None or not hmac.compare_digest(sign_manifest(raw, manifest), signature):
-            problems.append("the manifest's signature is missing or wrong")
+        unsigned = (
+            seals.uncovered(int(manifest.get("last_seq") or 0)) if seals is not None and count else None
+        )
+        if unsigned is not None:
+            problems.append(f"records from seq {unsigned} carry no signature (forged)")
     return problems
 
 
-def now_utc() -> datetime:
-    return datetime.now(UTC)
+def _row_problem(
+    row: dict[str, Any], expected: int | None, prev: str | None, checkpoints: list[Checkpoint]
+) -> str | None:
+    seq = int(row["seq"])
+    if expected is not None and seq != expected:
+        return f"seq {expected} expected, found {seq}"
+    if row["prev_hash"] != prev:
+        return f"record {seq} does not follow the previous record (prev_hash)"
+    if chain_hash(row) != row["hash"]:
+        return f"record {seq} does not match its hash (modified)"
+    for cp in checkpoints:
+        sealed = cp.digest_of(seq)
+        if sealed is not None and sealed != record_digest(row["hash"]):
+            return f"record {seq} differs from what checkpoint #{cp.index} sealed (modified)"
+    return None

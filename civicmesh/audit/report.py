@@ -1,7 +1,8 @@
-"""`civicmesh audit report`: the access review, assembled from the access log and plain data.
+"""`civicmesh audit report`: the access review printed, with what the log says happened.
 
-Who holds which rights comes from the policy engine and the grants from the grant store; the CLI
-(the composition root) reads both and hands them in as plain values, so this module stays core.
+The rights part (every right of every subject, its source and last use, the unused ones) is
+computed by `policies/review.py` and handed in as its plain `as_dict()`, so this module stays core;
+denials and PII reads come from one pass over the log of the review period.
 """
 
 from __future__ import annotations
@@ -9,68 +10,21 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from civicmesh.accesslog import AccessLog, decode_row, utc_timestamp
 
-# What counts as using a grant: an allowed record of one of these log actions by the grantee.
-USES = {
-    "read": ("read", "export"),
-    "read_pii": ("read", "export"),
-    "export": ("export",),
-    "discover": ("read", "export", "discover"),
-    "lineage": ("lineage",),
-}
-
-
-@dataclass(frozen=True)
-class Holding:
-    """One subject's right on one product, as the engine decides it now."""
-
-    product: str
-    action: str
-    subject: str
-    rule: str | None
-    source: str | None  # where the rule lives (a file line, or "access request #N")
-    masked: tuple[str, ...] = ()
-    row_filter: str | None = None
-
-
-@dataclass(frozen=True)
-class GrantInfo:
-    id: int
-    subject: str
-    product: str
-    action: str
-    decided_by: str | None
-    decided_at: datetime | None
-    expires_at: datetime | None
-
 
 @dataclass
 class Report:
-    generated_at: str
-    since: str
-    days: int
-    policy_version: str | None
-    rights: list[Holding] = field(default_factory=list)
-    unused_grants: list[dict[str, Any]] = field(default_factory=list)
+    review: dict[str, Any]  # policies.review.Review.as_dict()
     denials: dict[str, dict[str, int]] = field(default_factory=dict)  # product -> subject -> count
     pii_reads: dict[str, dict[str, Any]] = field(default_factory=dict)  # subject -> product -> info
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "generated_at": self.generated_at,
-            "since": self.since,
-            "days": self.days,
-            "policy_version": self.policy_version,
-            "rights": [asdict(h) for h in self.rights],
-            "unused_grants": self.unused_grants,
-            "denials_by_product": self.denials,
-            "pii_reads_by_subject": self.pii_reads,
-        }
+        return {**self.review, "denials_by_product": self.denials, "pii_reads_by_subject": self.pii_reads}
 
 
 def _window_rows(log: AccessLog, since: datetime) -> Iterable[dict[str, Any]]:
@@ -81,34 +35,17 @@ def _window_rows(log: AccessLog, since: datetime) -> Iterable[dict[str, Any]]:
 
 
 def build_report(
-    log: AccessLog,
-    *,
-    now: datetime,
-    since: datetime,
-    days: int,
-    holdings: Iterable[Holding],
-    grants: Iterable[GrantInfo],
-    pii_columns: Mapping[str, Mapping[str, str]],
-    policy_version: str | None = None,
+    log: AccessLog, *, since: datetime, review: dict[str, Any], pii_columns: Mapping[str, Mapping[str, str]]
 ) -> Report:
     """One pass over the log since `since`; `pii_columns` is product -> {column: mask kind}."""
-    report = Report(utc_timestamp(now), utc_timestamp(since), days, policy_version)
-    report.rights = sorted(holdings, key=lambda h: (h.product, h.action, h.subject))
-    grants = list(grants)
-    last_use: dict[tuple[str, str, str], str] = {}
-    wanted = {(g.subject, g.product) for g in grants}
+    report = Report(review)
     denials: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     pii: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
     for row in _window_rows(log, since):
         subject, product, action = row["subject"], row["product"], row["action"]
         if row["decision"] == "deny" and product:
             denials[product][subject or "(unauthenticated)"] += 1
-        if row["decision"] != "allow" or not product or not subject:
-            continue
-        if (subject, product) in wanted:
-            key = (subject, product, action)
-            last_use[key] = max(last_use.get(key, ""), row["ts"])
-        if action not in ("read", "export"):
+        if row["decision"] != "allow" or not product or not subject or action not in ("read", "export"):
             continue
         masked = set(row["columns_masked"] or {})
         seen = sorted(
@@ -122,66 +59,50 @@ def build_report(
             item["rows"] += row["rows"] or 0
             item["columns"] = sorted(set(item["columns"]) | set(seen))
             item["last"] = row["ts"]
-    for g in grants:
-        approved = utc_timestamp(g.decided_at) if g.decided_at else ""
-        uses = [
-            ts
-            for action in USES.get(g.action, (g.action,))
-            if (ts := last_use.get((g.subject, g.product, action))) and ts >= approved
-        ]
-        if uses:
-            continue
-        report.unused_grants.append(
-            {
-                "request_id": g.id,
-                "subject": g.subject,
-                "product": g.product,
-                "action": g.action,
-                "approved_by": g.decided_by,
-                "approved_at": approved or None,
-                "expires_at": utc_timestamp(g.expires_at) if g.expires_at else None,
-                "idle_days": round((now - g.decided_at).total_seconds() / 86400, 1) if g.decided_at else None,
-            }
-        )
     report.denials = {p: dict(sorted(s.items())) for p, s in sorted(denials.items())}
     report.pii_reads = {s: dict(sorted(p.items())) for s, p in sorted(pii.items())}
     return report
 
 
-def render_text(report: Report) -> str:
-    lines = [
-        f"access review  {report.generated_at}  (last {report.days} days, since {report.since})",
-        f"policy version {report.policy_version or '?'}",
-        "",
-        "rights held",
-    ]
-    by_product: dict[str, list[Holding]] = defaultdict(list)
-    for h in report.rights:
-        by_product[h.product].append(h)
-    for product, holdings in by_product.items():
-        lines.append(f"  {product}")
-        actions: dict[str, list[str]] = defaultdict(list)
-        for h in holdings:
-            extra = []
-            if h.masked:
-                extra.append("masked: " + ",".join(h.masked))
-            if h.row_filter:
-                extra.append(h.row_filter)
-            if h.source and h.source.startswith("access request"):
-                extra.append(h.source)
-            actions[h.action].append(h.subject + (f" ({'; '.join(extra)})" if extra else ""))
-        for action, subjects in actions.items():
-            lines.append(f"    {action:<9} {', '.join(subjects)}")
-    if not by_product:
+def _right(r: dict[str, Any]) -> str:
+    extra = []
+    if r["masked"]:
+        extra.append("masked: " + ",".join(r["masked"]))
+    if r["row_filter"]:
+        extra.append(r["row_filter"])
+    if r["granted_by"]:
+        extra.append(f"approved by {r['granted_by']}, until {r['expires_at']}")
+    used = f"last used {r['last_used']}" if r["last_used"] else "never used"
+    flag = "UNUSED " if r["unused"] else "       "
+    return f"    {flag}{r['action']:<9} {r['product']:<36} [{r['source'] or '?'}] {used}" + (
+        f" ({'; '.join(extra)})" if extra else ""
+    )
+
+
+def _review_lines(review: dict[str, Any]) -> list[str]:
+    lines = ["rights by subject (source: the policy line, grant or built-in rule that gives each)"]
+    for subject, rights in review["rights_by_subject"].items():
+        lines.append(f"  {subject}")
+        lines += [_right(r) for r in rights]
+    if not review["rights_by_subject"]:
         lines.append("  (no products)")
-    lines += ["", f"grants unused in the last {report.days} days"]
-    for g in report.unused_grants:
-        lines.append(
-            f"  #{g['request_id']:<4} {g['subject']:<10} {g['action']:<9} {g['product']}  "
-            f"approved by {g['approved_by']} {g['approved_at'] or '?'}, expires {g['expires_at'] or '?'}"
-        )
-    if not report.unused_grants:
-        lines.append("  (none)")
+    lines += ["", f"rights from policy lines and grants unused in the last {review['days']} days"]
+    lines += [
+        f"  {r['subject']:<10} {r['action']:<9} {r['product']:<36} [{r['source']}] "
+        + (f"last used {r['last_used']}" if r["last_used"] else "never used")
+        for r in review["unused"]
+    ] or ["  (none)"]
+    return lines
+
+
+def render_text(report: Report) -> str:
+    review = report.review
+    lines = [
+        f"access review  {review['generated_at']}  (last {review['days']} days, since {review['since']})",
+        f"policy version {review['policy_version'] or '?'}",
+        "",
+        *_review_lines(review),
+    ]
     lines += ["", "denials by product"]
     for product, subjects in report.denials.items():
         total = sum(subjects.values())

@@ -46,17 +46,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     listing.set_defaults(handler=run_list)
 
 
-def _store(settings: Settings) -> Any:
+def _store(settings: Settings, writing: bool = True) -> Any:
+    """The grant store; `writing`: with the signed access log its changes are chained into."""
+    from civicmesh.audit.sealing import open_log
     from civicmesh.store import get_engine
     from policies.engine import PolicyEngine
     from policies.grants import AccessRequests
     from policies.names import PolicyError
 
+    log = open_log(settings) if writing else None
     try:
-        engine = PolicyEngine.load(settings, check_interval=None)
+        engine = PolicyEngine.load(settings, check_interval=None, audit_log=log)
     except (PolicyError, OSError) as exc:
         raise CommandError(f"the policy does not load: {exc}") from exc
-    return AccessRequests(engine, get_engine(settings.metadata_url))
+    return AccessRequests(engine, get_engine(settings.metadata_url), access_log=log)
 
 
 def _show(r: Any) -> str:
@@ -99,7 +102,7 @@ def run_decide(args: argparse.Namespace) -> int:
 def run_list(args: argparse.Namespace) -> int:
     from policies.names import GLOBAL_DOMAIN
 
-    store = _store(Settings.from_env())
+    store = _store(Settings.from_env(), writing=False)
     policy = store.policy
     if policy.user(args.user) is None:
         raise CommandError(f"unknown user {args.user!r}")

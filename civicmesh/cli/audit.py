@@ -1,8 +1,11 @@
 """`civicmesh audit verify|export|verify-export|report|readers`: the access log for auditors.
 
-- `verify`: is the hash chain whole, and do the signed checkpoints match? Names the first bad record.
-- `export`: a period of the log as CSV or JSONL plus a manifest an auditor checks without the store.
-- `verify-export`: check an export against its manifest (no database needed).
+- `verify`: the records against the hash chain, the chain against the signed checkpoints and the
+  checkpoints against the external sink, with the public key only; names the first bad record and
+  says how many newest records are not sealed yet.
+- `export`: a period of the log as CSV or JSONL plus a manifest (public key, checkpoints, seals)
+  an auditor checks without the store.
+- `verify-export`: check an export against its manifest (no database needed, the public key only).
 - `report`: the access review (rights held, unused grants, denials, PII reads).
 - `readers --derived-from X`: who read products derived from X (lineage downstream joined with the log).
 
@@ -42,12 +45,25 @@ def moment(text: str) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
+def key_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--public-key",
+        type=Path,
+        help="the audit public key (PEM) you hold (default: CIVICMESH_AUDIT_PUBLIC_KEY_FILE, "
+        "exported under the home's audit/)",
+    )
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     audit = subparsers.add_parser("audit", help="verify, export and review the access log")
     sub = audit.add_subparsers(dest="audit_command", required=True, metavar="SUBCOMMAND")
 
-    verify = sub.add_parser("verify", help="check the hash chain and the signed checkpoints")
+    verify = sub.add_parser("verify", help="check the chain, the signed checkpoints and the external sink")
     verify.add_argument("--json", action="store_true", help="print the result as JSON")
+    key_args(verify)
+    verify.add_argument(
+        "--sink", help="the checkpoint sink to verify against (default: CIVICMESH_AUDIT_SINK or the home's)"
+    )
     verify.set_defaults(handler=run_verify)
 
     export = sub.add_parser("export", help="export a period of the log with a verification manifest")
@@ -61,15 +77,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     check = sub.add_parser("verify-export", help="check an export file against its manifest")
     check.add_argument("file", type=Path)
     check.add_argument("--manifest", type=Path, help="default <file>.manifest.json")
+    key_args(check)
     check.add_argument(
         "--with-key",
         action="store_true",
-        help="also check checkpoint and manifest signatures with the audit key (CIVICMESH_AUDIT_KEY)",
+        help="check signatures with the configured public key (CIVICMESH_AUDIT_PUBLIC_KEY_FILE) "
+        "instead of the one the manifest carries",
     )
     check.set_defaults(handler=run_verify_export)
 
-    report = sub.add_parser("report", help="access review: rights, unused grants, denials, PII reads")
-    report.add_argument("--days", type=int, default=90, help="the review period (default 90)")
+    report = sub.add_parser(
+        "report",
+        help="access review: every right per subject, its source, last use, unused ones; denials, PII reads",
+    )
+    report.add_argument(
+        "--days",
+        type=int,
+        default=90,
+        help="the review period: rights unused this long are flagged (default 90)",
+    )
     report.add_argument("--format", choices=("text", "json"), default="text")
     report.add_argument("--manifest", type=Path, help="products from a dbt manifest, not the catalog")
     report.set_defaults(handler=run_report)
@@ -89,46 +115,102 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     readers.set_defaults(handler=run_readers)
 
 
-def _log(settings: Settings) -> Any:
+def _store_url(settings: Settings) -> str:
     from sqlalchemy.engine import make_url
-
-    from civicmesh.accesslog import AccessLog
-    from civicmesh.store import get_engine
 
     url = make_url(settings.metadata_url)
     if url.get_backend_name() == "sqlite" and url.database and not Path(url.database).exists():
         raise CommandError(f"no metadata store at {url.database} (nothing served or built yet)")
-    return AccessLog(get_engine(settings.metadata_url), checkpoint_key=settings.audit_key).ensure_schema()
+    return settings.metadata_url
+
+
+def _verifier(settings: Settings, path: Path | None) -> Any:
+    from civicmesh.audit.signing import AuditKeyError, Verifier
+
+    try:
+        return Verifier.from_file(path or settings.audit_public_key_file)
+    except AuditKeyError as exc:
+        raise CommandError(f"{exc}; pass --public-key FILE (the key you were given)") from exc
+
+
+def _reading_log(settings: Settings, public_key: Path | None, sink: str | None) -> Any:
+    """The log as an auditor checks it: the public key and the sink, never the private key."""
+    from civicmesh.accesslog import AccessLog
+    from civicmesh.audit.sinks import SinkError, open_sink
+    from civicmesh.store import get_engine
+
+    verifier = _verifier(settings, public_key)
+    try:
+        checkpoint_sink = open_sink(sink or settings.audit_sink)
+    except SinkError as exc:
+        raise CommandError(str(exc)) from exc
+    engine = get_engine(_store_url(settings))
+    return AccessLog(engine, verifier=verifier, sink=checkpoint_sink).ensure_schema()
+
+
+def _plain_log(settings: Settings) -> Any:
+    """The log for reading only (reports, readers): nothing is signed or written."""
+    from civicmesh.accesslog import AccessLog
+    from civicmesh.store import get_engine
+
+    return AccessLog(get_engine(_store_url(settings))).ensure_schema()
+
+
+def _writing_log(settings: Settings) -> Any:
+    from civicmesh.audit.sealing import open_log
+    from civicmesh.audit.signing import AuditKeyError
+
+    _store_url(settings)
+    try:
+        return open_log(settings)
+    except AuditKeyError as exc:
+        raise CommandError(str(exc)) from exc
 
 
 # -- verify -----------------------------------------------------------------------------------------
 
 
+def _verify_lines(check: Any) -> list[str]:
+    if check.ok:
+        sealed = (
+            f"{check.checkpoints} checkpoints in {check.sink} seal records 1..{check.sealed}"
+            if check.sealed
+            else f"no checkpoint in {check.sink} yet"
+        )
+        unsealed = (
+            f"; the {check.unsealed} newest records are signed in the store but not yet sealed outside it"
+            if check.unsealed
+            else "; every record is sealed"
+        )
+        return [f"OK: access log verified, head seq {check.head} (key {check.key_id}; {sealed}{unsealed})"]
+    first = check.first
+    lines = [f"BAD: first bad seq {first.seq}: {first.problem}: {first.detail}"]
+    lines += [f"BAD: seq {f.seq}: {f.problem}: {f.detail}" for f in check.findings if f is not first]
+    if check.unsealed:
+        lines.append(f"note: the {check.unsealed} newest records are not sealed in {check.sink} yet")
+    return lines
+
+
 def run_verify(args: argparse.Namespace) -> int:
-    check = _log(Settings.from_env()).verify_report()
+    check = _reading_log(Settings.from_env(), args.public_key, args.sink).verify_report()
     if args.json:
-        print(
-            json.dumps(
-                {
-                    "ok": check.ok,
-                    "head": check.head,
-                    "first_bad": check.first_bad,
-                    "problem": check.problem,
-                    "detail": check.detail,
-                    "checkpoints": check.checkpoints,
-                    "last_checkpoint": check.last_checkpoint,
-                }
-            )
-        )
-    elif check.ok:
-        signed = (
-            f"{check.checkpoints} signed checkpoints, the last at seq {check.last_checkpoint}"
-            if check.checkpoints
-            else "no signed checkpoints yet"
-        )
-        print(f"OK: access log verified, head seq {check.head} ({signed})")
+        result = {
+            "ok": check.ok,
+            "head": check.head,
+            "first_bad": check.first_bad,
+            "problem": check.problem,
+            "detail": check.detail,
+            "findings": [f.as_dict() for f in check.findings],
+            "checkpoints": check.checkpoints,
+            "last_checkpoint": check.last_checkpoint,
+            "sealed": check.sealed,
+            "unsealed": check.unsealed,
+            "key_id": check.key_id,
+            "sink": check.sink,
+        }
+        print(json.dumps(result))
     else:
-        print(f"BAD: first bad seq {check.first_bad}: {check.problem}: {check.detail}")
+        print("\n".join(_verify_lines(check)))
     return 0 if check.ok else 1
 
 
@@ -165,7 +247,7 @@ def run_export(args: argparse.Namespace) -> int:
 
     if args.since and args.until and args.since >= args.until:
         raise CommandError("--since must be before --until")
-    log = _log(Settings.from_env())
+    log = _writing_log(Settings.from_env())
     to_stdout = args.out == "-"
     if to_stdout and args.manifest is None:
         raise CommandError("--out - (stdout) needs --manifest FILE")
@@ -178,8 +260,7 @@ def run_export(args: argparse.Namespace) -> int:
             target.replace(final)
             target = final
             manifest["file"] = final.name
-            if log.checkpoint_key is not None:
-                manifest["manifest_signature"] = sign_manifest(log.checkpoint_key, manifest)
+            sign_manifest(log.signer, manifest)
         try:
             _log_export(log, manifest)
         except CommandError:
@@ -196,8 +277,8 @@ def run_export(args: argparse.Namespace) -> int:
     span = f"seq {manifest['first_seq']}..{manifest['last_seq']}" if count else "no records in the period"
     print(
         f"exported {count} records ({span}) to {'stdout' if to_stdout else target}; "
-        f"manifest {manifest_path} (sha256 {manifest['sha256'][:16]}…, "
-        f"{len(manifest['checkpoints'])} signed checkpoints in range)",
+        f"manifest {manifest_path} (sha256 {manifest['sha256'][:16]}…, key {manifest['key_id']}, "
+        f"{len(manifest['checkpoints'])} signed checkpoints and {len(manifest['seals'])} commit seals)",
         file=out,
     )
     chain = manifest["chain"]
@@ -211,9 +292,26 @@ def run_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_verify_export(args: argparse.Namespace) -> int:
-    import os
+def _export_verifier(args: argparse.Namespace, manifest: dict[str, Any]) -> tuple[Any, str]:
+    """The key to check signatures with, and how it was chosen (said in the output)."""
+    from civicmesh.audit.signing import AuditKeyError, Verifier
 
+    if args.public_key or args.with_key:
+        verifier = _verifier(Settings.from_env(), args.public_key)
+        return verifier, f"signatures checked with your key {verifier.key_id}"
+    if not manifest.get("public_key"):
+        return None, "no public key: signatures not checked"
+    try:
+        verifier = Verifier.from_pem(manifest["public_key"].encode(), "the manifest's public key")
+    except AuditKeyError as exc:
+        raise CommandError(str(exc)) from exc
+    return verifier, (
+        f"signatures checked with the key the manifest carries ({verifier.key_id}): compare that id "
+        "with the key you hold, or pass --public-key"
+    )
+
+
+def run_verify_export(args: argparse.Namespace) -> int:
     from civicmesh.audit.export import verify_export
 
     manifest_path = args.manifest or args.file.with_name(args.file.name + ".manifest.json")
@@ -221,19 +319,19 @@ def run_verify_export(args: argparse.Namespace) -> int:
         raise CommandError(f"no export at {args.file}")
     if not manifest_path.is_file():
         raise CommandError(f"no manifest at {manifest_path} (pass --manifest)")
-    manifest = json.loads(manifest_path.read_text())
-    key = None
-    if args.with_key:
-        key = os.environ.get("CIVICMESH_AUDIT_KEY") or Settings.from_env().audit_key
-    problems = verify_export(args.file, manifest, key)
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except ValueError as exc:
+        raise CommandError(f"{manifest_path} is not JSON: {exc}") from exc
+    verifier, how = _export_verifier(args, manifest)
+    problems = verify_export(args.file, manifest, verifier)
     for problem in problems:
         print(f"BAD: {problem}")
     if problems:
         return 1
-    signed = "signatures checked" if key else "signatures not checked (no --with-key)"
     print(
         f"OK: {manifest['record_count']} records, seq {manifest['first_seq']}..{manifest['last_seq']}, "
-        f"chain and sha256 match the manifest; {signed}"
+        f"chain and sha256 match the manifest; {how}"
     )
     return 0
 
@@ -242,49 +340,22 @@ def run_verify_export(args: argparse.Namespace) -> int:
 
 
 def run_report(args: argparse.Namespace) -> int:
-    from civicmesh.audit.report import GrantInfo, Holding, build_report, render_json, render_text
-    from civicmesh.cli.policy import _engine, load_products
-    from policies import grants as grants_mod
-    from policies.decision import ACTIONS
+    from civicmesh.audit.report import build_report, render_json, render_text
+    from civicmesh.cli.policy import load_products, policy_engine
+    from policies.review import access_review
 
     if args.days < 1:
         raise CommandError("--days must be at least 1")
     settings = Settings.from_env()
-    log = _log(settings)
+    log = _plain_log(settings)
     products = load_products(settings, args.manifest)
-    engine = _engine(settings)
-    grants_mod.record_expiries(engine.metadata, log)
-    holdings = []
-    for product in products:
-        for user in engine.users():
-            for action in ACTIONS:
-                d = engine.decide(user.name, product, action)
-                if d.allowed:
-                    holdings.append(
-                        Holding(
-                            product=product.name,
-                            action=action,
-                            subject=d.subject,
-                            rule=d.rule,
-                            source=d.source,
-                            masked=tuple(sorted(d.masks)),
-                            row_filter=d.row_filter.describe() if d.row_filter else None,
-                        )
-                    )
-    grants = [
-        GrantInfo(g.id, g.subject, g.product, g.action, g.decided_by, g.decided_at, g.expires_at)
-        for g in grants_mod.active_grants(engine.metadata)
-    ]
     now = datetime.now(UTC)
+    review = access_review(policy_engine(settings), products, log, now=now, days=args.days)
     report = build_report(
         log,
-        now=now,
         since=now - timedelta(days=args.days),
-        days=args.days,
-        holdings=holdings,
-        grants=grants,
+        review=review.as_dict(),
         pii_columns={p.name: p.pii_columns for p in products},
-        policy_version=engine.version,
     )
     print(render_json(report) if args.format == "json" else render_text(report))
     return 0
@@ -302,7 +373,7 @@ def run_readers(args: argparse.Namespace) -> int:
     if args.depth < 1:
         raise CommandError("--depth must be at least 1")
     settings = Settings.from_env()
-    log = _log(settings)
+    log = _plain_log(settings)
     engine = get_engine(settings.metadata_url)
     entries = {e.spec.name: e for e in Catalog(engine).ensure_schema().entries()}
     graph = load_graph(Outbox(engine).ensure_schema())
@@ -316,9 +387,9 @@ def run_readers(args: argparse.Namespace) -> int:
             "a landing file or a warehouse table"
         ) from exc
     if args.user:
-        from civicmesh.cli.policy import _engine
+        from civicmesh.cli.policy import policy_engine
 
-        policy = _engine(settings)
+        policy = policy_engine(settings)
         allowed = {
             n for n in derived if n in entries and policy.decide(args.user, entries[n].spec, "audit").allowed
         }

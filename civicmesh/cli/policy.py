@@ -1,4 +1,5 @@
-"""`civicmesh policy check|explain|who-can|diff`: lint, explain and impact-analyse the access policy."""
+"""`civicmesh policy check|status|explain|who-can|diff`: lint, explain and impact-analyse the access
+policy. Every one of them only reads: none writes to the access log or the store."""
 
 from __future__ import annotations
 
@@ -6,12 +7,25 @@ import argparse
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from civicmesh.cli import CommandError
 from civicmesh.products import ProductSpec
 from civicmesh.settings import Settings
 
 POLICY_FILES = {".conf": "model.conf", ".csv": "policy.csv", ".yaml": "users.yaml", ".yml": "users.yaml"}
+
+
+def at_arg(parser: argparse.ArgumentParser) -> None:
+    from civicmesh.cli.audit import moment
+
+    parser.add_argument(
+        "--at",
+        type=moment,
+        metavar="DATE",
+        help="as of then (2026-11-01, 2026-11-01T08:00:00Z or 30d): the policy and grants in force, "
+        "rebuilt from the access log, and the change that made the difference",
+    )
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -31,17 +45,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     manifest_arg(check)
     check.set_defaults(handler=run_check)
 
+    status = sub.add_parser(
+        "status", help="the policy the gateway serves, refused reloads, and whether the files on disk pass"
+    )
+    status.add_argument("--dir", type=Path, help="policy folder (default: the configured one)")
+    status.set_defaults(handler=run_status)
+
     explain = sub.add_parser("explain", help="why USER may or may not do ACTION on PRODUCT")
     explain.add_argument("user")
     explain.add_argument("product")
     explain.add_argument("action", nargs="?", help="one action (default: all of them)")
     manifest_arg(explain)
+    at_arg(explain)
     explain.set_defaults(handler=run_explain)
 
     who = sub.add_parser("who-can", help="every user allowed ACTION on PRODUCT")
     who.add_argument("product")
     who.add_argument("action")
     manifest_arg(who)
+    at_arg(who)
     who.set_defaults(handler=run_who_can)
 
     diff = sub.add_parser("diff", help="who gains or loses which rights between two policies")
@@ -91,7 +113,8 @@ def find_product(products: list[ProductSpec], name: str) -> ProductSpec:
     raise CommandError(f"unknown product {name!r} (known: {known})")
 
 
-def _engine(settings: Settings):  # type: ignore[no-untyped-def]
+def policy_engine(settings: Settings):  # type: ignore[no-untyped-def]
+    """The configured policy and the store's grants, for reading: records nothing."""
     from policies.engine import PolicyEngine
     from policies.names import PolicyError
 
@@ -101,13 +124,40 @@ def _engine(settings: Settings):  # type: ignore[no-untyped-def]
         raise CommandError(f"the policy does not load: {exc} (run `civicmesh policy check`)") from exc
 
 
+def existing_log(settings: Settings):  # type: ignore[no-untyped-def]
+    """The access log for reading, or None when there is no store yet (never creates one)."""
+    from sqlalchemy import inspect
+    from sqlalchemy.engine import make_url
+
+    from civicmesh.accesslog import AccessLog, access_log_table
+    from civicmesh.store import get_engine
+
+    url = make_url(settings.metadata_url)
+    if url.get_backend_name() == "sqlite" and url.database and not Path(url.database).exists():
+        return None
+    engine = get_engine(settings.metadata_url)
+    return AccessLog(engine) if inspect(engine).has_table(access_log_table.name) else None
+
+
+def _served_owned(settings: Settings) -> frozenset[str]:
+    """Departments owned under the policy the log says is served (to catch a lost owner)."""
+    from policies import versions
+
+    log = existing_log(settings)
+    served = [e for e in versions.events(log) if e.kind == versions.LOADED] if log else []
+    files = versions.files_of(log.engine, served[-1].digest) if served and log else None
+    return versions.owned_by(files) if files else frozenset()
+
+
 def run_check(args: argparse.Namespace) -> int:
-    from policies.lint import lint_dir
+    from policies.lint import lint_texts, read_texts
 
     settings = Settings.from_env()
     folder = args.dir or settings.policies_dir
     products = load_products(settings, args.manifest) or None
-    problems = lint_dir(folder, products)
+    texts, unreadable = read_texts(folder)
+    found = lint_texts(texts, products, previously_owned=_served_owned(settings))
+    problems = unreadable + [p for p in found if p.code != "missing"]
     for problem in problems:
         print(problem)
     scope = f"{len(products)} products" if products else "no product list: existence not checked"
@@ -118,30 +168,100 @@ def run_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_status(args: argparse.Namespace) -> int:
+    from policies import versions
+
+    settings = Settings.from_env()
+    folder = args.dir or settings.policies_dir
+    log = existing_log(settings)
+    if log is None:
+        raise CommandError(f"no access log at {settings.metadata_url}: no gateway has served yet")
+    state = versions.status(log, folder)
+    served = state.served
+    if served is None:
+        print("served:  no policy recorded yet (no gateway has loaded one)")
+    else:
+        print(f"served:  version {served.version} (files {served.digest[:16]}), {served.describe()}")
+    if state.refused is not None:
+        print(f"REFUSED: files {state.refused.digest[:16]}, {state.refused.describe()}")
+    if state.problems:
+        print(f"on disk: {folder} (files {state.disk[:16] or '?'}) does not pass policy check:")
+        print("\n".join(f"  {p}" for p in state.problems))
+    elif served is not None and state.disk == served.digest:
+        print(f"on disk: {folder}: the served policy")
+    else:
+        print(f"on disk: {folder} (files {state.disk[:16]}) passes policy check; not loaded by a gateway yet")
+    return 0 if state.ok else 1
+
+
+def _history(settings: Settings):  # type: ignore[no-untyped-def]
+    from policies.history import History, HistoryError
+
+    log = existing_log(settings)
+    if log is None:
+        raise CommandError(f"no access log at {settings.metadata_url}: nothing was recorded yet")
+    try:
+        return History(log, log.engine)
+    except HistoryError as exc:
+        raise CommandError(str(exc)) from exc
+
+
+def product_at(settings: Settings, product: ProductSpec, at: Any) -> ProductSpec:
+    """The product as published at `at` (its classification and columns then), if the catalog
+    knows; else as it is now."""
+    from sqlalchemy import inspect
+
+    from civicmesh.catalog import Catalog, snapshots_table
+
+    log = existing_log(settings)
+    if log is None or not inspect(log.engine).has_table(snapshots_table.name):
+        return product
+    snapshot = Catalog(log.engine).snapshot_as_of(product.name, at)
+    return snapshot.spec if snapshot is not None else product
+
+
 def run_explain(args: argparse.Namespace) -> int:
     from policies.decision import ACTIONS
     from policies.explain import explain
+    from policies.history import HistoryError, explain_lines
 
     settings = Settings.from_env()
     if args.action is not None and args.action not in ACTIONS:
         raise CommandError(f"unknown action {args.action!r}; use one of {', '.join(ACTIONS)}")
     product = find_product(load_products(settings, args.manifest), args.product)
-    engine = _engine(settings)
-    for action in [args.action] if args.action else list(ACTIONS):
-        print("\n".join(explain(engine, args.user, product, action)))
-    return 0  # a denial is an answer, not a failure
+    actions = [args.action] if args.action else list(ACTIONS)
+    if args.at is None:
+        engine = policy_engine(settings)
+        for action in actions:
+            print("\n".join(explain(engine, args.user, product, action)))
+        return 0  # a denial is an answer, not a failure
+    history, then = _history(settings), product_at(settings, product, args.at)
+    try:
+        for action in actions:
+            print("\n".join(explain_lines(history, args.user, then, action, args.at)))
+    except HistoryError as exc:
+        raise CommandError(str(exc)) from exc
+    return 0
 
 
 def run_who_can(args: argparse.Namespace) -> int:
     from policies.decision import ACTIONS
     from policies.explain import who_can
+    from policies.history import HistoryError, who_could
 
     settings = Settings.from_env()
     if args.action not in ACTIONS:
         raise CommandError(f"unknown action {args.action!r}; use one of {', '.join(ACTIONS)}")
     product = find_product(load_products(settings, args.manifest), args.product)
-    engine = _engine(settings)
-    decisions = who_can(engine, product, args.action)
+    if args.at is None:
+        decisions = who_can(policy_engine(settings), product, args.action)
+    else:
+        try:
+            decisions = who_could(
+                _history(settings), product_at(settings, product, args.at), args.action, args.at
+            )
+        except HistoryError as exc:
+            raise CommandError(str(exc)) from exc
     for d in decisions:
         extra = []
         if d.masks:
@@ -175,6 +295,7 @@ def run_diff(args: argparse.Namespace) -> int:
     from policies.engine import PolicyEngine
     from policies.explain import diff
     from policies.names import PolicyError
+    from policies.versions import line_changes
 
     settings = Settings.from_env()
     products = load_products(settings, args.manifest)
@@ -188,6 +309,8 @@ def run_diff(args: argparse.Namespace) -> int:
                 engines.append(PolicyEngine.from_dir(folder))
             except (PolicyError, OSError) as exc:
                 raise CommandError(f"{label} policy {path} does not load: {exc}") from exc
+    lines = line_changes(engines[0].files(), engines[1].files())
+    print("\n".join(lines) if lines else "no policy line changed")
     changes = diff(engines[0], engines[1], products)
     for change in changes:
         print(change.describe())

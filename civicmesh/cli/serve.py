@@ -36,6 +36,8 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000, workers
 
     import uvicorn
 
+    from civicmesh.audit.signing import load_signer
+
     # Worker processes re-read settings from the environment: pass the home and mode along.
     os.environ["CIVICMESH_HOME"] = str(settings.home)
     os.environ["CIVICMESH_METADATA_URL"] = settings.metadata_url
@@ -43,7 +45,7 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000, workers
         os.environ["CIVICMESH_DEMO"] = "1"
     settings.jwt_secret  # noqa: B018 - create the stored secret once, before workers race for it
     settings.mask_key  # noqa: B018
-    settings.audit_key  # noqa: B018
+    load_signer(settings.audit_signing_key_file, create=True)  # the access log's signing key
     uvicorn.run(
         "gateway.app:create_app",
         factory=True,

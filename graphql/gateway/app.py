@@ -29,6 +29,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 
 from civicmesh.accesslog import AccessLog
+from civicmesh.audit.sealing import Sealer, open_log
 from civicmesh.catalog import Catalog
 from civicmesh.settings import Settings
 from civicmesh.store import get_engine
@@ -41,7 +42,7 @@ from gateway.http_body import BodyTooLarge, read_body
 from gateway.ingest import handle_lineage_post
 from gateway.integrity import snapshots_check
 from gateway.lineage_fields import GraphCache
-from gateway.readiness import Readiness
+from gateway.readiness import CheckResult, Readiness
 from gateway.recording import Recorder, error_response
 from gateway.responses import ResponseCache
 from gateway.schema import build_schema
@@ -116,8 +117,8 @@ class Gateway:
         self.governance_off = bench_governance_off(settings)
         engine = get_engine(settings.metadata_url)
         self.catalog = Catalog(engine).ensure_schema()
-        self.access_log = access_log or AccessLog.from_settings(settings)
-        self.policy = PolicyEngine.load(settings)
+        self.access_log = access_log or open_log(settings)
+        self.policy = PolicyEngine.load(settings, audit_log=self.access_log, serving=True)
         self.lineage = LineageRecorder.from_settings(settings)
         self.duck = DuckPool(
             settings.snapshots_dir, settings.mask_key, timeout_seconds=settings.query_timeout_s
@@ -134,6 +135,11 @@ class Gateway:
         # Each fault that makes this process unfit to serve registers a check here (see readiness.py).
         self.readiness = Readiness()
         self.readiness.add("snapshots", lambda: snapshots_check(self.catalog, self.duck.checks))
+        self.sealer = Sealer.from_settings(settings, self.access_log) if self.access_log.signer else None
+        self.readiness.add("policy", lambda: CheckResult(*self.policy.status()))
+        if self.sealer is not None:
+            sealer = self.sealer
+            self.readiness.add("audit", lambda: CheckResult(*sealer.status()))
 
     def _load_state(self) -> CatalogState:
         version = self.catalog.version()
@@ -175,10 +181,14 @@ class Gateway:
 
     def start(self) -> Gateway:
         self.lineage.start()  # background delivery from the outbox; recording stays on the request
+        if self.sealer is not None:
+            self.sealer.start()  # access-log checkpoints at a count, an interval and shutdown
         return self
 
     def close(self) -> None:
         self.lineage.stop()
+        if self.sealer is not None:
+            self.sealer.close()
         self.duck.close()
 
     # -- one request -----------------------------------------------------------------------------

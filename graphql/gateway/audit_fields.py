@@ -1,8 +1,9 @@
-"""`accessLog(...)`: the access log for holders of the `audit` right.
+"""`accessLog(...)`, `readersOfDerived(...)` and `rightsAsOf(...)`: for holders of the `audit` right.
 
 An auditor with `audit` on every product (the global auditor) sees every record, including those
 of no product (unauthenticated and rejected requests); an owner sees the records of the products
-it may audit. Reading the log is itself logged.
+it may audit. `rightsAsOf(subject, at)` rebuilds what `subject` could do at `at` on the products the
+caller may audit (`policies/history.py`). Reading any of it is itself logged.
 """
 
 from __future__ import annotations
@@ -14,9 +15,12 @@ import datetime as dt
 import anyio.to_thread
 import strawberry
 
+from civicmesh.catalog import CatalogEntry
 from gateway.context import RequestContext, Touch
 from gateway.errors import NOT_AVAILABLE, bad_input, forbidden, limit_exceeded
 from gateway.types import BigInt, PageInfo, RowFilterInfo
+from policies.decision import ACTIONS
+from policies.history import History, HistoryError
 
 MAX_PAGE = 500
 
@@ -126,6 +130,82 @@ def _readers(rows: list[dict]) -> list[DerivedReader]:
     ]
 
 
+@strawberry.type(description="A chained event that changed what was in force.")
+class HistoryChange:
+    seq: BigInt | None = strawberry.field(description="Access-log seq; null for a grant's expiry.")
+    ts: str
+    description: str
+
+
+@strawberry.type(description="One right a subject held at the time asked, and what gave it.")
+class RightAsOf:
+    product: str
+    action: str
+    rule: str | None
+    source: str | None = strawberry.field(
+        description="policy.csv:LINE, access request #N or policies/rules.py"
+    )
+    masked_columns: list[str]
+    row_filter: RowFilterInfo | None
+    changed_by: HistoryChange | None = strawberry.field(
+        description="The newest change at or before `at` after which this decision was what it was "
+        "(null: so since the first recorded policy)."
+    )
+
+
+@strawberry.type(description="What a subject could do at a time, rebuilt from the access log.")
+class RightsAsOf:
+    subject: str
+    at: dt.datetime
+    policy_version: str
+    policy_loaded_at: str
+    policy_seq: BigInt
+    grants: list[int] = strawberry.field(description="Access requests in force then.")
+    rights: list[RightAsOf]
+
+
+def _rights_as_of(
+    ctx: RequestContext, entries: list[CatalogEntry], subject: str, at: dt.datetime
+) -> RightsAsOf:
+    """Blocking (reads the log): run in a worker thread."""
+    history = History(ctx.access_log, ctx.access_log.engine)
+    state = history.at(at)
+    rights = []
+    for entry in entries:
+        snapshot = ctx.catalog.snapshot_as_of(entry.spec.name, at)
+        spec = snapshot.spec if snapshot is not None else entry.spec
+        for action in ACTIONS:
+            decision, change = history.decide(subject, spec, action, at)
+            if not decision.allowed:
+                continue
+            rf = decision.row_filter
+            rights.append(
+                RightAsOf(
+                    product=spec.name,
+                    action=action,
+                    rule=decision.rule,
+                    source=decision.source,
+                    masked_columns=sorted(decision.masks),
+                    row_filter=RowFilterInfo(column=rf.column, values=list(rf.values)) if rf else None,
+                    changed_by=HistoryChange(
+                        seq=change.seq or None, ts=change.ts, description=change.description
+                    )
+                    if change
+                    else None,
+                )
+            )
+    policy = state.policy
+    return RightsAsOf(
+        subject=subject,
+        at=at,
+        policy_version=policy.version or "",
+        policy_loaded_at=policy.ts,
+        policy_seq=policy.seq,
+        grants=list(state.grants),
+        rights=rights,
+    )
+
+
 @strawberry.type
 class AuditQuery:
     @strawberry.field(
@@ -169,6 +249,32 @@ class AuditQuery:
         touch.rows = len(rows)
         ctx.touch(touch)
         return _readers([r for r in rows if r["action"] in ("read", "export")])
+
+    @strawberry.field(
+        description="What `subject` could do at `at` on the products you may audit: the policy the "
+        "gateway had loaded then and the grants in force then, from the access log."
+    )
+    async def rights_as_of(self, info: strawberry.Info, subject: str, at: dt.datetime) -> RightsAsOf | None:
+        ctx: RequestContext = info.context
+        ctx.cacheable = False
+        touch = Touch(product=None, action="audit", decision=None)
+        try:
+            if at.tzinfo is None:
+                raise bad_input("`at` needs a time zone (e.g. 2026-11-01T00:00:00Z).")
+            entries = [e for e in ctx.state.entries.values() if ctx.decide(e, "audit").allowed]
+            if not entries:
+                raise forbidden("You hold the audit right on no product.")
+            try:
+                result = await anyio.to_thread.run_sync(_rights_as_of, ctx, entries, subject, at)
+            except HistoryError as exc:
+                raise bad_input(str(exc)) from exc
+        except Exception as exc:
+            touch.error_code = getattr(exc, "code", "INTERNAL_SERVER_ERROR")
+            ctx.touch(touch)
+            raise
+        touch.rows = len(result.rights)
+        ctx.touch(touch)
+        return result
 
     @strawberry.field(description="Access-log records you may audit, oldest first.")
     async def access_log(

@@ -210,7 +210,7 @@ async def _prepare(
         path=str(Path(snap.path).resolve()),
         columns=columns,
         masks=served.masks,
-        row_filter=decision.row_filter,
+        row_filter=touch.row_filter,
         where=where_from_json(request.query_params.get("where"), entry),
         limit=limit,
     )

@@ -21,7 +21,9 @@ from gateway.errors import NOT_AVAILABLE, UNAVAILABLE, GovernedError, bad_input,
 from gateway.integrity import ensure_intact
 from gateway.naming import camel
 from gateway.query import Cursor, PageQuery
+from policies.asof import decide_as_of
 from policies.decision import Decision
+from policies.history import HistoryError
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
@@ -139,10 +141,29 @@ async def serve_snapshot(
     snap = await snapshot_for(ctx, entry, cursor, as_of)
     touch.snapshot_id = snap.id
     await ensure_intact(ctx, snap)
+    if as_of is not None and decision is not None:  # rights in force then apply too, if stricter
+        decision = touch.decision = await _as_of(ctx, snap, decision, as_of)
     served = served_columns(ctx, entry, snap, decision)
     touch.masks = served.masks
     touch.row_filter = decision.row_filter if decision is not None else None
     return snap, served
+
+
+async def _as_of(ctx: RequestContext, snap: Snapshot, decision: Decision, at: datetime) -> Decision:
+    """Today's decision (`read` or `export`) combined with the one in force at `at` (for the product
+    as published in the snapshot read); `extensions.governance.<product>.asOf` says what was applied."""
+    try:
+        combined, note = await anyio.to_thread.run_sync(
+            decide_as_of, ctx.access_log, ctx.subject, snap.spec, decision.action, decision, at
+        )
+    except HistoryError as exc:  # the log cannot be trusted about then: no answer
+        raise GovernedError(
+            f"The rights in force at `asOf` cannot be established: {exc}", UNAVAILABLE
+        ) from exc
+    ctx.governance.setdefault(snap.spec.name, {"snapshotIds": []})["asOf"] = note
+    if not combined.allowed:
+        raise forbidden(combined.reason)
+    return combined
 
 
 def record_failure(ctx: RequestContext, touch: Touch, exc: Exception) -> None:

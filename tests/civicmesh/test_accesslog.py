@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from civicmesh.accesslog import AccessLog, AccessLogUnavailable, AccessRecord
+from civicmesh.audit.signing import Signer
 from civicmesh.store import dispose_all, get_engine
 
 
@@ -137,21 +138,18 @@ def test_record_never_holds_values(db: str) -> None:
     assert row["columns_masked"] == '{"requester_name":"hash"}'
 
 
-def test_truncation_is_detected_by_signed_checkpoints(db: str) -> None:
-    log = AccessLog(get_engine(db), checkpoint_key="k", checkpoint_interval=5).ensure_schema()
-    for i in range(12):
-        log.append([_record(i)])
-    assert [c["seq"] for c in log.checkpoints()] == [5, 10]
+def test_each_commit_is_sealed_and_a_forged_seal_is_caught(db: str) -> None:
+    log = AccessLog(get_engine(db), signer=Signer.generate()).ensure_schema()
+    log.append([_record(1), _record(2)])
+    log.append([_record(3)])
+    assert {seq: first for seq, (first, _) in log.seals().items()} == {2: 1, 3: 3}
     assert log.verify() is None
-    with _sqlite(db) as raw:
-        raw.execute("DELETE FROM access_log WHERE seq >= 8")  # a valid, shorter chain remains
-    assert AccessLog(get_engine(db)).verify() is None  # without the key truncation is invisible
-    assert log.verify() == 8
-
-
-def test_forged_checkpoint_is_detected(db: str) -> None:
-    log = AccessLog(get_engine(db), checkpoint_key="k", checkpoint_interval=3).ensure_schema()
-    log.append([_record(i) for i in range(4)])
-    with _sqlite(db) as raw:
-        raw.execute("UPDATE access_log_checkpoints SET seq = 2 WHERE seq = 4")
+    with _sqlite(db) as raw:  # move record 3 into the first commit's seal
+        raw.execute("UPDATE access_log_seals SET first_seq = 2 WHERE seq = 3")
     assert log.verify() == 2
+
+
+def test_without_a_key_only_the_chain_is_checked(db: str) -> None:
+    log = AccessLog(get_engine(db)).ensure_schema()
+    log.append([_record(i) for i in range(3)])
+    assert log.seals() == {} and log.verify() is None

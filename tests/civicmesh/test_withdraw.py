@@ -50,7 +50,7 @@ def catalog(engine) -> Catalog:
 
 @pytest.fixture
 def log(engine) -> AccessLog:
-    return AccessLog(engine, checkpoint_key="k" * 32).ensure_schema()
+    return AccessLog(engine).ensure_schema()
 
 
 def _written(tmp_path: Path, contact: str) -> WrittenSnapshot:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from policy_specs import DEMO_PRODUCTS
 
+from civicmesh.accesslog import AccessLog
 from civicmesh.products import ProductSpec
 from civicmesh.settings import REPO_ROOT, Settings
 from civicmesh.store import dispose_all, get_engine
@@ -45,8 +46,14 @@ def policy_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def make_engine(policy_dir: Path, settings: Settings) -> Callable[..., PolicyEngine]:
+    """Engines as a serving gateway makes them: loads, refusals and expiries go to the access log
+    (unsigned here: the signing itself is tested in tests/civicmesh)."""
+
     def make(**kwargs: object) -> PolicyEngine:
-        return PolicyEngine(policy_dir, get_engine(settings.metadata_url), **kwargs)  # type: ignore[arg-type]
+        metadata = get_engine(settings.metadata_url)
+        kwargs.setdefault("audit_log", AccessLog(metadata).ensure_schema())
+        kwargs.setdefault("serving", True)
+        return PolicyEngine(policy_dir, metadata, **kwargs)  # type: ignore[arg-type]
 
     return make
 
@@ -55,3 +62,22 @@ def make_engine(policy_dir: Path, settings: Settings) -> Callable[..., PolicyEng
 def shipped_engine() -> PolicyEngine:
     """The shipped policy files, no runtime grants (read-only tests share it)."""
     return PolicyEngine.from_dir(POLICIES)
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, policy_dir: Path) -> Settings:
+    """A home for the CLI and the gateway (CIVICMESH_HOME), serving `policy_dir`, with the audit
+    set-up at its defaults (signing key under secrets/, public key and sink under audit/)."""
+    monkeypatch.setenv("CIVICMESH_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("CIVICMESH_POLICIES_DIR", str(policy_dir))
+    for name in (
+        "METADATA_URL",
+        "AUDIT_SINK",
+        "AUDIT_SIGNING_KEY_FILE",
+        "AUDIT_PUBLIC_KEY_FILE",
+        "AUDIT_KEY",
+    ):
+        monkeypatch.delenv(f"CIVICMESH_{name}", raising=False)
+    settings = Settings.from_env()
+    settings.ensure_dirs()
+    return settings

@@ -30,7 +30,12 @@ def append(policy_dir: Path, *lines: str) -> None:
 def test_prefix_product_name_does_not_match(
     policy_dir: Path, make_engine: Callable[..., PolicyEngine]
 ) -> None:
-    append(policy_dir, "p, analyst, sales, sales.orders, read", "g, bob, analyst, sales")
+    append(
+        policy_dir,
+        "p, analyst, sales, sales.orders, read",
+        "g, bob, analyst, sales",
+        "g, frank, owner, sales",
+    )
     engine = make_engine()
     assert engine.decide("bob", ORDERS, "read").allowed
     assert not engine.decide("bob", ORDERS_PII, "read").allowed

@@ -155,6 +155,7 @@ def test_cli_diff_of_two_policy_files(
     argv = ["policy", "diff", str(policy_dir / "policy.csv"), str(new), "--manifest", str(cli_env)]
     code, out, _ = run(capsys, *argv)
     assert code == 0
+    assert out.startswith("+ policy.csv: g, mallory, analyst, finance\n")  # the line, then the rights
     assert "+ mallory    read      finance.vendor_payments" in out
     assert "1 right(s) gained" not in out  # discover, read and export are gained
     code, _, _ = run(capsys, *argv, "--exit-code")

@@ -1,0 +1,177 @@
+"""When checkpoints are written (count, interval, shutdown), by several writers into one chain, and
+how a log written before Ed25519 signing is sealed (or refused)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import itertools
+import json
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import BigInteger, Column, MetaData, String, Table, insert
+
+from civicmesh.accesslog import AccessLog, AccessLogUnavailable, AccessRecord
+from civicmesh.audit.checkpoints import Checkpoint
+from civicmesh.audit.sealing import Sealer, SealRefused, open_log
+from civicmesh.settings import Settings
+from civicmesh.store import dispose_all, get_engine
+
+
+def _record(i: int) -> AccessRecord:
+    return AccessRecord(request_id=f"r{i}", action="read", status=200, subject="bob", rows=i)
+
+
+def _sink(settings: Settings) -> list[Checkpoint]:
+    path = Path(settings.audit_sink)
+    return (
+        [Checkpoint.from_dict(json.loads(line)) for line in path.read_text().splitlines()]
+        if path.exists()
+        else []
+    )
+
+
+def _until(condition: object, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def test_checkpoints_at_the_count_the_interval_and_shutdown(settings: Settings) -> None:
+    log = open_log(settings)
+    sealer = Sealer(log, every=10, interval_s=3600).start()
+    try:
+        for i in range(9):
+            log.append([_record(i)])
+        time.sleep(0.2)
+        assert _sink(settings) == []  # 9 records: below the count
+        log.append([_record(9)])  # the 10th wakes the sealer
+        _until(lambda: len(log.checkpoints()) == 1)  # in the sink, then copied into the store
+        for i in range(10, 20):
+            log.append([_record(i)])
+        _until(lambda: [c["seq"] for c in log.checkpoints()] == [10, 20])
+        assert [cp.reason for cp in _sink(settings)] == ["count", "count"]
+        for i in range(20, 25):
+            log.append([_record(i)])  # 5 more: below the count
+    finally:
+        sealer.close()
+    last = _sink(settings)[-1]
+    assert (last.reason, last.seq) == ("shutdown", 25)
+    assert log.verify_report().unsealed == 0
+
+    sealer = Sealer(log, every=1000, interval_s=0.05).start()
+    try:
+        log.append([_record(26)])
+        _until(lambda: _sink(settings)[-1].seq == 26)
+        assert _sink(settings)[-1].reason == "interval"
+    finally:
+        sealer.close()
+    assert _sink(settings)[-1].seq == 26  # nothing new at shutdown: no empty checkpoint
+    chain = _sink(settings)
+    assert [cp.index for cp in chain] == list(range(1, len(chain) + 1))
+    assert all(b.prev == a.digest() and b.first_seq == a.seq + 1 for a, b in itertools.pairwise(chain))
+
+
+def test_two_writers_seal_one_chain(settings: Settings) -> None:
+    """Two processes (here: two logs with their own sealers) share the store and the sink."""
+    logs = [open_log(settings), open_log(settings)]
+    sealers = [Sealer(log, every=7) for log in logs]
+
+    def work(n: int) -> None:
+        for i in range(40):
+            logs[n].append([_record(i)])
+            if i % 5 == 0:
+                sealers[n].checkpoint("count")
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    sealers[0].checkpoint("shutdown")
+    chain = _sink(settings)
+    assert [cp.index for cp in chain] == list(range(1, len(chain) + 1)) and chain[-1].seq == 80
+    check = logs[0].verify_report()
+    assert check.ok and check.sealed == 80 and check.checkpoints == len(chain), check.findings
+
+
+def test_a_crash_between_sink_and_store_is_repaired(settings: Settings) -> None:
+    log = open_log(settings)
+    sealer = Sealer(log, every=5)
+    for i in range(5):
+        log.append([_record(i)])
+    sealer.checkpoint("count")
+    with sqlite3.connect(settings.metadata_url.removeprefix("sqlite:///")) as raw:
+        raw.execute("DELETE FROM audit_checkpoints")  # as if the process died after delivering
+    assert log.verify_report().problem == "checkpoint deleted"
+    log.append([_record(6)])
+    sealer.checkpoint("count")
+    assert [c["idx"] for c in log.checkpoints()] == [1, 2]
+    assert log.verify_report().ok
+
+
+def test_a_sink_that_lost_checkpoints_stops_sealing(settings: Settings) -> None:
+    log = open_log(settings)
+    sealer = Sealer(log)
+    log.append([_record(1)])
+    sealer.checkpoint("count")
+    Path(settings.audit_sink).unlink()  # replaced by an empty sink
+    log.append([_record(2)])
+    with pytest.raises(SealRefused, match="truncated or replaced"):
+        sealer.checkpoint("count")
+    assert not Path(settings.audit_sink).exists()
+
+
+# -- migration from HMAC checkpoints ------------------------------------------------------------------
+
+
+def _legacy_log(settings: Settings, key: str, n: int = 120) -> None:
+    """A log as the HMAC version wrote it: unsigned records, an HMAC checkpoint every 100."""
+    engine = get_engine(settings.metadata_url)
+    log = AccessLog(engine).ensure_schema()
+    for i in range(n):
+        log.append([_record(i)])
+    table = Table(
+        "access_log_checkpoints",
+        MetaData(),
+        Column("seq", BigInteger, primary_key=True),
+        Column("hash", String(64)),
+        Column("ts", String(40)),
+        Column("signature", String(64)),
+    )
+    table.create(engine)
+    row = next(r for r in log.rows() if r["seq"] == 100)
+    ts = "2026-11-01T00:00:00.000000Z"
+    signature = hmac.new(key.encode(), f"100|{row['hash']}|{ts}".encode(), hashlib.sha256).hexdigest()
+    with engine.begin() as conn:
+        conn.execute(insert(table).values(seq=100, hash=row["hash"], ts=ts, signature=signature))
+    dispose_all()
+
+
+def test_an_hmac_era_log_is_checked_then_sealed(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CIVICMESH_AUDIT_KEY", "old-hmac-key")
+    _legacy_log(settings, "old-hmac-key")
+    log = open_log(settings)
+    chain = _sink(settings)
+    assert [(cp.reason, cp.first_seq, cp.seq) for cp in chain] == [("migration", 1, 120)]
+    log.append([_record(121)])
+    check = log.verify_report()
+    assert check.ok and check.sealed == 120 and check.unsealed == 1
+    open_log(settings)  # a second start: nothing to migrate again
+    assert len(_sink(settings)) == 1
+
+
+def test_a_tampered_hmac_era_log_is_not_sealed(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CIVICMESH_AUDIT_KEY", "old-hmac-key")
+    _legacy_log(settings, "old-hmac-key")
+    with sqlite3.connect(settings.metadata_url.removeprefix("sqlite:///")) as raw:
+        raw.execute("DELETE FROM access_log WHERE seq > 100")  # a valid shorter chain...
+        raw.execute("DELETE FROM access_log WHERE seq = 100")  # ...that the HMAC checkpoint names
+    with pytest.raises(AccessLogUnavailable, match="first bad seq 100: truncated"):
+        open_log(settings)
+    assert _sink(settings) == []
