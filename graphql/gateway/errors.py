@@ -22,10 +22,19 @@ NOT_AVAILABLE = "No such product is available to you."
 MASKED_MESSAGE = "Internal error."
 
 
+# The HTTP status of a request refused as a whole with this code (a GraphQL field error is 200).
+HTTP_STATUS = {UNAUTHENTICATED: 401, FORBIDDEN: 403, BAD_USER_INPUT: 400, LIMIT_EXCEEDED: 400}
+HTTP_STATUS.update({UNAVAILABLE: 503, INTERNAL: 500})
+
+
 class GovernedError(Exception):
-    def __init__(self, message: str, code: str, **extra: Any) -> None:
+    """A refusal whose message is safe to show. `status` is the HTTP status when it refuses a whole
+    request (default: by code, `HTTP_STATUS`)."""
+
+    def __init__(self, message: str, code: str, *, status: int | None = None, **extra: Any) -> None:
         super().__init__(message)
         self.code = code
+        self.status = status or HTTP_STATUS.get(code, 400)
         # graphql-core copies `extensions` of the original error into the located GraphQLError.
         self.extensions: dict[str, Any] = {"code": code, **extra}
 

@@ -12,6 +12,7 @@ import inspect
 import logging
 import types
 import weakref
+from dataclasses import dataclass
 from typing import Any, Optional
 
 import strawberry
@@ -159,7 +160,26 @@ def order_to_list(order_by: list[Any] | None, columns: list[ColumnSpec]) -> list
     return out
 
 
-def _product_fields(entry: CatalogEntry, row_types: list[str]) -> list[StrawberryField]:
+@dataclass(frozen=True)
+class ProductInputs:
+    """Where a product's rows field lives and how its `where`/`orderBy` arguments become a query:
+    the resolver and exports (`arguments.read_arguments`) both convert through this."""
+
+    department_type: str  # GraphQL type holding the field, e.g. PublicWorksDepartment
+    field_name: str  # e.g. serviceRequests
+    filterable: dict[str, str]
+    columns: list[ColumnSpec]
+
+    def where(self, where: Any) -> dict[str, Any] | None:
+        return where_to_dict(where, self.filterable) if where is not None else None
+
+    def order(self, order_by: list[Any] | None) -> list[tuple[str, str]]:
+        return order_to_list(order_by, self.columns)
+
+
+def _product_fields(
+    entry: CatalogEntry, row_types: list[str], inputs: dict[str, ProductInputs]
+) -> list[StrawberryField]:
     spec = entry.spec
     columns = _columns(spec)
     if not columns:
@@ -184,6 +204,8 @@ def _product_fields(entry: CatalogEntry, row_types: list[str]) -> list[Strawberr
     order_type = _order_type(prefix, columns)
     column_by_field = {camel(c.name): c.name for c in columns}
     name = spec.name
+    read = ProductInputs(f"{pascal(spec.department)}Department", camel(spec.product), filterable, columns)
+    inputs[name] = read
 
     async def resolve(
         root: Any,
@@ -200,8 +222,8 @@ def _product_fields(entry: CatalogEntry, row_types: list[str]) -> list[Strawberr
             ctx,
             current,
             wanted_from(info, column_by_field),
-            where_to_dict(where, filterable) if where is not None else None,
-            order_to_list(order_by, columns),
+            read.where(where),
+            read.order(order_by),
             first,
             after,
             as_of,
@@ -248,6 +270,7 @@ class GatewaySchema(strawberry.Schema):
     request to the schema of the products its caller may discover (`visibility.CallerSchemas`)."""
 
     callers: CallerSchemas | None = None
+    product_inputs: dict[str, ProductInputs]  # product name -> its rows field's arguments
 
     def process_errors(self, errors: list[Any], execution_context: Any = None) -> None:
         # Governed errors and invalid queries are the caller's business, not the operator's: only
@@ -330,9 +353,10 @@ def _default_resolver(obj: Any, name: str) -> Any:
 def _build_one(state: CatalogState, demo_mode: bool) -> GatewaySchema:
     by_department: dict[str, list[StrawberryField]] = {}
     row_types: list[str] = []
+    inputs: dict[str, ProductInputs] = {}
     for entry in sorted(state.entries.values(), key=lambda e: e.spec.name):
         try:
-            fields = _product_fields(entry, row_types)
+            fields = _product_fields(entry, row_types, inputs)
         except Exception:  # one broken spec must not take the whole gateway down
             log.exception("product %s not served: schema generation failed", entry.spec.name)
             continue
@@ -365,6 +389,7 @@ def _build_one(state: CatalogState, demo_mode: bool) -> GatewaySchema:
         config=StrawberryConfig(disable_field_suggestions=True, default_resolver=_default_resolver),
     )
     _fast_row_fields(schema, row_types)
+    schema.product_inputs = inputs
     return schema
 
 
