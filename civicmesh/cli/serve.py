@@ -36,6 +36,8 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000, workers
 
     import uvicorn
 
+    from gateway.serving import uvicorn_options
+
     # Worker processes re-read settings from the environment: pass the home and mode along.
     os.environ["CIVICMESH_HOME"] = str(settings.home)
     os.environ["CIVICMESH_METADATA_URL"] = settings.metadata_url
@@ -52,6 +54,7 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000, workers
         workers=workers if workers > 1 else None,
         log_level="info",
         access_log=False,  # every request is already in the hash-chained access log
+        **uvicorn_options(),  # header-read, keep-alive and head-size limits (gateway/serving.py)
     )
     return 0
 

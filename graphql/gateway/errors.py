@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from gateway.limits import LIMIT_MESSAGES
 from graphql import GraphQLError
 
 UNAUTHENTICATED = "UNAUTHENTICATED"
@@ -39,6 +40,11 @@ class GovernedError(Exception):
         self.extensions: dict[str, Any] = {"code": code, **extra}
 
 
+def internal(request_id: str) -> GovernedError:
+    """An unexpected failure: its details go to the server log under `request_id`, never out."""
+    return GovernedError(f"Internal error; it was logged as request {request_id}.", INTERNAL)
+
+
 def forbidden(message: str) -> GovernedError:
     return GovernedError(message, FORBIDDEN)
 
@@ -64,7 +70,7 @@ def should_mask(error: GraphQLError) -> bool:
 
 
 _LIMIT_MARKERS = (
-    "fields with fragments expanded",
+    *LIMIT_MESSAGES,
     "exceeds maximum operation depth",
     "aliases found. allowed",
     "tokens. parsing aborted",

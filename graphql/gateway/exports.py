@@ -10,6 +10,7 @@ from the request pipeline (`pipeline.py`).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ import pyarrow as pa
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
+from gateway import errors
 from gateway.arguments import read_arguments
 from gateway.context import RequestContext, Touch
 from gateway.duck import DuckPool
@@ -27,6 +29,8 @@ from gateway.export_formats import encoder
 from gateway.pipeline import request_context
 from gateway.query import PageQuery
 from gateway.reads import snapshot_for
+
+log = logging.getLogger(__name__)
 
 MEDIA_TYPES = {"csv": "text/csv", "json": "application/x-ndjson", "parquet": "application/vnd.apache.parquet"}
 PARAMETERS = ("where", "orderBy", "limit", "asOf")
@@ -43,7 +47,10 @@ async def handle_export(request: Request) -> Response:
         if fmt not in MEDIA_TYPES:
             raise bad_input(f"Unknown export format {fmt!r}; use one of {sorted(MEDIA_TYPES)}.")
         sql, params, columns = await _prepare(ctx, request, name, touch)
-    except GovernedError as exc:
+    except Exception as exc:  # governed refusals; and a damaged snapshot or a bug, logged here
+        if not isinstance(exc, GovernedError):
+            log.exception("export of %s failed (request %s)", name, ctx.request_id)
+            exc = errors.internal(ctx.request_id)
         touch.error_code = exc.code
         failed = await ctx.recorder.finish_export(ctx, touch, exc.status, fmt, str(exc))
         assert failed is not None

@@ -4,13 +4,15 @@ An ASGI middleware around each governed endpoint (`governed(endpoint, ...)` in `
 handler authenticates, reads a body or writes a refusal record itself. In order:
 
 1. a request id (sent back as `X-Request-Id`) and the client address;
-2. the method (405), then the body: size (413), arrival time (408), encoding and JSON nesting
-   (400), all checked on the raw bytes before any parser sees them (`http_body`);
+2. the method (405);
 3. the bearer token, verified once per `auth.TokenCache` entry, whose subject must be in the staff
-   directory: 401 `UNAUTHENTICATED` otherwise (a valid signature for a stranger is no identity);
-4. the handler, with a `RequestContext` in the scope (`request_context(request)`): identity, the
+   directory: 401 `UNAUTHENTICATED` otherwise (a valid signature for a stranger is no identity),
+   before a byte of the body is read;
+4. the body: size (413), arrival time (408), encoding and JSON nesting (400), all checked on the
+   raw bytes before any parser sees them (`http_body`);
+5. the handler, with a `RequestContext` in the scope (`request_context(request)`): identity, the
    catalog state of this request, the services, and the request-wide access-log fields;
-5. what the handler raises: a `GovernedError` answers with its status and code; anything else is
+6. what the handler raises: a `GovernedError` answers with its status and code; anything else is
    HTTP 500 `INTERNAL_SERVER_ERROR` carrying the request id, logged here with its traceback, its
    message never shown.
 
@@ -111,9 +113,7 @@ class RequestPipeline:
             await self._refuse(services, scope, receive, sent, fields, started, exc, ctx)
         except Exception:
             log.exception("request %s failed", fields["request_id"])
-            error = GovernedError(
-                f"Internal error; it was logged as request {fields['request_id']}.", errors.INTERNAL
-            )
+            error = errors.internal(fields["request_id"])
             await self._refuse(services, scope, receive, sent, fields, started, error, ctx)
 
     async def _admit(
@@ -124,12 +124,11 @@ class RequestPipeline:
         fields: dict[str, Any],
         started: float,
     ) -> tuple[RequestContext, Receive]:
-        """Steps 2-3: the checked body and the authenticated context; raises GovernedError."""
+        """Steps 2-4: the authenticated context with the checked body; raises GovernedError."""
         if request.method not in self.methods:
             allowed = ", ".join(sorted(self.methods))
             message = f"Method {request.method} is not allowed here; use {allowed}."
             raise GovernedError(message, errors.BAD_USER_INPUT, status=405)
-        body = await http_body.read_body(receive, request.headers.get("content-length"), self.max_body)
         try:
             principal = services.tokens.authenticate(services.settings, request.headers.get("authorization"))
         except AuthError as exc:
@@ -138,6 +137,7 @@ class RequestPipeline:
         if services.policy.user(principal.subject) is None:
             raise GovernedError(UNKNOWN_SUBJECT, errors.UNAUTHENTICATED)
         fields["roles"] = [f"{r}@{d}" for r, d in services.policy.roles(principal.subject)]
+        body = await http_body.read_body(receive, request.headers.get("content-length"), self.max_body)
         payload = http_body.parse_json(body) if self.json_body and body else None
         await services.refresh()
         ctx = services.context(principal, fields, started)

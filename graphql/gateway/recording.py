@@ -71,7 +71,9 @@ class Recorder:
             return error_response(503, errors.UNAVAILABLE, LOG_DOWN)
         if error is not None:
             code = touch.error_code or errors.BAD_USER_INPUT
-            return error_response(status, code, error)
+            return error_response(
+                status, code, error, None, ctx.request_id if code == errors.INTERNAL else None
+            )
         return None
 
     async def finish(

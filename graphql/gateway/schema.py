@@ -17,13 +17,10 @@ from typing import Any, Optional
 
 import strawberry
 from strawberry.extensions import (
-    AddValidationRules,
     MaskErrors,
     MaxAliasesLimiter,
     MaxTokensLimiter,
-    ParserCache,
     QueryDepthLimiter,
-    ValidationCache,
 )
 from strawberry.extensions.disable_introspection import DisableIntrospection
 from strawberry.schema.config import StrawberryConfig
@@ -40,7 +37,7 @@ from gateway.catalog_fields import CatalogQuery
 from gateway.context import CatalogState, RequestContext
 from gateway.errors import MASKED_MESSAGE, bad_input, should_mask
 from gateway.fastrows import execution_context_for
-from gateway.limits import max_fields_rule
+from gateway.limits import MAX_TOKENS, CheapLimits
 from gateway.lineage_fields import LineageQuery
 from gateway.naming import camel, pascal, valid
 from gateway.query import BIGINT, BOOL, DATE, DATETIME, FLOAT, INT, OPERATORS, STRING, type_kind
@@ -51,7 +48,6 @@ log = logging.getLogger(__name__)
 
 MAX_DEPTH = 10
 MAX_ALIASES = 30
-MAX_TOKENS = 2000
 
 _SCALARS: dict[str, tuple[Any, Any]] = {  # kind -> (output type, filter input)
     STRING: (str, t.StringFilter),
@@ -371,12 +367,10 @@ def _build_one(state: CatalogState, demo_mode: bool) -> GatewaySchema:
     bases = (CatalogQuery, AuditQuery, LineageQuery, AccessRequestQuery)
     query = strawberry.type(types.new_class("Query", bases, {}, lambda ns: ns.update(namespace)))
     extensions: list[Any] = [
-        ParserCache(maxsize=512),
-        ValidationCache(maxsize=512),
+        CheapLimits(),  # parses and validates (cached, off the event loop) after cheap checks
         MaxTokensLimiter(max_token_count=MAX_TOKENS),
         QueryDepthLimiter(max_depth=MAX_DEPTH),
         MaxAliasesLimiter(max_alias_count=MAX_ALIASES),
-        AddValidationRules([max_fields_rule()]),
         MaskErrors(should_mask_error=should_mask, error_message=MASKED_MESSAGE),
     ]
     if not demo_mode:
