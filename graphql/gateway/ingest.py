@@ -38,7 +38,8 @@ def _record(
         **ctx.log_fields,
         action=ACTION,
         status=status,
-        decision="none" if decision is None else ("allow" if decision.allowed else "deny"),
+        # a refused event is a denial whichever check refused it (the right, or what it states)
+        decision="deny" if status == 403 else ("allow" if status == 201 else "none"),
         rule=decision.rule if decision else None,
         policy_version=decision.policy_version if decision else None,
         reason=reason,

@@ -5,8 +5,9 @@ uvicorn closes an idle keep-alive connection after `timeout_keep_alive` seconds,
 response has been sent: a connection that never completes its request head (nothing sent, or a
 slow-loris client sending headers a byte at a time, each byte resetting nothing) was held forever
 (issue 11: 200 such connections stayed open). `HeaderTimeoutH11Protocol` arms a timer when a
-connection opens and after each response, and answers 408 and closes the connection if the next
-request head is not complete in time. h11 (not httptools) because it also bounds the size of an
+connection opens and when the first bytes of each later request head arrive (between requests
+uvicorn's keep-alive timeout applies), and answers 408 and closes the connection if the head is
+not complete in time. h11 (not httptools) because it also bounds the size of an
 incomplete head (`h11_max_incomplete_event_size`). The body has its own deadline in the request
 pipeline (HTTP 408 with an access-log record, `http_body.BODY_TIMEOUT_S`); a connection dropped
 here never became a request, so it is logged by the server, not in the access log.
@@ -40,19 +41,18 @@ class HeaderTimeoutH11Protocol(H11Protocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self._head_timer: asyncio.TimerHandle | None = None
         super().connection_made(transport)
-        self._arm()
+        self._arm()  # nothing sent yet counts too
 
     def data_received(self, data: bytes) -> None:
-        super().data_received(data)
+        super().data_received(data)  # cancels the keep-alive timer: a new head has begun
         if self.conn.their_state is not h11.IDLE:
             self._disarm()  # the request head is complete
+        elif self._head_timer is None and not self.transport.is_closing():
+            self._arm()  # the first bytes of a head: it must be complete in time
 
     def on_response_complete(self) -> None:
+        self._disarm()  # until the next head begins, the keep-alive timeout watches the connection
         super().on_response_complete()
-        if self.transport.is_closing():
-            self._disarm()
-        elif self.conn.their_state is h11.IDLE:
-            self._arm()  # waiting for the next request head
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
