@@ -185,6 +185,8 @@ class Gateway:
         """`/graphql` behind the pipeline: the response cache, then Strawberry, then the record."""
         ctx = request_context(request)
         view = self.view
+        if view.schema is not ctx.schema:  # a publish swapped the schema since the context was built
+            view = GatewayView(ctx.schema, self.settings.demo_mode)
         if ctx.governance_off:
             return await self._handle_ungoverned(request, ctx, view)
         ctx.log_fields["operation_hash"] = _operation_hash(ctx.payload)

@@ -178,7 +178,7 @@ def refusal(document: DocumentNode) -> GraphQLError | None:
         walk = _Walk(fragments)
         walk.visit(operation.selection_set, 1, frozenset())
         if walk.spreads > MAX_SPREADS:
-            return GraphQLError(f"The operation spreads more than {MAX_SPREADS} {SPREADS_MESSAGE}.")
+            return GraphQLError(f"The operation has more than {MAX_SPREADS} {SPREADS_MESSAGE}.")
         if walk.cost > MAX_MERGE_COST:
             return GraphQLError(f"The operation {MERGE_MESSAGE} (cost over {MAX_MERGE_COST}).")
     return None

@@ -271,9 +271,12 @@ class GatewaySchema(strawberry.Schema):
     def process_errors(self, errors: list[Any], execution_context: Any = None) -> None:
         # Governed errors and invalid queries are the caller's business, not the operator's: only
         # internal failures are logged (with their traceback), and only here, never to the caller.
+        request_id = getattr(getattr(execution_context, "context", None), "request_id", None)
         for error in errors:
             if should_mask(error):
-                log.error("internal error in a resolver", exc_info=error.original_error)
+                log.error(
+                    "internal error in a resolver (request %s)", request_id, exc_info=error.original_error
+                )
 
     async def execute(  # type: ignore[override]
         self,
