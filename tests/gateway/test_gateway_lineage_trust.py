@@ -244,3 +244,30 @@ def test_server_paths_are_shown_only_to_who_audits_the_product(trust_server: Ser
         }
     carol = _lineage(srv, "carol", AIR, "UPSTREAM")
     assert LANDING in _names(carol) and HOME in json.dumps(carol)
+
+
+@pytest.mark.parametrize("user", ["mallory", "airflow"])
+def test_posting_guessed_names_tells_nothing_about_what_exists(trust_server: Server, user: str) -> None:
+    """Issue 11: posting guessed job names and watching which came back redacted told a no-role user
+    which hidden products exist. Now a guess that exists (hr.salaries) and one that does not
+    (hr.nobody) get the same answer, whoever posts them and however they are named."""
+    for make in (
+        lambda name: _event("civicmesh", f"publish.{name}", [_product(AIR)], [_product(name)]),
+        lambda name: _event("city-etl", f"publish.{name}", [_product(AIR)], [_product(name)]),
+        lambda name: _event(
+            "city-etl", f"dbt.{name}", [_product(AIR), _product(name)], [_dataset("file", "/x")]
+        ),
+    ):
+        answers = []
+        for name in (HR, "hr.nobody"):
+            response = _post(trust_server, user, make(name))
+            body = response.json()
+            answers.append(
+                (response.status_code, sorted(body), json.dumps(body.get("errors")).replace(name, "?"))
+            )
+        assert answers[0] == answers[1], answers
+    # what the graph then shows a no-role user: both guesses alike (an external job is named as sent)
+    nodes = {n["name"]: n for n in _lineage(trust_server, "mallory", AIR, "DOWNSTREAM")["nodes"]}
+    if user == "airflow":
+        shown = (nodes[f"dbt.{HR}"], nodes["dbt.hr.nobody"])
+        assert [(n["kind"], n["redacted"]) for n in shown] == [("job", False), ("job", False)]
