@@ -19,6 +19,8 @@ SCHEMA_BASE = "https://civicmesh.invalid/lineage/"
 
 ACCESS_FACET = "civicmesh_access"
 PRODUCT_FACET = "civicmesh_product"
+INGEST_FACET = "civicmesh_ingest"
+RESERVED_PREFIX = "civicmesh_"  # facet keys only civicmesh writes; an external event may not carry them
 
 
 @attr.define
@@ -58,3 +60,17 @@ class ProductDatasetFacet(DatasetFacet):
     @staticmethod
     def _get_schema() -> str:
         return SCHEMA_BASE + "civicmesh_facets.json#/$defs/ProductDatasetFacet"
+
+
+@attr.define
+class IngestRunFacet(RunFacet):
+    """Set by civicmesh on an event it received from another producer (`POST /api/v1/lineage`):
+    who submitted it, and that it is external, so it never stands in for what civicmesh recorded."""
+
+    submittedBy: str
+    receivedAt: str
+    external: bool = attr.field(default=True)
+
+    @staticmethod
+    def _get_schema() -> str:
+        return SCHEMA_BASE + "civicmesh_facets.json#/$defs/IngestRunFacet"

@@ -4,6 +4,12 @@ Built from COMPLETE events only (a failed or denied run moved no data). A job's 
 latest completed run, so a model whose refs changed stops pointing at its old inputs; consumer jobs
 (reads, exports) accumulate, because a caller that read a product once has consumed it.
 Column lineage comes from `columnLineage` facets and is kept per (dataset, column).
+
+What civicmesh recorded always wins over what another producer sent (`receiver.is_external`): an
+external event in civicmesh's job namespace is ignored; it cannot name a civicmesh product or a
+dataset a civicmesh job writes (`owned`) as its output, nor set classifications; and when a civicmesh
+job later writes a dataset an external job claimed, the external claim is dropped. The receiver
+refuses such events in the first place; the graph holds the rule for any event already stored.
 """
 
 from __future__ import annotations
@@ -13,10 +19,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from lineage.naming import dataset_uri
+from lineage.facets import INGEST_FACET, PRODUCT_FACET
+from lineage.naming import JOB_NAMESPACE, dataset_uri
+from lineage.receiver import PRODUCT_SCHEME, is_external
 
 DATASET, JOB = "dataset", "job"
 ACCUMULATING_JOB_TYPES = {"READ", "EXPORT"}
+CONSUMER_PREFIX = "consumer."  # naming.consumer_job: one job per caller that read or exported
 
 
 @dataclass(frozen=True, order=True)
@@ -72,6 +81,8 @@ class LineageGraph:
     column_inputs: dict[tuple[Node, str], set[tuple[Node, str]]] = field(
         default_factory=lambda: defaultdict(set)
     )
+    owned: set[Node] = field(default_factory=set)  # datasets civicmesh's own jobs write
+    external_jobs: set[Node] = field(default_factory=set)
 
     @classmethod
     def from_events(cls, events: Iterable[dict[str, Any]]) -> LineageGraph:
@@ -85,9 +96,17 @@ class LineageGraph:
             return
         job_data = event["job"]
         job = Node(JOB, job_data["namespace"], job_data["name"])
+        external = is_external(event)
+        if external and job.namespace == JOB_NAMESPACE:
+            return  # only civicmesh records civicmesh's jobs
         job_type = ((job_data.get("facets") or {}).get("jobType") or {}).get("jobType")
         ins = {Node(DATASET, d["namespace"], d["name"]) for d in event.get("inputs") or ()}
         outs = {Node(DATASET, d["namespace"], d["name"]) for d in event.get("outputs") or ()}
+        if external:
+            outs = {o for o in outs if not self.is_owned(o)}
+            self.external_jobs.add(job)
+        else:
+            self._claim(outs)
         if job_type in ACCUMULATING_JOB_TYPES:
             self.inputs[job] |= ins
             self.outputs[job] |= outs
@@ -98,12 +117,37 @@ class LineageGraph:
             "lastRun": event["run"]["runId"],
             "lastTime": event["eventTime"],
         }
+        if external:
+            facet = event["run"]["facets"][INGEST_FACET]
+            self.info[job].update(external=True, submittedBy=facet.get("submittedBy"))
         for data in event.get("outputs") or ():
-            self._dataset_info(data)
+            if Node(DATASET, data["namespace"], data["name"]) in outs:
+                self._dataset_info(data, external)
         for data in event.get("inputs") or ():
             self.info.setdefault(Node(DATASET, data["namespace"], data["name"]), {})
 
-    def _dataset_info(self, data: dict[str, Any]) -> None:
+    def is_reader(self, node: Node) -> bool:
+        """True for a civicmesh consumer job: one caller's reads or exports (a reader identity)."""
+        if node.kind != JOB or node.namespace != JOB_NAMESPACE:
+            return False
+        job_type = self.info.get(node, {}).get("jobType")
+        return node.name.startswith(CONSUMER_PREFIX) or job_type in ACCUMULATING_JOB_TYPES
+
+    def is_owned(self, node: Node) -> bool:
+        """True for a dataset only civicmesh may state the lineage of: a product, or one its jobs write."""
+        return node.namespace.startswith(PRODUCT_SCHEME) or node in self.owned
+
+    def _claim(self, outputs: set[Node]) -> None:
+        """civicmesh writes `outputs`: no external job keeps them as its outputs any longer."""
+        new = outputs - self.owned
+        if not new:
+            return
+        self.owned |= new
+        for job in self.external_jobs:
+            if self.outputs.get(job, set()) & new:
+                self.outputs[job] -= new
+
+    def _dataset_info(self, data: dict[str, Any], external: bool = False) -> None:
         node = Node(DATASET, data["namespace"], data["name"])
         facets = data.get("facets") or {}
         info = self.info.setdefault(node, {})
@@ -111,8 +155,8 @@ class LineageGraph:
             info["version"] = facets["version"].get("datasetVersion")
         if "schema" in facets:
             info["columns"] = [f["name"] for f in facets["schema"].get("fields") or ()]
-        if "civicmesh_product" in facets:
-            info["classification"] = facets["civicmesh_product"].get("classification")
+        if PRODUCT_FACET in facets and not external:
+            info["classification"] = facets[PRODUCT_FACET].get("classification")
         lineage = (facets.get("columnLineage") or {}).get("fields") or {}
         for column in [key for key in self.column_inputs if key[0] == node]:
             del self.column_inputs[column]  # the latest write of a dataset states its column lineage

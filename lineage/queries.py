@@ -1,7 +1,9 @@
 """Audit questions answered from the stored events: runs and their status, dataset versions, consumers.
 
-These read the outbox's indexed columns first (job name, run id) and parse only the events that
-match, so they stay cheap as the history grows.
+These read the outbox's indexed columns first (job namespace and name, run id) and parse only the
+events that match, so they stay cheap as the history grows. They answer from what civicmesh recorded:
+jobs in civicmesh's own namespace, never an event received from another producer
+(`receiver.is_external`), so no external event can make someone look like a reader.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from sqlalchemy import select
 
 from lineage import naming
 from lineage.outbox import Outbox, outbox_table
+from lineage.receiver import is_external
 
 TERMINAL = ("COMPLETE", "FAIL", "ABORT")
 
@@ -43,9 +46,15 @@ class Consumption:
 
 
 def _rows(outbox: Outbox, *where: Any) -> list[Any]:
-    query = select(outbox_table.c.event_json).where(*where).order_by(outbox_table.c.seq)
+    """civicmesh's own events matching `where`, in append order."""
+    query = (
+        select(outbox_table.c.event_json)
+        .where(outbox_table.c.job_namespace == naming.JOB_NAMESPACE, *where)
+        .order_by(outbox_table.c.seq)
+    )
     with outbox.engine.connect() as conn:
-        return [json.loads(r.event_json) for r in conn.execute(query)]
+        events = (json.loads(r.event_json) for r in conn.execute(query))
+        return [e for e in events if not is_external(e)]
 
 
 def runs(outbox: Outbox, job: str, limit: int = 50) -> list[RunSummary]:

@@ -1,26 +1,44 @@
 """Accepting OpenLineage events from other producers in the city (`POST /api/v1/lineage`).
 
-The HTTP route, its authentication and body-size limit belong to the gateway; this module is the
-part that does not depend on a web framework: check that a body is one OpenLineage RunEvent a
-lineage graph can use, then store it in the outbox like civicmesh's own events (so it is durable,
-forwarded to the configured backends and visible in `civicmesh lineage show`).
+Lineage ingest is a privilege: the gateway lets through only a caller holding `produce_lineage` on
+the event's job namespace (a policy line), with the body bounded in size and nesting before it was
+parsed. This module holds the rules any external event must keep, whoever sends it, and does not
+depend on a web framework:
+
+- it is one RunEvent a lineage graph can use (envelope fields and sizes: `check_event`);
+- it writes nowhere civicmesh owns (`protect`): not civicmesh's job namespace (`civicmesh`), no
+  output that is a civicmesh product (`civicmesh://...`) or a dataset a civicmesh job writes (the
+  gateway's graph answers `owned`); a governed product's lineage is what civicmesh recorded;
+- it carries no `civicmesh_*` facet: those state access decisions, subjects and classifications;
+- it is stored marked external with its submitter (`civicmesh_ingest` run facet, `mark`), so the
+  graph never lets it stand in for an edge civicmesh recorded (`lineage.graph`).
 """
 
 from __future__ import annotations
 
-import json
+import copy
 import uuid
-from datetime import datetime
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from typing import Any
 
-from lineage.recorder import LineageRecorder
+from lineage.facets import INGEST_FACET, PRODUCER, RESERVED_PREFIX, IngestRunFacet
+from lineage.naming import JOB_NAMESPACE
+from lineage.runs import plain
 
 MAX_EVENT_BYTES = 1 << 20  # 1 MiB: generous for one event with column lineage, bounded for a server
 EVENT_TYPES = {"START", "RUNNING", "COMPLETE", "ABORT", "FAIL", "OTHER"}
+PRODUCT_SCHEME = "civicmesh:"  # product datasets: civicmesh://<site>/<department>.<product>
+
+Owned = Callable[[str, str], bool]  # (dataset namespace, name) -> written by a civicmesh job
 
 
 class InvalidEvent(ValueError):
     """The body is not an acceptable RunEvent; the message is safe to return to the sender (HTTP 400)."""
+
+
+class ForbiddenEvent(InvalidEvent):
+    """A well-formed event that writes where no external producer may (HTTP 403)."""
 
 
 def _text(value: Any, where: str, limit: int = 1000) -> str:
@@ -41,14 +59,8 @@ def _datasets(value: Any, where: str) -> None:
         _text(dataset.get("name"), f"{where}[{index}].name")
 
 
-def parse_event(body: bytes | str) -> dict[str, Any]:
-    """Decode and check one RunEvent (the envelope fields the spec requires and the graph relies on)."""
-    if len(body) > MAX_EVENT_BYTES:
-        raise InvalidEvent(f"event larger than {MAX_EVENT_BYTES} bytes")
-    try:
-        event = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidEvent(f"body is not JSON: {exc}") from None
+def check_event(event: Any) -> dict[str, Any]:
+    """Check one decoded RunEvent: the envelope fields the spec requires and the graph relies on."""
     if not isinstance(event, dict):
         raise InvalidEvent("body must be one JSON object (a RunEvent)")
     if "run" not in event or "job" not in event:
@@ -72,14 +84,60 @@ def parse_event(body: bytes | str) -> dict[str, Any]:
         uuid.UUID(str(run.get("runId")))
     except ValueError:
         raise InvalidEvent("run.runId must be a UUID") from None
-    _text(job.get("namespace"), "job.namespace")
-    _text(job.get("name"), "job.name")
+    _text(job.get("namespace"), "job.namespace", 200)
+    _text(job.get("name"), "job.name", 500)
+    for where in ("run", "job"):
+        if not isinstance(event[where].get("facets") or {}, dict):
+            raise InvalidEvent(f"{where}.facets must be an object")
     _datasets(event.get("inputs"), "inputs")
     _datasets(event.get("outputs"), "outputs")
     return event
 
 
-def accept(recorder: LineageRecorder, body: bytes | str) -> str:
-    """Validate and durably store one external event; returns its outbox uid (for the 201 response)."""
-    (uid,) = recorder.record([parse_event(body)])
-    return uid
+def _facet_maps(event: dict[str, Any]) -> Iterator[tuple[str, Any]]:
+    yield "run.facets", event["run"].get("facets")
+    yield "job.facets", event["job"].get("facets")
+    for side in ("inputs", "outputs"):
+        for index, dataset in enumerate(event.get(side) or ()):
+            for key in ("facets", "inputFacets", "outputFacets"):
+                yield f"{side}[{index}].{key}", dataset.get(key)
+
+
+def protect(event: dict[str, Any], owned: Owned) -> None:
+    """Refuse (ForbiddenEvent) an event that would write where only civicmesh writes."""
+    if event["job"]["namespace"] == JOB_NAMESPACE:
+        raise ForbiddenEvent(f"job namespace {JOB_NAMESPACE!r} is civicmesh's own; use your own namespace")
+    for index, dataset in enumerate(event.get("outputs") or ()):
+        namespace, name = dataset["namespace"], dataset["name"]
+        if namespace.startswith(PRODUCT_SCHEME) or owned(namespace, name):
+            raise ForbiddenEvent(
+                f"outputs[{index}] is written by civicmesh; an external event may not state its lineage"
+            )
+    for where, facets in _facet_maps(event):
+        if isinstance(facets, dict) and any(str(k).startswith(RESERVED_PREFIX) for k in facets):
+            raise ForbiddenEvent(f"{where}: facets named {RESERVED_PREFIX}* are civicmesh's own")
+
+
+def mark(event: dict[str, Any], submitter: str, now: datetime | None = None) -> dict[str, Any]:
+    """A copy of `event` carrying the `civicmesh_ingest` run facet: submitter, time, external."""
+    received = (now or datetime.now(UTC)).isoformat()
+    facet = IngestRunFacet(submittedBy=submitter, receivedAt=received, external=True, producer=PRODUCER)
+    marked = copy.deepcopy(event)
+    facets = dict(marked["run"].get("facets") or {})
+    facets[INGEST_FACET] = plain(facet)
+    marked["run"]["facets"] = facets
+    return marked
+
+
+def is_external(event: dict[str, Any]) -> bool:
+    """True for an event civicmesh received rather than recorded (see `mark`)."""
+    facets = (event.get("run") or {}).get("facets") or {}
+    return isinstance(facets, dict) and bool((facets.get(INGEST_FACET) or {}).get("external"))
+
+
+def accept(event: Any, submitter: str, owned: Owned) -> dict[str, Any]:
+    """The checked, protected and marked event, ready for the outbox; raises InvalidEvent
+    (ForbiddenEvent when it writes where civicmesh writes)."""
+    checked = check_event(event)
+    protect(checked, owned)
+    return mark(checked, submitter)

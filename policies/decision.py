@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+# Actions on one data product (the object of a decision is `<department>.<product>`).
 ACTIONS = ("discover", "read", "read_pii", "export", "lineage", "audit", "grant")
+# Rights over the mesh itself, granted only in the `global` domain; the object is named per action:
+# `produce_lineage` = write OpenLineage events from outside (POST /api/v1/lineage) under a job namespace.
+SYSTEM_ACTIONS = ("produce_lineage",)
+POLICY_ACTIONS = (*ACTIONS, *SYSTEM_ACTIONS)  # what a policy line may grant
 
 
 @dataclass(frozen=True)
@@ -22,7 +27,7 @@ class RowFilter:
 class Decision:
     allowed: bool
     subject: str
-    product: str
+    product: str  # the object: a product name, or for a SYSTEM_ACTIONS decision its namespace
     action: str
     rule: str | None  # the policy line (or built-in rule id) that decided; None for default deny
     reason: str  # one human sentence, safe to show the caller

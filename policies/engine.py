@@ -32,7 +32,7 @@ from civicmesh.products import CLASSIFICATIONS, ProductSpec
 from civicmesh.settings import Settings
 from policies import grants as grants_mod
 from policies import versions
-from policies.decision import ACTIONS, Decision
+from policies.decision import ACTIONS, SYSTEM_ACTIONS, Decision
 from policies.directory import Directory, User, parse_directory
 from policies.lint import MODEL_FILE, POLICY_FILE, USERS_FILE, lint_texts, owned_departments
 from policies.names import GLOBAL_DOMAIN, PolicyError, is_name
@@ -448,6 +448,46 @@ class PolicyEngine:
                 state.cache.clear()
             state.cache[key] = cached
         return cached
+
+    def decide_system(self, subject: str, action: str, obj: str) -> Decision:
+        """The decision for `subject` holding a right over the mesh itself (`SYSTEM_ACTIONS`):
+        `produce_lineage` on `obj` = the OpenLineage job namespace its events are written under.
+
+        Only policy lines in the `global` domain grant these (`p, ROLE, global, NAMESPACE, action`,
+        or `*`/`**` for any namespace); no built-in rule does. Default deny; a subject that is not
+        in the directory is denied. Cached per policy version like `decide`."""
+        self._maybe_refresh()
+        state = self._state
+        key = ("system", subject, action, obj)
+        cached = state.cache.get(key) if all(isinstance(k, str) for k in key) else None
+        if cached is None:
+            cached = self._decide_system(state, subject, action, obj)
+            if isinstance(subject, str) and isinstance(obj, str):
+                if len(state.cache) >= MAX_CACHED:
+                    state.cache.clear()
+                state.cache[key] = cached
+        return cached
+
+    def _decide_system(self, state: _State, subject: Any, action: Any, obj: Any) -> Decision:
+        if action not in SYSTEM_ACTIONS:
+            return self._deny(state, subject, obj, action, f"unknown system action {action!r}")
+        if not isinstance(obj, str) or not obj or len(obj) > 200:
+            return self._deny(state, subject, obj, action, f"invalid object {obj!r}")
+        user = state.directory.users.get(subject) if isinstance(subject, str) else None
+        if user is None or not is_name(subject):
+            return self._deny(state, subject, obj, action, f"unknown subject {subject!r}")
+        policy = state.enforcer.model.model["p"]["p"].policy
+        with _CASBIN_LOCK, fast_policy_filter(policy, GLOBAL_DOMAIN, action):
+            ok, rule = state.enforcer.enforce_ex(user.name, GLOBAL_DOMAIN, obj, action, "")
+        if not ok:
+            return self._deny(
+                state, subject, obj, action, f"no rule allows {user.name} to {action} in {obj!r}"
+            )
+        text, where = state.rule_source.get(tuple(rule), ("p, " + ", ".join(rule), "?"))
+        sub = rule[0]
+        holder = "is granted" if sub == user.name else f"holds role {sub}, which may"
+        reason = f"{user.name} {holder} {action} in {obj!r} by policy"
+        return Decision(True, user.name, obj, action, text, reason, state.version, source=where)
 
     def _casbin(self, state: _State, subject: str, product: ProductSpec, action: str) -> tuple[str, ...]:
         """The matching p line (product domain first, then the global domain), or ()."""

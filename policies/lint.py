@@ -14,6 +14,7 @@ from collections.abc import Collection, Iterable
 from pathlib import Path
 
 from civicmesh.products import ProductSpec
+from policies.decision import SYSTEM_ACTIONS
 from policies.directory import Directory, parse_directory
 from policies.names import GLOBAL_DOMAIN, OBJECT_TOKENS, PolicyError
 from policies.policyfile import Problem, Rule, parse_policy
@@ -57,8 +58,14 @@ def lint_rules(
         if products is not None and domain != GLOBAL_DOMAIN and domain not in departments:
             problems.append(Problem(rule.where, "unknown-domain", f"no product has department {domain!r}"))
         if rule.ptype == "p":
-            sub, _, obj, _ = rule.fields
-            if obj not in OBJECT_TOKENS and products is not None and obj not in names:
+            sub, _, obj, act = rule.fields
+            objects_are_products = act not in SYSTEM_ACTIONS  # else a namespace, not a product
+            if (
+                objects_are_products
+                and obj not in OBJECT_TOKENS
+                and products is not None
+                and obj not in names
+            ):
                 problems.append(Problem(rule.where, "unknown-product", f"no product named {obj!r}"))
             if directory is not None and sub not in directory.roles and sub not in directory.users:
                 problems.append(

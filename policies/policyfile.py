@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from policies.decision import ACTIONS
+from policies.decision import POLICY_ACTIONS, SYSTEM_ACTIONS
 from policies.names import GLOBAL_DOMAIN, OBJECT_TOKENS, is_name
 
 
@@ -78,8 +78,18 @@ def parse_policy(text: str, source: str = "policy.csv") -> tuple[list[Rule], lis
             continue
         if ptype == "p":
             _, dom, obj, act = fields
-            if act not in ACTIONS:
-                problems.append(Problem(where, "unknown-action", f"{act!r} is not one of {ACTIONS}"))
+            if act not in POLICY_ACTIONS:
+                problems.append(Problem(where, "unknown-action", f"{act!r} is not one of {POLICY_ACTIONS}"))
+                continue
+            if act in SYSTEM_ACTIONS:
+                if dom != GLOBAL_DOMAIN:
+                    problems.append(
+                        Problem(
+                            where, "system-action", f"{act!r} is granted in domain {GLOBAL_DOMAIN!r} only"
+                        )
+                    )
+                    continue
+                rules.append(Rule(ptype, fields, source, number))
                 continue
             if obj not in OBJECT_TOKENS and dom != GLOBAL_DOMAIN and not obj.startswith(f"{dom}."):
                 problems.append(

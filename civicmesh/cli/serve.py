@@ -37,6 +37,7 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000, workers
     import uvicorn
 
     from civicmesh.audit.signing import load_signer
+    from gateway.serving import uvicorn_options
 
     # Worker processes re-read settings from the environment: pass the home and mode along.
     os.environ["CIVICMESH_HOME"] = str(settings.home)
@@ -54,6 +55,7 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000, workers
         workers=workers if workers > 1 else None,
         log_level="info",
         access_log=False,  # every request is already in the hash-chained access log
+        **uvicorn_options(),  # header-read, keep-alive and head-size limits (gateway/serving.py)
     )
     return 0
 

@@ -16,7 +16,10 @@ gateway adds only identity and logging:
   check interval, 2 s by default), so the grant takes effect for reads right away;
 - a request for a product the caller may not discover gets exactly the answer a request for a
   product that does not exist gets (both are recorded as pending for the department's owners), so
-  requesting reveals nothing about what exists.
+  requesting reveals nothing about what exists;
+- deciding or revoking a request the caller may not know of (not its requester, not an owner of its
+  department, not an auditor) is answered exactly as for a request that does not exist: no
+  department, state or requester leaks to a stranger.
 """
 
 from __future__ import annotations
@@ -148,6 +151,7 @@ def _transact(ctx: RequestContext, step: Callable[[AccessRequests], AccessReques
 
 # -- errors and records ----------------------------------------------------------------------------
 
+NO_SUCH_REQUEST = "No such access request."
 # PolicyError messages from policies.grants that mean "not you" rather than "bad input".
 _FORBIDDEN_MARKERS = ("not an owner", "by its requester", "may not revoke", "unknown user")
 
@@ -157,7 +161,7 @@ def _governed(exc: PolicyError) -> GovernedError:
     if any(marker in message for marker in _FORBIDDEN_MARKERS):
         return GovernedError(message, FORBIDDEN)
     if message.startswith("no access request #"):
-        return GovernedError("No such access request.", BAD_USER_INPUT)
+        return GovernedError(NO_SUCH_REQUEST, BAD_USER_INPUT)
     return GovernedError(message, BAD_USER_INPUT)
 
 
@@ -309,7 +313,7 @@ class AccessMutation:
         return await _run(
             ctx,
             "approve",
-            await _product_of(ctx, id),
+            await _known_product(ctx, "approve", id),
             lambda store: store.approve(id, approver, note),
             lambda r: (
                 f"policies/grants.py: owner of {r.department}, not the requester",
@@ -325,15 +329,16 @@ class AccessMutation:
     ) -> AccessRequestInfo | None:
         ctx: RequestContext = info.context
         approver = ctx.subject
+        product = await _known_product(ctx, "reject", id)
         if not reason.strip():
             ctx.cacheable = False
             error = bad_input("A rejection needs a reason.")
-            _refused(ctx, "reject", await _product_of(ctx, id), error)
+            _refused(ctx, "reject", product, error)
             raise error
         return await _run(
             ctx,
             "reject",
-            await _product_of(ctx, id),
+            product,
             lambda store: store.reject(id, approver, reason.strip()),
             lambda r: (
                 f"policies/grants.py: owner of {r.department}, not the requester",
@@ -353,7 +358,7 @@ class AccessMutation:
         return await _run(
             ctx,
             "revoke",
-            await _product_of(ctx, id),
+            await _known_product(ctx, "revoke", id),
             lambda store: store.revoke(id, actor, reason),
             lambda r: (
                 f"policies/grants.py: owner of {r.department} or the grantee",
@@ -363,17 +368,32 @@ class AccessMutation:
         )
 
 
-async def _product_of(ctx: RequestContext, request_id: int) -> str | None:
-    """The product of a request (for the log record of a refused step), or None if unknown."""
+def _may_know(ctx: RequestContext, request: AccessRequest) -> bool:
+    """Who may know a request exists: its requester, an owner of its department, an auditor (the
+    same people `accessRequests` lists it to)."""
+    departments, sees_all = _owned_departments(ctx)
+    return sees_all or request.subject == ctx.subject or request.department in departments
+
+
+async def _known_product(ctx: RequestContext, verb: str, request_id: int) -> str:
+    """The product of request `request_id` if the caller may know of it; to anyone else a request
+    that exists is refused exactly as one that does not (no department, state or requester leaks).
+    The refusal is recorded (with the real product, for auditors)."""
     store = _store(ctx)
 
-    def get() -> str | None:
+    def get() -> AccessRequest | None:
         try:
-            return store.get(request_id).product
+            return store.get(request_id)
         except PolicyError:
             return None
 
-    return await anyio.to_thread.run_sync(get)
+    found = await anyio.to_thread.run_sync(get)
+    if found is None or not _may_know(ctx, found):
+        ctx.cacheable = False
+        error = GovernedError(NO_SUCH_REQUEST, BAD_USER_INPUT)
+        _refused(ctx, verb, found.product if found else None, error)
+        raise error
+    return found.product
 
 
 __all__ = ["AccessMutation", "AccessRequestInfo", "AccessRequestQuery", "AccessRequestState"]

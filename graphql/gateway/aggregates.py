@@ -26,7 +26,7 @@ NUMERIC = {INT, BIGINT, FLOAT}
 
 @dataclass(frozen=True)
 class Metric:
-    key: str  # the response key (alias or field name) the value is returned under
+    key: tuple[str, str]  # response keys (alias or field name) of its `groups` field and its own
     kind: str  # one of METRICS
     column: str | None  # None for count(*)
 
@@ -71,11 +71,15 @@ class AggregateQuery(PageQuery):
 
 
 def metrics_from(info: Any, column_by_enum: dict[str, str]) -> list[Metric]:
-    """The metrics selected under `groups`, each with its response key and column argument."""
+    """The metrics selected under every `groups` selection of every selection of this field, each
+    keyed by both response keys: `a: groups { m: sum(...) } b: groups { m: avg(...) }` are two
+    metrics, and a field written twice merges its selections (GraphQL spec §5.3.2)."""
     metrics: list[Metric] = []
-    for name, sel in selected(info.selected_fields[0].selections):
+    selections = [item for field in info.selected_fields for item in selected(field.selections)]
+    for name, sel in selections:
         if name != "groups":
             continue
+        groups_key = sel.alias or name
         for sub, metric in selected(sel.selections):
             kind = GRAPHQL_METRICS.get(sub)
             if kind is None:
@@ -86,7 +90,7 @@ def metrics_from(info: Any, column_by_enum: dict[str, str]) -> list[Metric]:
                 column = None  # count(*): rows per group
             elif column is None:
                 raise bad_input(f"`{sub}` needs a `column`.")
-            metrics.append(Metric(key=metric.alias or sub, kind=kind, column=column))
+            metrics.append(Metric(key=(groups_key, metric.alias or sub), kind=kind, column=column))
     return list({m.key: m for m in metrics}.values())
 
 

@@ -32,7 +32,8 @@ class DateBucket(Enum):
 
 def _metric(name: str, graphql_name: str, result: Any, column_enum: Any | None) -> StrawberryField:
     def resolve(root: Any, info: strawberry.Info, column: Any = None) -> Any:
-        return root["metrics"].get(info.path.key)  # computed in SQL, keyed by alias
+        # Computed in SQL, keyed by (its `groups` response key, its own): path = groups key/index/key.
+        return root["metrics"].get((info.path.prev.prev.key, info.path.key))
 
     resolve.__name__ = name
     params = [

@@ -1,9 +1,10 @@
-"""The Starlette app: `/graphql` and `/exports/{product}.{fmt}` (authenticated, governed, logged),
-`/healthz` (liveness) and `/readyz` (readiness: see readiness.py).
+"""The Starlette app: `/graphql`, `/exports/{product}.{fmt}` and `/api/v1/lineage` (authenticated,
+governed, logged: each behind the one request pipeline, `pipeline.py`), `/healthz` (liveness) and
+`/readyz` (readiness: see readiness.py).
 
-Order of a request: size limit -> authentication -> execution (decisions, masks, row scope in
-resolvers) -> access-log commit -> response. If the log cannot be committed the response is
-replaced by HTTP 503 `UNAVAILABLE` with no data (fail closed).
+Order of a request: the pipeline (request id, body limits, authentication) -> execution (decisions,
+masks, row scope in resolvers) -> access-log commit -> response. If the log cannot be committed
+the response is replaced by HTTP 503 `UNAVAILABLE` with no data (fail closed).
 """
 
 from __future__ import annotations
@@ -13,12 +14,10 @@ import contextlib
 import gc
 import hashlib
 import hmac
-import json
 import logging
 import os
 import time
-import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import anyio.to_thread
@@ -26,7 +25,7 @@ from cross_web import HTTPException
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Mount, Route
+from starlette.routing import Mount, Route, request_response
 
 from civicmesh.accesslog import AccessLog
 from civicmesh.audit.sealing import Sealer, open_log
@@ -34,19 +33,21 @@ from civicmesh.catalog import Catalog
 from civicmesh.settings import Settings
 from civicmesh.store import get_engine
 from gateway import errors, ide
-from gateway.auth import AuthError, Principal, authenticate
+from gateway.auth import Principal, TokenCache
 from gateway.context import CatalogState, RequestContext, Touch
 from gateway.duck import DuckPool
+from gateway.errors import GovernedError
 from gateway.exports import handle_export
-from gateway.http_body import BodyTooLarge, read_body
 from gateway.ingest import handle_lineage_post
 from gateway.integrity import snapshots_check
 from gateway.lineage_fields import GraphCache
+from gateway.pipeline import Page, RequestPipeline, request_context
 from gateway.readiness import CheckResult, Readiness
 from gateway.recording import Recorder, error_response
 from gateway.responses import ResponseCache
 from gateway.schema import build_schema
 from gateway.view import CONTEXT_KEY, GatewayView
+from lineage.receiver import MAX_EVENT_BYTES
 from lineage.recorder import LineageRecorder
 from policies.engine import PolicyEngine
 from portal.app import create_portal_routes
@@ -81,32 +82,6 @@ def bench_governance_off(settings: Settings) -> bool:
         )
     log.warning("GOVERNANCE IS OFF (benchmark only): no decisions, masks, row scope, access log, lineage")
     return True
-
-
-class TokenCache:
-    """Verified bearer tokens for a short while, so a client's every request does not re-verify the
-    same signature. An entry lasts at most `ttl` seconds (a rotated JWKS takes effect within it)
-    and never past the token's own expiry; only tokens that verified are kept."""
-
-    def __init__(self, ttl: float = 60.0, max_entries: int = 10_000) -> None:
-        self.ttl = ttl
-        self.max_entries = max_entries
-        self._entries: dict[str, tuple[Principal, float]] = {}
-
-    def authenticate(self, settings: Settings, authorization: str | None) -> Principal:
-        now = time.time()
-        if authorization is not None:
-            hit = self._entries.get(authorization)
-            if hit is not None and hit[1] > now:
-                return hit[0]
-        principal = authenticate(settings, authorization)
-        assert authorization is not None  # authenticate() refuses a missing header
-        exp = principal.claims.get("exp")
-        until = min(now + self.ttl, float(exp) if isinstance(exp, int | float) else now)
-        if len(self._entries) >= self.max_entries:
-            self._entries.clear()
-        self._entries[authorization] = (principal, until)
-        return principal
 
 
 class Gateway:
@@ -193,65 +168,8 @@ class Gateway:
 
     # -- one request -----------------------------------------------------------------------------
 
-    async def handle(self, request: Request) -> Response:
-        started = time.perf_counter()
-        request_id = uuid.uuid4().hex
-        client = request.client.host if request.client else None
-        common: dict[str, Any] = {"request_id": request_id, "client": client}
-        if request.method == "GET" and self.settings.demo_mode and _wants_html(request):
-            return await self.view.run(request)  # the GraphiQL page: no data, no token needed
-        try:
-            body = await read_body(request, MAX_BODY_BYTES)
-        except BodyTooLarge:
-            return await self.recorder.reject(
-                common, started, 413, errors.LIMIT_EXCEEDED, "Request body too large."
-            )
-        common["operation_hash"] = _operation_hash(body)
-        try:
-            principal = self.tokens.authenticate(self.settings, request.headers.get("authorization"))
-        except AuthError as exc:
-            return await self.recorder.reject(common, started, 401, errors.UNAUTHENTICATED, str(exc))
-        await self.refresh()
-        state, view = self.state, self.view
-        if self.governance_off:
-            return await self._handle_ungoverned(request, principal, body, state, view, request_id, started)
-        common["subject"] = principal.subject
-        common["roles"] = [f"{r}@{d}" for r, d in self.policy.roles(principal.subject)]
-        key = ResponseCache.key(
-            state.version,
-            self.policy.version,
-            principal.subject,
-            request.headers.get("content-type", ""),
-            body,
-        )
-        hit = self.responses.get(key) if request.method == "POST" else None
-        if hit is not None and not self._still_decided(principal.subject, hit.touches):
-            hit = None
-        if hit is not None:
-            response = Response(hit.body, media_type="application/json")
-            return await self.recorder.finish(common, started, principal, response, list(hit.touches), None)
-        ctx = self._context(principal, state, request_id, client, started)
-        setattr(request.state, CONTEXT_KEY, ctx)
-        try:
-            response = await view.run(request, context=ctx)
-        except HTTPException as exc:  # malformed HTTP-level request (content type, JSON, method)
-            return await self.recorder.reject(
-                common, started, exc.status_code, errors.BAD_USER_INPUT, exc.reason
-            )
-        request_error = ctx.error_codes[0] if ctx.error_codes else None
-        if ctx.cacheable and ctx.touches and response.status_code == 200 and request_error is None:
-            self.responses.put(key, bytes(response.body), ctx.touches)
-        return await self.recorder.finish(common, started, principal, response, ctx.touches, request_error)
-
-    def _context(
-        self,
-        principal: Any,
-        state: CatalogState,
-        request_id: str,
-        client: str | None,
-        started: float,
-        governance_off: bool = False,
-    ) -> RequestContext:
+    def context(self, principal: Principal, fields: dict[str, Any], started: float) -> RequestContext:
+        """The context of one authenticated request (the pipeline builds it; see pipeline.py)."""
         return RequestContext(
             settings=self.settings,
             principal=principal,
@@ -260,31 +178,63 @@ class Gateway:
             catalog=self.catalog,
             access_log=self.access_log,
             lineage_graph=self.lineage_graph,
-            state=state,
-            request_id=request_id,
-            client=client,
+            state=self.state,
+            schema=self.view.schema,
+            request_id=fields["request_id"],
+            client=fields.get("client"),
             started=started,
-            governance_off=governance_off,
+            governance_off=self.governance_off,
+            recorder=self.recorder,
+            log_fields=fields,
         )
 
-    async def _handle_ungoverned(
-        self,
-        request: Request,
-        principal: Any,
-        body: bytes,
-        state: CatalogState,
-        view: GatewayView,
-        request_id: str,
-        started: float,
-    ) -> Response:
+    async def graphiql_page(self, request: Request) -> Response | None:
+        """The GraphiQL page (demo mode, a browser's GET): no data, no token needed."""
+        if request.method == "GET" and self.settings.demo_mode and _wants_html(request):
+            return await self.view.run(request)
+        return None
+
+    async def handle(self, request: Request) -> Response:
+        """`/graphql` behind the pipeline: the response cache, then Strawberry, then the record."""
+        ctx = request_context(request)
+        view = self.view
+        if view.schema is not ctx.schema:  # a publish swapped the schema since the context was built
+            view = GatewayView(ctx.schema, self.settings.demo_mode)
+        if ctx.governance_off:
+            return await self._handle_ungoverned(request, ctx, view)
+        ctx.log_fields["operation_hash"] = _operation_hash(ctx.payload)
+        key = ResponseCache.key(
+            ctx.state.version,
+            self.policy.version,
+            ctx.subject,
+            request.headers.get("content-type", ""),
+            ctx.body,
+        )
+        hit = self.responses.get(key)
+        if hit is not None and not self._still_decided(ctx.subject, hit.touches):
+            hit = None
+        if hit is not None:
+            response = Response(hit.body, media_type="application/json")
+            return await self.recorder.finish(ctx, response, list(hit.touches), None)
+        setattr(request.state, CONTEXT_KEY, ctx)
+        try:
+            response = await view.run(request, context=ctx)
+        except HTTPException as exc:  # malformed HTTP-level request (content type, JSON, method)
+            raise GovernedError(exc.reason, errors.BAD_USER_INPUT, status=exc.status_code) from None
+        request_error = ctx.error_codes[0] if ctx.error_codes else None
+        if ctx.cacheable and ctx.touches and response.status_code == 200 and request_error is None:
+            self.responses.put(key, bytes(response.body), ctx.touches)
+        return await self.recorder.finish(ctx, response, ctx.touches, request_error)
+
+    async def _handle_ungoverned(self, request: Request, ctx: RequestContext, view: GatewayView) -> Response:
         """The same request path minus governance (benchmark only, see `bench_governance_off`)."""
         key = ResponseCache.key(
-            state.version, "", principal.subject, request.headers.get("content-type", ""), body
+            ctx.state.version, "", ctx.subject, request.headers.get("content-type", ""), ctx.body
         )
-        hit = self.responses.get(key) if request.method == "POST" else None
+        hit = self.responses.get(key)
         if hit is not None:
             return Response(hit.body, media_type="application/json", headers=UNGOVERNED_HEADERS)
-        ctx = self._context(principal, state, request_id, None, started, governance_off=True)
+        ctx.recorded = True  # nothing is recorded with governance off, refusals included
         setattr(request.state, CONTEXT_KEY, ctx)
         try:
             response = await view.run(request, context=ctx)
@@ -320,15 +270,32 @@ def _wants_html(request: Request) -> bool:
     return "text/html" in request.headers.get("accept", "")
 
 
-def _operation_hash(body: bytes) -> str | None:
+def _operation_hash(payload: Any) -> str | None:
     """SHA-256 of the query text (never its variables, which may hold personal data)."""
-    try:
-        query = json.loads(body).get("query")
-    except (ValueError, AttributeError):
-        return None
+    query = payload.get("query") if isinstance(payload, dict) else None
     if not isinstance(query, str):
         return None
     return hashlib.sha256(" ".join(query.split()).encode()).hexdigest()
+
+
+def governed(
+    endpoint: Callable[[Request], Awaitable[Response]],
+    action: str,
+    methods: tuple[str, ...],
+    max_body: int = 0,
+    json_body: bool = False,
+    page: Page | None = None,
+) -> RequestPipeline:
+    """`endpoint` behind the request pipeline (an ASGI app, so the route itself checks no method:
+    the pipeline refuses others with 405 and a record)."""
+    return RequestPipeline(
+        request_response(endpoint),
+        action=action,
+        methods=methods,
+        max_body=max_body,
+        json_body=json_body,
+        page=page,
+    )
 
 
 def create_app(settings: Settings | None = None) -> Starlette:
@@ -349,11 +316,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
     async def graphql(request: Request) -> Response:
         return await request.app.state.gateway.handle(request)
 
-    async def export(request: Request) -> Response:
-        return await handle_export(request.app.state.gateway, request)
-
-    async def lineage_post(request: Request) -> Response:
-        return await handle_lineage_post(request.app.state.gateway, request)
+    async def graphiql_page(request: Request) -> Response | None:
+        return await request.app.state.gateway.graphiql_page(request)
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -365,9 +329,15 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     return Starlette(
         routes=[
-            Route("/graphql", graphql, methods=["GET", "POST"]),
-            Route("/exports/{target}", export, methods=["GET"]),
-            Route("/api/v1/lineage", lineage_post, methods=["POST"]),
+            Route(
+                "/graphql",
+                governed(graphql, "query", ("POST",), MAX_BODY_BYTES, json_body=True, page=graphiql_page),
+            ),
+            Route("/exports/{target}", governed(handle_export, "export", ("GET",))),
+            Route(
+                "/api/v1/lineage",
+                governed(handle_lineage_post, "lineage_ingest", ("POST",), MAX_EVENT_BYTES, json_body=True),
+            ),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             *([Mount(ide.STATIC_PATH, app=ide.static_app())] if settings.demo_mode else []),

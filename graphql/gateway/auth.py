@@ -127,4 +127,32 @@ def verify_token(settings: Settings, token: str) -> Principal:
 
 
 def authenticate(settings: Settings, authorization: str | None) -> Principal:
+    """The principal of an `Authorization: Bearer <jwt>` header; raises AuthError."""
     return verify_token(settings, bearer_token(authorization))
+
+
+class TokenCache:
+    """Verified bearer tokens for a short while, so a client's every request does not re-verify the
+    same signature. An entry lasts at most `ttl` seconds (a rotated JWKS takes effect within it)
+    and never past the token's own expiry; only tokens that verified are kept."""
+
+    def __init__(self, ttl: float = 60.0, max_entries: int = 10_000) -> None:
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self._entries: dict[str, tuple[Principal, float]] = {}
+
+    def authenticate(self, settings: Settings, authorization: str | None) -> Principal:
+        """As `authenticate`, answered from the cache while the entry lasts."""
+        now = time.time()
+        if authorization is not None:
+            hit = self._entries.get(authorization)
+            if hit is not None and hit[1] > now:
+                return hit[0]
+        principal = authenticate(settings, authorization)
+        assert authorization is not None  # authenticate() refuses a missing header
+        exp = principal.claims.get("exp")
+        until = min(now + self.ttl, float(exp) if isinstance(exp, int | float) else now)
+        if len(self._entries) >= self.max_entries:
+            self._entries.clear()
+        self._entries[authorization] = (principal, until)
+        return principal

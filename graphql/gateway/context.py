@@ -16,6 +16,7 @@ from gateway.duck import DuckPool
 from policies.decision import Decision, RowFilter
 
 if TYPE_CHECKING:
+    from gateway.recording import Recorder
     from policies.engine import PolicyEngine
 
 
@@ -46,6 +47,9 @@ class CatalogState:
 
 @dataclass
 class RequestContext:
+    """One authenticated request (GraphQL, export or lineage ingest), built by the request pipeline
+    (`pipeline.RequestPipeline`) and found in the ASGI scope (`pipeline.request_context`)."""
+
     settings: Settings
     principal: Principal
     policy: PolicyEngine
@@ -62,6 +66,13 @@ class RequestContext:
     cacheable: bool = True  # False once a field's value depends on the clock (e.g. freshness age)
     governance: dict[str, dict[str, Any]] = field(default_factory=dict)
     governance_off: bool = False  # benchmark only (app.bench_governance_off): no decisions or masks
+    recorder: Recorder | None = None
+    schema: Any = None  # the schema.GatewaySchema of `state` (exports coerce arguments with it)
+    # Request-wide access-log fields (request_id, client, subject, roles, ...), shared by its records.
+    log_fields: dict[str, Any] = field(default_factory=dict)
+    recorded: bool = False  # set once a record of this request was written (never write two)
+    payload: Any = None  # the JSON body, parsed by the pipeline after its checks (None: no body)
+    body: bytes = b""
 
     @property
     def subject(self) -> str:

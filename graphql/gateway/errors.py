@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from gateway.limits import LIMIT_MESSAGES
 from graphql import GraphQLError
 
 UNAUTHENTICATED = "UNAUTHENTICATED"
@@ -22,12 +23,26 @@ NOT_AVAILABLE = "No such product is available to you."
 MASKED_MESSAGE = "Internal error."
 
 
+# The HTTP status of a request refused as a whole with this code (a GraphQL field error is 200).
+HTTP_STATUS = {UNAUTHENTICATED: 401, FORBIDDEN: 403, BAD_USER_INPUT: 400, LIMIT_EXCEEDED: 400}
+HTTP_STATUS.update({UNAVAILABLE: 503, INTERNAL: 500})
+
+
 class GovernedError(Exception):
-    def __init__(self, message: str, code: str, **extra: Any) -> None:
+    """A refusal whose message is safe to show. `status` is the HTTP status when it refuses a whole
+    request (default: by code, `HTTP_STATUS`)."""
+
+    def __init__(self, message: str, code: str, *, status: int | None = None, **extra: Any) -> None:
         super().__init__(message)
         self.code = code
+        self.status = status or HTTP_STATUS.get(code, 400)
         # graphql-core copies `extensions` of the original error into the located GraphQLError.
         self.extensions: dict[str, Any] = {"code": code, **extra}
+
+
+def internal(request_id: str) -> GovernedError:
+    """An unexpected failure: its details go to the server log under `request_id`, never out."""
+    return GovernedError(f"Internal error; it was logged as request {request_id}.", INTERNAL)
 
 
 def forbidden(message: str) -> GovernedError:
@@ -55,7 +70,7 @@ def should_mask(error: GraphQLError) -> bool:
 
 
 _LIMIT_MARKERS = (
-    "fields with fragments expanded",
+    *LIMIT_MESSAGES,
     "exceeds maximum operation depth",
     "aliases found. allowed",
     "tokens. parsing aborted",

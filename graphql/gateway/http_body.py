@@ -1,24 +1,116 @@
-"""Reading a request body with a hard size limit (HTTP 413), before anything parses it."""
+"""A request body, bounded and checked before anything parses it.
+
+Size (HTTP 413), arrival time (HTTP 408), encoding and JSON nesting (HTTP 400) are checked on the
+raw bytes, so no parser ever sees a body that could exhaust it: Python's `json` recurses once per
+nesting level and raised `RecursionError` (HTTP 500) on 40 KB of `[` before this check existed.
+The body is read from the ASGI `receive` channel and handed on unchanged (`replay`), the way a
+Starlette middleware passes a consumed body to the app behind it.
+"""
 
 from __future__ import annotations
 
-from starlette.requests import Request
+import json
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import anyio
+
+from gateway import errors
+from gateway.errors import GovernedError
+
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+
+MAX_JSON_DEPTH = 64  # a GraphQL body with the deepest `where` (8 levels) nests ~25 levels
+BODY_TIMEOUT_S = 10.0
+
+# A JSON string, or an unterminated one up to the end: linear, never backtracks (an unmatched quote
+# swallows the rest, which is then no valid JSON anyway).
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*(?:"|\Z)', re.DOTALL)
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+_OPENING = frozenset(b"[{")
 
 
-class BodyTooLarge(Exception):
-    pass
+def _refuse(status: int, code: str, message: str) -> GovernedError:
+    return GovernedError(message, code, status=status)
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
+async def read_body(
+    receive: Receive, declared: str | None, limit: int, timeout: float = BODY_TIMEOUT_S
+) -> bytes:
+    """The whole body from `receive`, at most `limit` bytes, within `timeout` seconds.
+
+    `declared` is the Content-Length header (checked first: an oversized body is refused before a
+    byte of it is read). Raises GovernedError: 413 `LIMIT_EXCEEDED` when too large, 408
+    `LIMIT_EXCEEDED` when it does not arrive in time (a client trickling its body holds a
+    connection), 400 `BAD_USER_INPUT` when the client disconnects.
+    """
     if declared and declared.isdigit() and int(declared) > limit:
-        raise BodyTooLarge
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge
-        chunks.append(chunk)
-    body = b"".join(chunks)
-    request._body = body  # Starlette caches the body here; strawberry reads it again
-    return body
+        raise _refuse(413, errors.LIMIT_EXCEEDED, f"Request body larger than {limit} bytes.")
+    chunks: list[bytes] = []
+    size = 0
+    with anyio.move_on_after(timeout) as scope:
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise _refuse(400, errors.BAD_USER_INPUT, "The client disconnected before sending the body.")
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise _refuse(413, errors.LIMIT_EXCEEDED, f"Request body larger than {limit} bytes.")
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+    if scope.cancelled_caught:
+        raise _refuse(408, errors.LIMIT_EXCEEDED, f"The request body did not arrive within {timeout:g} s.")
+    return b"".join(chunks)
+
+
+def replay(body: bytes, receive: Receive) -> Receive:
+    """A `receive` that yields `body` once, then defers to the client's channel (disconnects)."""
+    sent = False
+
+    async def again() -> dict[str, Any]:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return again
+
+
+def too_deep(body: bytes, max_depth: int) -> bool:
+    """True if the JSON text nests arrays/objects deeper than `max_depth` (strings do not count).
+
+    One pass over the brackets outside strings; stops at the first level too deep."""
+    depth = 0
+    for byte in _STRING.sub(b"", body).translate(None, _NOT_BRACKETS):
+        if byte in _OPENING:
+            depth += 1
+            if depth > max_depth:
+                return True
+        else:
+            depth -= 1
+    return False
+
+
+def parse_json(body: bytes, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """The JSON value of a UTF-8 body (RFC 8259 §8.1), after the encoding and nesting checks.
+
+    Raises GovernedError, HTTP 400: `BAD_USER_INPUT` when not UTF-8 or not JSON, `LIMIT_EXCEEDED`
+    when nested more than `max_depth` levels (the message says which)."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _refuse(
+            400, errors.BAD_USER_INPUT, f"The body is not valid UTF-8 (byte {exc.start})."
+        ) from None
+    if too_deep(body, max_depth):
+        raise _refuse(
+            400, errors.LIMIT_EXCEEDED, f"The JSON body is nested more than {max_depth} levels deep."
+        )
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise _refuse(400, errors.BAD_USER_INPUT, f"The body is not valid JSON: {exc}.") from None

@@ -1,15 +1,47 @@
-"""A limit Strawberry does not ship: fields per operation with fragments expanded.
+"""Cheap refusal: limits on a GraphQL document that need no full validation, and parsing and
+validation off the event loop (the Strawberry extension `CheapLimits`, in place of Strawberry's
+`ParserCache` and `ValidationCache`).
 
-Token and depth limits bound the text and its nesting, but fragments can repeat the same fields
-many times over (`...A ...A` in B, `...B ...B` in C, ...), which costs validation and execution
-time out of proportion to the document's size.
+Measured before (issue 11): one 5 KB query repeating a field 1,800 times held the event loop about
+1.3 s in graphql-core's OverlappingFieldsCanBeMerged rule (pairwise in same-named fields), and a
+fragment fan-out (`...A ...A` in B, `...B ...B` in C, ...) took 0.4-1.2 s before the field limit
+refused it. Now, in order, each step bounded by the one before:
+
+1. on the text: at most MAX_NESTING levels of `{ [ (` (the parser recurses per level);
+2. while parsing (`_CountingParser`): at most MAX_TOKENS tokens (`MaxTokensLimiter`), at most
+   MAX_REPEATS copies of one response key and MAX_SPREADS fragment spreads written in one
+   selection set: the parse stops at the first excess;
+3. on the parsed document, one walk with fragments memoised (`refusal`): at most MAX_FIELDS fields
+   with fragments expanded, at most MAX_SPREADS distinct fragments spread at one level, and a
+   field-merging cost (what OverlappingFieldsCanBeMerged compares) within MAX_MERGE_COST;
+4. the full validation, every rule.
+
+Step 1 and the cache lookups run on the event loop; steps 2-4 run in a worker thread with its own
+small limiter, so a slow one shares the GIL with the event loop (a switch every 5 ms) instead of
+holding it. Documents and validation results are cached by document text (validation per schema).
+A refusal is an ordinary GraphQL error whose message carries one of LIMIT_MESSAGES (code
+LIMIT_EXCEEDED), recorded like any refused query.
 """
 
 from __future__ import annotations
 
+import re
+import threading
+import weakref
+from collections import Counter, OrderedDict
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
+import anyio
+import anyio.to_thread
+from graphql.error import GraphQLSyntaxError
+from graphql.language.parser import Parser
+from strawberry.extensions import SchemaExtension
+from strawberry.schema.schema import validate_document
+
 from graphql import (
+    DocumentNode,
     FieldNode,
     FragmentDefinitionNode,
     FragmentSpreadNode,
@@ -17,11 +49,96 @@ from graphql import (
     InlineFragmentNode,
     OperationDefinitionNode,
     SelectionSetNode,
-    ValidationRule,
 )
 
+MAX_TOKENS = 2000
+MAX_NESTING = 64  # brackets of any kind; a valid query within MAX_DEPTH nests far less
 MAX_FIELDS = 2000
-LIMIT_MESSAGE = "fields with fragments expanded, which is not allowed"
+MAX_SPREADS = 50  # fragment spreads (named or inline) written in one selection set
+MAX_REPEATS = 20  # copies of one response key written in one selection set
+MAX_MERGE_COST = 20_000  # a query naming each field once costs its number of fields
+WORKER_THREADS = 2  # parsing and validation of documents not seen before, at most this many at once
+PARSE_CACHE = 512  # parsed documents
+VALIDATION_CACHE = 512  # validated documents per schema
+
+NESTING_MESSAGE = "levels of nesting, which is not allowed"
+FIELDS_MESSAGE = "fields with fragments expanded, which is not allowed"
+SPREADS_MESSAGE = "fragment spreads in one selection set, which is not allowed"
+REPEATS_MESSAGE = "is written more often in one selection set than allowed"
+MERGE_MESSAGE = "repeats fields too often to be merged, which is not allowed"
+LIMIT_MESSAGES = (NESTING_MESSAGE, FIELDS_MESSAGE, SPREADS_MESSAGE, REPEATS_MESSAGE, MERGE_MESSAGE)
+
+# Strings, block strings and comments hold no structure (GraphQL spec §2.1.7, §2.9.4).
+_NOT_STRUCTURE = re.compile(r'"""(?:[^"\\]|\\.|"(?!""))*(?:"""|\Z)|"(?:[^"\\\n]|\\.)*(?:"|$)|#[^\n]*', re.M)
+_NOT_BRACKET = re.compile(r"[^{}\[\]()]+")
+_OPENING, _CLOSING = frozenset("{[("), frozenset("}])")
+
+
+def nesting(text: str, limit: int = MAX_NESTING) -> int:
+    """The deepest nesting of brackets in GraphQL text, counted up to `limit` + 1 (then it stops)."""
+    depth = deepest = 0
+    for char in _NOT_BRACKET.sub("", _NOT_STRUCTURE.sub("", text)):
+        if char in _OPENING:
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+                if deepest > limit:
+                    break
+        elif char in _CLOSING:
+            depth -= 1
+    return deepest
+
+
+@dataclass
+class _Walk:
+    """One pass over an operation with fragments expanded (only once the field count is bounded)."""
+
+    fragments: dict[str, FragmentDefinitionNode]
+    cost: int = 0
+    spreads: int = 0
+    keys: dict[str, Counter[str]] = field(default_factory=dict)  # fragment -> response keys at its top
+
+    def top_keys(self, selection_set: SelectionSetNode | None, seen: frozenset[str]) -> Counter[str]:
+        """Response keys at this level (through inline fragments and spreads), with their counts."""
+        counts: Counter[str] = Counter()
+        names: set[str] = set()
+        for selection in selection_set.selections if selection_set else ():
+            if isinstance(selection, FieldNode):
+                counts[(selection.alias or selection.name).value] += 1
+            elif isinstance(selection, InlineFragmentNode):
+                counts.update(self.top_keys(selection.selection_set, seen))
+            elif isinstance(selection, FragmentSpreadNode):
+                name = selection.name.value
+                names.add(name)
+                if name in self.fragments and name not in seen:
+                    if name not in self.keys:
+                        self.keys[name] = self.top_keys(self.fragments[name].selection_set, seen | {name})
+                    counts.update(self.keys[name])
+        self.spreads = max(self.spreads, len(names))
+        return counts
+
+    def fields(self, selection_set: SelectionSetNode | None, seen: frozenset[str]) -> Iterator[FieldNode]:
+        for selection in selection_set.selections if selection_set else ():
+            if isinstance(selection, FieldNode):
+                yield selection
+            elif isinstance(selection, InlineFragmentNode):
+                yield from self.fields(selection.selection_set, seen)
+            elif isinstance(selection, FragmentSpreadNode):
+                name = selection.name.value
+                if name in self.fragments and name not in seen:
+                    yield from self.fields(self.fragments[name].selection_set, seen | {name})
+
+    def visit(self, selection_set: SelectionSetNode | None, copies: int, seen: frozenset[str]) -> None:
+        """Add this set's merging cost: `copies` instances of it are compared pairwise, and each
+        same-named group of its fields pairwise again (OverlappingFieldsCanBeMerged)."""
+        counts = self.top_keys(selection_set, seen)
+        self.cost += copies * sum(c * c for c in counts.values())
+        if self.cost > MAX_MERGE_COST:
+            return
+        for node in self.fields(selection_set, seen):
+            if node.selection_set is not None:
+                key = (node.alias or node.name).value
+                self.visit(node.selection_set, copies * counts[key], seen)
 
 
 def _count(
@@ -49,17 +166,144 @@ def _count(
     return total
 
 
-def max_fields_rule(max_fields: int = MAX_FIELDS) -> type[ValidationRule]:
-    class MaxFieldsRule(ValidationRule):
-        def enter_operation_definition(self, node: OperationDefinitionNode, *_: Any) -> None:
-            document = self.context.document
-            fragments = {
-                d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)
-            }
-            count = _count(node.selection_set, fragments, {}, frozenset(), max_fields)
-            if count > max_fields:
-                self.report_error(
-                    GraphQLError(f"The operation selects more than {max_fields} {LIMIT_MESSAGE}.")
-                )
+def refusal(document: DocumentNode) -> GraphQLError | None:
+    """The first limit of step 2 the document breaks, or None. Linear in the document's size: the
+    field count is memoised per fragment, and the expanded walk runs only once it is bounded."""
+    fragments = {d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)}
+    for operation in document.definitions:
+        if not isinstance(operation, OperationDefinitionNode):
+            continue
+        if _count(operation.selection_set, fragments, {}, frozenset(), MAX_FIELDS) > MAX_FIELDS:
+            return GraphQLError(f"The operation selects more than {MAX_FIELDS} {FIELDS_MESSAGE}.")
+        walk = _Walk(fragments)
+        walk.visit(operation.selection_set, 1, frozenset())
+        if walk.spreads > MAX_SPREADS:
+            return GraphQLError(f"The operation has more than {MAX_SPREADS} {SPREADS_MESSAGE}.")
+        if walk.cost > MAX_MERGE_COST:
+            return GraphQLError(f"The operation {MERGE_MESSAGE} (cost over {MAX_MERGE_COST}).")
+    return None
 
-    return MaxFieldsRule
+
+class _Results:
+    """Bounded LRU caches keyed by document text: parsed documents, and validation results per
+    schema (weakly held: a replaced schema takes its results along). Thread-safe."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._lock = threading.Lock()
+        self._by_schema: weakref.WeakKeyDictionary[Any, OrderedDict[str, Any]] = weakref.WeakKeyDictionary()
+        self._shared: OrderedDict[str, Any] = OrderedDict()
+
+    def _table(self, schema: Any) -> OrderedDict[str, Any]:
+        if schema is None:
+            return self._shared
+        return self._by_schema.setdefault(schema, OrderedDict())
+
+    def get(self, schema: Any, text: str) -> Any | None:
+        with self._lock:
+            table = self._table(schema)
+            if text not in table:
+                return None
+            table.move_to_end(text)
+            return table[text]
+
+    def put(self, schema: Any, text: str, value: Any) -> None:
+        with self._lock:
+            table = self._table(schema)
+            table[text] = value
+            while len(table) > self.size:
+                table.popitem(last=False)
+
+
+_PARSED = _Results(PARSE_CACHE)
+_VALIDATED = _Results(VALIDATION_CACHE)
+_LIMITER: list[anyio.CapacityLimiter] = []  # created on first use, inside the event loop
+
+
+def parsed(text: str) -> DocumentNode | None:
+    """The document `CheapLimits` parsed from `text`, if it is still cached (never parses)."""
+    return _PARSED.get(None, text)
+
+
+async def _in_thread(function: Any, *args: Any) -> Any:
+    """`function(*args)` in a worker thread of the validation limiter (not the default pool, which
+    DuckDB queries use: hostile documents queue here, never in front of reads)."""
+    if not _LIMITER:
+        _LIMITER.append(anyio.CapacityLimiter(WORKER_THREADS))
+    return await anyio.to_thread.run_sync(function, *args, limiter=_LIMITER[0])
+
+
+class _CountingParser(Parser):
+    """graphql-core's parser, counting while it parses: a response key written more than MAX_REPEATS
+    times in one selection set, or more than MAX_SPREADS fragment spreads there, stop the parse
+    at once (a field repeated 1,800 times is refused after its 21st copy, not after parsing all)."""
+
+    def __init__(self, text: str, max_tokens: int | None) -> None:
+        super().__init__(text, max_tokens=max_tokens)
+        self._levels: list[tuple[Counter[str], list[int]]] = []
+
+    def _refuse(self, node: Any, message: str) -> GraphQLSyntaxError:
+        return GraphQLSyntaxError(self._lexer.source, node.loc.start if node.loc else 0, message)
+
+    def parse_selection_set(self) -> SelectionSetNode:
+        self._levels.append((Counter(), [0]))
+        try:
+            return super().parse_selection_set()
+        finally:
+            self._levels.pop()
+
+    def parse_field(self) -> FieldNode:
+        node = super().parse_field()
+        keys = self._levels[-1][0]
+        key = (node.alias or node.name).value
+        keys[key] += 1
+        if keys[key] > MAX_REPEATS:
+            raise self._refuse(node, f"Field {key!r} {REPEATS_MESSAGE} ({MAX_REPEATS}).")
+        return node
+
+    def parse_fragment(self) -> FragmentSpreadNode | InlineFragmentNode:
+        node = super().parse_fragment()
+        spreads = self._levels[-1][1]
+        spreads[0] += 1
+        if spreads[0] > MAX_SPREADS:
+            raise self._refuse(node, f"More than {MAX_SPREADS} {SPREADS_MESSAGE}.")
+        return node
+
+
+def _parse(text: str, max_tokens: int | None) -> DocumentNode:
+    return _CountingParser(text, max_tokens).parse_document()
+
+
+def _check(schema: Any, document: DocumentNode, rules: Any) -> list[GraphQLError]:
+    """Cheap refusal, then the full validation (worker thread)."""
+    refused = refusal(document)
+    return [refused] if refused is not None else validate_document(schema, document, rules)
+
+
+class CheapLimits(SchemaExtension):
+    """Steps 1-3 of the module docstring, with the parsed document and the validation result cached
+    by document text (in place of Strawberry's `ParserCache` and `ValidationCache`). On the event
+    loop only the bracket count and the cache lookups run; parsing, the limits on the parsed
+    document and the validation rules run in a worker thread."""
+
+    async def on_parse(self) -> AsyncIterator[None]:
+        context = self.execution_context
+        text = context.query or ""
+        if nesting(text) > MAX_NESTING:
+            raise GraphQLError(f"The document has more than {MAX_NESTING} {NESTING_MESSAGE}.")
+        document = _PARSED.get(None, text)
+        if document is None:
+            document = await _in_thread(_parse, text, context.parse_options.get("max_tokens"))
+            _PARSED.put(None, text, document)
+        context.graphql_document = document
+        yield
+
+    async def on_validate(self) -> AsyncIterator[None]:
+        context = self.execution_context
+        schema, text = context.schema._schema, context.query or ""
+        errors = _VALIDATED.get(schema, text)
+        if errors is None:
+            errors = await _in_thread(_check, schema, context.graphql_document, context.validation_rules)
+            _VALIDATED.put(schema, text, errors)
+        context.pre_execution_errors = errors
+        yield

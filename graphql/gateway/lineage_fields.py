@@ -9,16 +9,27 @@ discover (or one the catalog does not hold), the jobs that build or publish such
 (`publish.<product>`, its dbt model job) and the warehouse tables those jobs write. A redacted
 node keeps its place in the graph (kind, depth, edges) under an opaque id, `redacted:<n>`, and
 so does everything the walk reached only through redacted nodes (e.g. the landing files of a
-hidden product): what lies behind a hidden product is not named either.
+hidden product): what lies behind a hidden product is not named either. Whether a node is
+redacted depends only on what the caller may discover, never on whether a hidden name exists,
+so redaction is no oracle for guessed names.
+
+Reader identities are audit data: a consumer job (`consumer.<subject>.read|export`) and its edge
+from a product appear only where the caller holds `audit` on that product; to anyone else the
+answer is the dataset graph alone, with no trace of readers. Server file paths (landing files,
+the warehouse file) are shown only to a caller holding `audit` on the product asked about; others
+see the file's name alone.
 """
 
 from __future__ import annotations
 
 import hmac
+import itertools
 import secrets
 import threading
 from collections import deque
+from dataclasses import dataclass
 from enum import Enum
+from pathlib import PurePosixPath
 from typing import Any
 
 import anyio.to_thread
@@ -33,6 +44,7 @@ from lineage.outbox import Outbox
 from lineage.readers import derived_products, resolve
 
 REDACTED = "(redacted)"
+PUBLISH_PREFIX = naming.publish_job("").name  # "publish."
 _ORDER_KEY = secrets.token_bytes(16)
 
 MAX_DEPTH = 20
@@ -59,6 +71,12 @@ class GraphCache:
             ref = naming.product_dataset(product)
             return self.graph.walk(Node(DATASET, ref.namespace, ref.name), direction, depth).as_dict()
 
+    def owned(self, namespace: str, name: str) -> bool:
+        """True if only civicmesh may state this dataset's lineage (see `LineageGraph.is_owned`)."""
+        with self._lock:
+            self._catch_up()
+            return self.graph.is_owned(Node(DATASET, namespace, name))
+
     def derived_products(self, product: str, depth: int) -> set[str]:
         """Every product downstream of `product`, through the marts it is published from."""
         with self._lock:
@@ -66,16 +84,10 @@ class GraphCache:
             return derived_products(self.graph, resolve(self.graph, product), depth)
 
     def walk_governed(
-        self,
-        product: str,
-        column: str | None,
-        direction: str,
-        depth: int,
-        visible: frozenset[str],
-        hidden: Any,
+        self, product: str, column: str | None, direction: str, depth: int, caller: Caller
     ) -> dict:
-        """The walk as the caller may see it: `visible` product names stay named, everything tied to
-        a hidden product (see `_Redactor`) becomes a placeholder."""
+        """The walk as `caller` may see it: products it may discover stay named, everything tied to a
+        hidden product (see `_Redactor`) becomes a placeholder, readers only where it audits."""
         with self._lock:
             self._catch_up()
             ref = naming.product_dataset(product)
@@ -84,10 +96,36 @@ class GraphCache:
                 sub = self.graph.walk(root, direction, depth)
                 nodes = [(n, None, d) for n, d in sorted(sub.nodes.items(), key=lambda i: (i[1], i[0]))]
                 edges = [((a, None), (b, None)) for a, b in sorted(sub.edges)]
+                nodes, edges = _without_readers(self.graph, nodes, edges, caller.audited)
             else:
                 nodes, edges = _walk_columns(self.graph, root, column, direction, depth)
-            redactor = _Redactor(self.graph, visible, hidden)
+            redactor = _Redactor(self.graph, caller)
             return redactor.render(root, column, direction, nodes, edges)
+
+
+@dataclass(frozen=True)
+class Caller:
+    """What the caller may know: `visible` products (discover), `hidden` ones (their specs, to name
+    their jobs), `audited` products (their readers), and whether server paths may be shown."""
+
+    visible: frozenset[str]
+    hidden: tuple[Any, ...]
+    audited: frozenset[str]
+    paths: bool
+
+
+def _without_readers(graph: LineageGraph, nodes: list[Any], edges: list[Any], audited: frozenset[str]) -> Any:
+    """Consumer jobs and their edges, kept only from products the caller audits (readers are leaves:
+    they read and write nothing downstream, so nothing else hangs on them)."""
+    namespace = naming.product_namespace()
+    kept = []
+    for a, b in edges:
+        reader = a[0] if graph.is_reader(a[0]) else b[0] if graph.is_reader(b[0]) else None
+        other = b[0] if reader is a[0] else a[0]
+        if reader is None or (other.namespace == namespace and other.name in audited):
+            kept.append((a, b))
+    shown = {key[0] for edge in kept for key in edge}
+    return [n for n in nodes if not graph.is_reader(n[0]) or n[0] in shown], kept
 
 
 def _walk_columns(
@@ -120,14 +158,15 @@ def _walk_columns(
 class _Redactor:
     """Decides which nodes the caller may see by name, and renders the rest as placeholders."""
 
-    def __init__(self, graph: LineageGraph, visible: frozenset[str], hidden: Any) -> None:
+    def __init__(self, graph: LineageGraph, caller: Caller) -> None:
         self.graph = graph
-        self.visible = visible
+        self.visible = caller.visible
+        self.paths = caller.paths
         self.namespace = naming.product_namespace()
-        # Jobs that build or publish a hidden product: `publish.<product>`, `dbt.<package>.<model>`.
+        # dbt model jobs that build a hidden product (`dbt.<package>.<model>`); publish jobs are
+        # judged by the product their name states, whether or not it exists.
         self.hidden_jobs: set[str] = set()
-        for spec in hidden:
-            self.hidden_jobs.add(naming.publish_job(spec.name).name)
+        for spec in caller.hidden:
             parts = spec.model_unique_id.split(".")
             if len(parts) >= 3 and parts[0] == "model":
                 self.hidden_jobs.add(naming.dbt_model_job(parts[1], parts[-1]).name)
@@ -144,13 +183,33 @@ class _Redactor:
             return node.name not in self.visible  # unknown products are hidden too
         if node.kind == JOB:
             outputs = self.graph.outputs.get(node, ())
-            return node.name in self.hidden_jobs or any(
+            return self._builds_hidden(node) or any(
                 o.namespace == self.namespace and o.name not in self.visible for o in outputs
             )
         # Any other dataset: hidden if a job that builds a hidden product wrote it (its warehouse table).
         return any(
-            node in outputs and job.name in self.hidden_jobs for job, outputs in self.graph.outputs.items()
+            node in outputs and self._builds_hidden(job) for job, outputs in self.graph.outputs.items()
         )
+
+    def _builds_hidden(self, job: Node) -> bool:
+        """A civicmesh job named for a product the caller may not discover (existing or not)."""
+        if job.namespace != naming.JOB_NAMESPACE:
+            return False
+        if job.name.startswith(PUBLISH_PREFIX):
+            return job.name.removeprefix(PUBLISH_PREFIX) not in self.visible
+        return job.name in self.hidden_jobs
+
+    def shown(self, node: Node) -> tuple[str, str]:
+        """(namespace, name) as this caller sees a named node: server paths only with `paths`."""
+        if self.paths or node.kind != DATASET:
+            return node.namespace, node.name
+        namespace, name = node.namespace, node.name
+        scheme, sep, path = namespace.partition("://")
+        if sep and path.startswith("/"):  # e.g. duckdb:///srv/home/warehouse.duckdb
+            namespace = f"{scheme}://{PurePosixPath(path).name}"
+        if name.startswith("/"):  # e.g. a landing file's absolute path
+            name = PurePosixPath(name).name
+        return namespace, name
 
     def _reachable(self, root: Any, direction: str, edges: Any) -> set[Any]:
         """Nodes (or (node, column) pairs) reached from the root without passing a hidden node."""
@@ -185,21 +244,34 @@ class _Redactor:
             ),
         )
         ids: dict[Any, str] = {}
+        used: set[str] = set()
+        placeholders = itertools.count(1)
 
         def node_id(key: tuple[Node, str | None]) -> str:
+            if key in ids:
+                return ids[key]
             if key in named:
-                return key[0].id if key[1] is None else f"{key[0].id}#{key[1]}"
-            return ids.setdefault(key, f"redacted:{len(ids) + 1}")
+                namespace, name = self.shown(key[0])
+                base = f"{key[0].kind}:{namespace}/{name}" + ("" if key[1] is None else f"#{key[1]}")
+                text, n = base, 1
+                while text in used:  # two files of one name in different folders
+                    n += 1
+                    text = f"{base}~{n}"
+            else:
+                text = f"redacted:{next(placeholders)}"
+            used.add(text)
+            return ids.setdefault(key, text)
 
         out_nodes = []
         for node, col, depth in nodes:
             shown = (node, col) in named
+            namespace, name = self.shown(node) if shown else ("", REDACTED)
             out_nodes.append(
                 {
                     "id": node_id((node, col)),
                     "kind": node.kind,
-                    "namespace": node.namespace if shown else "",
-                    "name": node.name if shown else REDACTED,
+                    "namespace": namespace,
+                    "name": name,
                     "column": col if shown else None,
                     "depth": depth,
                     "redacted": not shown,
@@ -212,6 +284,17 @@ class _Redactor:
             # sorted by what is shown, so the order says nothing about the hidden names either
             "edges": [{"from": a, "to": b} for a, b in sorted({(node_id(a), node_id(b)) for a, b in edges})],
         }
+
+
+def _caller(ctx: RequestContext, root: Any) -> Caller:
+    entries = ctx.state.entries
+    visible = frozenset(n for n, e in entries.items() if ctx.decide(e, "discover").allowed)
+    return Caller(
+        visible=visible,
+        hidden=tuple(e.spec for n, e in entries.items() if n not in visible),
+        audited=frozenset(n for n in visible if ctx.decide(entries[n], "audit").allowed),
+        paths=ctx.decide(root, "audit").allowed,
+    )
 
 
 @strawberry.enum
@@ -281,10 +364,8 @@ class LineageQuery:
                 if column is None:
                     raise bad_input("`column` is not a column of this product.")
                 touch.columns_requested = [column]
-            visible = frozenset(n for n, e in ctx.state.entries.items() if ctx.decide(e, "discover").allowed)
-            hidden = [e.spec for n, e in ctx.state.entries.items() if n not in visible]
             walked = await anyio.to_thread.run_sync(
-                ctx.lineage_graph.walk_governed, product, column, direction.value, depth, visible, hidden
+                ctx.lineage_graph.walk_governed, product, column, direction.value, depth, _caller(ctx, entry)
             )
         except Exception as exc:
             touch.error_code = getattr(exc, "code", "INTERNAL_SERVER_ERROR")

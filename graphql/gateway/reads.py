@@ -50,7 +50,10 @@ def selected(selections: Iterable[Any], prefix: str = "") -> Iterable[tuple[str,
 
 
 def wanted_from(info: Any, column_by_field: Mapping[str, str]) -> Wanted:
-    fields = list(selected(info.selected_fields[0].selections))
+    """What every selection of this field asks for: a product field written twice under one
+    response key (`serviceRequests { nodes { a } } serviceRequests { nodes { b } }`) is one field
+    whose selections merge (GraphQL spec §5.3.2), so both sets of columns are read."""
+    fields = [item for field in info.selected_fields for item in selected(field.selections)]
     names = {name for name, _ in fields}
     columns: list[str] = []
     for name, field in fields:

@@ -12,17 +12,15 @@ import inspect
 import logging
 import types
 import weakref
+from dataclasses import dataclass
 from typing import Any, Optional
 
 import strawberry
 from strawberry.extensions import (
-    AddValidationRules,
     MaskErrors,
     MaxAliasesLimiter,
     MaxTokensLimiter,
-    ParserCache,
     QueryDepthLimiter,
-    ValidationCache,
 )
 from strawberry.extensions.disable_introspection import DisableIntrospection
 from strawberry.schema.config import StrawberryConfig
@@ -39,7 +37,7 @@ from gateway.catalog_fields import CatalogQuery
 from gateway.context import CatalogState, RequestContext
 from gateway.errors import MASKED_MESSAGE, bad_input, should_mask
 from gateway.fastrows import execution_context_for
-from gateway.limits import max_fields_rule
+from gateway.limits import MAX_TOKENS, CheapLimits
 from gateway.lineage_fields import LineageQuery
 from gateway.naming import camel, pascal, valid
 from gateway.query import BIGINT, BOOL, DATE, DATETIME, FLOAT, INT, OPERATORS, STRING, type_kind
@@ -50,7 +48,6 @@ log = logging.getLogger(__name__)
 
 MAX_DEPTH = 10
 MAX_ALIASES = 30
-MAX_TOKENS = 2000
 
 _SCALARS: dict[str, tuple[Any, Any]] = {  # kind -> (output type, filter input)
     STRING: (str, t.StringFilter),
@@ -159,7 +156,26 @@ def order_to_list(order_by: list[Any] | None, columns: list[ColumnSpec]) -> list
     return out
 
 
-def _product_fields(entry: CatalogEntry, row_types: list[str]) -> list[StrawberryField]:
+@dataclass(frozen=True)
+class ProductInputs:
+    """Where a product's rows field lives and how its `where`/`orderBy` arguments become a query:
+    the resolver and exports (`arguments.read_arguments`) both convert through this."""
+
+    department_type: str  # GraphQL type holding the field, e.g. PublicWorksDepartment
+    field_name: str  # e.g. serviceRequests
+    filterable: dict[str, str]
+    columns: list[ColumnSpec]
+
+    def where(self, where: Any) -> dict[str, Any] | None:
+        return where_to_dict(where, self.filterable) if where is not None else None
+
+    def order(self, order_by: list[Any] | None) -> list[tuple[str, str]]:
+        return order_to_list(order_by, self.columns)
+
+
+def _product_fields(
+    entry: CatalogEntry, row_types: list[str], inputs: dict[str, ProductInputs]
+) -> list[StrawberryField]:
     spec = entry.spec
     columns = _columns(spec)
     if not columns:
@@ -184,6 +200,8 @@ def _product_fields(entry: CatalogEntry, row_types: list[str]) -> list[Strawberr
     order_type = _order_type(prefix, columns)
     column_by_field = {camel(c.name): c.name for c in columns}
     name = spec.name
+    read = ProductInputs(f"{pascal(spec.department)}Department", camel(spec.product), filterable, columns)
+    inputs[name] = read
 
     async def resolve(
         root: Any,
@@ -200,8 +218,8 @@ def _product_fields(entry: CatalogEntry, row_types: list[str]) -> list[Strawberr
             ctx,
             current,
             wanted_from(info, column_by_field),
-            where_to_dict(where, filterable) if where is not None else None,
-            order_to_list(order_by, columns),
+            read.where(where),
+            read.order(order_by),
             first,
             after,
             as_of,
@@ -248,13 +266,17 @@ class GatewaySchema(strawberry.Schema):
     request to the schema of the products its caller may discover (`visibility.CallerSchemas`)."""
 
     callers: CallerSchemas | None = None
+    product_inputs: dict[str, ProductInputs]  # product name -> its rows field's arguments
 
     def process_errors(self, errors: list[Any], execution_context: Any = None) -> None:
         # Governed errors and invalid queries are the caller's business, not the operator's: only
         # internal failures are logged (with their traceback), and only here, never to the caller.
+        request_id = getattr(getattr(execution_context, "context", None), "request_id", None)
         for error in errors:
             if should_mask(error):
-                log.error("internal error in a resolver", exc_info=error.original_error)
+                log.error(
+                    "internal error in a resolver (request %s)", request_id, exc_info=error.original_error
+                )
 
     async def execute(  # type: ignore[override]
         self,
@@ -330,9 +352,10 @@ def _default_resolver(obj: Any, name: str) -> Any:
 def _build_one(state: CatalogState, demo_mode: bool) -> GatewaySchema:
     by_department: dict[str, list[StrawberryField]] = {}
     row_types: list[str] = []
+    inputs: dict[str, ProductInputs] = {}
     for entry in sorted(state.entries.values(), key=lambda e: e.spec.name):
         try:
-            fields = _product_fields(entry, row_types)
+            fields = _product_fields(entry, row_types, inputs)
         except Exception:  # one broken spec must not take the whole gateway down
             log.exception("product %s not served: schema generation failed", entry.spec.name)
             continue
@@ -347,12 +370,10 @@ def _build_one(state: CatalogState, demo_mode: bool) -> GatewaySchema:
     bases = (CatalogQuery, AuditQuery, LineageQuery, AccessRequestQuery)
     query = strawberry.type(types.new_class("Query", bases, {}, lambda ns: ns.update(namespace)))
     extensions: list[Any] = [
-        ParserCache(maxsize=512),
-        ValidationCache(maxsize=512),
+        CheapLimits(),  # parses and validates (cached, off the event loop) after cheap checks
         MaxTokensLimiter(max_token_count=MAX_TOKENS),
         QueryDepthLimiter(max_depth=MAX_DEPTH),
         MaxAliasesLimiter(max_alias_count=MAX_ALIASES),
-        AddValidationRules([max_fields_rule()]),
         MaskErrors(should_mask_error=should_mask, error_message=MASKED_MESSAGE),
     ]
     if not demo_mode:
@@ -365,6 +386,7 @@ def _build_one(state: CatalogState, demo_mode: bool) -> GatewaySchema:
         config=StrawberryConfig(disable_field_suggestions=True, default_resolver=_default_resolver),
     )
     _fast_row_fields(schema, row_types)
+    schema.product_inputs = inputs
     return schema
 
 

@@ -15,7 +15,7 @@ from strawberry.types import ExecutionResult
 
 from gateway import ide
 from gateway.context import RequestContext
-from gateway.errors import error_code
+from gateway.errors import INTERNAL, error_code
 
 CONTEXT_KEY = "civicmesh_context"
 
@@ -52,6 +52,8 @@ class GatewayView(GraphQL):
             codes.append(code)
             formatted = error.formatted
             formatted["extensions"] = {**(formatted.get("extensions") or {}), "code": code}
+            if code == INTERNAL and ctx is not None:  # the key to the server log's traceback
+                formatted["extensions"]["requestId"] = ctx.request_id
             errors.append(formatted)
         response: GraphQLHTTPResponse = {"data": result.data}
         if errors:

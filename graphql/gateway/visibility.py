@@ -31,6 +31,7 @@ from typing import Any
 import anyio.to_thread
 
 from gateway.context import CatalogState, RequestContext, Touch
+from gateway.limits import MAX_FIELDS, parsed
 from gateway.naming import camel, pascal
 from graphql import (
     FieldNode,
@@ -39,14 +40,12 @@ from graphql import (
     InlineFragmentNode,
     OperationDefinitionNode,
     SelectionSetNode,
-    parse,
 )
 
 log = logging.getLogger(__name__)
 
 MAX_SCHEMAS = 64  # distinct discoverable sets held per catalog state
 MAX_CALLERS = 50_000  # (subject, policy version) -> set memo entries
-MAX_PARSE_TOKENS = 2000
 
 # Builds are CPU-bound and touch Strawberry's type machinery: one at a time per process.
 _BUILD_LOCK = threading.Lock()
@@ -181,16 +180,18 @@ class CallerSchemas:
     def hidden_products(self, query: str | None, names: Names) -> list[str]:
         """Products the query names (as department/product fields) that exist but are not in
         `names`. Best effort over fragments; used only for the access log."""
-        if not query:
-            return []
-        try:
-            document = parse(query, no_location=True, max_tokens=MAX_PARSE_TOKENS)
-        except Exception:
+        # The document the request parsed (off the event loop); none if it did not parse.
+        document = parsed(query) if query else None
+        if document is None:
             return []
         fragments = {d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)}
         found: list[str] = []
+        budget = [MAX_FIELDS]  # a fragment fan-out expands exponentially: stop where the limit does
 
         def walk(selection_set: SelectionSetNode | None, dept: str | None, seen: frozenset[str]) -> None:
+            budget[0] -= 1
+            if budget[0] < 0:
+                return
             for sel in selection_set.selections if selection_set else ():
                 if isinstance(sel, FieldNode):
                     name = sel.name.value

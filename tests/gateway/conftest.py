@@ -32,6 +32,7 @@ from civicmesh.snapshots import write_snapshot
 from civicmesh.store import dispose_all, get_engine
 from gateway.app import create_app
 from gateway.auth import issue_token
+from gateway.serving import uvicorn_options
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -169,12 +170,19 @@ def _free_port() -> int:
 
 
 class Server:
-    def __init__(self, settings: Settings) -> None:
+    """The app under real uvicorn, with the options `civicmesh serve` uses (`serving.py`)."""
+
+    def __init__(self, settings: Settings, **options: Any) -> None:
         self.settings = settings
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         config = uvicorn.Config(
-            create_app(settings), host="127.0.0.1", port=self.port, log_level="warning", lifespan="on"
+            create_app(settings),
+            host="127.0.0.1",
+            port=self.port,
+            log_level="warning",
+            lifespan="on",
+            **{**uvicorn_options(), **options},
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)

@@ -120,9 +120,9 @@ def test_request_approve_read_revoke_end_to_end(access_server) -> None:
 
     own = srv.gql(APPROVE, "mallory", {"id": rid})  # never the requester
     assert _error(own)["extensions"]["code"] == "FORBIDDEN" and own["data"]["approveAccessRequest"] is None
-    erin = srv.gql(APPROVE, "erin", {"id": rid})  # a finance analyst, not an owner
-    assert _error(erin)["extensions"]["code"] == "FORBIDDEN"
-    assert "not an owner" in _error(erin)["message"]
+    erin = srv.gql(APPROVE, "erin", {"id": rid})  # a finance analyst, not an owner: a stranger to it
+    assert _error(erin)["extensions"]["code"] == "BAD_USER_INPUT"
+    assert _error(erin)["message"] == "No such access request."
 
     approved = srv.gql(APPROVE, "fiona", {"id": rid})["data"]["approveAccessRequest"]
     assert approved["state"] == "ACTIVE" and approved["decidedBy"] == "fiona" and approved["expiresAt"]
@@ -158,7 +158,7 @@ def test_request_approve_read_revoke_end_to_end(access_server) -> None:
         ("revoke", "fiona", "allow", "finance.vendor_payments"),
     ]
     assert all(r["reason"] and r["policy_version"] for r in gateway)
-    assert gateway[2]["error_code"] == "FORBIDDEN" and "not an owner" in gateway[2]["reason"]
+    assert gateway[2]["error_code"] == "BAD_USER_INPUT" and gateway[2]["reason"] == "No such access request."
     assert f"#{rid}" in gateway[3]["reason"]
     # and the policies code's own record of each change, written in the change's transaction
     changes = [(r["action"], r["subject"]) for r in rows if r["request_id"] == f"access-request-{rid}"]
@@ -178,7 +178,7 @@ def test_subject_and_domain_are_never_arguments(access_server) -> None:
         assert "Did you mean" not in error["message"]
     # the department is the product's: a request for finance.* is decided by finance owners only
     rid = _request(srv, "bob", "finance.vendor_payments")["data"]["requestAccess"]["id"]
-    assert _error(srv.gql(APPROVE, "frank", {"id": rid}))["extensions"]["code"] == "FORBIDDEN"  # hr owner
+    assert _error(srv.gql(APPROVE, "frank", {"id": rid}))["message"] == "No such access request."  # hr owner
     assert srv.gql(REJECT, "fiona", {"id": rid, "r": "no purpose given"})["data"]["rejectAccessRequest"] == {
         "id": rid,
         "state": "REJECTED",
@@ -287,3 +287,35 @@ def test_a_mutation_that_cannot_be_logged_does_not_happen(access_server) -> None
         with sqlite3.connect(db) as raw:
             raw.execute("DROP TRIGGER no_log")
     assert len(srv.gql(LIST, "erin")["data"]["accessRequests"]) == count
+
+
+def _answer(srv, mutation: str, user: str, variables: dict) -> tuple[Any, Any]:
+    body = srv.gql(mutation, user, variables)
+    error = _error(body)
+    return error["message"], error["extensions"]
+
+
+@pytest.mark.parametrize("state", ["pending", "approved", "rejected"])
+def test_a_stranger_learns_nothing_from_deciding_someone_elses_request(access_server, state: str) -> None:
+    """Issue 11: approving or rejecting someone else's request told a stranger its department and
+    state. Now every step answers a stranger exactly as it answers for a request that does not exist."""
+    srv = access_server
+    rid = _request(srv, "bob", "finance.vendor_payments", purpose=f"stranger test {state}")["data"][
+        "requestAccess"
+    ]["id"]
+    if state == "approved":
+        srv.gql(APPROVE, "fiona", {"id": rid})
+    elif state == "rejected":
+        srv.gql(REJECT, "fiona", {"id": rid, "r": "no"})
+    missing = rid + 100_000
+    for mutation, variables in ((APPROVE, {}), (REJECT, {"r": "why"}), (REVOKE, {})):
+        for stranger in ("mallory", "frank", "erin"):  # no role; owner elsewhere; finance analyst
+            before = _head(srv)
+            real = _answer(srv, mutation, stranger, {"id": rid, **variables})
+            ghost = _answer(srv, mutation, stranger, {"id": missing, **variables})
+            assert real == ghost == ("No such access request.", {"code": "BAD_USER_INPUT"}), (stranger, real)
+            records = _log_rows(srv, before)
+            assert len(records) == 2 and {r["decision"] for r in records} == {"deny"}
+    # those who may know of it still get the real answer
+    own = _answer(srv, APPROVE, "bob", {"id": rid})
+    assert own[1]["code"] in ("FORBIDDEN", "BAD_USER_INPUT") and own[0] != "No such access request."

@@ -44,6 +44,9 @@ def test_internal_errors_are_masked_and_coded(server, gw_settings) -> None:
     error = body["errors"][0]
     assert error["message"] == "Internal error."
     assert error["extensions"]["code"] == "INTERNAL_SERVER_ERROR"
+    again = server.post("{ cityOps { brokenFeed { nodes { n } } } }", "alice")
+    # the key to the server log's traceback: the request's id
+    assert again.json()["errors"][0]["extensions"]["requestId"] == again.headers["x-request-id"]
     assert str(snapshot.path) not in str(body) and "parquet" not in str(body).lower()
     assert body["data"] == {"cityOps": {"brokenFeed": None}}
 

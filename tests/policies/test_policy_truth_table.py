@@ -1,4 +1,6 @@
-"""Truth table: 7 personas x 8 demo products x 7 actions, written by hand from ARCHITECTURE.md 4-5.
+"""Truth table: 7 personas x 8 demo products x 7 actions, written by hand from ARCHITECTURE.md 4-5,
+and the one right over the mesh itself, `produce_lineage` (personas and the producer identity
+`airflow` x job namespaces).
 
 Letters: D discover, R read, P read_pii, E export, L lineage, A audit, G grant.
 """
@@ -8,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from civicmesh.products import ProductSpec
-from policies.decision import ACTIONS, RowFilter
+from policies.decision import ACTIONS, SYSTEM_ACTIONS, RowFilter
 from policies.engine import PolicyEngine
 
 LETTER = {
@@ -151,6 +153,66 @@ def test_users_and_roles(shipped_engine: PolicyEngine) -> None:
         "fiona": "finance",
         "olivia": "city_ops",
     }
-    assert {u.name for u in shipped_engine.users()} == set(TABLE) | set(other_owners)
+    assert {u.name for u in shipped_engine.users()} == set(TABLE) | set(other_owners) | {"airflow"}
     for user, department in other_owners.items():
         assert shipped_engine.roles(user) == [("owner", department)]
+    assert shipped_engine.roles("airflow") == [("lineage_producer", "global")]
+
+
+# produce_lineage: (subject, job namespace) -> allowed, by hand from policy.csv. Only the producer
+# identity holds it (`p, lineage_producer, global, *, produce_lineage`), in any namespace it names;
+# owners and the auditor hold every product right but not this one. A subject outside the
+# directory is denied whatever its name.
+NAMESPACES = ("city-etl", "airflow://prod", "civicmesh")
+PRODUCERS = {"airflow"}
+PRODUCE_CELLS = [
+    (user, namespace, user in PRODUCERS) for user in (*TABLE, "airflow", "nobody") for namespace in NAMESPACES
+]
+
+
+@pytest.mark.parametrize(("user", "namespace", "expected"), PRODUCE_CELLS)
+def test_produce_lineage_truth_table(
+    shipped_engine: PolicyEngine, user: str, namespace: str, expected: bool
+) -> None:
+    decision = shipped_engine.decide_system(user, "produce_lineage", namespace)
+    assert decision.allowed is expected, decision.reason
+    assert decision.policy_version == shipped_engine.version and decision.product == namespace
+    if expected:
+        assert decision.rule == "p, lineage_producer, global, *, produce_lineage"
+        assert decision.source is not None and decision.source.startswith("policy.csv:")
+        assert "lineage_producer" in decision.reason
+    else:
+        assert decision.rule is None
+
+
+@pytest.mark.parametrize("user", [*TABLE, "airflow"])
+def test_a_system_right_is_no_product_right(
+    shipped_engine: PolicyEngine, products: dict[str, ProductSpec], user: str
+) -> None:
+    for product in products.values():
+        for action in SYSTEM_ACTIONS:
+            assert not shipped_engine.decide(user, product, action).allowed
+    # and the producer identity reads no rows (it may discover what any staff member may)
+    assert not any(shipped_engine.decide("airflow", p, "read").allowed for p in products.values())
+
+
+def test_produce_lineage_may_name_one_namespace(policy_dir, make_engine) -> None:
+    policy = policy_dir / "policy.csv"
+    text = policy.read_text().replace(
+        "p, lineage_producer, global, *, produce_lineage",
+        "p, lineage_producer, global, city-etl, produce_lineage",
+    )
+    policy.write_text(text)
+    engine = make_engine()
+    assert engine.decide_system("airflow", "produce_lineage", "city-etl").allowed
+    assert not engine.decide_system("airflow", "produce_lineage", "other-etl").allowed
+    assert not engine.decide_system("alice", "produce_lineage", "city-etl").allowed
+
+
+def test_produce_lineage_is_granted_in_the_global_domain_only() -> None:
+    from policies.policyfile import parse_policy
+
+    rules, problems = parse_policy(
+        "p, owner, finance, *, produce_lineage\np, owner, global, *, produce_lineage"
+    )
+    assert [p.code for p in problems] == ["system-action"] and len(rules) == 1
