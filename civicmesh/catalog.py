@@ -67,6 +67,9 @@ snapshots_table = Table(
 )
 
 
+QUALITY_STATUSES = ("passed", "warned", "failed")  # what the publish gate decided; "unknown" before
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -150,8 +153,12 @@ class Catalog:
         now: datetime | None = None,
     ) -> Snapshot:
         """Register `written` and make it current, atomically. Idempotent: republishing the
-        current content returns the current snapshot instead of adding a duplicate."""
+        current content returns the current snapshot instead of adding a duplicate. `quality` is the
+        publish gate's record (its `status` passed or warned; failed raises ValueError)."""
         now = now or utcnow()
+        status = (quality or {}).get("status") or "passed"
+        if status not in ("passed", "warned"):
+            raise ValueError(f"{spec.name}: the publish gate said {status!r}; not publishing")
         with self.engine.begin() as conn:
             current = conn.execute(
                 select(snapshots_table)
@@ -163,13 +170,13 @@ class Catalog:
                 and current.checksum == written.checksum
                 and current.spec_json == spec.to_json()
             ):
-                self._upsert_product(conn, spec, now, quality_status="passed", quality_json=quality)
+                self._upsert_product(conn, spec, now, quality_status=status, quality_json=quality)
                 return Snapshot.from_row(current)
             if current is not None:
                 check_compatible(ProductSpec.from_json(current.spec_json), spec)
             seq = (conn.execute(select(func.max(snapshots_table.c.seq))).scalar() or 0) + 1
             snapshot_id = f"{spec.name}@{now:%Y%m%dT%H%M%S%fZ}-{written.checksum[:8]}"
-            self._upsert_product(conn, spec, now, quality_status="passed", quality_json=quality)
+            self._upsert_product(conn, spec, now, quality_status=status, quality_json=quality)
             conn.execute(
                 snapshots_table.insert().values(
                     id=snapshot_id,
@@ -195,9 +202,10 @@ class Catalog:
             return Snapshot.from_row(row)
 
     def record_quality(self, spec: ProductSpec, status: str, detail: dict[str, Any]) -> None:
-        """Record the latest quality gate outcome; never moves the current pointer, so a failed
-        gate leaves the last good snapshot current."""
-        if status not in ("passed", "failed"):
+        """Record the publish gate's latest outcome (`QUALITY_STATUSES`; `detail` as in
+        `orchestration.gate.GateResult.quality`); never moves the current pointer, so a failed gate
+        leaves the last good snapshot current."""
+        if status not in QUALITY_STATUSES:
             raise ValueError(f"unknown quality status {status!r}")
         now = utcnow()
         with self.engine.begin() as conn:

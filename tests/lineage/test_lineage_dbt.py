@@ -6,7 +6,7 @@ import ol_dbt_artifacts as artifacts
 from ol_schema import validate
 
 from lineage import events, naming
-from lineage.dbt import events_from_dbt_run
+from lineage.dbt import NodeColumns, events_from_dbt_run
 
 WAREHOUSE = "/srv/civicmesh/warehouse.duckdb"
 NS = f"duckdb://{WAREHOUSE}"
@@ -16,7 +16,9 @@ def _events(**kwargs) -> list[dict]:
     run_results = artifacts.run_results(**kwargs)
     parent = naming.dagster_parent("3c0c6a4e-1f2b-4b8e-9d1a-2f3e4d5c6b7a", "build")
     run_id = "01900000-0000-7000-8000-000000000001"
-    evs = events_from_dbt_run(artifacts.manifest(), run_results, run_id, parent, WAREHOUSE)
+    manifest = artifacts.manifest()
+    columns = NodeColumns(manifest, artifacts.warehouse(manifest))
+    evs = events_from_dbt_run(manifest, run_results, run_id, parent, WAREHOUSE, columns=columns)
     return [events.to_dict(e) for e in evs]
 
 
