@@ -254,4 +254,3 @@ def warehouse(manifest: dict[str, Any]) -> dict[str, tuple[tuple[str, str], ...]
         except duckdb.CatalogException:
             pending.append(node)  # an upstream view is not there yet
     return warehouse_columns(con, manifest)
-
