@@ -44,10 +44,11 @@ class PiiFinding:
         chain = " <- ".join(self.path)
         fix = "declare meta.mask, or meta.deidentified with the reason it is not personal data"
         if self.kind == "undeclared_pii":
-            return f"{self.product}.{self.column} is derived from PII ({chain}) but declares no mask; {fix}"
+            return f"{self.product}.{self.column} is derived from PII ({chain}) and declares no mask; {fix}"
         if self.kind == "unknown_lineage":
+            where = f" at {chain}" if len(self.path) > 1 else ""
             return (
-                f"{self.product}.{self.column}: lineage unknown ({chain}: {self.reason}), so it may be "
+                f"{self.product}.{self.column}: lineage unknown{where} ({self.reason}), so it may be "
                 f"personal data; {fix}"
             )
         return f"{self.product}.{self.column} is derived from PII ({chain}); de-identified: {self.reason}"

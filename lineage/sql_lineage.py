@@ -144,10 +144,10 @@ def _schema(relations: Mapping[str, Sequence[str]]) -> dict[str, dict]:
 
 def _qualified(sql: str, relations: Mapping[str, Sequence[str]]) -> exp.Query:
     tree = parse_one(sql, dialect="duckdb")
-    if not isinstance(tree, exp.Query):
-        raise _Unknown(f"not a query: {type(tree).__name__}")
     if tree.find(exp.Pivot) is not None:
         raise _Unknown("PIVOT/UNPIVOT is not followed by the lineage parser")
+    if not isinstance(tree, exp.Query):
+        raise _Unknown(f"not a query: {type(tree).__name__}")
     schema = _schema(relations)
     # Qualify, give duplicate names DuckDB's suffixes, qualify again: sqlglot leaves a `*` over a
     # source with duplicate names unexpanded, the second pass expands it with the real names.

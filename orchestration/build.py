@@ -18,8 +18,11 @@ from pathlib import Path
 
 import dagster as dg
 
+from civicmesh.catalog import Catalog
 from civicmesh.settings import Settings
+from civicmesh.store import get_engine
 from lineage.recorder import LineageRecorder
+from orchestration.publish import PUBLISH_PREFIX
 
 DAGSTER_YAML = Path(__file__).resolve().parent.parent / "dagster.yaml"
 
@@ -38,16 +41,88 @@ def ensure_dagster_home(settings: Settings) -> Path:
     return home
 
 
+@dataclass(frozen=True)
+class ProductOutcome:
+    """What one build did with one product: published (possibly with warnings) or held back."""
+
+    product: str
+    published: bool
+    snapshot_id: str | None = None
+    reasons: tuple[str, ...] = ()  # held back: why (a failed check, a failed step); published: warnings
+
+    @property
+    def outcome(self) -> str:
+        return ("warned" if self.reasons else "published") if self.published else "held back"
+
+
 @dataclass
 class BuildReport:
     run_id: str = ""
-    success: bool = False
+    success: bool = False  # Dagster's view: no step failed (a held-back product is a failed step)
     materialized: list[str] = field(default_factory=list)
     failed_checks: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed_steps: list[str] = field(default_factory=list)
+    products: list[ProductOutcome] = field(default_factory=list)
     seconds: float = 0.0
     log_path: Path | None = None
+
+    @property
+    def held_back(self) -> list[ProductOutcome]:
+        return [p for p in self.products if not p.published]
+
+    def summary(self) -> list[str]:
+        """The build summary: a headline, then one line per product (published / warned / held
+        back) with the reasons indented below it."""
+        warned = [p for p in self.products if p.outcome == "warned"]
+        published = [p for p in self.products if p.published]
+        verdict = "FAILED" if self.held_back else "succeeded"
+        lines = [
+            f"build {verdict} in {self.seconds:.1f}s (run {self.run_id}): {len(published)} of "
+            f"{len(self.products)} products published, {len(self.held_back)} held back, {len(warned)} warned"
+        ]
+        width = max((len(p.product) for p in self.products), default=0)
+        for product in sorted(self.products, key=lambda p: (p.published, p.outcome, p.product)):
+            snapshot = f"  snapshot {product.snapshot_id}" if product.snapshot_id else ""
+            lines.append(f"  {product.outcome:<9}  {product.product:<{width}}{snapshot}")
+            for reason in product.reasons:
+                first, *rest = reason.splitlines() or [""]
+                lines.append(f"      - {first}")
+                lines += [f"        {line}" for line in rest]
+        lines += [f"  failed step: {step}" for step in self.failed_steps if not _is_publish_step(step)]
+        return lines
+
+
+def _is_publish_step(step: str) -> bool:
+    return step.startswith(f"{PUBLISH_PREFIX}__")
+
+
+def _check_lines(check: dict) -> str:
+    detail = str(check.get("detail") or "").strip()
+    return str(check.get("message") or check.get("name")) + (f"\n{detail}" if detail else "")
+
+
+def product_outcomes(
+    catalog: Catalog, products: list[str], run_id: str, published: dict[str, str], failed: dict[str, str]
+) -> list[ProductOutcome]:
+    """One outcome per product of the build, from the gate's quality record of run `run_id`,
+    `published` ({product: snapshot id}) and `failed` ({product: its publish step's error})."""
+    outcomes = []
+    for name in products:
+        entry = catalog.entry(name)
+        quality = entry.quality if entry and (entry.quality or {}).get("run_id") == run_id else None
+        checks = (quality or {}).get("failed_checks") or []
+        if name in published:
+            warnings = tuple(_check_lines(c) for c in checks if c.get("severity") == "warn")
+            outcomes.append(ProductOutcome(name, True, published[name], warnings))
+            continue
+        reasons = [_check_lines(c) for c in checks if c.get("severity") != "warn"]
+        if not reasons:
+            reasons = [
+                failed.get(name) or "not built: an upstream step failed or was skipped (see failed steps)"
+            ]
+        outcomes.append(ProductOutcome(name, False, reasons=tuple(reasons)))
+    return outcomes
 
 
 class _ProgressHandler(logging.Handler):
@@ -110,11 +185,13 @@ def run_build(
         contextlib.redirect_stdout(log_file),
         dg.DagsterInstance.get() as instance,
     ):
-        asset_selection = (
-            list(dg.AssetSelection.from_coercible(selection).resolve(defs.resolve_asset_graph()))
+        graph = defs.resolve_asset_graph()
+        job_keys = (
+            dg.AssetSelection.from_coercible(selection).resolve(graph)
             if selection
-            else None
+            else graph.get_all_asset_keys()
         )
+        asset_selection = list(job_keys) if selection else None
         result = job.execute_in_process(
             instance=instance,
             raise_on_error=False,
@@ -124,9 +201,14 @@ def run_build(
         )
     report.run_id = result.run_id
     report.success = result.success
+    published: dict[str, str] = {}
+    publish_failed: dict[str, str] = {}
     for event in result.all_events:
         if event.event_type_value == "ASSET_MATERIALIZATION":
             report.materialized.append(event.asset_key.to_user_string())
+            if event.asset_key.path[0] == PUBLISH_PREFIX:
+                metadata = event.event_specific_data.materialization.metadata
+                published[".".join(event.asset_key.path[1:])] = str(metadata["snapshot_id"].value)
         elif event.event_type_value == "ASSET_CHECK_EVALUATION" and not event.event_specific_data.passed:
             data = event.event_specific_data
             report.failed_checks.append(f"{data.asset_key.to_user_string()}:{data.check_name}")
@@ -136,12 +218,22 @@ def run_build(
             error = event.event_specific_data.error
             while error is not None and error.cause is not None:  # the user code's own error
                 error = error.cause
-            report.failed_steps.append(f"{event.step_key}: {error.message.strip() if error else 'failed'}")
+            message = error.message.strip() if error else "failed"
+            report.failed_steps.append(f"{event.step_key}: {message}")
+            if _is_publish_step(event.step_key):
+                publish_failed[".".join(event.step_key.split("__")[1:])] = message
     # Deliver this run's lineage now; a backend that is down keeps them in the outbox.
     recorder = LineageRecorder.shared(settings)
     delivered = recorder.flush(timeout=10)
     recorder.stop()  # releases the delivery lease so the next process need not wait for it to expire
     if not delivered:
         emit_line("lineage: a transport is unreachable; events stay in the outbox for the next delivery")
+    report.products = product_outcomes(
+        Catalog(get_engine(settings.metadata_url)),
+        [".".join(k.path[1:]) for k in job_keys if k.path[0] == PUBLISH_PREFIX],
+        result.run_id,
+        published,
+        publish_failed,
+    )
     report.seconds = time.monotonic() - started
     return report

@@ -9,14 +9,15 @@ depends on none of it publishes in the same build: the blast radius of a failure
 what is built from it.
 
 Which node a test checks: a generic test's `attached_node`, else (singular tests) every node it
-refs. Messages stored here are served by the catalog to everyone who may discover the product, so a
-database message (which can quote row values) stays in the build summary, never in a check.
+refs. A check's `message` is served by the catalog to everyone who may discover the product; the
+database's own message (which can quote row values) is kept apart in `detail`, for the build
+summary and operators only.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -24,8 +25,8 @@ from civicmesh.products import ProductSpec
 from lineage.classification import PiiFinding
 from lineage.dbt import manifest_node
 
-BUILT = ("model.", "seed.", "snapshot.")
 TESTS = ("test.", "unit_test.")
+BAD = ("error", "fail", "warn", "runtime error")  # dbt node statuses that are a finding
 
 
 @dataclass(frozen=True)
@@ -33,10 +34,10 @@ class FailedCheck:
     name: str  # the dbt node (test or model) or `pii_gate.<column>`
     message: str  # safe to show to anyone who may discover the product
     severity: str  # "error" holds the product back, "warn" is recorded
-    detail: str = ""  # the database's own message: build summary only
+    detail: str = ""  # the database's own message: build summary and operators only, never GraphQL
 
     def to_json(self) -> dict[str, str]:
-        return {"name": self.name, "message": self.message, "severity": self.severity}
+        return {"name": self.name, "message": self.message, "severity": self.severity, "detail": self.detail}
 
 
 @dataclass(frozen=True)
@@ -121,6 +122,32 @@ def _failure(manifest: Mapping[str, Any], result: Mapping[str, Any], target: str
     )
 
 
+def _gate_one(
+    manifest: Mapping[str, Any],
+    results: Mapping[str, Mapping[str, Any]],
+    failures: Mapping[str, FailedCheck],
+    spec: ProductSpec,
+    findings: Sequence[PiiFinding],
+) -> GateResult:
+    built_from = upstream(manifest, spec.model_unique_id)
+    failed: list[FailedCheck] = []
+    checks = []
+    for uid, result in results.items():
+        if uid.startswith(TESTS) and _checked_nodes(manifest, uid) & built_from:
+            checks.append({"name": _node_name(manifest, uid), "status": str(result.get("status"))})
+            failed += [failures[uid]] if uid in failures else []
+        elif uid in built_from and uid in failures:
+            failed.append(failures[uid])
+    status = str((results.get(spec.model_unique_id) or {}).get("status") or "not run")
+    if status != "success" and not any(c.severity == "error" for c in failed):
+        name = _node_name(manifest, spec.model_unique_id)
+        failed.append(FailedCheck(f"model {name}", f"dbt did not build model {name} ({status})", "error"))
+    own = [f for f in findings if f.product == spec.name]
+    failed += [FailedCheck(f"pii_gate.{f.column}", f.message, "error") for f in own if f.blocking]
+    deidentified = tuple(f for f in own if f.kind == "deidentified")
+    return GateResult(spec.name, tuple(failed), tuple(checks), deidentified)
+
+
 def gate_products(
     manifest: Mapping[str, Any],
     run_results: Mapping[str, Any],
@@ -131,33 +158,24 @@ def gate_products(
     """{product name: GateResult} for `specs` after one `dbt build` (`run_results.json`).
 
     `findings`: the PII gate's (`lineage.classification.pii_findings`); `target`: the dbt target
-    folder, to point at compiled SQL."""
+    folder, to point at compiled SQL. A product built from another product that is held back is
+    held back too: what it publishes could not be reconciled with what its input serves."""
     results = {r["unique_id"]: r for r in run_results.get("results") or ()}
-    failures = {uid: _failure(manifest, r, target) for uid, r in results.items() if r.get("status") in _BAD}
-    gates = {}
+    failures = {uid: _failure(manifest, r, target) for uid, r in results.items() if r.get("status") in BAD}
+    specs = list(specs)
+    gates = {s.name: _gate_one(manifest, results, failures, s, findings) for s in specs}
+    held = {s.model_unique_id: s.name for s in specs if gates[s.name].held_back}
     for spec in specs:
-        built_from = upstream(manifest, spec.model_unique_id)
-        failed: list[FailedCheck] = []
-        checks = []
-        for uid, result in results.items():
-            if uid.startswith(TESTS) and _checked_nodes(manifest, uid) & built_from:
-                checks.append({"name": _node_name(manifest, uid), "status": str(result.get("status"))})
-                if uid in failures:
-                    failed.append(failures[uid])
-            elif uid in built_from and uid in failures:
-                failed.append(failures[uid])
-        status = str((results.get(spec.model_unique_id) or {}).get("status") or "not run")
-        if status != "success" and not any(c.severity == "error" for c in failed):
-            failed.append(
-                FailedCheck(f"model {_node_name(manifest, spec.model_unique_id)}", f"dbt: {status}", "error")
+        gate = gates[spec.name]
+        inputs = sorted(
+            n
+            for uid, n in held.items()
+            if uid != spec.model_unique_id and uid in upstream(manifest, spec.model_unique_id)
+        )
+        if inputs and not gate.held_back:
+            extra = tuple(
+                FailedCheck(f"upstream {n}", f"built from {n}, which is held back in this build", "error")
+                for n in inputs
             )
-        product_findings = [f for f in findings if f.product == spec.name]
-        failed += [
-            FailedCheck(f"pii_gate.{f.column}", f.message, "error") for f in product_findings if f.blocking
-        ]
-        deidentified = tuple(f for f in product_findings if f.kind == "deidentified")
-        gates[spec.name] = GateResult(spec.name, tuple(failed), tuple(checks), deidentified)
+            gates[spec.name] = replace(gate, failed=gate.failed + extra)
     return gates
-
-
-_BAD = ("error", "fail", "warn", "runtime error")
