@@ -33,7 +33,8 @@ class PiiFinding:
     column: str
     kind: str  # undeclared_pii | unknown_lineage (both block publish) | deidentified (recorded)
     path: tuple[str, ...]  # product column first, the source column (or the unresolved step) last
-    reason: str | None = None  # why lineage is unknown, or the owner's de-identification reason
+    reason: str | None = None  # the owner's de-identification reason, or why lineage is unknown
+    unknown: bool = False  # the path ends where lineage is unknown (not at a PII column)
 
     @property
     def blocking(self) -> bool:
@@ -51,7 +52,8 @@ class PiiFinding:
                 f"{self.product}.{self.column}: lineage unknown{where} ({self.reason}), so it may be "
                 f"personal data; {fix}"
             )
-        return f"{self.product}.{self.column} is derived from PII ({chain}); de-identified: {self.reason}"
+        basis = f"lineage unknown at {chain}" if self.unknown else f"derived from PII: {chain}"
+        return f"{self.product}.{self.column} is de-identified by its owner ({basis}): {self.reason}"
 
 
 @dataclass(frozen=True)
@@ -162,5 +164,5 @@ def pii_findings(
             else:
                 kind, reason = ("undeclared_pii", None) if trace.pii else ("unknown_lineage", trace.reason)
             labels = tuple(graph.label(step, products) for step in path)
-            findings.append(PiiFinding(spec.name, column.name, kind, labels, reason))
+            findings.append(PiiFinding(spec.name, column.name, kind, labels, reason, unknown=not trace.pii))
     return findings
