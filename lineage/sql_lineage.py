@@ -316,10 +316,15 @@ class _Tracer:
         """Dataset-level INDIRECT inputs: columns in WHERE/HAVING/QUALIFY, GROUP BY, JOIN ON, ORDER BY."""
         found: list[SourceField] = []
         for scope in traverse_scope(tree):
+            outputs = [n.lower() for n in getattr(scope.expression, "named_selects", ())]
             for clause, column in _clause_columns(scope.expression):
                 how = SourceField("", column.name, "INDIRECT", clause)
                 try:
-                    found += self.resolve(scope, column, how)
+                    if not column.table and column.name.lower() in outputs:  # ORDER BY an output alias
+                        fields = self.column(scope, outputs.index(column.name.lower()))
+                        found += [_compose(how, f) for f in fields]
+                    else:
+                        found += self.resolve(scope, column, how)
                 except _Unknown:
                     continue  # row-deciding columns do not carry values; best effort is enough here
         return tuple(dict.fromkeys(found))
