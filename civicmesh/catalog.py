@@ -2,14 +2,23 @@
 
 Publishing registers a snapshot and moves the product's current pointer in one transaction; a
 failed quality gate only records the status and leaves the pointer where it was.
+
+A snapshot can be taken out of service for good: *withdrawn* by an owner, or *quarantined* by the
+build when its PII gate finds a leak in it (`Catalog.withdraw`). An out-of-service snapshot is never
+served again (not current, not `asOf`, not through a cursor) and is never re-published with the
+same content and spec; the change and who made it are chained in the access log in the same
+transaction.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import (
     JSON,
@@ -28,6 +37,7 @@ from sqlalchemy import (
     update,
 )
 
+from civicmesh.accesslog import AccessLog, AccessRecord
 from civicmesh.evolution import check_compatible
 from civicmesh.products import ProductSpec
 from civicmesh.snapshots import WrittenSnapshot
@@ -66,6 +76,24 @@ snapshots_table = Table(
     Column("removed_at", DateTime(timezone=True), nullable=True),
 )
 
+# Snapshots taken out of service (one row each, never deleted): a table of its own, so stores made
+# before withdrawal existed gain it from `ensure_schema` without a migration.
+withdrawals_table = Table(
+    "catalog_withdrawals",
+    metadata,
+    Column("snapshot_id", String(200), ForeignKey("catalog_snapshots.id"), primary_key=True),
+    Column("product", String(200), nullable=False, index=True),
+    Column("kind", String(20), nullable=False),  # one of OUT_OF_SERVICE
+    Column("reason", Text, nullable=False),
+    Column("actor", String(200), nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("access_log_seq", BigInteger, nullable=False),  # the chained record of the change
+)
+
+PUBLISHED = "published"
+OUT_OF_SERVICE = ("withdrawn", "quarantined")  # by an owner | by the build's PII gate
+MAX_REASON_CHARS = 2000
+
 
 QUALITY_STATUSES = ("passed", "warned", "failed")  # what the publish gate decided; "unknown" before
 
@@ -92,9 +120,19 @@ class Snapshot:
     published_at: datetime
     quality: dict[str, Any] | None
     run_id: str | None
+    status: str = PUBLISHED  # or one of OUT_OF_SERVICE
+    status_reason: str | None = None  # why it was taken out of service
+    status_actor: str | None = None
+    status_at: datetime | None = None
+
+    @property
+    def servable(self) -> bool:
+        """False once withdrawn or quarantined: then no read path may serve it."""
+        return self.status == PUBLISHED
 
     @classmethod
     def from_row(cls, row: Any) -> Snapshot:
+        """From a row of `_snapshot_select()` (the snapshot with its withdrawal, if any)."""
         return cls(
             id=row.id,
             product=row.product,
@@ -107,7 +145,73 @@ class Snapshot:
             published_at=_aware(row.published_at),
             quality=row.quality_json,
             run_id=row.run_id,
+            status=row.w_kind or PUBLISHED,
+            status_reason=row.w_reason,
+            status_actor=row.w_actor,
+            status_at=_aware(row.w_at) if row.w_at else None,
         )
+
+
+def _snapshot_select() -> Any:
+    """Snapshots joined with their withdrawal (columns `w_*`, NULL while published)."""
+    w = withdrawals_table.c
+    return select(
+        snapshots_table,
+        w.kind.label("w_kind"),
+        w.reason.label("w_reason"),
+        w.actor.label("w_actor"),
+        w.at.label("w_at"),
+    ).select_from(snapshots_table.outerjoin(withdrawals_table, w.snapshot_id == snapshots_table.c.id))
+
+
+class Authority(Protocol):
+    """What allowed (or refused) taking a snapshot out of service; recorded in the access log.
+
+    A `policies.decision.Decision` is one (the CLI passes the owner's `grant` decision);
+    `SystemAuthority` is the build's own rule (the PII gate)."""
+
+    @property
+    def allowed(self) -> bool: ...
+
+    @property
+    def rule(self) -> str | None: ...
+
+    @property
+    def reason(self) -> str: ...
+
+    @property
+    def policy_version(self) -> str | None: ...
+
+
+@dataclass(frozen=True)
+class SystemAuthority:
+    """A built-in rule of the platform itself, e.g. `SystemAuthority("civicmesh PII gate", ...)`."""
+
+    rule: str
+    reason: str
+    allowed: bool = True
+    policy_version: str | None = None
+
+
+@dataclass(frozen=True)
+class WithdrawResult:
+    snapshot: Snapshot  # the snapshot taken out of service, with its new status
+    current: Snapshot | None  # the product's current snapshot afterwards; None: nothing is served
+    moved: bool  # whether the current pointer moved (the snapshot was current)
+    access_log_seq: int  # the chained record of the withdrawal
+
+
+class WithdrawError(ValueError):
+    """The withdrawal cannot be done as asked (unknown product or snapshot, already out of
+    service, no reason); nothing changed."""
+
+
+class WithdrawRefused(PermissionError):
+    """The actor may not withdraw this product's snapshots; a `deny` record was chained."""
+
+
+class SnapshotWithdrawn(ValueError):
+    """A publish would bring back exactly the content and spec of a snapshot taken out of service."""
 
 
 @dataclass(frozen=True)
@@ -117,6 +221,33 @@ class CatalogEntry:
     quality_status: str
     quality: dict[str, Any] | None
     updated_at: datetime
+
+
+def _refuse_withdrawn_twin(conn: Any, spec: ProductSpec, checksum: str) -> None:
+    twin = conn.execute(
+        _snapshot_select()
+        .where(snapshots_table.c.product == spec.name)
+        .where(snapshots_table.c.checksum == checksum)
+        .where(snapshots_table.c.spec_json == spec.to_json())
+        .where(withdrawals_table.c.kind.is_not(None))
+    ).first()
+    if twin is not None:
+        raise SnapshotWithdrawn(
+            f"{spec.name}: not published: the same content and spec were {twin.w_kind} as snapshot "
+            f"{twin.id} ({twin.w_reason}). Fix the data or the contract, then build again."
+        )
+
+
+def _snapshot_in(conn: Any, snapshot_id: str | None) -> Snapshot | None:
+    if snapshot_id is None:
+        return None
+    row = conn.execute(_snapshot_select().where(snapshots_table.c.id == snapshot_id)).first()
+    return Snapshot.from_row(row) if row else None
+
+
+def _reason_digest(reason: str) -> str:
+    # The log keeps no free text (it may hold personal data), only a digest that pins the catalog's.
+    return "sha256:" + hashlib.sha256(reason.encode()).hexdigest()[:16]
 
 
 class Catalog:
@@ -154,14 +285,18 @@ class Catalog:
     ) -> Snapshot:
         """Register `written` and make it current, atomically. Idempotent: republishing the
         current content returns the current snapshot instead of adding a duplicate. `quality` is the
-        publish gate's record (its `status` passed or warned; failed raises ValueError)."""
+        publish gate's record (its `status` passed or warned; failed raises ValueError).
+
+        Raises SnapshotWithdrawn when `written` has the checksum and spec of a snapshot of this
+        product that was withdrawn or quarantined (a changed spec, e.g. a newly declared mask, may
+        publish the same bytes again)."""
         now = now or utcnow()
         status = (quality or {}).get("status") or "passed"
         if status not in ("passed", "warned"):
             raise ValueError(f"{spec.name}: the publish gate said {status!r}; not publishing")
         with self.engine.begin() as conn:
             current = conn.execute(
-                select(snapshots_table)
+                _snapshot_select()
                 .join(products_table, products_table.c.current_snapshot_id == snapshots_table.c.id)
                 .where(products_table.c.name == spec.name)
             ).first()
@@ -172,6 +307,7 @@ class Catalog:
             ):
                 self._upsert_product(conn, spec, now, quality_status=status, quality_json=quality)
                 return Snapshot.from_row(current)
+            _refuse_withdrawn_twin(conn, spec, written.checksum)
             if current is not None:
                 check_compatible(ProductSpec.from_json(current.spec_json), spec)
             seq = (conn.execute(select(func.max(snapshots_table.c.seq))).scalar() or 0) + 1
@@ -198,8 +334,9 @@ class Catalog:
                 .where(products_table.c.name == spec.name)
                 .values(current_snapshot_id=snapshot_id)
             )
-            row = conn.execute(select(snapshots_table).where(snapshots_table.c.id == snapshot_id)).one()
-            return Snapshot.from_row(row)
+            published = _snapshot_in(conn, snapshot_id)
+            assert published is not None
+            return published
 
     def record_quality(self, spec: ProductSpec, status: str, detail: dict[str, Any]) -> None:
         """Record the publish gate's latest outcome (`QUALITY_STATUSES`; `detail` as in
@@ -223,7 +360,8 @@ class Catalog:
     # -- reads --------------------------------------------------------------------------------
 
     def version(self) -> tuple[int, str]:
-        """Changes whenever anything is published or a quality status moves (cheap to poll)."""
+        """Changes whenever anything is published, withdrawn or a quality status moves (cheap to
+        poll)."""
         with self.engine.connect() as conn:
             seq = conn.execute(select(func.max(snapshots_table.c.seq))).scalar() or 0
             updated = conn.execute(select(func.max(products_table.c.updated_at))).scalar()
@@ -242,7 +380,7 @@ class Catalog:
             ids = [p.current_snapshot_id for p in products if p.current_snapshot_id]
             snaps = {
                 r.id: Snapshot.from_row(r)
-                for r in conn.execute(select(snapshots_table).where(snapshots_table.c.id.in_(ids)))
+                for r in conn.execute(_snapshot_select().where(snapshots_table.c.id.in_(ids)))
             }
         return [
             CatalogEntry(
@@ -260,7 +398,9 @@ class Catalog:
         return entry.current if entry else None
 
     def snapshots(self, name: str, include_removed: bool = False) -> list[Snapshot]:
-        query = select(snapshots_table).where(snapshots_table.c.product == name)
+        """Every snapshot of `name`, newest first, withdrawn and quarantined ones included (see
+        `Snapshot.status`)."""
+        query = _snapshot_select().where(snapshots_table.c.product == name)
         if not include_removed:
             query = query.where(snapshots_table.c.removed_at.is_(None))
         with self.engine.connect() as conn:
@@ -268,10 +408,135 @@ class Catalog:
         return [Snapshot.from_row(r) for r in rows]
 
     def snapshot_as_of(self, name: str, as_of: datetime) -> Snapshot | None:
-        """The snapshot that was current at `as_of` (the newest published at or before it)."""
-        return next((s for s in self.snapshots(name) if s.published_at <= _aware(as_of)), None)
+        """The snapshot to serve for `as_of`: the newest *servable* one published at or before it.
+
+        A snapshot withdrawn or quarantined since is skipped, so `asOf` a time when it was current
+        answers with the last good snapshot before it (what "current" moved back to), or None when
+        there is none."""
+        as_of = _aware(as_of)
+        return next((s for s in self.snapshots(name) if s.servable and s.published_at <= as_of), None)
 
     def snapshot(self, snapshot_id: str) -> Snapshot | None:
         with self.engine.connect() as conn:
-            row = conn.execute(select(snapshots_table).where(snapshots_table.c.id == snapshot_id)).first()
-        return Snapshot.from_row(row) if row else None
+            return _snapshot_in(conn, snapshot_id)
+
+    # -- taking snapshots out of service ------------------------------------------------------
+
+    def withdraw(
+        self,
+        product: str,
+        snapshot_id: str | None,
+        reason: str,
+        actor: str,
+        kind: str = "withdrawn",
+        *,
+        authority: Authority,
+        access_log: AccessLog,
+        roles: Sequence[str] = (),
+        now: datetime | None = None,
+    ) -> WithdrawResult:
+        """Take one snapshot of `product` out of service for good: `kind` "withdrawn" (an owner)
+        or "quarantined" (the build's PII gate). `snapshot_id` None means the current snapshot.
+
+        In one transaction, under the store's write lock: the withdrawal row (with `reason`), the
+        current pointer moved back to the newest earlier snapshot that is still servable and not
+        removed (or to none) when the snapshot was current, and an access-log record (action
+        `withdraw` | `quarantine`, subject `actor`, the snapshot id, `authority`'s rule and policy
+        version, and a digest of `reason`). Gateways see it at their next catalog poll.
+
+        Raises WithdrawRefused when `authority.allowed` is false (after chaining a `deny` record),
+        WithdrawError for an unknown product or snapshot, one already out of service, a missing
+        current snapshot, an empty reason or an unknown kind (nothing changed).
+        """
+        reason = reason.strip()
+        if kind not in OUT_OF_SERVICE:
+            raise WithdrawError(f"kind must be one of {OUT_OF_SERVICE}, not {kind!r}")
+        if not reason or len(reason) > MAX_REASON_CHARS:
+            raise WithdrawError(f"a reason of 1 to {MAX_REASON_CHARS} characters is required")
+        record = AccessRecord(
+            request_id=uuid.uuid4().hex,
+            action="withdraw" if kind == "withdrawn" else "quarantine",
+            status=200,
+            decision="allow",
+            reason=authority.reason,
+            subject=actor,
+            roles=list(roles),
+            product=product,
+            snapshot_id=snapshot_id,
+            rule=authority.rule,
+            policy_version=authority.policy_version,
+        )
+        if not authority.allowed:
+            access_log.append([replace(record, status=403, decision="deny", error_code="FORBIDDEN")])
+            raise WithdrawRefused(f"{actor} may not withdraw snapshots of {product}: {authority.reason}")
+        now = now or utcnow()
+        with self.engine.begin() as conn:
+            access_log.lock(conn)  # first: every read below sees the state this change applies to
+            target, current_id = self._withdrawal_target(conn, product, snapshot_id)
+            moved = target.id == current_id
+            successor = self._previous_good(conn, target) if moved else None
+            new_current = successor.id if successor else None
+            record.snapshot_id = target.id
+            record.reason += (
+                f"; {kind} {target.id} (reason {_reason_digest(reason)}); "
+                f"current {'moved to ' + (new_current or 'none') if moved else 'unchanged'}"
+            )
+            [seq] = access_log.append_in(conn, [record])
+            conn.execute(
+                withdrawals_table.insert().values(
+                    snapshot_id=target.id,
+                    product=product,
+                    kind=kind,
+                    reason=reason,
+                    actor=actor,
+                    at=now,
+                    access_log_seq=seq,
+                )
+            )
+            pointer = {"current_snapshot_id": new_current} if moved else {}
+            conn.execute(  # updated_at moves `version()`, so gateways reload their catalog state
+                update(products_table)
+                .where(products_table.c.name == product)
+                .values(updated_at=now, **pointer)
+            )
+            current = successor if moved else _snapshot_in(conn, current_id)
+            withdrawn = _snapshot_in(conn, target.id)
+        assert withdrawn is not None
+        return WithdrawResult(snapshot=withdrawn, current=current, moved=moved, access_log_seq=seq)
+
+    def _withdrawal_target(
+        self, conn: Any, product: str, snapshot_id: str | None
+    ) -> tuple[Snapshot, str | None]:
+        """(the snapshot to withdraw, the product's current snapshot id) or WithdrawError."""
+        row = conn.execute(
+            select(products_table.c.current_snapshot_id)
+            .where(products_table.c.name == product)
+            .with_for_update()
+        ).first()
+        if row is None:
+            raise WithdrawError(f"no product named {product!r} has been published")
+        current_id = row.current_snapshot_id
+        wanted = snapshot_id or current_id
+        if wanted is None:
+            raise WithdrawError(f"{product} has no current snapshot to withdraw")
+        target = _snapshot_in(conn, wanted)
+        if target is None or target.product != product:
+            raise WithdrawError(f"{product} has no snapshot {wanted!r}")
+        if not target.servable:
+            raise WithdrawError(f"snapshot {target.id} is already {target.status}")
+        return target, current_id
+
+    def _previous_good(self, conn: Any, target: Snapshot) -> Snapshot | None:
+        """The newest snapshot of the same product published before `target` (by publication
+        order), servable and not removed."""
+        target_seq = select(snapshots_table.c.seq).where(snapshots_table.c.id == target.id).scalar_subquery()
+        rows = conn.execute(
+            _snapshot_select()
+            .where(snapshots_table.c.product == target.product)
+            .where(snapshots_table.c.seq < target_seq)
+            .where(snapshots_table.c.removed_at.is_(None))
+            .where(withdrawals_table.c.kind.is_(None))
+            .order_by(snapshots_table.c.seq.desc())
+            .limit(1)
+        ).first()
+        return Snapshot.from_row(rows) if rows else None
