@@ -16,6 +16,7 @@ summary and operators only.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -46,6 +47,7 @@ class GateResult:
     failed: tuple[FailedCheck, ...] = ()
     checks: tuple[dict[str, str], ...] = ()  # every test that ran on the product or upstream
     deidentified: tuple[PiiFinding, ...] = field(default=())
+    leaks: tuple[PiiFinding, ...] = field(default=())  # the blocking PII findings (see quarantine)
 
     @property
     def status(self) -> str:
@@ -113,7 +115,10 @@ def _failure(manifest: Mapping[str, Any], result: Mapping[str, Any], target: str
         severity = "warn" if status == "warn" else "error"
         return FailedCheck(name, f"dbt test {name} on {on}: {what} (compiled SQL: {where})", severity)
     message = str(result.get("message") or status)
-    kind = message.split(":", 1)[0] if ":" in message else status
+    # dbt wraps the database's error ("Runtime Error in model x ...\n  Binder Error: ..."): name the
+    # innermost kind, which is what went wrong; its text may quote data, so it stays in `detail`.
+    kinds = re.findall(r"^\s*([A-Z][A-Za-z]*(?: [A-Z][A-Za-z]*)* Error)\b", message, flags=re.MULTILINE)
+    kind = kinds[-1] if kinds else status
     return FailedCheck(
         name,
         f"dbt {uid.split('.')[0]} {name} failed to build ({kind}; compiled SQL: {where})",
@@ -146,7 +151,8 @@ def _gate_one(
     own = [f for f in findings if f.product == spec.name and status != "error"]
     failed += [FailedCheck(f"pii_gate.{f.column}", f.message, "error") for f in own if f.blocking]
     deidentified = tuple(f for f in own if f.kind == "deidentified")
-    return GateResult(spec.name, tuple(failed), tuple(checks), deidentified)
+    leaks = tuple(f for f in own if f.blocking)
+    return GateResult(spec.name, tuple(failed), tuple(checks), deidentified, leaks)
 
 
 def gate_products(

@@ -13,6 +13,7 @@ import dagster as dg
 import duckdb
 from dagster_dbt import DagsterDbtTranslator, DbtCliInvocation, DbtCliResource, DbtProject, dbt_assets
 
+from civicmesh.accesslog import AccessLog
 from civicmesh.catalog import Catalog, utcnow
 from civicmesh.products import ProductSpec, is_product_node, load_product_specs
 from civicmesh.settings import Settings
@@ -21,6 +22,7 @@ from lineage.dbt import NodeColumns, events_from_dbt_run, warehouse_columns
 from lineage.events import new_run_id
 from orchestration.gate import GateResult, gate_products
 from orchestration.lineage_hooks import dagster_parent, record
+from orchestration.quarantine import quarantine_leaks
 from orchestration.resources import MeshResource
 
 
@@ -144,15 +146,17 @@ def dbt_transform_assets(project: DbtProject, translator: DagsterDbtTranslator) 
         # The project's own target folder: dbt's partial parse reuses it (a fresh per-run folder
         # re-parses everything, ~8 s), and runs never overlap (one DuckDB writer). A failed model
         # or test does not fail this step: the gate holds back only the products built from it.
+        settings, catalog = mesh.settings, mesh.catalog()
         invocation = dbt.cli(
             ["build"], context=context, target_path=project.target_path, raise_on_error=False
         )
         yield from invocation.stream()
         manifest, run_results = read_build(project, invocation)
         specs = selected_specs(context, translator, manifest)
-        columns = classify_columns(mesh.settings, manifest)
+        columns = classify_columns(settings, manifest)
         gates = gate(manifest, run_results, specs, columns, str(project.target_path))
-        record_gates(context, mesh.catalog(), specs, gates)
-        record_dbt_lineage(context, mesh.settings, project, (manifest, run_results), columns)
+        gates = quarantine_leaks(catalog, AccessLog.from_settings(settings), gates, context.run_id)
+        record_gates(context, catalog, specs, gates)
+        record_dbt_lineage(context, settings, project, (manifest, run_results), columns)
 
     return civicmesh_dbt

@@ -39,10 +39,10 @@ def copy_repo_transforms(dest_root: Path) -> Path:
     return dest_root
 
 
-def rebuild_copy(built: BuiltMesh, dest: Path, repo_root: Path | None = None) -> tuple[Settings, Catalog]:
+def rebuild_copy(built: Settings, dest: Path, repo_root: Path | None = None) -> tuple[Settings, Catalog]:
     """A private copy of a built mesh's home (data, warehouse, catalog, dbt target), to build again,
     optionally from another repo root (`copy_repo_transforms`)."""
     home = dest / "home"
-    shutil.copytree(built.settings.home, home, ignore=shutil.ignore_patterns("dagster", "logs"))
-    settings = isolated_settings(home, repo_root or built.settings.repo_root)
+    shutil.copytree(built.home, home, ignore=shutil.ignore_patterns("dagster", "logs"))
+    settings = isolated_settings(home, repo_root or built.repo_root)
     return settings, Catalog(get_engine(settings.metadata_url))

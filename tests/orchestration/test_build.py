@@ -77,7 +77,7 @@ def test_scorecard_lineage_reaches_the_landing_files(built_mesh: BuiltMesh) -> N
 def test_a_duplicated_key_in_one_landing_file_holds_back_only_what_is_built_from_it(
     built_mesh: BuiltMesh, tmp_path: Path
 ) -> None:
-    settings, catalog = rebuild_copy(built_mesh, tmp_path)
+    settings, catalog = rebuild_copy(built_mesh.settings, tmp_path)
     before = {e.spec.name: e.current.id for e in catalog.entries()}
 
     # One duplicated row in public works' landing file: the unique test on its staging model fails.

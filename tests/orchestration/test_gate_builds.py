@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
+from civicmesh.accesslog import AccessLog
 from civicmesh.catalog import Catalog
 from civicmesh.cli import main
 from civicmesh.settings import Settings
@@ -79,6 +81,16 @@ LEAKS: dict[str, tuple[str, list[str], str, str]] = {
     ),
 }
 BROKEN = ("broken_model", f"select request_id, no_such_column from {STG}", ["request_id", "no_such_column"])
+# Published while its source did not yet declare requester_phone as PII; the next build knows better.
+CALLBACKS = (
+    "callbacks",
+    f"select request_id, requester_phone as callback_phone from {STG}",
+    ["request_id", "callback_phone"],
+)
+PHONE_PLAIN = '            description: "Requester phone number."\n'
+PHONE_PII = (
+    PHONE_PLAIN + "            config:\n              tags: [pii]\n              meta: {mask: partial}\n"
+)
 
 
 @dataclass
@@ -88,6 +100,7 @@ class Built:
     report: BuildReport | None  # None when built through the CLI (then see `output`)
     output: str = ""
     exit_code: int = 0
+    repo: Path | None = None
 
     def outcome(self, product: str) -> ProductOutcome:
         assert self.report is not None
@@ -113,9 +126,18 @@ def leaky(built_mesh: BuiltMesh, tmp_path_factory: pytest.TempPathFactory) -> Bu
     for name, (sql, columns, _, _) in LEAKS.items():
         _write_mart(repo / "transforms", name, sql, columns)
     _write_mart(repo / "transforms", *BROKEN)
-    settings, catalog = rebuild_copy(built_mesh, tmp, repo)
+    _write_mart(repo / "transforms", *CALLBACKS)
+    _declare_phone(repo, pii=False)
+    settings, catalog = rebuild_copy(built_mesh.settings, tmp, repo)
     report, _ = build(settings)
-    return Built(settings, catalog, report)
+    return Built(settings, catalog, report, repo=repo)
+
+
+def _declare_phone(repo: Path, *, pii: bool) -> None:
+    sources = repo / "transforms" / "models" / "public_works" / "staging" / "_public_works__sources.yml"
+    text = sources.read_text()
+    assert (PHONE_PLAIN if pii else PHONE_PII) in text
+    sources.write_text(text.replace(PHONE_PLAIN, PHONE_PII) if pii else text.replace(PHONE_PII, PHONE_PLAIN))
 
 
 @pytest.mark.parametrize("product", sorted(LEAKS))
@@ -149,10 +171,54 @@ def test_a_model_that_fails_to_build_shows_its_error_inline(leaky: Built) -> Non
 
 
 def test_every_other_product_of_the_same_build_publishes(leaky: Built, built_mesh: BuiltMesh) -> None:
-    for name in PRODUCTS:
+    for name in {*PRODUCTS, "public_works.callbacks"}:
         assert leaky.outcome(name).outcome == "published", leaky.outcome(name)
         assert leaky.catalog.entry(name).quality_status == "passed"
     assert len(leaky.report.held_back) == len(LEAKS) + 1
+
+
+@pytest.fixture(scope="module")
+def quarantined(leaky: Built, tmp_path_factory: pytest.TempPathFactory) -> Built:
+    """The next build after the department declares requester_phone as PII at its source."""
+    tmp = tmp_path_factory.mktemp("quarantined")
+    assert leaky.repo is not None
+    repo = tmp / "repo"
+    shutil.copytree(
+        leaky.repo / "transforms", repo / "transforms", ignore=shutil.ignore_patterns("target", "logs")
+    )
+    _declare_phone(repo, pii=True)
+    settings, catalog = rebuild_copy(leaky.settings, tmp, repo)
+    report, _ = build(settings)
+    return Built(settings, catalog, report, repo=repo)
+
+
+def test_a_leak_found_in_the_current_snapshot_quarantines_it_in_the_same_build(
+    leaky: Built, quarantined: Built
+) -> None:
+    leaked = leaky.catalog.current("public_works.callbacks")
+    assert leaked is not None and "callback_phone" in dict(leaked.schema)
+    catalog = quarantined.catalog
+    assert catalog.current("public_works.callbacks") is None, "nothing good before it: nothing is served"
+    (snapshot,) = catalog.snapshots("public_works.callbacks")
+    assert (snapshot.id, snapshot.status, snapshot.status_actor) == (
+        leaked.id,
+        "quarantined",
+        "civicmesh build",
+    )
+    assert "callback_phone is derived from PII" in snapshot.status_reason
+    assert "raw_public_works.service_requests.requester_phone [pii]" in snapshot.status_reason
+    log = AccessLog.from_settings(quarantined.settings)
+    (record,) = [r for r in log.rows() if r["action"] == "quarantine"]
+    assert (record["product"], record["snapshot_id"], record["rule"]) == (
+        "public_works.callbacks",
+        leaked.id,
+        "civicmesh PII gate",
+    )
+    assert log.verify_report().ok
+    outcome = quarantined.outcome("public_works.callbacks")
+    assert not outcome.published and any(f"{leaked.id} served callback_phone" in r for r in outcome.reasons)
+    for name in PRODUCTS:  # the rest of the build publishes as usual
+        assert quarantined.outcome(name).published, quarantined.outcome(name)
 
 
 SINGULAR_TEST = """-- A collision report needs at most one vehicle (deliberately wrong: fails on real data).
@@ -174,7 +240,7 @@ def warned(built_mesh: BuiltMesh, tmp_path_factory: pytest.TempPathFactory) -> B
     assert accepted in text
     warn_only = "              arguments:\n                values: [ach, check]\n              config:\n"
     yml.write_text(text.replace(accepted, warn_only + "                severity: warn\n"))
-    settings, catalog = rebuild_copy(built_mesh, tmp, repo)
+    settings, catalog = rebuild_copy(built_mesh.settings, tmp, repo)
     env = {
         "CIVICMESH_HOME": str(settings.home),
         "CIVICMESH_METADATA_URL": settings.metadata_url,
