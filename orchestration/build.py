@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 
@@ -89,12 +90,12 @@ class BuildReport:
                 first, *rest = reason.splitlines() or [""]
                 lines.append(f"      - {first}")
                 lines += [f"        {line}" for line in rest]
-        lines += [f"  failed step: {step}" for step in self.failed_steps if not _is_publish_step(step)]
+        lines += [
+            f"  failed step: {step}"
+            for step in self.failed_steps
+            if not step.startswith(f"{PUBLISH_PREFIX}__")
+        ]
         return lines
-
-
-def _is_publish_step(step: str) -> bool:
-    return step.startswith(f"{PUBLISH_PREFIX}__")
 
 
 def _check_lines(check: dict) -> str:
@@ -161,6 +162,35 @@ def _progress_logger(emit_line: Callable[[str], None], started: float) -> dg.Log
     return progress
 
 
+def _collect(
+    report: BuildReport, events: list[Any], products: dict[str, str]
+) -> tuple[dict[str, str], dict[str, str]]:
+    """Fill `report` from the run's events; returns ({product: snapshot id published},
+    {product: its publish step's error}). `products`: {publish step key: product name}."""
+    published: dict[str, str] = {}
+    publish_failed: dict[str, str] = {}
+    for event in events:
+        if event.event_type_value == "ASSET_MATERIALIZATION":
+            report.materialized.append(event.asset_key.to_user_string())
+            if event.step_key in products:
+                metadata = event.event_specific_data.materialization.metadata
+                published[products[event.step_key]] = str(metadata["snapshot_id"].value)
+        elif event.event_type_value == "ASSET_CHECK_EVALUATION" and not event.event_specific_data.passed:
+            data = event.event_specific_data
+            report.failed_checks.append(f"{data.asset_key.to_user_string()}:{data.check_name}")
+        elif event.event_type_value == "STEP_SKIPPED":
+            report.skipped.append(event.step_key)
+        elif event.event_type_value == "STEP_FAILURE":
+            error = event.event_specific_data.error
+            while error is not None and error.cause is not None:  # the user code's own error
+                error = error.cause
+            message = error.message.strip() if error else "failed"
+            report.failed_steps.append(f"{event.step_key}: {message}")
+            if event.step_key in products:
+                publish_failed[products[event.step_key]] = message
+    return published, publish_failed
+
+
 def run_build(
     settings: Settings,
     selection: str | None = None,
@@ -201,39 +231,19 @@ def run_build(
         )
     report.run_id = result.run_id
     report.success = result.success
-    published: dict[str, str] = {}
-    publish_failed: dict[str, str] = {}
-    for event in result.all_events:
-        if event.event_type_value == "ASSET_MATERIALIZATION":
-            report.materialized.append(event.asset_key.to_user_string())
-            if event.asset_key.path[0] == PUBLISH_PREFIX:
-                metadata = event.event_specific_data.materialization.metadata
-                published[".".join(event.asset_key.path[1:])] = str(metadata["snapshot_id"].value)
-        elif event.event_type_value == "ASSET_CHECK_EVALUATION" and not event.event_specific_data.passed:
-            data = event.event_specific_data
-            report.failed_checks.append(f"{data.asset_key.to_user_string()}:{data.check_name}")
-        elif event.event_type_value == "STEP_SKIPPED":
-            report.skipped.append(event.step_key)
-        elif event.event_type_value == "STEP_FAILURE":
-            error = event.event_specific_data.error
-            while error is not None and error.cause is not None:  # the user code's own error
-                error = error.cause
-            message = error.message.strip() if error else "failed"
-            report.failed_steps.append(f"{event.step_key}: {message}")
-            if _is_publish_step(event.step_key):
-                publish_failed[".".join(event.step_key.split("__")[1:])] = message
+    products = {
+        k.to_python_identifier(): ".".join(k.path[1:]) for k in job_keys if k.path[0] == PUBLISH_PREFIX
+    }
+    published, publish_failed = _collect(report, result.all_events, products)
     # Deliver this run's lineage now; a backend that is down keeps them in the outbox.
     recorder = LineageRecorder.shared(settings)
     delivered = recorder.flush(timeout=10)
     recorder.stop()  # releases the delivery lease so the next process need not wait for it to expire
     if not delivered:
         emit_line("lineage: a transport is unreachable; events stay in the outbox for the next delivery")
+    catalog = Catalog(get_engine(settings.metadata_url))
     report.products = product_outcomes(
-        Catalog(get_engine(settings.metadata_url)),
-        [".".join(k.path[1:]) for k in job_keys if k.path[0] == PUBLISH_PREFIX],
-        result.run_id,
-        published,
-        publish_failed,
+        catalog, sorted(products.values()), result.run_id, published, publish_failed
     )
     report.seconds = time.monotonic() - started
     return report

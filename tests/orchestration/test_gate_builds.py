@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import io
 import shutil
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ import pytest
 from civicmesh.accesslog import AccessLog
 from civicmesh.catalog import Catalog
 from civicmesh.cli import main
-from civicmesh.settings import Settings
+from civicmesh.settings import REPO_ROOT, Settings
 from orchestration.build import BuildReport, ProductOutcome
 from tests.mesh import BuiltMesh, build, copy_repo_transforms, rebuild_copy
 from tests.orchestration.test_build import PRODUCTS
@@ -81,6 +82,13 @@ LEAKS: dict[str, tuple[str, list[str], str, str]] = {
     ),
 }
 BROKEN = ("broken_model", f"select request_id, no_such_column from {STG}", ["request_id", "no_such_column"])
+# An owner's reviewed de-identification: derived from e-mails, a count is not personal data.
+REQUESTERS = (
+    "requesters_by_district",
+    f"select district, cast(count(distinct requester_email) as varchar) as requesters from {STG} group by 1",
+    ["district", "requesters"],
+)
+REQUESTERS_REASON = "a count of distinct requesters per district identifies no one"
 # Published while its source did not yet declare requester_phone as PII; the next build knows better.
 CALLBACKS = (
     "callbacks",
@@ -107,10 +115,13 @@ class Built:
         return next(p for p in self.report.products if p.product == product)
 
 
-def _write_mart(project: Path, name: str, sql: str, columns: list[str]) -> None:
+def _write_mart(project: Path, name: str, sql: str, columns: list[str], deidentified: str = "") -> None:
+    """A public mart with varchar contract columns; `deidentified` declares the last one so."""
     marts = project / "models" / "public_works" / "marts"
     (marts / f"{name}.sql").write_text(sql + "\n")
     yml = "".join(f"      - name: {c}\n        data_type: varchar\n" for c in columns)
+    if deidentified:
+        yml += f"        config:\n          meta:\n            deidentified: '{deidentified}'\n"
     (marts / f"{name}.yml").write_text(
         f"models:\n  - name: {name}\n    description: 'A public mart an owner might write.'\n"
         f"    config:\n      meta:\n        civicmesh:\n          classification: public\n    columns:\n{yml}"
@@ -127,6 +138,7 @@ def leaky(built_mesh: BuiltMesh, tmp_path_factory: pytest.TempPathFactory) -> Bu
         _write_mart(repo / "transforms", name, sql, columns)
     _write_mart(repo / "transforms", *BROKEN)
     _write_mart(repo / "transforms", *CALLBACKS)
+    _write_mart(repo / "transforms", *REQUESTERS, deidentified=REQUESTERS_REASON)
     _declare_phone(repo, pii=False)
     settings, catalog = rebuild_copy(built_mesh.settings, tmp, repo)
     report, _ = build(settings)
@@ -171,7 +183,7 @@ def test_a_model_that_fails_to_build_shows_its_error_inline(leaky: Built) -> Non
 
 
 def test_every_other_product_of_the_same_build_publishes(leaky: Built, built_mesh: BuiltMesh) -> None:
-    for name in {*PRODUCTS, "public_works.callbacks"}:
+    for name in {*PRODUCTS, "public_works.callbacks", "public_works.requesters_by_district"}:
         assert leaky.outcome(name).outcome == "published", leaky.outcome(name)
         assert leaky.catalog.entry(name).quality_status == "passed"
     assert len(leaky.report.held_back) == len(LEAKS) + 1
@@ -302,7 +314,7 @@ async def _catalog_query(settings: Settings, query: str) -> dict[str, Any]:
     from gateway.app import create_app
     from gateway.auth import issue_token
 
-    app = create_app(settings)
+    app = create_app(dataclasses.replace(settings, repo_root=REPO_ROOT))  # the repo's policies
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
@@ -328,3 +340,19 @@ def test_the_catalog_says_which_check_failed_and_why(warned: Built) -> None:
     assert data["warned"]["quality"]["status"] == "warned"
     assert data["warned"]["quality"]["failedChecks"][0]["severity"] == "warn"
     assert data["clean"]["quality"]["status"] == "passed" and data["clean"]["quality"]["failedChecks"] == []
+
+
+def test_a_reviewed_deidentification_publishes_and_the_catalog_shows_why(leaky: Built) -> None:
+    assert leaky.outcome("public_works.requesters_by_district").outcome == "published"
+    (noted,) = leaky.catalog.entry("public_works.requesters_by_district").quality["deidentified"]
+    assert noted["column"] == "requesters" and noted["path"][-1] == SOURCE_EMAIL
+    query = """{ product(name: "public_works.requesters_by_district") {
+        columns { name pii deidentifiedReason } quality { status } } }"""
+    product = asyncio.run(_catalog_query(leaky.settings, query))["data"]["product"]
+    columns = {c["name"]: c for c in product["columns"]}
+    assert columns["requesters"] == {
+        "name": "requesters",
+        "pii": False,
+        "deidentifiedReason": REQUESTERS_REASON,
+    }
+    assert columns["district"]["deidentifiedReason"] is None and product["quality"]["status"] == "passed"
