@@ -95,7 +95,7 @@ class PiiGraph:
             return [], "DuckDB did not describe this column after the build"
         if lineage.unknown is not None:
             return [], lineage.unknown
-        parents = self.columns.parents(uid)
+        parents = self.columns.inputs(uid)
         by_relation = {relation_key(manifest_node(self.manifest, p) or {}): p for p in parents}
         return [(by_relation[f.relation], f.column) for f in lineage.direct], None
 

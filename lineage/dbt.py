@@ -155,7 +155,7 @@ class NodeColumns:
             node = manifest_node(self.manifest, uid) or {}
             relations = {
                 relation_key(manifest_node(self.manifest, p) or {}): [c for c, _ in self.warehouse[p]]
-                for p in self.parents(uid)
+                for p in self.inputs(uid)
                 if p in self.warehouse
             }
             output = [c for c, _ in self.warehouse[uid]] if uid in self.warehouse else None
@@ -175,6 +175,18 @@ class NodeColumns:
         return [
             p for p in (node.get("depends_on") or {}).get("nodes") or () if manifest_node(self.manifest, p)
         ]
+
+    def inputs(self, uid: str) -> list[str]:
+        """The relations a model's compiled SQL reads: its parents, with an ephemeral parent replaced
+        by that parent's own inputs (dbt inlines it as a CTE)."""
+        found: list[str] = []
+        for parent in self.parents(uid):
+            node = manifest_node(self.manifest, parent) or {}
+            if (node.get("config") or {}).get("materialized") == "ephemeral":
+                found += self.inputs(parent)
+            else:
+                found.append(parent)
+        return list(dict.fromkeys(found))
 
 
 def _input_field(field: SourceField, warehouse_path: Path | str) -> cl.InputField:

@@ -75,7 +75,8 @@ def publish_asset(spec: ProductSpec, model_key: dg.AssetKey, relation: str) -> d
                     **lineage,
                 ),
             )
-            raise dg.Failure(f"{spec.name} not published: {'; '.join(reasons)}")
+            # A gate decision, not a transient fault: a retry of the run would decide the same.
+            raise dg.Failure(f"{spec.name} not published: {'; '.join(reasons)}", allow_retries=False)
         try:
             with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
                 written = write_snapshot(

@@ -89,3 +89,19 @@ def test_pii_follows_across_products() -> None:
         "public_works.repeat_reporters.who",
         "public_works.service_requests.reporter_key [pii]",
     )
+
+
+def test_an_ephemeral_model_is_followed_inside_the_sql_that_inlines_it() -> None:
+    manifest = artifacts.manifest()
+    stg = manifest["nodes"]["model.civicmesh.stg_service_requests"]
+    stg["config"]["materialized"] = "ephemeral"
+    mart = manifest["nodes"][MART]
+    inlined = f"with __dbt__cte__stg_service_requests as (\n{stg['compiled_code']}\n), "
+    mart["compiled_code"] = inlined + mart["compiled_code"].removeprefix("with ").replace(
+        '"warehouse"."main"."stg_service_requests"', "__dbt__cte__stg_service_requests"
+    )
+    (finding,) = _findings(manifest)
+    assert finding.path == (
+        "public_works.service_requests.reporter_key",
+        "raw.public_works_service_requests.reporter_email [pii]",
+    )
