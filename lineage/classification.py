@@ -25,6 +25,8 @@ from lineage.dbt import NodeColumns, manifest_node, relation_key
 Column = tuple[str, str]  # (node unique_id, column name as DuckDB spells it)
 LEAVES = ("source.", "seed.", "snapshot.")
 BLOCKING = ("undeclared_pii", "unknown_lineage")
+# Not a finding about the data: the warehouse could not say what the model returns (not built).
+NOT_DESCRIBED = "DuckDB did not describe this column after the build"
 
 
 @dataclass(frozen=True)
@@ -92,7 +94,7 @@ class PiiGraph:
             return [], None
         lineage = self.columns.lineage(uid).column(column)
         if lineage is None:
-            return [], "DuckDB did not describe this column after the build"
+            return [], NOT_DESCRIBED
         if lineage.unknown is not None:
             return [], lineage.unknown
         parents = self.columns.inputs(uid)

@@ -147,8 +147,9 @@ def _gate_one(
     if status != "success" and not any(c.severity == "error" for c in failed):
         name = _node_name(manifest, spec.model_unique_id)
         failed.append(FailedCheck(f"model {name}", f"dbt did not build model {name} ({status})", "error"))
-    # A model that did not build has no columns to classify: its error is the finding.
-    own = [f for f in findings if f.product == spec.name and status != "error"]
+    # A model that did not build in this run has nothing to classify (dbt compiles only what it
+    # runs): why it did not build is the finding.
+    own = [f for f in findings if f.product == spec.name and status == "success"]
     failed += [FailedCheck(f"pii_gate.{f.column}", f.message, "error") for f in own if f.blocking]
     deidentified = tuple(f for f in own if f.kind == "deidentified")
     leaks = tuple(f for f in own if f.blocking)

@@ -2,7 +2,8 @@
 already serves takes that snapshot out of service in the same build.
 
 A leak is a blocking PII finding (undeclared PII or unknown lineage) on a column the current
-snapshot contains without a mask in the spec it was published with. `Catalog.withdraw` (kind
+snapshot contains without a mask in the spec it was published with. A model the warehouse could not
+describe is no finding about the data and never quarantines anything. `Catalog.withdraw` (kind
 `quarantined`, the build as actor, the PII gate as the rule) moves "current" back to the last good
 snapshot or to none and chains the change in the access log, with the findings as the reason.
 """
@@ -14,7 +15,7 @@ from dataclasses import replace
 
 from civicmesh.accesslog import AccessLog, AccessLogUnavailable
 from civicmesh.catalog import MAX_REASON_CHARS, Catalog, Snapshot, SystemAuthority, WithdrawError
-from lineage.classification import PiiFinding
+from lineage.classification import NOT_DESCRIBED, PiiFinding
 from orchestration.gate import FailedCheck, GateResult
 
 ACTOR = "civicmesh build"
@@ -25,7 +26,11 @@ def leaking(snapshot: Snapshot, leaks: tuple[PiiFinding, ...]) -> list[PiiFindin
     """The findings on columns `snapshot` serves unmasked (by the spec it was published with)."""
     served = {name.lower() for name, _ in snapshot.schema}
     masked = {c.name.lower() for c in snapshot.spec.columns if c.mask}
-    return [f for f in leaks if f.column.lower() in served and f.column.lower() not in masked]
+    return [
+        f
+        for f in leaks
+        if f.column.lower() in served and f.column.lower() not in masked and f.reason != NOT_DESCRIBED
+    ]
 
 
 def quarantine_leaks(
