@@ -103,6 +103,19 @@ def relation_key(node: Mapping[str, Any]) -> str:
     return ".".join(str(p) for p in (node.get("database"), node.get("schema"), table)).lower()
 
 
+def fill_compiled_code(manifest: dict[str, Any], target_path: Path) -> dict[str, Any]:
+    """Give every model the compiled SQL dbt last wrote for it under `target_path`, where this
+    invocation did not compile it (a subset build, a skipped model): that is the SQL its relation in
+    the warehouse was built from, and `warehouse_columns` checks it against DuckDB all the same."""
+    for uid, node in (manifest.get("nodes") or {}).items():
+        if not uid.startswith("model.") or node.get("compiled_code"):
+            continue
+        path = target_path / "compiled" / str(node.get("package_name")) / str(node.get("original_file_path"))
+        if path.is_file():
+            node["compiled_code"] = path.read_text()
+    return manifest
+
+
 def warehouse_columns(
     con: duckdb.DuckDBPyConnection, manifest: Mapping[str, Any]
 ) -> dict[str, tuple[tuple[str, str], ...]]:

@@ -18,7 +18,7 @@ from civicmesh.catalog import Catalog, utcnow
 from civicmesh.products import ProductSpec, is_product_node, load_product_specs
 from civicmesh.settings import Settings
 from lineage.classification import pii_findings
-from lineage.dbt import NodeColumns, events_from_dbt_run, warehouse_columns
+from lineage.dbt import NodeColumns, events_from_dbt_run, fill_compiled_code, warehouse_columns
 from lineage.events import new_run_id
 from orchestration.gate import GateResult, gate_products
 from orchestration.lineage_hooks import dagster_parent, record
@@ -64,7 +64,7 @@ class MeshTranslator(DagsterDbtTranslator):
 def read_build(project: DbtProject, invocation: DbtCliInvocation) -> tuple[dict[str, Any], dict[str, Any]]:
     """The manifest (with compiled SQL) and run_results this `dbt build` wrote; empty results when
     dbt stopped before writing them (then every product is held back as not run)."""
-    manifest = json.loads(project.manifest_path.read_text())
+    manifest = fill_compiled_code(json.loads(project.manifest_path.read_text()), project.target_path)
     try:
         run_results = invocation.get_artifact("run_results.json")
     except FileNotFoundError:
