@@ -83,9 +83,10 @@ class BuildReport:
             f"{len(self.products)} products published, {len(self.held_back)} held back, {len(warned)} warned"
         ]
         width = max((len(p.product) for p in self.products), default=0)
-        for product in sorted(self.products, key=lambda p: (p.published, p.outcome, p.product)):
+        order = {"held back": 0, "warned": 1, "published": 2}
+        for product in sorted(self.products, key=lambda p: (order[p.outcome], p.product)):
             snapshot = f"  snapshot {product.snapshot_id}" if product.snapshot_id else ""
-            lines.append(f"  {product.outcome:<9}  {product.product:<{width}}{snapshot}")
+            lines.append(f"  {product.outcome:<9}  {product.product:<{width}}{snapshot}".rstrip())
             for reason in product.reasons:
                 first, *rest = reason.splitlines() or [""]
                 lines.append(f"      - {first}")
