@@ -106,6 +106,8 @@ PUBLISHED = "published"
 OUT_OF_SERVICE = ("withdrawn", "quarantined")  # by an owner | by the build's PII gate
 MAX_REASON_CHARS = 2000
 
+QUALITY_STATUSES = ("passed", "warned", "failed")  # what the publish gate decided; "unknown" before
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -309,10 +311,14 @@ class Catalog:
         """Register `written` and make it current, atomically. Idempotent: republishing the
         current content returns the current snapshot instead of adding a duplicate.
 
-        Raises SnapshotWithdrawn when `written` has the checksum and spec of a snapshot of this
-        product that was withdrawn or quarantined (a changed spec, e.g. a newly declared mask, may
-        publish the same bytes again)."""
+        `quality` is the publish gate's record (its `status` passed or warned; failed raises
+        ValueError). Raises SnapshotWithdrawn when `written` has the checksum and spec of a snapshot
+        of this product that was withdrawn or quarantined (a changed spec, e.g. a newly declared
+        mask, may publish the same bytes again)."""
         now = now or utcnow()
+        status = (quality or {}).get("status") or "passed"
+        if status not in ("passed", "warned"):
+            raise ValueError(f"{spec.name}: the publish gate said {status!r}; not publishing")
         with self.engine.begin() as conn:
             current = conn.execute(
                 _snapshot_select()
@@ -324,14 +330,14 @@ class Catalog:
                 and current.checksum == written.checksum
                 and current.spec_json == spec.to_json()
             ):
-                self._upsert_product(conn, spec, now, quality_status="passed", quality_json=quality)
+                self._upsert_product(conn, spec, now, quality_status=status, quality_json=quality)
                 return Snapshot.from_row(current)
             _refuse_withdrawn_twin(conn, spec, written.checksum)
             if current is not None:
                 check_compatible(ProductSpec.from_json(current.spec_json), spec)
             seq = (conn.execute(select(func.max(snapshots_table.c.seq))).scalar() or 0) + 1
             snapshot_id = f"{spec.name}@{now:%Y%m%dT%H%M%S%fZ}-{written.checksum[:8]}"
-            self._upsert_product(conn, spec, now, quality_status="passed", quality_json=quality)
+            self._upsert_product(conn, spec, now, quality_status=status, quality_json=quality)
             conn.execute(
                 snapshots_table.insert().values(
                     id=snapshot_id,
@@ -358,9 +364,10 @@ class Catalog:
             return published
 
     def record_quality(self, spec: ProductSpec, status: str, detail: dict[str, Any]) -> None:
-        """Record the latest quality gate outcome; never moves the current pointer, so a failed
-        gate leaves the last good snapshot current."""
-        if status not in ("passed", "failed"):
+        """Record the publish gate's latest outcome (`QUALITY_STATUSES`; `detail` as in
+        `orchestration.gate.GateResult.quality`); never moves the current pointer, so a failed gate
+        leaves the last good snapshot current."""
+        if status not in QUALITY_STATUSES:
             raise ValueError(f"unknown quality status {status!r}")
         now = utcnow()
         with self.engine.begin() as conn:

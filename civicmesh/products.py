@@ -95,31 +95,62 @@ def _model_meta(node: Mapping[str, Any]) -> dict[str, Any]:
     return meta
 
 
+@dataclass(frozen=True)
+class ColumnClassification:
+    """What a dbt column's yml says about personal data (models, seeds, snapshots and sources alike).
+
+    Vocabulary (`meta` and `tags`, at the column or under its `config`): the `pii` tag, `meta.pii:
+    true` or `meta.mask: redact|hash|partial|generalize` declare personal data (the mask is how a
+    product serves it); `meta.deidentified: "<reason>"` is an owner's reviewed decision that a column
+    derived from personal data is not personal data."""
+
+    pii: bool = False
+    mask: str | None = None
+    deidentified: str | None = None
+    tags: tuple[str, ...] = ()
+
+
+def column_classification(column: Mapping[str, Any]) -> ColumnClassification:
+    """The classification a column's yml declares (no validation: see `_column_spec`)."""
+    config = column.get("config") or {}
+    meta = {**(column.get("meta") or {}), **(config.get("meta") or {})}
+    tags = tuple(dict.fromkeys((*(column.get("tags") or ()), *(config.get("tags") or ()))))
+    mask = meta.get("mask")
+    pii = "pii" in tags or mask is not None or meta.get("pii") is True
+    reason = meta.get("deidentified")
+    return ColumnClassification(
+        pii=pii,
+        mask=str(mask) if mask is not None else None,
+        deidentified=str(reason).strip() if reason else None,
+        tags=tags,
+    )
+
+
 def _column_spec(source: str, model: str, column: Mapping[str, Any]) -> ColumnSpec:
-    meta = dict(column.get("meta") or {})
-    meta.update((column.get("config") or {}).get("meta") or {})
-    tags = tuple(column.get("tags") or ()) + tuple((column.get("config") or {}).get("tags") or ())
-    tags = tuple(dict.fromkeys(tags))
+    declared = column_classification(column)
+    tags = declared.tags
     name = column["name"]
     where = f"models.{model}.columns.{name}"
     data_type = column.get("data_type")
     if not data_type:
         raise _fail(source, f"{where}.data_type", "every product column needs a contract data_type")
-    mask = meta.get("mask")
-    if "pii" in tags and mask is None:
+    mask = declared.mask
+    if declared.pii and mask is None:
         raise _fail(source, f"{where}.meta.mask", f"pii column needs a mask kind, one of {MASK_KINDS}")
     if mask is not None:
         if mask not in MASK_KINDS:
             raise _fail(source, f"{where}.meta.mask", f"unknown mask kind {mask!r}; use {MASK_KINDS}")
         if "pii" not in tags:
             tags = (*tags, "pii")
+    if mask is not None and declared.deidentified:
+        raise _fail(source, f"{where}.meta.deidentified", "a column is either masked PII or de-identified")
     return ColumnSpec(
         name=name,
         data_type=str(data_type).lower(),
         description=column.get("description") or "",
         tags=tags,
         mask=mask,
-        deidentified_reason=meta.get("deidentified"),
+        deidentified_reason=declared.deidentified,
     )
 
 

@@ -1,145 +1,170 @@
-"""PII follows lineage: a product column derived from a PII column is PII too, unless declared otherwise.
+"""PII is declared where data enters and follows column lineage to every product column.
 
-Works on the dbt manifest alone (compiled SQL + column tags), so a build can check every product
-*before* publishing it. A column is a PII source when its yml tags it `pii` or gives it a mask
-(`meta.mask`) or `meta.pii: true`, in any model, seed, snapshot or source. Hashing does not clear
-it: a keyed or unkeyed hash of a person's e-mail is still a pseudonym of that person. The owner
-clears a derivative only by declaring it in the contract: a mask (it is PII, masked on read) or
-`meta.deidentified: "<reason>"` (it is not, and here is why).
+Sources, seeds and snapshots declare their columns and which are personal data (vocabulary:
+`civicmesh.products.column_classification`); a model column may add a `pii` declaration, never
+remove one. A product column inherits PII through every DIRECT lineage edge (identity,
+transformation, aggregation; a hash is still a pseudonym of the person); INDIRECT edges (filter,
+join, group by, sort, window, conditional) decide rows, not values, and carry nothing.
+
+Fail closed: a product column whose lineage cannot be resolved exactly (`lineage.sql_lineage`), or
+that reaches a source column no yml declares, is *unknown*, and unknown blocks publish like
+undeclared PII. The owner clears a column only in the product's own contract: a mask (it is PII,
+masked on read) or `meta.deidentified: "<reason>"` (it is not personal data, and here is why; the
+reason is recorded and shown in the catalog).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from civicmesh.products import ProductSpec
-from lineage.dbt import NodeColumns, manifest_node, relation_of
+from civicmesh.products import ProductSpec, column_classification
+from lineage.dbt import NodeColumns, manifest_node, relation_key
 
-Column = tuple[str, str]  # (node unique_id, column name)
+Column = tuple[str, str]  # (node unique_id, column name as DuckDB spells it)
+LEAVES = ("source.", "seed.", "snapshot.")
+BLOCKING = ("undeclared_pii", "unknown_lineage")
+# Not a finding about the data: the warehouse could not say what the model returns (not built).
+NOT_DESCRIBED = "DuckDB did not describe this column after the build"
 
 
 @dataclass(frozen=True)
 class PiiFinding:
     product: str
     column: str
-    kind: str  # "undeclared_pii" blocks publishing; "deidentified" is the owner's recorded decision
-    path: tuple[str, ...]  # product column first, the PII source last
-    reason: str | None = None
+    kind: str  # undeclared_pii | unknown_lineage (both block publish) | deidentified (recorded)
+    path: tuple[str, ...]  # product column first, the source column (or the unresolved step) last
+    reason: str | None = None  # the owner's de-identification reason, or why lineage is unknown
+    unknown: bool = False  # the path ends where lineage is unknown (not at a PII column)
 
     @property
     def blocking(self) -> bool:
-        return self.kind == "undeclared_pii"
+        return self.kind in BLOCKING
 
     @property
     def message(self) -> str:
         chain = " <- ".join(self.path)
-        if self.blocking:
+        fix = "declare meta.mask, or meta.deidentified with the reason it is not personal data"
+        if self.kind == "undeclared_pii":
+            return f"{self.product}.{self.column} is derived from PII ({chain}) and declares no mask; {fix}"
+        if self.kind == "unknown_lineage":
+            where = f" at {chain}" if len(self.path) > 1 else ""
             return (
-                f"{self.product}.{self.column} is derived from PII ({chain}) but its contract declares "
-                "no mask; add meta.mask, or meta.deidentified with the reason it is not personal data"
+                f"{self.product}.{self.column}: lineage unknown{where} ({self.reason}), so it may be "
+                f"personal data; {fix}"
             )
-        return f"{self.product}.{self.column} is derived from PII ({chain}); de-identified: {self.reason}"
+        basis = f"lineage unknown at {chain}" if self.unknown else f"derived from PII: {chain}"
+        return f"{self.product}.{self.column} is de-identified by its owner ({basis}): {self.reason}"
 
 
-def _is_pii(column: Mapping[str, Any]) -> bool:
-    meta = {**(column.get("meta") or {}), **((column.get("config") or {}).get("meta") or {})}
-    tags = set(column.get("tags") or ()) | set((column.get("config") or {}).get("tags") or ())
-    return "pii" in tags or meta.get("mask") is not None or meta.get("pii") is True
+@dataclass(frozen=True)
+class Trace:
+    """Where a column's values come from, as far as the gate needs: the path to the nearest PII
+    column, else the path to the first step whose lineage is unknown (with why), else neither."""
+
+    pii: tuple[Column, ...] | None = None
+    unknown: tuple[Column, ...] | None = None
+    reason: str | None = None
 
 
-class _Lineage:
-    """Column-level edges of the manifest's models, computed lazily from their compiled SQL."""
+class PiiGraph:
+    """Column-level DIRECT edges of a manifest's nodes, from `NodeColumns` (exact or unknown)."""
 
-    def __init__(
-        self, manifest: Mapping[str, Any], warehouse_path: Path | str, columns: NodeColumns | None = None
-    ) -> None:
+    def __init__(self, manifest: Mapping[str, Any], columns: NodeColumns) -> None:
         self.manifest = manifest
-        self.warehouse_path = warehouse_path
-        self.columns = columns if columns is not None else NodeColumns(manifest)
-        self._by_relation: dict[str, str] = {}
-        for kind in ("nodes", "sources"):
-            for uid, node in (manifest.get(kind) or {}).items():
-                if uid.startswith(("model.", "seed.", "snapshot.", "source.")):
-                    self._by_relation[relation_of(node, warehouse_path).name.lower()] = uid
-        self._edges: dict[str, dict[str, list[Column]]] = {}
+        self.columns = columns
 
-    def inputs(self, uid: str, column: str) -> list[Column]:
-        if uid not in self._edges:
-            self._edges[uid] = self._model_edges(uid)
-        return self._edges[uid].get(column, [])
+    def _declared(self, uid: str, column: str) -> Mapping[str, Any] | None:
+        declared = (manifest_node(self.manifest, uid) or {}).get("columns") or {}
+        return next((c for name, c in declared.items() if name.lower() == column.lower()), None)
 
-    def _model_edges(self, uid: str) -> dict[str, list[Column]]:
-        if not uid.startswith("model."):
-            return {}
-        fields = self.columns.lineage(uid, self.warehouse_path)
-        edges: dict[str, list[Column]] = {}
-        for name, spec in fields.items():
-            edges[name] = [
-                (self._by_relation[f.name.lower()], f.field)
-                for f in spec.inputFields
-                if f.name.lower() in self._by_relation
-            ]
-        return edges
+    def is_pii(self, step: Column) -> bool:
+        declared = self._declared(*step)
+        return declared is not None and column_classification(declared).pii
 
-    def is_pii(self, uid: str, column: str) -> bool:
-        node = manifest_node(self.manifest, uid) or {}
-        declared = (node.get("columns") or {}).get(column)
-        return bool(declared) and _is_pii(declared)
+    def inputs(self, step: Column) -> tuple[list[Column], str | None]:
+        """The columns `step` is DIRECTLY computed from, or why that is not known."""
+        uid, column = step
+        if uid.startswith(LEAVES):
+            if self._declared(uid, column) is None:
+                node = manifest_node(self.manifest, uid) or {}
+                where = node.get("original_file_path") or node.get("patch_path") or "its yml"
+                return [], f"not declared in {where}: declare it and its classification where data enters"
+            return [], None
+        lineage = self.columns.lineage(uid).column(column)
+        if lineage is None:
+            return [], NOT_DESCRIBED
+        if lineage.unknown is not None:
+            return [], lineage.unknown
+        parents = self.columns.inputs(uid)
+        by_relation = {relation_key(manifest_node(self.manifest, p) or {}): p for p in parents}
+        return [(by_relation[f.relation], f.column) for f in lineage.direct], None
 
-    def pii_source(self, start: Column) -> list[Column] | None:
-        """The path from `start` to the nearest PII column strictly upstream of it, if any."""
-        seen = {start}
-        frontier: list[list[Column]] = [[start]]
+    def trace(self, start: Column) -> Trace:
+        """Breadth first, so the reported PII path is a shortest one."""
+        came_from: dict[Column, Column | None] = {start: None}
+        unknown: tuple[tuple[Column, ...], str] | None = None
+        frontier = [start]
         while frontier:
-            next_frontier = []
-            for path in frontier:
-                for parent in self.inputs(*path[-1]):
-                    if parent in seen:
+            following = []
+            for step in frontier:
+                parents, problem = self.inputs(step)
+                if problem is not None and unknown is None:
+                    unknown = (_path(came_from, step), problem)
+                for parent in parents:
+                    if parent in came_from:
                         continue
-                    seen.add(parent)
-                    if self.is_pii(*parent):
-                        return [*path, parent]
-                    next_frontier.append([*path, parent])
-            frontier = next_frontier
-        return None
+                    came_from[parent] = step
+                    if self.is_pii(parent):
+                        return Trace(pii=_path(came_from, parent))
+                    following.append(parent)
+            frontier = following
+        return Trace(unknown=unknown[0], reason=unknown[1]) if unknown else Trace()
 
-    def label(self, column: Column, products: Mapping[str, str]) -> str:
-        uid, name = column
-        if uid in products:
-            where = products[uid]
-        else:
-            where = relation_of(manifest_node(self.manifest, uid) or {}, self.warehouse_path).name
-        return f"{where}.{name}" + (" [pii]" if self.is_pii(uid, name) else "")
+    def label(self, step: Column, products: Mapping[str, str]) -> str:
+        uid, column = step
+        node = manifest_node(self.manifest, uid) or {}
+        where = products.get(uid) or ".".join(relation_key(node).split(".")[1:])
+        return f"{where}.{column}" + (" [pii]" if self.is_pii(step) else "")
+
+
+def _path(came_from: Mapping[Column, Column | None], end: Column) -> tuple[Column, ...]:
+    path = [end]
+    while (previous := came_from[path[-1]]) is not None:
+        path.append(previous)
+    return tuple(reversed(path))
 
 
 def pii_findings(
     manifest: Mapping[str, Any],
     specs: Iterable[ProductSpec],
-    warehouse_path: Path | str,
-    columns: NodeColumns | None = None,
+    columns: NodeColumns,
     *,
     products: Mapping[str, str] | None = None,
 ) -> list[PiiFinding]:
-    """Every product column lineage says is PII but the contract does not mark as PII.
+    """Every product column lineage says is (or may be) PII without a mask in its contract, plus
+    the de-identified ones (recorded, not blocking).
 
-    `columns` (a NodeColumns of the same manifest) reuses column lineage already parsed;
-    `products` ({model unique_id: product name}, default: `specs`) names product models in paths
-    when only some products are checked."""
+    `columns` (a NodeColumns of the same manifest, with the warehouse's columns) gives the
+    lineage; `products` ({model unique_id: product name}, default: `specs`) names product models
+    in paths when only some products are checked."""
     specs = list(specs)
     products = products if products is not None else {s.model_unique_id: s.name for s in specs}
-    graph = _Lineage(manifest, warehouse_path, columns)
+    graph = PiiGraph(manifest, columns)
     findings = []
     for spec in specs:
         for column in spec.columns:
             if column.pii:
                 continue
-            path = graph.pii_source((spec.model_unique_id, column.name))
+            trace = graph.trace((spec.model_unique_id, column.name))
+            path = trace.pii or trace.unknown
             if path is None:
                 continue
+            if column.deidentified_reason:
+                kind, reason = "deidentified", column.deidentified_reason
+            else:
+                kind, reason = ("undeclared_pii", None) if trace.pii else ("unknown_lineage", trace.reason)
             labels = tuple(graph.label(step, products) for step in path)
-            kind = "deidentified" if column.deidentified_reason else "undeclared_pii"
-            findings.append(PiiFinding(spec.name, column.name, kind, labels, column.deidentified_reason))
+            findings.append(PiiFinding(spec.name, column.name, kind, labels, reason, unknown=not trace.pii))
     return findings

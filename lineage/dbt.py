@@ -2,21 +2,23 @@
 
 Shape: one run for the invocation (parent: the orchestrator run), and under it one START +
 COMPLETE/FAIL pair per executed model, seed and snapshot, with its refs and sources as inputs, its
-relation as output, the contract columns as schema, its tests' results as data-quality assertions,
-and column lineage parsed from the compiled SQL with sqlglot. Run ids of the nodes are derived from
-the invocation run id, so processing the same artifacts twice gives the same events.
+relation as output, its columns as schema, its tests' results as data-quality assertions, and the
+column lineage of `lineage.sql_lineage` (exact against the warehouse, unknown columns left out).
+Run ids of the nodes are derived from the invocation run id, so processing the same artifacts twice
+gives the same events.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import duckdb
 from openlineage.client.event_v2 import InputDataset, RunEvent
 from openlineage.client.generated import column_lineage_dataset as cl
 from openlineage.client.generated import data_quality_assertions_dataset as dq
@@ -27,7 +29,7 @@ from lineage import naming
 from lineage.facets import PRODUCER
 from lineage.naming import DatasetRef, JobRef, ParentRef
 from lineage.runs import input_dataset, lifecycle, make_job, output_dataset, schema_facet
-from lineage.sql_lineage import column_lineage, output_columns
+from lineage.sql_lineage import ModelLineage, SourceField, model_lineage
 
 log = logging.getLogger("civicmesh.lineage")
 
@@ -95,43 +97,91 @@ def _assertions(manifest: Mapping[str, Any], run_results: Mapping[str, Any]) -> 
     return grouped
 
 
+def relation_key(node: Mapping[str, Any]) -> str:
+    """`database.schema.table` of a node, lower-case: how `sql_lineage` names relations."""
+    table = node.get("alias") or node.get("identifier") or node["name"]
+    return ".".join(str(p) for p in (node.get("database"), node.get("schema"), table)).lower()
+
+
+def fill_compiled_code(manifest: dict[str, Any], target_path: Path) -> dict[str, Any]:
+    """Give every model the compiled SQL dbt last wrote for it under `target_path`, where this
+    invocation did not compile it (a subset build, a skipped model): that is the SQL its relation in
+    the warehouse was built from, and `warehouse_columns` checks it against DuckDB all the same."""
+    for uid, node in (manifest.get("nodes") or {}).items():
+        if not uid.startswith("model.") or node.get("compiled_code"):
+            continue
+        path = target_path / "compiled" / str(node.get("package_name")) / str(node.get("original_file_path"))
+        if path.is_file():
+            node["compiled_code"] = path.read_text()
+    return manifest
+
+
+def warehouse_columns(
+    con: duckdb.DuckDBPyConnection, manifest: Mapping[str, Any]
+) -> dict[str, tuple[tuple[str, str], ...]]:
+    """{unique_id: ((column, DuckDB type), ...)} as DuckDB itself has them after a build.
+
+    A model is described from its compiled SQL wrapped in a subquery, so the names are the ones a
+    reader of the model sees (duplicates renamed `x_1`, ...) in the SQL's own order; a source, seed
+    or snapshot from its relation. A node DuckDB cannot describe (not built, invalid SQL) is left
+    out: its column lineage is then unknown."""
+    found: dict[str, tuple[tuple[str, str], ...]] = {}
+    for kind in ("nodes", "sources"):
+        for uid, node in (manifest.get(kind) or {}).items():
+            if uid.startswith("model."):
+                sql = (node.get("compiled_code") or "").strip().rstrip(";")
+                query = f"DESCRIBE SELECT * FROM (\n{sql}\n) AS model" if sql else None
+            elif uid.startswith(("seed.", "snapshot.", "source.")):
+                query = f"DESCRIBE {node.get('relation_name') or relation_key(node)}"
+            else:
+                continue
+            try:
+                rows = con.execute(query).fetchall() if query else []
+            except duckdb.Error as exc:
+                log.info("lineage: DuckDB cannot describe %s: %s", uid, str(exc).splitlines()[0])
+                continue
+            if rows:
+                found[uid] = tuple((str(r[0]), str(r[1])) for r in rows)
+    return found
+
+
 class NodeColumns:
-    """Output columns per node: declared in the contract/yml, else inferred from the compiled SQL
-    (with `*` expanded from the parents' columns), so `select *` chains still get column lineage."""
+    """Output columns and column lineage per dbt node, from the manifest and the warehouse.
 
-    def __init__(self, manifest: Mapping[str, Any]) -> None:
+    `warehouse` ({unique_id: ((name, type), ...)}, see `warehouse_columns`) is DuckDB's answer for
+    what each node returns; lineage is exact only against it. Without it a model's lineage is
+    unknown and its columns are the ones its yml declares."""
+
+    def __init__(
+        self,
+        manifest: Mapping[str, Any],
+        warehouse: Mapping[str, Sequence[tuple[str, str]]] | None = None,
+    ) -> None:
         self.manifest = manifest
-        self._cache: dict[str, dict[str, str]] = {}
-        self._lineage: dict[tuple[str, str], dict[str, cl.Fields]] = {}
+        self.warehouse = warehouse or {}
+        self._lineage: dict[str, ModelLineage] = {}
 
-    def lineage(self, uid: str, warehouse_path: Path | str) -> dict[str, cl.Fields]:
-        """Column lineage of a model's output columns, parsed once per NodeColumns (sqlglot parses
-        the SQL once per column, the costliest step): the build's lineage events and its PII
-        check share one instance."""
-        key = (uid, str(warehouse_path))
-        if key not in self._lineage:
-            sql = (manifest_node(self.manifest, uid) or {}).get("compiled_code")
-            names = list(self.of(uid))
-            self._lineage[key] = (
-                column_lineage(sql, names, self.schema(self.parents(uid)), warehouse_path)
-                if sql and names
-                else {}
-            )
-        return self._lineage[key]
+    def lineage(self, uid: str) -> ModelLineage:
+        """Column lineage of a model's output columns (parsed once, shared by the PII gate and the
+        lineage events)."""
+        if uid not in self._lineage:
+            node = manifest_node(self.manifest, uid) or {}
+            relations = {
+                relation_key(manifest_node(self.manifest, p) or {}): [c for c, _ in self.warehouse[p]]
+                for p in self.inputs(uid)
+                if p in self.warehouse
+            }
+            output = [c for c, _ in self.warehouse[uid]] if uid in self.warehouse else None
+            self._lineage[uid] = model_lineage(node.get("compiled_code") or "", relations, output)
+        return self._lineage[uid]
 
-    def of(self, uid: str, _depth: int = 0) -> dict[str, str]:
-        if uid in self._cache:
-            return self._cache[uid]
+    def of(self, uid: str) -> dict[str, str]:
+        """{column: type}: DuckDB's columns with the declared types, else the declared columns."""
         node = manifest_node(self.manifest, uid) or {}
-        declared = {c["name"]: c.get("data_type") or "unknown" for c in (node.get("columns") or {}).values()}
-        columns = declared
-        sql = node.get("compiled_code")
-        if sql and node.get("resource_type") == "model" and _depth < 50:
-            inferred = output_columns(sql, self.schema(self.parents(uid), _depth + 1))
-            if inferred:
-                columns = {name: declared.get(name, "unknown") for name in inferred}
-        self._cache[uid] = columns
-        return columns
+        declared = {c["name"].lower(): c.get("data_type") for c in (node.get("columns") or {}).values()}
+        if uid in self.warehouse:
+            return {name: declared.get(name.lower()) or kind.lower() for name, kind in self.warehouse[uid]}
+        return {c["name"]: c.get("data_type") or "unknown" for c in (node.get("columns") or {}).values()}
 
     def parents(self, uid: str) -> list[str]:
         node = manifest_node(self.manifest, uid) or {}
@@ -139,27 +189,50 @@ class NodeColumns:
             p for p in (node.get("depends_on") or {}).get("nodes") or () if manifest_node(self.manifest, p)
         ]
 
-    def schema(self, parents: list[str], _depth: int = 0) -> dict[str, Any]:
-        """{database: {schema: {table: {column: type}}}}, the shape sqlglot expects."""
-        tree: dict[str, Any] = {}
-        for uid in parents:
-            node = manifest_node(self.manifest, uid) or {}
-            columns = self.of(uid, _depth)
-            if not columns:
-                continue
-            table = node.get("alias") or node.get("identifier") or node["name"]
-            database = tree.setdefault(node.get("database") or "", {})
-            database.setdefault(node.get("schema") or "main", {})[table] = columns
-        return tree
+    def inputs(self, uid: str) -> list[str]:
+        """The relations a model's compiled SQL reads: its parents, with an ephemeral parent replaced
+        by that parent's own inputs (dbt inlines it as a CTE)."""
+        found: list[str] = []
+        for parent in self.parents(uid):
+            node = manifest_node(self.manifest, parent) or {}
+            if (node.get("config") or {}).get("materialized") == "ephemeral":
+                found += self.inputs(parent)
+            else:
+                found.append(parent)
+        return list(dict.fromkeys(found))
+
+
+def _input_field(field: SourceField, warehouse_path: Path | str) -> cl.InputField:
+    dataset = naming.duckdb_dataset(warehouse_path, field.relation)
+    transformation = cl.Transformation(
+        type=field.type, subtype=field.subtype, description=field.description, masking=field.masking
+    )
+    return cl.InputField(
+        namespace=dataset.namespace, name=dataset.name, field=field.column, transformations=[transformation]
+    )
 
 
 def _column_lineage_facet(
-    uid: str, manifest: Mapping[str, Any], columns: NodeColumns, warehouse_path: Path | str
+    uid: str, columns: NodeColumns, warehouse_path: Path | str
 ) -> cl.ColumnLineageDatasetFacet | None:
-    fields = columns.lineage(uid, warehouse_path)
+    """The OpenLineage facet of the columns whose lineage is known (unknown ones are left out)."""
+    lineage = columns.lineage(uid)
+    fields = {}
+    for column in lineage.columns:
+        if column.unknown is not None or not column.inputs:
+            continue
+        direct = column.direct
+        fields[column.name] = cl.Fields(
+            inputFields=[_input_field(f, warehouse_path) for f in column.inputs],
+            transformationDescription=next((f.description for f in direct if f.description), None),
+            transformationType="MASKED"
+            if any(f.masking for f in direct)
+            else ("IDENTITY" if direct and all(f.subtype == "IDENTITY" for f in direct) else None),
+        )
     if not fields:
         return None
-    return cl.ColumnLineageDatasetFacet(fields=fields, producer=PRODUCER)
+    dataset = [_input_field(f, warehouse_path) for f in lineage.dataset]
+    return cl.ColumnLineageDatasetFacet(fields=fields, dataset=dataset, producer=PRODUCER)
 
 
 @dataclass(frozen=True)
@@ -174,21 +247,17 @@ class _Context:
 
 def _output_facets(uid: str, node: Mapping[str, Any], ctx: _Context) -> dict[str, DatasetFacet]:
     facets: dict[str, DatasetFacet] = {}
-    declared = node.get("columns") or {}
-    # The SQL's own column list when it could be inferred (staging models often declare only the
-    # tested columns), with the declared types and descriptions.
-    names = list(ctx.columns.of(uid)) or list(declared)
-    if names:
+    declared = {name.lower(): c for name, c in (node.get("columns") or {}).items()}
+    # DuckDB's column list when known (staging models often declare only the tested columns), with
+    # the declared types and descriptions.
+    columns = ctx.columns.of(uid)
+    if columns:
         facets["schema"] = schema_facet(
-            (
-                n,
-                (declared.get(n) or {}).get("data_type") or "",
-                (declared.get(n) or {}).get("description") or "",
-            )
-            for n in names
+            (n, kind or "", (declared.get(n.lower()) or {}).get("description") or "")
+            for n, kind in columns.items()
         )
     if uid.startswith("model."):
-        lineage_facet = _column_lineage_facet(uid, ctx.manifest, ctx.columns, ctx.warehouse_path)
+        lineage_facet = _column_lineage_facet(uid, ctx.columns, ctx.warehouse_path)
         if lineage_facet is not None:
             facets["columnLineage"] = lineage_facet
     if ctx.assertions.get(uid):

@@ -15,11 +15,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 
+from civicmesh.catalog import Catalog
 from civicmesh.settings import Settings
+from civicmesh.store import get_engine
 from lineage.recorder import LineageRecorder
+from orchestration.publish import PUBLISH_PREFIX
 
 DAGSTER_YAML = Path(__file__).resolve().parent.parent / "dagster.yaml"
 
@@ -38,16 +42,89 @@ def ensure_dagster_home(settings: Settings) -> Path:
     return home
 
 
+@dataclass(frozen=True)
+class ProductOutcome:
+    """What one build did with one product: published (possibly with warnings) or held back."""
+
+    product: str
+    published: bool
+    snapshot_id: str | None = None
+    reasons: tuple[str, ...] = ()  # held back: why (a failed check, a failed step); published: warnings
+
+    @property
+    def outcome(self) -> str:
+        return ("warned" if self.reasons else "published") if self.published else "held back"
+
+
 @dataclass
 class BuildReport:
     run_id: str = ""
-    success: bool = False
+    success: bool = False  # Dagster's view: no step failed (a held-back product is a failed step)
     materialized: list[str] = field(default_factory=list)
     failed_checks: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed_steps: list[str] = field(default_factory=list)
+    products: list[ProductOutcome] = field(default_factory=list)
     seconds: float = 0.0
     log_path: Path | None = None
+
+    @property
+    def held_back(self) -> list[ProductOutcome]:
+        return [p for p in self.products if not p.published]
+
+    def summary(self) -> list[str]:
+        """The build summary: a headline, then one line per product (published / warned / held
+        back) with the reasons indented below it."""
+        warned = [p for p in self.products if p.outcome == "warned"]
+        published = [p for p in self.products if p.published]
+        verdict = "FAILED" if self.held_back else "succeeded"
+        lines = [
+            f"build {verdict} in {self.seconds:.1f}s (run {self.run_id}): {len(published)} of "
+            f"{len(self.products)} products published, {len(self.held_back)} held back, {len(warned)} warned"
+        ]
+        width = max((len(p.product) for p in self.products), default=0)
+        order = {"held back": 0, "warned": 1, "published": 2}
+        for product in sorted(self.products, key=lambda p: (order[p.outcome], p.product)):
+            snapshot = f"  snapshot {product.snapshot_id}" if product.snapshot_id else ""
+            lines.append(f"  {product.outcome:<9}  {product.product:<{width}}{snapshot}".rstrip())
+            for reason in product.reasons:
+                first, *rest = reason.splitlines() or [""]
+                lines.append(f"      - {first}")
+                lines += [f"        {line}" for line in rest]
+        lines += [
+            f"  failed step: {step}"
+            for step in self.failed_steps
+            if not step.startswith(f"{PUBLISH_PREFIX}__")
+        ]
+        return lines
+
+
+def _check_lines(check: dict) -> str:
+    detail = str(check.get("detail") or "").strip()
+    return str(check.get("message") or check.get("name")) + (f"\n{detail}" if detail else "")
+
+
+def product_outcomes(
+    catalog: Catalog, products: list[str], run_id: str, published: dict[str, str], failed: dict[str, str]
+) -> list[ProductOutcome]:
+    """One outcome per product of the build, from the gate's quality record of run `run_id`,
+    `published` ({product: snapshot id}) and `failed` ({product: its publish step's error})."""
+    outcomes = []
+    for name in products:
+        entry = catalog.entry(name)
+        quality = entry.quality if entry and (entry.quality or {}).get("run_id") == run_id else None
+        checks = (quality or {}).get("failed_checks") or []
+        if name in published:
+            warnings = tuple(_check_lines(c) for c in checks if c.get("severity") == "warn")
+            outcomes.append(ProductOutcome(name, True, published[name], warnings))
+            continue
+        reasons = [_check_lines(c) for c in checks if c.get("severity") != "warn"]
+        if not reasons:
+            reasons = [
+                failed.get(name) or "not built: an upstream step failed or was skipped (see failed steps)"
+            ]
+        outcomes.append(ProductOutcome(name, False, reasons=tuple(reasons)))
+    return outcomes
 
 
 class _ProgressHandler(logging.Handler):
@@ -86,6 +163,35 @@ def _progress_logger(emit_line: Callable[[str], None], started: float) -> dg.Log
     return progress
 
 
+def _collect(
+    report: BuildReport, events: list[Any], products: dict[str, str]
+) -> tuple[dict[str, str], dict[str, str]]:
+    """Fill `report` from the run's events; returns ({product: snapshot id published},
+    {product: its publish step's error}). `products`: {publish step key: product name}."""
+    published: dict[str, str] = {}
+    publish_failed: dict[str, str] = {}
+    for event in events:
+        if event.event_type_value == "ASSET_MATERIALIZATION":
+            report.materialized.append(event.asset_key.to_user_string())
+            if event.step_key in products:
+                metadata = event.event_specific_data.materialization.metadata
+                published[products[event.step_key]] = str(metadata["snapshot_id"].value)
+        elif event.event_type_value == "ASSET_CHECK_EVALUATION" and not event.event_specific_data.passed:
+            data = event.event_specific_data
+            report.failed_checks.append(f"{data.asset_key.to_user_string()}:{data.check_name}")
+        elif event.event_type_value == "STEP_SKIPPED":
+            report.skipped.append(event.step_key)
+        elif event.event_type_value == "STEP_FAILURE":
+            error = event.event_specific_data.error
+            while error is not None and error.cause is not None:  # the user code's own error
+                error = error.cause
+            message = error.message.strip() if error else "failed"
+            report.failed_steps.append(f"{event.step_key}: {message}")
+            if event.step_key in products:
+                publish_failed[products[event.step_key]] = message
+    return published, publish_failed
+
+
 def run_build(
     settings: Settings,
     selection: str | None = None,
@@ -110,11 +216,13 @@ def run_build(
         contextlib.redirect_stdout(log_file),
         dg.DagsterInstance.get() as instance,
     ):
-        asset_selection = (
-            list(dg.AssetSelection.from_coercible(selection).resolve(defs.resolve_asset_graph()))
+        graph = defs.resolve_asset_graph()
+        job_keys = (
+            dg.AssetSelection.from_coercible(selection).resolve(graph)
             if selection
-            else None
+            else graph.get_all_asset_keys()
         )
+        asset_selection = list(job_keys) if selection else None
         result = job.execute_in_process(
             instance=instance,
             raise_on_error=False,
@@ -124,24 +232,19 @@ def run_build(
         )
     report.run_id = result.run_id
     report.success = result.success
-    for event in result.all_events:
-        if event.event_type_value == "ASSET_MATERIALIZATION":
-            report.materialized.append(event.asset_key.to_user_string())
-        elif event.event_type_value == "ASSET_CHECK_EVALUATION" and not event.event_specific_data.passed:
-            data = event.event_specific_data
-            report.failed_checks.append(f"{data.asset_key.to_user_string()}:{data.check_name}")
-        elif event.event_type_value == "STEP_SKIPPED":
-            report.skipped.append(event.step_key)
-        elif event.event_type_value == "STEP_FAILURE":
-            error = event.event_specific_data.error
-            while error is not None and error.cause is not None:  # the user code's own error
-                error = error.cause
-            report.failed_steps.append(f"{event.step_key}: {error.message.strip() if error else 'failed'}")
+    products = {
+        k.to_python_identifier(): ".".join(k.path[1:]) for k in job_keys if k.path[0] == PUBLISH_PREFIX
+    }
+    published, publish_failed = _collect(report, result.all_events, products)
     # Deliver this run's lineage now; a backend that is down keeps them in the outbox.
     recorder = LineageRecorder.shared(settings)
     delivered = recorder.flush(timeout=10)
     recorder.stop()  # releases the delivery lease so the next process need not wait for it to expire
     if not delivered:
         emit_line("lineage: a transport is unreachable; events stay in the outbox for the next delivery")
+    catalog = Catalog(get_engine(settings.metadata_url))
+    report.products = product_outcomes(
+        catalog, sorted(products.values()), result.run_id, published, publish_failed
+    )
     report.seconds = time.monotonic() - started
     return report

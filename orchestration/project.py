@@ -35,11 +35,20 @@ def dbt_project(settings: Settings) -> DbtProject:
     )
 
 
+BUILD_STATE = {"target", "logs", "dbt_packages", ".git"}
+
+
 def _newest_source_mtime(project_dir: Path) -> float:
-    # Folders too: deleting or renaming a model changes only its folder's mtime.
-    paths = [project_dir / "dbt_project.yml", project_dir / "models", *project_dir.glob("models/**/*")]
-    paths += [project_dir / "macros", *project_dir.glob("macros/**/*")]
-    return max((p.stat().st_mtime for p in paths if p.exists()), default=0.0)
+    """Newest change anywhere in the project (models, tests, seeds, snapshots, macros, analyses,
+    yml), folders too: deleting or renaming a file changes only its folder's mtime. dbt's own
+    output folders and hidden files (dbt's `.user.yml`) are left out."""
+    newest = 0.0
+    for folder, subfolders, files in os.walk(project_dir):
+        subfolders[:] = [d for d in subfolders if d not in BUILD_STATE and not d.startswith(".")]
+        for name in (*subfolders, *files):
+            if not name.startswith("."):
+                newest = max(newest, (Path(folder) / name).stat().st_mtime)
+    return newest
 
 
 def ensure_manifest(project: DbtProject, force: bool = False) -> Path:

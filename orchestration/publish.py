@@ -1,7 +1,9 @@
-"""Publish: one asset per data product, downstream of its dbt model and gated by its checks.
+"""Publish: one asset per data product, downstream of its dbt model, obeying the publish gate.
 
-Dagster only runs a publish step when every blocking check of the model passed (dbt tests of
-severity error are blocking), so a failed test leaves the previous snapshot current.
+The dbt step records one gate result per product for this run (`orchestration.gate`); a publish
+step publishes only on `passed` or `warned` from this very run, so a held-back product (or one with
+no gate result: fail closed) keeps its previous snapshot current. Dagster skips the step when the
+model itself was not built.
 """
 
 import dagster as dg
@@ -29,6 +31,15 @@ def snapshot_order(spec: ProductSpec) -> tuple[str, ...]:
     return tuple(dict.fromkeys(order))
 
 
+def _held_back(quality: dict, run_id: str) -> list[str]:
+    """Why the gate holds the product back in run `run_id`; empty when it may publish."""
+    if quality.get("run_id") != run_id:
+        return ["no publish gate result from this build's dbt step"]
+    if quality.get("status") not in ("passed", "warned"):
+        return [c["message"] for c in quality.get("failed_checks") or ()] or ["the publish gate failed"]
+    return []
+
+
 def publish_asset(spec: ProductSpec, model_key: dg.AssetKey, relation: str) -> dg.AssetsDefinition:
     @dg.asset(
         key=publish_key(spec),
@@ -50,12 +61,9 @@ def publish_asset(spec: ProductSpec, model_key: dg.AssetKey, relation: str) -> d
             "started_at": utcnow(),
         }
         entry = catalog.entry(spec.name)
-        if (
-            entry
-            and entry.quality_status == "failed"
-            and (entry.quality or {}).get("run_id") == context.run_id
-        ):
-            reasons = (entry.quality or {}).get("blocking") or ["a blocking check failed"]
+        quality = entry.quality if entry and entry.quality else {}
+        reasons = _held_back(quality, context.run_id)
+        if reasons:
             record(
                 settings,
                 publish_events(
@@ -67,7 +75,8 @@ def publish_asset(spec: ProductSpec, model_key: dg.AssetKey, relation: str) -> d
                     **lineage,
                 ),
             )
-            raise dg.Failure(f"{spec.name} not published: {'; '.join(reasons)}")
+            # A gate decision, not a transient fault: a retry of the run would decide the same.
+            raise dg.Failure(f"{spec.name} not published: {'; '.join(reasons)}", allow_retries=False)
         try:
             with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
                 written = write_snapshot(
@@ -76,7 +85,6 @@ def publish_asset(spec: ProductSpec, model_key: dg.AssetKey, relation: str) -> d
                     settings.snapshots_dir / spec.department / spec.product,
                     snapshot_order(spec),
                 )
-            quality = entry.quality if entry and entry.quality_status == "passed" else None
             snapshot = catalog.publish(spec, written, quality=quality, run_id=context.run_id)
         except Exception as exc:
             failed = publish_events(

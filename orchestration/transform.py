@@ -1,17 +1,28 @@
-"""dbt models as Dagster assets; dbt tests become (blocking, for severity error) asset checks."""
+"""dbt models as Dagster assets, one `dbt build` per run, then the publish gate.
+
+dbt tests become asset checks (shown in Dagster) that never block by themselves: a failed check in
+the one dbt step would otherwise stop every product's publish. The gate (`orchestration.gate`)
+decides per product from dbt's run results and the PII gate, and each publish step obeys it.
+"""
 
 import json
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import dagster as dg
-from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
+import duckdb
+from dagster_dbt import DagsterDbtTranslator, DbtCliInvocation, DbtCliResource, DbtProject, dbt_assets
 
+from civicmesh.accesslog import AccessLog
+from civicmesh.catalog import Catalog, utcnow
 from civicmesh.products import ProductSpec, is_product_node, load_product_specs
+from civicmesh.settings import Settings
 from lineage.classification import pii_findings
-from lineage.dbt import NodeColumns, events_from_dbt_run
+from lineage.dbt import NodeColumns, events_from_dbt_run, fill_compiled_code, warehouse_columns
 from lineage.events import new_run_id
+from orchestration.gate import GateResult, gate_products
 from orchestration.lineage_hooks import dagster_parent, record
+from orchestration.quarantine import quarantine_leaks
 from orchestration.resources import MeshResource
 
 
@@ -38,33 +49,93 @@ class MeshTranslator(DagsterDbtTranslator):
             tags["civicmesh/classification"] = str(meta.get("classification", "unknown"))
         return tags
 
+    def get_asset_check_spec(  # type: ignore[override]
+        self,
+        asset_spec: dg.AssetSpec,
+        manifest: Mapping[str, Any],
+        unique_id: str,
+        project: DbtProject | None,
+    ) -> dg.AssetCheckSpec | None:
+        spec = super().get_asset_check_spec(asset_spec, manifest, unique_id, project)
+        # Blocking checks fail the whole dbt step, holding back every product: the gate decides.
+        return spec._replace(blocking=False) if spec is not None else None
 
-def check_results_by_product(
-    events: list[Any],
+
+def read_build(project: DbtProject, invocation: DbtCliInvocation) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The manifest (with compiled SQL) and run_results this `dbt build` wrote; empty results when
+    dbt stopped before writing them (then every product is held back as not run)."""
+    manifest = fill_compiled_code(json.loads(project.manifest_path.read_text()), project.target_path)
+    try:
+        run_results = invocation.get_artifact("run_results.json")
+    except FileNotFoundError:
+        run_results = {}
+    return manifest, dict(run_results)
+
+
+def selected_specs(
+    context: dg.AssetExecutionContext, translator: DagsterDbtTranslator, manifest: Mapping[str, Any]
+) -> list[ProductSpec]:
+    """The products whose model this run built; the others keep their last quality record."""
+    return [
+        s
+        for s in load_product_specs(manifest)
+        if translator.get_asset_key(manifest["nodes"][s.model_unique_id]) in context.selected_asset_keys
+    ]
+
+
+def classify_columns(settings: Settings, manifest: Mapping[str, Any]) -> NodeColumns:
+    """Column lineage checked against what DuckDB says every node returns (read-only, after dbt)."""
+    with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
+        return NodeColumns(manifest, warehouse_columns(con, manifest))
+
+
+def gate(
     manifest: Mapping[str, Any],
-    translator: DagsterDbtTranslator,
-    specs: Iterable[ProductSpec] | None = None,
-) -> dict[str, list[dict[str, Any]]]:
-    """Group this run's dbt test outcomes by the product model they test."""
-    key_to_product = {
-        translator.get_asset_key(node): spec.name
-        for spec in (specs if specs is not None else load_product_specs(manifest))
-        for node in [manifest["nodes"][spec.model_unique_id]]
-    }
-    results: dict[str, list[dict[str, Any]]] = {}
-    for event in events:
-        if isinstance(event, dg.AssetCheckResult) and event.asset_key in key_to_product:
-            results.setdefault(key_to_product[event.asset_key], []).append(
-                {
-                    "check": event.check_name,
-                    "passed": bool(event.passed),
-                    "severity": event.severity.value,
-                    "failed_rows": getattr(
-                        (event.metadata or {}).get("dagster_dbt/failed_row_count"), "value", None
-                    ),
-                }
-            )
-    return results
+    run_results: Mapping[str, Any],
+    specs: list[ProductSpec],
+    columns: NodeColumns,
+    target: str,
+) -> dict[str, GateResult]:
+    """dbt's results and the PII gate, one decision per product (`orchestration.gate`)."""
+    names = {s.model_unique_id: s.name for s in load_product_specs(manifest)}
+    findings = pii_findings(manifest, specs, columns, products=names)
+    return gate_products(manifest, run_results, specs, findings, target)
+
+
+def record_gates(
+    context: dg.AssetExecutionContext,
+    catalog: Catalog,
+    specs: list[ProductSpec],
+    gates: Mapping[str, GateResult],
+) -> None:
+    """One quality record per product, read by its publish step in this same run."""
+    checked_at = utcnow()
+    for spec in specs:
+        result = gates[spec.name]
+        for check in result.failed:
+            log = context.log.error if check.severity == "error" else context.log.warning
+            log(f"{spec.name}: {check.message}" + (f"\n{check.detail}" if check.detail else ""))
+        catalog.record_quality(spec, result.status, result.quality(context.run_id, checked_at))
+
+
+def record_dbt_lineage(
+    context: dg.AssetExecutionContext,
+    settings: Settings,
+    project: DbtProject,
+    build: tuple[Mapping[str, Any], Mapping[str, Any]],
+    columns: NodeColumns,
+) -> None:
+    manifest, run_results = build
+    events = events_from_dbt_run(
+        manifest,
+        run_results,
+        run_id=new_run_id(),
+        parent=dagster_parent(context),
+        warehouse_path=settings.warehouse_path,
+        project_dir=project.project_dir,
+        columns=columns,
+    )
+    record(settings, events)
 
 
 def dbt_transform_assets(project: DbtProject, translator: DagsterDbtTranslator) -> dg.AssetsDefinition:
@@ -72,71 +143,20 @@ def dbt_transform_assets(project: DbtProject, translator: DagsterDbtTranslator) 
     def civicmesh_dbt(
         context: dg.AssetExecutionContext, dbt: DbtCliResource, mesh: MeshResource
     ) -> Iterator[Any]:
-        settings = mesh.settings
         # The project's own target folder: dbt's partial parse reuses it (a fresh per-run folder
-        # re-parses everything, ~8 s), and runs never overlap (one DuckDB writer).
-        target = project.target_path
-        invocation = dbt.cli(["build"], context=context, target_path=target, raise_on_error=False)
-        events = []
-        for event in invocation.stream():
-            events.append(event)
-            yield event
-        # The manifest this dbt build wrote (with the compiled SQL), read once for everything below.
-        manifest = json.loads(project.manifest_path.read_text())
-        run_results = invocation.get_artifact("run_results.json")
-        catalog = mesh.catalog()
-        all_specs = load_product_specs(manifest)
-        selected = context.selected_asset_keys
-        # Products not built in this run keep their last quality status: nothing to check.
-        specs = {
-            s.name: s
-            for s in all_specs
-            if translator.get_asset_key(manifest["nodes"][s.model_unique_id]) in selected
-        }
-        checks_by_product = check_results_by_product(events, manifest, translator, specs.values())
-        # Column lineage is parsed once and shared by the PII check and the lineage events.
-        columns = NodeColumns(manifest)
-        # Classification follows lineage: a column derived from PII must be declared PII (or
-        # declared de-identified with a reason) before its product may publish.
-        findings = pii_findings(
-            manifest,
-            specs.values(),
-            settings.warehouse_path,
-            columns,
-            products={s.model_unique_id: s.name for s in all_specs},
+        # re-parses everything, ~8 s), and runs never overlap (one DuckDB writer). A failed model
+        # or test does not fail this step: the gate holds back only the products built from it.
+        settings, catalog = mesh.settings, mesh.catalog()
+        invocation = dbt.cli(
+            ["build"], context=context, target_path=project.target_path, raise_on_error=False
         )
-        statuses = {r["unique_id"]: r["status"] for r in run_results.get("results", [])}
-        for product, spec in specs.items():
-            checks = checks_by_product.get(product, [])
-            blocking = [f.message for f in findings if f.product == product and f.blocking]
-            model_status = statuses.get(spec.model_unique_id, "not run")
-            if model_status != "success":  # dbt skipped it (an upstream test failed) or it errored
-                blocking.append(f"dbt model {model_status}: an upstream model or test failed")
-            for message in blocking:
-                context.log.error(f"{product}: {message}")
-            failed = bool(blocking) or any(not c["passed"] and c["severity"] == "ERROR" for c in checks)
-            detail = {"checks": checks, "blocking": blocking, "run_id": context.run_id}
-            catalog.record_quality(spec, "failed" if failed else "passed", detail)
-        record(
-            settings,
-            events_from_dbt_run(
-                manifest,
-                run_results,
-                run_id=new_run_id(),
-                parent=dagster_parent(context),
-                warehouse_path=settings.warehouse_path,
-                project_dir=project.project_dir,
-                columns=columns,
-            ),
-        )
-        # Failed tests are reported as failed checks and block only their own product's publish;
-        # a model that did not build fails the step, so nothing downstream publishes on bad input.
-        broken = [
-            r["unique_id"]
-            for r in run_results.get("results", [])
-            if r["unique_id"].startswith(("model.", "seed.", "snapshot.")) and r["status"] == "error"
-        ]
-        if broken:
-            raise dg.Failure(f"dbt could not build {', '.join(broken)}: see the dbt log above")
+        yield from invocation.stream()
+        manifest, run_results = read_build(project, invocation)
+        specs = selected_specs(context, translator, manifest)
+        columns = classify_columns(settings, manifest)
+        gates = gate(manifest, run_results, specs, columns, str(project.target_path))
+        gates = quarantine_leaks(catalog, AccessLog.from_settings(settings), gates, context.run_id)
+        record_gates(context, catalog, specs, gates)
+        record_dbt_lineage(context, settings, project, (manifest, run_results), columns)
 
     return civicmesh_dbt

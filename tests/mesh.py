@@ -8,6 +8,7 @@ from pathlib import Path
 
 from civicmesh.catalog import Catalog
 from civicmesh.settings import REPO_ROOT, Settings
+from civicmesh.store import get_engine
 from orchestration.build import BuildReport, run_build
 
 
@@ -36,3 +37,12 @@ def copy_repo_transforms(dest_root: Path) -> Path:
         ignore=shutil.ignore_patterns("target", "logs", "dbt_packages", ".user.yml"),
     )
     return dest_root
+
+
+def rebuild_copy(built: Settings, dest: Path, repo_root: Path | None = None) -> tuple[Settings, Catalog]:
+    """A private copy of a built mesh's home (data, warehouse, catalog, dbt target), to build again,
+    optionally from another repo root (`copy_repo_transforms`)."""
+    home = dest / "home"
+    shutil.copytree(built.home, home, ignore=shutil.ignore_patterns("dagster", "logs"))
+    settings = isolated_settings(home, repo_root or built.repo_root)
+    return settings, Catalog(get_engine(settings.metadata_url))

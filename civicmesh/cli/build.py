@@ -36,18 +36,10 @@ def _build(settings: Settings, selection: str | None = None) -> int:
         report = run_build(settings, selection)
     except ProductSpecError as exc:
         raise CommandError(f"invalid product spec: {exc}") from exc
-    published = [a for a in report.materialized if a.startswith("published/")]
-    print(
-        f"build {'succeeded' if report.success and not report.failed_checks else 'FAILED'} "
-        f"in {report.seconds:.1f}s (run {report.run_id}): {len(report.materialized)} assets materialized, "
-        f"{len(published)} products published",
-        file=sys.stderr,
-    )
-    for check in report.failed_checks:
-        print(f"  failed check: {check} (its product keeps the previous snapshot)", file=sys.stderr)
-    for step in report.failed_steps:
-        print(f"  failed step: {step}", file=sys.stderr)
-    return 0 if report.success and not report.failed_checks else 1
+    # Published / held back (with why) / warned per product; a held-back product keeps its last
+    # snapshot current. Non-zero only when something was held back.
+    print("\n".join(report.summary()), file=sys.stderr)
+    return 1 if report.held_back else 0
 
 
 def run_build_command(args: argparse.Namespace) -> int:

@@ -29,6 +29,38 @@ class ColumnInfo:
     pii: bool
     mask: str | None = strawberry.field(description="Mask kind applied to callers without PII rights.")
     masked: bool = strawberry.field(description="Whether this column is masked for you.")
+    deidentified_reason: str | None = strawberry.field(
+        description="Derived from personal data, but declared not personal by its owner: why."
+    )
+
+
+@strawberry.type(description="A check of the publish gate that failed (error) or warned.")
+class FailedCheck:
+    name: str = strawberry.field(description="The dbt test or model, or `pii_gate.<column>`.")
+    message: str
+    severity: str = strawberry.field(description="`error` held the product back; `warn` did not.")
+
+
+@strawberry.type(description="The publish gate's latest decision for the product.")
+class Quality:
+    status: str = strawberry.field(description="passed, warned, failed (held back) or unknown.")
+    failed_checks: list[FailedCheck]
+    checked_at: dt.datetime | None
+
+
+def _quality(entry: CatalogEntry) -> Quality:
+    record = entry.quality or {}
+    checked = record.get("checked_at")
+    return Quality(
+        status=entry.quality_status,
+        failed_checks=[
+            FailedCheck(
+                name=str(c.get("name")), message=str(c.get("message")), severity=str(c.get("severity"))
+            )
+            for c in record.get("failed_checks") or ()
+        ],
+        checked_at=dt.datetime.fromisoformat(checked) if isinstance(checked, str) else None,
+    )
 
 
 @strawberry.type
@@ -137,6 +169,10 @@ class ProductInfo:
     def quality_status(self) -> str:
         return self.entry.quality_status
 
+    @strawberry.field(description="Which checks of the publish gate failed or warned, and when it ran.")
+    def quality(self) -> Quality:
+        return _quality(self.entry)
+
     @strawberry.field
     def current_snapshot(self) -> SnapshotRef | None:
         snap = self.entry.current
@@ -190,6 +226,7 @@ class ProductInfo:
                 pii=c.pii,
                 mask=c.mask,
                 masked=c.name in masks,
+                deidentified_reason=c.deidentified_reason,
             )
             for c in self.entry.spec.columns
         ]

@@ -107,13 +107,7 @@ def manifest() -> dict[str, Any]:
         _column("opened_at", "date"),
         _column("closed_at", "date"),
     ]
-    stg = _model(
-        "stg_service_requests",
-        "main",
-        STG_SQL,
-        [source_uid],
-        [*columns, _column("reporter_email", "varchar", mask="hash")],
-    )
+    stg = _model("stg_service_requests", "main", STG_SQL, [source_uid], columns)
     mart = _model(
         "service_requests",
         "main",
@@ -149,7 +143,11 @@ def manifest() -> dict[str, Any]:
                 "source_name": "raw",
                 "identifier": "public_works_service_requests",
                 "relation_name": '"warehouse"."raw"."public_works_service_requests"',
-                "columns": {},
+                "original_file_path": "models/public_works/_sources.yml",
+                # PII is declared where data enters; staging and marts inherit it through lineage.
+                "columns": {
+                    c["name"]: c for c in [*columns, _column("reporter_email", "varchar", mask="hash")]
+                },
             }
         },
         "groups": {
@@ -230,3 +228,29 @@ def run_results(mart_status: str = "success", test_status: str = "pass") -> dict
         "elapsed_time": 6.2,
         "args": {"which": "build", "target": "dev"},
     }
+
+
+def warehouse(manifest: dict[str, Any]) -> dict[str, tuple[tuple[str, str], ...]]:
+    """Build the manifest's relations in a real (in-memory) DuckDB and return what it says each node
+    returns (`lineage.dbt.warehouse_columns`): sources as empty tables of their declared columns,
+    models as views of their compiled SQL, in dependency order."""
+    import duckdb
+
+    from lineage.dbt import relation_key, warehouse_columns
+
+    con = duckdb.connect()
+    con.execute("ATTACH ':memory:' AS warehouse")
+    nodes = {**manifest["nodes"], **manifest["sources"]}
+    for key in {relation_key(n).rsplit(".", 1)[0] for n in nodes.values() if "schema" in n}:
+        con.execute(f"CREATE SCHEMA IF NOT EXISTS {key}")
+    for node in manifest["sources"].values():
+        columns = [f"{c['name']} {c.get('data_type') or 'varchar'}" for c in node["columns"].values()]
+        con.execute(f"CREATE TABLE {relation_key(node)} ({', '.join(columns)})")
+    pending = [n for n in manifest["nodes"].values() if n["resource_type"] == "model"]
+    while pending:
+        node = pending.pop(0)
+        try:
+            con.execute(f"CREATE VIEW {relation_key(node)} AS {node['compiled_code']}")
+        except duckdb.CatalogException:
+            pending.append(node)  # an upstream view is not there yet
+    return warehouse_columns(con, manifest)

@@ -7,7 +7,7 @@ import ol_dbt_artifacts as artifacts
 from civicmesh.products import ColumnSpec, ProductSpec
 from civicmesh.settings import Settings
 from lineage import events, naming
-from lineage.dbt import events_from_dbt_run
+from lineage.dbt import NodeColumns, events_from_dbt_run
 from lineage.recorder import LineageRecorder
 from policies.decision import Decision
 
@@ -37,9 +37,11 @@ def record_a_build_and_reads(settings: Settings) -> None:
             warehouse_path=warehouse,
         )
     )
+    manifest = artifacts.manifest()
+    columns = NodeColumns(manifest, artifacts.warehouse(manifest))
     recorder.record(
         events_from_dbt_run(
-            artifacts.manifest(), artifacts.run_results(), events.new_run_id(), parent, warehouse
+            manifest, artifacts.run_results(), events.new_run_id(), parent, warehouse, columns=columns
         )
     )
     recorder.record(

@@ -6,7 +6,7 @@ import ol_dbt_artifacts as artifacts
 from ol_schema import validate
 
 from lineage import events, naming
-from lineage.dbt import events_from_dbt_run
+from lineage.dbt import NodeColumns, events_from_dbt_run
 
 WAREHOUSE = "/srv/civicmesh/warehouse.duckdb"
 NS = f"duckdb://{WAREHOUSE}"
@@ -16,7 +16,9 @@ def _events(**kwargs) -> list[dict]:
     run_results = artifacts.run_results(**kwargs)
     parent = naming.dagster_parent("3c0c6a4e-1f2b-4b8e-9d1a-2f3e4d5c6b7a", "build")
     run_id = "01900000-0000-7000-8000-000000000001"
-    evs = events_from_dbt_run(artifacts.manifest(), run_results, run_id, parent, WAREHOUSE)
+    manifest = artifacts.manifest()
+    columns = NodeColumns(manifest, artifacts.warehouse(manifest))
+    evs = events_from_dbt_run(manifest, run_results, run_id, parent, WAREHOUSE, columns=columns)
     return [events.to_dict(e) for e in evs]
 
 
@@ -115,3 +117,18 @@ def test_skipped_nodes_produce_no_events() -> None:
     run_results["results"][1]["status"] = "skipped"
     evs = events_from_dbt_run(artifacts.manifest(), run_results, events.new_run_id(), None, WAREHOUSE)
     assert all(e.job.name != "dbt.civicmesh.service_requests" for e in evs)
+
+
+def test_a_model_this_invocation_did_not_compile_gets_the_sql_dbt_last_wrote(tmp_path) -> None:
+    from lineage.dbt import fill_compiled_code
+
+    manifest = artifacts.manifest()
+    mart = manifest["nodes"]["model.civicmesh.service_requests"]
+    sql, mart["compiled_code"] = mart["compiled_code"], None  # skipped, or outside a subset build
+    mart["package_name"], mart["original_file_path"] = "civicmesh", "models/public_works/service_requests.sql"
+    compiled = tmp_path / "compiled" / "civicmesh" / "models" / "public_works" / "service_requests.sql"
+    compiled.parent.mkdir(parents=True)
+    compiled.write_text(sql)
+    assert fill_compiled_code(manifest, tmp_path)["nodes"][mart["unique_id"]]["compiled_code"] == sql
+    columns = NodeColumns(manifest, artifacts.warehouse(manifest))
+    assert columns.lineage(mart["unique_id"]).column("reporter_key").direct[0].column == "reporter_email"

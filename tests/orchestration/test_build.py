@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from civicmesh.catalog import Catalog
-from civicmesh.store import get_engine
-from tests.mesh import BuiltMesh, build, copy_repo_transforms, isolated_settings
+from tests.mesh import BuiltMesh, build, rebuild_copy
 
 PRODUCTS = {
     "city_ops.district_scorecard",
@@ -77,65 +74,37 @@ def test_scorecard_lineage_reaches_the_landing_files(built_mesh: BuiltMesh) -> N
     assert {"service_requests.parquet", "air_quality.parquet", "traffic_counts.parquet"} <= landing
 
 
-def _rebuild_copy(built_mesh: BuiltMesh, tmp_path: Path, repo_root: Path | None = None):
-    home = tmp_path / "home"
-    shutil.copytree(built_mesh.settings.home, home, ignore=shutil.ignore_patterns("dagster", "logs"))
-    settings = isolated_settings(home, repo_root or built_mesh.settings.repo_root)
-    return settings, Catalog(get_engine(settings.metadata_url))
-
-
-def test_rebuild_of_unchanged_data_adds_no_snapshot_and_a_failing_test_blocks_publish(
+def test_a_duplicated_key_in_one_landing_file_holds_back_only_what_is_built_from_it(
     built_mesh: BuiltMesh, tmp_path: Path
 ) -> None:
-    settings, catalog = _rebuild_copy(built_mesh, tmp_path)
+    settings, catalog = rebuild_copy(built_mesh.settings, tmp_path)
     before = {e.spec.name: e.current.id for e in catalog.entries()}
 
-    # Break the key of service requests: the unique test fails, its publish must not run.
+    # One duplicated row in public works' landing file: the unique test on its staging model fails.
     landing = settings.landing_dir / "public_works" / "service_requests.parquet"
     table = pq.read_table(landing)
     pq.write_table(pa.concat_tables([table, table.slice(0, 1)]), landing)
     report, _ = build(settings)
 
-    assert any("service_requests" in c and "unique" in c for c in report.failed_checks), report.failed_checks
-    after = {e.spec.name: e for e in catalog.entries()}
-    failed = after["public_works.service_requests"]
-    assert failed.quality_status == "failed"
-    assert failed.current.id == before["public_works.service_requests"], "last good snapshot stays current"
-    for name in PRODUCTS - {
+    outcomes = {p.product: p for p in report.products}
+    assert set(outcomes) == PRODUCTS
+    held_back = {
         "public_works.service_requests",
         "public_works.response_times",
         "city_ops.district_scorecard",
-    }:
-        assert after[name].current.id == before[name], f"{name}: identical data, no new snapshot"
+    }
+    assert {p.product for p in report.held_back} == held_back, report.summary()
+    for name in held_back:
+        (reason,) = outcomes[name].reasons
+        assert reason.startswith(
+            "dbt test unique_stg_public_works__service_requests_request_id on "
+            "stg_public_works__service_requests: 1 failing row"
+        ), reason
+        entry = catalog.entry(name)
+        assert entry.quality_status == "failed"
+        assert entry.current.id == before[name], "the last good snapshot stays current"
+    for name in PRODUCTS - held_back:
+        assert outcomes[name].outcome == "published", (name, outcomes[name])
+        assert catalog.entry(name).quality_status == "passed"
+        assert catalog.current(name).id == before[name], f"{name}: identical data, no new snapshot"
         assert len(catalog.snapshots(name)) == 1
-
-
-def test_undeclared_pii_derivative_blocks_publish_naming_the_column_path(
-    built_mesh: BuiltMesh, tmp_path: Path
-) -> None:
-    repo = copy_repo_transforms(tmp_path / "repo")
-    marts = repo / "transforms" / "models" / "public_works" / "marts"
-    sql = (marts / "response_times.sql").read_text()
-    sql = sql.replace(
-        "count(*) as requests_opened,",
-        "count(*) as requests_opened,\n        min(requester_email) as first_requester,",
-    )
-    sql = sql.replace("    requests_opened,\n", "    requests_opened,\n    first_requester,\n", 1)
-    (marts / "response_times.sql").write_text(sql)
-    yml = (marts / "response_times.yml").read_text()
-    yml = yml.replace(
-        "      - name: month\n",
-        "      - name: first_requester\n        data_type: varchar\n      - name: month\n",
-        1,
-    )
-    (marts / "response_times.yml").write_text(yml)
-    settings, catalog = _rebuild_copy(built_mesh, tmp_path, repo_root=repo)
-    before = catalog.current("public_works.response_times")
-
-    report, _lines = build(settings)
-
-    failure = next(s for s in report.failed_steps if "response_times" in s)
-    assert "first_requester" in failure and "requester_email" in failure, failure
-    entry = catalog.entry("public_works.response_times")
-    assert entry.quality_status == "failed"
-    assert entry.current.id == before.id

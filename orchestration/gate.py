@@ -1,0 +1,189 @@
+"""The publish gate: one decision per product from this build's dbt results and the PII gate.
+
+A product is held back (status `failed`) when anything it is built from failed in this build: its
+model or an upstream model, seed or snapshot did not build; a test of severity error (generic,
+singular or unit test, anywhere in the project) failed or errored on its model or on any node
+upstream of it; or the PII gate found an undeclared or unknown PII column. A failing
+`severity: warn` test is recorded (status `warned`) and the product publishes. Every product that
+depends on none of it publishes in the same build: the blast radius of a failure is the product and
+what is built from it.
+
+Which node a test checks: a generic test's `attached_node`, else (singular tests) every node it
+refs. A check's `message` is served by the catalog to everyone who may discover the product; the
+database's own message (which can quote row values) is kept apart in `detail`, for the build
+summary and operators only.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any
+
+from civicmesh.products import ProductSpec
+from lineage.classification import PiiFinding
+from lineage.dbt import manifest_node
+
+TESTS = ("test.", "unit_test.")
+BAD = ("error", "fail", "warn", "runtime error")  # dbt node statuses that are a finding
+
+
+@dataclass(frozen=True)
+class FailedCheck:
+    name: str  # the dbt node (test or model) or `pii_gate.<column>`
+    message: str  # safe to show to anyone who may discover the product
+    severity: str  # "error" holds the product back, "warn" is recorded
+    detail: str = ""  # the database's own message: build summary and operators only, never GraphQL
+
+    def to_json(self) -> dict[str, str]:
+        return {"name": self.name, "message": self.message, "severity": self.severity, "detail": self.detail}
+
+
+@dataclass(frozen=True)
+class GateResult:
+    product: str
+    failed: tuple[FailedCheck, ...] = ()
+    checks: tuple[dict[str, str], ...] = ()  # every test that ran on the product or upstream
+    deidentified: tuple[PiiFinding, ...] = field(default=())
+    leaks: tuple[PiiFinding, ...] = field(default=())  # the blocking PII findings (see quarantine)
+
+    @property
+    def status(self) -> str:
+        severities = {c.severity for c in self.failed}
+        return "failed" if "error" in severities else ("warned" if severities else "passed")
+
+    @property
+    def held_back(self) -> bool:
+        return self.status == "failed"
+
+    def quality(self, run_id: str, checked_at: datetime) -> dict[str, Any]:
+        """The catalog's quality record (`Catalog.record_quality`)."""
+        return {
+            "status": self.status,
+            "run_id": run_id,
+            "checked_at": checked_at.isoformat(),
+            "failed_checks": [c.to_json() for c in self.failed],
+            "checks": list(self.checks),
+            "deidentified": [
+                {"column": f.column, "reason": f.reason, "path": list(f.path)} for f in self.deidentified
+            ],
+        }
+
+
+def upstream(manifest: Mapping[str, Any], uid: str) -> set[str]:
+    """`uid` and every node it is built from (refs and sources, transitively)."""
+    seen, stack = {uid}, [uid]
+    while stack:
+        node = manifest_node(manifest, stack.pop()) or {}
+        for parent in (node.get("depends_on") or {}).get("nodes") or ():
+            if parent not in seen:
+                seen.add(parent)
+                stack.append(parent)
+    return seen
+
+
+def _checked_nodes(manifest: Mapping[str, Any], uid: str) -> set[str]:
+    test = manifest_node(manifest, uid) or (manifest.get("unit_tests") or {}).get(uid) or {}
+    if test.get("attached_node"):
+        return {test["attached_node"]}
+    return set((test.get("depends_on") or {}).get("nodes") or ())
+
+
+def _node_name(manifest: Mapping[str, Any], uid: str) -> str:
+    node = manifest_node(manifest, uid) or (manifest.get("unit_tests") or {}).get(uid) or {}
+    return str(node.get("name") or uid.split(".")[-1])
+
+
+def _compiled(manifest: Mapping[str, Any], uid: str, target: str | None) -> str:
+    node = manifest_node(manifest, uid) or {}
+    path = node.get("compiled_path") or node.get("original_file_path") or uid
+    return f"{target.rstrip('/')}/{path.split('target/', 1)[-1]}" if target and "target/" in path else path
+
+
+def _failure(manifest: Mapping[str, Any], result: Mapping[str, Any], target: str | None) -> FailedCheck:
+    """One failed dbt node as a check; the database message goes to `detail` only."""
+    uid, status = result["unique_id"], str(result.get("status"))
+    name, where = _node_name(manifest, uid), _compiled(manifest, uid, target)
+    if uid.startswith(TESTS):
+        on = ", ".join(sorted(_node_name(manifest, n) for n in _checked_nodes(manifest, uid)))
+        rows = result.get("failures")
+        what = (
+            f"{rows} failing row{'s' if rows != 1 else ''}" if status in ("fail", "warn") else "could not run"
+        )
+        severity = "warn" if status == "warn" else "error"
+        return FailedCheck(name, f"dbt test {name} on {on}: {what} (compiled SQL: {where})", severity)
+    message = str(result.get("message") or status)
+    # dbt wraps the database's error ("Runtime Error in model x ...\n  Binder Error: ..."): name the
+    # innermost kind, which is what went wrong; its text may quote data, so it stays in `detail`.
+    kinds = re.findall(r"^\s*([A-Z][A-Za-z]*(?: [A-Z][A-Za-z]*)* Error)\b", message, flags=re.MULTILINE)
+    kind = kinds[-1] if kinds else status
+    return FailedCheck(
+        name,
+        f"dbt {uid.split('.')[0]} {name} failed to build ({kind}; compiled SQL: {where})",
+        "error",
+        message,
+    )
+
+
+def _gate_one(
+    manifest: Mapping[str, Any],
+    results: Mapping[str, Mapping[str, Any]],
+    failures: Mapping[str, FailedCheck],
+    spec: ProductSpec,
+    findings: Sequence[PiiFinding],
+) -> GateResult:
+    built_from = upstream(manifest, spec.model_unique_id)
+    failed: list[FailedCheck] = []
+    checks = []
+    for uid, result in results.items():
+        if uid.startswith(TESTS) and _checked_nodes(manifest, uid) & built_from:
+            checks.append({"name": _node_name(manifest, uid), "status": str(result.get("status"))})
+            failed += [failures[uid]] if uid in failures else []
+        elif uid in built_from and uid in failures:
+            failed.append(failures[uid])
+    status = str((results.get(spec.model_unique_id) or {}).get("status") or "not run")
+    if status != "success" and not any(c.severity == "error" for c in failed):
+        name = _node_name(manifest, spec.model_unique_id)
+        failed.append(FailedCheck(f"model {name}", f"dbt did not build model {name} ({status})", "error"))
+    # A model that did not build in this run has nothing to classify (dbt compiles only what it
+    # runs): why it did not build is the finding.
+    own = [f for f in findings if f.product == spec.name and status == "success"]
+    failed += [FailedCheck(f"pii_gate.{f.column}", f.message, "error") for f in own if f.blocking]
+    deidentified = tuple(f for f in own if f.kind == "deidentified")
+    leaks = tuple(f for f in own if f.blocking)
+    return GateResult(spec.name, tuple(failed), tuple(checks), deidentified, leaks)
+
+
+def gate_products(
+    manifest: Mapping[str, Any],
+    run_results: Mapping[str, Any],
+    specs: Iterable[ProductSpec],
+    findings: Sequence[PiiFinding] = (),
+    target: str | None = None,
+) -> dict[str, GateResult]:
+    """{product name: GateResult} for `specs` after one `dbt build` (`run_results.json`).
+
+    `findings`: the PII gate's (`lineage.classification.pii_findings`); `target`: the dbt target
+    folder, to point at compiled SQL. A product built from another product that is held back is
+    held back too: what it publishes could not be reconciled with what its input serves."""
+    results = {r["unique_id"]: r for r in run_results.get("results") or ()}
+    failures = {uid: _failure(manifest, r, target) for uid, r in results.items() if r.get("status") in BAD}
+    specs = list(specs)
+    gates = {s.name: _gate_one(manifest, results, failures, s, findings) for s in specs}
+    held = {s.model_unique_id: s.name for s in specs if gates[s.name].held_back}
+    for spec in specs:
+        gate = gates[spec.name]
+        inputs = sorted(
+            n
+            for uid, n in held.items()
+            if uid != spec.model_unique_id and uid in upstream(manifest, spec.model_unique_id)
+        )
+        if inputs and not gate.held_back:
+            extra = tuple(
+                FailedCheck(f"upstream {n}", f"built from {n}, which is held back in this build", "error")
+                for n in inputs
+            )
+            gates[spec.name] = replace(gate, failed=gate.failed + extra)
+    return gates

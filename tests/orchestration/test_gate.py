@@ -1,0 +1,163 @@
+"""The publish gate on dbt's own artifacts: the blast radius of a failure is the product and what is
+built from it (the real builds in test_gate_builds.py show the same end to end)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from civicmesh.products import ColumnSpec, ProductSpec
+from lineage.classification import PiiFinding
+from orchestration.gate import gate_products
+
+# raw -> stg -> requests (product) -> scorecard (product, built from requests); raw2 -> sensors (product)
+NODES = {
+    "source.p.raw.requests": [],
+    "source.p.raw.sensors": [],
+    "model.p.stg": ["source.p.raw.requests"],
+    "model.p.requests": ["model.p.stg"],
+    "model.p.scorecard": ["model.p.requests"],
+    "model.p.sensors": ["source.p.raw.sensors"],
+}
+PRODUCTS = {"requests": "model.p.requests", "scorecard": "model.p.scorecard", "sensors": "model.p.sensors"}
+SPECS = [
+    ProductSpec(
+        "dept", name, "public", "o@city.example", "", (ColumnSpec("id", "varchar"),), model_unique_id=uid
+    )
+    for name, uid in PRODUCTS.items()
+]
+
+
+def _node(uid: str, parents: list[str], **extra: Any) -> dict[str, Any]:
+    kind, _package, *rest = uid.split(".")
+    name = rest[0] if kind == "test" else rest[-1]  # dbt: test.<package>.<name>.<hash>
+    return {
+        "unique_id": uid,
+        "name": name,
+        "resource_type": uid.split(".")[0],
+        "depends_on": {"nodes": parents},
+        "original_file_path": f"models/{name}.sql",
+        "compiled_path": f"target/compiled/p/models/{name}.sql",
+        **extra,
+    }
+
+
+def _manifest(tests: dict[str, tuple[list[str], str | None]]) -> dict[str, Any]:
+    """`tests`: {test uid: (the nodes it refs, its attached node or None for a singular test)}."""
+    nodes = {uid: _node(uid, parents) for uid, parents in NODES.items() if not uid.startswith("source.")}
+    for uid, (refs, attached) in tests.items():
+        nodes[uid] = _node(uid, refs, attached_node=attached)
+    sources = {uid: _node(uid, []) for uid in NODES if uid.startswith("source.")}
+    return {"nodes": nodes, "sources": sources}
+
+
+TESTS = {
+    "test.p.unique_stg_id.1": (["model.p.stg"], "model.p.stg"),
+    "test.p.accepted_values_sensors_kind.2": (["model.p.sensors"], "model.p.sensors"),
+    "test.p.assert_scorecard_matches_sensors": (["model.p.scorecard", "model.p.sensors"], None),  # singular
+    "unit_test.p.requests.counts_by_district": (["model.p.requests"], "model.p.requests"),
+}
+
+
+def _run(statuses: dict[str, str]) -> dict[str, Any]:
+    """run_results.json: every node succeeded or passed unless `statuses` says otherwise."""
+    results = []
+    for uid in [*NODES, *TESTS]:
+        if uid.startswith("source."):
+            continue
+        default = "success" if uid.startswith("model.") else "pass"
+        status = statuses.get(uid, default)
+        message = "Binder Error: Referenced column x not found" if status == "error" else None
+        failures = 3 if status in ("fail", "warn") else 0
+        results.append({"unique_id": uid, "status": status, "message": message, "failures": failures})
+    return {"results": results}
+
+
+def _gate(
+    statuses: dict[str, str], findings: tuple[PiiFinding, ...] = ()
+) -> dict[str, tuple[str, list[str]]]:
+    gates = gate_products(_manifest(TESTS), _run(statuses), SPECS, findings, target="/home/dbt_target")
+    return {name.removeprefix("dept."): (g.status, [c.name for c in g.failed]) for name, g in gates.items()}
+
+
+def test_a_clean_build_passes_every_product_and_lists_the_checks_that_ran() -> None:
+    assert _gate({}) == {"requests": ("passed", []), "scorecard": ("passed", []), "sensors": ("passed", [])}
+    gates = gate_products(_manifest(TESTS), _run({}), SPECS)
+    assert {c["name"] for c in gates["dept.scorecard"].checks} == {
+        "unique_stg_id",
+        "counts_by_district",
+        "assert_scorecard_matches_sensors",
+    }
+
+
+def test_a_failed_test_upstream_holds_back_only_the_products_built_from_it() -> None:
+    # dbt skips what is downstream of a failing error-severity test
+    outcome = _gate(
+        {"test.p.unique_stg_id.1": "fail", "model.p.requests": "skipped", "model.p.scorecard": "skipped"}
+    )
+    assert outcome == {
+        "requests": ("failed", ["unique_stg_id"]),
+        "scorecard": ("failed", ["unique_stg_id"]),
+        "sensors": ("passed", []),
+    }
+
+
+def test_a_warn_test_publishes_and_records_the_warning() -> None:
+    gates = gate_products(_manifest(TESTS), _run({"test.p.accepted_values_sensors_kind.2": "warn"}), SPECS)
+    assert (gates["dept.sensors"].status, gates["dept.sensors"].held_back) == ("warned", False)
+    (check,) = gates["dept.sensors"].failed
+    assert check.severity == "warn" and "3 failing rows" in check.message
+    assert gates["dept.requests"].status == "passed"
+
+
+def test_a_singular_test_holds_back_every_product_it_refs() -> None:
+    outcome = _gate({"test.p.assert_scorecard_matches_sensors": "fail"})
+    assert outcome["scorecard"] == ("failed", ["assert_scorecard_matches_sensors"])
+    assert outcome["sensors"] == ("failed", ["assert_scorecard_matches_sensors"])
+    assert outcome["requests"] == ("passed", [])
+
+
+def test_a_failing_unit_test_holds_back_its_model_and_what_is_built_from_it() -> None:
+    outcome = _gate({"unit_test.p.requests.counts_by_district": "fail", "model.p.requests": "skipped"})
+    assert outcome["requests"][0] == outcome["scorecard"][0] == "failed"
+    assert outcome["sensors"] == ("passed", [])
+
+
+def test_a_model_error_names_the_model_and_compiled_sql_and_keeps_the_database_message_apart() -> None:
+    run = _run({"model.p.stg": "error", "model.p.requests": "skipped"})
+    gates = gate_products(_manifest(TESTS), run, SPECS, target="/home/dbt_target")
+    (check,) = [c for c in gates["dept.requests"].failed if c.name == "stg"]
+    compiled = "/home/dbt_target/compiled/p/models/stg.sql"
+    assert check.message == f"dbt model stg failed to build (Binder Error; compiled SQL: {compiled})"
+    assert "Referenced column x" in check.detail and "Referenced column x" not in check.message
+    assert gates["dept.sensors"].status == "passed"
+
+
+def test_a_pii_finding_holds_back_the_product_and_the_products_built_from_it() -> None:
+    leak = PiiFinding("dept.requests", "id", "undeclared_pii", ("requests.id", "raw.requests.email [pii]"))
+    deidentified = PiiFinding(
+        "sensors", "id", "deidentified", ("sensors.id", "raw.sensors.x [pii]"), "k-anon"
+    )
+    outcome = _gate({}, (leak, deidentified))
+    assert outcome == {
+        "requests": ("failed", ["pii_gate.id"]),
+        "scorecard": ("failed", ["upstream dept.requests"]),
+        "sensors": ("passed", []),
+    }
+
+
+def test_a_model_dbt_did_not_run_is_held_back() -> None:
+    run = _run({})
+    run["results"] = [r for r in run["results"] if r["unique_id"] != "model.p.sensors"]
+    assert _gate_run(run)["sensors"] == ("failed", ["model sensors"])
+
+
+def _gate_run(run: dict[str, Any]) -> dict[str, tuple[str, list[str]]]:
+    gates = gate_products(_manifest(TESTS), run, SPECS)
+    return {name.removeprefix("dept."): (g.status, [c.name for c in g.failed]) for name, g in gates.items()}
+
+
+def test_a_model_that_did_not_build_is_held_back_for_that_reason_not_for_pii() -> None:
+    # dbt compiles only what it runs: a skipped model has no SQL to classify in this build.
+    unknown = PiiFinding("dept.requests", "id", "unknown_lineage", ("requests.id",), "not described")
+    outcome = _gate({"test.p.unique_stg_id.1": "fail", "model.p.requests": "skipped"}, (unknown,))
+    assert outcome["requests"] == ("failed", ["unique_stg_id"])

@@ -1,0 +1,78 @@
+"""Automatic quarantine on a real catalog and access log: only a current snapshot that serves the
+leaking column unmasked is taken out of service, and the gate result says so."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from civicmesh.accesslog import AccessLog
+from civicmesh.catalog import Catalog
+from civicmesh.products import ColumnSpec, ProductSpec
+from civicmesh.snapshots import write_snapshot
+from civicmesh.store import get_engine
+from lineage.classification import NOT_DESCRIBED, PiiFinding
+from orchestration.gate import GateResult
+from orchestration.quarantine import quarantine_leaks
+
+SPEC = ProductSpec(
+    "public_works",
+    "callbacks",
+    "public",
+    "alice@city.example",
+    "",
+    (
+        ColumnSpec("request_id", "varchar"),
+        ColumnSpec("phone", "varchar"),
+        ColumnSpec("name", "varchar", mask="hash"),
+    ),
+)
+PATH = ("public_works.callbacks.phone", "raw_public_works.service_requests.requester_phone [pii]")
+
+
+@pytest.fixture
+def mesh(tmp_path: Path) -> tuple[Catalog, AccessLog, str]:
+    engine = get_engine(f"sqlite:///{tmp_path / 'meta.db'}")
+    catalog, log = Catalog(engine).ensure_schema(), AccessLog(engine, checkpoint_key="k" * 32).ensure_schema()
+    con = duckdb.connect()
+    con.execute("CREATE TABLE t AS SELECT 'SR-1' AS request_id, '555-0100' AS phone, 'Ann' AS name")
+    snapshot = catalog.publish(SPEC, write_snapshot(con, "t", tmp_path / "snapshots"))
+    return catalog, log, snapshot.id
+
+
+def _gate(*leaks: PiiFinding) -> dict[str, GateResult]:
+    return {SPEC.name: GateResult(SPEC.name, leaks=leaks)}
+
+
+def test_a_leaking_column_of_the_current_snapshot_quarantines_it(mesh) -> None:
+    catalog, log, snapshot_id = mesh
+    leak = PiiFinding(SPEC.name, "phone", "undeclared_pii", PATH)
+    gates = quarantine_leaks(catalog, log, _gate(leak), "run-1")
+    assert catalog.current(SPEC.name) is None
+    (snapshot,) = catalog.snapshots(SPEC.name)
+    assert snapshot.status == "quarantined" and "requester_phone [pii]" in snapshot.status_reason
+    (check,) = gates[SPEC.name].failed
+    assert check.name == "pii_gate.quarantine" and f"{snapshot_id} served phone" in check.message
+    (record,) = [r for r in log.rows() if r["action"] == "quarantine"]
+    assert (record["subject"], record["rule"], record["snapshot_id"]) == (
+        "civicmesh build",
+        "civicmesh PII gate",
+        snapshot_id,
+    )
+
+
+@pytest.mark.parametrize(
+    "leak",
+    [
+        PiiFinding(SPEC.name, "name", "undeclared_pii", PATH),  # served masked by its snapshot's spec
+        PiiFinding(SPEC.name, "new_column", "undeclared_pii", PATH),  # not in the current snapshot
+        PiiFinding(SPEC.name, "phone", "unknown_lineage", PATH[:1], NOT_DESCRIBED, unknown=True),
+    ],
+)
+def test_no_quarantine_without_a_leak_the_current_snapshot_serves(mesh, leak: PiiFinding) -> None:
+    catalog, log, snapshot_id = mesh
+    gates = quarantine_leaks(catalog, log, _gate(leak), "run-1")
+    assert catalog.current(SPEC.name).id == snapshot_id and gates[SPEC.name].failed == ()
+    assert not [r for r in log.rows() if r["action"] == "quarantine"]
