@@ -35,7 +35,7 @@ PATH = ("public_works.callbacks.phone", "raw_public_works.service_requests.reque
 @pytest.fixture
 def mesh(tmp_path: Path) -> tuple[Catalog, AccessLog, str]:
     engine = get_engine(f"sqlite:///{tmp_path / 'meta.db'}")
-    catalog, log = Catalog(engine).ensure_schema(), AccessLog(engine, checkpoint_key="k" * 32).ensure_schema()
+    catalog, log = Catalog(engine).ensure_schema(), AccessLog(engine).ensure_schema()
     con = duckdb.connect()
     con.execute("CREATE TABLE t AS SELECT 'SR-1' AS request_id, '555-0100' AS phone, 'Ann' AS name")
     snapshot = catalog.publish(SPEC, write_snapshot(con, "t", tmp_path / "snapshots"))
