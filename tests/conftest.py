@@ -10,7 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,6 +18,7 @@ import pytest
 
 if TYPE_CHECKING:
     from tests.mesh import BuiltMesh
+    from tests.pg import PgCluster
 
 REPO = Path(__file__).resolve().parent.parent
 DBT = Path(sys.executable).parent / "dbt"
@@ -90,3 +91,40 @@ def built_mesh(tmp_path_factory: pytest.TempPathFactory, landing_dir: Path) -> B
     report, lines = build(settings)
     assert report.success, "\n".join(lines + report.failed_steps)
     return BuiltMesh(settings, report, Catalog(get_engine(settings.metadata_url)), lines)
+
+
+# -- the metadata store on SQLite and on PostgreSQL (tests/pg.py) ----------------------------------
+
+METADATA_BACKENDS = ("sqlite", "postgresql")
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PgCluster]:
+    """A throwaway PostgreSQL cluster for the session. Fails (never skips) when none can start,
+    unless the developer opted out with CIVICMESH_TEST_POSTGRES=skip."""
+    from tests import pg
+
+    if pg.opted_out():
+        pytest.skip(f"{pg.OPT_OUT_ENV}=skip: PostgreSQL tests skipped on request")
+    try:
+        cluster = pg.start_cluster()
+    except pg.PgUnavailable as exc:
+        pytest.fail(f"PostgreSQL could not start: {exc}", pytrace=False)
+    yield cluster
+    cluster.destroy()
+
+
+@pytest.fixture(params=METADATA_BACKENDS)
+def metadata_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty metadata store, once on SQLite (a file in tmp_path), once on PostgreSQL (a fresh
+    schema in the session's cluster)."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'metadata.db'}"
+        yield url
+        from civicmesh.store import dispose
+
+        dispose(url)
+        return
+    cluster: PgCluster = request.getfixturevalue("postgres")
+    with cluster.scratch_schema() as url:
+        yield url

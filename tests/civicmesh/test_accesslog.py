@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import multiprocessing
-import sqlite3
 import threading
-from pathlib import Path
 
 import pytest
 
 from civicmesh.accesslog import AccessLog, AccessLogUnavailable, AccessRecord
 from civicmesh.store import dispose_all, get_engine
+from tests.store_faults import allow_inserts, raw_sql, refuse_inserts
 
 
 def _record(i: int, subject: str = "alice") -> AccessRecord:
@@ -33,9 +32,9 @@ def _record(i: int, subject: str = "alice") -> AccessRecord:
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> str:
-    url = f"sqlite:///{tmp_path / 'meta.db'}"
-    yield url
+def db(metadata_url: str) -> str:
+    """On SQLite and on PostgreSQL."""
+    yield metadata_url
     dispose_all()
 
 
@@ -94,10 +93,6 @@ def test_several_processes_yield_one_unbroken_chain(db: str) -> None:
     assert log.verify() is None
 
 
-def _sqlite(db: str) -> sqlite3.Connection:
-    return sqlite3.connect(db.removeprefix("sqlite:///"))
-
-
 @pytest.mark.parametrize(
     ("tamper", "bad_seq"),
     [
@@ -110,23 +105,18 @@ def _sqlite(db: str) -> sqlite3.Connection:
 def test_tampering_is_detected_at_the_right_record(db: str, tamper: str, bad_seq: int) -> None:
     log = AccessLog(get_engine(db)).ensure_schema()
     log.append([_record(i) for i in range(1, 6)])
-    with _sqlite(db) as raw:
-        raw.execute(tamper)
-        if "-seq" in tamper:  # reorder: swap records 2 and 3
-            raw.execute("UPDATE access_log SET seq = 3 WHERE seq = -2")
-            raw.execute("UPDATE access_log SET seq = 2 WHERE seq = -3")
+    swap = ["UPDATE access_log SET seq = 3 WHERE seq = -2", "UPDATE access_log SET seq = 2 WHERE seq = -3"]
+    raw_sql(db, tamper, *(swap if "-seq" in tamper else []))  # reorder: swap records 2 and 3
     assert log.verify() == bad_seq
 
 
 def test_unwritable_store_raises_and_writes_nothing(db: str) -> None:
     log = AccessLog(get_engine(db)).ensure_schema()
     log.append([_record(1)])
-    with _sqlite(db) as raw:
-        raw.execute("CREATE TRIGGER deny BEFORE INSERT ON access_log BEGIN SELECT RAISE(ABORT, 'no'); END")
+    refuse_inserts(db)
     with pytest.raises(AccessLogUnavailable):
         log.append([_record(2), _record(3)])
-    with _sqlite(db) as raw:
-        raw.execute("DROP TRIGGER deny")
+    allow_inserts(db)
     assert log.append([_record(4)]) == [2]
     assert log.verify() is None
 
@@ -143,8 +133,7 @@ def test_truncation_is_detected_by_signed_checkpoints(db: str) -> None:
         log.append([_record(i)])
     assert [c["seq"] for c in log.checkpoints()] == [5, 10]
     assert log.verify() is None
-    with _sqlite(db) as raw:
-        raw.execute("DELETE FROM access_log WHERE seq >= 8")  # a valid, shorter chain remains
+    raw_sql(db, "DELETE FROM access_log WHERE seq >= 8")  # a valid, shorter chain remains
     assert AccessLog(get_engine(db)).verify() is None  # without the key truncation is invisible
     assert log.verify() == 8
 
@@ -152,6 +141,5 @@ def test_truncation_is_detected_by_signed_checkpoints(db: str) -> None:
 def test_forged_checkpoint_is_detected(db: str) -> None:
     log = AccessLog(get_engine(db), checkpoint_key="k", checkpoint_interval=3).ensure_schema()
     log.append([_record(i) for i in range(4)])
-    with _sqlite(db) as raw:
-        raw.execute("UPDATE access_log_checkpoints SET seq = 2 WHERE seq = 4")
+    raw_sql(db, "UPDATE access_log_checkpoints SET seq = 2 WHERE seq = 4")
     assert log.verify() == 2

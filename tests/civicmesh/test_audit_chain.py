@@ -18,8 +18,8 @@ def _record(i: int) -> AccessRecord:
 
 
 @pytest.fixture
-def log(tmp_path: Path) -> AccessLog:
-    yield AccessLog(get_engine(f"sqlite:///{tmp_path / 'm.db'}"), checkpoint_key="k", checkpoint_interval=7)
+def log(metadata_url: str) -> AccessLog:
+    yield AccessLog(get_engine(metadata_url), checkpoint_key="k", checkpoint_interval=7)
     dispose_all()
 
 
