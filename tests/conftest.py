@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from tests.pg import BACKENDS
+
 if TYPE_CHECKING:
     from tests.mesh import BuiltMesh
     from tests.pg import PgCluster
@@ -95,8 +97,6 @@ def built_mesh(tmp_path_factory: pytest.TempPathFactory, landing_dir: Path) -> B
 
 # -- the metadata store on SQLite and on PostgreSQL (tests/pg.py) ----------------------------------
 
-METADATA_BACKENDS = ("sqlite", "postgresql")
-
 
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[PgCluster]:
@@ -114,7 +114,13 @@ def postgres() -> Iterator[PgCluster]:
     cluster.destroy()
 
 
-@pytest.fixture(params=METADATA_BACKENDS)
+@pytest.fixture(params=BACKENDS)
+def metadata_backend(request: pytest.FixtureRequest) -> str:
+    """ "sqlite" or "postgresql": see `tests.pg.on_both_backends`."""
+    return str(request.param)
+
+
+@pytest.fixture(params=BACKENDS)
 def metadata_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """An empty metadata store, once on SQLite (a file in tmp_path), once on PostgreSQL (a fresh
     schema in the session's cluster)."""

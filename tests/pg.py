@@ -22,7 +22,9 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+BACKENDS = ("sqlite", "postgresql")
 OPT_OUT_ENV = "CIVICMESH_TEST_POSTGRES"
 SUPERUSER = "civicmesh"
 DATABASE = "civicmesh"
@@ -202,6 +204,19 @@ class PgCluster:
             dispose(url)
             with contextlib.suppress(Exception):  # the server may be stopped by the test itself
                 self.execute(f'DROP SCHEMA "{schema}" CASCADE', DATABASE)
+
+
+def on_both_backends(name: str) -> Any:
+    """A fixture body for a test module that runs on both stores: the session fixture `name` on
+    SQLite, its `pg_<name>` twin on PostgreSQL, chosen by the `metadata_backend` parameter:
+
+        server = pytest.fixture(on_both_backends("server"), name="server")
+    """
+
+    def pick(request: Any, metadata_backend: str) -> Any:
+        return request.getfixturevalue(name if metadata_backend == "sqlite" else f"pg_{name}")
+
+    return pick
 
 
 def start_cluster(conf: dict[str, str] | None = None) -> PgCluster:

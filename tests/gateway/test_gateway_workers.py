@@ -12,10 +12,15 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+import pytest
 
 from civicmesh.accesslog import AccessLog
 from civicmesh.store import get_engine
 from gateway.auth import issue_token
+from tests.pg import on_both_backends
+
+# Every test here runs on SQLite and on PostgreSQL (tests/pg.py).
+server = pytest.fixture(on_both_backends("server"), name="server")
 
 QUERY = (
     '{ publicWorks { serviceRequests(first: 5, where: {category: {eq: "pothole"}}) '
@@ -44,7 +49,8 @@ def test_cached_responses_are_logged_and_per_caller(server) -> None:
     assert rows[0]["request_id"] != rows[1]["request_id"]
 
 
-def test_two_worker_processes_keep_one_chain(gw_settings, tmp_path) -> None:
+def test_two_worker_processes_keep_one_chain(server, tmp_path) -> None:
+    gw_settings = server.settings  # the home and store of this backend's session server
     port = _free_port()
     env = {
         **os.environ,
