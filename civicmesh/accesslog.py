@@ -11,6 +11,7 @@ chain are computed inside that lock, so any number of writers yields one unbroke
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
@@ -38,7 +39,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import DBAPIError
 
 from civicmesh.settings import Settings
-from civicmesh.store import get_engine
+from civicmesh.store import get_engine, invalidate_on_fault, retry_once
 
 GENESIS_HASH = "0" * 64
 
@@ -296,7 +297,7 @@ class AccessLog:
             self._writing = True
             taken, self._queue = self._queue, []
         try:
-            self._write(taken)
+            retry_once(lambda: self._write(taken))  # a broken connection is replaced, once
         except Exception as exc:
             for item in taken:
                 item.error = exc
@@ -317,15 +318,17 @@ class AccessLog:
 
     def _write(self, batches: list[_Batch]) -> None:
         with self.engine.connect() as conn:
-            self._lock(conn)
             try:
+                self._lock(conn)
                 self._chain(conn, batches)
                 for batch in batches:
                     if batch.also is not None:
                         batch.also(conn)
                 conn.commit()
-            except BaseException:
-                conn.rollback()
+            except BaseException as exc:
+                invalidate_on_fault(conn, exc)  # the raw-cursor inserts bypass SQLAlchemy's own check
+                with contextlib.suppress(Exception):  # a broken connection cannot roll back
+                    conn.rollback()
                 for batch in batches:
                     batch.seqs = None
                 raise

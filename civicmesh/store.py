@@ -104,9 +104,10 @@ def invalidate_on_fault(connection: Any, exc: BaseException) -> None:
     if not is_fault(exc):
         return
     try:
-        connection.invalidate(exc)
+        # What SQLAlchemy does for a disconnect: retire every connection of this pool generation.
         connection.engine.pool._invalidate(connection.connection, exc, _checkin=False)
-    except Exception:  # it is broken anyway; the pool replaces it on checkin
+        connection.invalidate(exc)
+    except Exception:  # already invalidated or closed: the pool replaces it anyway
         pass
 
 
@@ -162,9 +163,10 @@ def probe(engine: Engine) -> tuple[bool, str]:
     try:
         with engine.begin() as conn:
             if conn.dialect.name == "sqlite":
-                conn.exec_driver_sql("BEGIN IMMEDIATE")  # fails on a read-only file or connection
-                conn.exec_driver_sql("PRAGMA user_version").scalar()
-                _check_sqlite_files(engine)
+                _check_sqlite_files(engine)  # before touching the WAL index of an unwritable file
+                # Rewriting the header field with its own value: a real write, fails when read-only.
+                version = int(conn.exec_driver_sql("PRAGMA user_version").scalar() or 0)
+                conn.exec_driver_sql(f"PRAGMA user_version = {version}")
             else:
                 read_only = conn.exec_driver_sql("SHOW transaction_read_only").scalar()
                 if read_only == "on":
@@ -175,7 +177,7 @@ def probe(engine: Engine) -> tuple[bool, str]:
 
 
 def _check_sqlite_files(engine: Engine) -> None:
-    """The files next to the database must stay writable too (journal, WAL, its index)."""
+    """The database and the files beside it (journal, WAL, its index) must be writable."""
     database = engine.url.database
     if not database or database == ":memory:":
         return
@@ -183,8 +185,6 @@ def _check_sqlite_files(engine: Engine) -> None:
     for candidate in (path, *(path.with_name(path.name + s) for s in ("-wal", "-shm", "-journal"))):
         if candidate.exists() and not os.access(candidate, os.W_OK):
             raise sqlite3.OperationalError(f"{candidate.name} is not writable")
-    if not os.access(path.parent, os.W_OK):
-        raise sqlite3.OperationalError(f"the folder {path.parent} is not writable")
 
 
 def _first_line(exc: BaseException) -> str:

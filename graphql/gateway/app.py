@@ -28,6 +28,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 
+from civicmesh import store
 from civicmesh.accesslog import AccessLog
 from civicmesh.catalog import Catalog
 from civicmesh.settings import Settings
@@ -40,7 +41,7 @@ from gateway.exports import handle_export
 from gateway.http_body import BodyTooLarge, read_body
 from gateway.ingest import handle_lineage_post
 from gateway.lineage_fields import GraphCache
-from gateway.readiness import Readiness
+from gateway.readiness import CheckResult, Readiness
 from gateway.recording import Recorder, error_response
 from gateway.responses import ResponseCache
 from gateway.schema import build_schema
@@ -131,6 +132,7 @@ class Gateway:
         self._policy_task: asyncio.Task[None] | None = None
         # Each fault that makes this process unfit to serve registers a check here (see readiness.py).
         self.readiness = Readiness()
+        self.readiness.add("store", lambda: CheckResult(*store.probe(engine)))
 
     def _load_state(self) -> CatalogState:
         version = self.catalog.version()

@@ -164,6 +164,12 @@ def _gateway_home(home: Path, metadata_url: str) -> Settings:
 
 
 @pytest.fixture(scope="session")
+def gateway_home() -> Any:
+    """`gateway_home(home, metadata_url) -> Settings`: a fresh home with the four products published."""
+    return _gateway_home
+
+
+@pytest.fixture(scope="session")
 def gw_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     home = tmp_path_factory.mktemp("civicmesh_home")
     yield _gateway_home(home, f"sqlite:///{home / 'metadata.db'}")
