@@ -115,10 +115,19 @@ class LineageRecorder:
         self.dispatcher.wake()
         return uids
 
-    def flush(self, timeout: float = 10.0) -> bool:
-        """Deliver everything pending now; False if a transport is still failing after `timeout`
-        (its events stay in the outbox for the next dispatcher)."""
-        return self.dispatcher.drain(timeout)
+    def flush(self, timeout: float = 1.0) -> bool:
+        """Deliver everything pending, for at most `timeout` seconds; False if something is still
+        pending then (it stays in the outbox for the next dispatcher: nothing is lost).
+
+        The budget holds even when a send blocks (a backend that accepts connections and never
+        answers): delivery runs in a helper thread that is left to finish or fail on its own."""
+        outcome: list[bool] = []
+        worker = threading.Thread(
+            target=lambda: outcome.append(self.dispatcher.drain(timeout)), name="lineage-flush", daemon=True
+        )
+        worker.start()
+        worker.join(timeout)
+        return bool(outcome and outcome[0])
 
     def start(self) -> LineageRecorder:
         self.dispatcher.start()
