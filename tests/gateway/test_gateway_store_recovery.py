@@ -9,10 +9,7 @@ is a `civicmesh serve` child process, so a crash (SIGBUS) shows as its death, no
 from __future__ import annotations
 
 import itertools
-import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -28,6 +25,7 @@ from civicmesh.settings import Settings
 from civicmesh.store import dispose, get_engine
 from gateway.auth import issue_token
 from tests import pg
+from tests.child_gateway import Gateway
 from tests.store_faults import can_make_unwritable, sqlite_files, unwritable
 
 pytestmark = pytest.mark.slow
@@ -105,57 +103,6 @@ class Load:
         for answer in self.since(since):
             counts[answer.status] = counts.get(answer.status, 0) + 1
         return counts
-
-
-class Gateway:
-    """`civicmesh serve` in a child process over `settings`' home and store."""
-
-    def __init__(self, settings: Settings, log_path: Path) -> None:
-        self.port = pg.free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.log_path = log_path
-        env = {
-            **os.environ,
-            "CIVICMESH_HOME": str(settings.home),
-            "CIVICMESH_METADATA_URL": settings.metadata_url,
-        }
-        self._log = log_path.open("wb")  # a file, not a pipe: a full pipe blocks the server
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "civicmesh", "serve", "--port", str(self.port)],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=self._log,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + 120
-        while not self._answers("/healthz"):
-            if time.monotonic() > deadline or self.proc.poll() is not None:
-                self.stop()
-                raise AssertionError(f"gateway did not start: {self.output()}")
-            time.sleep(0.2)
-
-    def _answers(self, path: str) -> bool:
-        try:
-            return httpx.get(f"{self.base}{path}", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    def readiness(self) -> tuple[int, dict]:
-        response = httpx.get(f"{self.base}/readyz", timeout=30)
-        return response.status_code, response.json()
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def output(self, chars: int = 3000) -> str:
-        self._log.flush()
-        return self.log_path.read_text(errors="replace")[-chars:]
-
-    def stop(self) -> None:
-        if self.alive():
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            self.proc.wait(30)
-        self._log.close()
 
 
 def _fault_and_recover(
