@@ -46,6 +46,9 @@ class PgUnavailable(RuntimeError):
 
 
 def opted_out() -> bool:
+    """A developer's explicit opt-out; never honoured in CI (CI=true), where PostgreSQL must run."""
+    if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
+        return False
     return os.environ.get(OPT_OUT_ENV, "").lower() in {"skip", "0", "off", "no"}
 
 
