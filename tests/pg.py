@@ -54,12 +54,15 @@ def opted_out() -> bool:
 
 def find_bindir() -> Path:
     configured = os.environ.get("CIVICMESH_PG_BINDIR")
-    candidates = [Path(configured)] if configured else []
-    debian = sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name), reverse=True)
-    candidates += debian
-    on_path = shutil.which("initdb")
-    if on_path:
-        candidates.append(Path(on_path).parent)
+    if configured:
+        candidates = [Path(configured)]
+    else:
+        candidates = sorted(
+            Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name), reverse=True
+        )
+        on_path = shutil.which("initdb")
+        if on_path:
+            candidates.append(Path(on_path).parent)
     for bindir in candidates:
         if (bindir / "initdb").is_file() and (bindir / "pg_ctl").is_file():
             return bindir
