@@ -12,18 +12,24 @@
 Queries (dana, public_works supervisor scoped to D3, two masked PII columns): (a) 20 rows with a
 distinct bound predicate per request (defeats the response cache), (c) the same body again
 (the response cache answers; the log write is then most of the work).
+
+`--metadata pg` runs both parts on a PostgreSQL server started for the run (bench/_pg.py: durable
+settings comparable to SQLite's WAL + synchronous=NORMAL); `--metadata both` runs them on SQLite,
+then on PostgreSQL, in the same run, and prints the ratios.
 """
 
 from __future__ import annotations
 
 import argparse
 import multiprocessing
+import os
 import socket
 import statistics
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -100,9 +106,9 @@ def _record(i: int) -> AccessRecord:
 # -- 1. append throughput -------------------------------------------------------------------------
 
 
-def append_rate(home: Path, threads: int, per_thread: int) -> tuple[float, int]:
-    """(records/s, commits) for `threads` threads each appending `per_thread` single records."""
-    url = f"sqlite:///{home / f'log-{threads}.db'}"
+def append_rate(url: str, threads: int, per_thread: int) -> tuple[float, int]:
+    """(records/s, commits) for `threads` threads each appending `per_thread` single records into
+    the empty store at `url`."""
     log = AccessLog(get_engine(url), checkpoint_key="bench-key").ensure_schema()
     commits = [0]
     write = log._write
@@ -152,7 +158,7 @@ class _UnloggedLog:
         return getattr(self.real, name)
 
 
-def _serve(home: str, port: int, log_on: bool, ready: Any) -> None:
+def _serve(home: str, url: str, port: int, log_on: bool, ready: Any) -> None:
     """Child process: one uvicorn server; with log_on=False the log is swapped out (see above)."""
     import logging
 
@@ -161,7 +167,7 @@ def _serve(home: str, port: int, log_on: bool, ready: Any) -> None:
     from gateway.app import create_app
 
     logging.disable(logging.WARNING)
-    settings = Settings(home=Path(home), metadata_url=f"sqlite:///{Path(home) / 'metadata.db'}")
+    settings = Settings(home=Path(home), metadata_url=url)
     app = create_app(settings)
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", lifespan="on", access_log=False)
@@ -200,12 +206,12 @@ def _publish(settings: Settings) -> None:
     Catalog(get_engine(settings.metadata_url)).ensure_schema().publish(PRODUCT, written)
 
 
-def gateway_p50(home: Path, rounds: int, per_round: int) -> dict[str, dict[str, float]]:
+def gateway_p50(home: Path, url: str, rounds: int, per_round: int) -> dict[str, dict[str, float]]:
     import httpx
 
     from gateway.auth import issue_token
 
-    settings = Settings(home=home, metadata_url=f"sqlite:///{home / 'metadata.db'}")
+    settings = Settings(home=home, metadata_url=url)
     settings.ensure_dirs()
     _publish(settings)
     token = issue_token(settings, "dana", 2)
@@ -214,7 +220,7 @@ def gateway_p50(home: Path, rounds: int, per_round: int) -> dict[str, dict[str, 
     servers = {}
     for name, on in (("on", True), ("off", False)):
         port, ready = _free_port(), ctx.Event()
-        proc = ctx.Process(target=_serve, args=(str(home), port, on, ready), daemon=True)
+        proc = ctx.Process(target=_serve, args=(str(home), url, port, on, ready), daemon=True)
         proc.start()
         if not ready.wait(60):
             raise RuntimeError(f"server {name} did not start")
@@ -270,24 +276,19 @@ def gateway_p50(home: Path, rounds: int, per_round: int) -> dict[str, dict[str, 
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--records", type=int, default=4000, help="records per append run")
-    parser.add_argument("--rounds", type=int, default=6)
-    parser.add_argument("--per-round", type=int, default=200)
-    args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="civicmesh-bench-audit-") as tmp:
-        home = Path(tmp)
-        one, commits_one = append_rate(home, 1, args.records)
-        eight, commits_eight = append_rate(home, 8, args.records // 8)
-        dispose_all()
-        print(f"access log append, 1 thread : {one:>9,.0f} records/s ({commits_one} commits)")
-        total = args.records // 8 * 8
-        print(
-            f"access log append, 8 threads: {eight:>9,.0f} records/s ({commits_eight} commits for "
-            f"{total} records: {total / max(commits_eight, 1):.1f} per commit)"
-        )
-        p50 = gateway_p50(home / "mesh", args.rounds, args.per_round)
+def run(label: str, home: Path, new_url: Callable[[str], str], args: argparse.Namespace) -> dict[str, float]:
+    """Both parts on one kind of store (`new_url(name)` makes an empty one); prints and returns figures."""
+    one, commits_one = append_rate(new_url("log1"), 1, args.records)
+    eight, commits_eight = append_rate(new_url("log8"), 8, args.records // 8)
+    dispose_all()
+    total = args.records // 8 * 8
+    print(f"== metadata store: {label}")
+    print(f"access log append, 1 thread : {one:>9,.0f} records/s ({commits_one} commits)")
+    print(
+        f"access log append, 8 threads: {eight:>9,.0f} records/s ({commits_eight} commits for "
+        f"{total} records: {total / max(commits_eight, 1):.1f} per commit)"
+    )
+    p50 = gateway_p50(home, new_url("mesh"), args.rounds, args.per_round)
     n = args.rounds * args.per_round // 2
     print(f"gateway p50 over {n} requests per cell (dana, 20 rows, 2 masked PII columns, row scope D3):")
     verdicts = []
@@ -301,6 +302,43 @@ def main() -> None:
             f"(overhead {overhead:+.1%}, target <= {TARGET_OVERHEAD:.0%}: {'met' if met else 'NOT met'})"
         )
     print("target met" if all(verdicts) else "target NOT met in every case (see above)")
+    return {
+        "append_1": one,
+        "append_8": eight,
+        **{f"{k}_{s}": v for s, d in p50.items() for k, v in d.items()},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--records", type=int, default=4000, help="records per append run")
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--per-round", type=int, default=200)
+    parser.add_argument("--metadata", choices=("sqlite", "pg", "both"), default="sqlite")
+    args = parser.parse_args()
+    print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    figures: dict[str, dict[str, float]] = {}
+    with tempfile.TemporaryDirectory(prefix="civicmesh-bench-audit-") as tmp:
+        if args.metadata in ("sqlite", "both"):
+            home = Path(tmp) / "sqlite"
+            figures["sqlite"] = run("SQLite (WAL)", home / "mesh", lambda n: f"sqlite:///{home / n}.db", args)
+        if args.metadata in ("pg", "both"):
+            from bench import _pg
+
+            cluster = _pg.durable_cluster()
+            try:
+                label = f"PostgreSQL {_pg.DURABLE}"
+                figures["pg"] = run(
+                    label, Path(tmp) / "pg" / "mesh", lambda _n: cluster.create_database(), args
+                )
+            finally:
+                dispose_all()
+                cluster.destroy()
+    if len(figures) == 2:
+        print("== PostgreSQL / SQLite")
+        for key, value in figures["pg"].items():
+            print(f"  {key:<14} {value / figures['sqlite'][key]:6.2f}x")
+    print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
 if __name__ == "__main__":
