@@ -16,7 +16,7 @@ from openlineage.client.event_v2 import RunEvent
 from sqlalchemy import Connection
 
 from civicmesh.settings import Settings
-from civicmesh.store import get_engine
+from civicmesh.store import get_engine, retry_once
 from lineage.dispatcher import Dispatcher
 from lineage.outbox import Outbox
 from lineage.transports import Transport, transports_from_settings
@@ -70,7 +70,8 @@ class GroupCommit:
 
     def _commit(self, batch: list[_Pending]) -> None:
         try:
-            self.outbox.write([row for item in batch for row in item.rows])
+            rows = [row for item in batch for row in item.rows]
+            retry_once(lambda: self.outbox.write(rows))  # a broken store connection is replaced, once
             self.commits += 1
             for item in batch:
                 item.uids = [row["event_uid"] for row in item.rows]
