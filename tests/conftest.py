@@ -95,6 +95,17 @@ def built_mesh(tmp_path_factory: pytest.TempPathFactory, landing_dir: Path) -> B
     return BuiltMesh(settings, report, Catalog(get_engine(settings.metadata_url)), lines)
 
 
+@pytest.fixture
+def blackhole() -> Iterator[str]:
+    """The URL of a backend that accepts connections and never answers (a send blocks)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(64)
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
 # -- the metadata store on SQLite and on PostgreSQL (tests/pg.py) ----------------------------------
 
 

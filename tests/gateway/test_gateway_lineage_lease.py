@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -28,15 +27,6 @@ from lineage.recorder import LineageRecorder
 from tests.child_gateway import Gateway
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def blackhole() -> Iterator[str]:
-    """An OpenLineage backend that accepts connections and never answers: a send blocks."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        sock.listen(64)
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
 
 
 @pytest.fixture

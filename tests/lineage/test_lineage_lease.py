@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -78,15 +76,6 @@ def test_a_live_or_foreign_holder_keeps_its_lease_until_it_runs_out(outbox: Outb
     assert not outbox.acquire("file", me.owner())
     _hold(outbox, "file", foreign, datetime.now(UTC) - timedelta(seconds=1))  # not renewed in time
     assert outbox.acquire("file", me.owner())
-
-
-@pytest.fixture
-def blackhole() -> Iterator[str]:
-    """A backend that accepts connections and never answers."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        sock.listen(16)
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
 
 
 def test_flush_never_waits_beyond_its_budget(settings: Settings, blackhole: str) -> None:
