@@ -8,6 +8,7 @@ dispatcher's background thread, or in `flush()` at the end of a CLI build.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterable
 from typing import Any
@@ -22,6 +23,7 @@ from lineage.outbox import Outbox
 from lineage.transports import Transport, transports_from_settings
 
 Event = RunEvent | dict[str, Any] | str
+log = logging.getLogger("civicmesh.lineage")
 
 _shared: dict[tuple[Any, ...], LineageRecorder] = {}
 _shared_lock = threading.Lock()
@@ -123,9 +125,14 @@ class LineageRecorder:
         The budget holds even when a send blocks (a backend that accepts connections and never
         answers): delivery runs in a helper thread that is left to finish or fail on its own."""
         outcome: list[bool] = []
-        worker = threading.Thread(
-            target=lambda: outcome.append(self.dispatcher.drain(timeout)), name="lineage-flush", daemon=True
-        )
+
+        def deliver() -> None:
+            try:
+                outcome.append(self.dispatcher.drain(timeout))
+            except Exception:  # the store went away meanwhile: the events wait in the outbox
+                log.warning("lineage flush failed; events stay in the outbox", exc_info=True)
+
+        worker = threading.Thread(target=deliver, name="lineage-flush", daemon=True)
         worker.start()
         worker.join(timeout)
         return bool(outcome and outcome[0])
