@@ -11,13 +11,16 @@ and fail closed (the gateway answers 503 `UNAVAILABLE`).
 
 SQLite: a connection opened while the file is unwritable stays read-only for its whole life
 (SQLite falls back to read-only silently); pooled, such connections failed every later write, long
-after the file was writable again. They are now recycled on the first failure. The journal mode is
+after the file was writable again, until a restart. Its first failure now retires it. The journal
+mode is
 the `journal_mode` query parameter of the URL (`sqlite:///path.db?journal_mode=truncate`), default
 `wal` (measured: a third of the commit cost of a rollback journal, readers never blocked). In WAL
 mode SQLite memory-maps the `-shm` index; if that file turns unwritable under a running process (a
 file system remounted read-only after errors, `chattr +i`), the kernel kills the process with SIGBUS
-on its next write to the map, which no setting but a rollback journal avoids: `truncate` (or
-`persist`, `delete`) maps nothing, with `mmap_size=0` as well (see README, "SQLite and SIGBUS").
+on its next write to the map. Only a rollback journal avoids that: `truncate` (or `persist`,
+`delete`) maps nothing, with `mmap_size=0` as well (`locking_mode=EXCLUSIVE` would keep the index
+in process memory, but shut out every other process: no second worker, no CLI). See README,
+"SQLite and SIGBUS", and tests/gateway/test_gateway_store_recovery.py.
 """
 
 from __future__ import annotations
