@@ -3,6 +3,7 @@ Also: a cached response is still logged, and the cache never crosses callers."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -98,6 +99,16 @@ def test_two_worker_processes_keep_one_chain(server, tmp_path) -> None:
         assert len(rows) == 200
         assert [r["seq"] for r in rows] == list(range(before + 1, before + 201))
         assert log.verify() is None
+        audit = subprocess.run(  # as an auditor checks it: the CLI, with the signed checkpoints
+            [sys.executable, "-m", "civicmesh", "audit", "verify", "--json"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert audit.returncode == 0, audit.stdout + audit.stderr
+        assert json.loads(audit.stdout)["head"] >= before + 200
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(30)
