@@ -16,6 +16,10 @@ Uncached requests defeat both caches honestly: each carries a distinct, always-t
 predicate (`openedAt < 2100-01-01 + i s`), which the floor queries carry too.
 Single client: p50/p95 over sequential requests; throughput: 8 concurrent keep-alive clients
 (a small asyncio HTTP/1.1 client, cheaper than httpx so the client does not eat the server's CPU).
+
+`--metadata pg` keeps the metadata store (catalog, access log, lineage outbox) on a PostgreSQL
+server started for the run (bench/_pg.py); `--metadata both` adds a third server, `governed_pg`,
+the governed gateway on PostgreSQL over the same home and snapshot, measured in the same rounds.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -331,7 +335,7 @@ async def drain_lineage(settings: Settings, limit_s: float = 45.0) -> float:
 
 
 async def measure(
-    settings: Settings, servers: dict[str, Server], token: str, n: int, seconds: float
+    stores: list[Settings], servers: dict[str, Server], token: str, n: int, seconds: float
 ) -> dict[str, object]:
     results: dict[str, object] = {}
     # Correctness first: governed and ungoverned return the same rows, governed ones masked.
@@ -355,7 +359,7 @@ async def measure(
         for query in (QUERY_A, QUERY_B):
             await load(server.port, token, query, 8, 0.5, 20_000_000)
             await load(server.port, token, query, 8, 0.3, None)
-    results["lineage_drain_s"] = await drain_lineage(settings)
+    results["lineage_drain_s"] = max([await drain_lineage(store) for store in stores])
     # Single client, interleaved governed/ungoverned in rounds so machine load hits both alike.
     rounds = 4
     samples: dict[str, list[float]] = {}
@@ -397,7 +401,8 @@ def report(rows: int, workers: int, fl: dict[str, Latency], r: dict[str, object]
     for key, lat in fl.items():
         print(f"  {key:<12} {fmt(lat)}")
     print("\nsingle client (HTTP, keep-alive)            req/s at 8 clients")
-    for mode in ("governed", "ungoverned"):
+    modes = [m for m in ("governed", "governed_pg", "ungoverned") if f"{m}_a" in r]
+    for mode in modes:
         for name in ("a", "b", "a_cached", "b_cached"):
             lat = r[f"{mode}_{name}"]
             assert isinstance(lat, Latency)
@@ -418,6 +423,14 @@ def report(rows: int, workers: int, fl: dict[str, Latency], r: dict[str, object]
     for name in ("a_cached", "b_cached"):
         g, u = p50(f"governed_{name}"), p50(f"ungoverned_{name}")
         print(f"  ({name}) governed/ungoverned: {ratio(g, u)}")
+    if "governed_pg_a" in r:
+        print("\nmetadata store: governed on PostgreSQL / governed on SQLite (p50, and req/s at 8 clients)")
+        for name in ("a", "b", "a_cached", "b_cached"):
+            pg_rps, lite_rps = r[f"governed_pg_{name}_rps"], r[f"governed_{name}_rps"]
+            print(
+                f"  ({name}) p50 {ratio(p50(f'governed_pg_{name}'), p50(f'governed_{name}'))}   "
+                f"req/s {ratio(float(pg_rps), float(lite_rps))}"  # type: ignore[arg-type]
+            )
     print("\ntargets")
     a, b = p50("governed_a"), p50("governed_b")
     over = max(a / p50("ungoverned_a"), b / p50("ungoverned_b")) - 1
@@ -437,11 +450,18 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="uvicorn workers per server")
     parser.add_argument("-n", type=int, default=200, help="sequential requests per single-client case")
     parser.add_argument("--seconds", type=float, default=4.0, help="duration of each 8-client run")
+    parser.add_argument(
+        "--metadata",
+        choices=("sqlite", "pg", "both"),
+        default="sqlite",
+        help="the metadata store: SQLite (default), PostgreSQL, or both in the same run",
+    )
     args = parser.parse_args()
     started = time.perf_counter()
     tmp = None if args.home else tempfile.mkdtemp(prefix="civicmesh-bench-gw-")
     home = args.home or Path(tmp)  # type: ignore[arg-type]
     servers: dict[str, Server] = {}
+    cluster = None
     try:
         settings = build(home.resolve(), args.rows)
         snap = Catalog(get_engine(settings.metadata_url)).entry(PRODUCT).current  # type: ignore[union-attr]
@@ -451,13 +471,26 @@ def main() -> None:
         from gateway.auth import issue_token
 
         token = issue_token(settings, USER, ttl_hours=1)
-        servers["governed"] = Server(settings, args.workers, governance_off=False)
-        servers["ungoverned"] = Server(settings, args.workers, governance_off=True)
-        results = asyncio.run(measure(settings, servers, token, args.n, args.seconds))
+        stores = [settings]
+        if args.metadata != "sqlite":
+            from bench import _pg
+
+            cluster = _pg.durable_cluster()
+            pg_settings = replace(settings, metadata_url=cluster.create_database())
+            _pg.copy_tables(settings.metadata_url, pg_settings.metadata_url)
+            stores = [pg_settings] if args.metadata == "pg" else [settings, pg_settings]
+            print(f"metadata store: {args.metadata} (PostgreSQL settings: {_pg.DURABLE})")
+        servers["governed"] = Server(stores[0], args.workers, governance_off=False)
+        if len(stores) == 2:
+            servers["governed_pg"] = Server(stores[1], args.workers, governance_off=False)
+        servers["ungoverned"] = Server(stores[0], args.workers, governance_off=True)
+        results = asyncio.run(measure(stores, servers, token, args.n, args.seconds))
         report(snap.row_count, args.workers, fl, results, load_before)
     finally:
         for server in servers.values():
             server.stop()
+        if cluster is not None:
+            cluster.destroy()
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)
         else:

@@ -17,6 +17,7 @@ into a signed, chained checkpoint, delivered to a sink outside this store and co
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import threading
@@ -46,7 +47,7 @@ from civicmesh.audit.checkpoints import seal_message
 from civicmesh.audit.signing import Signer, Verifier, export_public_key, load_signer
 from civicmesh.audit.sinks import CheckpointSink, open_sink
 from civicmesh.settings import Settings
-from civicmesh.store import get_engine
+from civicmesh.store import get_engine, invalidate_on_fault, retry_once
 
 if TYPE_CHECKING:
     from civicmesh.audit.verify import ChainCheck
@@ -336,7 +337,7 @@ class AccessLog:
             self._writing = True
             taken, self._queue = self._queue, []
         try:
-            self._write(taken)
+            retry_once(lambda: self._write(taken))  # a broken connection is replaced, once
         except Exception as exc:
             for item in taken:
                 item.error = exc
@@ -357,15 +358,17 @@ class AccessLog:
 
     def _write(self, batches: list[_Batch]) -> None:
         with self.engine.connect() as conn:
-            self._lock(conn)
             try:
+                self._lock(conn)
                 hashes, checkpoint = self._chain(conn, batches)
                 for batch in batches:
                     if batch.also is not None:
                         batch.also(conn)
                 conn.commit()
-            except BaseException:
-                conn.rollback()
+            except BaseException as exc:
+                invalidate_on_fault(conn, exc)  # the raw-cursor inserts bypass SQLAlchemy's own check
+                with contextlib.suppress(Exception):  # a broken connection cannot roll back
+                    conn.rollback()
                 for batch in batches:
                     batch.seqs = None
                 raise

@@ -120,6 +120,15 @@ class Settings:
         return float(self.extra.get("query_timeout_s") or os.environ.get("CIVICMESH_QUERY_TIMEOUT_S") or 10.0)
 
     @property
+    def lineage_flush_timeout_s(self) -> float:
+        """Longest a build waits at its end to deliver its lineage events; what is not delivered by
+        then stays in the outbox for the next dispatcher (CIVICMESH_LINEAGE_FLUSH_TIMEOUT_S)."""
+        value = self.extra.get("lineage_flush_timeout_s") or os.environ.get(
+            "CIVICMESH_LINEAGE_FLUSH_TIMEOUT_S"
+        )
+        return float(value or 1.0)
+
+    @property
     def jwks_file(self) -> str | None:
         return self.extra.get("jwks_file") or os.environ.get("CIVICMESH_JWKS_FILE")
 

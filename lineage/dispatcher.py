@@ -9,15 +9,13 @@ simply stay pending. Other transports carry on.
 from __future__ import annotations
 
 import logging
-import os
 import random
-import socket
 import threading
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from lineage.lease import LEASE_TTL_S, Holder
 from lineage.outbox import Outbox
 from lineage.transports import DeliveryError, Transport
 
@@ -43,6 +41,7 @@ class Dispatcher:
         base_delay: float = 0.5,
         max_delay: float = 60.0,
         poll_interval: float = 1.0,
+        lease_ttl: float = LEASE_TTL_S,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.outbox = outbox
@@ -57,8 +56,10 @@ class Dispatcher:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()  # one delivery round at a time (background thread vs flush)
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self.lease_ttl = max(30.0, 2 * max_delay)
+        # Fenced by process identity: if this process dies, another on this machine takes over at
+        # once; elsewhere, the lease (renewed before every batch) runs out after `lease_ttl`.
+        self.owner = Holder.current().owner()
+        self.lease_ttl = lease_ttl
 
     # -- one round -------------------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ is at-least-once: a crash between sending and `mark_delivered` sends that batch 
 from __future__ import annotations
 
 import json
+import logging
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
@@ -41,7 +42,10 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 
 from civicmesh.accesslog import insert_rows
+from lineage.lease import LEASE_TTL_S, holder_alive
 from lineage.runs import to_dict
+
+log = logging.getLogger("civicmesh.lineage")
 
 metadata = MetaData()
 
@@ -193,26 +197,44 @@ class Outbox:
         )
         return and_(outbox_table.c.seq > floor, ~delivered)
 
-    def acquire(self, transport: str, owner: str, ttl_s: float = 60.0) -> bool:
+    def acquire(self, transport: str, owner: str, ttl_s: float = LEASE_TTL_S) -> bool:
         """Take (or renew) the delivery lease of `transport` for `owner`; False if another holds it.
 
-        A lease that was not renewed within `ttl_s` (its holder died) can be taken over.
+        A lease not renewed within `ttl_s` can be taken over, and so at once can the lease of a dead
+        process on this machine (`lineage.lease`: fencing by process identity).
         """
+        if self._take(transport, owner, ttl_s):
+            return True
+        holder = self.lease(transport)[0]
+        if holder is None or holder_alive(holder) is not False:
+            return False
+        taken = self._take(transport, owner, ttl_s, dead_holder=holder)  # only if it is still theirs
+        if taken:
+            log.warning("lineage %s: took over the delivery lease of %s (process gone)", transport, holder)
+        return taken
+
+    def lease(self, transport: str) -> tuple[str | None, datetime | None]:
+        """(holder, held until) of `transport`'s delivery lease; (None, None) when nobody holds it."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(cursor_table.c.lease_owner, cursor_table.c.lease_until).where(
+                    cursor_table.c.transport == transport
+                )
+            ).first()
+        return (row.lease_owner, _aware(row.lease_until)) if row is not None else (None, None)
+
+    def _take(self, transport: str, owner: str, ttl_s: float, dead_holder: str | None = None) -> bool:
         now = datetime.now(UTC)
         until = now + timedelta(seconds=ttl_s)
         table = cursor_table
+        free = [table.c.lease_owner.is_(None), table.c.lease_owner == owner, table.c.lease_until < now]
+        if dead_holder is not None:
+            free.append(table.c.lease_owner == dead_holder)
         try:
             with self.engine.begin() as conn:
                 taken = conn.execute(
                     update(table)
-                    .where(
-                        table.c.transport == transport,
-                        or_(
-                            table.c.lease_owner.is_(None),
-                            table.c.lease_owner == owner,
-                            table.c.lease_until < now,
-                        ),
-                    )
+                    .where(table.c.transport == transport, or_(*free))
                     .values(lease_owner=owner, lease_until=until)
                 ).rowcount
                 if taken:
@@ -253,6 +275,27 @@ class Outbox:
                 .limit(limit)
             ).all()
         return [OutboxEvent(r.seq, r.event_uid, r.run_id, r.event_type, r.event_json) for r in rows]
+
+    def oldest_pending(self, transport: str) -> datetime | None:
+        """When the oldest event still undelivered to `transport` was recorded (None: none pending)."""
+        with self.engine.connect() as conn:
+            floor = self._floor(conn, transport)
+            first = (
+                select(func.min(outbox_table.c.seq))
+                .where(self._undelivered(transport, floor))
+                .scalar_subquery()
+            )
+            value = conn.execute(
+                select(outbox_table.c.created_at).where(outbox_table.c.seq == first)
+            ).scalar()
+        return _aware(value)
+
+    def transports(self) -> list[str]:
+        """Every transport that ever delivered or held a lease here."""
+        with self.engine.connect() as conn:
+            return list(
+                conn.execute(select(cursor_table.c.transport).order_by(cursor_table.c.transport)).scalars()
+            )
 
     def pending_count(self, transport: str) -> int:
         with self.engine.connect() as conn:
@@ -358,6 +401,13 @@ class Outbox:
     def count(self) -> int:
         with self.engine.connect() as conn:
             return int(conn.execute(select(func.count()).select_from(outbox_table)).scalar() or 0)
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    """SQLite returns stored UTC datetimes without their zone."""
+    if moment is not None and moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment
 
 
 def wait_until(predicate: Any, timeout: float, interval: float = 0.02) -> bool:

@@ -8,6 +8,7 @@ dispatcher's background thread, or in `flush()` at the end of a CLI build.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterable
 from typing import Any
@@ -16,12 +17,13 @@ from openlineage.client.event_v2 import RunEvent
 from sqlalchemy import Connection
 
 from civicmesh.settings import Settings
-from civicmesh.store import get_engine
+from civicmesh.store import get_engine, retry_once
 from lineage.dispatcher import Dispatcher
 from lineage.outbox import Outbox
 from lineage.transports import Transport, transports_from_settings
 
 Event = RunEvent | dict[str, Any] | str
+log = logging.getLogger("civicmesh.lineage")
 
 _shared: dict[tuple[Any, ...], LineageRecorder] = {}
 _shared_lock = threading.Lock()
@@ -70,7 +72,8 @@ class GroupCommit:
 
     def _commit(self, batch: list[_Pending]) -> None:
         try:
-            self.outbox.write([row for item in batch for row in item.rows])
+            rows = [row for item in batch for row in item.rows]
+            retry_once(lambda: self.outbox.write(rows))  # a broken store connection is replaced, once
             self.commits += 1
             for item in batch:
                 item.uids = [row["event_uid"] for row in item.rows]
@@ -115,10 +118,24 @@ class LineageRecorder:
         self.dispatcher.wake()
         return uids
 
-    def flush(self, timeout: float = 10.0) -> bool:
-        """Deliver everything pending now; False if a transport is still failing after `timeout`
-        (its events stay in the outbox for the next dispatcher)."""
-        return self.dispatcher.drain(timeout)
+    def flush(self, timeout: float = 1.0) -> bool:
+        """Deliver everything pending, for at most `timeout` seconds; False if something is still
+        pending then (it stays in the outbox for the next dispatcher: nothing is lost).
+
+        The budget holds even when a send blocks (a backend that accepts connections and never
+        answers): delivery runs in a helper thread that is left to finish or fail on its own."""
+        outcome: list[bool] = []
+
+        def deliver() -> None:
+            try:
+                outcome.append(self.dispatcher.drain(timeout))
+            except Exception:  # the store went away meanwhile: the events wait in the outbox
+                log.warning("lineage flush failed; events stay in the outbox", exc_info=True)
+
+        worker = threading.Thread(target=deliver, name="lineage-flush", daemon=True)
+        worker.start()
+        worker.join(timeout)
+        return bool(outcome and outcome[0])
 
     def start(self) -> LineageRecorder:
         self.dispatcher.start()

@@ -238,7 +238,7 @@ def run_build(
     published, publish_failed = _collect(report, result.all_events, products)
     # Deliver this run's lineage now; a backend that is down keeps them in the outbox.
     recorder = LineageRecorder.shared(settings)
-    delivered = recorder.flush(timeout=10)
+    delivered = recorder.flush(timeout=settings.lineage_flush_timeout_s)
     recorder.stop()  # releases the delivery lease so the next process need not wait for it to expire
     if not delivered:
         emit_line("lineage: a transport is unreachable; events stay in the outbox for the next delivery")

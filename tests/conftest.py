@@ -10,14 +10,17 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
+from tests.pg import BACKENDS
+
 if TYPE_CHECKING:
     from tests.mesh import BuiltMesh
+    from tests.pg import PgCluster
 
 REPO = Path(__file__).resolve().parent.parent
 DBT = Path(sys.executable).parent / "dbt"
@@ -90,3 +93,55 @@ def built_mesh(tmp_path_factory: pytest.TempPathFactory, landing_dir: Path) -> B
     report, lines = build(settings)
     assert report.success, "\n".join(lines + report.failed_steps)
     return BuiltMesh(settings, report, Catalog(get_engine(settings.metadata_url)), lines)
+
+
+@pytest.fixture
+def blackhole() -> Iterator[str]:
+    """The URL of a backend that accepts connections and never answers (a send blocks)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(64)
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+# -- the metadata store on SQLite and on PostgreSQL (tests/pg.py) ----------------------------------
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PgCluster]:
+    """A throwaway PostgreSQL cluster for the session. Fails (never skips) when none can start,
+    unless the developer opted out with CIVICMESH_TEST_POSTGRES=skip."""
+    from tests import pg
+
+    if pg.opted_out():
+        pytest.skip(f"{pg.OPT_OUT_ENV}=skip: PostgreSQL tests skipped on request")
+    try:
+        cluster = pg.start_cluster()
+    except pg.PgUnavailable as exc:
+        pytest.fail(f"PostgreSQL could not start: {exc}", pytrace=False)
+    yield cluster
+    cluster.destroy()
+
+
+@pytest.fixture(params=BACKENDS)
+def metadata_backend(request: pytest.FixtureRequest) -> str:
+    """ "sqlite" or "postgresql": see `tests.pg.on_both_backends`."""
+    return str(request.param)
+
+
+@pytest.fixture(params=BACKENDS)
+def metadata_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty metadata store, once on SQLite (a file in tmp_path), once on PostgreSQL (a fresh
+    schema in the session's cluster)."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'metadata.db'}"
+        yield url
+        from civicmesh.store import dispose
+
+        dispose(url)
+        return
+    cluster: PgCluster = request.getfixturevalue("postgres")
+    with cluster.scratch_schema() as url:
+        yield url

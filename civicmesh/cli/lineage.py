@@ -1,4 +1,5 @@
-"""`civicmesh lineage show PRODUCT`: where a product comes from, or who consumed it, from recorded events."""
+"""`civicmesh lineage show PRODUCT`: where a product comes from, or who consumed it, from recorded events.
+`civicmesh lineage status`: what is waiting in the outbox for each transport, and who delivers it."""
 
 from __future__ import annotations
 
@@ -35,6 +36,69 @@ def register(subparsers: Any) -> None:
     show.add_argument("--depth", type=int, default=10, help="hops to follow (default 10)")
     show.add_argument("--format", choices=FORMATS, default="text")
     show.set_defaults(handler=handler, direction="upstream")
+    status = commands.add_parser(
+        "status", help="pending events per transport, the oldest one's age, and the delivery lease holder"
+    )
+    status.add_argument("--format", choices=("text", "json"), default="text")
+    status.set_defaults(handler=status_handler)
+
+
+def status_handler(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from civicmesh.settings import Settings
+    from civicmesh.store import get_engine
+    from lineage.lease import holder_alive
+    from lineage.outbox import Outbox
+    from lineage.transports import transports_from_settings
+
+    settings = Settings.from_env()
+    try:
+        configured = [t.name for t in transports_from_settings(settings)]
+    except ValueError as exc:
+        raise CommandError(str(exc)) from exc
+    outbox = Outbox(get_engine(settings.metadata_url)).ensure_schema()
+    now = datetime.now(UTC)
+    rows = []
+    for name in dict.fromkeys([*configured, *outbox.transports()]):
+        oldest = outbox.oldest_pending(name)
+        holder, until = outbox.lease(name)
+        held = holder is not None and until is not None and until > now
+        rows.append(
+            {
+                "transport": name,
+                "configured": name in configured,
+                "pending": outbox.pending_count(name),
+                "oldest_pending": oldest.isoformat() if oldest else None,
+                "oldest_pending_age_s": round((now - oldest).total_seconds(), 1) if oldest else None,
+                "lease_holder": holder if held else None,
+                "lease_until": until.isoformat() if held and until else None,
+                "holder_alive": holder_alive(holder) if held and holder else None,
+            }
+        )
+    print(json.dumps({"transports": rows}, indent=2) if args.format == "json" else _render_status(rows))
+    return 0
+
+
+def _render_status(rows: list[dict[str, Any]]) -> str:
+    lines = [f"{'transport':<12} {'pending':>8}  {'oldest pending':<28} delivery lease"]
+    for row in rows:
+        oldest = (
+            f"{row['oldest_pending'][:19]}Z ({row['oldest_pending_age_s']:.0f}s ago)"
+            if row["pending"]
+            else "-"
+        )
+        lease = "free"
+        if row["lease_holder"]:
+            alive = {
+                True: "alive",
+                False: "process gone: taken over on next delivery",
+                None: "not checkable here",
+            }
+            lease = f"{row['lease_holder']} until {row['lease_until'][:19]}Z ({alive[row['holder_alive']]})"
+        name = row["transport"] + ("" if row["configured"] else " (not configured)")
+        lines.append(f"{name:<12} {row['pending']:>8}  {oldest:<28} {lease}")
+    return "\n".join(lines)
 
 
 def handler(args: argparse.Namespace) -> int:

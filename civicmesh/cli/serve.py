@@ -32,10 +32,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000, workers: int = 1) -> int:
+    import faulthandler
     import os
 
     import uvicorn
 
+    # A fatal signal (e.g. SIGBUS from a memory-mapped file turned unwritable) is reported on stderr
+    # with the Python stack, in this process and in its workers, instead of a silent death.
+    faulthandler.enable()
+    os.environ.setdefault("PYTHONFAULTHANDLER", "1")
     from civicmesh.audit.signing import load_signer
     from gateway.serving import uvicorn_options
 

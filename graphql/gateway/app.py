@@ -27,6 +27,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route, request_response
 
+from civicmesh import store
 from civicmesh.accesslog import AccessLog
 from civicmesh.audit.sealing import Sealer, open_log
 from civicmesh.catalog import Catalog
@@ -115,6 +116,7 @@ class Gateway:
         if self.sealer is not None:
             sealer = self.sealer
             self.readiness.add("audit", lambda: CheckResult(*sealer.status()))
+        self.readiness.add("store", lambda: CheckResult(*store.probe(engine)))
 
     def _load_state(self) -> CatalogState:
         version = self.catalog.version()

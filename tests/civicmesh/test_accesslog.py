@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import multiprocessing
-import sqlite3
 import threading
-from pathlib import Path
 
 import pytest
 
 from civicmesh.accesslog import AccessLog, AccessLogUnavailable, AccessRecord
 from civicmesh.audit.signing import Signer
 from civicmesh.store import dispose_all, get_engine
+from tests.store_faults import allow_inserts, raw_sql, refuse_inserts
 
 
 def _record(i: int, subject: str = "alice") -> AccessRecord:
@@ -34,9 +33,9 @@ def _record(i: int, subject: str = "alice") -> AccessRecord:
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> str:
-    url = f"sqlite:///{tmp_path / 'meta.db'}"
-    yield url
+def db(metadata_url: str) -> str:
+    """On SQLite and on PostgreSQL."""
+    yield metadata_url
     dispose_all()
 
 
@@ -95,10 +94,6 @@ def test_several_processes_yield_one_unbroken_chain(db: str) -> None:
     assert log.verify() is None
 
 
-def _sqlite(db: str) -> sqlite3.Connection:
-    return sqlite3.connect(db.removeprefix("sqlite:///"))
-
-
 @pytest.mark.parametrize(
     ("tamper", "bad_seq"),
     [
@@ -111,23 +106,18 @@ def _sqlite(db: str) -> sqlite3.Connection:
 def test_tampering_is_detected_at_the_right_record(db: str, tamper: str, bad_seq: int) -> None:
     log = AccessLog(get_engine(db)).ensure_schema()
     log.append([_record(i) for i in range(1, 6)])
-    with _sqlite(db) as raw:
-        raw.execute(tamper)
-        if "-seq" in tamper:  # reorder: swap records 2 and 3
-            raw.execute("UPDATE access_log SET seq = 3 WHERE seq = -2")
-            raw.execute("UPDATE access_log SET seq = 2 WHERE seq = -3")
+    swap = ["UPDATE access_log SET seq = 3 WHERE seq = -2", "UPDATE access_log SET seq = 2 WHERE seq = -3"]
+    raw_sql(db, tamper, *(swap if "-seq" in tamper else []))  # reorder: swap records 2 and 3
     assert log.verify() == bad_seq
 
 
 def test_unwritable_store_raises_and_writes_nothing(db: str) -> None:
     log = AccessLog(get_engine(db)).ensure_schema()
     log.append([_record(1)])
-    with _sqlite(db) as raw:
-        raw.execute("CREATE TRIGGER deny BEFORE INSERT ON access_log BEGIN SELECT RAISE(ABORT, 'no'); END")
+    refuse_inserts(db)
     with pytest.raises(AccessLogUnavailable):
         log.append([_record(2), _record(3)])
-    with _sqlite(db) as raw:
-        raw.execute("DROP TRIGGER deny")
+    allow_inserts(db)
     assert log.append([_record(4)]) == [2]
     assert log.verify() is None
 
@@ -144,8 +134,8 @@ def test_each_commit_is_sealed_and_a_forged_seal_is_caught(db: str) -> None:
     log.append([_record(3)])
     assert {seq: first for seq, (first, _) in log.seals().items()} == {2: 1, 3: 3}
     assert log.verify() is None
-    with _sqlite(db) as raw:  # move record 3 into the first commit's seal
-        raw.execute("UPDATE access_log_seals SET first_seq = 2 WHERE seq = 3")
+    # move record 3 into the first commit's seal
+    raw_sql(db, "UPDATE access_log_seals SET first_seq = 2 WHERE seq = 3")
     assert log.verify() == 2
 
 

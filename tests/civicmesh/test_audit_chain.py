@@ -20,8 +20,8 @@ def _record(i: int) -> AccessRecord:
 
 
 @pytest.fixture
-def log(tmp_path: Path) -> AccessLog:
-    engine = get_engine(f"sqlite:///{tmp_path / 'm.db'}")
+def log(metadata_url: str, tmp_path: Path) -> AccessLog:
+    engine = get_engine(metadata_url)
     yield AccessLog(engine, signer=Signer.generate(), sink=FileSink(tmp_path / "checkpoints.jsonl"))
     dispose_all()
 

@@ -114,8 +114,8 @@ def test_summary_matches_the_graphql_field() -> None:
 
 
 @pytest.fixture
-def log(tmp_path: Path) -> AccessLog:
-    yield AccessLog(get_engine(f"sqlite:///{tmp_path / 'm.db'}")).ensure_schema()
+def log(metadata_url: str) -> AccessLog:
+    yield AccessLog(get_engine(metadata_url)).ensure_schema()
     dispose_all()
 
 

@@ -18,7 +18,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 import httpx
@@ -33,6 +33,9 @@ from civicmesh.store import dispose_all, get_engine
 from gateway.app import create_app
 from gateway.auth import issue_token
 from gateway.serving import uvicorn_options
+
+if TYPE_CHECKING:
+    from tests.pg import PgCluster
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -137,10 +140,9 @@ def publish_product() -> Any:
     return publish
 
 
-@pytest.fixture(scope="session")
-def gw_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
-    home = tmp_path_factory.mktemp("civicmesh_home")
-    settings = Settings(home=home, metadata_url=f"sqlite:///{home / 'metadata.db'}", demo_mode=False)
+def _gateway_home(home: Path, metadata_url: str) -> Settings:
+    """A home with the four hand-made products published into the store at `metadata_url`."""
+    settings = Settings(home=home, metadata_url=metadata_url, demo_mode=False)
     settings.ensure_dirs()
     publish(settings, SERVICE_REQUESTS, SERVICE_REQUESTS_SQL)
     publish(
@@ -159,7 +161,26 @@ def gw_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
         SALARIES,
         "SELECT CAST(i AS INTEGER) AS employee_id, 50000.0 + i AS salary FROM range(5) t(i)",
     )
-    yield settings
+    return settings
+
+
+@pytest.fixture(scope="session")
+def gateway_home() -> Any:
+    """`gateway_home(home, metadata_url) -> Settings`: a fresh home with the four products published."""
+    return _gateway_home
+
+
+@pytest.fixture(scope="session")
+def gw_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    home = tmp_path_factory.mktemp("civicmesh_home")
+    yield _gateway_home(home, f"sqlite:///{home / 'metadata.db'}")
+    dispose_all()
+
+
+@pytest.fixture(scope="session")
+def pg_gw_settings(tmp_path_factory: pytest.TempPathFactory, postgres: PgCluster) -> Iterator[Settings]:
+    """The same home, its metadata in a database of the session's PostgreSQL cluster."""
+    yield _gateway_home(tmp_path_factory.mktemp("civicmesh_home_pg"), postgres.create_database())
     dispose_all()
 
 
@@ -223,6 +244,14 @@ class Server:
 @pytest.fixture(scope="session")
 def server(gw_settings: Settings) -> Iterator[Server]:
     srv = Server(gw_settings)
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="session")
+def pg_server(pg_gw_settings: Settings) -> Iterator[Server]:
+    srv = Server(pg_gw_settings)
     srv.start()
     yield srv
     srv.stop()

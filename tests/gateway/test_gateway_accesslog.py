@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-import sqlite3
+import pytest
 
 from civicmesh.accesslog import AccessLog
 from civicmesh.store import get_engine
+from tests.pg import on_both_backends
+from tests.store_faults import allow_inserts, refuse_inserts
+
+# Every test here runs on SQLite and on PostgreSQL (tests/pg.py).
+server = pytest.fixture(on_both_backends("server"), name="server")
 
 SR = "public_works.service_requests"
 BOTH = (
@@ -61,11 +66,7 @@ def test_mixed_requests_each_leave_records_and_the_chain_verifies(server) -> Non
 
 
 def test_unwritable_log_fails_closed_with_503_and_no_data(server) -> None:
-    db = server.settings.metadata_url.removeprefix("sqlite:///")
-    with sqlite3.connect(db) as raw:
-        raw.execute(
-            "CREATE TRIGGER no_log BEFORE INSERT ON access_log BEGIN SELECT RAISE(ABORT, 'disk full'); END"
-        )
+    refuse_inserts(server.settings.metadata_url)
     try:
         for user in ("alice", None):
             response = server.post("{ publicWorks { serviceRequests { nodes { requesterName } } } }", user)
@@ -75,8 +76,7 @@ def test_unwritable_log_fails_closed_with_503_and_no_data(server) -> None:
             assert body["errors"][0]["extensions"]["code"] == "UNAVAILABLE"
             assert "Person" not in response.text
     finally:
-        with sqlite3.connect(db) as raw:
-            raw.execute("DROP TRIGGER no_log")
+        allow_inserts(server.settings.metadata_url)
     assert server.post("{ me { user } }", "alice").status_code == 200
     assert _log(server).verify() is None
 

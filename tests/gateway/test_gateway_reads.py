@@ -6,6 +6,11 @@ from typing import Any
 
 import pytest
 
+from tests.pg import on_both_backends
+
+# Every test here runs on SQLite and on PostgreSQL (tests/pg.py).
+server = pytest.fixture(on_both_backends("server"), name="server")
+
 SR = "public_works.service_requests"
 PII_FIELDS = "requesterName requesterEmail requesterPhone address latitude"
 

@@ -3,6 +3,7 @@ Also: a cached response is still logged, and the cache never crosses callers."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -12,10 +13,15 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+import pytest
 
 from civicmesh.accesslog import AccessLog
 from civicmesh.store import get_engine
 from gateway.auth import issue_token
+from tests.pg import on_both_backends
+
+# Every test here runs on SQLite and on PostgreSQL (tests/pg.py).
+server = pytest.fixture(on_both_backends("server"), name="server")
 
 QUERY = (
     '{ publicWorks { serviceRequests(first: 5, where: {category: {eq: "pothole"}}) '
@@ -44,7 +50,8 @@ def test_cached_responses_are_logged_and_per_caller(server) -> None:
     assert rows[0]["request_id"] != rows[1]["request_id"]
 
 
-def test_two_worker_processes_keep_one_chain(gw_settings, tmp_path) -> None:
+def test_two_worker_processes_keep_one_chain(server, tmp_path) -> None:
+    gw_settings = server.settings  # the home and store of this backend's session server
     port = _free_port()
     env = {
         **os.environ,
@@ -92,6 +99,16 @@ def test_two_worker_processes_keep_one_chain(gw_settings, tmp_path) -> None:
         assert len(rows) == 200
         assert [r["seq"] for r in rows] == list(range(before + 1, before + 201))
         assert log.verify() is None
+        audit = subprocess.run(  # as an auditor checks it: the CLI, with the signed checkpoints
+            [sys.executable, "-m", "civicmesh", "audit", "verify", "--json"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert audit.returncode == 0, audit.stdout + audit.stderr
+        assert json.loads(audit.stdout)["head"] >= before + 200
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(30)

@@ -18,8 +18,9 @@ from lineage.outbox import Outbox
 
 
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return Settings(home=tmp_path, metadata_url=f"sqlite:///{tmp_path}/m.db")
+def settings(tmp_path: Path, metadata_url: str) -> Settings:
+    """On SQLite and on PostgreSQL (the `metadata_url` fixture)."""
+    return Settings(home=tmp_path, metadata_url=metadata_url)
 
 
 @pytest.fixture

@@ -24,8 +24,8 @@ def products() -> dict[str, ProductSpec]:
 
 
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return Settings(home=tmp_path, metadata_url=f"sqlite:///{tmp_path}/m.db")
+def settings(tmp_path: Path, metadata_url: str) -> Settings:
+    return Settings(home=tmp_path, metadata_url=metadata_url)
 
 
 @pytest.fixture(autouse=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,6 +14,7 @@ from civicmesh.settings import Settings
 from civicmesh.store import get_engine
 from policies.engine import PolicyEngine
 from policies.grants import AccessRequests
+from tests.store_faults import allow_inserts, refuse_inserts
 
 ADMIN = ("request", "approve", "reject", "revoke", "expire", "policy_version")
 
@@ -63,14 +63,11 @@ def test_grant_change_fails_when_the_log_cannot_be_written(
     engine = make_engine(check_interval=None)
     store = AccessRequests(engine, get_engine(settings.metadata_url))
     request = store.request("mallory", products["hr.employees"], "read", "x", 5)
-    db = settings.metadata_url.removeprefix("sqlite:///")
-    with sqlite3.connect(db) as raw:
-        raw.execute("CREATE TRIGGER deny BEFORE INSERT ON access_log BEGIN SELECT RAISE(ABORT, 'no'); END")
+    refuse_inserts(settings.metadata_url)
     with pytest.raises(Exception, match="no"):
         store.approve(request.id, "frank")
     assert store.get(request.id).status == "pending"  # rolled back with its log record
-    with sqlite3.connect(db) as raw:
-        raw.execute("DROP TRIGGER deny")
+    allow_inserts(settings.metadata_url)
     store.approve(request.id, "frank")
     assert store.get(request.id).status == "approved"
     assert _log(settings).verify() is None
@@ -133,9 +130,7 @@ def test_a_log_outage_does_not_stop_the_policy_loading(
 ) -> None:
     """Data requests fail closed on their own log writes; the policy itself must still load."""
     engine = make_engine(check_interval=None)
-    db = settings.metadata_url.removeprefix("sqlite:///")
-    with sqlite3.connect(db) as raw:
-        raw.execute("CREATE TRIGGER deny BEFORE INSERT ON access_log BEGIN SELECT RAISE(ABORT, 'no'); END")
+    refuse_inserts(settings.metadata_url)
     policy = policy_dir / "policy.csv"
     policy.write_text(policy.read_text() + "\ng, mallory, analyst, transportation\n")
     assert engine.refresh_if_changed() is True
