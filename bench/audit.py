@@ -197,7 +197,7 @@ def _publish(settings: Settings) -> None:
         written = write_snapshot(con, "t", settings.snapshots_dir / PRODUCT.department / PRODUCT.product)
     finally:
         con.close()
-    Catalog(get_engine(settings.metadata_url)).ensure_schema().publish(PRODUCT, written)
+    Catalog(get_engine(settings.metadata_url), settings.home).ensure_schema().publish(PRODUCT, written)
 
 
 def gateway_p50(home: Path, rounds: int, per_round: int) -> dict[str, dict[str, float]]:

@@ -1,11 +1,13 @@
 """The catalog of published products and their immutable snapshots.
 
 Publishing registers a snapshot and moves the product's current pointer in one transaction; a
-failed quality gate only records the status and leaves the pointer where it was.
+failed quality gate only records the status and leaves the pointer where it was. Snapshot paths
+are stored relative to the home (ARCHITECTURE §2), so a home can be moved, backed up and restored.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,6 +32,7 @@ from sqlalchemy import (
 
 from civicmesh.evolution import check_compatible
 from civicmesh.products import ProductSpec
+from civicmesh.settings import SNAPSHOTS_FOLDER, Settings
 from civicmesh.snapshots import WrittenSnapshot
 
 metadata = MetaData()
@@ -91,11 +94,11 @@ class Snapshot:
     run_id: str | None
 
     @classmethod
-    def from_row(cls, row: Any) -> Snapshot:
+    def from_row(cls, row: Any, home: Path) -> Snapshot:
         return cls(
             id=row.id,
             product=row.product,
-            path=Path(row.path),
+            path=home / row.path,  # an absolute stored path stays as it is
             checksum=row.checksum,
             row_count=row.row_count,
             byte_size=row.byte_size,
@@ -116,13 +119,58 @@ class CatalogEntry:
     updated_at: datetime
 
 
+def legacy_relative_path(stored: str, home: Path) -> str | None:
+    """The home-relative form of an absolute snapshot path written before paths were relative.
+
+    Inside `home`: relative to it. Elsewhere (a home copied or restored to another path): the part
+    from the last `snapshots/` folder on, since snapshots are laid out as
+    `snapshots/<department>/<product>/<checksum>.parquet` under whichever folder the home was.
+    None when the path is neither (left absolute, read as it is)."""
+    path = Path(stored)
+    if path.is_relative_to(home):
+        return path.relative_to(home).as_posix()
+    parts = path.parts
+    if SNAPSHOTS_FOLDER in parts[:-1]:
+        last = len(parts) - 1 - parts[::-1].index(SNAPSHOTS_FOLDER)
+        return Path(*parts[last:]).as_posix()
+    return None
+
+
 class Catalog:
-    def __init__(self, engine: Engine) -> None:
+    """`home` resolves the stored relative paths; default: the home of `Settings.from_env()`."""
+
+    def __init__(self, engine: Engine, home: Path | None = None) -> None:
         self.engine = engine
+        # Absolute but not resolved: a snapshots folder that is a symlink (shared storage) stays inside.
+        self.home = Path(os.path.abspath(home or Settings.from_env().home))
 
     def ensure_schema(self) -> Catalog:
         metadata.create_all(self.engine)
+        self._relativise_legacy_paths()
         return self
+
+    def stored_path(self, path: Path) -> str:
+        """How `path` is stored: relative to the home (POSIX form) when inside it, else absolute."""
+        absolute = Path(os.path.abspath(path))
+        if absolute.is_relative_to(self.home):
+            return absolute.relative_to(self.home).as_posix()
+        return str(absolute)
+
+    def _relativise_legacy_paths(self) -> None:
+        """Migration: store the absolute paths of older homes relative (reads and writes only
+        when there are any, so a read-only store still opens)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(snapshots_table.c.id, snapshots_table.c.path).where(snapshots_table.c.path.like("/%"))
+            ).all()
+        moves = {r.id: rel for r in rows if (rel := legacy_relative_path(r.path, self.home)) is not None}
+        if not moves:
+            return
+        with self.engine.begin() as conn:
+            for snapshot_id, relative in moves.items():
+                conn.execute(
+                    update(snapshots_table).where(snapshots_table.c.id == snapshot_id).values(path=relative)
+                )
 
     # -- writes -------------------------------------------------------------------------------
 
@@ -164,7 +212,7 @@ class Catalog:
                 and current.spec_json == spec.to_json()
             ):
                 self._upsert_product(conn, spec, now, quality_status="passed", quality_json=quality)
-                return Snapshot.from_row(current)
+                return Snapshot.from_row(current, self.home)
             if current is not None:
                 check_compatible(ProductSpec.from_json(current.spec_json), spec)
             seq = (conn.execute(select(func.max(snapshots_table.c.seq))).scalar() or 0) + 1
@@ -175,7 +223,7 @@ class Catalog:
                     id=snapshot_id,
                     seq=seq,
                     product=spec.name,
-                    path=str(written.path),
+                    path=self.stored_path(written.path),
                     checksum=written.checksum,
                     row_count=written.row_count,
                     byte_size=written.byte_size,
@@ -192,7 +240,7 @@ class Catalog:
                 .values(current_snapshot_id=snapshot_id)
             )
             row = conn.execute(select(snapshots_table).where(snapshots_table.c.id == snapshot_id)).one()
-            return Snapshot.from_row(row)
+            return Snapshot.from_row(row, self.home)
 
     def record_quality(self, spec: ProductSpec, status: str, detail: dict[str, Any]) -> None:
         """Record the latest quality gate outcome; never moves the current pointer, so a failed
@@ -233,7 +281,7 @@ class Catalog:
             products = conn.execute(products_query).all()
             ids = [p.current_snapshot_id for p in products if p.current_snapshot_id]
             snaps = {
-                r.id: Snapshot.from_row(r)
+                r.id: Snapshot.from_row(r, self.home)
                 for r in conn.execute(select(snapshots_table).where(snapshots_table.c.id.in_(ids)))
             }
         return [
@@ -257,7 +305,7 @@ class Catalog:
             query = query.where(snapshots_table.c.removed_at.is_(None))
         with self.engine.connect() as conn:
             rows = conn.execute(query.order_by(snapshots_table.c.seq.desc())).all()
-        return [Snapshot.from_row(r) for r in rows]
+        return [Snapshot.from_row(r, self.home) for r in rows]
 
     def snapshot_as_of(self, name: str, as_of: datetime) -> Snapshot | None:
         """The snapshot that was current at `as_of` (the newest published at or before it)."""
@@ -266,4 +314,4 @@ class Catalog:
     def snapshot(self, snapshot_id: str) -> Snapshot | None:
         with self.engine.connect() as conn:
             row = conn.execute(select(snapshots_table).where(snapshots_table.c.id == snapshot_id)).first()
-        return Snapshot.from_row(row) if row else None
+        return Snapshot.from_row(row, self.home) if row else None

@@ -9,6 +9,8 @@ from functools import cached_property
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# The home's folder of published snapshots; the catalog stores snapshot paths starting with it.
+SNAPSHOTS_FOLDER = "snapshots"
 
 
 def _env_path(name: str, default: Path) -> Path:
@@ -45,7 +47,7 @@ class Settings:
 
     @property
     def snapshots_dir(self) -> Path:
-        return self.home / "snapshots"
+        return self.home / SNAPSHOTS_FOLDER
 
     @property
     def lineage_dir(self) -> Path:

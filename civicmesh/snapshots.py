@@ -22,7 +22,8 @@ class WrittenSnapshot:
     schema: tuple[tuple[str, str], ...]
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """Hex SHA-256 of a file's bytes: a snapshot's `checksum` in the catalog."""
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -63,7 +64,7 @@ def write_snapshot(
         )
         with tmp.open("rb") as handle:
             os.fsync(handle.fileno())
-        checksum = _sha256(tmp)
+        checksum = sha256_file(tmp)
         final = dest_dir / f"{checksum[:24]}.parquet"
         os.replace(tmp, final)
         _fsync_dir(dest_dir)

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from lineage.naming import dataset_uri
+from lineage.naming import dataset_uri, stable_namespace
 
 DATASET, JOB = "dataset", "job"
 ACCUMULATING_JOB_TYPES = {"READ", "EXPORT"}
@@ -32,6 +32,11 @@ class Node:
     @property
     def label(self) -> str:
         return self.name if self.kind == JOB else dataset_uri(self.namespace, self.name)
+
+
+def _dataset(ref: dict[str, Any]) -> Node:
+    """A dataset named in an event (inputs, outputs, column lineage), legacy namespaces made stable."""
+    return Node(DATASET, stable_namespace(ref["namespace"]), ref["name"])
 
 
 @dataclass
@@ -86,8 +91,8 @@ class LineageGraph:
         job_data = event["job"]
         job = Node(JOB, job_data["namespace"], job_data["name"])
         job_type = ((job_data.get("facets") or {}).get("jobType") or {}).get("jobType")
-        ins = {Node(DATASET, d["namespace"], d["name"]) for d in event.get("inputs") or ()}
-        outs = {Node(DATASET, d["namespace"], d["name"]) for d in event.get("outputs") or ()}
+        ins = {_dataset(d) for d in event.get("inputs") or ()}
+        outs = {_dataset(d) for d in event.get("outputs") or ()}
         if job_type in ACCUMULATING_JOB_TYPES:
             self.inputs[job] |= ins
             self.outputs[job] |= outs
@@ -101,10 +106,10 @@ class LineageGraph:
         for data in event.get("outputs") or ():
             self._dataset_info(data)
         for data in event.get("inputs") or ():
-            self.info.setdefault(Node(DATASET, data["namespace"], data["name"]), {})
+            self.info.setdefault(_dataset(data), {})
 
     def _dataset_info(self, data: dict[str, Any]) -> None:
-        node = Node(DATASET, data["namespace"], data["name"])
+        node = _dataset(data)
         facets = data.get("facets") or {}
         info = self.info.setdefault(node, {})
         if "version" in facets:
@@ -118,9 +123,7 @@ class LineageGraph:
             del self.column_inputs[column]  # the latest write of a dataset states its column lineage
         for column, spec in lineage.items():
             for source in spec.get("inputFields") or ():
-                self.column_inputs[(node, column)].add(
-                    (Node(DATASET, source["namespace"], source["name"]), source["field"])
-                )
+                self.column_inputs[(node, column)].add((_dataset(source), source["field"]))
 
     # -- queries ---------------------------------------------------------------------------------
 

@@ -269,7 +269,7 @@ def _publish(settings: Settings, spec: ProductSpec, sql: str) -> None:
         written = write_snapshot(con, "t", settings.snapshots_dir / spec.department / spec.product)
     finally:
         con.close()
-    Catalog(get_engine(settings.metadata_url)).ensure_schema().publish(spec, written)
+    Catalog(get_engine(settings.metadata_url), settings.home).ensure_schema().publish(spec, written)
 
 
 def _publish_all(settings: Settings) -> None:

@@ -113,7 +113,7 @@ class Gateway:
         self.settings = settings
         self.governance_off = bench_governance_off(settings)
         engine = get_engine(settings.metadata_url)
-        self.catalog = Catalog(engine).ensure_schema()
+        self.catalog = Catalog(engine, settings.home).ensure_schema()
         self.access_log = access_log or AccessLog.from_settings(settings)
         self.policy = PolicyEngine.load(settings)
         self.lineage = LineageRecorder.from_settings(settings)

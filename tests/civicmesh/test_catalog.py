@@ -27,7 +27,7 @@ SPEC = ProductSpec(
 
 @pytest.fixture
 def catalog(tmp_path: Path) -> Catalog:
-    return Catalog(get_engine(f"sqlite:///{tmp_path / 'meta.db'}")).ensure_schema()
+    return Catalog(get_engine(f"sqlite:///{tmp_path / 'meta.db'}"), tmp_path).ensure_schema()
 
 
 def _write(tmp_path: Path, values: list[tuple[str, float]]):

@@ -81,7 +81,7 @@ def _rebuild_copy(built_mesh: BuiltMesh, tmp_path: Path, repo_root: Path | None 
     home = tmp_path / "home"
     shutil.copytree(built_mesh.settings.home, home, ignore=shutil.ignore_patterns("dagster", "logs"))
     settings = isolated_settings(home, repo_root or built_mesh.settings.repo_root)
-    return settings, Catalog(get_engine(settings.metadata_url))
+    return settings, Catalog(get_engine(settings.metadata_url), settings.home)
 
 
 def test_rebuild_of_unchanged_data_adds_no_snapshot_and_a_failing_test_blocks_publish(
