@@ -35,7 +35,7 @@ from sqlalchemy.engine import make_url
 
 from civicmesh.catalog import Catalog
 from civicmesh.settings import Settings
-from civicmesh.snapshots import sha256_file
+from civicmesh.snapshots import fsync_dir, sha256_file
 
 MANIFEST = "civicmesh-backup.json"
 FORMAT = 1
@@ -153,11 +153,7 @@ def _publish(staging: Path, dest: Path) -> None:
     if dest.is_dir():
         dest.rmdir()  # empty, checked by _staging
     os.replace(staging, dest)
-    fd = os.open(dest.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_dir(dest.parent)
 
 
 def backup(settings: Settings, dest: Path, without_store: bool = False) -> BackupSummary:

@@ -31,7 +31,8 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """Make a rename or new file in `path` durable (fsync of the folder itself)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -67,7 +68,7 @@ def write_snapshot(
         checksum = sha256_file(tmp)
         final = dest_dir / f"{checksum[:24]}.parquet"
         os.replace(tmp, final)
-        _fsync_dir(dest_dir)
+        fsync_dir(dest_dir)
     finally:
         tmp.unlink(missing_ok=True)
     described = con.execute(f"DESCRIBE SELECT * FROM read_parquet('{final}')").fetchall()
