@@ -12,6 +12,7 @@ import os
 import shutil
 import sys
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,7 @@ import dagster as dg
 
 from civicmesh.settings import Settings
 from lineage.recorder import LineageRecorder
+from orchestration.buildlock import build_lock, recover_dead_build
 
 DAGSTER_YAML = Path(__file__).resolve().parent.parent / "dagster.yaml"
 
@@ -90,11 +92,24 @@ def run_build(
     settings: Settings,
     selection: str | None = None,
     emit_line: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True),
+    wait: bool = True,
 ) -> BuildReport:
-    """Materialise all (or `selection`) assets in-process and return what happened."""
+    """Materialise all (or `selection`) assets in-process and return what happened.
+
+    One build per home at a time (orchestration.buildlock): waits for a running build, or raises
+    `BuildLocked` when `wait` is False; first recovers from a build that died holding the lock."""
+    ensure_dagster_home(settings)
+    run_id = str(uuid.uuid4())  # a Dagster run id, known before the run so the lock can name it
+    with build_lock(settings.home, run_id, wait, emit_line) as dead:
+        recover_dead_build(dead, emit_line)
+        return _run_locked(settings, selection, emit_line, run_id)
+
+
+def _run_locked(
+    settings: Settings, selection: str | None, emit_line: Callable[[str], None], run_id: str
+) -> BuildReport:
     from orchestration.assemble import build_definitions  # parses dbt; keep CLI start-up light
 
-    ensure_dagster_home(settings)
     started = time.monotonic()
     emit_line("[   0.0s] parsing dbt project and loading definitions")
     defs = build_definitions(settings, loggers={"progress": _progress_logger(emit_line, started)})
@@ -121,6 +136,7 @@ def run_build(
             asset_selection=asset_selection,
             run_config={"loggers": {"progress": {}}},
             tags={"civicmesh/trigger": "cli"},
+            run_id=run_id,
         )
     report.run_id = result.run_id
     report.success = result.success
