@@ -69,6 +69,17 @@ snapshots_table = Table(
     Column("removed_at", DateTime(timezone=True), nullable=True),
 )
 
+# When a build last confirmed a product's current snapshot (new content or unchanged): the freshness
+# clock's "last verified", apart from the snapshot's `published_at` ("last changed").
+verifications_table = Table(
+    "catalog_verifications",
+    metadata,
+    Column("product", String(200), ForeignKey("catalog_products.name"), primary_key=True),
+    Column("snapshot_id", String(200), nullable=False),
+    Column("run_id", String(100), nullable=True),
+    Column("verified_at", DateTime(timezone=True), nullable=False),
+)
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -117,6 +128,8 @@ class CatalogEntry:
     quality_status: str
     quality: dict[str, Any] | None
     updated_at: datetime
+    # When a build last confirmed `current` (None: no build since the catalog recorded it).
+    verified_at: datetime | None = None
 
 
 def legacy_relative_path(stored: str, home: Path) -> str | None:
@@ -212,6 +225,7 @@ class Catalog:
                 and current.spec_json == spec.to_json()
             ):
                 self._upsert_product(conn, spec, now, quality_status="passed", quality_json=quality)
+                self._record_verified(conn, spec.name, current.id, run_id, now)
                 return Snapshot.from_row(current, self.home)
             if current is not None:
                 check_compatible(ProductSpec.from_json(current.spec_json), spec)
@@ -239,8 +253,19 @@ class Catalog:
                 .where(products_table.c.name == spec.name)
                 .values(current_snapshot_id=snapshot_id)
             )
+            self._record_verified(conn, spec.name, snapshot_id, run_id, now)
             row = conn.execute(select(snapshots_table).where(snapshots_table.c.id == snapshot_id)).one()
             return Snapshot.from_row(row, self.home)
+
+    def _record_verified(
+        self, conn: Any, product: str, snapshot_id: str, run_id: str | None, now: datetime
+    ) -> None:
+        conn.execute(verifications_table.delete().where(verifications_table.c.product == product))
+        conn.execute(
+            verifications_table.insert().values(
+                product=product, snapshot_id=snapshot_id, run_id=run_id, verified_at=now
+            )
+        )
 
     def record_quality(self, spec: ProductSpec, status: str, detail: dict[str, Any]) -> None:
         """Record the latest quality gate outcome; never moves the current pointer, so a failed
@@ -284,6 +309,14 @@ class Catalog:
                 r.id: Snapshot.from_row(r, self.home)
                 for r in conn.execute(select(snapshots_table).where(snapshots_table.c.id.in_(ids)))
             }
+            verified = {
+                (r.product, r.snapshot_id): _aware(r.verified_at)
+                for r in conn.execute(
+                    select(verifications_table).where(
+                        verifications_table.c.product.in_([p.name for p in products])
+                    )
+                )
+            }
         return [
             CatalogEntry(
                 spec=ProductSpec.from_json(p.spec_json),
@@ -291,6 +324,7 @@ class Catalog:
                 quality_status=p.quality_status,
                 quality=p.quality_json,
                 updated_at=_aware(p.updated_at),
+                verified_at=verified.get((p.name, p.current_snapshot_id)),
             )
             for p in products
         ]

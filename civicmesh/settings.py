@@ -90,6 +90,15 @@ class Settings:
         return float(self.extra.get("query_timeout_s") or os.environ.get("CIVICMESH_QUERY_TIMEOUT_S") or 10.0)
 
     @property
+    def automation_on(self) -> bool:
+        """Whether Dagster's build schedule, landing sensor and freshness schedule start RUNNING
+        (`CIVICMESH_AUTOMATION=on`); off by default. Any other value than on/off is refused."""
+        value = (self.extra.get("automation") or os.environ.get("CIVICMESH_AUTOMATION") or "off").lower()
+        if value not in {"on", "off"}:
+            raise ValueError(f"CIVICMESH_AUTOMATION must be 'on' or 'off', not {value!r}")
+        return value == "on"
+
+    @property
     def jwks_file(self) -> str | None:
         return self.extra.get("jwks_file") or os.environ.get("CIVICMESH_JWKS_FILE")
 

@@ -35,8 +35,8 @@ def build_definitions(
         ],
         asset_checks=freshness_checks(specs),
         jobs=[all_products_job, check_freshness],
-        schedules=[daily_build, hourly_freshness(check_freshness)],
-        sensors=[new_landing_files],
+        schedules=[daily_build(settings), hourly_freshness(check_freshness, settings)],
+        sensors=[new_landing_files(settings)],
         loggers=loggers,
         resources={
             "dbt": dbt_resource(project),

@@ -104,9 +104,9 @@ def build_lock(
         os.close(fd)  # releases the lock
 
 
-def processes_of_run(run_id: str) -> list[int]:
-    """Pids of this user's processes started with `BUILD_RUN_ENV=run_id` (Linux /proc)."""
-    marker = f"{BUILD_RUN_ENV}={run_id}".encode()
+def processes_with_env(variable: str, value: str) -> list[int]:
+    """Pids of this user's running processes started with `variable=value` (Linux /proc)."""
+    marker = f"{variable}={value}".encode()
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
@@ -115,9 +115,14 @@ def processes_of_run(run_id: str) -> list[int]:
             environ = (entry / "environ").read_bytes()
         except OSError:  # gone, or another user's
             continue
-        if marker in environ.split(b"\0"):
+        if marker in environ.split(b"\0") and is_running(int(entry.name)):
             found.append(int(entry.name))
     return found
+
+
+def processes_of_run(run_id: str) -> list[int]:
+    """The processes a build started (they inherit `BUILD_RUN_ENV`), itself excluded."""
+    return processes_with_env(BUILD_RUN_ENV, run_id)
 
 
 def end_processes(pids: list[int], grace_seconds: float = 10.0) -> None:
@@ -126,14 +131,14 @@ def end_processes(pids: list[int], grace_seconds: float = 10.0) -> None:
         with suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace_seconds
-    while time.monotonic() < deadline and any(_alive(pid) for pid in pids):
+    while time.monotonic() < deadline and any(is_running(pid) for pid in pids):
         time.sleep(0.1)
-    for pid in pids:
+    for pid in filter(is_running, pids):
         with suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
 
 
-def _alive(pid: int) -> bool:
+def is_running(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except (OSError, IndexError):

@@ -15,7 +15,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from orchestration.buildlock import BUILD_RUN_ENV, EXIT_BUILD_LOCKED, LOCK_FILE, processes_of_run
+from orchestration.buildlock import BUILD_RUN_ENV, EXIT_BUILD_LOCKED, LOCK_FILE, is_running, processes_of_run
 from tests.mesh import CIVICMESH, BuiltMesh, cli, copy_home, home_env
 
 pytestmark = pytest.mark.slow
@@ -100,13 +100,6 @@ def _is_dbt(pid: int) -> bool:
     return any(arg.endswith(b"/dbt") for arg in args)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 def test_a_killed_build_is_marked_failed_and_its_dbt_ended(built_mesh: BuiltMesh, tmp_path: Path) -> None:
     home = copy_home(built_mesh.settings.home, tmp_path / "home")
     killed = _start_build(home)
@@ -115,13 +108,13 @@ def test_a_killed_build_is_marked_failed_and_its_dbt_ended(built_mesh: BuiltMesh
     killed.send_signal(signal.SIGKILL)
     killed.wait(30)
     time.sleep(1)
-    assert any(_alive(pid) for pid in dbt), "precondition: dbt outlives a build killed with SIGKILL"
+    assert any(is_running(pid) for pid in dbt), "precondition: dbt outlives a build killed with SIGKILL"
     assert _run_record(home, holder["run_id"]).dagster_run.status == dg.DagsterRunStatus.STARTED
 
     after = cli(home, "build")
     assert after.returncode == 0, after.stderr[-3000:]
     assert f"marked the dead build {holder['run_id']}" in after.stderr
-    assert not any(_alive(pid) for pid in dbt)
+    assert not any(is_running(pid) for pid in dbt)
     assert _run_record(home, holder["run_id"]).dagster_run.status == dg.DagsterRunStatus.FAILURE
     assert _run_record(home, _run_id(after.stderr)).dagster_run.status == dg.DagsterRunStatus.SUCCESS
 
