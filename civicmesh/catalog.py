@@ -26,6 +26,7 @@ from sqlalchemy import (
     Table,
     Text,
     func,
+    inspect,
     select,
     update,
 )
@@ -156,6 +157,7 @@ class Catalog:
         self.engine = engine
         # Absolute but not resolved: a snapshots folder that is a symlink (shared storage) stays inside.
         self.home = Path(os.path.abspath(home or Settings.from_env().home))
+        self._has_verifications = False  # known once seen (older stores lack the table)
 
     def ensure_schema(self) -> Catalog:
         metadata.create_all(self.engine)
@@ -309,14 +311,7 @@ class Catalog:
                 r.id: Snapshot.from_row(r, self.home)
                 for r in conn.execute(select(snapshots_table).where(snapshots_table.c.id.in_(ids)))
             }
-            verified = {
-                (r.product, r.snapshot_id): _aware(r.verified_at)
-                for r in conn.execute(
-                    select(verifications_table).where(
-                        verifications_table.c.product.in_([p.name for p in products])
-                    )
-                )
-            }
+            verified = self._verifications(conn, [p.name for p in products])
         return [
             CatalogEntry(
                 spec=ProductSpec.from_json(p.spec_json),
@@ -328,6 +323,16 @@ class Catalog:
             )
             for p in products
         ]
+
+    def _verifications(self, conn: Any, names: list[str]) -> dict[tuple[str, str], datetime]:
+        """(product, snapshot id) -> when a build last verified it. A store written before
+        verifications were recorded has no such table until `ensure_schema`: none then."""
+        if not self._has_verifications:
+            self._has_verifications = inspect(conn).has_table(verifications_table.name)
+            if not self._has_verifications:
+                return {}
+        query = select(verifications_table).where(verifications_table.c.product.in_(names))
+        return {(r.product, r.snapshot_id): _aware(r.verified_at) for r in conn.execute(query)}
 
     def current(self, name: str) -> Snapshot | None:
         entry = self.entry(name)

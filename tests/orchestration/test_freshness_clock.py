@@ -9,7 +9,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 
 from civicmesh.catalog import Catalog, snapshots_table, verifications_table
 from civicmesh.freshness import freshness
@@ -63,6 +63,16 @@ def test_a_failed_gate_verifies_nothing(tmp_path: Path) -> None:
     assert entry is not None and entry.verified_at == T0 + timedelta(hours=10)
     assert freshness(entry, T0 + timedelta(hours=33)).status == "fresh"
     assert freshness(entry, T0 + timedelta(hours=35)).status == "stale"
+
+
+def test_a_store_from_before_verifications_reads_with_publish_times(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'meta.db'}"
+    _publish(Catalog(get_engine(url), tmp_path).ensure_schema(), tmp_path, 1.0, T0)
+    with get_engine(url).begin() as conn:
+        conn.execute(text("DROP TABLE catalog_verifications"))
+    entry = Catalog(get_engine(url), tmp_path).entry(SPEC.name)  # a reader that never migrates
+    assert entry is not None and entry.verified_at is None
+    assert freshness(entry, T0 + timedelta(hours=1)).last_verified == T0
 
 
 FRESHNESS = (
