@@ -101,7 +101,9 @@ def run_build(
     ensure_dagster_home(settings)
     run_id = str(uuid.uuid4())  # a Dagster run id, known before the run so the lock can name it
     with build_lock(settings.home, run_id, wait, emit_line) as dead:
-        recover_dead_build(dead, emit_line)
+        if dead is not None:
+            with dg.DagsterInstance.get() as instance:
+                recover_dead_build(dead, emit_line, instance)
         return _run_locked(settings, selection, emit_line, run_id)
 
 

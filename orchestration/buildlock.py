@@ -9,6 +9,10 @@ it waits for, or refuses at once when asked not to wait (`BuildLocked`; the CLI 
 took over from one that died. It then recovers: the dead build's child processes (dbt), which
 inherit `BUILD_RUN_ENV` naming its run, are ended, and its Dagster run, left `STARTED`, is
 marked failed.
+
+Runs that Dagster launches (the UI, the schedule, the sensor) take the same lock: the code
+location's default executor is `locked_in_process_executor`, Dagster's in-process executor run
+under the lock (`execute_in_process`, used by `civicmesh build`, brings its own executor).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 
@@ -146,7 +151,9 @@ def is_running(pid: int) -> bool:
     return state != "Z"  # a zombie has ended; only its parent's wait is missing
 
 
-def recover_dead_build(dead: BuildHolder | None, emit_line: Callable[[str], None] = print) -> None:
+def recover_dead_build(
+    dead: BuildHolder | None, emit_line: Callable[[str], None], instance: dg.DagsterInstance
+) -> None:
     """After a build died holding the lock: end its children, mark its Dagster run failed."""
     if dead is None:
         return
@@ -154,10 +161,42 @@ def recover_dead_build(dead: BuildHolder | None, emit_line: Callable[[str], None
     if orphans:
         emit_line(f"ending {len(orphans)} process(es) left by the dead {dead.describe()}: {orphans}")
         end_processes(orphans)
-    with dg.DagsterInstance.get() as instance:
-        run = instance.get_run_by_id(dead.run_id)
-        if run is not None and not run.is_finished:
-            instance.report_run_failed(
-                run, message=f"the build process (pid {dead.pid}) died; marked failed by the next build"
-            )
-            emit_line(f"marked the dead {dead.describe()} as failed")
+    run = instance.get_run_by_id(dead.run_id)
+    if run is not None and not run.is_finished:
+        instance.report_run_failed(
+            run, message=f"the build process (pid {dead.pid}) died; marked failed by the next build"
+        )
+        emit_line(f"marked the dead {dead.describe()} as failed")
+
+
+class _LockedExecutor(dg.Executor):
+    """An executor run under the home's build lock (waiting for it, as a second build does)."""
+
+    def __init__(self, inner: dg.Executor, home: Path) -> None:
+        self._inner = inner
+        self._home = home
+
+    @property
+    def retries(self) -> Any:
+        return self._inner.retries
+
+    @property
+    def step_dependency_config(self) -> Any:
+        return self._inner.step_dependency_config
+
+    def execute(self, plan_context: Any, execution_plan: Any) -> Iterator[Any]:
+        log = plan_context.log.info
+        with build_lock(self._home, plan_context.run_id, True, log) as dead:
+            recover_dead_build(dead, log, plan_context.instance)
+            yield from self._inner.execute(plan_context, execution_plan)
+
+
+def locked_in_process_executor(home: Path) -> dg.ExecutorDefinition:
+    """Dagster's `in_process_executor` (same config) holding `home`'s build lock for the run."""
+    inner = dg.in_process_executor
+
+    @dg.executor(name="locked_in_process", config_schema=inner.config_schema)
+    def _locked(init_context: dg.InitExecutorContext) -> dg.Executor:
+        return _LockedExecutor(inner.executor_creation_fn(init_context), home)  # type: ignore[misc]
+
+    return _locked

@@ -1,5 +1,6 @@
 """One build per home at a time: a second build waits for the first, then runs; `--no-wait` refuses;
-a build killed with SIGKILL is recovered by the next one (its run marked failed, its dbt ended)."""
+a run Dagster launches waits for a CLI build too; a build killed with SIGKILL is recovered by the
+next one (its run marked failed, its dbt ended)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
@@ -46,8 +49,23 @@ def _holder(home: Path, proc: subprocess.Popen[str], timeout: float = 300) -> di
     raise AssertionError("the build never took the lock")
 
 
+@contextmanager
+def _instance(home: Path) -> Iterator[dg.DagsterInstance]:
+    """The Dagster instance of `home` (its event log storage reads DAGSTER_HOME: set it meanwhile)."""
+    previous = os.environ.get("DAGSTER_HOME")
+    os.environ["DAGSTER_HOME"] = str(home / "dagster")
+    try:
+        with dg.DagsterInstance.get() as instance:
+            yield instance
+    finally:
+        if previous is None:
+            os.environ.pop("DAGSTER_HOME")
+        else:
+            os.environ["DAGSTER_HOME"] = previous
+
+
 def _run_record(home: Path, run_id: str) -> dg.RunRecord:
-    with dg.DagsterInstance.from_config(str(home / "dagster")) as instance:
+    with _instance(home) as instance:
         record = instance.get_run_record_by_id(run_id)
     assert record is not None, run_id
     return record
@@ -79,6 +97,35 @@ def test_a_second_build_waits_for_the_first_then_runs(built_mesh: BuiltMesh, tmp
     assert all(r.dagster_run.status == dg.DagsterRunStatus.SUCCESS for r in runs)
     assert runs[0].end_time is not None and runs[1].start_time is not None
     assert runs[0].end_time <= runs[1].start_time, "the two runs overlapped"
+
+
+def test_a_run_dagster_launches_waits_for_a_cli_build(built_mesh: BuiltMesh, tmp_path: Path) -> None:
+    home = copy_home(built_mesh.settings.home, tmp_path / "home")
+    cli_build = _start_build(home)
+    holder = _holder(home, cli_build)
+    # What the daemon's run worker does for a UI, schedule or sensor run: the job, with its executor.
+    dagster = str(Path(CIVICMESH).parent / "dagster")
+    launched = subprocess.run(
+        [dagster, "job", "execute", "-m", "orchestration.definitions", "-j", "build_all_products"],
+        env={**home_env(home), "DAGSTER_HOME": str(home / "dagster")},
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        check=False,
+    )
+    cli_err = cli_build.communicate(timeout=900)[1]
+    assert cli_build.returncode == 0, cli_err[-3000:]
+    assert launched.returncode == 0, launched.stderr[-3000:]
+    output = launched.stdout + launched.stderr
+    assert f"waiting for build {holder['run_id']} started {holder['started_at']}" in output
+    run_id = re.search(r"build_all_products - ([0-9a-f-]{36}) - ", output)
+    assert run_id, output[-2000:]
+    with _instance(home) as instance:
+        steps = instance.all_logs(run_id.group(1), of_type=dg.DagsterEventType.STEP_START)
+    assert _run_record(home, run_id.group(1)).dagster_run.status == dg.DagsterRunStatus.SUCCESS
+    cli_end = _run_record(home, holder["run_id"]).end_time
+    assert steps and cli_end is not None and min(s.timestamp for s in steps) >= cli_end, "the runs overlapped"
 
 
 def _dbt_of(run_id: str, timeout: float = 300) -> list[int]:
