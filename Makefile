@@ -4,6 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat uv.lock pyproject.toml | cksum | cut -d' ' -f1)
 UV_VERSION := 0.13.9
+DAGSTER_PORT ?= 3000
 # GraphiQL's files (demo mode) from the npm registry at install time, never at run time; see
 # graphql/gateway/README.md. Re-installed only when the lock changes; skipped (with a warning) without npm.
 IDE       := graphql/gateway/ide
@@ -55,10 +56,10 @@ format: install
 lock: install
 	$(BIN)/uv lock
 
-## The Dagster UI on :3000 over the same instance `civicmesh build` writes to.
+## The Dagster UI on :$(DAGSTER_PORT) over the instance `civicmesh build` writes to (DAGSTER_HOME from
+## CIVICMESH_HOME, resolved as the build does); exec all the way, so a SIGTERM stops `dagster dev`.
 dagster: install
-	mkdir -p data/dagster && cp dagster.yaml data/dagster/dagster.yaml
-	DAGSTER_HOME=$(CURDIR)/data/dagster exec $(BIN)/dagster dev -m orchestration.definitions -p 3000
+	exec $(BIN)/python -m orchestration.dev --port $(DAGSTER_PORT)
 
 bench: install
 	for script in bench/[!_]*.py; do $(BIN)/python $$script || exit 1; done

@@ -210,7 +210,7 @@ def _publish(settings: Settings) -> None:
         written = write_snapshot(con, "t", settings.snapshots_dir / PRODUCT.department / PRODUCT.product)
     finally:
         con.close()
-    Catalog(get_engine(settings.metadata_url)).ensure_schema().publish(PRODUCT, written)
+    Catalog(get_engine(settings.metadata_url), settings.home).ensure_schema().publish(PRODUCT, written)
 
 
 def _start(root: Path, every: int) -> tuple[dict[str, tuple[int, Any]], dict[str, Settings]]:

@@ -263,7 +263,7 @@ class Server:
 def build(home: Path, rows: int) -> Settings:
     settings = _mesh.mesh_settings(home)
     settings.ensure_dirs()
-    if Catalog(get_engine(settings.metadata_url)).ensure_schema().entry(PRODUCT) is None:
+    if Catalog(get_engine(settings.metadata_url), settings.home).ensure_schema().entry(PRODUCT) is None:
         from civicmesh.synthetic import generate
         from orchestration.build import run_build
 
@@ -464,7 +464,7 @@ def main() -> None:
     cluster = None
     try:
         settings = build(home.resolve(), args.rows)
-        snap = Catalog(get_engine(settings.metadata_url)).entry(PRODUCT).current  # type: ignore[union-attr]
+        snap = Catalog(get_engine(settings.metadata_url), settings.home).entry(PRODUCT).current  # type: ignore[union-attr]
         assert snap is not None
         load_before = " ".join(f"{x:.2f}" for x in os.getloadavg())
         fl = floor(str(Path(snap.path).resolve()), args.n)

@@ -1,7 +1,8 @@
 """The catalog of published products and their immutable snapshots.
 
 Publishing registers a snapshot and moves the product's current pointer in one transaction; a
-failed quality gate only records the status and leaves the pointer where it was.
+failed quality gate only records the status and leaves the pointer where it was. Snapshot paths
+are stored relative to the home (ARCHITECTURE §2), so a home can be moved, backed up and restored.
 
 A snapshot can be taken out of service for good: *withdrawn* by an owner, or *quarantined* by the
 build when its PII gate finds a leak in it (`Catalog.withdraw`). An out-of-service snapshot is never
@@ -13,6 +14,7 @@ transaction.
 from __future__ import annotations
 
 import hashlib
+import os
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -33,6 +35,7 @@ from sqlalchemy import (
     Table,
     Text,
     func,
+    inspect,
     select,
     update,
 )
@@ -40,6 +43,7 @@ from sqlalchemy import (
 from civicmesh.accesslog import AccessLog, AccessRecord
 from civicmesh.evolution import check_compatible
 from civicmesh.products import ProductSpec
+from civicmesh.settings import SNAPSHOTS_FOLDER, Settings
 from civicmesh.snapshots import WrittenSnapshot
 
 metadata = MetaData()
@@ -102,6 +106,17 @@ broken_table = Table(
     Column("detected_at", DateTime(timezone=True), nullable=False),
 )
 
+# When a build last confirmed a product's current snapshot (new content or unchanged): the freshness
+# clock's "last verified", apart from the snapshot's `published_at` ("last changed").
+verifications_table = Table(
+    "catalog_verifications",
+    metadata,
+    Column("product", String(200), ForeignKey("catalog_products.name"), primary_key=True),
+    Column("snapshot_id", String(200), nullable=False),
+    Column("run_id", String(100), nullable=True),
+    Column("verified_at", DateTime(timezone=True), nullable=False),
+)
+
 PUBLISHED = "published"
 OUT_OF_SERVICE = ("withdrawn", "quarantined")  # by an owner | by the build's PII gate
 MAX_REASON_CHARS = 2000
@@ -145,12 +160,12 @@ class Snapshot:
         return self.status == PUBLISHED
 
     @classmethod
-    def from_row(cls, row: Any) -> Snapshot:
+    def from_row(cls, row: Any, home: Path) -> Snapshot:
         """From a row of `_snapshot_select()` (the snapshot with its withdrawal and broken mark)."""
         return cls(
             id=row.id,
             product=row.product,
-            path=Path(row.path),
+            path=home / row.path,  # an absolute stored path stays as it is
             checksum=row.checksum,
             row_count=row.row_count,
             byte_size=row.byte_size,
@@ -245,6 +260,8 @@ class CatalogEntry:
     quality_status: str
     quality: dict[str, Any] | None
     updated_at: datetime
+    # When a build last confirmed `current` (None: no build since the catalog recorded it).
+    verified_at: datetime | None = None
 
 
 def _refuse_withdrawn_twin(conn: Any, spec: ProductSpec, checksum: str) -> None:
@@ -263,11 +280,11 @@ def _refuse_withdrawn_twin(conn: Any, spec: ProductSpec, checksum: str) -> None:
         )
 
 
-def _snapshot_in(conn: Any, snapshot_id: str | None) -> Snapshot | None:
+def _snapshot_in(conn: Any, snapshot_id: str | None, home: Path) -> Snapshot | None:
     if snapshot_id is None:
         return None
     row = conn.execute(_snapshot_select().where(snapshots_table.c.id == snapshot_id)).first()
-    return Snapshot.from_row(row) if row else None
+    return Snapshot.from_row(row, home) if row else None
 
 
 def _reason_digest(reason: str) -> str:
@@ -275,13 +292,59 @@ def _reason_digest(reason: str) -> str:
     return "sha256:" + hashlib.sha256(reason.encode()).hexdigest()[:16]
 
 
+def legacy_relative_path(stored: str, home: Path) -> str | None:
+    """The home-relative form of an absolute snapshot path written before paths were relative.
+
+    Inside `home`: relative to it. Elsewhere (a home copied or restored to another path): the part
+    from the last `snapshots/` folder on, since snapshots are laid out as
+    `snapshots/<department>/<product>/<checksum>.parquet` under whichever folder the home was.
+    None when the path is neither (left absolute, read as it is)."""
+    path = Path(stored)
+    if path.is_relative_to(home):
+        return path.relative_to(home).as_posix()
+    parts = path.parts
+    if SNAPSHOTS_FOLDER in parts[:-1]:
+        last = len(parts) - 1 - parts[::-1].index(SNAPSHOTS_FOLDER)
+        return Path(*parts[last:]).as_posix()
+    return None
+
+
 class Catalog:
-    def __init__(self, engine: Engine) -> None:
+    """`home` resolves the stored relative paths; default: the home of `Settings.from_env()`."""
+
+    def __init__(self, engine: Engine, home: Path | None = None) -> None:
         self.engine = engine
+        # Absolute but not resolved: a snapshots folder that is a symlink (shared storage) stays inside.
+        self.home = Path(os.path.abspath(home or Settings.from_env().home))
+        self._has_verifications = False  # known once seen (older stores lack the table)
 
     def ensure_schema(self) -> Catalog:
         metadata.create_all(self.engine)
+        self._relativise_legacy_paths()
         return self
+
+    def stored_path(self, path: Path) -> str:
+        """How `path` is stored: relative to the home (POSIX form) when inside it, else absolute."""
+        absolute = Path(os.path.abspath(path))
+        if absolute.is_relative_to(self.home):
+            return absolute.relative_to(self.home).as_posix()
+        return str(absolute)
+
+    def _relativise_legacy_paths(self) -> None:
+        """Migration: store the absolute paths of older homes relative (reads and writes only
+        when there are any, so a read-only store still opens)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(snapshots_table.c.id, snapshots_table.c.path).where(snapshots_table.c.path.like("/%"))
+            ).all()
+        moves = {r.id: rel for r in rows if (rel := legacy_relative_path(r.path, self.home)) is not None}
+        if not moves:
+            return
+        with self.engine.begin() as conn:
+            for snapshot_id, relative in moves.items():
+                conn.execute(
+                    update(snapshots_table).where(snapshots_table.c.id == snapshot_id).values(path=relative)
+                )
 
     # -- writes -------------------------------------------------------------------------------
 
@@ -331,7 +394,8 @@ class Catalog:
                 and current.spec_json == spec.to_json()
             ):
                 self._upsert_product(conn, spec, now, quality_status=status, quality_json=quality)
-                return Snapshot.from_row(current)
+                self._record_verified(conn, spec.name, current.id, run_id, now)
+                return Snapshot.from_row(current, self.home)
             _refuse_withdrawn_twin(conn, spec, written.checksum)
             if current is not None:
                 check_compatible(ProductSpec.from_json(current.spec_json), spec)
@@ -343,7 +407,7 @@ class Catalog:
                     id=snapshot_id,
                     seq=seq,
                     product=spec.name,
-                    path=str(written.path),
+                    path=self.stored_path(written.path),
                     checksum=written.checksum,
                     row_count=written.row_count,
                     byte_size=written.byte_size,
@@ -359,9 +423,20 @@ class Catalog:
                 .where(products_table.c.name == spec.name)
                 .values(current_snapshot_id=snapshot_id)
             )
-            published = _snapshot_in(conn, snapshot_id)
+            self._record_verified(conn, spec.name, snapshot_id, run_id, now)
+            published = _snapshot_in(conn, snapshot_id, self.home)
             assert published is not None
             return published
+
+    def _record_verified(
+        self, conn: Any, product: str, snapshot_id: str, run_id: str | None, now: datetime
+    ) -> None:
+        conn.execute(verifications_table.delete().where(verifications_table.c.product == product))
+        conn.execute(
+            verifications_table.insert().values(
+                product=product, snapshot_id=snapshot_id, run_id=run_id, verified_at=now
+            )
+        )
 
     def record_quality(self, spec: ProductSpec, status: str, detail: dict[str, Any]) -> None:
         """Record the publish gate's latest outcome (`QUALITY_STATUSES`; `detail` as in
@@ -404,9 +479,10 @@ class Catalog:
             products = conn.execute(products_query).all()
             ids = [p.current_snapshot_id for p in products if p.current_snapshot_id]
             snaps = {
-                r.id: Snapshot.from_row(r)
+                r.id: Snapshot.from_row(r, self.home)
                 for r in conn.execute(_snapshot_select().where(snapshots_table.c.id.in_(ids)))
             }
+            verified = self._verifications(conn, [p.name for p in products])
         return [
             CatalogEntry(
                 spec=ProductSpec.from_json(p.spec_json),
@@ -414,9 +490,20 @@ class Catalog:
                 quality_status=p.quality_status,
                 quality=p.quality_json,
                 updated_at=_aware(p.updated_at),
+                verified_at=verified.get((p.name, p.current_snapshot_id)),
             )
             for p in products
         ]
+
+    def _verifications(self, conn: Any, names: list[str]) -> dict[tuple[str, str], datetime]:
+        """(product, snapshot id) -> when a build last verified it. A store written before
+        verifications were recorded has no such table until `ensure_schema`: none then."""
+        if not self._has_verifications:
+            self._has_verifications = inspect(conn).has_table(verifications_table.name)
+            if not self._has_verifications:
+                return {}
+        query = select(verifications_table).where(verifications_table.c.product.in_(names))
+        return {(r.product, r.snapshot_id): _aware(r.verified_at) for r in conn.execute(query)}
 
     def current(self, name: str) -> Snapshot | None:
         entry = self.entry(name)
@@ -430,7 +517,7 @@ class Catalog:
             query = query.where(snapshots_table.c.removed_at.is_(None))
         with self.engine.connect() as conn:
             rows = conn.execute(query.order_by(snapshots_table.c.seq.desc())).all()
-        return [Snapshot.from_row(r) for r in rows]
+        return [Snapshot.from_row(r, self.home) for r in rows]
 
     def snapshot_as_of(self, name: str, as_of: datetime) -> Snapshot | None:
         """The snapshot to serve for `as_of`: the newest *servable* one published at or before it.
@@ -443,7 +530,7 @@ class Catalog:
 
     def snapshot(self, snapshot_id: str) -> Snapshot | None:
         with self.engine.connect() as conn:
-            return _snapshot_in(conn, snapshot_id)
+            return _snapshot_in(conn, snapshot_id, self.home)
 
     # -- taking snapshots out of service ------------------------------------------------------
 
@@ -524,8 +611,8 @@ class Catalog:
                 .where(products_table.c.name == product)
                 .values(updated_at=now, **pointer)
             )
-            current = successor if moved else _snapshot_in(conn, current_id)
-            withdrawn = _snapshot_in(conn, target.id)
+            current = successor if moved else _snapshot_in(conn, current_id, self.home)
+            withdrawn = _snapshot_in(conn, target.id, self.home)
         assert withdrawn is not None
         return WithdrawResult(snapshot=withdrawn, current=current, moved=moved, access_log_seq=seq)
 
@@ -544,7 +631,7 @@ class Catalog:
         wanted = snapshot_id or current_id
         if wanted is None:
             raise WithdrawError(f"{product} has no current snapshot to withdraw")
-        target = _snapshot_in(conn, wanted)
+        target = _snapshot_in(conn, wanted, self.home)
         if target is None or target.product != product:
             raise WithdrawError(f"{product} has no snapshot {wanted!r}")
         if not target.servable:
@@ -565,7 +652,7 @@ class Catalog:
             .order_by(snapshots_table.c.seq.desc())
             .limit(1)
         ).first()
-        return Snapshot.from_row(rows) if rows else None
+        return Snapshot.from_row(rows, self.home) if rows else None
 
     # -- integrity ----------------------------------------------------------------------------
 
@@ -577,7 +664,7 @@ class Catalog:
         so every gateway sees it at its next poll). Raises LookupError for an unknown snapshot."""
         now = now or utcnow()
         with self.engine.begin() as conn:
-            snap = _snapshot_in(conn, snapshot_id)
+            snap = _snapshot_in(conn, snapshot_id, self.home)
             if snap is None:
                 raise LookupError(f"no snapshot {snapshot_id!r}")
             if snap.broken == detail:
@@ -600,7 +687,7 @@ class Catalog:
     def clear_broken(self, snapshot_id: str, now: datetime | None = None) -> bool:
         """Lift the mark once the file verifies again (e.g. restored from backup); True if one was lifted."""
         with self.engine.begin() as conn:
-            snap = _snapshot_in(conn, snapshot_id)
+            snap = _snapshot_in(conn, snapshot_id, self.home)
             if snap is None or snap.broken is None:
                 return False
             conn.execute(broken_table.delete().where(broken_table.c.snapshot_id == snapshot_id))
@@ -624,4 +711,4 @@ class Catalog:
             query = query.where(snapshots_table.c.product == product)
         with self.engine.connect() as conn:
             rows = conn.execute(query.order_by(snapshots_table.c.seq.desc())).all()
-        return [Snapshot.from_row(r) for r in rows]
+        return [Snapshot.from_row(r, self.home) for r in rows]

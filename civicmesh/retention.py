@@ -50,15 +50,16 @@ def collect_garbage(
             conn.execute(update(snapshots_table).where(snapshots_table.c.id == row.id).values(removed_at=now))
             report.removed_snapshots.append(row.id)
         registered = {
-            Path(r.path).resolve()
+            catalog.home.joinpath(r.path).resolve()
             for r in rows
             if r.removed_at is None and r.id not in report.removed_snapshots
         }
     # Files go only after the catalog no longer points at them; content-addressed names mean a
     # republished old version shares its file with a kept snapshot.
     for row in rows:
-        if row.id in report.removed_snapshots and Path(row.path).resolve() not in registered:
-            Path(row.path).unlink(missing_ok=True)
+        path = catalog.home.joinpath(row.path).resolve()  # stored relative to the home
+        if row.id in report.removed_snapshots and path not in registered:
+            path.unlink(missing_ok=True)
     cutoff = (now - grace).timestamp()
     for path in snapshots_dir.rglob("*.parquet") if snapshots_dir.exists() else ():
         if path.resolve() not in registered and path.stat().st_mtime < cutoff:

@@ -9,6 +9,8 @@ from functools import cached_property
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# The home's folder of published snapshots; the catalog stores snapshot paths starting with it.
+SNAPSHOTS_FOLDER = "snapshots"
 
 
 def _env_path(name: str, default: Path) -> Path:
@@ -45,7 +47,7 @@ class Settings:
 
     @property
     def snapshots_dir(self) -> Path:
-        return self.home / "snapshots"
+        return self.home / SNAPSHOTS_FOLDER
 
     @property
     def lineage_dir(self) -> Path:
@@ -127,6 +129,15 @@ class Settings:
             "CIVICMESH_LINEAGE_FLUSH_TIMEOUT_S"
         )
         return float(value or 1.0)
+
+    @property
+    def automation_on(self) -> bool:
+        """Whether Dagster's build schedule, landing sensor and freshness schedule start RUNNING
+        (`CIVICMESH_AUTOMATION=on`); off by default. Any other value than on/off is refused."""
+        value = (self.extra.get("automation") or os.environ.get("CIVICMESH_AUTOMATION") or "off").lower()
+        if value not in {"on", "off"}:
+            raise ValueError(f"CIVICMESH_AUTOMATION must be 'on' or 'off', not {value!r}")
+        return value == "on"
 
     @property
     def jwks_file(self) -> str | None:

@@ -50,7 +50,8 @@ def integrity_problem(path: Path, checksum: str, byte_size: int | None = None) -
     return None
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """Make a rename or new file in `path` durable (fsync of the folder itself)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -86,7 +87,7 @@ def write_snapshot(
         checksum = file_checksum(tmp)
         final = dest_dir / f"{checksum[:24]}.parquet"
         os.replace(tmp, final)
-        _fsync_dir(dest_dir)
+        fsync_dir(dest_dir)
     finally:
         tmp.unlink(missing_ok=True)
     described = con.execute(f"DESCRIBE SELECT * FROM read_parquet('{final}')").fetchall()

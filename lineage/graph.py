@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lineage.facets import INGEST_FACET, PRODUCT_FACET
-from lineage.naming import JOB_NAMESPACE, dataset_uri
+from lineage.naming import JOB_NAMESPACE, dataset_uri, stable_namespace
 from lineage.receiver import PRODUCT_SCHEME, is_external
 
 DATASET, JOB = "dataset", "job"
@@ -41,6 +41,11 @@ class Node:
     @property
     def label(self) -> str:
         return self.name if self.kind == JOB else dataset_uri(self.namespace, self.name)
+
+
+def _dataset(ref: dict[str, Any]) -> Node:
+    """A dataset named in an event (inputs, outputs, column lineage), legacy namespaces made stable."""
+    return Node(DATASET, stable_namespace(ref["namespace"]), ref["name"])
 
 
 @dataclass
@@ -100,8 +105,8 @@ class LineageGraph:
         if external and job.namespace == JOB_NAMESPACE:
             return  # only civicmesh records civicmesh's jobs
         job_type = ((job_data.get("facets") or {}).get("jobType") or {}).get("jobType")
-        ins = {Node(DATASET, d["namespace"], d["name"]) for d in event.get("inputs") or ()}
-        outs = {Node(DATASET, d["namespace"], d["name"]) for d in event.get("outputs") or ()}
+        ins = {_dataset(d) for d in event.get("inputs") or ()}
+        outs = {_dataset(d) for d in event.get("outputs") or ()}
         if external:
             outs = {o for o in outs if not self.is_owned(o)}
             self.external_jobs.add(job)
@@ -121,10 +126,10 @@ class LineageGraph:
             facet = event["run"]["facets"][INGEST_FACET]
             self.info[job].update(external=True, submittedBy=facet.get("submittedBy"))
         for data in event.get("outputs") or ():
-            if Node(DATASET, data["namespace"], data["name"]) in outs:
+            if _dataset(data) in outs:
                 self._dataset_info(data, external)
         for data in event.get("inputs") or ():
-            self.info.setdefault(Node(DATASET, data["namespace"], data["name"]), {})
+            self.info.setdefault(_dataset(data), {})
 
     def is_reader(self, node: Node) -> bool:
         """True for a civicmesh consumer job: one caller's reads or exports (a reader identity)."""
@@ -148,7 +153,7 @@ class LineageGraph:
                 self.outputs[job] -= new
 
     def _dataset_info(self, data: dict[str, Any], external: bool = False) -> None:
-        node = Node(DATASET, data["namespace"], data["name"])
+        node = _dataset(data)
         facets = data.get("facets") or {}
         info = self.info.setdefault(node, {})
         if "version" in facets:
@@ -162,9 +167,7 @@ class LineageGraph:
             del self.column_inputs[column]  # the latest write of a dataset states its column lineage
         for column, spec in lineage.items():
             for source in spec.get("inputFields") or ():
-                self.column_inputs[(node, column)].add(
-                    (Node(DATASET, source["namespace"], source["name"]), source["field"])
-                )
+                self.column_inputs[(node, column)].add((_dataset(source), source["field"]))
 
     # -- queries ---------------------------------------------------------------------------------
 

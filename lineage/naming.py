@@ -2,9 +2,11 @@
 
 Follows the OpenLineage naming spec (namespace = the datasource, name = the dataset inside it):
 - landing files: namespace ``file``, name = absolute path (spec: "Local file system").
-- DuckDB tables: namespace ``duckdb://{warehouse path}``, name ``{database}.{schema}.{table}``. DuckDB
-  is not in the spec's table; this is what openlineage-dbt emits for dbt-duckdb, so events from
-  ``dbt-ol`` and from civicmesh join on the same dataset.
+- DuckDB tables: namespace ``duckdb://{site}``, name ``{database}.{schema}.{table}`` (database = the
+  warehouse file's stem). DuckDB is not in the spec's table; the authority is the site, not the
+  warehouse's path, so lineage keeps joining when a home is moved or restored elsewhere. Events of
+  older homes named the namespace by the absolute path (``duckdb:///…/warehouse.duckdb``);
+  `stable_namespace` reads those as the site's.
 - published products: namespace ``civicmesh://{site}``, name ``{department}.{product}``; a snapshot is
   a *version* of that dataset (datasetVersion facet = snapshot id), not a separate dataset, so the
   graph stays stable while data is republished.
@@ -21,6 +23,7 @@ from pathlib import Path
 JOB_NAMESPACE = "civicmesh"
 FILE_NAMESPACE = "file"
 DEFAULT_SITE = "local"
+WAREHOUSE_FILE = "warehouse.duckdb"  # Settings.warehouse_path's file name
 # Dagster run ids are uuid4 strings already; anything else is mapped into this uuid5 space so the
 # same orchestrator run id always gives the same OpenLineage parent run id.
 _RUN_ID_SPACE = uuid.UUID("6f1c0b7e-3c55-4d0a-9a43-5c1d1f0c1a11")
@@ -80,7 +83,16 @@ def file_dataset(path: Path | str) -> DatasetRef:
 
 
 def duckdb_namespace(warehouse_path: Path | str) -> str:
-    return f"duckdb://{Path(warehouse_path).expanduser().resolve()}"
+    """The warehouse's namespace: the same wherever the home (and `warehouse_path`) lives."""
+    return f"duckdb://{site()}"
+
+
+def stable_namespace(namespace: str) -> str:
+    """`namespace` as recorded today: a legacy ``duckdb:///<home>/warehouse.duckdb`` (a home's
+    warehouse named by its absolute path) becomes the site's warehouse namespace; others unchanged."""
+    if namespace.startswith("duckdb:///") and namespace.endswith(f"/{WAREHOUSE_FILE}"):
+        return duckdb_namespace(namespace.removeprefix("duckdb://"))
+    return namespace
 
 
 def duckdb_dataset(warehouse_path: Path | str, relation: str) -> DatasetRef:

@@ -10,6 +10,7 @@ import dagster as dg
 from civicmesh.products import load_product_specs
 from civicmesh.settings import Settings
 from orchestration.automation import all_products_job, daily_build, new_landing_files
+from orchestration.buildlock import locked_in_process_executor
 from orchestration.freshness import freshness_checks, freshness_job, hourly_freshness
 from orchestration.ingest import ingest_assets
 from orchestration.project import dbt_project, dbt_resource, ensure_manifest
@@ -35,9 +36,11 @@ def build_definitions(
         ],
         asset_checks=freshness_checks(specs),
         jobs=[all_products_job, check_freshness],
-        schedules=[daily_build, hourly_freshness(check_freshness)],
-        sensors=[new_landing_files],
+        schedules=[daily_build(settings), hourly_freshness(check_freshness, settings)],
+        sensors=[new_landing_files(settings)],
         loggers=loggers,
+        # Runs Dagster launches hold the home's build lock, as `civicmesh build` does.
+        executor=locked_in_process_executor(settings.home),
         resources={
             "dbt": dbt_resource(project),
             "mesh": MeshResource(home=str(settings.home), metadata_url=settings.metadata_url),

@@ -1,4 +1,10 @@
-"""When the mesh rebuilds: a daily schedule, and a sensor for new landing files."""
+"""When the mesh rebuilds: a daily schedule, and a sensor for new landing files.
+
+Both, and the hourly freshness schedule, start STOPPED unless `CIVICMESH_AUTOMATION=on`
+(`Settings.automation_on`): a Dagster UI started to look at runs must not start builds by itself.
+Dagster's UI (Automation, per schedule or sensor) switches each one; a state switched there is kept
+in the instance and wins over this default.
+"""
 
 import json
 from pathlib import Path
@@ -15,9 +21,18 @@ all_products_job = dg.define_asset_job(
     tags={"dagster/max_retries": "2", "dagster/retry_strategy": "FROM_FAILURE"},
 )
 
-daily_build = dg.ScheduleDefinition(
-    job=all_products_job, cron_schedule="0 5 * * *", execution_timezone="Europe/Berlin"
-)
+
+def schedule_status(settings: Settings) -> dg.DefaultScheduleStatus:
+    return dg.DefaultScheduleStatus.RUNNING if settings.automation_on else dg.DefaultScheduleStatus.STOPPED
+
+
+def daily_build(settings: Settings) -> dg.ScheduleDefinition:
+    return dg.ScheduleDefinition(
+        job=all_products_job,
+        cron_schedule="0 5 * * *",
+        execution_timezone="Europe/Berlin",
+        default_status=schedule_status(settings),
+    )
 
 
 def _landing_state(landing_dir: Path) -> dict[str, float]:
@@ -26,10 +41,10 @@ def _landing_state(landing_dir: Path) -> dict[str, float]:
     }
 
 
-@dg.sensor(job=all_products_job, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.STOPPED)
-def new_landing_files(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
-    """Rebuild when a department delivers a new or changed landing file."""
-    landing_dir = Settings.from_env().landing_dir
+def landing_changes(
+    context: dg.SensorEvaluationContext, landing_dir: Path
+) -> dg.SensorResult | dg.SkipReason:
+    """A run request when a landing file is new or changed since the sensor's cursor."""
     state = _landing_state(landing_dir) if landing_dir.exists() else {}
     previous = json.loads(context.cursor) if context.cursor else {}
     changed = sorted(k for k, v in state.items() if previous.get(k) != v)
@@ -41,3 +56,16 @@ def new_landing_files(context: dg.SensorEvaluationContext) -> dg.SensorResult | 
         ],
         cursor=json.dumps(state),
     )
+
+
+def new_landing_files(settings: Settings) -> dg.SensorDefinition:
+    status = dg.DefaultSensorStatus.RUNNING if settings.automation_on else dg.DefaultSensorStatus.STOPPED
+
+    @dg.sensor(
+        name="new_landing_files", job=all_products_job, minimum_interval_seconds=60, default_status=status
+    )
+    def _sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
+        """Rebuild when a department delivers a new or changed landing file."""
+        return landing_changes(context, settings.landing_dir)
+
+    return _sensor

@@ -12,6 +12,7 @@ import os
 import shutil
 import sys
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,7 @@ from civicmesh.catalog import Catalog
 from civicmesh.settings import Settings
 from civicmesh.store import get_engine
 from lineage.recorder import LineageRecorder
+from orchestration.buildlock import build_lock, recover_dead_build
 from orchestration.publish import PUBLISH_PREFIX
 
 DAGSTER_YAML = Path(__file__).resolve().parent.parent / "dagster.yaml"
@@ -196,11 +198,26 @@ def run_build(
     settings: Settings,
     selection: str | None = None,
     emit_line: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True),
+    wait: bool = True,
 ) -> BuildReport:
-    """Materialise all (or `selection`) assets in-process and return what happened."""
+    """Materialise all (or `selection`) assets in-process and return what happened.
+
+    One build per home at a time (orchestration.buildlock): waits for a running build, or raises
+    `BuildLocked` when `wait` is False; first recovers from a build that died holding the lock."""
+    ensure_dagster_home(settings)
+    run_id = str(uuid.uuid4())  # a Dagster run id, known before the run so the lock can name it
+    with build_lock(settings.home, run_id, wait, emit_line) as dead:
+        if dead is not None:
+            with dg.DagsterInstance.get() as instance:
+                recover_dead_build(dead, emit_line, instance)
+        return _run_locked(settings, selection, emit_line, run_id)
+
+
+def _run_locked(
+    settings: Settings, selection: str | None, emit_line: Callable[[str], None], run_id: str
+) -> BuildReport:
     from orchestration.assemble import build_definitions  # parses dbt; keep CLI start-up light
 
-    ensure_dagster_home(settings)
     started = time.monotonic()
     emit_line("[   0.0s] parsing dbt project and loading definitions")
     defs = build_definitions(settings, loggers={"progress": _progress_logger(emit_line, started)})
@@ -229,6 +246,7 @@ def run_build(
             asset_selection=asset_selection,
             run_config={"loggers": {"progress": {}}},
             tags={"civicmesh/trigger": "cli"},
+            run_id=run_id,
         )
     report.run_id = result.run_id
     report.success = result.success
@@ -242,7 +260,7 @@ def run_build(
     recorder.stop()  # releases the delivery lease so the next process need not wait for it to expire
     if not delivered:
         emit_line("lineage: a transport is unreachable; events stay in the outbox for the next delivery")
-    catalog = Catalog(get_engine(settings.metadata_url))
+    catalog = Catalog(get_engine(settings.metadata_url), settings.home)
     report.products = product_outcomes(
         catalog, sorted(products.values()), result.run_id, published, publish_failed
     )

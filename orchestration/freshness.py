@@ -7,6 +7,8 @@ import dagster as dg
 from civicmesh.catalog import utcnow
 from civicmesh.freshness import freshness
 from civicmesh.products import ProductSpec
+from civicmesh.settings import Settings
+from orchestration.automation import schedule_status
 from orchestration.publish import publish_key
 from orchestration.resources import MeshResource
 
@@ -29,7 +31,14 @@ def freshness_check(spec: ProductSpec) -> dg.AssetChecksDefinition:
             passed=state.status == "fresh",
             severity=dg.AssetCheckSeverity.WARN,
             description=state.description,
-            metadata={"age_hours": (state.age.total_seconds() / 3600) if state.age else -1.0},
+            metadata={
+                "age_hours": (state.age.total_seconds() / 3600) if state.age else -1.0,
+                **{
+                    f"last_{clock}": dg.MetadataValue.timestamp(moment)
+                    for clock, moment in (("changed", state.last_changed), ("verified", state.last_verified))
+                    if moment is not None
+                },
+            },
         )
 
     _check.__name__ = f"freshness_{spec.department}_{spec.product}"
@@ -50,5 +59,7 @@ def freshness_job(specs: list[ProductSpec]) -> Any:
     )
 
 
-def hourly_freshness(job: Any) -> dg.ScheduleDefinition:
-    return dg.ScheduleDefinition(job=job, cron_schedule="17 * * * *")
+def hourly_freshness(job: Any, settings: Settings) -> dg.ScheduleDefinition:
+    return dg.ScheduleDefinition(
+        job=job, cron_schedule="17 * * * *", default_status=schedule_status(settings)
+    )

@@ -96,7 +96,7 @@ def publish_asset(spec: ProductSpec, model_key: dg.AssetKey, relation: str) -> d
             settings,
             publish_events(
                 snapshot_id=snapshot.id,
-                snapshot_path=snapshot.path,
+                snapshot_path=catalog.stored_path(snapshot.path),  # relative to the home
                 row_count=snapshot.row_count,
                 schema=snapshot.schema,
                 checksum=snapshot.checksum,

@@ -27,4 +27,5 @@ class MeshResource(dg.ConfigurableResource):
         return Settings(home=home, metadata_url=url, demo_mode=base.demo_mode)
 
     def catalog(self) -> Catalog:
-        return Catalog(get_engine(self.settings.metadata_url)).ensure_schema()
+        settings = self.settings
+        return Catalog(get_engine(settings.metadata_url), settings.home).ensure_schema()

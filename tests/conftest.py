@@ -92,7 +92,7 @@ def built_mesh(tmp_path_factory: pytest.TempPathFactory, landing_dir: Path) -> B
     settings = isolated_settings(home)
     report, lines = build(settings)
     assert report.success, "\n".join(lines + report.failed_steps)
-    return BuiltMesh(settings, report, Catalog(get_engine(settings.metadata_url)), lines)
+    return BuiltMesh(settings, report, Catalog(get_engine(settings.metadata_url), settings.home), lines)
 
 
 @pytest.fixture

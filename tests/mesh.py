@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,4 +48,26 @@ def rebuild_copy(built: Settings, dest: Path, repo_root: Path | None = None) -> 
     home = dest / "home"
     shutil.copytree(built.home, home, ignore=shutil.ignore_patterns("dagster", "logs"))
     settings = isolated_settings(home, repo_root or built.repo_root)
-    return settings, Catalog(get_engine(settings.metadata_url))
+    return settings, Catalog(get_engine(settings.metadata_url), settings.home)
+
+
+CIVICMESH = str(Path(sys.executable).parent / "civicmesh")
+
+
+def home_env(home: Path) -> dict[str, str]:
+    """The environment of a user whose CIVICMESH_HOME is `home` (nothing else of civicmesh set)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CIVICMESH_", "DAGSTER_HOME"))}
+    return {**env, "CIVICMESH_HOME": str(home)}
+
+
+def cli(home: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """`civicmesh ARGS` as a separate process, the way a user runs it, on `home`."""
+    return subprocess.run(
+        [CIVICMESH, *args], env=home_env(home), capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def copy_home(home: Path, dest: Path) -> Path:
+    """What an operator's `cp -a` does (the build lock aside); the original stays where it is."""
+    shutil.copytree(home, dest, symlinks=True, ignore=shutil.ignore_patterns("build.lock"))
+    return dest

@@ -188,8 +188,9 @@ def test_export_detects_a_forged_manifest(
     settings: Settings, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     from civicmesh.audit.checkpoints import seal_message
-    from civicmesh.audit.export import sha256_file, sign_manifest
+    from civicmesh.audit.export import sign_manifest
     from civicmesh.audit.signing import Signer
+    from civicmesh.snapshots import file_checksum
 
     _three_months(settings)
     code, _, _ = _run(capsys, "audit", "export", "--format", "jsonl", "--out", "all.jsonl")
@@ -205,7 +206,7 @@ def test_export_detects_a_forged_manifest(
         record_count=5,
         last_seq=5,
         last_hash=json.loads(lines[-2])["hash"],
-        sha256=sha256_file(Path("all.jsonl")),
+        sha256=file_checksum(Path("all.jsonl")),
     )
     manifest_path.write_text(json.dumps(manifest))
     code, out, _ = _run(capsys, "audit", "verify-export", "all.jsonl")
@@ -262,9 +263,9 @@ def test_offline_verification_with_only_the_public_key(
             row["subject"] = "mallory"
         row["hash"] = prev = chain_hash(row)
     (auditor / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    from civicmesh.audit.export import sha256_file
+    from civicmesh.snapshots import file_checksum
 
-    manifest.update(sha256=sha256_file(auditor / "log.jsonl"), last_hash=rows[-1]["hash"])
+    manifest.update(sha256=file_checksum(auditor / "log.jsonl"), last_hash=rows[-1]["hash"])
     (auditor / "log.jsonl.manifest.json").write_text(json.dumps(manifest))
     code, out, _ = _run(capsys, "audit", "verify-export", export, "--public-key", key)
     assert code == 1 and "manifest's signature" in out
@@ -289,7 +290,7 @@ def _publish(settings: Settings, spec: ProductSpec, sql: str) -> None:
         written = write_snapshot(con, "t", settings.snapshots_dir / spec.department / spec.product)
     finally:
         con.close()
-    Catalog(get_engine(settings.metadata_url)).ensure_schema().publish(spec, written)
+    Catalog(get_engine(settings.metadata_url), settings.home).ensure_schema().publish(spec, written)
 
 
 def _publish_all(settings: Settings) -> None:

@@ -17,7 +17,6 @@ stamped just outside the period may sit inside that range: writers stamp before 
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 from collections.abc import Iterator
 from datetime import datetime
@@ -30,6 +29,7 @@ from civicmesh.accesslog import GENESIS_HASH, AccessLog, access_log_table, chain
 from civicmesh.audit.checkpoints import Checkpoint, SealRun, canonical, record_digest
 from civicmesh.audit.signing import Signer, Verifier
 from civicmesh.audit.verify import trusted_checkpoints
+from civicmesh.snapshots import file_checksum
 
 FORMATS = ("csv", "jsonl")
 MANIFEST_VERSION = 2
@@ -68,14 +68,6 @@ def _write_row(handle: IO[str], writer: Any, fmt: str, row: dict[str, Any]) -> N
         handle.write(json.dumps({c: row[c] for c in COLUMNS}, separators=(",", ":"), sort_keys=False) + "\n")
     else:
         writer.writerow(["" if row[c] is None else row[c] for c in COLUMNS])
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _manifest_payload(manifest: dict[str, Any]) -> bytes:
@@ -147,7 +139,7 @@ def export_log(
         "generated_at": utc_timestamp(),
         "format": fmt,
         "file": out.name,
-        "sha256": sha256_file(out),
+        "sha256": file_checksum(out),
         "since": utc_timestamp(since) if since else None,
         "until": utc_timestamp(until) if until else None,
         "record_count": count,
@@ -240,7 +232,7 @@ def verify_export(export: Path, manifest: dict[str, Any], verifier: Verifier | N
     also the manifest's signature, the checkpoints' signatures, each record against the digest its
     checkpoint sealed (naming the first record that differs) and the commit seals after them."""
     problems: list[str] = []
-    if sha256_file(export) != manifest.get("sha256"):
+    if file_checksum(export) != manifest.get("sha256"):
         problems.append("the file's sha256 differs from the manifest")
     checkpoints: list[Checkpoint] = []
     if verifier is not None:

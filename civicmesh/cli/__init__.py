@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "civicmesh.cli.access",
     "civicmesh.cli.audit",
     "civicmesh.cli.lineage",
+    "civicmesh.cli.backup",
 )
 
 

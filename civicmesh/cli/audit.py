@@ -375,7 +375,7 @@ def run_readers(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     log = _plain_log(settings)
     engine = get_engine(settings.metadata_url)
-    entries = {e.spec.name: e for e in Catalog(engine).ensure_schema().entries()}
+    entries = {e.spec.name: e for e in Catalog(engine, settings.home).ensure_schema().entries()}
     graph = load_graph(Outbox(engine).ensure_schema())
     try:
         derived, readers = readers_from(

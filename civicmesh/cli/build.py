@@ -18,6 +18,11 @@ EXAMPLE_QUERY = (
 def register(subparsers: argparse._SubParsersAction) -> None:
     build = subparsers.add_parser("build", help="ingest, run dbt with its tests, publish passing products")
     build.add_argument("--select", help="Dagster asset selection, e.g. 'group:public_works'")
+    build.add_argument(
+        "--no-wait",
+        action="store_true",
+        help="if another build of this home runs, refuse (exit code 75) instead of waiting for it",
+    )
     build.set_defaults(handler=run_build_command)
 
     demo = subparsers.add_parser("demo", help="generate data, build everything, print tokens, serve")
@@ -28,14 +33,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     demo.set_defaults(handler=run_demo)
 
 
-def _build(settings: Settings, selection: str | None = None) -> int:
+def _build(settings: Settings, selection: str | None = None, wait: bool = True) -> int:
     from civicmesh.products import ProductSpecError
     from orchestration.build import run_build
+    from orchestration.buildlock import EXIT_BUILD_LOCKED, BuildLocked
 
     try:
-        report = run_build(settings, selection)
+        report = run_build(settings, selection, wait=wait)
     except ProductSpecError as exc:
         raise CommandError(f"invalid product spec: {exc}") from exc
+    except BuildLocked as exc:
+        raise CommandError(f"{exc} (--no-wait)", code=EXIT_BUILD_LOCKED) from exc
     # Published / held back (with why) / warned per product; a held-back product keeps its last
     # snapshot current. Non-zero only when something was held back.
     print("\n".join(report.summary()), file=sys.stderr)
@@ -43,7 +51,7 @@ def _build(settings: Settings, selection: str | None = None) -> int:
 
 
 def run_build_command(args: argparse.Namespace) -> int:
-    return _build(Settings.from_env(), args.select)
+    return _build(Settings.from_env(), args.select, wait=not args.no_wait)
 
 
 def run_demo(args: argparse.Namespace) -> int:

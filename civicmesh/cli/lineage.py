@@ -120,7 +120,7 @@ def handler(args: argparse.Namespace) -> int:
     ref = naming.product_dataset(args.product)
     root = Node(DATASET, ref.namespace, ref.name)
     if not graph.has(root):
-        known = {e.spec.name for e in Catalog(engine).ensure_schema().entries()}
+        known = {e.spec.name for e in Catalog(engine, settings.home).ensure_schema().entries()}
         if args.product not in known:
             hint = f"; known products: {', '.join(sorted(known))}" if known else ""
             raise CommandError(f"unknown product {args.product!r}{hint}")

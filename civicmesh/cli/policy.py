@@ -100,7 +100,7 @@ def load_products(settings: Settings, manifest: Path | None) -> list[ProductSpec
     try:
         if not inspect(engine).has_table("catalog_products"):
             return []  # no catalog yet (nothing published)
-        return [entry.spec for entry in Catalog(engine).entries()]
+        return [entry.spec for entry in Catalog(engine, settings.home).entries()]
     except SQLAlchemyError as exc:  # e.g. a locked or unreachable store: say so, never "no products"
         raise CommandError(f"cannot read the catalog at {settings.metadata_url}: {exc}") from exc
 
@@ -216,7 +216,7 @@ def product_at(settings: Settings, product: ProductSpec, at: Any) -> ProductSpec
     log = existing_log(settings)
     if log is None or not inspect(log.engine).has_table(snapshots_table.name):
         return product
-    snapshot = Catalog(log.engine).snapshot_as_of(product.name, at)
+    snapshot = Catalog(log.engine, settings.home).snapshot_as_of(product.name, at)
     return snapshot.spec if snapshot is not None else product
 
 

@@ -47,7 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _catalog(settings: Settings) -> Catalog:
-    return Catalog(get_engine(settings.metadata_url)).ensure_schema()
+    return Catalog(get_engine(settings.metadata_url), settings.home).ensure_schema()
 
 
 def list_snapshots(args: argparse.Namespace) -> int:

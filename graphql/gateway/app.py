@@ -92,7 +92,7 @@ class Gateway:
         self.settings = settings
         self.governance_off = bench_governance_off(settings)
         engine = get_engine(settings.metadata_url)
-        self.catalog = Catalog(engine).ensure_schema()
+        self.catalog = Catalog(engine, settings.home).ensure_schema()
         self.access_log = access_log or open_log(settings)
         self.policy = PolicyEngine.load(settings, audit_log=self.access_log, serving=True)
         self.lineage = LineageRecorder.from_settings(settings)

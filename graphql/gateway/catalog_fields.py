@@ -63,11 +63,19 @@ def _quality(entry: CatalogEntry) -> Quality:
     )
 
 
-@strawberry.type
+@strawberry.type(description="Two clocks: when the data last changed, and when a build last verified it.")
 class Freshness:
-    last_published_at: dt.datetime | None
+    last_published_at: dt.datetime | None = strawberry.field(description="Same as lastChangedAt.")
+    last_changed_at: dt.datetime | None = strawberry.field(
+        description="When the current snapshot was published (its content last changed)."
+    )
+    last_verified_at: dt.datetime | None = strawberry.field(
+        description="When a build last confirmed the current snapshot (also when its data did not change)."
+    )
     sla_hours: float | None
-    age_hours: float | None
+    age_hours: float | None = strawberry.field(
+        description="Hours since lastVerifiedAt; the SLA runs from it."
+    )
     stale: bool | None
 
 
@@ -205,9 +213,10 @@ class ProductInfo:
     def freshness(self, info: strawberry.Info) -> Freshness:
         _ctx(info).cacheable = False  # the age changes with the clock
         state = freshness(self.entry, dt.datetime.now(dt.UTC))  # the one definition of stale
-        snap = self.entry.current
         return Freshness(
-            last_published_at=snap.published_at if snap else None,
+            last_published_at=state.last_changed,
+            last_changed_at=state.last_changed,
+            last_verified_at=state.last_verified,
             sla_hours=self.entry.spec.freshness_sla_hours,
             age_hours=round(state.age.total_seconds() / 3600, 3) if state.age is not None else None,
             stale=None if state.sla is None or state.age is None else state.status == "stale",

@@ -106,7 +106,10 @@ class DuckPool:
         self.hot_budget_bytes = hot_budget_bytes
         self._hot: OrderedDict[str, tuple[str, int]] = OrderedDict()  # path -> (table, est. bytes)
         self._hot_bytes = 0
-        self._loading: set[str] = set()
+        # Each background load owns its connection (a cursor) and is interrupted and joined by
+        # close(): closing the database under a running load aborts the process (ARCHITECTURE §2b).
+        self._loading: dict[str, tuple[threading.Thread, duckdb.DuckDBPyConnection]] = {}
+        self._closed = False
         self._hot_lock = threading.Lock()
         # Result cache. Every query reads an immutable snapshot file named in its SQL, and the SQL
         # and parameters carry the caller's masks and row filter, so (sql, params) identifies the
@@ -147,16 +150,19 @@ class DuckPool:
                 self._hot.move_to_end(path)
                 return entry[0]
             estimate = byte_size * HOT_EXPANSION
-            if path in self._loading or estimate > self.hot_budget_bytes:
+            if self._closed or path in self._loading or estimate > self.hot_budget_bytes:
                 return None
-            self._loading.add(path)
-        threading.Thread(target=self._load, args=(path, estimate), name="duck-hot", daemon=True).start()
+            cursor = self._con.cursor()
+            loader = threading.Thread(
+                target=self._load, args=(path, estimate, cursor), name="duck-hot", daemon=True
+            )
+            self._loading[path] = (loader, cursor)
+        loader.start()
         return None
 
-    def _load(self, path: str, estimate: int) -> None:
+    def _load(self, path: str, estimate: int, cursor: duckdb.DuckDBPyConnection) -> None:
         table = "hot_" + hashlib.sha256(path.encode()).hexdigest()[:20]
         quoted = path.replace("'", "''")
-        cursor = self._con.cursor()
         try:
             cursor.execute(
                 f'CREATE OR REPLACE TABLE "{table}" AS '
@@ -171,10 +177,11 @@ class DuckPool:
                     # Safe with queries in flight: DuckDB lets a running scan finish (MVCC).
                     cursor.execute(f'DROP TABLE IF EXISTS "{old}"')
         except Exception:  # a failed load only means the file keeps being read directly
-            log.warning("could not hold %s in memory", path, exc_info=True)
+            if not self._closed:  # close() interrupts loads on purpose
+                log.warning("could not hold %s in memory", path, exc_info=True)
         finally:
             with self._hot_lock:
-                self._loading.discard(path)
+                self._loading.pop(path, None)
             cursor.close()
 
     def open_reader(self, sql: str, params: Sequence[Any], batch_rows: int) -> tuple[Any, Any]:
@@ -207,4 +214,12 @@ class DuckPool:
         return result
 
     def close(self) -> None:
+        """Stop background loads (interrupt, then wait for each), then close the database."""
+        with self._hot_lock:
+            self._closed = True
+            loaders = list(self._loading.values())
+        for _, cursor in loaders:
+            cursor.interrupt()
+        for loader, _ in loaders:
+            loader.join()
         self._con.close()

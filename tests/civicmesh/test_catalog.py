@@ -26,8 +26,8 @@ SPEC = ProductSpec(
 
 
 @pytest.fixture
-def catalog(metadata_url: str) -> Catalog:
-    return Catalog(get_engine(metadata_url)).ensure_schema()
+def catalog(metadata_url: str, tmp_path: Path) -> Catalog:
+    return Catalog(get_engine(metadata_url), tmp_path).ensure_schema()
 
 
 def _write(tmp_path: Path, values: list[tuple[str, float]]):

@@ -33,7 +33,7 @@ SPEC = ProductSpec(
 
 @pytest.fixture
 def catalog(tmp_path: Path) -> Catalog:
-    return Catalog(get_engine(f"sqlite:///{tmp_path / 'meta.db'}")).ensure_schema()
+    return Catalog(get_engine(f"sqlite:///{tmp_path / 'meta.db'}"), tmp_path).ensure_schema()
 
 
 def _publish(tmp_path: Path, catalog: Catalog, value: int, spec: ProductSpec = SPEC, now: datetime = T0):

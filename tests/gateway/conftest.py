@@ -131,7 +131,7 @@ def publish(settings: Settings, spec: ProductSpec, sql: str) -> Any:
         written = write_snapshot(con, "t", settings.snapshots_dir / spec.department / spec.product)
     finally:
         con.close()
-    return Catalog(get_engine(settings.metadata_url)).ensure_schema().publish(spec, written)
+    return Catalog(get_engine(settings.metadata_url), settings.home).ensure_schema().publish(spec, written)
 
 
 @pytest.fixture(scope="session")

@@ -30,7 +30,7 @@ def _publish(settings, spec: ProductSpec, sql: str, now: datetime | None = None)
     con.execute(f"CREATE TABLE t AS {sql}")
     written = write_snapshot(con, "t", settings.snapshots_dir / "transportation" / "traffic_counts")
     con.close()
-    return Catalog(get_engine(settings.metadata_url)).publish(spec, written, now=now).id
+    return Catalog(get_engine(settings.metadata_url), settings.home).publish(spec, written, now=now).id
 
 
 def _wait_for(server, query: str, user: str = "bob", timeout: float = 5.0) -> dict:

@@ -9,7 +9,7 @@ from lineage import events, naming
 from lineage.dbt import NodeColumns, events_from_dbt_run
 
 WAREHOUSE = "/srv/civicmesh/warehouse.duckdb"
-NS = f"duckdb://{WAREHOUSE}"
+NS = "duckdb://local"  # the site, not the warehouse path: a moved home keeps its names
 
 
 def _events(**kwargs) -> list[dict]:

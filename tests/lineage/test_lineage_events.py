@@ -177,7 +177,7 @@ def test_names_line_up_from_landing_file_to_consumer() -> None:
         == ref(read["inputs"][0])
         == ("civicmesh://local", "public_works.service_requests")
     )
-    assert ref(mart["outputs"][0]) == (f"duckdb://{WAREHOUSE}", "warehouse.main.service_requests")
+    assert ref(mart["outputs"][0]) == ("duckdb://local", "warehouse.main.service_requests")
 
 
 def test_publish_output_is_versioned_by_snapshot_and_carries_governance() -> None:

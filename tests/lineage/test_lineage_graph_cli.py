@@ -100,5 +100,5 @@ def test_graph_keeps_only_the_latest_inputs_of_a_model(tmp_path: Path) -> None:
         return events.to_dict(done)
 
     graph = LineageGraph.from_events([model_run("old"), model_run("new")])
-    sub = graph.walk(Node(DATASET, "duckdb:///w.duckdb", "w.main.m"), "upstream", 3)
+    sub = graph.walk(Node(DATASET, naming.duckdb_namespace("/w.duckdb"), "w.main.m"), "upstream", 3)
     assert {n.name for n in sub.nodes} == {"w.main.m", "dbt.p.m", "w.main.new"}

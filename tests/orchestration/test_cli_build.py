@@ -10,6 +10,7 @@ import dagster as dg
 import pytest
 
 from civicmesh.cli import main
+from civicmesh.settings import Settings
 from tests.mesh import BuiltMesh, copy_repo_transforms
 
 
@@ -58,11 +59,12 @@ def test_landing_sensor_requests_a_run_only_for_new_or_changed_files(
     landing = tmp_path / "landing" / "environment"
     landing.mkdir(parents=True)
     (landing / "air_quality.parquet").write_bytes(b"PAR1")
-    first = new_landing_files(dg.build_sensor_context())
+    sensor = new_landing_files(Settings.from_env())
+    first = sensor(dg.build_sensor_context())
     assert isinstance(first, dg.SensorResult) and len(first.run_requests) == 1
-    again = new_landing_files(dg.build_sensor_context(cursor=first.cursor))
+    again = sensor(dg.build_sensor_context(cursor=first.cursor))
     assert isinstance(again, dg.SkipReason)
     os.utime(landing / "air_quality.parquet", (1, 1))
-    changed = new_landing_files(dg.build_sensor_context(cursor=first.cursor))
+    changed = sensor(dg.build_sensor_context(cursor=first.cursor))
     assert isinstance(changed, dg.SensorResult)
     assert "environment/air_quality.parquet" in changed.run_requests[0].tags["changed"]
