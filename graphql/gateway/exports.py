@@ -66,11 +66,13 @@ async def handle_export(request: Request) -> Response:
 
 
 def _limit(text: str | None) -> int:
+    """`limit` in ASCII digits (`str.isdigit` also takes `²` and `٣`, which `int` refuses or reads
+    as other digits); a number longer than the largest limit is over it, whatever its digits."""
     if text is None or text == "":
         return MAX_EXPORT_ROWS
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):
         raise bad_input("`limit` must be a whole number of rows.")
-    if int(text) > MAX_EXPORT_ROWS:
+    if len(text.lstrip("0")) > len(str(MAX_EXPORT_ROWS)) or int(text) > MAX_EXPORT_ROWS:
         raise limit_exceeded(f"An export holds at most {MAX_EXPORT_ROWS} rows.")
     return int(text)
 

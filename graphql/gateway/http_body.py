@@ -29,6 +29,9 @@ BODY_TIMEOUT_S = 10.0
 _STRING = re.compile(rb'"(?:[^"\\]|\\.)*(?:"|\Z)', re.DOTALL)
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 _OPENING = frozenset(b"[{")
+# A \u escape of a UTF-16 surrogate (D800-DFFF): paired ones decode to one character, a lone one
+# stays a lone surrogate, which no UTF-8 encoder (DuckDB, the store, the response) accepts.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 def _refuse(status: int, code: str, message: str) -> GovernedError:
@@ -111,6 +114,40 @@ def parse_json(body: bytes, max_depth: int = MAX_JSON_DEPTH) -> Any:
             400, errors.LIMIT_EXCEEDED, f"The JSON body is nested more than {max_depth} levels deep."
         )
     try:
-        return json.loads(text)
+        value = json.loads(text)
     except ValueError as exc:
         raise _refuse(400, errors.BAD_USER_INPUT, f"The body is not valid JSON: {exc}.") from None
+    if _SURROGATE_ESCAPE.search(text) and _lone_surrogate(value):
+        raise _refuse(
+            400,
+            errors.BAD_USER_INPUT,
+            "The body is not valid JSON text: a \\u escape names a lone UTF-16 surrogate (RFC 8259 §8.2).",
+        )
+    return value
+
+
+def parse_json_object(body: bytes, max_depth: int = MAX_JSON_DEPTH) -> dict[str, Any]:
+    """`parse_json` for a body that must be one JSON object (a GraphQL request: "GraphQL over HTTP",
+    request body = a JSON-encoded map; one OpenLineage RunEvent): an empty body, an array, a string,
+    a number, `true`/`false` or `null` is HTTP 400 `BAD_USER_INPUT` (Strawberry raised on the last
+    few: HTTP 500)."""
+    if not body.strip():
+        raise _refuse(400, errors.BAD_USER_INPUT, "The body is empty; send one JSON object.")
+    value = parse_json(body, max_depth)
+    if not isinstance(value, dict):
+        kind = _JSON_KINDS.get(type(value), "a value")
+        raise _refuse(400, errors.BAD_USER_INPUT, f"The body must be one JSON object, not {kind}.")
+    return value
+
+
+_JSON_KINDS = {list: "an array", str: "a string", int: "a number", float: "a number", bool: "a boolean"}
+_JSON_KINDS[type(None)] = "null"
+
+
+def _lone_surrogate(value: Any) -> bool:
+    """True if any string (key or value) in the decoded JSON holds a lone surrogate."""
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False

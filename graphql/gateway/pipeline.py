@@ -9,7 +9,8 @@ handler authenticates, reads a body or writes a refusal record itself. In order:
    directory: 401 `UNAUTHENTICATED` otherwise (a valid signature for a stranger is no identity),
    before a byte of the body is read;
 4. the body: size (413), arrival time (408), encoding and JSON nesting (400), all checked on the
-   raw bytes before any parser sees them (`http_body`);
+   raw bytes before any parser sees them, then one JSON object without lone surrogates (400)
+   (`http_body`);
 5. the handler, with a `RequestContext` in the scope (`request_context(request)`): identity, the
    catalog state of this request, the services, and the request-wide access-log fields;
 6. what the handler raises: a `GovernedError` answers with its status and code; anything else is
@@ -70,7 +71,7 @@ def request_context(request: Request) -> RequestContext:
 class RequestPipeline:
     """The ASGI middleware. Parameters: `action` names refusals in the access log; `methods` are
     the HTTP methods the route serves; `max_body` bounds the body in bytes; `json_body` parses it
-    (into `ctx.payload`) when there is one; `page`, if given, may answer a request before
+    into `ctx.payload` and requires one JSON object; `page`, if given, may answer a request before
     authentication (the demo-mode GraphiQL page: no data, no token)."""
 
     def __init__(
@@ -138,7 +139,7 @@ class RequestPipeline:
             raise GovernedError(UNKNOWN_SUBJECT, errors.UNAUTHENTICATED)
         fields["roles"] = [f"{r}@{d}" for r, d in services.policy.roles(principal.subject)]
         body = await http_body.read_body(receive, request.headers.get("content-length"), self.max_body)
-        payload = http_body.parse_json(body) if self.json_body and body else None
+        payload = http_body.parse_json_object(body) if self.json_body else None
         await services.refresh()
         ctx = services.context(principal, fields, started)
         ctx.body, ctx.payload = body, payload

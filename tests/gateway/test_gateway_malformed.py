@@ -89,6 +89,33 @@ def test_a_malformed_body_is_a_4xx_and_one_record(
     assert says in response.json()["errors"][0]["message"] and record["subject"] == user
 
 
+@pytest.mark.parametrize("route", ["/graphql", "/api/v1/lineage"])
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        (b'"{ me { user } }"', "not a string"),
+        (b"null", "not null"),
+        (b"5", "not a number"),
+        (b"true", "not a boolean"),
+        (b'[{"query": "{ me { user } }"}]', "not an array"),
+        (b"", "empty"),
+        (b'{"query": "{ me { user } }\\ud800"}', "lone UTF-16 surrogate"),
+        (b'{"query": "{ me { user } }", "variables": {"\\udc00": 1}}', "lone UTF-16 surrogate"),
+    ],
+    ids=["string", "null", "number", "boolean", "array", "empty", "surrogate", "surrogate-key"],
+)
+def test_a_body_that_is_no_json_object_is_a_400_and_one_record(
+    server: Server, route: str, body: bytes, says: str
+) -> None:
+    """Break 11: a JSON string or `null` as the /graphql body and a lone surrogate escape (valid JSON
+    to Python, no UTF-8 encoder takes it) were HTTP 500."""
+    user = "airflow" if route.startswith("/api") else "alice"
+    headers = {**JSON, **_auth(server, user)}
+    response, record = refused_once(server, lambda: server.client.post(route, content=body, headers=headers))
+    assert (response.status_code, record["error_code"]) == (400, "BAD_USER_INPUT")
+    assert says in response.json()["errors"][0]["message"] and record["subject"] == user
+
+
 def test_a_lineage_event_nested_5000_deep_is_refused(server: Server) -> None:
     deep = '{"a":' * 5000 + "1" + "}" * 5000
     event = (
@@ -180,6 +207,10 @@ def test_a_wrongly_typed_where_is_refused_as_graphql_refuses_it(
         ),
         ({"limit": "ten"}, 400, "BAD_USER_INPUT", "whole number"),
         ({"limit": "9999999999"}, 400, "LIMIT_EXCEEDED", "at most"),
+        ({"limit": "\u00b2"}, 400, "BAD_USER_INPUT", "whole number"),  # isdigit(), int() raised
+        ({"limit": "\u0663"}, 400, "BAD_USER_INPUT", "whole number"),  # Arabic-Indic 3
+        ({"limit": "9" * 5000}, 400, "LIMIT_EXCEEDED", "at most"),  # int() raised past 4,300 digits
+        ({"where": '{"district": {"eq": "\\ud800"}}'}, 400, "BAD_USER_INPUT", "lone UTF-16 surrogate"),
         ({"asOf": "yesterday"}, 400, "BAD_USER_INPUT", "asOf"),
         ({"wher": "{}"}, 400, "BAD_USER_INPUT", "Unknown parameter"),
     ],
@@ -249,11 +280,10 @@ def fault_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 
 def test_a_truncated_snapshot_through_an_export_is_a_coded_error(fault_server: Server) -> None:
-    entry = Catalog(get_engine(fault_server.settings.metadata_url)).entry(SERVICE_REQUESTS.name)
+    settings = fault_server.settings
+    entry = Catalog(get_engine(settings.metadata_url), settings.home).entry(SERVICE_REQUESTS.name)
     assert entry is not None and entry.current is not None
-    path = Path(entry.current.path)
-    if not path.is_absolute():
-        path = fault_server.settings.home / path
+    path = Path(entry.current.path)  # the catalog makes the home-relative path absolute
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])  # a disk that filled up, a copy cut short
     headers = _auth(fault_server, "alice")
