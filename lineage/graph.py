@@ -10,6 +10,8 @@ external event in civicmesh's job namespace is ignored; it cannot name a civicme
 dataset a civicmesh job writes (`owned`) as its output, nor set classifications; and when a civicmesh
 job later writes a dataset an external job claimed, the external claim is dropped. The receiver
 refuses such events in the first place; the graph holds the rule for any event already stored.
+An external job may still read a product and write a dataset civicmesh reads (a landing file):
+what a walk with `recorded_only` (audit answers: "who read data derived from X") never follows.
 """
 
 from __future__ import annotations
@@ -174,14 +176,22 @@ class LineageGraph:
     def has(self, node: Node) -> bool:
         return node in self.info
 
-    def _neighbours(self, node: Node, upstream: bool) -> set[Node]:
+    def _neighbours(self, node: Node, upstream: bool, recorded_only: bool = False) -> set[Node]:
         if node.kind == JOB:
             return set(self.inputs.get(node, ())) if upstream else set(self.outputs.get(node, ()))
         side = self.outputs if upstream else self.inputs
-        return {job for job, datasets in side.items() if node in datasets}
+        return {
+            job
+            for job, datasets in side.items()
+            if node in datasets and not (recorded_only and job in self.external_jobs)
+        }
 
-    def walk(self, root: Node, direction: str = "upstream", depth: int = 10) -> Subgraph:
-        """Nodes within `depth` dataset hops of `root` (a job between two datasets is half a hop)."""
+    def walk(
+        self, root: Node, direction: str = "upstream", depth: int = 10, recorded_only: bool = False
+    ) -> Subgraph:
+        """Nodes within `depth` dataset hops of `root` (a job between two datasets is half a hop).
+        `recorded_only`: through civicmesh's own jobs only, never an external one (what an audit
+        answer may rest on: a producer can state any job it likes)."""
         upstream = direction == "upstream"
         seen: dict[Node, int] = {root: 0}
         edges: set[tuple[Node, Node]] = set()
@@ -190,7 +200,7 @@ class LineageGraph:
             node, steps = queue.popleft()
             if steps >= depth * 2:
                 continue
-            for other in self._neighbours(node, upstream):
+            for other in self._neighbours(node, upstream, recorded_only):
                 edges.add((other, node) if upstream else (node, other))
                 if other not in seen:
                     seen[other] = steps + 1

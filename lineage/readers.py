@@ -70,11 +70,13 @@ def publish_sources(graph: LineageGraph, product: Node) -> list[Node]:
 
 
 def derived_products(graph: LineageGraph, roots: Iterable[Node], depth: int = 10) -> set[str]:
-    """Names of every product downstream of `roots` (a root that is a product included)."""
+    """Names of every product downstream of `roots` (a root that is a product included), through
+    the jobs civicmesh recorded only: an external producer's job that reads one product and writes
+    a landing file of another made the second's readers "readers of data derived from" the first."""
     namespace = naming.product_namespace()
     names: set[str] = set()
     for root in roots:
-        for node in graph.walk(root, "downstream", depth).nodes:
+        for node in graph.walk(root, "downstream", depth, recorded_only=True).nodes:
             if node.kind == DATASET and node.namespace == namespace:
                 names.add(node.name)
     return names

@@ -5,10 +5,12 @@ the event's job namespace (a policy line), with the body bounded in size and nes
 parsed. This module holds the rules any external event must keep, whoever sends it, and does not
 depend on a web framework:
 
-- it is one RunEvent a lineage graph can use (envelope fields and sizes: `check_event`);
-- it writes nowhere civicmesh owns (`protect`): not civicmesh's job namespace (`civicmesh`), no
-  output that is a civicmesh product (`civicmesh://...`) or a dataset a civicmesh job writes (the
-  gateway's graph answers `owned`); a governed product's lineage is what civicmesh recorded;
+- it is one RunEvent a lineage graph can use (envelope fields and sizes: `check_event`), its
+  names without control or format characters and its namespaces printable ASCII (no look-alikes);
+- it writes nowhere civicmesh owns (`protect`, namespaces compared as URIs, case-insensitively):
+  not civicmesh's job namespace (`civicmesh`), no output that is a civicmesh product
+  (`civicmesh://...`) or a dataset a civicmesh job writes (the gateway's graph answers `owned`);
+  a governed product's lineage is what civicmesh recorded;
 - it carries no `civicmesh_*` facet: those state access decisions, subjects and classifications;
 - it is stored marked external with its submitter (`civicmesh_ingest` run facet, `mark`), so the
   graph never lets it stand in for an edge civicmesh recorded (`lineage.graph`).
@@ -17,13 +19,14 @@ depend on a web framework:
 from __future__ import annotations
 
 import copy
+import unicodedata
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 from lineage.facets import INGEST_FACET, PRODUCER, RESERVED_PREFIX, IngestRunFacet
-from lineage.naming import JOB_NAMESPACE
+from lineage.naming import JOB_NAMESPACE, stable_namespace
 from lineage.runs import plain
 
 MAX_EVENT_BYTES = 1 << 20  # 1 MiB: generous for one event with column lineage, bounded for a server
@@ -31,6 +34,8 @@ EVENT_TYPES = {"START", "RUNNING", "COMPLETE", "ABORT", "FAIL", "OTHER"}
 PRODUCT_SCHEME = "civicmesh:"  # product datasets: civicmesh://<site>/<department>.<product>
 
 Owned = Callable[[str, str], bool]  # (dataset namespace, name) -> written by a civicmesh job
+# Unicode categories no name needs: controls, format characters (zero-width, bidi), separators.
+_INVISIBLE = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
 
 
 class InvalidEvent(ValueError):
@@ -42,9 +47,32 @@ class ForbiddenEvent(InvalidEvent):
 
 
 def _text(value: Any, where: str, limit: int = 1000) -> str:
+    """A non-empty string of at most `limit` characters with no control or format characters (a
+    zero-width space or a bidi override would make one name look like another)."""
     if not isinstance(value, str) or not value or len(value) > limit:
         raise InvalidEvent(f"{where} must be a non-empty string of at most {limit} characters")
+    if any(unicodedata.category(ch) in _INVISIBLE for ch in value):
+        raise InvalidEvent(f"{where} must not hold control or format characters")
     return value
+
+
+def _namespace(value: Any, where: str, limit: int = 200) -> str:
+    """A namespace (OpenLineage: a URI or a name): printable ASCII without spaces, so no namespace
+    can look like another one it is not (a Cyrillic `i`, U+0456, in `civicmesh`; a trailing space)."""
+    _text(value, where, limit)
+    if not value.isascii() or not value.isprintable() or " " in value:
+        raise InvalidEvent(f"{where} must be printable ASCII without spaces")
+    return value
+
+
+def normal_namespace(namespace: str) -> str:
+    """`namespace` compared as a URI is (RFC 3986 §6.2.2.1: scheme and host are case-insensitive),
+    legacy warehouse paths as today's (`naming.stable_namespace`): `DUCKDB://LOCAL` is `duckdb://local`."""
+    scheme, sep, rest = namespace.partition("://")
+    if not sep:
+        return namespace.casefold()
+    authority, slash, path = rest.partition("/")
+    return stable_namespace(f"{scheme.casefold()}://{authority.casefold()}{slash}{path}")
 
 
 def _datasets(value: Any, where: str) -> None:
@@ -55,7 +83,7 @@ def _datasets(value: Any, where: str) -> None:
     for index, dataset in enumerate(value):
         if not isinstance(dataset, dict):
             raise InvalidEvent(f"{where}[{index}] must be an object")
-        _text(dataset.get("namespace"), f"{where}[{index}].namespace")
+        _namespace(dataset.get("namespace"), f"{where}[{index}].namespace")
         _text(dataset.get("name"), f"{where}[{index}].name")
 
 
@@ -84,7 +112,7 @@ def check_event(event: Any) -> dict[str, Any]:
         uuid.UUID(str(run.get("runId")))
     except ValueError:
         raise InvalidEvent("run.runId must be a UUID") from None
-    _text(job.get("namespace"), "job.namespace", 200)
+    _namespace(job.get("namespace"), "job.namespace")
     _text(job.get("name"), "job.name", 500)
     for where in ("run", "job"):
         if not isinstance(event[where].get("facets") or {}, dict):
@@ -104,17 +132,19 @@ def _facet_maps(event: dict[str, Any]) -> Iterator[tuple[str, Any]]:
 
 
 def protect(event: dict[str, Any], owned: Owned) -> None:
-    """Refuse (ForbiddenEvent) an event that would write where only civicmesh writes."""
-    if event["job"]["namespace"] == JOB_NAMESPACE:
+    """Refuse (ForbiddenEvent) an event that would write where only civicmesh writes. Namespaces
+    and facet names are compared case-insensitively (`Civicmesh` is civicmesh's namespace too)."""
+    job_namespace = normal_namespace(event["job"]["namespace"])
+    if job_namespace == JOB_NAMESPACE or job_namespace.startswith(PRODUCT_SCHEME):
         raise ForbiddenEvent(f"job namespace {JOB_NAMESPACE!r} is civicmesh's own; use your own namespace")
     for index, dataset in enumerate(event.get("outputs") or ()):
-        namespace, name = dataset["namespace"], dataset["name"]
+        namespace, name = normal_namespace(dataset["namespace"]), dataset["name"]
         if namespace.startswith(PRODUCT_SCHEME) or owned(namespace, name):
             raise ForbiddenEvent(
                 f"outputs[{index}] is written by civicmesh; an external event may not state its lineage"
             )
     for where, facets in _facet_maps(event):
-        if isinstance(facets, dict) and any(str(k).startswith(RESERVED_PREFIX) for k in facets):
+        if isinstance(facets, dict) and any(str(k).casefold().startswith(RESERVED_PREFIX) for k in facets):
             raise ForbiddenEvent(f"{where}: facets named {RESERVED_PREFIX}* are civicmesh's own")
 
 

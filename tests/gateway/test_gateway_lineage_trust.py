@@ -215,6 +215,63 @@ def test_a_producer_cannot_forge_civicmesh_lineage(trust_server: Server, name: s
     assert "alice" not in json.dumps(srv.gql(DERIVED, "carol", {"p": HR}))
 
 
+def _look_alike_read(namespace: str, reader: str) -> dict[str, Any]:
+    event = _event(namespace, f"consumer.{reader}.read", [_product(AIR)], [])
+    event["job"]["facets"] = {"jobType": {"jobType": "READ", "integration": "X", "processingType": "BATCH"}}
+    return event
+
+
+LOOK_ALIKES = {
+    "civicmesh in capitals": _look_alike_read("Civicmesh", "frank"),
+    "a Cyrillic i": _look_alike_read("civ\u0456cmesh", "frank"),
+    "a trailing space": _look_alike_read("civicmesh ", "frank"),
+    "a zero-width space": _look_alike_read("civicmesh\u200b", "frank"),
+    "a bidi override in the job name": _event("city-etl", "consumer.\u202edaer.knarf", [_product(AIR)], []),
+    "a product output in capitals": _event(
+        "city-etl", "publish", [_dataset("file", "/evil.csv")], [_dataset("CIVICMESH://LOCAL", SR)]
+    ),
+    "a warehouse table by its legacy path": _event(
+        "city-etl",
+        "overwrite",
+        [_dataset("file", "/evil.csv")],
+        [_dataset(f"duckdb://{HOME}/warehouse.duckdb", "warehouse.main.air_quality")],
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(LOOK_ALIKES))
+def test_a_look_alike_of_civicmesh_lineage_is_refused(trust_server: Server, name: str) -> None:
+    """Break 11: `Civicmesh`, `civicmesh` with a Cyrillic i, a trailing space or a zero-width space were
+    accepted as job namespaces, so a forged `consumer.frank.read` showed in `lineage` exactly like
+    a reader civicmesh recorded; outputs named `CIVICMESH://LOCAL/...` or by a legacy warehouse path
+    were accepted too. Each is refused with one record, and no one sees the forgery."""
+    srv = trust_server
+    upstream_before = _lineage(srv, "carol", SR, "UPSTREAM")
+    response, record = _one_record(srv, lambda: _post(srv, "airflow", LOOK_ALIKES[name]))
+    assert response.status_code in (400, 403), response.text
+    assert record["error_code"] == response.json()["errors"][0]["extensions"]["code"]
+    downstream = json.dumps(_lineage(srv, "carol", AIR, "DOWNSTREAM"))
+    assert "frank" not in downstream and "knarf" not in downstream
+    assert _lineage(srv, "carol", SR, "UPSTREAM") == upstream_before
+
+
+def test_an_external_job_between_two_products_derives_no_readers(trust_server: Server) -> None:
+    """Break 11: an external job that reads service_requests and writes the landing file air_quality is
+    ingested from (a dataset civicmesh only reads, so the event is its producer's to state) put
+    every reader of air_quality into `readersOfDerived(service_requests)`. Audit answers follow only
+    the jobs civicmesh recorded; the external job stays visible in `lineage`, as its producer's."""
+    srv = trust_server
+    srv.gql("{ environment { airQuality { nodes { station } } } }", "bob")
+    assert "bob" in json.dumps(srv.gql(DERIVED, "carol", {"p": AIR}))  # bob did read air_quality
+    event = _event("city-etl", "extract", [_product(SR)], [_dataset("file", LANDING)])
+    response, _ = _one_record(srv, lambda: _post(srv, "airflow", event))
+    assert response.status_code == 201, response.text
+    readers = srv.gql(DERIVED, "carol", {"p": SR})
+    assert "errors" not in readers, readers
+    assert {r["product"] for r in readers["data"]["readersOfDerived"]} <= {SR}, readers
+    assert "extract" in _names(_lineage(srv, "carol", SR, "DOWNSTREAM"))
+
+
 # -- item 2: redaction is no oracle; readers and paths are audit data -----------------------------
 
 
@@ -246,9 +303,7 @@ def test_server_paths_are_shown_only_to_who_audits_the_product(trust_server: Ser
         text = json.dumps(result)
         assert HOME not in text, text
         assert "air_quality.csv" in _names(result)
-        assert {n["namespace"] for n in result["nodes"] if n["name"].startswith("warehouse.")} == {
-            "duckdb://warehouse.duckdb"
-        }
+        assert {n["namespace"] for n in result["nodes"] if n["name"].startswith("warehouse.")} == {WAREHOUSE}
     carol = _lineage(srv, "carol", AIR, "UPSTREAM")
     assert LANDING in _names(carol) and HOME in json.dumps(carol)
 
