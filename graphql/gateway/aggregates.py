@@ -14,7 +14,8 @@ from civicmesh.catalog import CatalogEntry
 from gateway.context import RequestContext, Touch
 from gateway.errors import bad_input, limit_exceeded
 from gateway.query import BIGINT, DATE, DATETIME, FLOAT, INT, PageQuery
-from gateway.reads import authorize_read, record_failure, selected
+from gateway.reads import authorize_read, record_failure
+from gateway.selection import below, selected
 
 METRICS = ("count", "count_distinct", "sum", "avg", "min", "max")
 GRAPHQL_METRICS = {"count": "count", "countDistinct": "count_distinct", "sum": "sum", "avg": "avg"}
@@ -75,22 +76,21 @@ def metrics_from(info: Any, column_by_enum: dict[str, str]) -> list[Metric]:
     keyed by both response keys: `a: groups { m: sum(...) } b: groups { m: avg(...) }` are two
     metrics, and a field written twice merges its selections (GraphQL spec §5.3.2)."""
     metrics: list[Metric] = []
-    selections = [item for field in info.selected_fields for item in selected(field.selections)]
-    for name, sel in selections:
-        if name != "groups":
+    columns = set(column_by_enum.values())  # a `column` argument is an enum member whose value is one
+    for groups in selected(info):
+        if groups.name != "groups":
             continue
-        groups_key = sel.alias or name
-        for sub, metric in selected(sel.selections):
-            kind = GRAPHQL_METRICS.get(sub)
+        for metric in below(info, groups):
+            kind = GRAPHQL_METRICS.get(metric.name)
             if kind is None:
                 continue
-            arg = metric.arguments.get("column")
-            column = column_by_enum.get(str(getattr(arg, "name", arg))) if arg is not None else None
+            arg = getattr(metric.arguments.get("column"), "value", None)
+            column = arg if arg in columns else None
             if kind == "count":
                 column = None  # count(*): rows per group
             elif column is None:
-                raise bad_input(f"`{sub}` needs a `column`.")
-            metrics.append(Metric(key=(groups_key, metric.alias or sub), kind=kind, column=column))
+                raise bad_input(f"`{metric.name}` needs a `column`.")
+            metrics.append(Metric(key=(groups.key, metric.key), kind=kind, column=column))
     return list({m.key: m for m in metrics}.values())
 
 

@@ -7,7 +7,7 @@ it — and then applied in SQL (row filter as bound parameters, masks as express
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -21,6 +21,7 @@ from gateway.errors import NOT_AVAILABLE, UNAVAILABLE, GovernedError, bad_input,
 from gateway.integrity import ensure_intact
 from gateway.naming import camel
 from gateway.query import Cursor, PageQuery
+from gateway.selection import below, selected
 from policies.asof import decide_as_of
 from policies.decision import Decision
 from policies.history import HistoryError
@@ -39,27 +40,18 @@ class Wanted:
     page_info: bool
 
 
-def selected(selections: Iterable[Any], prefix: str = "") -> Iterable[tuple[str, Any]]:
-    """(path, SelectedField) for every field, looking through fragments."""
-    for sel in selections:
-        name = getattr(sel, "name", None)
-        if hasattr(sel, "arguments") and name is not None:  # a SelectedField
-            yield prefix + name, sel
-        else:  # InlineFragment / FragmentSpread
-            yield from selected(sel.selections, prefix)
-
-
 def wanted_from(info: Any, column_by_field: Mapping[str, str]) -> Wanted:
     """What every selection of this field asks for: a product field written twice under one
     response key (`serviceRequests { nodes { a } } serviceRequests { nodes { b } }`) is one field
-    whose selections merge (GraphQL spec §5.3.2), so both sets of columns are read."""
-    fields = [item for field in info.selected_fields for item in selected(field.selections)]
-    names = {name for name, _ in fields}
+    whose selections merge (GraphQL spec §5.3.2), so both sets of columns are read; a column that
+    `@skip`/`@include` leave out is not (`selection.py`)."""
+    fields = selected(info)
+    names = {field.name for field in fields}
     columns: list[str] = []
-    for name, field in fields:
-        if name == "nodes":
-            for sub, _ in selected(field.selections):
-                column = column_by_field.get(sub)
+    for field in fields:
+        if field.name == "nodes":
+            for sub in below(info, field):
+                column = column_by_field.get(sub.name)
                 if column is not None and column not in columns:
                     columns.append(column)
     return Wanted(

@@ -8,6 +8,7 @@ tests never depend on wall-clock speed)."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -176,3 +177,39 @@ def test_repeated_groups_selections_merge(server: Server) -> None:
         "groups { n: min(column: PRIORITY) } }",
     )
     assert data["serviceRequestsAggregate"]["groups"] == [{"s": float(sum(PRIORITIES)), "n": "1"}]
+
+
+# -- fragments without a type condition, @skip and @include (GraphQL spec §6.3.2 CollectFields) ---
+
+
+@pytest.mark.parametrize(
+    ("selection", "variables", "expected"),
+    [
+        ("nodes { requestId ... @include(if: $on) { priority } }", {"on": True}, ["requestId", "priority"]),
+        ("nodes { requestId ... @include(if: $on) { priority } }", {"on": False}, ["requestId"]),
+        ("nodes { requestId ... { p: priority } }", {}, ["requestId", "p"]),
+        ("... { nodes { requestId } } ... @skip(if: $on) { totalCount }", {"on": True}, None),
+        ("nodes { requestId priority @skip(if: $on) }", {"on": True}, ["requestId"]),
+    ],
+    ids=["include-true", "include-false", "bare", "on-the-connection", "skip"],
+)
+def test_inline_fragments_without_a_type_condition_and_directives(
+    server: Server, selection: str, variables: dict[str, Any], expected: list[str] | None
+) -> None:
+    """Break 11: `... @include(if: false) { district }` under a product field answered HTTP 200 with
+    an internal error (Strawberry's `selected_fields` needs a type condition). The selection is now
+    collected as the executor collects it: the answer and the access log agree with `@skip`/`@include`."""
+    declared = "($on: Boolean = true)" if "$on" in selection else ""
+    query = f"query{declared} {{ publicWorks {{ serviceRequests(first: 2) {{ {selection} }} }} }}"
+    log = AccessLog.from_settings(server.settings)
+    before = log.head()
+    body = server.gql(query, "alice", variables)
+    assert "errors" not in body, body
+    connection = body["data"]["publicWorks"]["serviceRequests"]
+    (record,) = log.rows(after_seq=before)
+    if expected is None:  # the fragment on the connection: nodes selected, totalCount skipped
+        assert connection == {"nodes": [{"requestId": "SR-0000"}, {"requestId": "SR-0001"}]}
+        return
+    assert [list(n) for n in connection["nodes"]] == [expected, expected]
+    returned = ["request_id"] + (["priority"] if len(expected) == 2 else [])
+    assert json.loads(record["columns_returned"]) == returned, record
