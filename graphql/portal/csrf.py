@@ -4,7 +4,8 @@ Each session holds a random token (`sessions.csrf_token`); every form carries it
 `csrf_token` field (the templates' `csrf_field()`), a script may send it as `X-CSRF-Token`. A POST,
 PUT, PATCH or DELETE without this session's token is refused with 403 and a message before any
 endpoint runs, and logged. Tokens are compared in constant time and replaced at sign-in. Forms are
-`application/x-www-form-urlencoded` (at most 64 KiB); other bodies must use the header.
+`application/x-www-form-urlencoded` (at most 64 KiB, arriving within `http_body.BODY_TIMEOUT_S`:
+else 413 or 408); other bodies must use the header.
 """
 
 from __future__ import annotations
@@ -14,9 +15,12 @@ import logging
 from collections.abc import Callable
 from urllib.parse import parse_qs
 
+import anyio
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gateway.http_body import BODY_TIMEOUT_S
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +43,13 @@ class CSRFMiddleware:
         if scope["type"] != "http" or scope["method"] not in UNSAFE_METHODS:
             await self.app(scope, receive, send)
             return
-        body, complete = await _read_body(receive, MAX_FORM_BYTES)
         request = Request(scope)
+        with anyio.move_on_after(BODY_TIMEOUT_S) as deadline:
+            body, complete = await _read_body(receive, MAX_FORM_BYTES)
+        if deadline.cancelled_caught:  # a client trickling its form held the connection for ever
+            message = f"The form did not arrive within {BODY_TIMEOUT_S:g} s."
+            await self.refuse(request, 408, message)(scope, receive, send)
+            return
         if not complete:
             await self.refuse(request, 413, "The form is too large.")(scope, receive, send)
             return

@@ -137,6 +137,21 @@ def test_a_body_that_does_not_arrive_in_time_is_408_and_one_record(slow_server: 
     )
 
 
+@pytest.mark.parametrize("route", ["/logout", "/login/demo"])
+def test_a_portal_form_that_does_not_arrive_in_time_is_408(slow_server: Server, route: str) -> None:
+    """Break 11: a portal form (sign-in, sign-out) whose body trickled in was waited for for ever:
+    the head timeout ends with the head, and the portal's form reader had no deadline."""
+    sock = _connect(slow_server.port)
+    try:
+        head = f"POST {route} HTTP/1.1\r\nHost: civicmesh\r\n".encode()
+        form = b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 1000\r\n\r\nc"
+        sock.send(head + form)
+        answer = _closed_reading(sock, time.monotonic() + 120)
+    finally:
+        sock.close()
+    assert answer is not None and answer.startswith(b"HTTP/1.1 408"), answer
+
+
 def test_civicmesh_serve_cuts_off_an_idle_connection(gw_settings: Settings) -> None:
     assert serving.uvicorn_options()["http"] is HeaderTimeoutH11Protocol
     port = _free_port()
