@@ -3,8 +3,8 @@
 `/healthz` is liveness (the process answers). `/readyz` runs every registered check and answers
 200 `{"status": "ready", "checks": {...}}` when all pass, else 503 `{"status": "not_ready", ...}`
 naming each failing check and why, so a load balancer stops routing here and an operator sees the
-cause. Checks are cheap, synchronous, and never raise: a check that raises counts as failed
-(fail closed).
+cause (absolute server paths cut to their last part: anyone may ask). Checks are cheap,
+synchronous, and never raise: a check that raises counts as failed (fail closed).
 
 Each room that can make the gateway unfit registers one check on `Gateway.readiness`:
 broken snapshots (checksum mismatch), the metadata store (unwritable), the policy (a rejected reload).
@@ -13,10 +13,20 @@ broken snapshots (checksum mismatch), the metadata store (unwritable), the polic
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
+
+# An absolute path or file: URL in a detail (not the path part of another URL: `postgresql://host/db`).
+_PATH = re.compile(r"(?:\bfile://|(?<![\w:/.~-]))/[^\s'\"():;,]+")
+
+
+def without_paths(detail: str) -> str:
+    """`detail` with each absolute server path cut to `.../<its last part>`: `/readyz` answers anyone,
+    and where the home, the store or the audit sink live is not anyone's business."""
+    return _PATH.sub(lambda m: ".../" + m.group(0).rstrip("/").rsplit("/", 1)[-1], detail)
 
 
 @dataclass(frozen=True)
@@ -49,5 +59,5 @@ class Readiness:
             except Exception as exc:  # a check that cannot tell says "not ready"
                 log.exception("readiness check %s raised", name)
                 result = CheckResult(False, f"check failed: {type(exc).__name__}")
-            results[name] = {"ok": result.ok, "detail": result.detail}
+            results[name] = {"ok": result.ok, "detail": without_paths(result.detail)}
         return all(r["ok"] for r in results.values()), results

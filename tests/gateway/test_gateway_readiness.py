@@ -35,3 +35,19 @@ def test_a_check_that_raises_counts_as_failed() -> None:
     ready, checks = readiness.report()
     assert not ready
     assert checks["snapshots"]["ok"] is False and "OSError" in str(checks["snapshots"]["detail"])
+
+
+def test_readyz_names_no_server_path(server) -> None:
+    """Break 11: `/readyz` answers anyone and named where the audit sink lives
+    (`checkpoints to /srv/.../audit/checkpoints.jsonl`); details keep a path's last part only."""
+    home = str(server.settings.home)
+    readiness = server.server.config.app.state.gateway.readiness
+    readiness.add("probe", lambda: CheckResult(False, f"cannot read file://{home}/audit/sink.jsonl: gone"))
+    try:
+        response = server.client.get("/readyz")
+    finally:
+        readiness.add("probe", lambda: CheckResult(True))
+    assert home not in response.text, response.text
+    checks = response.json()["checks"]
+    assert checks["probe"]["detail"] == "cannot read .../sink.jsonl: gone"
+    assert "checkpoints.jsonl" in checks["audit"]["detail"]  # the sink's name, not where it is
