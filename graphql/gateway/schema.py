@@ -8,6 +8,7 @@ a new column — is served without a restart. Every generated resolver gets a un
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import inspect
 import logging
 import types
@@ -369,15 +370,19 @@ def _build_one(state: CatalogState, demo_mode: bool) -> GatewaySchema:
         namespace["__annotations__"][f"dept_{department}"] = field.type
     bases = (CatalogQuery, AuditQuery, LineageQuery, AccessRequestQuery)
     query = strawberry.type(types.new_class("Query", bases, {}, lambda ns: ns.update(namespace)))
+    # Classes and factories, never instances: Strawberry passes an instance through to every request
+    # and points its `execution_context` at the latest one, so concurrent requests validated each
+    # other's documents (HTTP 200 with "'NoneType' object has no attribute 'definitions'") and
+    # MaskErrors masked another request's result while an internal error of this one went out.
     extensions: list[Any] = [
-        CheapLimits(),  # parses and validates (cached, off the event loop) after cheap checks
-        MaxTokensLimiter(max_token_count=MAX_TOKENS),
-        QueryDepthLimiter(max_depth=MAX_DEPTH),
-        MaxAliasesLimiter(max_alias_count=MAX_ALIASES),
-        MaskErrors(should_mask_error=should_mask, error_message=MASKED_MESSAGE),
+        CheapLimits,  # parses and validates (cached, off the event loop) after cheap checks
+        functools.partial(MaxTokensLimiter, max_token_count=MAX_TOKENS),
+        functools.partial(QueryDepthLimiter, max_depth=MAX_DEPTH),
+        functools.partial(MaxAliasesLimiter, max_alias_count=MAX_ALIASES),
+        functools.partial(MaskErrors, should_mask_error=should_mask, error_message=MASKED_MESSAGE),
     ]
     if not demo_mode:
-        extensions.append(DisableIntrospection())
+        extensions.append(DisableIntrospection)
     schema = GatewaySchema(
         query=query,
         mutation=AccessMutation,

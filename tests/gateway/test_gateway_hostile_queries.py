@@ -213,3 +213,41 @@ def test_inline_fragments_without_a_type_condition_and_directives(
     assert [list(n) for n in connection["nodes"]] == [expected, expected]
     returned = ["request_id"] + (["priority"] if len(expected) == 2 else [])
     assert json.loads(record["columns_returned"]) == returned, record
+
+
+# -- concurrent requests never share an extension's state -------------------------------------------
+
+
+def test_every_request_gets_its_own_extensions(server: Server) -> None:
+    """Break 11: the schema passed extension *instances*; Strawberry hands an instance to every
+    request and points its `execution_context` at the latest one, so one request's validation ran
+    on another's document and MaskErrors masked another request's errors."""
+    schema = server.server.config.app.state.gateway.view.schema
+    first, second = schema.get_extensions(), schema.get_extensions()
+    assert first and not any(a is b for a in first for b in second)
+
+
+def test_concurrent_requests_of_one_new_document_are_each_answered(server: Server) -> None:
+    """The same new document from 48 clients at once: each is parsed, validated and answered as
+    its own (before: now and then one got HTTP 200 with an unmasked internal error)."""
+    import threading
+    import uuid
+
+    document = "query($p: String!) { product(name: $p) { name } } # " + uuid.uuid4().hex
+    token = server.token("alice")
+    answers: list[Any] = []
+
+    def ask(i: int) -> None:
+        response = server.client.post(
+            "/graphql",
+            json={"query": document, "variables": {"p": f"no.such{i}"}},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        answers.append(response.json())
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(48)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert answers == [{"data": {"product": None}, "extensions": {"governance": {}}}] * 48
