@@ -165,7 +165,7 @@ class AccessRecord:
     def to_row(self) -> dict[str, Any]:
         # A shallow copy: the JSON fields are serialised right away (asdict's deep copy was
         # a third of an append).
-        row = {name: getattr(self, name) for name in _RECORD_FIELDS}
+        row = {name: storable(name, getattr(self, name)) for name in _RECORD_FIELDS}
         for name in _JSON_FIELDS:
             value = row[name]
             row[name] = None if value is None else json.dumps(value, sort_keys=True, separators=(",", ":"))
@@ -175,6 +175,23 @@ class AccessRecord:
 
 
 _RECORD_FIELDS = tuple(f.name for f in fields(AccessRecord))
+_LENGTHS = {c.name: c.type.length for c in access_log_table.columns if getattr(c.type, "length", None)}
+
+
+def storable(name: str, value: Any) -> Any:
+    """`value` of record field `name` as every backend can store it. PostgreSQL refuses a NUL
+    (U+0000) in text and a string longer than its VARCHAR(n) column; SQLite takes both. So a text
+    is written the same everywhere (and hashed as written): NUL as U+FFFD, cut to its column with a
+    final `…`. A caller's value (a product name of 300 characters, or one holding NUL) is recorded
+    then, instead of failing the group commit it shares with other requests (HTTP 503 for all)."""
+    if not isinstance(value, str):
+        return value
+    if "\x00" in value:
+        value = value.replace("\x00", "\ufffd")
+    limit = _LENGTHS.get(name)
+    if limit is not None and len(value) > limit:
+        value = value[: limit - 1] + "\u2026"
+    return value
 
 
 def chain_hash(row: dict[str, Any]) -> str:

@@ -30,6 +30,7 @@ from lineage.naming import JOB_NAMESPACE, stable_namespace
 from lineage.runs import plain
 
 MAX_EVENT_BYTES = 1 << 20  # 1 MiB: generous for one event with column lineage, bounded for a server
+MAX_EVENT_TIME = 40  # characters: the outbox's event_time column (PostgreSQL refuses longer ones)
 EVENT_TYPES = {"START", "RUNNING", "COMPLETE", "ABORT", "FAIL", "OTHER"}
 PRODUCT_SCHEME = "civicmesh:"  # product datasets: civicmesh://<site>/<department>.<product>
 
@@ -93,7 +94,7 @@ def check_event(event: Any) -> dict[str, Any]:
         raise InvalidEvent("body must be one JSON object (a RunEvent)")
     if "run" not in event or "job" not in event:
         raise InvalidEvent("only RunEvents are accepted (run and job are required)")
-    event_time = _text(event.get("eventTime"), "eventTime", 64)
+    event_time = _text(event.get("eventTime"), "eventTime", MAX_EVENT_TIME)
     try:
         parsed = datetime.fromisoformat(event_time.replace("Z", "+00:00"))
     except ValueError:
@@ -109,9 +110,9 @@ def check_event(event: Any) -> dict[str, Any]:
     if not isinstance(run, dict) or not isinstance(job, dict):
         raise InvalidEvent("run and job must be objects")
     try:
-        uuid.UUID(str(run.get("runId")))
-    except ValueError:
-        raise InvalidEvent("run.runId must be a UUID") from None
+        uuid.UUID(run.get("runId"))  # a string: a JSON number of 32 digits is no UUID
+    except (TypeError, ValueError, AttributeError):
+        raise InvalidEvent("run.runId must be a UUID (a string)") from None
     _namespace(job.get("namespace"), "job.namespace")
     _text(job.get("name"), "job.name", 500)
     for where in ("run", "job"):

@@ -39,6 +39,8 @@ if TYPE_CHECKING:
 # audit and grant are role rights: granting them through a request would let owners mint owners.
 REQUESTABLE_ACTIONS = ("discover", "read", "read_pii", "export", "lineage")
 MAX_DAYS = 365
+MAX_TEXT = 2000  # characters of a purpose or a note
+MAX_PRODUCT, MAX_DEPARTMENT = 200, 100  # the lengths of their columns below
 
 metadata = MetaData()
 
@@ -71,6 +73,19 @@ access_request_events = Table(
     Column("event", String(20), nullable=False),
     Column("detail", Text, nullable=False, default=""),
 )
+
+
+def plain_text(kind: str, value: object) -> str:
+    """A purpose or note as every store keeps it: a string of at most MAX_TEXT characters with no
+    control character but newline and tab (PostgreSQL refuses a NUL: the request failed as an
+    internal error). Raises PolicyError."""
+    if (
+        not isinstance(value, str)
+        or len(value) > MAX_TEXT
+        or any((ord(ch) < 32 and ch not in "\n\t") or ord(ch) == 127 for ch in value)
+    ):
+        raise PolicyError(f"a {kind} is plain text of at most {MAX_TEXT} characters")
+    return value
 
 
 def utcnow() -> datetime:
@@ -264,6 +279,9 @@ class AccessRequests:
         self._known_user(subject)
         check_name("product", product.name)
         check_name("department", product.department)
+        if len(product.name) > MAX_PRODUCT or len(product.department) > MAX_DEPARTMENT:
+            raise PolicyError(f"a product name has at most {MAX_PRODUCT} characters")
+        plain_text("purpose", purpose)
         if product.department == GLOBAL_DOMAIN:
             raise PolicyError(f"{GLOBAL_DOMAIN!r} is reserved and owns no products")
         if action not in REQUESTABLE_ACTIONS:
@@ -294,6 +312,7 @@ class AccessRequests:
 
     def _decide(self, request_id: int, approver: str, approve: bool, note: str) -> AccessRequest:
         self._known_user(approver)
+        plain_text("note", note)
         with self.engine.begin() as conn:
             current = self._get(conn, request_id)
             if current.status != "pending":
@@ -334,6 +353,7 @@ class AccessRequests:
     def revoke(self, request_id: int, actor: str, note: str = "") -> AccessRequest:
         """An owner of the department, or the grantee giving it up, ends a request or grant now."""
         self._known_user(actor)
+        plain_text("note", note)
         with self.engine.begin() as conn:
             current = self._get(conn, request_id)
             if current.status not in ("pending", "approved"):
