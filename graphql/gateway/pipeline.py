@@ -4,7 +4,7 @@ An ASGI middleware around each governed endpoint (`governed(endpoint, ...)` in `
 handler authenticates, reads a body or writes a refusal record itself. In order:
 
 1. a request id (sent back as `X-Request-Id`) and the client address;
-2. the method (405);
+2. the method (405), one Authorization header at most (400);
 3. the bearer token, verified once per `auth.TokenCache` entry, whose subject must be in the staff
    directory: 401 `UNAUTHENTICATED` otherwise (a valid signature for a stranger is no identity),
    before a byte of the body is read;
@@ -130,6 +130,8 @@ class RequestPipeline:
             allowed = ", ".join(sorted(self.methods))
             message = f"Method {request.method} is not allowed here; use {allowed}."
             raise GovernedError(message, errors.BAD_USER_INPUT, status=405)
+        if len(request.headers.getlist("authorization")) > 1:  # a singleton field (RFC 9110 §5.3)
+            raise GovernedError("Send one Authorization header, not several.", errors.BAD_USER_INPUT)
         try:
             principal = services.tokens.authenticate(services.settings, request.headers.get("authorization"))
         except AuthError as exc:

@@ -116,6 +116,22 @@ def test_a_body_that_is_no_json_object_is_a_400_and_one_record(
     assert says in response.json()["errors"][0]["message"] and record["subject"] == user
 
 
+def test_two_authorization_headers_are_a_400_and_one_record(server: Server) -> None:
+    """Break 11: with two Authorization headers the first one won (mallory's here), whatever a proxy
+    in front of the gateway authenticated."""
+    headers = [
+        ("content-type", "application/json"),
+        ("authorization", f"Bearer {server.token('mallory')}"),
+        ("authorization", f"Bearer {server.token('alice')}"),
+    ]
+    response, record = refused_once(
+        server,
+        lambda: server.client.post("/graphql", content=b'{"query": "{ me { user } }"}', headers=headers),
+    )
+    assert (response.status_code, record["error_code"]) == (400, "BAD_USER_INPUT")
+    assert record["subject"] is None
+
+
 def test_a_lineage_event_nested_5000_deep_is_refused(server: Server) -> None:
     deep = '{"a":' * 5000 + "1" + "}" * 5000
     event = (
