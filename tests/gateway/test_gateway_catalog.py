@@ -97,3 +97,17 @@ def test_facets_and_snapshots(server) -> None:
     assert {"value": "pii", "count": 1} in facets["tags"]
     snapshots = body["data"]["product"]["snapshots"]
     assert len(snapshots) == 1 and snapshots[0]["rowCount"] == 10
+
+
+def test_a_search_is_bounded_and_a_repeated_term_counts_once(server) -> None:
+    """Break 11: `products(search:)` matched every term against every product's texts on the event
+    loop; 31,000 copies of one letter (a 62 KB body) held it for ~0.35 s. A search has at most 500
+    characters, and a term written twice is matched once."""
+    from gateway.catalog_fields import MAX_SEARCH
+
+    assert names(server, "alice", 'search: "pothole pothole POTHOLE"') == ["public_works.service_requests"]
+    for field in ("products", "productFacets"):
+        body = server.gql(f'{{ {field}(search: "{"e " * 31_000}") {{ __typename }} }}', "mallory")
+        assert body["data"] is None or body["data"][field] is None, body
+        (error,) = body["errors"]
+        assert error["extensions"]["code"] == "BAD_USER_INPUT" and str(MAX_SEARCH) in error["message"]
