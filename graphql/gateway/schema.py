@@ -369,15 +369,18 @@ def _build_one(state: CatalogState, demo_mode: bool) -> GatewaySchema:
         namespace["__annotations__"][f"dept_{department}"] = field.type
     bases = (CatalogQuery, AuditQuery, LineageQuery, AccessRequestQuery)
     query = strawberry.type(types.new_class("Query", bases, {}, lambda ns: ns.update(namespace)))
+    # Classes or factories, never instances: Strawberry gives each request its own extension
+    # objects only then; a shared instance's `execution_context` is overwritten by every request in
+    # flight (tests/gateway/test_gateway_concurrent_requests.py).
     extensions: list[Any] = [
-        CheapLimits(),  # parses and validates (cached, off the event loop) after cheap checks
-        MaxTokensLimiter(max_token_count=MAX_TOKENS),
-        QueryDepthLimiter(max_depth=MAX_DEPTH),
-        MaxAliasesLimiter(max_alias_count=MAX_ALIASES),
-        MaskErrors(should_mask_error=should_mask, error_message=MASKED_MESSAGE),
+        CheapLimits,  # parses and validates (cached, off the event loop) after cheap checks
+        lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS),
+        lambda: QueryDepthLimiter(max_depth=MAX_DEPTH),
+        lambda: MaxAliasesLimiter(max_alias_count=MAX_ALIASES),
+        lambda: MaskErrors(should_mask_error=should_mask, error_message=MASKED_MESSAGE),
     ]
     if not demo_mode:
-        extensions.append(DisableIntrospection())
+        extensions.append(DisableIntrospection)
     schema = GatewaySchema(
         query=query,
         mutation=AccessMutation,
