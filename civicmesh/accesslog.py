@@ -47,7 +47,7 @@ from civicmesh.audit.checkpoints import seal_message
 from civicmesh.audit.signing import Signer, Verifier, export_public_key, load_signer
 from civicmesh.audit.sinks import CheckpointSink, open_sink
 from civicmesh.settings import Settings
-from civicmesh.store import get_engine, invalidate_on_fault, retry_once
+from civicmesh.store import create_tables, get_engine, invalidate_on_fault, retry_once
 
 if TYPE_CHECKING:
     from civicmesh.audit.verify import ChainCheck
@@ -329,7 +329,7 @@ class AccessLog:
         return cls(get_engine(settings.metadata_url), signer=signer, sink=sink).ensure_schema()
 
     def ensure_schema(self) -> AccessLog:
-        metadata.create_all(self.engine)
+        create_tables(self.engine, metadata)
         return self
 
     # -- writing ---------------------------------------------------------------------------------

@@ -45,6 +45,7 @@ from civicmesh.evolution import check_compatible
 from civicmesh.products import ProductSpec
 from civicmesh.settings import SNAPSHOTS_FOLDER, Settings
 from civicmesh.snapshots import WrittenSnapshot
+from civicmesh.store import create_tables
 
 metadata = MetaData()
 
@@ -319,7 +320,7 @@ class Catalog:
         self._has_verifications = False  # known once seen (older stores lack the table)
 
     def ensure_schema(self) -> Catalog:
-        metadata.create_all(self.engine)
+        create_tables(self.engine, metadata)
         self._relativise_legacy_paths()
         return self
 

@@ -32,7 +32,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, MetaData, create_engine, event, inspect
 from sqlalchemy.engine import URL, ExceptionContext, make_url
 from sqlalchemy.exc import DBAPIError
 
@@ -157,6 +157,31 @@ def get_engine(url: str) -> Engine:
         event.listen(engine, "handle_error", _invalidate_on_fault)
         _engines[url] = engine
         return engine
+
+
+# The key of PostgreSQL's advisory lock held while tables are created (any constant; "civi").
+_SCHEMA_LOCK_KEY = 0x63697669
+
+
+def create_tables(engine: Engine, metadata: MetaData) -> None:
+    """`metadata.create_all`, once across processes: gateway workers or hosts starting together on a
+    new (or upgraded) store each create every missing table exactly once. Unserialised, two
+    processes both found a table missing and the second CREATE failed (SQLite: "table ... already
+    exists"; PostgreSQL: a unique violation in `pg_type`), and the worker died at start-up.
+
+    Nothing missing: reads only, so a read-only store still opens. Else one transaction holding the
+    store's write lock (SQLite `BEGIN IMMEDIATE`; PostgreSQL a transaction-scoped advisory lock,
+    its DDL being transactional) in which `create_all` checks again and creates what is missing."""
+    with engine.connect() as conn:
+        found = inspect(conn)
+        if all(found.has_table(t.name, schema=t.schema) for t in metadata.sorted_tables):
+            return
+    with engine.begin() as conn:
+        if conn.dialect.name == "sqlite":
+            conn.exec_driver_sql("BEGIN IMMEDIATE")  # pysqlite opens none for DDL by itself
+        elif conn.dialect.name == "postgresql":
+            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_SCHEMA_LOCK_KEY})")
+        metadata.create_all(conn)
 
 
 def probe(engine: Engine) -> tuple[bool, str]:

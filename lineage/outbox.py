@@ -42,6 +42,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 
 from civicmesh.accesslog import insert_rows
+from civicmesh.store import create_tables
 from lineage.lease import LEASE_TTL_S, holder_alive
 from lineage.runs import to_dict
 
@@ -153,7 +154,7 @@ class Outbox:
         self.visibility_lag = timedelta(seconds=visibility_lag_s)
 
     def ensure_schema(self) -> Outbox:
-        metadata.create_all(self.engine)
+        create_tables(self.engine, metadata)
         return self
 
     # -- writing ---------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ Dagster's UI (Automation, per schedule or sensor) switches each one; a state swi
 in the instance and wins over this default.
 """
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -44,16 +45,19 @@ def _landing_state(landing_dir: Path) -> dict[str, float]:
 def landing_changes(
     context: dg.SensorEvaluationContext, landing_dir: Path
 ) -> dg.SensorResult | dg.SkipReason:
-    """A run request when a landing file is new or changed since the sensor's cursor."""
+    """A run request when a landing file is new, changed or removed since the sensor's cursor.
+
+    The run key names the whole landing state (a digest of every file's name and mtime): Dagster
+    skips a run request whose key it has seen, so a key from the newest mtime alone lost a change
+    to an older file, such as one delivered with its original time kept (`cp -p`, `rsync -t`)."""
     state = _landing_state(landing_dir) if landing_dir.exists() else {}
     previous = json.loads(context.cursor) if context.cursor else {}
-    changed = sorted(k for k, v in state.items() if previous.get(k) != v)
-    if not changed:
-        return dg.SkipReason("no new landing files")
+    changed = sorted(k for k in state.keys() | previous.keys() if previous.get(k) != state.get(k))
+    if not changed or not state:
+        return dg.SkipReason("no new landing files" if state else "no landing files")
+    digest = hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()[:16]
     return dg.SensorResult(
-        run_requests=[
-            dg.RunRequest(run_key=f"landing-{max(state.values())}", tags={"changed": ",".join(changed)[:200]})
-        ],
+        run_requests=[dg.RunRequest(run_key=f"landing-{digest}", tags={"changed": ",".join(changed)[:200]})],
         cursor=json.dumps(state),
     )
 

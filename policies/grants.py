@@ -31,6 +31,7 @@ from sqlalchemy import (
 
 from civicmesh.accesslog import AccessLog, AccessRecord
 from civicmesh.products import ProductSpec
+from civicmesh.store import create_tables
 from policies.names import GLOBAL_DOMAIN, PolicyError, check_name
 
 if TYPE_CHECKING:
@@ -142,7 +143,7 @@ class AccessRequest:
 
 
 def ensure_schema(engine: Engine) -> None:
-    metadata.create_all(engine)
+    create_tables(engine, metadata)
 
 
 def active_grants(engine: Engine, now: datetime | None = None) -> list[AccessRequest]:

@@ -22,6 +22,7 @@ from pathlib import Path
 from sqlalchemy import Column, Connection, Engine, MetaData, String, Table, Text, select
 
 from civicmesh.accesslog import AccessLog, AccessRecord
+from civicmesh.store import create_tables
 from policies.directory import parse_directory
 from policies.lint import MODEL_FILE, POLICY_FILE, USERS_FILE, lint_texts, owned_departments, read_texts
 from policies.names import PolicyError
@@ -86,7 +87,7 @@ def line_changes(old: PolicyFiles | None, new: PolicyFiles) -> list[str]:
 
 
 def ensure_schema(engine: Engine) -> None:
-    metadata.create_all(engine)
+    create_tables(engine, metadata)
 
 
 def files_of(engine: Engine, digest: str) -> PolicyFiles | None:

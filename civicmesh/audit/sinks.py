@@ -34,6 +34,8 @@ make it append-only there (`chattr +a`, a WORM mount). Other sinks fit the same 
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -93,8 +95,7 @@ class FileSink:
                 expected = int(last["index"]) + 1 if last else 1
                 if checkpoint.get("index") != expected:
                     raise SinkConflict(f"{self.path} already holds checkpoint #{expected - 1}")
-                os.write(fd, _line(checkpoint))
-                os.fsync(fd)
+                _append_whole(fd, _line(checkpoint))
             finally:
                 os.close(fd)  # releases the lock
             if created:  # the new directory entry must survive a crash too
@@ -124,6 +125,26 @@ class FileSink:
             return None
         except OSError as exc:
             raise SinkError(f"cannot read the checkpoint sink {self.path}: {exc}") from exc
+
+
+def _append_whole(fd: int, line: bytes) -> None:
+    """Append `line` durably, or leave the file as it was (we hold its lock: nobody else appends).
+
+    A full disk or a file size limit makes write(2) write part of the line and return the count;
+    that torn line would make every later append and `audit verify` fail long after the disk has
+    room again. So a short write, or a failed write or fsync, is cut back off before raising. On a
+    file that is append-only for real (`chattr +a`) the cut is refused: the torn line stays for the
+    verifier to report, and sealing stops until an operator repairs the sink."""
+    size = os.fstat(fd).st_size
+    try:
+        written = os.write(fd, line)
+        if written != len(line):
+            raise OSError(errno.ENOSPC, f"short write: {written} of {len(line)} bytes (disk full?)")
+        os.fsync(fd)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, size)
+        raise
 
 
 def _tail(handle: Any, path: Path) -> dict[str, Any] | None:

@@ -7,6 +7,8 @@ import hashlib
 import hmac
 import itertools
 import json
+import resource
+import signal
 import sqlite3
 import threading
 import time
@@ -18,6 +20,7 @@ from sqlalchemy import BigInteger, Column, MetaData, String, Table, insert
 from civicmesh.accesslog import AccessLog, AccessLogUnavailable, AccessRecord
 from civicmesh.audit.checkpoints import Checkpoint
 from civicmesh.audit.sealing import Sealer, SealRefused, open_log
+from civicmesh.audit.sinks import SinkError
 from civicmesh.settings import Settings
 from civicmesh.store import dispose_all, get_engine
 
@@ -112,6 +115,32 @@ def test_a_crash_between_sink_and_store_is_repaired(settings: Settings) -> None:
     log.append([_record(6)])
     sealer.checkpoint("count")
     assert [c["idx"] for c in log.checkpoints()] == [1, 2]
+    assert log.verify_report().ok
+
+
+def test_a_disk_full_mid_checkpoint_leaves_no_torn_line_and_sealing_resumes(settings: Settings) -> None:
+    """The kernel writes part of a line and stops (a full disk; here the file size limit, which fails
+    a write the same way, in this process only): the sink must keep whole checkpoints only, so
+    sealing and `audit verify` work again once there is room."""
+    log = open_log(settings)
+    sealer = Sealer(log, every=1000)
+    log.append([_record(0)])
+    sealer.checkpoint("count")
+    sink = Path(settings.audit_sink)
+    full = sink.stat().st_size + 40  # room for 40 more bytes: a fraction of a checkpoint line
+    log.append([_record(1)])
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # an error (EFBIG), not a kill
+    resource.setrlimit(resource.RLIMIT_FSIZE, (full, hard))
+    try:
+        with pytest.raises(SinkError, match="short write"):
+            sealer.checkpoint("count")
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, previous)
+    assert sink.read_text().endswith("\n") and len(_sink(settings)) == 1, "a torn line was left"
+    sealer.checkpoint("count")  # room again: the same checkpoint goes through
+    assert [cp.seq for cp in _sink(settings)] == [1, 2]
     assert log.verify_report().ok
 
 

@@ -3,8 +3,10 @@ behind `/readyz`, and the SQLite settings (journal mode, no memory-mapped I/O)."
 
 from __future__ import annotations
 
+import multiprocessing
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -101,3 +103,38 @@ def test_postgres_probe_and_writes_recover_after_a_server_restart(postgres: pg.P
         dispose(url)
     finally:
         cluster.destroy()
+
+
+def _create_every_table(url: str, start: Any, results: Any) -> None:
+    """A process starting on the store: what the gateway, a build and the CLI create at start-up."""
+    from civicmesh.catalog import Catalog
+    from lineage.outbox import Outbox
+    from policies import grants, versions
+
+    engine = get_engine(url)
+    start.wait()
+    try:
+        AccessLog(engine).ensure_schema()
+        Catalog(engine, Path("/nonexistent-home")).ensure_schema()
+        Outbox(engine).ensure_schema()
+        grants.ensure_schema(engine)
+        versions.ensure_schema(engine)
+        results.put("ok")
+    except Exception as exc:
+        results.put(f"{type(exc).__name__}: {str(exc).splitlines()[0]}")
+
+
+def test_processes_starting_together_on_a_new_store_create_every_table_once(metadata_url: str) -> None:
+    """`civicmesh serve --workers 2` (or two hosts) on a new or upgraded store: each worker finds
+    tables missing and creates them; none may fail on the other's CREATE."""
+    context = multiprocessing.get_context("spawn")
+    start, results = context.Barrier(4), context.Queue()
+    workers = [
+        context.Process(target=_create_every_table, args=(metadata_url, start, results)) for _ in range(4)
+    ]
+    for worker in workers:
+        worker.start()
+    outcomes = [results.get(timeout=300) for _ in workers]
+    for worker in workers:
+        worker.join(60)
+    assert outcomes == ["ok"] * 4, outcomes
