@@ -99,6 +99,25 @@ def test_the_engine_refuses_what_policy_check_refuses(
     assert "back after a refused reload" in _records(settings, versions.LOADED)[-1]["reason"]
 
 
+def test_a_restart_refuses_what_a_reload_would_refuse(
+    policy_dir: Path, make_engine: Callable[..., PolicyEngine], settings: Settings
+) -> None:
+    """Every hr line removed while the gateway was down: hr had an owner under the last policy the
+    log records as loaded, so the restart refuses the files as a reload would, and says so."""
+    make_engine(check_interval=None)  # the gateway loaded the good policy, then stopped
+    path = policy_dir / "policy.csv"
+    kept = [
+        line for line in path.read_text().splitlines() if "hr" not in [f.strip() for f in line.split(",")]
+    ]
+    path.write_text("\n".join(kept) + "\n")
+    with pytest.raises(PolicyError, match="department 'hr' has no owner"):
+        make_engine(check_interval=None)
+    refused = _records(settings, versions.REJECTED)
+    assert len(refused) == 1 and "department 'hr' has no owner" in refused[0]["reason"]
+    state = versions.status(AccessLog(get_engine(settings.metadata_url)), policy_dir)
+    assert not state.ok and state.refused is not None and state.served is not None
+
+
 def test_a_loaded_change_is_recorded_with_its_lines(
     policy_dir: Path, make_engine: Callable[..., PolicyEngine], settings: Settings
 ) -> None:
