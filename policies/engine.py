@@ -284,7 +284,9 @@ class PolicyEngine:
             self.last_error += f"; the refusal was not logged: {type(record_exc).__name__}: {record_exc}"
 
     def status(self) -> tuple[bool, str]:
-        """(ok, detail) for readiness: not ok while the files on disk are refused."""
+        """(ok, detail) for readiness: not ok while the files on disk are refused. Looks at the
+        files first (at most once per check interval), so an idle gateway reports a refusal too."""
+        self._maybe_refresh()
         if self.rejected is not None:
             r = self.rejected
             return False, (
