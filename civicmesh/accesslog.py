@@ -507,12 +507,16 @@ class AccessLog:
         with self.engine.connect() as conn:
             return [decode_row(dict(r._mapping)) for r in conn.execute(query.order_by(t.c.seq))]
 
-    def last_allowed(self) -> dict[tuple[str, str, str], str]:
-        """(subject, product, action) -> the newest allowed record's time, over the whole log."""
+    def last_allowed(self, also: Collection[str] = ()) -> dict[tuple[str, str | None, str], str]:
+        """(subject, product or None, action) -> the newest allowed record's time, over the whole
+        log; records of the actions in `also` count whatever their decision."""
         t = access_log_table
+        counted = t.c.decision == "allow"
+        if also:
+            counted = counted | t.c.action.in_(list(also))
         query = (
             select(t.c.subject, t.c.product, t.c.action, func.max(t.c.ts))
-            .where(t.c.decision == "allow", t.c.subject.is_not(None), t.c.product.is_not(None))
+            .where(counted, t.c.subject.is_not(None))
             .group_by(t.c.subject, t.c.product, t.c.action)
         )
         with self.engine.connect() as conn:

@@ -380,6 +380,41 @@ def test_access_review_report(settings: Settings, capsys: pytest.CaptureFixture[
     assert "finance.vendor_payments" in out and "mallory 2" in out
 
 
+def test_access_review_covers_rights_over_the_mesh_and_every_use_of_grant(
+    settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`produce_lineage` (a policy line of the global domain, no product) is a right like any other;
+    an owner who only refuses or revokes requests uses their `grant` right too."""
+    from policies.engine import PolicyEngine
+    from policies.grants import AccessRequests
+
+    _publish_all(settings)
+    log = _log(settings)
+    engine = PolicyEngine.load(settings, check_interval=None, audit_log=log)
+    store = AccessRequests(engine, get_engine(settings.metadata_url), access_log=log)
+    store.reject(store.request("bob", PAYMENTS, "read", "budget review", 30).id, "fiona")
+
+    def review() -> dict[tuple[str, str, str], dict]:
+        code, out, err = _run(capsys, "audit", "report", "--format", "json", "--days", "30")
+        assert code == 0, err
+        return {
+            (r["subject"], r["product"], r["action"]): r
+            for rs in json.loads(out)["rights_by_subject"].values()
+            for r in rs
+        }
+
+    rights = review()
+    fiona = rights[("fiona", PAYMENTS.name, "grant")]
+    assert fiona["last_used"] and not fiona["unused"]  # her refusal is a use
+    airflow = rights[("airflow", "*", "produce_lineage")]
+    assert airflow["rule"] == "p, lineage_producer, global, *, produce_lineage"
+    assert airflow["source"].startswith("policy.csv:") and airflow["unused"]
+    assert not any(a == "produce_lineage" for s, _, a in rights if s != "airflow")
+    log.append([_record(1, "airflow", product=None, action="lineage_ingest", reason="lineage event")])
+    airflow = review()[("airflow", "*", "produce_lineage")]
+    assert airflow["last_used"] and not airflow["unused"]
+
+
 # -- readers of derived data (lineage join) ---------------------------------------------------------
 
 
