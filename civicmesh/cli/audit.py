@@ -339,9 +339,23 @@ def run_verify_export(args: argparse.Namespace) -> int:
 # -- report -----------------------------------------------------------------------------------------
 
 
+def _engine_in_force(settings: Settings, log: Any, now: datetime) -> Any:
+    """The policy and grants in force now as the log records them (what the gateway serves); the
+    files on disk only while no gateway has loaded a policy yet."""
+    from civicmesh.cli.policy import policy_engine
+    from policies.history import History, HistoryError, NotRecorded
+
+    try:
+        return History(log, log.engine).at(now).engine
+    except NotRecorded:
+        return policy_engine(settings)
+    except HistoryError as exc:
+        raise CommandError(f"the rights in force cannot be established: {exc}") from exc
+
+
 def run_report(args: argparse.Namespace) -> int:
     from civicmesh.audit.report import build_report, render_json, render_text
-    from civicmesh.cli.policy import load_products, policy_engine
+    from civicmesh.cli.policy import load_products
     from policies.review import access_review
 
     if args.days < 1:
@@ -350,7 +364,7 @@ def run_report(args: argparse.Namespace) -> int:
     log = _plain_log(settings)
     products = load_products(settings, args.manifest)
     now = datetime.now(UTC)
-    review = access_review(policy_engine(settings), products, log, now=now, days=args.days)
+    review = access_review(_engine_in_force(settings, log, now), products, log, now=now, days=args.days)
     report = build_report(
         log,
         since=now - timedelta(days=args.days),

@@ -186,3 +186,29 @@ def test_read_only_commands_leave_the_chain_unchanged(
             assert main(argv) in (0, 1), argv
             capsys.readouterr()
             assert _fingerprint(served_home) == before, argv
+
+
+def test_the_access_review_is_of_the_policy_in_force_not_the_files_on_disk(
+    served_home: Settings, policy_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The review lists the rights the gateway grants: an edit no gateway loaded gives none, and
+    files a gateway would refuse do not stop the review."""
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text(json.dumps(manifest_for(DEMO_PRODUCTS.values())))
+
+    def rights() -> set[tuple[str, str, str]]:
+        assert main(["audit", "report", "--format", "json", "--manifest", str(manifest)]) == 0
+        report = json.loads(capsys.readouterr().out)
+        return {
+            (r["subject"], r["product"], r["action"])
+            for rs in report["rights_by_subject"].values()
+            for r in rs
+        }
+
+    served = rights()
+    assert ("alice", "public_works.service_requests", "read_pii") in served
+    path = policy_dir / "policy.csv"
+    path.write_text(path.read_text() + "g, mallory, owner, finance\n")  # on disk, never loaded
+    assert rights() == served
+    path.write_text("")  # emptied: refused by any gateway, the served policy still in force
+    assert rights() == served
