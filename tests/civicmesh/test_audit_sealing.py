@@ -175,3 +175,22 @@ def test_a_tampered_hmac_era_log_is_not_sealed(settings: Settings, monkeypatch: 
     with pytest.raises(AccessLogUnavailable, match="first bad seq 100: truncated"):
         open_log(settings)
     assert _sink(settings) == []
+
+
+def test_a_backlog_larger_than_one_round_is_sealed_at_commit_boundaries(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a long sink outage more records wait than one round checks (MAX_BATCH): a round must
+    end where a commit ends, or the commit it cut is 'unsigned' and sealing stops for good."""
+    from civicmesh.audit import sealing
+
+    monkeypatch.setattr(sealing, "MAX_BATCH", 10)  # 100,000 in production: the same arithmetic
+    log = open_log(settings)
+    for i in range(0, 30, 3):
+        log.append([_record(i), _record(i + 1), _record(i + 2)])  # one commit of 3 (a group commit)
+    sealer = Sealer(log)
+    written = sealer.checkpoint("interval")
+    assert sealer.last_error is None and written and written[-1].seq == 30
+    assert [cp.seq for cp in _sink(settings)] == [cp.seq for cp in written]
+    check = log.verify_report()
+    assert check.ok and check.sealed == 30, check.findings
