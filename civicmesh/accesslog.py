@@ -44,7 +44,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import DBAPIError
 
 from civicmesh.audit.checkpoints import seal_message
-from civicmesh.audit.signing import Signer, Verifier, export_public_key, load_signer
+from civicmesh.audit.signing import Signer, Verifier, open_signer
 from civicmesh.audit.sinks import CheckpointSink, open_sink
 from civicmesh.settings import Settings
 from civicmesh.store import get_engine, invalidate_on_fault, retry_once
@@ -304,10 +304,9 @@ class AccessLog:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AccessLog:
-        """The log of a process that writes: the signing key (created for a demo home when no key
-        file exists; its public key is exported), and the configured checkpoint sink."""
-        signer = load_signer(settings.audit_signing_key_file, create=True)
-        export_public_key(signer.verifier, settings.audit_public_key_file)
+        """The log of a process that writes: the signing key (created on a first start, its public
+        key exported: `open_signer`), and the configured checkpoint sink."""
+        signer = open_signer(settings.audit_signing_key_file, settings.audit_public_key_file)
         sink = open_sink(settings.audit_sink)
         return cls(get_engine(settings.metadata_url), signer=signer, sink=sink).ensure_schema()
 

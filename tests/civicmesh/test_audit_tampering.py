@@ -18,7 +18,7 @@ from sqlalchemy import Connection, create_engine, text
 from civicmesh.accesslog import AccessLog, AccessRecord, chain_hash
 from civicmesh.audit.checkpoints import seal_message
 from civicmesh.audit.sealing import Sealer, open_log
-from civicmesh.audit.signing import Signer
+from civicmesh.audit.signing import AuditKeyError, Signer
 from civicmesh.cli import main
 from civicmesh.settings import Settings
 from civicmesh.store import dispose_all
@@ -257,3 +257,20 @@ def test_the_sealer_never_seals_a_forged_record(settings: Settings) -> None:
     ok, detail = sealer.status()
     assert not ok and "231" in detail
     assert json.loads(Path(settings.audit_sink).read_text().splitlines()[-1])["seq"] == 200
+
+
+@pytest.mark.parametrize("change", ["deleted", "replaced"])
+def test_a_signing_key_is_never_replaced_silently(settings: Settings, change: str) -> None:
+    """A lost or swapped private key (a wrong CIVICMESH_AUDIT_SIGNING_KEY_FILE, an attacker's own
+    key) would sign the rest of the log with another key and overwrite the public key auditors are
+    given: the writer refuses to start instead, and the exported public key stays as it was."""
+    fill(settings, n=5)
+    exported = settings.audit_public_key_file.read_text()
+    settings.audit_signing_key_file.unlink()
+    if change == "replaced":
+        settings.audit_signing_key_file.write_bytes(Signer.generate().pem())
+    dispose_all()
+    with pytest.raises(AuditKeyError, match=str(settings.audit_public_key_file)):
+        open_log(settings)
+    assert settings.audit_public_key_file.read_text() == exported
+    assert settings.audit_signing_key_file.exists() == (change == "replaced")
