@@ -185,7 +185,7 @@ def test_export_with_manifest_verifies_without_the_store(
 
 
 def test_export_detects_a_forged_manifest(
-    settings: Settings, capsys: pytest.CaptureFixture[str], tmp_path: Path
+    settings: Settings, capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from civicmesh.audit.checkpoints import seal_message
     from civicmesh.audit.export import sign_manifest
@@ -225,10 +225,15 @@ def test_export_detects_a_forged_manifest(
     manifest.update(public_key=forger.verifier.pem(), key_id=forger.key_id, checkpoints=[], seals=seals)
     sign_manifest(forger, manifest)
     manifest_path.write_text(json.dumps(manifest))
+    # ...which proves nothing: without a key the auditor holds, no export is OK (fail closed)
+    monkeypatch.setenv("CIVICMESH_AUDIT_PUBLIC_KEY_FILE", str(tmp_path / "no-key-here.pem"))
     code, out, _ = _run(capsys, "audit", "verify-export", "all.jsonl")
-    assert code == 0 and f"the key the manifest carries ({forger.key_id})" in out
-    # ...but not with the key the auditor holds
+    assert code == 1 and out.startswith("UNVERIFIED") and forger.key_id in out and "--public-key" in out
+    # ...and with the key the auditor holds (given, or the home's configured one) it fails
     code, out, _ = _run(capsys, "audit", "verify-export", "all.jsonl", "--public-key", str(held))
+    assert code == 1 and "manifest's signature" in out
+    monkeypatch.delenv("CIVICMESH_AUDIT_PUBLIC_KEY_FILE")
+    code, out, _ = _run(capsys, "audit", "verify-export", "all.jsonl")
     assert code == 1 and "manifest's signature" in out
 
 
