@@ -277,6 +277,22 @@ def test_offline_verification_with_only_the_public_key(
     assert "record 150 differs from what checkpoint #2 sealed" in out, out
 
 
+def test_an_export_of_a_log_that_did_not_verify_is_never_ok(
+    settings: Settings, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """Record 60 deleted from the store: the export stops at the hole (59 of 229 records) and its
+    signed manifest says the store did not verify; checking it offline must say so, not OK."""
+    _fill(settings, 230)
+    with _raw(settings) as raw:
+        raw.execute("DELETE FROM access_log WHERE seq = 60")
+    code, _, err = _run(capsys, "audit", "export", "--out", "log.jsonl")
+    assert code == 1 and "first bad seq 60 (deleted)" in err
+    key = tmp_path / "held.pem"
+    key.write_text(settings.audit_public_key_file.read_text())
+    code, out, _ = _run(capsys, "audit", "verify-export", "log.jsonl", "--public-key", str(key))
+    assert code == 1 and "BAD: " in out and "first bad seq 60 (deleted)" in out, out
+
+
 def test_export_refuses_bad_ranges(settings: Settings, capsys: pytest.CaptureFixture[str]) -> None:
     _three_months(settings)
     code, _, err = _run(capsys, "audit", "export", "--since", "2026-03-01", "--until", "2026-02-01")
