@@ -221,11 +221,12 @@ class PolicyEngine:
         return cls(Path("."), None, clock=lambda: at, inputs=inputs)
 
     def _first_state(self) -> _State:
-        """The files on disk under the rules a reload applies: a serving engine also keeps the
-        departments owned under the last policy the log records as loaded, so a restart never
-        accepts what a reload would refuse. A refusal is recorded (serving), then raised."""
+        """The files on disk under the rules a reload applies: an engine with an access log (the
+        gateway's, and the CLI's that change grants) also keeps the departments owned under the
+        last policy the log records as loaded, so no surface accepts what a serving reload would
+        refuse. A refusal is recorded (serving), then raised."""
         inputs = self._read_inputs(None)
-        owned = versions.served_owned(self.audit_log) if self.serving and self.audit_log else frozenset()
+        owned = versions.served_owned(self.audit_log) if self.audit_log is not None else frozenset()
         try:
             return _build_state(inputs, owned)
         except Exception as exc:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from policy_specs import DEMO_PRODUCTS, manifest_for
+from served import publish
 
 from civicmesh.accesslog import AccessLog, decode_row
 from civicmesh.audit.sealing import Sealer, open_log
@@ -212,3 +213,30 @@ def test_the_access_review_is_of_the_policy_in_force_not_the_files_on_disk(
     assert rights() == served
     path.write_text("")  # emptied: refused by any gateway, the served policy still in force
     assert rights() == served
+
+
+def test_a_policy_the_gateway_refuses_gives_no_power_to_the_cli(
+    served_home: Settings, policy_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Files the gateway refuses (hr left without its owner) that also make mallory a finance owner:
+    `access approve` and `snapshots withdraw --as mallory` must not decide under them (the last
+    good policy is the one in force, for every surface that writes)."""
+    publish(served_home, [DEMO_PRODUCTS["finance.vendor_payments"]])
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text(json.dumps(manifest_for(DEMO_PRODUCTS.values())))
+    m = ["--manifest", str(manifest)]
+    assert (
+        main(["access", "request", "finance.vendor_payments", "--as", "bob", "--purpose", "audit", *m]) == 0
+    )
+    request_id = capsys.readouterr().out.split()[0].removeprefix("#")
+    path = policy_dir / "policy.csv"
+    kept = [
+        line for line in path.read_text().splitlines() if "hr" not in [f.strip() for f in line.split(",")]
+    ]
+    path.write_text("\n".join([*kept, "g, mallory, owner, finance"]) + "\n")
+    assert main(["access", "approve", request_id, "--as", "mallory"]) == 1
+    assert "department 'hr' has no owner" in capsys.readouterr().err
+    withdraw = ["snapshots", "withdraw", "finance.vendor_payments", "--reason", "mine now", "--as", "mallory"]
+    assert main(withdraw) == 1
+    assert "department 'hr' has no owner" in capsys.readouterr().err
+    assert not _records(served_home, "approve", "withdraw")
