@@ -33,6 +33,7 @@ from sqlalchemy import (
     Dialect,
     Engine,
     Float,
+    Index,
     Integer,
     MetaData,
     String,
@@ -85,6 +86,10 @@ access_log_table = Table(
     Column("prev_hash", String(64), nullable=False),
     Column("hash", String(64), nullable=False),
 )
+
+# Administrative records (policy loads, grants) are read by action over the whole log on every
+# `asOf` read and rights question (policies/history.py): without this index each one scanned it.
+ACTION_INDEX = Index("ix_access_log_action_seq", access_log_table.c.action, access_log_table.c.seq)
 
 # One Ed25519 signature per commit, over its span and last hash (civicmesh.audit.checkpoints).
 seals_table = Table(
@@ -308,7 +313,12 @@ class AccessLog:
         key exported: `open_signer`), and the configured checkpoint sink."""
         signer = open_signer(settings.audit_signing_key_file, settings.audit_public_key_file)
         sink = open_sink(settings.audit_sink)
-        return cls(get_engine(settings.metadata_url), signer=signer, sink=sink).ensure_schema()
+        log = cls(get_engine(settings.metadata_url), signer=signer, sink=sink).ensure_schema()
+        with log.engine.begin() as conn:  # a store made before the index existed gets it once
+            conn.exec_driver_sql(
+                f"CREATE INDEX IF NOT EXISTS {ACTION_INDEX.name} ON {access_log_table.name} (action, seq)"
+            )
+        return log
 
     def ensure_schema(self) -> AccessLog:
         metadata.create_all(self.engine)
