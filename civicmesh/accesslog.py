@@ -171,6 +171,10 @@ class AccessRecord:
         # A shallow copy: the JSON fields are serialised right away (asdict's deep copy was
         # a third of an append).
         row = {name: getattr(self, name) for name in _RECORD_FIELDS}
+        for name, value in row.items():
+            # PostgreSQL refuses NUL in text (the whole group commit would fail): kept visible, escaped
+            if isinstance(value, str) and "\0" in value:
+                row[name] = value.replace("\0", "\\u0000")
         for name in _JSON_FIELDS:
             value = row[name]
             row[name] = None if value is None else json.dumps(value, sort_keys=True, separators=(",", ":"))

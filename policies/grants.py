@@ -210,6 +210,13 @@ def record_expiries(
     return [g.id for g in expired]
 
 
+def _free_text(name: str, text: str) -> str:
+    """A purpose or note as given; PolicyError if it holds NUL (PostgreSQL stores no NUL in text)."""
+    if "\0" in text:
+        raise PolicyError(f"the {name} may not contain NUL characters")
+    return text
+
+
 class AccessRequests:
     """Request, approve, reject, revoke and list access requests, with the policy's rules applied.
 
@@ -268,7 +275,7 @@ class AccessRequests:
             raise PolicyError(f"{GLOBAL_DOMAIN!r} is reserved and owns no products")
         if action not in REQUESTABLE_ACTIONS:
             raise PolicyError(f"action {action!r} cannot be requested; use one of {REQUESTABLE_ACTIONS}")
-        purpose = purpose.strip()
+        purpose = _free_text("purpose", purpose).strip()
         if not purpose:
             raise PolicyError("a request needs a purpose")
         if not isinstance(days, int) or not 1 <= days <= MAX_DAYS:
@@ -294,6 +301,7 @@ class AccessRequests:
 
     def _decide(self, request_id: int, approver: str, approve: bool, note: str) -> AccessRequest:
         self._known_user(approver)
+        _free_text("note", note)
         with self.engine.begin() as conn:
             current = self._get(conn, request_id)
             if current.status != "pending":
@@ -334,6 +342,7 @@ class AccessRequests:
     def revoke(self, request_id: int, actor: str, note: str = "") -> AccessRequest:
         """An owner of the department, or the grantee giving it up, ends a request or grant now."""
         self._known_user(actor)
+        _free_text("note", note)
         with self.engine.begin() as conn:
             current = self._get(conn, request_id)
             if current.status not in ("pending", "approved"):
