@@ -194,3 +194,34 @@ def test_a_backlog_larger_than_one_round_is_sealed_at_commit_boundaries(
     assert [cp.seq for cp in _sink(settings)] == [cp.seq for cp in written]
     check = log.verify_report()
     assert check.ok and check.sealed == 30, check.findings
+
+
+def test_a_restored_backup_verifies_and_keeps_sealing(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The README's `backup`, `restore`, `audit verify` on a home whose sink and public key live in
+    its audit/ folder (the default): the copy holds both, cut to the checkpoints the store copy
+    holds, so the restored log verifies and its gateway can seal on."""
+    from civicmesh.backup import backup, restore
+    from civicmesh.cli import main
+
+    log = open_log(settings)
+    sealer = Sealer(log)
+    for i in range(120):
+        log.append([_record(i)])
+        if i in (49, 99):
+            sealer.checkpoint("count")
+    sealer.detach()
+    backup(settings, tmp_path / "backup")
+    monkeypatch.setenv("CIVICMESH_HOME", str(tmp_path / "restored"))
+    restored = Settings.from_env()
+    restore(restored, tmp_path / "backup")
+    dispose_all()
+    capsys.readouterr()
+    assert main(["audit", "verify"]) == 0, capsys.readouterr()
+    assert "seal records 1..100" in capsys.readouterr().out
+    again = open_log(restored)
+    again.append([_record(120)])
+    sealer = Sealer(again)
+    assert sealer.checkpoint("interval") and sealer.last_error is None
+    assert again.verify_report().ok
