@@ -33,6 +33,7 @@ from sqlalchemy import (
     Dialect,
     Engine,
     Float,
+    Index,
     Integer,
     MetaData,
     String,
@@ -44,7 +45,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import DBAPIError
 
 from civicmesh.audit.checkpoints import seal_message
-from civicmesh.audit.signing import Signer, Verifier, export_public_key, load_signer
+from civicmesh.audit.signing import Signer, Verifier, open_signer
 from civicmesh.audit.sinks import CheckpointSink, open_sink
 from civicmesh.settings import Settings
 from civicmesh.store import create_tables, get_engine, invalidate_on_fault, retry_once
@@ -85,6 +86,10 @@ access_log_table = Table(
     Column("prev_hash", String(64), nullable=False),
     Column("hash", String(64), nullable=False),
 )
+
+# Administrative records (policy loads, grants) are read by action over the whole log on every
+# `asOf` read and rights question (policies/history.py): without this index each one scanned it.
+ACTION_INDEX = Index("ix_access_log_action_seq", access_log_table.c.action, access_log_table.c.seq)
 
 # One Ed25519 signature per commit, over its span and last hash (civicmesh.audit.checkpoints).
 seals_table = Table(
@@ -321,12 +326,16 @@ class AccessLog:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AccessLog:
-        """The log of a process that writes: the signing key (created for a demo home when no key
-        file exists; its public key is exported), and the configured checkpoint sink."""
-        signer = load_signer(settings.audit_signing_key_file, create=True)
-        export_public_key(signer.verifier, settings.audit_public_key_file)
+        """The log of a process that writes: the signing key (created on a first start, its public
+        key exported: `open_signer`), and the configured checkpoint sink."""
+        signer = open_signer(settings.audit_signing_key_file, settings.audit_public_key_file)
         sink = open_sink(settings.audit_sink)
-        return cls(get_engine(settings.metadata_url), signer=signer, sink=sink).ensure_schema()
+        log = cls(get_engine(settings.metadata_url), signer=signer, sink=sink).ensure_schema()
+        with log.engine.begin() as conn:  # a store made before the index existed gets it once
+            conn.exec_driver_sql(
+                f"CREATE INDEX IF NOT EXISTS {ACTION_INDEX.name} ON {access_log_table.name} (action, seq)"
+            )
+        return log
 
     def ensure_schema(self) -> AccessLog:
         create_tables(self.engine, metadata)
@@ -524,12 +533,16 @@ class AccessLog:
         with self.engine.connect() as conn:
             return [decode_row(dict(r._mapping)) for r in conn.execute(query.order_by(t.c.seq))]
 
-    def last_allowed(self) -> dict[tuple[str, str, str], str]:
-        """(subject, product, action) -> the newest allowed record's time, over the whole log."""
+    def last_allowed(self, also: Collection[str] = ()) -> dict[tuple[str, str | None, str], str]:
+        """(subject, product or None, action) -> the newest allowed record's time, over the whole
+        log; records of the actions in `also` count whatever their decision."""
         t = access_log_table
+        counted = t.c.decision == "allow"
+        if also:
+            counted = counted | t.c.action.in_(list(also))
         query = (
             select(t.c.subject, t.c.product, t.c.action, func.max(t.c.ts))
-            .where(t.c.decision == "allow", t.c.subject.is_not(None), t.c.product.is_not(None))
+            .where(counted, t.c.subject.is_not(None))
             .group_by(t.c.subject, t.c.product, t.c.action)
         )
         with self.engine.connect() as conn:

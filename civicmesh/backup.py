@@ -10,7 +10,12 @@ A backup is a folder laid out like a home (so it can be restored to any path), p
   the files after the store gives a complete pair; a file removed by `snapshots gc` in between
   fails the backup (nothing is half-written: the backup folder appears only when complete);
 - secrets (the audit key verifies checkpoints; the mask key keeps pseudonyms stable), landing files,
-  the lineage file transport and Dagster's instance (its SQLite files also by online backup).
+  the lineage file transport and Dagster's instance (its SQLite files also by online backup);
+- the audit folder: the exported public key and, when it lives in the home (the default), the
+  checkpoint sink, cut after the last checkpoint the store copy holds (a sink append always comes
+  before the store's copy of it, so the copy is the sink as it was when the store was copied). An
+  external sink is the authority and stays where it is: a restored store is older than it, and
+  `audit verify` says so.
 
 Left out, because a build recreates them: the DuckDB warehouse, dbt's target and logs, build logs.
 A PostgreSQL store is dumped with `pg_dump` instead (README, "Backup and restore"); `without_store`
@@ -201,7 +206,46 @@ def _backup_contents(settings: Settings, store: Path | None, staging: Path) -> d
         _verify(files, staging)
     for folder in COPIED_FOLDERS:
         _copy_folder(home / folder, staging / folder)
+    _copy_audit(settings, staging, staging / STORE_FILE if store is not None else None)
     return files
+
+
+def _copy_audit(settings: Settings, staging: Path, store_copy: Path | None) -> None:
+    """The home's audit folder (see the module docstring): the sink in it cut to `store_copy`."""
+    from civicmesh.audit.sinks import FileSink, open_sink
+
+    home, audit = settings.home.resolve(), settings.audit_dir.resolve()
+    sink = open_sink(settings.audit_sink)
+    sink_path = sink.path.resolve() if isinstance(sink, FileSink) else None
+    for path in sorted(audit.rglob("*")) if audit.is_dir() else ():
+        if path.is_file() and path.resolve() != sink_path:
+            _copy_file(path, staging / path.relative_to(home))
+    if sink_path is None or not sink_path.is_relative_to(home) or not sink_path.is_file():
+        return
+    last = _last_checkpoint(store_copy) if store_copy is not None else None
+    entries = [e for e in sink.read() if last is None or _index(e.data) <= last]
+    target = staging / sink_path.relative_to(home)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text("".join(e.raw + "\n" for e in entries))
+    with target.open("rb") as handle:
+        os.fsync(handle.fileno())
+
+
+def _index(data: dict | None) -> int:
+    """A sink entry's checkpoint index (0 for a malformed one: kept, for `audit verify` to report)."""
+    index = (data or {}).get("index")
+    return index if isinstance(index, int) else 0
+
+
+def _last_checkpoint(store_copy: Path) -> int:
+    """The index of the newest checkpoint in a copied SQLite store (0: none)."""
+    con = sqlite3.connect(f"file:{store_copy}?mode=ro", uri=True)
+    try:
+        return int(con.execute("SELECT coalesce(max(idx), 0) FROM audit_checkpoints").fetchone()[0])
+    except sqlite3.OperationalError:  # no checkpoint table: nothing was ever sealed
+        return 0
+    finally:
+        con.close()
 
 
 def restore(settings: Settings, source: Path) -> BackupSummary:

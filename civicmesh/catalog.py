@@ -18,7 +18,7 @@ import os
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -528,6 +528,16 @@ class Catalog:
         there is none."""
         as_of = _aware(as_of)
         return next((s for s in self.snapshots(name) if s.servable and s.published_at <= as_of), None)
+
+    def last_current(self, snapshot: Snapshot) -> datetime:
+        """The last moment `snapshot` was what `asOf` selects: just before the next servable
+        snapshot of its product was published (its own publication time if none was)."""
+        later = [
+            s.published_at
+            for s in self.snapshots(snapshot.product)
+            if s.servable and s.published_at > snapshot.published_at
+        ]
+        return min(later) - timedelta(microseconds=1) if later else snapshot.published_at
 
     def snapshot(self, snapshot_id: str) -> Snapshot | None:
         with self.engine.connect() as conn:

@@ -204,7 +204,7 @@ class PolicyEngine:
         self.serving = serving and audit_log is not None
         if metadata is not None and not self._frozen:
             grants_mod.ensure_schema(metadata)
-        self._state = _build_state(inputs, lint=False) if inputs else _build_state(self._read_inputs(None))
+        self._state = _build_state(inputs, lint=False) if inputs else self._first_state()
         self._last_check = time.monotonic()
         self._record_version(None, self._state)
 
@@ -219,6 +219,19 @@ class PolicyEngine:
     def frozen(cls, inputs: Inputs, at: datetime) -> PolicyEngine:
         """Decisions under exactly `inputs` as of `at` (never reloads, never writes)."""
         return cls(Path("."), None, clock=lambda: at, inputs=inputs)
+
+    def _first_state(self) -> _State:
+        """The files on disk under the rules a reload applies: an engine with an access log (the
+        gateway's, and the CLI's that change grants) also keeps the departments owned under the
+        last policy the log records as loaded, so no surface accepts what a serving reload would
+        refuse. A refusal is recorded (serving), then raised."""
+        inputs = self._read_inputs(None)
+        owned = versions.served_owned(self.audit_log) if self.audit_log is not None else frozenset()
+        try:
+            return _build_state(inputs, owned)
+        except Exception as exc:
+            self._reject(inputs, exc, self._last_recorded_version() if self.serving else None)
+            raise
 
     # -- the audit trail of the policy itself ------------------------------------------------------
 
@@ -248,20 +261,15 @@ class PolicyEngine:
             last = self.audit_log.latest(conn, versions.LOADED)
         return last["policy_version"] if last else None
 
-    def _reject(self, inputs: Inputs, exc: Exception) -> None:
-        """Keep the last good policy; say so once per refused set of files: in the process log,
-        in `rejected` (readiness, `policy status`) and, serving, in the access log."""
+    def _reject(self, inputs: Inputs, exc: Exception, serving: str | None) -> None:
+        """Keep the last good policy (version `serving`); say so once per refused set of files: in
+        the process log, in `rejected` (readiness, `policy status`) and, serving, in the access log."""
         self.last_error = f"{type(exc).__name__}: {exc}"
         digest = inputs.files_digest()
         if self.rejected is not None and self.rejected.files == digest:
             return
         self.rejected = Rejection(digest, str(exc), self.clock())
-        log.error(
-            "policy reload refused (files %s): %s; still serving version %s",
-            digest[:16],
-            exc,
-            self._state.version,
-        )
+        log.error("policy reload refused (files %s): %s; still serving version %s", digest[:16], exc, serving)
         if not self.serving or self.audit_log is None:
             return
         try:
@@ -270,14 +278,16 @@ class PolicyEngine:
                 versions.REJECTED,
                 inputs.files(),
                 version=inputs.digest()[:16],
-                previous_version=self._state.version,
+                previous_version=serving,
                 detail=str(exc),
             )
         except Exception as record_exc:
             self.last_error += f"; the refusal was not logged: {type(record_exc).__name__}: {record_exc}"
 
     def status(self) -> tuple[bool, str]:
-        """(ok, detail) for readiness: not ok while the files on disk are refused."""
+        """(ok, detail) for readiness: not ok while the files on disk are refused. Looks at the
+        files first (at most once per check interval), so an idle gateway reports a refusal too."""
+        self._maybe_refresh()
         if self.rejected is not None:
             r = self.rejected
             return False, (
@@ -341,7 +351,7 @@ class PolicyEngine:
             inputs = Inputs(*self._read_files(), grants=grants, grant_error=grant_error)
         except OSError as exc:  # a file vanished or cannot be read: refuse like a bad file
             inputs = replace(current.inputs, model="", policy="", users="", grants=grants)
-            self._reject(inputs, PolicyError(f"cannot read the policy files: {exc}"))
+            self._reject(inputs, PolicyError(f"cannot read the policy files: {exc}"), current.version)
             return self._keep_files(current, grants, grant_error)
         if not force and inputs.digest() == current.inputs.digest():
             self.last_error = grant_error
@@ -354,7 +364,7 @@ class PolicyEngine:
             try:
                 self._state = _build_state(inputs, current.owned)  # one assignment: atomic for readers
             except Exception as exc:
-                self._reject(inputs, exc)
+                self._reject(inputs, exc, current.version)
             else:
                 self.rejected, self.last_error = None, grant_error
                 self._record_version(current, self._state)

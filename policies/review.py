@@ -2,10 +2,14 @@
 
 Rights are the engine's allowed decisions for every user in the directory, every product and every
 action, each with the rule that gives it: a policy line (`policy.csv:12`), a runtime grant
-(`access request #7`, with approver and expiry) or a built-in classification rule. Last use comes
-from the access log (allowed records only). A right given by a policy line or a grant that was not
-used in the last `days` days is flagged unused: those are the ones a reviewer can take away
-(built-in rights follow from a product's classification and are listed, never flagged).
+(`access request #7`, with approver and expiry) or a built-in classification rule; and the rights
+over the mesh itself (`SYSTEM_ACTIONS`, e.g. `produce_lineage`), once per object a policy line of
+that action names (a namespace, or `*`). Last use comes from the access log (allowed records, and
+an owner's reject or revoke: a use of `grant` as much as an approval; a system right's use is the
+subject's newest allowed record of its action, whatever the namespace). A right given by a policy
+line or a grant that was not used in the last `days` days is flagged unused: those are the ones a
+reviewer can take away (built-in rights follow from a product's classification and are listed,
+never flagged).
 
 One implementation for every surface: `civicmesh audit report` only prints it.
 """
@@ -18,7 +22,7 @@ from datetime import datetime, timedelta
 
 from civicmesh.accesslog import AccessLog, utc_timestamp
 from civicmesh.products import ProductSpec
-from policies.decision import ACTIONS
+from policies.decision import ACTIONS, SYSTEM_ACTIONS
 from policies.engine import PolicyEngine
 from policies.rules import ROW_ACTIONS
 
@@ -33,6 +37,9 @@ USES: dict[str, tuple[str, ...]] = {
     "audit": ("audit",),
     "grant": ("approve", "reject", "revoke"),
 }
+ANY_DECISION = ("reject", "revoke")  # logged as deny / none, yet the owner used the grant right
+# Rights over the mesh itself: the action their use is logged as (no product on those records).
+SYSTEM_USES: dict[str, str] = {"produce_lineage": "lineage_ingest"}
 
 
 @dataclass(frozen=True)
@@ -84,14 +91,17 @@ class Review:
         }
 
 
-def last_uses(log: AccessLog, products: Iterable[ProductSpec]) -> dict[tuple[str, str, str], str]:
-    """(subject, product, right) -> newest use, over the whole log."""
-    by_action = log.last_allowed()
-    uses: dict[tuple[str, str, str], str] = {}
+def last_uses(log: AccessLog, products: Iterable[ProductSpec]) -> dict[tuple[str, str | None, str], str]:
+    """(subject, product, right) -> newest use, over the whole log (product None: a system right)."""
+    by_action = log.last_allowed(also=ANY_DECISION)
+    uses: dict[tuple[str, str | None, str], str] = {}
     for (subject, product, logged), ts in by_action.items():
         for right, actions in USES.items():
-            if logged in actions and ts > uses.get((subject, product, right), ""):
+            if product is not None and logged in actions and ts > uses.get((subject, product, right), ""):
                 uses[(subject, product, right)] = ts
+        for right, action in SYSTEM_USES.items():
+            if logged == action and ts > uses.get((subject, None, right), ""):
+                uses[(subject, None, right)] = ts
     pii = {p.name: set(p.pii_columns) for p in products}
     for row in log.unmasked_reads():
         returned = set(row["columns_returned"] or ()) - set(row["columns_masked"] or {})
@@ -131,4 +141,21 @@ def access_review(
                 )
                 unused = right.removable and (used is None or used < since)
                 review.rights.append(replace(right, unused=True) if unused else right)
+        review.rights += system_rights(engine, user.name, uses, since)
     return review
+
+
+def system_rights(
+    engine: PolicyEngine, subject: str, uses: dict[tuple[str, str | None, str], str], since: str
+) -> list[Right]:
+    """`subject`'s rights over the mesh itself, one per object a policy line of the action names."""
+    rights = []
+    for action in SYSTEM_ACTIONS:
+        objects = sorted({r.fields[2] for r in engine.rules() if r.ptype == "p" and r.fields[3] == action})
+        for obj in objects:
+            decision = engine.decide_system(subject, action, obj)
+            if decision.allowed:
+                used = uses.get((subject, None, action))
+                right = Right(subject, obj, action, decision.rule, decision.source, last_used=used)
+                rights.append(replace(right, unused=right.removable and (used is None or used < since)))
+    return rights

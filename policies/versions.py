@@ -219,6 +219,17 @@ def owned_by(files: PolicyFiles) -> frozenset[str]:
     return frozenset(owned_departments(rules, directory))
 
 
+def served_owned(log: AccessLog) -> frozenset[str]:
+    """Departments with an owner under the last policy the log records as loaded (empty when
+    none is recorded, or its files are missing or altered). Reads only."""
+    with log.engine.connect() as conn:
+        loaded = log.latest(conn, LOADED)
+    if loaded is None or not str(loaded["snapshot_id"] or "").startswith("policy:"):
+        return frozenset()
+    files = files_of(log.engine, loaded["snapshot_id"].removeprefix("policy:"))
+    return owned_by(files) if files is not None else frozenset()
+
+
 @dataclass(frozen=True)
 class PolicyStatus:
     """What the log says is served, whether a reload was refused since, and the files on disk."""

@@ -185,7 +185,7 @@ def test_export_with_manifest_verifies_without_the_store(
 
 
 def test_export_detects_a_forged_manifest(
-    settings: Settings, capsys: pytest.CaptureFixture[str], tmp_path: Path
+    settings: Settings, capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from civicmesh.audit.checkpoints import seal_message
     from civicmesh.audit.export import sign_manifest
@@ -225,10 +225,15 @@ def test_export_detects_a_forged_manifest(
     manifest.update(public_key=forger.verifier.pem(), key_id=forger.key_id, checkpoints=[], seals=seals)
     sign_manifest(forger, manifest)
     manifest_path.write_text(json.dumps(manifest))
+    # ...which proves nothing: without a key the auditor holds, no export is OK (fail closed)
+    monkeypatch.setenv("CIVICMESH_AUDIT_PUBLIC_KEY_FILE", str(tmp_path / "no-key-here.pem"))
     code, out, _ = _run(capsys, "audit", "verify-export", "all.jsonl")
-    assert code == 0 and f"the key the manifest carries ({forger.key_id})" in out
-    # ...but not with the key the auditor holds
+    assert code == 1 and out.startswith("UNVERIFIED") and forger.key_id in out and "--public-key" in out
+    # ...and with the key the auditor holds (given, or the home's configured one) it fails
     code, out, _ = _run(capsys, "audit", "verify-export", "all.jsonl", "--public-key", str(held))
+    assert code == 1 and "manifest's signature" in out
+    monkeypatch.delenv("CIVICMESH_AUDIT_PUBLIC_KEY_FILE")
+    code, out, _ = _run(capsys, "audit", "verify-export", "all.jsonl")
     assert code == 1 and "manifest's signature" in out
 
 
@@ -270,6 +275,22 @@ def test_offline_verification_with_only_the_public_key(
     code, out, _ = _run(capsys, "audit", "verify-export", export, "--public-key", key)
     assert code == 1 and "manifest's signature" in out
     assert "record 150 differs from what checkpoint #2 sealed" in out, out
+
+
+def test_an_export_of_a_log_that_did_not_verify_is_never_ok(
+    settings: Settings, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """Record 60 deleted from the store: the export stops at the hole (59 of 229 records) and its
+    signed manifest says the store did not verify; checking it offline must say so, not OK."""
+    _fill(settings, 230)
+    with _raw(settings) as raw:
+        raw.execute("DELETE FROM access_log WHERE seq = 60")
+    code, _, err = _run(capsys, "audit", "export", "--out", "log.jsonl")
+    assert code == 1 and "first bad seq 60 (deleted)" in err
+    key = tmp_path / "held.pem"
+    key.write_text(settings.audit_public_key_file.read_text())
+    code, out, _ = _run(capsys, "audit", "verify-export", "log.jsonl", "--public-key", str(key))
+    assert code == 1 and "BAD: " in out and "first bad seq 60 (deleted)" in out, out
 
 
 def test_export_refuses_bad_ranges(settings: Settings, capsys: pytest.CaptureFixture[str]) -> None:
@@ -378,6 +399,41 @@ def test_access_review_report(settings: Settings, capsys: pytest.CaptureFixture[
     assert "unused in the last 30 days" in out and f"[access request #{unused.id}]" in out
     assert "UNUSED read      finance.vendor_payments" in out
     assert "finance.vendor_payments" in out and "mallory 2" in out
+
+
+def test_access_review_covers_rights_over_the_mesh_and_every_use_of_grant(
+    settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`produce_lineage` (a policy line of the global domain, no product) is a right like any other;
+    an owner who only refuses or revokes requests uses their `grant` right too."""
+    from policies.engine import PolicyEngine
+    from policies.grants import AccessRequests
+
+    _publish_all(settings)
+    log = _log(settings)
+    engine = PolicyEngine.load(settings, check_interval=None, audit_log=log)
+    store = AccessRequests(engine, get_engine(settings.metadata_url), access_log=log)
+    store.reject(store.request("bob", PAYMENTS, "read", "budget review", 30).id, "fiona")
+
+    def review() -> dict[tuple[str, str, str], dict]:
+        code, out, err = _run(capsys, "audit", "report", "--format", "json", "--days", "30")
+        assert code == 0, err
+        return {
+            (r["subject"], r["product"], r["action"]): r
+            for rs in json.loads(out)["rights_by_subject"].values()
+            for r in rs
+        }
+
+    rights = review()
+    fiona = rights[("fiona", PAYMENTS.name, "grant")]
+    assert fiona["last_used"] and not fiona["unused"]  # her refusal is a use
+    airflow = rights[("airflow", "*", "produce_lineage")]
+    assert airflow["rule"] == "p, lineage_producer, global, *, produce_lineage"
+    assert airflow["source"].startswith("policy.csv:") and airflow["unused"]
+    assert not any(a == "produce_lineage" for s, _, a in rights if s != "airflow")
+    log.append([_record(1, "airflow", product=None, action="lineage_ingest", reason="lineage event")])
+    airflow = review()[("airflow", "*", "produce_lineage")]
+    assert airflow["last_used"] and not airflow["unused"]
 
 
 # -- readers of derived data (lineage join) ---------------------------------------------------------

@@ -228,12 +228,19 @@ def _seal_run(manifest: dict[str, Any], verifier: Verifier, start: int) -> SealR
 def verify_export(export: Path, manifest: dict[str, Any], verifier: Verifier | None = None) -> list[str]:
     """Problems found checking an export against its manifest, with no database (empty = valid).
 
-    Without a verifier: the file's integrity, the chain inside it and its ends. With the public key
-    also the manifest's signature, the checkpoints' signatures, each record against the digest its
+    Without a verifier: the file's integrity, the chain inside it and its ends, and that the store
+    verified when it was exported (else the export may stop at a hole). With the public key also
+    the manifest's signature, the checkpoints' signatures, each record against the digest its
     checkpoint sealed (naming the first record that differs) and the commit seals after them."""
     problems: list[str] = []
     if file_checksum(export) != manifest.get("sha256"):
         problems.append("the file's sha256 differs from the manifest")
+    chain = manifest.get("chain") or {}
+    if chain.get("store_verified") is not True:  # the export may stop at a hole: never complete
+        problems.append(
+            f"the stored log did not verify when this was exported (first bad seq "
+            f"{chain.get('store_first_bad')} ({chain.get('store_problem')})): it may be incomplete"
+        )
     checkpoints: list[Checkpoint] = []
     if verifier is not None:
         found, checkpoints = _signatures(manifest, verifier)

@@ -191,8 +191,8 @@ class Sealer:
         return head
 
     def _sealable(self, previous: Checkpoint | None, legacy: bool, head: int) -> list[tuple[int, str]]:
-        """(seq, hash) of the records after `previous` up to `head` (at most MAX_BATCH), checked;
-        raises SealRefused."""
+        """(seq, hash) of the records after `previous` up to `head` (at most MAX_BATCH, ending where
+        a commit ends), checked; raises SealRefused."""
         after = previous.seq if previous else 0
         stored = self.log.checkpoints(after_index=previous.index if previous else 0)
         now = self._sink_head() if stored else None
@@ -228,6 +228,9 @@ class Sealer:
                 raise SealRefused(f"not sealing the access log: {problem}; run `civicmesh audit verify`")
             prev_hash = hash_
         unsealed = None if legacy else seals.uncovered(links[-1][0])
+        if unsealed is not None and head - after > MAX_BATCH:  # this round cut a commit: stop before it
+            links = links[: unsealed - after - 1]
+            unsealed = None if links else unsealed
         if unsealed is not None:  # the newest records: no commit seal covers them
             raise SealRefused(f"not sealing the access log: records from seq {unsealed} carry no signature")
         return [(seq, hash_) for seq, _, hash_ in links]

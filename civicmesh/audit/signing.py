@@ -1,8 +1,10 @@
 """Ed25519 keys of the access log: the server signs, an auditor verifies with the public key alone.
 
 - Private key: PEM (PKCS#8) in a file outside the metadata store (`Settings.audit_signing_key_file`).
-  When that file does not exist it is generated (mode 0600): fine for a demo; in production point
-  `CIVICMESH_AUDIT_SIGNING_KEY_FILE` at a key the database's administrators cannot read.
+  On a first start (no public key exported yet) it is generated (mode 0600): fine for a demo; in
+  production point `CIVICMESH_AUDIT_SIGNING_KEY_FILE` at a key the database's administrators cannot
+  read. Once a public key is exported, a missing or different private key is an error, never
+  replaced (`open_signer`): a new key would sign the rest of the log and overwrite the public key.
 - Public key: PEM (SubjectPublicKeyInfo), exported to `Settings.audit_public_key_file` and shipped
   in every audit export. Holding it lets anyone check signatures; it cannot make one.
 - Key id: the first 16 hex digits of SHA-256 over the raw 32-byte public key (printed by
@@ -119,14 +121,42 @@ def load_signer(path: Path, *, create: bool) -> Signer:
     return signer
 
 
+def open_signer(key_file: Path, public_file: Path) -> Signer:
+    """The signing key of a writer, created (and its public key exported) only on a first start.
+
+    Raises AuditKeyError while `public_file` exists and the key in `key_file` is missing or is not
+    its private half: restore the key (or, to start a new log with a new key, remove both)."""
+    if public_file.exists() and not key_file.exists():
+        raise AuditKeyError(
+            f"the audit signing key {key_file} is missing, but its public key {public_file} exists: "
+            "restore the key (a new one would sign the rest of the log with another key)"
+        )
+    signer = load_signer(key_file, create=True)
+    export_public_key(signer.verifier, public_file)
+    return signer
+
+
 def export_public_key(verifier: Verifier, path: Path) -> None:
-    """Write the public key to `path` (atomically) unless it already holds exactly that key."""
+    """Write the public key to `path` (atomically) unless it already holds exactly that key.
+    Raises AuditKeyError if it holds another key (or no key): an exported key is never replaced."""
     text = verifier.pem()
     try:
-        if path.read_text() == text:
-            return
-    except OSError:
-        pass
+        held = path.read_text()
+    except FileNotFoundError:
+        held = None
+    except OSError as exc:
+        raise AuditKeyError(f"cannot read the audit public key {path} ({exc.strerror})") from exc
+    if held == text:
+        return
+    if held is not None:
+        try:
+            other = Verifier.from_pem(held.encode(), str(path)).key_id
+        except AuditKeyError:
+            other = "no key"
+        raise AuditKeyError(
+            f"{path} holds public key {other}, but the signing key is {verifier.key_id}: restore the "
+            "signing key that belongs to it (an exported public key is never replaced)"
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text)

@@ -81,8 +81,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     check.add_argument(
         "--with-key",
         action="store_true",
-        help="check signatures with the configured public key (CIVICMESH_AUDIT_PUBLIC_KEY_FILE) "
-        "instead of the one the manifest carries",
+        help="require the configured public key (CIVICMESH_AUDIT_PUBLIC_KEY_FILE; used by default "
+        "whenever it exists): without a key you hold, the result is UNVERIFIED (exit 1)",
     )
     check.set_defaults(handler=run_verify_export)
 
@@ -292,22 +292,31 @@ def run_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _export_verifier(args: argparse.Namespace, manifest: dict[str, Any]) -> tuple[Any, str]:
-    """The key to check signatures with, and how it was chosen (said in the output)."""
+def _export_verifier(args: argparse.Namespace, manifest: dict[str, Any]) -> tuple[Any, str, bool]:
+    """(the key to check signatures with, how it was chosen, whether it is one the auditor holds).
+
+    A key you hold: `--public-key`, else the configured one when it exists. Otherwise the
+    manifest's own key checks only that the export agrees with itself: anyone can make a key and
+    re-sign a forged export with it, so that is never an OK."""
     from civicmesh.audit.signing import AuditKeyError, Verifier
 
-    if args.public_key or args.with_key:
-        verifier = _verifier(Settings.from_env(), args.public_key)
-        return verifier, f"signatures checked with your key {verifier.key_id}"
+    settings = Settings.from_env()
+    if args.public_key or args.with_key or settings.audit_public_key_file.exists():
+        verifier = _verifier(settings, args.public_key)
+        return verifier, f"signatures checked with your key {verifier.key_id}", True
     if not manifest.get("public_key"):
-        return None, "no public key: signatures not checked"
+        return None, "no public key: signatures not checked; pass --public-key FILE", False
     try:
         verifier = Verifier.from_pem(manifest["public_key"].encode(), "the manifest's public key")
     except AuditKeyError as exc:
         raise CommandError(str(exc)) from exc
-    return verifier, (
-        f"signatures checked with the key the manifest carries ({verifier.key_id}): compare that id "
-        "with the key you hold, or pass --public-key"
+    return (
+        verifier,
+        (
+            f"signatures checked only with the key the manifest carries ({verifier.key_id}), which "
+            "proves nothing about who wrote it: pass --public-key FILE (the key you were given)"
+        ),
+        False,
     )
 
 
@@ -323,25 +332,39 @@ def run_verify_export(args: argparse.Namespace) -> int:
         manifest = json.loads(manifest_path.read_text())
     except ValueError as exc:
         raise CommandError(f"{manifest_path} is not JSON: {exc}") from exc
-    verifier, how = _export_verifier(args, manifest)
+    verifier, how, held = _export_verifier(args, manifest)
     problems = verify_export(args.file, manifest, verifier)
     for problem in problems:
         print(f"BAD: {problem}")
     if problems:
         return 1
     print(
-        f"OK: {manifest['record_count']} records, seq {manifest['first_seq']}..{manifest['last_seq']}, "
-        f"chain and sha256 match the manifest; {how}"
+        f"{'OK' if held else 'UNVERIFIED'}: {manifest['record_count']} records, seq "
+        f"{manifest['first_seq']}..{manifest['last_seq']}, chain and sha256 match the manifest; {how}"
     )
-    return 0
+    return 0 if held else 1
 
 
 # -- report -----------------------------------------------------------------------------------------
 
 
+def _engine_in_force(settings: Settings, log: Any, now: datetime) -> Any:
+    """The policy and grants in force now as the log records them (what the gateway serves); the
+    files on disk only while no gateway has loaded a policy yet."""
+    from civicmesh.cli.policy import policy_engine
+    from policies.history import History, HistoryError, NotRecorded
+
+    try:
+        return History(log, log.engine).at(now).engine
+    except NotRecorded:
+        return policy_engine(settings)
+    except HistoryError as exc:
+        raise CommandError(f"the rights in force cannot be established: {exc}") from exc
+
+
 def run_report(args: argparse.Namespace) -> int:
     from civicmesh.audit.report import build_report, render_json, render_text
-    from civicmesh.cli.policy import load_products, policy_engine
+    from civicmesh.cli.policy import load_products
     from policies.review import access_review
 
     if args.days < 1:
@@ -350,7 +373,7 @@ def run_report(args: argparse.Namespace) -> int:
     log = _plain_log(settings)
     products = load_products(settings, args.manifest)
     now = datetime.now(UTC)
-    review = access_review(policy_engine(settings), products, log, now=now, days=args.days)
+    review = access_review(_engine_in_force(settings, log, now), products, log, now=now, days=args.days)
     report = build_report(
         log,
         since=now - timedelta(days=args.days),

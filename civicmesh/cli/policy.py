@@ -144,9 +144,7 @@ def _served_owned(settings: Settings) -> frozenset[str]:
     from policies import versions
 
     log = existing_log(settings)
-    served = [e for e in versions.events(log) if e.kind == versions.LOADED] if log else []
-    files = versions.files_of(log.engine, served[-1].digest) if served and log else None
-    return versions.owned_by(files) if files else frozenset()
+    return versions.served_owned(log) if log else frozenset()
 
 
 def run_check(args: argparse.Namespace) -> int:

@@ -41,7 +41,7 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000, workers
     # with the Python stack, in this process and in its workers, instead of a silent death.
     faulthandler.enable()
     os.environ.setdefault("PYTHONFAULTHANDLER", "1")
-    from civicmesh.audit.signing import load_signer
+    from civicmesh.audit.signing import AuditKeyError, open_signer
     from gateway.serving import uvicorn_options
 
     # Worker processes re-read settings from the environment: pass the home and mode along.
@@ -51,7 +51,10 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000, workers
         os.environ["CIVICMESH_DEMO"] = "1"
     settings.jwt_secret  # noqa: B018 - create the stored secret once, before workers race for it
     settings.mask_key  # noqa: B018
-    load_signer(settings.audit_signing_key_file, create=True)  # the access log's signing key
+    try:  # the access log's signing key, before workers race for it
+        open_signer(settings.audit_signing_key_file, settings.audit_public_key_file)
+    except AuditKeyError as exc:
+        raise CommandError(str(exc)) from exc
     uvicorn.run(
         "gateway.app:create_app",
         factory=True,

@@ -97,8 +97,9 @@ def run_withdraw(args: argparse.Namespace) -> int:
     entry = catalog.entry(args.product)
     if entry is None:
         raise CommandError(f"no product named {args.product!r} has been published")
-    try:
-        policy = PolicyEngine.load(settings, check_interval=None)
+    access_log = AccessLog.from_settings(settings)
+    try:  # with the log: no owner the last loaded policy had is lost (as a gateway would refuse)
+        policy = PolicyEngine.load(settings, check_interval=None, audit_log=access_log)
     except (PolicyError, OSError) as exc:
         raise CommandError(f"the policy does not load: {exc}") from exc
     try:
@@ -108,7 +109,7 @@ def run_withdraw(args: argparse.Namespace) -> int:
             args.reason,
             args.user,
             authority=policy.decide(args.user, entry.spec, "grant"),
-            access_log=AccessLog.from_settings(settings),
+            access_log=access_log,
             roles=[f"{r}@{d}" for r, d in policy.roles(args.user)],
         )
     except (WithdrawError, WithdrawRefused) as exc:

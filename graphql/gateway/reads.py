@@ -136,12 +136,33 @@ async def serve_snapshot(
     snap = await snapshot_for(ctx, entry, cursor, as_of)
     touch.snapshot_id = snap.id
     await ensure_intact(ctx, snap)
-    if as_of is not None and decision is not None:  # rights in force then apply too, if stricter
-        decision = touch.decision = await _as_of(ctx, snap, decision, as_of)
+    at = await _rights_time(ctx, entry, snap, cursor, as_of)
+    if at is not None and decision is not None:  # rights in force then apply too, if stricter
+        decision = touch.decision = await _as_of(ctx, snap, decision, at)
     served = served_columns(ctx, entry, snap, decision)
     touch.masks = served.masks
     touch.row_filter = decision.row_filter if decision is not None else None
     return snap, served
+
+
+async def _rights_time(
+    ctx: RequestContext, entry: CatalogEntry, snap: Snapshot, cursor: Cursor | None, as_of: datetime | None
+) -> datetime | None:
+    """When the rights that also govern reading `snap` were in force (None: today's alone).
+
+    Reading a snapshot that is no longer current is reading the past, however it was reached:
+    `asOf` names the time; a cursor (not secret: anyone can write one) into an old snapshot
+    without `asOf` reads it as of the last moment it was current; `asOf` with a cursor must
+    select the cursor's snapshot, or the rights of one time would govern another time's data."""
+    if as_of is not None:
+        if cursor is not None:
+            selected = await anyio.to_thread.run_sync(ctx.catalog.snapshot_as_of, snap.product, as_of)
+            if selected is None or selected.id != snap.id:
+                raise bad_input("The cursor in `after` pages another snapshot than `asOf` selects.")
+        return as_of
+    if cursor is not None and (entry.current is None or entry.current.id != snap.id):
+        return await anyio.to_thread.run_sync(ctx.catalog.last_current, snap)
+    return None
 
 
 async def _as_of(ctx: RequestContext, snap: Snapshot, decision: Decision, at: datetime) -> Decision:

@@ -143,3 +143,32 @@ def test_without_a_key_only_the_chain_is_checked(db: str) -> None:
     log = AccessLog(get_engine(db)).ensure_schema()
     log.append([_record(i) for i in range(3)])
     assert log.seals() == {} and log.verify() is None
+
+
+def test_a_writer_gives_an_older_store_the_index_of_administrative_records(
+    db: str, tmp_path: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`asOf` reads and rights questions read policy and grant records by action on every call: a
+    store made before the index existed gets it when a writer opens it (once, on both backends)."""
+    from sqlalchemy import inspect
+
+    from civicmesh.accesslog import ACTION_INDEX
+    from civicmesh.settings import Settings
+
+    monkeypatch.setenv("CIVICMESH_HOME", str(tmp_path))
+    monkeypatch.setenv("CIVICMESH_METADATA_URL", db)
+    for name in ("AUDIT_SINK", "AUDIT_SIGNING_KEY_FILE", "AUDIT_PUBLIC_KEY_FILE"):
+        monkeypatch.delenv(f"CIVICMESH_{name}", raising=False)
+    engine = get_engine(db)
+    AccessLog(engine).ensure_schema().append([_record(1)])
+    ACTION_INDEX.drop(engine)  # as a store made before it existed
+
+    def indexed() -> bool:
+        return ACTION_INDEX.name in {i["name"] for i in inspect(engine).get_indexes("access_log")}
+
+    assert not indexed()
+    settings = Settings.from_env()
+    settings.ensure_dirs()
+    for _ in range(2):  # and a second writer finds it there
+        AccessLog.from_settings(settings)
+        assert indexed()

@@ -204,3 +204,53 @@ def test_a_tampered_hmac_era_log_is_not_sealed(settings: Settings, monkeypatch: 
     with pytest.raises(AccessLogUnavailable, match="first bad seq 100: truncated"):
         open_log(settings)
     assert _sink(settings) == []
+
+
+def test_a_backlog_larger_than_one_round_is_sealed_at_commit_boundaries(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a long sink outage more records wait than one round checks (MAX_BATCH): a round must
+    end where a commit ends, or the commit it cut is 'unsigned' and sealing stops for good."""
+    from civicmesh.audit import sealing
+
+    monkeypatch.setattr(sealing, "MAX_BATCH", 10)  # 100,000 in production: the same arithmetic
+    log = open_log(settings)
+    for i in range(0, 30, 3):
+        log.append([_record(i), _record(i + 1), _record(i + 2)])  # one commit of 3 (a group commit)
+    sealer = Sealer(log)
+    written = sealer.checkpoint("interval")
+    assert sealer.last_error is None and written and written[-1].seq == 30
+    assert [cp.seq for cp in _sink(settings)] == [cp.seq for cp in written]
+    check = log.verify_report()
+    assert check.ok and check.sealed == 30, check.findings
+
+
+def test_a_restored_backup_verifies_and_keeps_sealing(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The README's `backup`, `restore`, `audit verify` on a home whose sink and public key live in
+    its audit/ folder (the default): the copy holds both, cut to the checkpoints the store copy
+    holds, so the restored log verifies and its gateway can seal on."""
+    from civicmesh.backup import backup, restore
+    from civicmesh.cli import main
+
+    log = open_log(settings)
+    sealer = Sealer(log)
+    for i in range(120):
+        log.append([_record(i)])
+        if i in (49, 99):
+            sealer.checkpoint("count")
+    sealer.detach()
+    backup(settings, tmp_path / "backup")
+    monkeypatch.setenv("CIVICMESH_HOME", str(tmp_path / "restored"))
+    restored = Settings.from_env()
+    restore(restored, tmp_path / "backup")
+    dispose_all()
+    capsys.readouterr()
+    assert main(["audit", "verify"]) == 0, capsys.readouterr()
+    assert "seal records 1..100" in capsys.readouterr().out
+    again = open_log(restored)
+    again.append([_record(120)])
+    sealer = Sealer(again)
+    assert sealer.checkpoint("interval") and sealer.last_error is None
+    assert again.verify_report().ok

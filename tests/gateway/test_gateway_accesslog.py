@@ -139,3 +139,43 @@ def test_a_forbidden_read_leaves_one_deny_record_with_its_reason(server) -> None
     assert rows[0]["product"] == "public_works.service_requests" and rows[0]["error_code"] == "FORBIDDEN"
     assert rows[0]["reason"] and rows[0]["policy_version"]
     assert log.verify() is None
+
+
+def test_a_nul_character_in_a_logged_name_is_a_4xx_that_is_logged(server) -> None:
+    """PostgreSQL refuses NUL in text: a product name with one (an argument, an export URL) made the
+    access-log write fail, so the request was a 503 with no record - and, sharing the group
+    commit, so were other users' requests. The record keeps the name, NUL escaped."""
+    import threading
+
+    log = _log(server)
+    before = log.head()
+    stop = threading.Event()
+    failures: list[int] = []
+
+    def innocent() -> None:  # another user's requests meanwhile, sharing group commits
+        while not stop.is_set():
+            status = server.post("{ me { user } }", "alice").status_code
+            if status != 200:
+                failures.append(status)
+
+    thread = threading.Thread(target=innocent)
+    thread.start()
+    try:
+        for _ in range(5):
+            forbidden = server.gql(
+                "query Q($p: String) { accessLog(product: $p, first: 1) { totalCount } }",
+                "carol",
+                {"p": "x\0y"},
+            )
+            assert forbidden["errors"][0]["extensions"]["code"] == "FORBIDDEN"
+            export = server.client.get(
+                "/exports/pub%00lic.csv", headers={"Authorization": f"Bearer {server.token('bob')}"}
+            )
+            assert 400 <= export.status_code < 500, export.text
+    finally:
+        stop.set()
+        thread.join()
+    assert failures == []
+    rows = [r for r in log.rows(after_seq=before) if r["subject"] in ("carol", "bob")]
+    assert {r["product"] for r in rows} >= {"x\\u0000y"}
+    assert len(rows) == 10 and log.verify() is None

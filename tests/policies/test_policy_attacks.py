@@ -137,3 +137,31 @@ def test_role_holder_cannot_request_role_only_actions(
     for action in ("grant", "audit", "fly"):
         with pytest.raises(PolicyError):
             store.request("mallory", products["hr.employees"], action, "why not", 1)
+
+
+@pytest.mark.parametrize(
+    ("where", "twin"),
+    [
+        (
+            "users",
+            "  dana:\n    email: dana@city.example\n    department: public_works\n"
+            "    attributes:\n      districts: [D1, D2, D3, D4, D5]\n",
+        ),
+        ("roles", "  supervisor:\n    description: reads everything\n"),
+    ],
+    ids=["user-widened-at-the-end", "role-unscoped-at-the-end"],
+)
+def test_a_key_given_twice_in_users_yaml_is_refused(
+    where: str, twin: str, policy_dir: Path, make_engine: Callable[..., PolicyEngine]
+) -> None:
+    """YAML keeps the last of two equal keys: a second `dana:` (or `supervisor:`) under the one a
+    reviewer read would silently widen dana's rows. The files are refused (the last good stays)."""
+    engine = make_engine(check_interval=None)
+    users = policy_dir / "users.yaml"
+    text = users.read_text()
+    at = text.index("\nusers:\n") if where == "roles" else len(text)
+    users.write_text(text[:at] + ("\n" + twin if where == "roles" else twin) + text[at:])
+    with pytest.raises(PolicyError, match=r"given twice"):
+        parse_directory(users.read_text())
+    assert engine.refresh_if_changed() is False and engine.rejected is not None
+    assert engine.directory.users["dana"].attributes == {"districts": ("D3",)}

@@ -141,3 +141,20 @@ def test_load_from_settings(settings: Settings, policy_dir: Path, monkeypatch: p
     engine = PolicyEngine.load(settings)
     assert engine.policies_dir == policy_dir
     assert engine.user("alice") is not None
+
+
+def test_a_nul_character_in_a_purpose_or_note_is_bad_input(
+    store: AccessRequests, products: dict[str, ProductSpec]
+) -> None:
+    """PostgreSQL refuses NUL in text: a purpose or note holding one was an internal error there
+    (and stored as is on SQLite). It is refused, on both, as the input it is."""
+    employees = products["hr.employees"]
+    with pytest.raises(PolicyError, match="purpose"):
+        store.request("mallory", employees, "read", "pay\0review", 30)
+    request = store.request("mallory", employees, "read", "pay equity review", 30)
+    with pytest.raises(PolicyError, match="note"):
+        store.approve(request.id, "frank", note="ok\0")
+    assert store.get(request.id).status == "pending"
+    store.approve(request.id, "frank", note="ok")
+    with pytest.raises(PolicyError, match="note"):
+        store.revoke(request.id, "frank", note="\0")

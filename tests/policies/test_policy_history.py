@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -239,5 +239,55 @@ def test_reading_as_of_applies_the_rights_then_only_if_stricter(home: Settings) 
         assert "errors" not in read(READ_PAYMENTS, None)  # today's grant allows it
         now = read(READ_SR, datetime.now(UTC))  # then == now: nothing stricter
         assert now["extensions"]["governance"][SR.name]["asOf"]["applied"] == []
+    finally:
+        server.stop()
+
+
+def _cursor(snapshot_id: str) -> str:
+    """A cursor as the gateway encodes one (base64 JSON, unsigned): anyone can write it."""
+    import base64
+
+    raw = json.dumps({"s": snapshot_id, "o": 0}, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+PAGE_SR = (
+    "query Q($t: DateTime, $after: String) { publicWorks { serviceRequests(asOf: $t, after: $after, "
+    "first: 5) { nodes { requesterName } snapshot { id } } } }"
+)
+
+
+def test_a_cursor_into_an_old_snapshot_never_escapes_the_rights_then(home: Settings) -> None:
+    """Paging an old snapshot with `after` (the cursor of an `asOf` page, or one written by hand:
+    cursors are not secret) is reading the past: the rights then apply, whatever `asOf` says."""
+    publish(home, [SR])
+    server = Served(home)
+    try:
+        old = server.gql("bob", PAGE_SR)["data"]["publicWorks"]["serviceRequests"]["snapshot"]["id"]
+        before_grant = _moment()
+        publish(home, [replace(SR, description="Service requests, republished")])  # today's snapshot
+        log = open_log(home)
+        engine = PolicyEngine.load(home, check_interval=None, audit_log=log)
+        store = AccessRequests(engine, get_engine(home.metadata_url), access_log=log)
+        store.approve(store.request("bob", SR, "read_pii", "case 42", 30).id, "alice")
+
+        def page(t: datetime | None, after: str | None) -> dict:
+            return server.gql("bob", PAGE_SR, {"t": t.isoformat() if t else None, "after": after})
+
+        def masked(t: datetime | None, after: str | None) -> set[str]:
+            answer = page(t, after)
+            assert "errors" not in answer, answer
+            return set(answer["extensions"]["governance"][SR.name]["maskedColumns"])
+
+        deadline = time.monotonic() + 60  # the gateway picks the grant up within its refresh interval
+        while "requester_name" in masked(None, None):
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        assert "requester_name" in masked(before_grant, None)  # asOf then: masked as then
+        assert "requester_name" in masked(before_grant, _cursor(old))  # the next page, as asked
+        assert "requester_name" in masked(None, _cursor(old))  # the old snapshot by cursor alone
+        mixed = page(datetime.now(UTC), _cursor(old))  # today's rights over the old snapshot's rows
+        assert mixed["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT", mixed
+        assert "requester_name" not in masked(datetime.now(UTC), None)  # today's snapshot, today's grant
     finally:
         server.stop()

@@ -4,6 +4,7 @@ without an owner: it keeps the last good policy, and the refusal shows in `/read
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -75,3 +76,18 @@ def test_a_refused_reload_is_loud_and_the_last_good_policy_stays(
         versions.REJECTED,
         versions.LOADED,
     ]
+
+
+def test_an_idle_gateway_notices_a_refused_policy_in_readyz(
+    served: tuple[Served, Settings], policy_dir: Path
+) -> None:
+    """A load balancer polling only /readyz (no traffic) sees the refusal too."""
+    server, settings = served
+    assert server.client.get("/readyz").status_code == 200
+    (policy_dir / "policy.csv").write_text("")
+    deadline = time.monotonic() + 60
+    while (ready := server.client.get("/readyz")).status_code == 200:
+        assert time.monotonic() < deadline, ready.json()
+        time.sleep(0.2)
+    assert "empty-policy" in ready.json()["checks"]["policy"]["detail"]
+    assert [r["action"] for r in _policy_records(settings)] == [versions.LOADED, versions.REJECTED]

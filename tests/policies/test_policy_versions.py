@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from policy_specs import DEMO_PRODUCTS, manifest_for
+from served import publish
 
 from civicmesh.accesslog import AccessLog, decode_row
 from civicmesh.audit.sealing import Sealer, open_log
@@ -99,6 +100,25 @@ def test_the_engine_refuses_what_policy_check_refuses(
     assert "back after a refused reload" in _records(settings, versions.LOADED)[-1]["reason"]
 
 
+def test_a_restart_refuses_what_a_reload_would_refuse(
+    policy_dir: Path, make_engine: Callable[..., PolicyEngine], settings: Settings
+) -> None:
+    """Every hr line removed while the gateway was down: hr had an owner under the last policy the
+    log records as loaded, so the restart refuses the files as a reload would, and says so."""
+    make_engine(check_interval=None)  # the gateway loaded the good policy, then stopped
+    path = policy_dir / "policy.csv"
+    kept = [
+        line for line in path.read_text().splitlines() if "hr" not in [f.strip() for f in line.split(",")]
+    ]
+    path.write_text("\n".join(kept) + "\n")
+    with pytest.raises(PolicyError, match="department 'hr' has no owner"):
+        make_engine(check_interval=None)
+    refused = _records(settings, versions.REJECTED)
+    assert len(refused) == 1 and "department 'hr' has no owner" in refused[0]["reason"]
+    state = versions.status(AccessLog(get_engine(settings.metadata_url)), policy_dir)
+    assert not state.ok and state.refused is not None and state.served is not None
+
+
 def test_a_loaded_change_is_recorded_with_its_lines(
     policy_dir: Path, make_engine: Callable[..., PolicyEngine], settings: Settings
 ) -> None:
@@ -167,3 +187,56 @@ def test_read_only_commands_leave_the_chain_unchanged(
             assert main(argv) in (0, 1), argv
             capsys.readouterr()
             assert _fingerprint(served_home) == before, argv
+
+
+def test_the_access_review_is_of_the_policy_in_force_not_the_files_on_disk(
+    served_home: Settings, policy_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The review lists the rights the gateway grants: an edit no gateway loaded gives none, and
+    files a gateway would refuse do not stop the review."""
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text(json.dumps(manifest_for(DEMO_PRODUCTS.values())))
+
+    def rights() -> set[tuple[str, str, str]]:
+        assert main(["audit", "report", "--format", "json", "--manifest", str(manifest)]) == 0
+        report = json.loads(capsys.readouterr().out)
+        return {
+            (r["subject"], r["product"], r["action"])
+            for rs in report["rights_by_subject"].values()
+            for r in rs
+        }
+
+    served = rights()
+    assert ("alice", "public_works.service_requests", "read_pii") in served
+    path = policy_dir / "policy.csv"
+    path.write_text(path.read_text() + "g, mallory, owner, finance\n")  # on disk, never loaded
+    assert rights() == served
+    path.write_text("")  # emptied: refused by any gateway, the served policy still in force
+    assert rights() == served
+
+
+def test_a_policy_the_gateway_refuses_gives_no_power_to_the_cli(
+    served_home: Settings, policy_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Files the gateway refuses (hr left without its owner) that also make mallory a finance owner:
+    `access approve` and `snapshots withdraw --as mallory` must not decide under them (the last
+    good policy is the one in force, for every surface that writes)."""
+    publish(served_home, [DEMO_PRODUCTS["finance.vendor_payments"]])
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text(json.dumps(manifest_for(DEMO_PRODUCTS.values())))
+    m = ["--manifest", str(manifest)]
+    assert (
+        main(["access", "request", "finance.vendor_payments", "--as", "bob", "--purpose", "audit", *m]) == 0
+    )
+    request_id = capsys.readouterr().out.split()[0].removeprefix("#")
+    path = policy_dir / "policy.csv"
+    kept = [
+        line for line in path.read_text().splitlines() if "hr" not in [f.strip() for f in line.split(",")]
+    ]
+    path.write_text("\n".join([*kept, "g, mallory, owner, finance"]) + "\n")
+    assert main(["access", "approve", request_id, "--as", "mallory"]) == 1
+    assert "department 'hr' has no owner" in capsys.readouterr().err
+    withdraw = ["snapshots", "withdraw", "finance.vendor_payments", "--reason", "mine now", "--as", "mallory"]
+    assert main(withdraw) == 1
+    assert "department 'hr' has no owner" in capsys.readouterr().err
+    assert not _records(served_home, "approve", "withdraw")
