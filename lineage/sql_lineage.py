@@ -17,7 +17,9 @@ hash is applied. The dataset-wide INDIRECT inputs (WHERE, JOIN ... ON, GROUP BY,
 It never guesses: a column is *unknown* (with the reason) when the parser's output columns differ
 from `output` (what DuckDB itself says the query returns), when a reference does not resolve to a
 column of a declared input relation, or for constructs it cannot follow (PIVOT/UNPIVOT, COLUMNS(),
-table functions, subqueries in the select list, any parser error). It never raises.
+table functions, subqueries in the select list, a reference that is not a plain column — a whole row
+`to_json(t)`, a position `#2`, a method call `email.upper()` —, any parser error). It never raises.
+Cost is linear in the size of the SQL (macro-generated models run to hundreds of kB).
 """
 
 from __future__ import annotations
@@ -37,6 +39,24 @@ HASH_FUNCTIONS = {"md5", "sha1", "sha256", "sha2", "hash", "md5_number"}
 _DIRECT_RANK = {"IDENTITY": 0, "TRANSFORMATION": 1, "AGGREGATION": 2}
 # Clauses of a SELECT whose columns decide the rows of the whole result (dataset-level INDIRECT).
 _DATASET_CLAUSES = {"where": "FILTER", "having": "FILTER", "qualify": "FILTER", "group": "GROUP_BY"}
+# Where an identifier in a select expression is a name (of a column, alias, table, struct field,
+# lambda parameter, window), not a value. Anywhere else it is a reference sqlglot did not resolve to a
+# column: DuckDB's method call `requester_email.upper()` parses as Dot(Identifier, upper()).
+_NAME_POSITIONS = {
+    (exp.Alias, "alias"),
+    (exp.Column, "this"),
+    (exp.Column, "table"),
+    (exp.Column, "db"),
+    (exp.Column, "catalog"),
+    (exp.Dot, "expression"),
+    (exp.PropertyEQ, "this"),
+    (exp.Kwarg, "this"),
+    (exp.Lambda, "expressions"),
+    (exp.Window, "alias"),
+    (exp.ColumnDef, "this"),
+}
+# References to data that are not a column: a whole row (`t`, `to_json(t)`) and a position (`#2`).
+_NOT_COLUMNS = (exp.TableColumn, exp.PositionalColumn)
 
 
 @dataclass(frozen=True)
@@ -222,8 +242,25 @@ def _compose(outer: SourceField, inner: SourceField) -> SourceField:
     )
 
 
-def _transformation(column: exp.Column, root: exp.Expression) -> SourceField:
-    """How `column` contributes to the select expression `root` (walking up from the reference)."""
+def _description(root: exp.Expression) -> str | None:
+    """The SQL of a select expression that is not a plain column, for the facet (200 characters)."""
+    body = root.unalias() if isinstance(root, exp.Alias) else root
+    return None if isinstance(body, exp.Column) else body.sql(dialect="duckdb")[:200]
+
+
+def _unresolved(select: exp.Expression) -> str | None:
+    """Why `select` reads data some other way than through `exp.Column`s, or None."""
+    for node in select.walk():
+        if isinstance(node, _NOT_COLUMNS) or (
+            isinstance(node, exp.Identifier) and (type(node.parent), node.arg_key) not in _NAME_POSITIONS
+        ):
+            return f"{node.sql(dialect='duckdb')[:80]} in {select.alias_or_name} is not a column reference"
+    return None
+
+
+def _transformation(column: exp.Column, root: exp.Expression, description: str | None) -> SourceField:
+    """How `column` contributes to the select expression `root` (walking up from the reference);
+    `description` is `_description(root)`, computed once per expression."""
     direct, indirect, masking = "IDENTITY", None, False
     node: exp.Expression = column
     while node is not root and node.parent is not None:
@@ -244,8 +281,6 @@ def _transformation(column: exp.Column, root: exp.Expression) -> SourceField:
             name = (parent.name if isinstance(parent, exp.Anonymous) else parent.sql_name()).lower()
             masking = masking or name in HASH_FUNCTIONS
         node = parent
-    body = root.unalias() if isinstance(root, exp.Alias) else root
-    description = None if isinstance(body, exp.Column) else body.sql(dialect="duckdb")[:200]
     kind = ("INDIRECT", indirect) if indirect else ("DIRECT", direct)
     return SourceField("", column.name, kind[0], kind[1], masking, description)
 
@@ -275,9 +310,13 @@ class _Tracer:
             raise _Unknown("COLUMNS(...) is not followed by the lineage parser")
         if select.find(exp.Subquery, exp.Select) is not None:
             raise _Unknown(f"a subquery in {select.alias_or_name} is not followed")
+        unresolved = _unresolved(select)
+        if unresolved is not None:
+            raise _Unknown(unresolved)
         fields = []
+        description = _description(select)
         for column in select.find_all(exp.Column):
-            fields += self.resolve(scope, column, _transformation(column, select))
+            fields += self.resolve(scope, column, _transformation(column, select, description))
         return fields
 
     def resolve(self, scope: Scope, column: exp.Column, how: SourceField) -> list[SourceField]:
