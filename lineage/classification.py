@@ -35,6 +35,9 @@ Column = tuple[str, str]  # (node unique_id, column name as DuckDB spells it)
 LEAVES = ("source.", "seed.")  # where data enters: their yml is the classification
 BUILT = ("model.", "seed.", "snapshot.")  # relations dbt writes
 BLOCKING = ("undeclared_pii", "unknown_lineage")
+# A relation that reads itself back (a source naming the model's own table): what it holds came from
+# an earlier build, whose SQL and classification may have been anything.
+CYCLE = "read back from its own table, so from an earlier build whose lineage is not known"
 # Not a finding about the data: the warehouse could not say what the model returns (not built).
 NOT_DESCRIBED = "DuckDB did not describe this column after the build"
 
@@ -151,6 +154,8 @@ class PiiGraph:
                     unknown = (_path(came_from, step), problem)
                 for parent in parents:
                     if parent in came_from:
+                        if unknown is None and parent in (path := _path(came_from, step)):
+                            unknown = ((*path, parent), CYCLE)
                         continue
                     came_from[parent] = step
                     if self.is_pii(parent):

@@ -225,3 +225,22 @@ def test_a_model_with_hooks_has_unknown_lineage() -> None:
     findings = {f.column: f for f in _findings(manifest)}
     assert set(findings) == {"request_id", "note"} and findings["note"].kind == "unknown_lineage"
     assert "hook" in findings["note"].reason
+
+
+def test_a_model_reading_its_own_table_back_is_unknown() -> None:
+    """Build 1 published `contact` masked (the table holds raw e-mails, masks apply on read); build 2
+    reads the column back through a source naming the model's own table and declares it plain."""
+    manifest = _masked_manifest()
+    warehouse = dict(artifacts.warehouse(manifest))  # before the model that cannot be a view of itself
+    itself = _source(manifest, "mine", "main", "contacts", ["contact"])
+    sql = 'select contact from "warehouse"."main"."contacts"'
+    _add_product(manifest, "contacts", sql, [itself], ["contact"])
+    warehouse["model.civicmesh.contacts"] = warehouse[itself] = (("contact", "VARCHAR"),)
+    specs = [s for s in load_product_specs(manifest) if s.product == "contacts"]
+    (finding,) = pii_findings(manifest, specs, NodeColumns(manifest, warehouse))
+    assert finding.kind == "unknown_lineage" and "read back from its own table" in finding.reason
+    assert finding.path == (
+        "public_works.contacts.contact",
+        "mine.contacts.contact",
+        "public_works.contacts.contact",
+    )
