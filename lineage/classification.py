@@ -1,10 +1,18 @@
 """PII is declared where data enters and follows column lineage to every product column.
 
-Sources, seeds and snapshots declare their columns and which are personal data (vocabulary:
-`civicmesh.products.column_classification`); a model column may add a `pii` declaration, never
-remove one. A product column inherits PII through every DIRECT lineage edge (identity,
-transformation, aggregation; a hash is still a pseudonym of the person); INDIRECT edges (filter,
-join, group by, sort, window, conditional) decide rows, not values, and carry nothing.
+Sources and seeds declare their columns and which are personal data (vocabulary:
+`civicmesh.products.column_classification`); a model or snapshot column may add a `pii` declaration,
+never remove one. A product column inherits PII through every input of its own expression: DIRECT
+edges (identity, transformation, aggregation; a hash is still a pseudonym of the person) and the
+INDIRECT ones inside the expression (a CASE/IF condition, an aggregate's FILTER, a window's
+PARTITION BY/ORDER BY), which decide the value: a macro spells a whole e-mail out of
+`case when substr(email, i, 1) = 'a' then 'a' ...`. The dataset-level INDIRECT inputs (WHERE, JOIN
+ON, GROUP BY, ORDER BY) decide which rows, and carry nothing.
+
+Where data enters is a relation, not a yml entry: every source naming the same table shares one
+classification (a second yml declaring `requester_email` plain does not make it plain), a source
+naming a relation dbt builds (a model, seed or snapshot) is that node, and a snapshot is followed
+through its SQL like a model (its dbt_* columns through `unique_key` and `updated_at`).
 
 Fail closed: a product column whose lineage cannot be resolved exactly (`lineage.sql_lineage`), or
 that reaches a source column no yml declares, is *unknown*, and unknown blocks publish like
@@ -15,16 +23,21 @@ reason is recorded and shown in the catalog).
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from civicmesh.products import ProductSpec, column_classification
-from lineage.dbt import NodeColumns, manifest_node, relation_key
+from lineage.dbt import NodeColumns, manifest_node, relation_key, snapshot_meta_columns
 
 Column = tuple[str, str]  # (node unique_id, column name as DuckDB spells it)
-LEAVES = ("source.", "seed.", "snapshot.")
+LEAVES = ("source.", "seed.")  # where data enters: their yml is the classification
+BUILT = ("model.", "seed.", "snapshot.")  # relations dbt writes
 BLOCKING = ("undeclared_pii", "unknown_lineage")
+# A relation that reads itself back (a source naming the model's own table): what it holds came from
+# an earlier build, whose SQL and classification may have been anything.
+CYCLE = "read back from its own table, so from an earlier build whose lineage is not known"
 # Not a finding about the data: the warehouse could not say what the model returns (not built).
 NOT_DESCRIBED = "DuckDB did not describe this column after the build"
 
@@ -69,29 +82,56 @@ class Trace:
 
 
 class PiiGraph:
-    """Column-level DIRECT edges of a manifest's nodes, from `NodeColumns` (exact or unknown)."""
+    """Column-level edges of a manifest's nodes, from `NodeColumns` (exact or unknown)."""
 
     def __init__(self, manifest: Mapping[str, Any], columns: NodeColumns) -> None:
         self.manifest = manifest
         self.columns = columns
+        self.by_relation: dict[str, list[str]] = defaultdict(list)  # relation key -> unique ids
+        for kind in ("nodes", "sources"):
+            for uid, node in (manifest.get(kind) or {}).items():
+                if uid.startswith((*BUILT, "source.")):
+                    self.by_relation[relation_key(node)].append(uid)
 
-    def _declared(self, uid: str, column: str) -> Mapping[str, Any] | None:
+    def _same_relation(self, uid: str, kinds: tuple[str, ...]) -> list[str]:
+        return [
+            u
+            for u in self.by_relation.get(relation_key(manifest_node(self.manifest, uid) or {}), ())
+            if u.startswith(kinds)
+        ]
+
+    def _entries(self, uid: str) -> list[str]:
+        """The nodes whose yml classifies `uid`'s columns: itself, or for a source every source
+        naming the same table (two ymls of one table cannot make a personal column plain)."""
+        return (self._same_relation(uid, ("source.",)) or [uid]) if uid.startswith("source.") else [uid]
+
+    def _own(self, uid: str, column: str) -> Mapping[str, Any] | None:
         declared = (manifest_node(self.manifest, uid) or {}).get("columns") or {}
         return next((c for name, c in declared.items() if name.lower() == column.lower()), None)
 
+    def _declared_pii_by(self, step: Column) -> list[str]:
+        return [u for u in self._entries(step[0]) if column_classification(self._own(u, step[1]) or {}).pii]
+
     def is_pii(self, step: Column) -> bool:
-        declared = self._declared(*step)
-        return declared is not None and column_classification(declared).pii
+        return bool(self._declared_pii_by(step))
 
     def inputs(self, step: Column) -> tuple[list[Column], str | None]:
-        """The columns `step` is DIRECTLY computed from, or why that is not known."""
+        """The columns `step`'s values are computed from, or why that is not known."""
         uid, column = step
+        if uid.startswith("source."):
+            built = self._same_relation(uid, BUILT)
+            if built:  # not where data enters: a relation dbt builds, under another name
+                return [(built[0], column)], None
         if uid.startswith(LEAVES):
-            if self._declared(uid, column) is None:
+            if all(self._own(u, column) is None for u in self._entries(uid)):
                 node = manifest_node(self.manifest, uid) or {}
                 where = node.get("original_file_path") or node.get("patch_path") or "its yml"
                 return [], f"not declared in {where}: declare it and its classification where data enters"
             return [], None
+        if uid.startswith("snapshot."):
+            meta = snapshot_meta_columns(manifest_node(self.manifest, uid) or {})
+            if column.lower() in meta:
+                return [(uid, c) for c in meta[column.lower()]], None
         lineage = self.columns.lineage(uid).column(column)
         if lineage is None:
             return [], NOT_DESCRIBED
@@ -99,7 +139,7 @@ class PiiGraph:
             return [], lineage.unknown
         parents = self.columns.inputs(uid)
         by_relation = {relation_key(manifest_node(self.manifest, p) or {}): p for p in parents}
-        return [(by_relation[f.relation], f.column) for f in lineage.direct], None
+        return [(by_relation[f.relation], f.column) for f in lineage.inputs], None
 
     def trace(self, start: Column) -> Trace:
         """Breadth first, so the reported PII path is a shortest one."""
@@ -114,6 +154,8 @@ class PiiGraph:
                     unknown = (_path(came_from, step), problem)
                 for parent in parents:
                     if parent in came_from:
+                        if unknown is None and parent in (path := _path(came_from, step)):
+                            unknown = ((*path, parent), CYCLE)
                         continue
                     came_from[parent] = step
                     if self.is_pii(parent):
@@ -125,8 +167,23 @@ class PiiGraph:
     def label(self, step: Column, products: Mapping[str, str]) -> str:
         uid, column = step
         node = manifest_node(self.manifest, uid) or {}
-        where = products.get(uid) or ".".join(relation_key(node).split(".")[1:])
-        return f"{where}.{column}" + (" [pii]" if self.is_pii(step) else "")
+        if uid.startswith("source."):
+            where = _source_name(node)
+        else:
+            where = products.get(uid) or ".".join(relation_key(node).split(".")[1:])
+        return f"{where}.{column}" + self._pii_note(uid, column)
+
+    def _pii_note(self, uid: str, column: str) -> str:
+        by = self._declared_pii_by((uid, column))
+        if not by or uid in by:
+            return " [pii]" if by else ""
+        names = sorted(_source_name(manifest_node(self.manifest, u) or {}) for u in by)
+        return f" [pii, declared in {', '.join(names)}]"
+
+
+def _source_name(node: Mapping[str, Any]) -> str:
+    """A source as its SQL names it: `source('<source_name>', '<name>')`."""
+    return f"{node.get('source_name')}.{node.get('name')}"
 
 
 def _path(came_from: Mapping[Column, Column | None], end: Column) -> tuple[Column, ...]:

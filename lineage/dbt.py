@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -103,6 +103,42 @@ def relation_key(node: Mapping[str, Any]) -> str:
     return ".".join(str(p) for p in (node.get("database"), node.get("schema"), table)).lower()
 
 
+def hooks(node: Mapping[str, Any]) -> list[str]:
+    """The SQL of a node's `pre-hook`s and `post-hook`s (dbt config), which may change its relation."""
+    config = node.get("config") or {}
+    found = [h for key in ("pre-hook", "post-hook") for h in config.get(key) or ()]
+    return [str(h.get("sql") if isinstance(h, Mapping) else h) for h in found]
+
+
+def snapshot_meta_columns(node: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
+    """{dbt column a snapshot adds (lower-case): the snapshot's own columns it is computed from}.
+
+    dbt (snapshot strategies, 1.9+ `snapshot_meta_column_names`): `dbt_scd_id` is a hash of
+    `unique_key` and the update time; `dbt_updated_at`, `dbt_valid_from` and `dbt_valid_to` are the
+    `updated_at` column (timestamp strategy) or the run's clock (check strategy); `dbt_is_deleted`
+    is a flag. Empty for any other node."""
+    if node.get("resource_type") != "snapshot":
+        return {}
+    config = node.get("config") or {}
+    key = config.get("unique_key") or ()
+    keys = (key,) if isinstance(key, str) else tuple(key)
+    updated = (
+        (config["updated_at"],) if config.get("strategy") == "timestamp" and config.get("updated_at") else ()
+    )
+    computed = {
+        "dbt_scd_id": keys + updated,
+        "dbt_updated_at": updated,
+        "dbt_valid_from": updated,
+        "dbt_valid_to": updated,
+        "dbt_is_deleted": (),
+    }
+    names = {
+        **{k: k for k in computed},
+        **{k: v for k, v in (config.get("snapshot_meta_column_names") or {}).items() if v},
+    }
+    return {names[k].lower(): inputs for k, inputs in computed.items()}
+
+
 def fill_compiled_code(manifest: dict[str, Any], target_path: Path) -> dict[str, Any]:
     """Give every model the compiled SQL dbt last wrote for it under `target_path`, where this
     invocation did not compile it (a subset build, a skipped model): that is the SQL its relation in
@@ -162,8 +198,8 @@ class NodeColumns:
         self._lineage: dict[str, ModelLineage] = {}
 
     def lineage(self, uid: str) -> ModelLineage:
-        """Column lineage of a model's output columns (parsed once, shared by the PII gate and the
-        lineage events)."""
+        """Column lineage of a model's (or snapshot's SQL's) output columns (parsed once, shared by
+        the PII gate and the lineage events)."""
         if uid not in self._lineage:
             node = manifest_node(self.manifest, uid) or {}
             relations = {
@@ -172,7 +208,15 @@ class NodeColumns:
                 if p in self.warehouse
             }
             output = [c for c, _ in self.warehouse[uid]] if uid in self.warehouse else None
-            self._lineage[uid] = model_lineage(node.get("compiled_code") or "", relations, output)
+            added = snapshot_meta_columns(node)  # a snapshot's SQL returns its columns, dbt adds these
+            output = [c for c in output if c.lower() not in added] if output is not None else None
+            lineage = model_lineage(node.get("compiled_code") or "", relations, output)
+            if hooks(node):  # `update {{ this }} set note = <an e-mail>` after the SELECT
+                why = (
+                    f"{len(hooks(node))} dbt hook(s) run SQL on it besides its SELECT; hooks are not followed"
+                )
+                lineage = ModelLineage(tuple(replace(c, inputs=(), unknown=why) for c in lineage.columns))
+            self._lineage[uid] = lineage
         return self._lineage[uid]
 
     def of(self, uid: str) -> dict[str, str]:

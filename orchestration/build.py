@@ -74,12 +74,23 @@ class BuildReport:
     def held_back(self) -> list[ProductOutcome]:
         return [p for p in self.products if not p.published]
 
+    @property
+    def other_failures(self) -> list[str]:
+        """Failed steps that are not a product's publish step (ingest, the dbt step itself): a
+        corrupt landing file under a selection without products holds nothing back, yet failed."""
+        return [s for s in self.failed_steps if not s.startswith(f"{PUBLISH_PREFIX}__")]
+
+    @property
+    def failed(self) -> bool:
+        """Something was held back or a step failed: `civicmesh build` exits 1. Warnings alone never."""
+        return bool(self.held_back or self.other_failures)
+
     def summary(self) -> list[str]:
         """The build summary: a headline, then one line per product (published / warned / held
-        back) with the reasons indented below it."""
+        back) with the reasons indented below it, then the failed steps no product line shows."""
         warned = [p for p in self.products if p.outcome == "warned"]
         published = [p for p in self.products if p.published]
-        verdict = "FAILED" if self.held_back else "succeeded"
+        verdict = "FAILED" if self.failed else "succeeded"
         lines = [
             f"build {verdict} in {self.seconds:.1f}s (run {self.run_id}): {len(published)} of "
             f"{len(self.products)} products published, {len(self.held_back)} held back, {len(warned)} warned"
@@ -93,11 +104,7 @@ class BuildReport:
                 first, *rest = reason.splitlines() or [""]
                 lines.append(f"      - {first}")
                 lines += [f"        {line}" for line in rest]
-        lines += [
-            f"  failed step: {step}"
-            for step in self.failed_steps
-            if not step.startswith(f"{PUBLISH_PREFIX}__")
-        ]
+        lines += [f"  failed step: {step}" for step in self.other_failures]
         return lines
 
 

@@ -1,5 +1,8 @@
 """Automatic quarantine: a leak found by this build's PII gate that the product's *current* snapshot
-already serves takes that snapshot out of service in the same build.
+already serves takes that snapshot out of service in the same build, and with it every older
+servable snapshot that serves the same leak: "current" would otherwise move back to one of them (a
+product published for a week holds the column in every snapshot of that week), and `asOf` reaches
+them all.
 
 A leak is a blocking PII finding (undeclared PII or unknown lineage) on a column the current
 snapshot contains without a mask in the spec it was published with. A model the warehouse could not
@@ -36,29 +39,45 @@ def leaking(snapshot: Snapshot, leaks: tuple[PiiFinding, ...]) -> list[PiiFindin
 def quarantine_leaks(
     catalog: Catalog, access_log: AccessLog, gates: Mapping[str, GateResult], run_id: str
 ) -> dict[str, GateResult]:
-    """Quarantine each product's current snapshot that serves a leak; returns `gates` with the
-    outcome added to those products' failed checks (a quarantine that could not be done is one
-    too, never a silent pass)."""
+    """Quarantine each product's current snapshot that serves a leak, and its older servable
+    snapshots that serve one (oldest first, the current last, so "current" lands on a clean one or
+    none); returns `gates` with one failed check per snapshot added (a quarantine that could not be
+    done is one too, never a silent pass)."""
     updated = dict(gates)
     for name, gate in gates.items():
         current = catalog.current(name) if gate.leaks else None
-        found = leaking(current, gate.leaks) if current is not None else []
-        if current is None or not found:
+        if current is None or not leaking(current, gate.leaks):
             continue
-        reason = "; ".join(f.message for f in found)
-        if len(reason) > MAX_REASON_CHARS:
-            reason = reason[: MAX_REASON_CHARS - 1] + "…"
-        authority = SystemAuthority(RULE, f"build {run_id}: personal data the product did not declare")
-        try:
-            result = catalog.withdraw(
-                name, current.id, reason, ACTOR, "quarantined", authority=authority, access_log=access_log
-            )
-        except (WithdrawError, AccessLogUnavailable) as exc:
-            check = FailedCheck("pii_gate.quarantine", f"could not quarantine {current.id}: {exc}", "error")
-        else:
-            now = result.current.id if result.current else "none"
-            columns = ", ".join(f.column for f in found)
-            message = f"snapshot {current.id} served {columns} and is quarantined; current is now {now}"
-            check = FailedCheck("pii_gate.quarantine", message, "error")
-        updated[name] = replace(gate, failed=(*gate.failed, check))
+        older = [s for s in catalog.snapshots(name) if s.servable and s.id != current.id]
+        checks = [
+            _quarantine(catalog, access_log, name, snapshot, found, run_id)
+            for snapshot in [*reversed(older), current]
+            if (found := leaking(snapshot, gate.leaks))
+        ]
+        updated[name] = replace(gate, failed=(*gate.failed, *checks))
     return updated
+
+
+def _quarantine(
+    catalog: Catalog,
+    access_log: AccessLog,
+    name: str,
+    snapshot: Snapshot,
+    found: list[PiiFinding],
+    run_id: str,
+) -> FailedCheck:
+    reason = "; ".join(f.message for f in found)
+    if len(reason) > MAX_REASON_CHARS:
+        reason = reason[: MAX_REASON_CHARS - 1] + "…"
+    authority = SystemAuthority(RULE, f"build {run_id}: personal data the product did not declare")
+    try:
+        result = catalog.withdraw(
+            name, snapshot.id, reason, ACTOR, "quarantined", authority=authority, access_log=access_log
+        )
+    except (WithdrawError, AccessLogUnavailable) as exc:
+        return FailedCheck("pii_gate.quarantine", f"could not quarantine {snapshot.id}: {exc}", "error")
+    columns = ", ".join(f.column for f in found)
+    now = f"; current is now {result.current.id if result.current else 'none'}" if result.moved else ""
+    return FailedCheck(
+        "pii_gate.quarantine", f"snapshot {snapshot.id} served {columns} and is quarantined{now}", "error"
+    )

@@ -45,9 +45,9 @@ def _build(settings: Settings, selection: str | None = None, wait: bool = True) 
     except BuildLocked as exc:
         raise CommandError(f"{exc} (--no-wait)", code=EXIT_BUILD_LOCKED) from exc
     # Published / held back (with why) / warned per product; a held-back product keeps its last
-    # snapshot current. Non-zero only when something was held back.
+    # snapshot current. Non-zero when something was held back or a step failed, never for warnings.
     print("\n".join(report.summary()), file=sys.stderr)
-    return 1 if report.held_back else 0
+    return 1 if report.failed else 0
 
 
 def run_build_command(args: argparse.Namespace) -> int:

@@ -243,14 +243,28 @@ def warehouse(manifest: dict[str, Any]) -> dict[str, tuple[tuple[str, str], ...]
     nodes = {**manifest["nodes"], **manifest["sources"]}
     for key in {relation_key(n).rsplit(".", 1)[0] for n in nodes.values() if "schema" in n}:
         con.execute(f"CREATE SCHEMA IF NOT EXISTS {key}")
-    for node in manifest["sources"].values():
+    built = {
+        relation_key(n) for n in manifest["nodes"].values() if n["resource_type"] in ("model", "snapshot")
+    }
+    for node in manifest["sources"].values():  # two sources may name one table: the first creates it
+        if relation_key(node) in built:  # a source naming a model's relation
+            continue
         columns = [f"{c['name']} {c.get('data_type') or 'varchar'}" for c in node["columns"].values()]
-        con.execute(f"CREATE TABLE {relation_key(node)} ({', '.join(columns)})")
-    pending = [n for n in manifest["nodes"].values() if n["resource_type"] == "model"]
+        con.execute(f"CREATE TABLE IF NOT EXISTS {relation_key(node)} ({', '.join(columns)})")
+    pending = [n for n in manifest["nodes"].values() if n["resource_type"] in ("model", "snapshot")]
     while pending:
         node = pending.pop(0)
         try:
-            con.execute(f"CREATE VIEW {relation_key(node)} AS {node['compiled_code']}")
+            if node["resource_type"] == "snapshot":  # a table of its SQL's rows and dbt's columns
+                added = (
+                    "md5('') AS dbt_scd_id, now() AS dbt_updated_at, now() AS dbt_valid_from, "
+                    "NULL AS dbt_valid_to"
+                )
+                con.execute(
+                    f"CREATE TABLE {relation_key(node)} AS SELECT *, {added} FROM ({node['compiled_code']})"
+                )
+            else:
+                con.execute(f"CREATE VIEW {relation_key(node)} AS {node['compiled_code']}")
         except duckdb.CatalogException:
             pending.append(node)  # an upstream view is not there yet
     return warehouse_columns(con, manifest)

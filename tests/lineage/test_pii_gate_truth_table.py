@@ -3,7 +3,10 @@
 Written by hand. Each mart derives three columns the same way from one source column (through a
 staging model that passes everything on with `select *`) and declares them three ways: a mask (`m`),
 a de-identification reason (`d`), nothing (`n`). The relations are real DuckDB views, described by
-DuckDB itself, as in a build.
+DuckDB itself, as in a build. Every input of a column's own expression carries PII, the INDIRECT ones
+too (a CASE condition, an aggregate FILTER, a window partition decide the value: `case_spelling_the_value`
+is how a macro copies an e-mail through conditions alone); the clauses that decide rows (WHERE,
+HAVING, JOIN ON) carry nothing.
 
 Decisions: ok (publishes, no finding), deid (publishes, the owner's reason recorded), PII (blocked:
 derived from PII without a mask), UNK (blocked: lineage unknown, so it may be PII).
@@ -84,9 +87,29 @@ KINDS: dict[str, tuple[str, tuple[str, str, str]]] = {
         f"count(*) over (partition by {{c}}) as n from {STG}",
         (M, D, N),
     ),
-    "filter": (
-        f"select k, count(*) filter (where {{c}} is not null) as m, 1 as d, 'x' as n from {STG} "
+    "case_spelling_the_value": (  # what a macro looping over positions and characters writes
+        "select k, "
+        + ", ".join(
+            f"concat(case when substr({{c}}, 1, 1) = 'a' then 'a' "
+            f"when substr({{c}}, 1, 1) = 'b' then 'b' end, "
+            f"case when substr({{c}}, 2, 1) = 'a' then 'a' end) as {name}"
+            for name in (M, D, N)
+        )
+        + f" from {STG}",
+        (M, D, N),
+    ),
+    "aggregate_filter": (
+        f"select k, count(*) filter (where {{c}} is not null) as m, max('a') filter (where {{c}} like 'a%') "
+        f"as d, count(*) filter (where {{c}} = 'x') as n from {STG} group by k",
+        (M, D, N),
+    ),
+    "rows_filter": (
+        f"select k, count(*) as m, 1 as d, 'x' as n from {STG} "
         f"where {{c}} <> '' group by k having max({{c}}) > ''",
+        (M, D, N),
+    ),
+    "join_on": (
+        f"select a.k, b.c_plain as m, 'x' as d, 'y' as n from {STG} a join {STG} b on a.{{c}} = b.{{c}}",
         (M, D, N),
     ),
     "columns_regex": (
@@ -129,9 +152,12 @@ TRUTH: dict[str, tuple[str, ...]] = {
     "window_value":                   ("ok", "deid", "PII", "ok", "ok", "ok", "ok", "deid", "UNK"),
     "star_over_join_duplicate":       ("ok", "deid", "PII", "ok", "ok", "ok", "ok", "deid", "UNK"),
     "union_all_by_name":              ("ok", "deid", "PII", "ok", "ok", "ok", "ok", "deid", "UNK"),
-    "case_condition":                 ("ok", "ok",   "ok",  "ok", "ok", "ok", "ok", "ok",   "ok"),
-    "window_partition":               ("ok", "ok",   "ok",  "ok", "ok", "ok", "ok", "ok",   "ok"),
-    "filter":                         ("ok", "ok",   "ok",  "ok", "ok", "ok", "ok", "ok",   "ok"),
+    "case_condition":                 ("ok", "deid", "PII", "ok", "ok", "ok", "ok", "deid", "UNK"),
+    "case_spelling_the_value":        ("ok", "deid", "PII", "ok", "ok", "ok", "ok", "deid", "UNK"),
+    "window_partition":               ("ok", "deid", "PII", "ok", "ok", "ok", "ok", "deid", "UNK"),
+    "aggregate_filter":               ("ok", "deid", "PII", "ok", "ok", "ok", "ok", "deid", "UNK"),
+    "rows_filter":                    ("ok", "ok",   "ok",  "ok", "ok", "ok", "ok", "ok",   "ok"),
+    "join_on":                        ("ok", "ok",   "ok",  "ok", "ok", "ok", "ok", "ok",   "ok"),
     "columns_regex":                  ("ok", "deid", "UNK", "ok", "deid", "UNK", "ok", "deid", "UNK"),
     "unpivot":                        ("ok", "deid", "UNK", "ok", "deid", "UNK", "ok", "deid", "UNK"),
     "pivot":                          ("ok", "deid", "UNK", "ok", "deid", "UNK", "ok", "deid", "UNK"),

@@ -135,3 +135,33 @@ def test_no_sql_makes_it_raise() -> None:
         lineage = model_lineage(sql, {}, ["x"])
         assert lineage.column("x").unknown, sql
     assert model_lineage("select 1 as x", {}, None).columns == ()
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        f"select id, to_json(t)::varchar as payload from {A} t",  # the whole row, every column in it
+        f"select id, t::varchar as payload from {A} t",
+        f"select id, #2 as payload from (select id, reporter_email from {A})",  # a position
+        f"select id, reporter_email.upper() as payload from {A}",  # DuckDB's method-call syntax
+        f"select id, (reporter_email).lower().upper() as payload from {A}",
+    ],
+)
+def test_data_read_without_a_column_reference_is_unknown(con, sql: str) -> None:
+    """sqlglot parses these as something other than a column (TableColumn, PositionalColumn, a bare
+    identifier): before, `payload` had no inputs at all, so an e-mail behind it was no finding."""
+    payload = _lineage(con, sql).column("payload")
+    assert payload is not None and payload.inputs == ()
+    assert "is not a column reference" in (payload.unknown or ""), payload
+
+
+def test_names_that_are_not_references_stay_exact(con) -> None:
+    lineage = _lineage(
+        con,
+        "select struct_pack(mail := reporter_email).mail as a, {'k': name}['k'] as b, "
+        "count(*) over w as c "
+        f"from {A} window w as (partition by district)",
+    )
+    assert _inputs(lineage, "a") == {("a", "reporter_email", "DIRECT", "TRANSFORMATION")}
+    assert _inputs(lineage, "b") == {("a", "Name", "DIRECT", "TRANSFORMATION")}
+    assert lineage.column("c").unknown is None

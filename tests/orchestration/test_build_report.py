@@ -8,7 +8,7 @@ from pathlib import Path
 from civicmesh.catalog import Catalog
 from civicmesh.products import ColumnSpec, ProductSpec
 from civicmesh.store import get_engine
-from orchestration.build import BuildReport, product_outcomes
+from orchestration.build import BuildReport, ProductOutcome, product_outcomes
 
 
 def _spec(name: str) -> ProductSpec:
@@ -67,3 +67,16 @@ def test_outcomes_and_summary_per_product(tmp_path: Path) -> None:
     ]
     assert "  warned     a.warned          snapshot a.warned@1" in summary
     assert summary[-1] == "  published  a.clean           snapshot a.clean@1"
+
+
+def test_a_failed_step_outside_any_product_fails_the_build_and_a_warning_does_not() -> None:
+    ingest = "raw_hr__employees: InvalidInputException: not a Parquet file"
+    failed = BuildReport(run_id="r", failed_steps=[ingest, "published__a__b: held back"])
+    assert failed.failed and failed.other_failures == [ingest]
+    assert (
+        failed.summary()[0].startswith("build FAILED") and failed.summary()[-1] == f"  failed step: {ingest}"
+    )
+    warned = BuildReport(
+        run_id="r", products=[ProductOutcome("a.b", True, "a.b@1", ("accepted_values failed",))]
+    )
+    assert not warned.failed and warned.summary()[0].startswith("build succeeded")

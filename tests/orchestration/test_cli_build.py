@@ -68,3 +68,17 @@ def test_landing_sensor_requests_a_run_only_for_new_or_changed_files(
     changed = sensor(dg.build_sensor_context(cursor=first.cursor))
     assert isinstance(changed, dg.SensorResult)
     assert "environment/air_quality.parquet" in changed.run_requests[0].tags["changed"]
+
+
+def test_a_failed_step_that_holds_no_product_back_still_fails_the_build(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: `build succeeded ... 0 of 0 products published` above `failed step: raw_...`, exit 0."""
+    landing = tmp_path / "home" / "landing" / "public_works"
+    landing.mkdir(parents=True)
+    (landing / "service_requests.parquet").write_text("not a parquet file")
+    monkeypatch.setenv("CIVICMESH_HOME", str(tmp_path / "home"))
+    assert main(["build", "--select", "key:raw_public_works/service_requests"]) == 1
+    err = capsys.readouterr().err
+    assert "build FAILED" in err and "0 of 0 products published" in err, err
+    assert "failed step: raw_public_works__service_requests: " in err and "parquet" in err, err

@@ -152,16 +152,21 @@ def _declare_phone(repo: Path, *, pii: bool) -> None:
     sources.write_text(text.replace(PHONE_PLAIN, PHONE_PII) if pii else text.replace(PHONE_PII, PHONE_PLAIN))
 
 
+def assert_held_back_naming(built: Built, product: str, column: str, says: str) -> None:
+    """`product` is held back, nothing of it is served, and its reason names `column` and `says`."""
+    outcome = built.outcome(product)
+    assert not outcome.published, outcome
+    reasons = [r for r in outcome.reasons if r.startswith(f"{product}.{column}")]
+    assert reasons and says in reasons[0], outcome.reasons
+    entry = built.catalog.entry(product)
+    assert entry.current is None and entry.quality_status == "failed"
+    assert f"pii_gate.{column}" in {c["name"] for c in entry.quality["failed_checks"]}
+
+
 @pytest.mark.parametrize("product", sorted(LEAKS))
 def test_each_bypass_is_held_back_naming_the_column_and_its_path(leaky: Built, product: str) -> None:
     _, _, column, says = LEAKS[product]
-    outcome = leaky.outcome(f"public_works.{product}")
-    assert not outcome.published, outcome
-    reasons = [r for r in outcome.reasons if r.startswith(f"public_works.{product}.{column}")]
-    assert reasons and says in reasons[0], outcome.reasons
-    entry = leaky.catalog.entry(f"public_works.{product}")
-    assert entry.current is None and entry.quality_status == "failed"
-    assert f"pii_gate.{column}" in {c["name"] for c in entry.quality["failed_checks"]}
+    assert_held_back_naming(leaky, f"public_works.{product}", column, says)
 
 
 def test_only_the_leaking_column_is_named_where_lineage_is_exact(leaky: Built) -> None:

@@ -76,3 +76,44 @@ def test_no_quarantine_without_a_leak_the_current_snapshot_serves(mesh, leak: Pi
     gates = quarantine_leaks(catalog, log, _gate(leak), "run-1")
     assert catalog.current(SPEC.name).id == snapshot_id and gates[SPEC.name].failed == ()
     assert not [r for r in log.rows() if r["action"] == "quarantine"]
+
+
+def test_older_snapshots_serving_the_same_leak_are_quarantined_too(mesh, tmp_path: Path) -> None:
+    """Before: only the current one was, and "current" moved back to the previous snapshot, which
+    served the same phone numbers (as did `asOf` any earlier time)."""
+    catalog, log, first = mesh
+    con = duckdb.connect()
+    con.execute("CREATE TABLE t AS SELECT 'SR-2' AS request_id, '555-0199' AS phone, 'Bo' AS name")
+    second = catalog.publish(SPEC, write_snapshot(con, "t", tmp_path / "snapshots")).id
+    leak = PiiFinding(SPEC.name, "phone", "undeclared_pii", PATH)
+    gates = quarantine_leaks(catalog, log, _gate(leak), "run-2")
+    assert catalog.current(SPEC.name) is None
+    assert {s.id: s.status for s in catalog.snapshots(SPEC.name)} == {
+        first: "quarantined",
+        second: "quarantined",
+    }
+    assert [c.message.split()[1] for c in gates[SPEC.name].failed] == [first, second]  # oldest first
+    assert gates[SPEC.name].failed[-1].message.endswith("current is now none")
+    records = [r for r in log.rows() if r["action"] == "quarantine"]
+    assert [r["snapshot_id"] for r in records] == [first, second] and log.verify_report().ok
+
+
+def test_the_current_moves_back_to_the_newest_snapshot_without_the_leak(tmp_path: Path) -> None:
+    engine = get_engine(f"sqlite:///{tmp_path / 'meta.db'}")
+    catalog, log = Catalog(engine).ensure_schema(), AccessLog(engine).ensure_schema()
+    con = duckdb.connect()
+    masked = ProductSpec(
+        **{
+            **SPEC.__dict__,
+            "columns": (*SPEC.columns[:1], ColumnSpec("phone", "varchar", mask="partial"), SPEC.columns[2]),
+        }
+    )
+    ids = []
+    for spec, phone in ((masked, "555-0100"), (SPEC, "555-0101"), (SPEC, "555-0102")):
+        con.execute(
+            f"CREATE OR REPLACE TABLE t AS SELECT 'SR-1' AS request_id, '{phone}' AS phone, 'Ann' AS name"
+        )
+        ids.append(catalog.publish(spec, write_snapshot(con, "t", tmp_path / "snapshots")).id)
+    quarantine_leaks(catalog, log, _gate(PiiFinding(SPEC.name, "phone", "undeclared_pii", PATH)), "run-3")
+    assert catalog.current(SPEC.name).id == ids[0]  # it served the phone masked, by its own spec
+    assert [s.status for s in catalog.snapshots(SPEC.name)] == ["quarantined", "quarantined", "published"]
