@@ -31,7 +31,7 @@ import pytest
 from civicmesh.products import ColumnSpec, ProductSpec
 from civicmesh.settings import Settings
 from civicmesh.store import dispose_all
-from tests.gateway.conftest import Server, publish
+from tests.gateway.conftest import SERVICE_REQUESTS, SERVICE_REQUESTS_SQL, Server, publish
 
 REPO = Path(__file__).resolve().parents[2]
 PROVIDER_SCRIPT = Path(__file__).with_name("oidc_provider.py")
@@ -52,17 +52,26 @@ def _spec(department: str, product: str, classification: str, description: str, 
     )
 
 
-# One product per classification, plus a public one without a description (DCAT-AP needs one).
+XSS_DESCRIPTION = "<script>alert('xss')</script> & <b>bold</b>"
+XSS_CELL = '"><img src=x onerror=alert(1)><script>alert(2)</script>'
+
+# One product per classification, plus a public one without a description (DCAT-AP needs one);
+# service requests with PII and a district scope; text meant to be escaped in a description and a cell.
 PRODUCTS = (
     _spec("environment", "air_quality", "public", "Hourly air quality by station.", tags=("air", "health")),
     _spec("transportation", "bike_counts", "public", "Bicycles counted per day."),
     _spec("environment", "noise_levels", "public", ""),
-    _spec("public_works", "service_requests", "internal", "Citizen service requests."),
-    _spec("environment", "water_quality", "internal", "<script>alert('xss')</script> & <b>bold</b>"),
+    SERVICE_REQUESTS,
+    _spec("environment", "water_quality", "internal", XSS_DESCRIPTION),
     _spec("finance", "vendor_payments", "confidential", "Payments to vendors."),
     _spec("hr", "salaries", "restricted", "Staff salaries."),
 )
 ROWS_SQL = "SELECT CAST(i AS INTEGER) AS id, 'D' || (i % 9 + 1) AS district FROM range(5) t(i)"
+XSS_ROWS_SQL = (
+    "SELECT CAST(i AS INTEGER) AS id, CASE WHEN i = 0 THEN '" + XSS_CELL.replace("'", "''") + "' "
+    "ELSE 'D' || (i % 9 + 1) END AS district FROM range(5) t(i)"
+)
+ROWS = {SERVICE_REQUESTS.name: SERVICE_REQUESTS_SQL, "environment.water_quality": XSS_ROWS_SQL}
 
 
 def make_home(tmp_path_factory: pytest.TempPathFactory, name: str, **settings_kw: object) -> Settings:
@@ -70,7 +79,7 @@ def make_home(tmp_path_factory: pytest.TempPathFactory, name: str, **settings_kw
     settings = Settings(home=home, metadata_url=f"sqlite:///{home / 'metadata.db'}", **settings_kw)  # type: ignore[arg-type]
     settings.ensure_dirs()
     for spec in PRODUCTS:
-        publish(settings, spec, ROWS_SQL)
+        publish(settings, spec, ROWS.get(spec.name, ROWS_SQL))
     return settings
 
 
@@ -151,8 +160,10 @@ class Browser:
         return csrf_in(self.get(path).text)
 
     def sign_in_as(self, persona: str, next_path: str = "/") -> httpx.Response:
-        """Demo mode: pick a persona on the sign-in page (with the page's CSRF token)."""
-        token = self.csrf()
+        """Demo mode: pick a persona on the sign-in page (with the page's CSRF token; when signed in
+        already, the sign-in page sends the browser on, and the catalog's sign-out form has it)."""
+        page = self.get("/login")
+        token = csrf_in(page.text if page.status_code == 200 else self.get("/").text)
         return self.post("/login/demo", {"persona": persona, "next": next_path, "csrf_token": token})
 
     def close(self) -> None:

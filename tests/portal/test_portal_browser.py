@@ -87,7 +87,7 @@ def test_sign_in_with_a_persona_and_axe_finds_no_serious_violation(
 
         page.get_by_role("button", name="Sign in as Mallory Moore").click()
         page.wait_for_url(f"{demo_portal.url}/")
-        assert page.get_by_role("heading", level=1).inner_text() == "Data products you can find"
+        assert page.get_by_role("heading", level=1).inner_text() == "Find data products"
         assert "Signed in as Mallory Moore" in page.get_by_role("navigation", name="Account").inner_text()
         assert page.get_by_text("environment.air_quality").count() == 1
         assert page.get_by_text("hr.salaries").count() == 0
