@@ -3,6 +3,8 @@
 | route | what |
 |---|---|
 | `GET /` | the catalog: search and facets (catalog.py) |
+| `GET /products/<department.product>[/<tab>]` | product page, one URL per tab (product.py, data_tabs.py) |
+| `POST /products/<department.product>/access` | request access (the `requestAccess` mutation) |
 | `GET /login`, `/login/oidc`, `/auth/callback`; `POST /login/demo`, `/logout` | sign-in (auth.py) |
 | `GET /catalog.ttl`, `GET /catalog.jsonld`, `GET /catalog/dcat` | DCAT-AP feed (dcat.py) |
 | `GET /static/...` | pinned front-end files, the CSS and script, the district boundaries (assets.py) |
@@ -33,7 +35,9 @@ from portal.auth import SignIn
 from portal.backend import backend
 from portal.catalog import CatalogPage
 from portal.csrf import CSRFMiddleware
+from portal.data_tabs import DataTabs
 from portal.pages import Pages
+from portal.product import ProductPages
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +48,10 @@ def create_portal_routes(settings: Settings) -> list[BaseRoute]:
     sign_in = SignIn(settings, pages)
     feed = CatalogFeed(settings)
     catalog = CatalogPage(pages)
+    product = ProductPages(pages, DataTabs(pages, assets).tabs())
     routes = [
         Route("/", pages.page(catalog.show), methods=["GET"], name="portal_catalog"),
+        *product.routes(),
         *sign_in.routes(),
         Route("/catalog.ttl", feed.governed(feed.turtle)),
         Route("/catalog.jsonld", feed.governed(feed.json_ld)),

@@ -4,7 +4,9 @@ rows and masks in a download, escaped text, and the headers every page carries."
 
 from __future__ import annotations
 
+import csv
 import html
+import io
 import re
 
 import pytest
@@ -12,7 +14,7 @@ from markupsafe import escape
 
 from policies.engine import PolicyEngine
 from portal.pages import CSP
-from tests.portal.conftest import PRODUCTS, REPO, XSS_DESCRIPTION, Browser
+from tests.portal.conftest import PRODUCTS, REPO, XSS_CELL, XSS_DESCRIPTION, Browser
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -83,17 +85,82 @@ def test_search_is_the_gateways_ranked_search_and_facets_narrow_it(browser: Brow
     assert "You can read it</strong>, with 5 columns masked." in card
 
 
+def test_every_tab_of_a_product_page_answers(browser: Browser) -> None:
+    browser.sign_in_as("alice")
+    for tab in TABS:
+        response = browser.get(f"/products/{SR}{tab}")
+        assert response.status_code == 200, (tab, response.text[-500:])
+        assert f"<h1>{SR}</h1>" in response.text and 'aria-current="page"' in response.text
+    assert browser.get(f"/products/{SR}/nope").status_code == 404
+
+
+def test_the_data_tab_marks_masks_and_the_row_filter(browser: Browser) -> None:
+    browser.sign_in_as("dana")
+    page = browser.get(f"/products/{SR}/data").text
+    assert "you see district D3 only" in page
+    assert "<code>requester_name</code> (hash)" in page and "<code>requester_phone</code> (redact)" in page
+    rows = _cells(page)
+    assert rows and {r[3] for r in rows} == {"D3"}
+    assert all(r[7].startswith("p_") for r in rows)  # requester_name: a keyed pseudonym
+    browser.sign_in_as("alice")  # the owner: no mask, no row filter
+    page = browser.get(f"/products/{SR}/data").text
+    assert "No masks and no row filter apply to you." in page
+    assert {r[3] for r in _cells(page)} > {"D3"}
+    assert any(r[7].startswith("Person ") for r in _cells(page))
+
+
+def test_filters_sort_and_paging_go_to_the_gateway_as_variables(browser: Browser) -> None:
+    browser.sign_in_as("alice")
+    base = f"/products/{SR}/data?col=category&op=eq&val=pothole&sort=createdAt&dir=DESC&first=10"
+    page = browser.get(base).text
+    assert "<span data-total-count>30</span>" in page  # 90 rows, one in three a pothole
+    first = _cells(page)
+    assert len(first) == 10 and {r[2] for r in first} == {"pothole"}
+    assert [r[1] for r in first] == sorted((r[1] for r in first), reverse=True)
+    after = re.search(r'href="([^"]+after=[^"]+)" rel="next"', page)
+    assert after is not None
+    second = _cells(browser.get(html.unescape(after.group(1))).text)
+    assert len(second) == 10 and second[0][1] < first[-1][1]
+    # a value of the wrong type is the gateway's refusal: a 400 page with GraphQL's message
+    refused = browser.get(f"/products/{SR}/data?col=priority&op=gt&val=high")
+    assert refused.status_code == 400 and "Int cannot represent" in refused.text
+
+
+def test_a_download_has_the_rows_and_masks_of_the_data_tab(browser: Browser) -> None:
+    """Through the portal session: `/exports` takes the same cookie (GET only)."""
+    browser.sign_in_as("bob")
+    query = "col=category&op=eq&val=pothole&sort=requestId&dir=ASC&first=100"
+    data = browser.get(f"/products/{SR}/data?{query}").text
+    download = browser.get(f"/products/{SR}/download?{query}").text
+    assert "You do not hold the export right" in download  # bob reads, but may not export
+    browser.sign_in_as("alice")
+    data = browser.get(f"/products/{SR}/data?{query}").text
+    download = browser.get(f"/products/{SR}/download?{query}").text
+    link = re.search(r'href="(/exports/public_works\.service_requests\.csv[^"]*)"', download)
+    assert link is not None
+    exported = browser.get(html.unescape(link.group(1)))
+    assert exported.status_code == 200 and exported.headers["content-type"].startswith("text/csv")
+    table = list(csv.reader(io.StringIO(exported.text)))
+    rows = _cells(data)
+    assert len(table) - 1 == len(rows) == 30
+    assert [r[0] for r in table[1:]] == [r[0] for r in rows]
+    assert [r[7] for r in table[1:]] == [r[7] for r in rows]  # requester_name, as shown
+
+
 def test_text_from_products_and_cells_is_escaped(browser: Browser) -> None:
     browser.sign_in_as("mallory")
-    for path in ("/",):
+    name = "environment.water_quality"
+    for path in ("/", f"/products/{name}", f"/products/{name}/data"):
         page = browser.get(path).text
         assert XSS_DESCRIPTION not in page and "<b>bold</b>" not in page and "<img" not in page
         assert str(escape(XSS_DESCRIPTION)) in page
+    page = browser.get(f"/products/{name}/data").text
+    assert str(escape(XSS_CELL)) in page and "onerror=alert(1)>" not in page
 
 
 def test_layout_landmarks_user_and_security_headers(browser: Browser) -> None:
     browser.sign_in_as("dana")
-    for path in ("/", "/?q=pothole"):
+    for path in ("/", f"/products/{SR}/data", f"/products/{SR}/chart", "/products/x.y"):
         response = browser.get(path)
         page = response.text
         assert '<html lang="en">' in page
