@@ -5,6 +5,8 @@
 | `GET /` | the catalog: search and facets (catalog.py) |
 | `GET /products/<department.product>[/<tab>]` | product page, one URL per tab (product.py, data_tabs.py) |
 | `POST /products/<department.product>/access` | request access (the `requestAccess` mutation) |
+| `GET /inbox`; `POST /inbox/<id>/approve|reject|revoke` | the owners' inbox (inbox.py) |
+| `GET /audit`, `GET /audit/verify` | access-log search, readers of derived data, verification (audit.py) |
 | `GET /login`, `/login/oidc`, `/auth/callback`; `POST /login/demo`, `/logout` | sign-in (auth.py) |
 | `GET /catalog.ttl`, `GET /catalog.jsonld`, `GET /catalog/dcat` | DCAT-AP feed (dcat.py) |
 | `GET /static/...` | pinned front-end files, the CSS and script, the district boundaries (assets.py) |
@@ -31,11 +33,13 @@ from gateway.pipeline import RequestPipeline, request_context
 from gateway.recording import error_response
 from portal import dcat, sessions
 from portal.assets import STATIC_PATH, Assets
+from portal.audit import AuditPages
 from portal.auth import SignIn
 from portal.backend import backend
 from portal.catalog import CatalogPage
 from portal.csrf import CSRFMiddleware
 from portal.data_tabs import DataTabs
+from portal.inbox import InboxPages
 from portal.pages import Pages
 from portal.product import ProductPages
 
@@ -52,6 +56,8 @@ def create_portal_routes(settings: Settings) -> list[BaseRoute]:
     routes = [
         Route("/", pages.page(catalog.show), methods=["GET"], name="portal_catalog"),
         *product.routes(),
+        *InboxPages(pages).routes(),
+        *AuditPages(pages).routes(),
         *sign_in.routes(),
         Route("/catalog.ttl", feed.governed(feed.turtle)),
         Route("/catalog.jsonld", feed.governed(feed.json_ld)),

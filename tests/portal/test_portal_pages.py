@@ -160,7 +160,7 @@ def test_text_from_products_and_cells_is_escaped(browser: Browser) -> None:
 
 def test_layout_landmarks_user_and_security_headers(browser: Browser) -> None:
     browser.sign_in_as("dana")
-    for path in ("/", f"/products/{SR}/data", f"/products/{SR}/chart", "/products/x.y"):
+    for path in ("/", f"/products/{SR}/data", f"/products/{SR}/chart", "/inbox", "/audit", "/products/x.y"):
         response = browser.get(path)
         page = response.text
         assert '<html lang="en">' in page

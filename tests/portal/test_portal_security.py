@@ -4,6 +4,7 @@ log; the session cookie authenticates only same-site GETs (a download), never a 
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import httpx
@@ -93,6 +94,8 @@ def test_every_refused_page_is_a_4xx_with_a_message_and_one_record(
         403,
         "no rule allows mallory",
     )
+    _refused_once(demo_portal, browser.get("/audit"), 403, "You hold the audit right on no product.")
+    _refused_once(demo_portal, browser.get("/audit/verify"), 403, "You hold the audit right on no product.")
     masked = browser.get("/products/public_works.service_requests/chart?group=requesterName")
     assert (
         masked.status_code == 200
@@ -109,6 +112,41 @@ def test_every_refused_page_is_a_4xx_with_a_message_and_one_record(
         {"csrf_token": token, "action": "read_pii", "purpose": "ok", "days": "9999"},
     )
     _refused_once(demo_portal, forever, 400, "days must be between 1 and 365")
+
+
+def test_deciding_is_for_owners_only(browser: Browser, demo_portal: Any) -> None:
+    browser.sign_in_as("mallory")
+    token = csrf_in(browser.get("/products/finance.vendor_payments/access").text)
+    made = browser.post(
+        "/products/finance.vendor_payments/access",
+        {"csrf_token": token, "action": "read", "purpose": "owners only test", "days": "2"},
+    )
+    assert made.status_code == 303
+    flashed = re.search(
+        r"Request #(\d+) for read on finance.vendor_payments", browser.get(made.headers["location"]).text
+    )
+    assert flashed is not None
+    request_id = int(flashed.group(1))
+    for persona, status, message in (
+        ("mallory", 403, "by its requester"),  # never one's own request
+        ("bob", 400, "No such access request."),  # a stranger: as if it did not exist
+        ("alice", 400, "No such access request."),  # an owner of another department: a stranger
+    ):
+        browser.sign_in_as(persona)
+        token = csrf_in(browser.get("/inbox").text)
+        refused = browser.post(f"/inbox/{request_id}/approve", {"csrf_token": token, "note": ""})
+        record = _refused_once(demo_portal, refused, status, message)
+        assert record["action"] == "approve"
+    browser.sign_in_as("fiona")
+    token = csrf_in(browser.get("/inbox").text)
+    no_reason = browser.post(f"/inbox/{request_id}/reject", {"csrf_token": token, "reason": " "})
+    _refused_once(demo_portal, no_reason, 400, "A rejection needs a reason.")
+    done = browser.post(f"/inbox/{request_id}/reject", {"csrf_token": token, "reason": "not needed"})
+    assert done.status_code == 303 and done.headers["location"] == "/inbox"
+    assert (
+        f"Request #{request_id} (mallory: read on finance.vendor_payments) rejected."
+        in browser.get("/inbox").text
+    )
 
 
 def test_the_session_authenticates_a_same_site_download_and_nothing_else(

@@ -59,7 +59,7 @@ def _every_form(demo_portal: object) -> set[str]:
         assert made.status_code == 303, made.text
         forms |= set(_post_forms(mallory.get("/products/public_works.service_requests/access").text))
         alice.sign_in_as("alice")
-        forms |= set(_post_forms(alice.get("/").text))
+        forms |= set(_post_forms(alice.get("/inbox").text)) | set(_post_forms(alice.get("/").text))
     finally:
         mallory.close()
         alice.close()
@@ -75,6 +75,8 @@ def test_every_form_is_refused_without_this_sessions_csrf_token(
         "/login/demo",
         "/logout",
         "/products/public_works.service_requests/access",
+        "/inbox/<id>/approve",
+        "/inbox/<id>/reject",
         "/inbox/<id>/revoke",
     }
     assert browser.sign_in_as("bob").status_code == 303
@@ -97,6 +99,9 @@ def test_every_form_is_refused_without_this_sessions_csrf_token(
     finally:
         other.close()
     assert "(<code>bob</code>)" in browser.get("/").text  # neither sign-out nor a persona switch happened
+    browser.sign_in_as("alice")  # and the request the forged forms named is still waiting for her
+    waiting = browser.get("/inbox").text.split('id="pending-heading"')[1].split('id="active-heading"')[0]
+    assert "a csrf test" in waiting
 
 
 def test_sign_in_rotates_the_session_and_a_planted_cookie_never_signs_in(
