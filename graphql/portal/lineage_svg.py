@@ -1,21 +1,24 @@
 """The Lineage tab's picture: the governed `lineage` walks laid out as boxes and arrows (server-side
 SVG, so it needs no script).
 
-Upstream nodes go left of the product by their distance, downstream ones right; nodes at one
-distance are stacked in the order the gateway returned them. Redacted nodes (what the caller may
-not know of) stay anonymous boxes. The template draws the SVG and, beside it, the same nodes and
-edges as lists (the text alternative).
+Data flows down the picture: what the product is made from above it, what is made from it (and,
+for auditors, who read it) below. A node's row is its distance from the product counted over every
+hop of the walk's edges (dataset, job, dataset, ...), so each arrow goes from one row to the next;
+nodes of one row sit side by side in the order the gateway returned them. Redacted nodes (what the
+caller may not know of) stay anonymous boxes. The template draws the SVG and, beside it, the same
+nodes as tables (the text alternative).
 """
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-BOX_W, BOX_H = 220, 44
-GAP_X, GAP_Y = 70, 18
+BOX_W, BOX_H = 300, 44
+GAP_X, GAP_Y = 24, 36
 MARGIN = 12
-LABEL_CHARS = 30
+LABEL_CHARS = 44
 
 
 @dataclass(frozen=True)
@@ -32,7 +35,7 @@ class Box:
 
 @dataclass(frozen=True)
 class Arrow:
-    path: str  # SVG path data from the right edge of one box to the left edge of another
+    path: str  # SVG path data from the bottom of one box to the top of another
 
 
 @dataclass(frozen=True)
@@ -54,24 +57,43 @@ def _short(text: str) -> str:
     return text if len(text) <= LABEL_CHARS else "…" + text[-(LABEL_CHARS - 1) :]
 
 
+def _hops(walk: dict[str, Any], upstream: bool) -> dict[str, int]:
+    """Each node's distance from the root over the walk's edges (against them when upstream)."""
+    step: dict[str, list[str]] = {}
+    for edge in walk["edges"]:
+        a, b = (edge["to"], edge["from"]) if upstream else (edge["from"], edge["to"])
+        step.setdefault(a, []).append(b)
+    hops = {walk["root"]: 0}
+    queue = deque([walk["root"]])
+    while queue:
+        here = queue.popleft()
+        for there in step.get(here, ()):
+            if there not in hops:
+                hops[there] = hops[here] + 1
+                queue.append(there)
+    return hops
+
+
 def layout(upstream: dict[str, Any] | None, downstream: dict[str, Any] | None) -> Picture:
     """Both walks (`lineage(...)` results, either may be None) in one picture."""
-    columns: dict[int, list[dict[str, Any]]] = {}
+    rows: dict[int, list[dict[str, Any]]] = {}
     placed: set[str] = set()
     edges: set[tuple[str, str]] = set()
     root = (upstream or downstream or {}).get("root")
     for walk, sign in ((upstream, -1), (downstream, 1)):
-        for node in (walk or {}).get("nodes", ()):
-            if node["id"] in placed:
-                continue
-            placed.add(node["id"])
-            columns.setdefault(sign * int(node["depth"]), []).append(node)
-        edges |= {(e["from"], e["to"]) for e in (walk or {}).get("edges", ())}
-    if not columns:
+        if not walk:
+            continue
+        hops = _hops(walk, upstream=sign < 0)
+        for node in walk["nodes"]:
+            if node["id"] not in placed:
+                placed.add(node["id"])
+                rows.setdefault(sign * hops.get(node["id"], int(node["depth"])), []).append(node)
+        edges |= {(e["from"], e["to"]) for e in walk["edges"]}
+    if not rows:
         return Picture(2 * MARGIN, 2 * MARGIN, [], [])
-    first = min(columns)
+    top = min(rows)
     boxes: dict[str, Box] = {}
-    for depth, nodes in sorted(columns.items()):
+    for row, nodes in sorted(rows.items()):
         for i, node in enumerate(nodes):
             text = _text(node)
             boxes[node["id"]] = Box(
@@ -79,8 +101,8 @@ def layout(upstream: dict[str, Any] | None, downstream: dict[str, Any] | None) -
                 kind=str(node["kind"]),
                 label=_short(text),
                 title=f"{node['kind']}: {text}" + ("" if node["redacted"] else f" ({node['namespace']})"),
-                x=MARGIN + (depth - first) * (BOX_W + GAP_X),
-                y=MARGIN + i * (BOX_H + GAP_Y),
+                x=MARGIN + i * (BOX_W + GAP_X),
+                y=MARGIN + (row - top) * (BOX_H + GAP_Y),
                 root=node["id"] == root,
                 redacted=bool(node["redacted"]),
             )
@@ -88,9 +110,9 @@ def layout(upstream: dict[str, Any] | None, downstream: dict[str, Any] | None) -
     for a, b in sorted(edges):
         if a in boxes and b in boxes:
             s, t = boxes[a], boxes[b]
-            x1, y1, x2, y2 = s.x + BOX_W, s.y + BOX_H // 2, t.x, t.y + BOX_H // 2
-            bend = max(GAP_X // 2, abs(x2 - x1) // 2)
-            arrows.append(Arrow(f"M{x1},{y1} C{x1 + bend},{y1} {x2 - bend},{y2} {x2},{y2}"))
-    width = MARGIN * 2 + (max(columns) - first + 1) * (BOX_W + GAP_X) - GAP_X
-    height = MARGIN * 2 + max(len(n) for n in columns.values()) * (BOX_H + GAP_Y) - GAP_Y
+            x1, y1, x2, y2 = s.x + BOX_W // 2, s.y + BOX_H, t.x + BOX_W // 2, t.y
+            bend = GAP_Y // 2
+            arrows.append(Arrow(f"M{x1},{y1} C{x1},{y1 + bend} {x2},{y2 - bend} {x2},{y2}"))
+    width = MARGIN * 2 + max(len(n) for n in rows.values()) * (BOX_W + GAP_X) - GAP_X
+    height = MARGIN * 2 + (max(rows) - top + 1) * (BOX_H + GAP_Y) - GAP_Y
     return Picture(width, height, list(boxes.values()), arrows)
