@@ -19,11 +19,13 @@ for _name in ("portal", "gateway"):
 
 import html
 import re
+import shutil
 import socket
 import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 import pytest
@@ -31,6 +33,7 @@ import pytest
 from civicmesh.products import ColumnSpec, ProductSpec
 from civicmesh.settings import Settings
 from civicmesh.store import dispose_all
+from portal.assets import Assets
 from tests.gateway.conftest import SERVICE_REQUESTS, SERVICE_REQUESTS_SQL, Server, publish
 
 REPO = Path(__file__).resolve().parents[2]
@@ -181,3 +184,53 @@ def browser(demo_portal: Server) -> Iterator[Browser]:
     b = Browser(demo_portal.url)
     yield b
     b.close()
+
+
+# -- real Chromium (Debian's /usr/bin/chromium through Playwright's executable_path) ---------------
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+needs_chromium = pytest.mark.skipif(
+    CHROMIUM is None,
+    reason="Chromium is not installed (Debian: apt-get install -y chromium; .ci/run does it)",
+)
+needs_assets = pytest.mark.skipif(
+    bool(Assets().missing()),
+    reason="front-end files not installed (make install: npm ci in graphql/portal/static)",
+)
+# Root (no sandbox), no GPU, and no background calls to Google's hosts (the closed network refuses them).
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-extensions",
+]
+SERIOUS = {"serious", "critical"}
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield browser
+        browser.close()
+
+
+def axe(page: Any) -> list[dict[str, Any]]:
+    """axe-core's serious and critical violations (WCAG 2.0/2.1 A and AA rules) on this page."""
+    page.add_script_tag(url=Assets().url("axe-core"))
+    violations = page.evaluate(
+        "async () => (await axe.run(document, {runOnly: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa', "
+        "'best-practice'], resultTypes: ['violations']})).violations"
+    )
+    return [
+        {"id": v["id"], "impact": v["impact"], "nodes": [n["target"] for n in v["nodes"]]}
+        for v in violations
+        if v["impact"] in SERIOUS
+    ]

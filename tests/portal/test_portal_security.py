@@ -1,6 +1,7 @@
 """The portal as attacks that must fail: a hidden product's pages answer exactly like a missing
 one's; every refused request is a 4xx page with a message and exactly one refusal in the access
-log; the session cookie authenticates only same-site GETs (a download), never a GraphQL POST."""
+log; the session cookie authenticates only same-site GETs (a download), never a GraphQL POST; and
+no page is served while the access log cannot be written."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ import pytest
 from civicmesh.accesslog import AccessLog, decode_row
 from civicmesh.store import get_engine
 from portal import sessions
-from tests.portal.conftest import Browser, csrf_in
+from tests.gateway.conftest import Server
+from tests.portal.conftest import Browser, csrf_in, make_home
+from tests.store_faults import allow_inserts, refuse_inserts
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -175,3 +178,24 @@ def test_a_signed_out_browser_cannot_download(browser: Browser) -> None:
     assert browser.get("/exports/transportation.bike_counts.csv").status_code == 200
     browser.post("/logout", {"csrf_token": browser.csrf("/")})
     assert browser.get("/exports/transportation.bike_counts.csv").status_code == 401
+
+
+def test_no_page_while_the_access_log_cannot_be_written(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Fail closed: a page whose reads cannot be recorded is a 503 with a message, and no data."""
+    server = Server(make_home(tmp_path_factory, "portal_log_down", demo_mode=True))
+    server.start()
+    browser = Browser(server.url)
+    try:
+        browser.sign_in_as("alice")
+        assert "public_works.service_requests" in browser.get("/").text
+        refuse_inserts(server.settings.metadata_url)
+        for path in ("/", "/products/public_works.service_requests/data", "/inbox"):
+            down = browser.get(path)
+            assert down.status_code == 503, path
+            assert "The access log is unavailable, so no data can be served." in down.text
+            assert "SR-0" not in down.text and "public_works.service_requests</a>" not in down.text
+        allow_inserts(server.settings.metadata_url)
+        assert browser.get("/products/public_works.service_requests/data").status_code == 200
+    finally:
+        browser.close()
+        server.stop()
