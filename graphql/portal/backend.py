@@ -12,6 +12,7 @@ text (portal/documents.py); every value a user typed travels in `variables`.
 
 from __future__ import annotations
 
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -110,6 +111,8 @@ class Reader:
         self.principal = principal
         self.request_id = request_id(request)
         self.client = request.client.host if request.client else None
+        self.reads = 0  # how many governed requests this page view ran
+        self.seconds = 0.0  # and how long they took (the page's `Server-Timing`)
 
     @property
     def subject(self) -> str:
@@ -118,6 +121,7 @@ class Reader:
     async def run(self, document: str, variables: dict[str, Any] | None = None) -> Result:
         """Execute `document` in-process; a request refused as a whole (401, 503: the access log is
         down, 500) raises PageError with the gateway's status and message."""
+        started = time.perf_counter()
         try:
             body = await self.gateway.execute(
                 self.principal, document, variables, request_id=self.request_id, client=self.client
@@ -130,4 +134,7 @@ class Reader:
                     "any data product. Ask an administrator to add you."
                 )
             raise PageError(exc.status, message, exc.code) from None
+        finally:
+            self.reads += 1
+            self.seconds += time.perf_counter() - started
         return Result.of(body)

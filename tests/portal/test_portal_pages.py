@@ -171,6 +171,8 @@ def test_layout_landmarks_user_and_security_headers(browser: Browser) -> None:
         assert response.headers["x-content-type-options"] == "nosniff"
         assert response.headers["cache-control"] == "no-store"
         assert re.fullmatch(r"[0-9a-f]{32}", response.headers["x-request-id"])
+        timing = response.headers["server-timing"]  # W3C Server Timing: the governed reads, the page
+        assert re.fullmatch(r'reads;dur=[0-9.]+;desc="[0-9]+ governed requests", page;dur=[0-9.]+', timing)
         assert "<script>" not in page  # no inline script anywhere (CSP would block it anyway)
     assert "script-src 'self'" in CSP and "unsafe" not in CSP and "frame-ancestors 'none'" in CSP
 
