@@ -63,48 +63,12 @@ def district_map(
     `values` (district -> number; districts without one are drawn grey), and `points`
     ({"longitude", "latitude"}) on top. No tiles: the boundaries are the whole base map."""
     geo = {"url": districts_url, "format": {"type": "json", "property": "features"}}
-    layers: list[dict[str, Any]] = [
-        # the base map: decorative (no ARIA role), the layers above carry the data
-        {"data": geo, "mark": {"type": "geoshape", "fill": OUT_OF_SCOPE, "stroke": INK, "aria": False}},
-    ]
+    # the base map is decorative (no ARIA role): the layers above carry the data
+    layers = [{"data": geo, "mark": {"type": "geoshape", "fill": OUT_OF_SCOPE, "stroke": INK, "aria": False}}]
     if values:
-        table = [{"district": d, "value": v} for d, v in sorted(values.items())]
-        layers.append(
-            {
-                "data": geo,
-                "transform": [
-                    {
-                        "lookup": "properties.district",
-                        "from": {"data": {"values": table}, "key": "district", "fields": ["value"]},
-                    },
-                    {"filter": "isValid(datum.value)"},
-                ],
-                "mark": {"type": "geoshape", "stroke": INK, "strokeWidth": 1},
-                "encoding": {
-                    "color": {
-                        "field": "value",
-                        "type": "quantitative",
-                        "title": value_title,
-                        "legend": {"format": ",.4~g"},
-                    },
-                    "tooltip": [
-                        {"field": "properties.district", "type": "nominal", "title": "District"},
-                        {"field": "value", "type": "quantitative", "title": value_title},
-                    ],
-                },
-            }
-        )
+        layers.append(_choropleth(geo, values, value_title))
     if points:
-        layers.append(
-            {
-                "data": {"values": list(points)},
-                "mark": {"type": "circle", "size": 18, "color": INK, "opacity": 0.6},
-                "encoding": {
-                    "longitude": {"field": "longitude", "type": "quantitative"},
-                    "latitude": {"field": "latitude", "type": "quantitative"},
-                },
-            }
-        )
+        layers.append(_points(points))
     return {
         "$schema": SCHEMA,
         "description": title,
@@ -114,4 +78,38 @@ def district_map(
         "projection": {"type": "mercator"},
         "layer": layers,
         "config": CONFIG,
+    }
+
+
+def _choropleth(geo: dict[str, Any], values: dict[str, float], value_title: str) -> dict[str, Any]:
+    """The districts that have a value, coloured by it (a lookup from the boundaries' features)."""
+    table = [{"district": d, "value": v} for d, v in sorted(values.items())]
+    lookup = {"data": {"values": table}, "key": "district", "fields": ["value"]}
+    return {
+        "data": geo,
+        "transform": [{"lookup": "properties.district", "from": lookup}, {"filter": "isValid(datum.value)"}],
+        "mark": {"type": "geoshape", "stroke": INK, "strokeWidth": 1},
+        "encoding": {
+            "color": {
+                "field": "value",
+                "type": "quantitative",
+                "title": value_title,
+                "legend": {"format": ",.4~g"},
+            },
+            "tooltip": [
+                {"field": "properties.district", "type": "nominal", "title": "District"},
+                {"field": "value", "type": "quantitative", "title": value_title},
+            ],
+        },
+    }
+
+
+def _points(points: Sequence[dict[str, float]]) -> dict[str, Any]:
+    return {
+        "data": {"values": list(points)},
+        "mark": {"type": "circle", "size": 18, "color": INK, "opacity": 0.6},
+        "encoding": {
+            "longitude": {"field": "longitude", "type": "quantitative"},
+            "latitude": {"field": "latitude", "type": "quantitative"},
+        },
     }
