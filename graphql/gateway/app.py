@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import hashlib
 import hmac
 import logging
 import os
@@ -33,7 +32,7 @@ from civicmesh.audit.sealing import Sealer, open_log
 from civicmesh.catalog import Catalog
 from civicmesh.settings import Settings
 from civicmesh.store import get_engine
-from gateway import errors, ide
+from gateway import errors, ide, inprocess
 from gateway.auth import Principal, TokenCache
 from gateway.context import CatalogState, RequestContext, Touch
 from gateway.duck import DuckPool
@@ -42,9 +41,9 @@ from gateway.exports import handle_export
 from gateway.ingest import handle_lineage_post
 from gateway.integrity import snapshots_check
 from gateway.lineage_fields import GraphCache
-from gateway.pipeline import Page, RequestPipeline, request_context
+from gateway.pipeline import Page, RequestPipeline, SessionReader, request_context
 from gateway.readiness import CheckResult, Readiness
-from gateway.recording import Recorder, error_response
+from gateway.recording import Recorder, error_response, operation_hash
 from gateway.responses import ResponseCache
 from gateway.schema import build_schema
 from gateway.view import CONTEXT_KEY, GatewayView
@@ -52,6 +51,7 @@ from lineage.receiver import MAX_EVENT_BYTES
 from lineage.recorder import LineageRecorder
 from policies.engine import PolicyEngine
 from portal.app import create_portal_routes
+from portal.sessions import cookie_reader
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +103,8 @@ class Gateway:
         self.tokens = TokenCache()
         self.recorder = Recorder(self.access_log, self.lineage)
         self.lineage_graph = GraphCache(self.lineage.outbox)
+        # The portal's session cookie, for GET routes without a bearer token (pipeline.authenticate).
+        self.session_reader: SessionReader | None = None
         self.state = self._load_state()
         self.view = GatewayView(build_schema(self.state, settings.demo_mode), settings.demo_mode)
         self._polled = time.monotonic()
@@ -190,6 +192,10 @@ class Gateway:
             log_fields=fields,
         )
 
+    # One GraphQL document run in-process as a principal, governed and recorded exactly like
+    # `POST /graphql`: the staff portal reads only this way (inprocess.py states the guarantees).
+    execute = inprocess.execute
+
     async def graphiql_page(self, request: Request) -> Response | None:
         """The GraphiQL page (demo mode, a browser's GET): no data, no token needed."""
         if request.method == "GET" and self.settings.demo_mode and _wants_html(request):
@@ -275,9 +281,7 @@ def _wants_html(request: Request) -> bool:
 def _operation_hash(payload: Any) -> str | None:
     """SHA-256 of the query text (never its variables, which may hold personal data)."""
     query = payload.get("query") if isinstance(payload, dict) else None
-    if not isinstance(query, str):
-        return None
-    return hashlib.sha256(" ".join(query.split()).encode()).hexdigest()
+    return operation_hash(query) if isinstance(query, str) else None
 
 
 def governed(
@@ -308,6 +312,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         settings.ensure_dirs()
         gateway = (await anyio.to_thread.run_sync(Gateway, settings)).start()
+        gateway.session_reader = cookie_reader(settings.portal_session_key)
         app.state.gateway = gateway
         settle_heap()
         try:

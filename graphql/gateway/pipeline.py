@@ -5,9 +5,11 @@ handler authenticates, reads a body or writes a refusal record itself. In order:
 
 1. a request id (sent back as `X-Request-Id`) and the client address;
 2. the method (405), one Authorization header at most (400);
-3. the bearer token, verified once per `auth.TokenCache` entry, whose subject must be in the staff
-   directory: 401 `UNAUTHENTICATED` otherwise (a valid signature for a stranger is no identity),
-   before a byte of the body is read;
+3. the caller (`authenticate`, the one rule for every route and the portal): the bearer token,
+   verified once per `auth.TokenCache` entry, or, on GET/HEAD without one, the portal's signed session
+   cookie (a browser's download); its subject must be in the staff directory (`admit`): 401
+   `UNAUTHENTICATED` otherwise (a valid signature for a stranger is no identity), before a byte of
+   the body is read;
 4. the body: size (413), arrival time (408), encoding and JSON nesting (400), all checked on the
    raw bytes before any parser sees them, then one JSON object without lone surrogates (400)
    (`http_body`);
@@ -46,8 +48,14 @@ log = logging.getLogger(__name__)
 
 CONTEXT_SCOPE_KEY = "civicmesh.context"
 UNKNOWN_SUBJECT = "The token's subject is not in the staff directory."
+# A session cookie is sent by the browser on its own, so it authenticates only safe requests from
+# this site: unsafe methods need a bearer token (no CSRF through a cookie), and a request the browser
+# marks as coming from another site (Fetch Metadata, `Sec-Fetch-Site`) does not get the session.
+COOKIE_METHODS = frozenset({"GET", "HEAD"})
+COOKIE_FETCH_SITES = frozenset({"same-origin", "none"})
 
 Page = Callable[[Request], Awaitable[Response | None]]
+SessionReader = Callable[[Request], Principal | None]
 
 
 class Services(Protocol):
@@ -57,10 +65,40 @@ class Services(Protocol):
     policy: PolicyEngine
     tokens: TokenCache
     recorder: Recorder
+    session_reader: SessionReader | None  # the portal's signed session cookie, if one is mounted
 
     async def refresh(self) -> None: ...
 
     def context(self, principal: Principal, fields: dict[str, Any], started: float) -> RequestContext: ...
+
+
+def authenticate(services: Services, request: Request) -> Principal:
+    """Who is calling: `Authorization: Bearer <jwt>` (verified like every token, `auth.TokenCache`),
+    or, only when no such header is sent, the request is GET/HEAD and the browser does not mark it
+    as cross-site, the portal's signed session (`services.session_reader`). Raises GovernedError
+    401 `UNAUTHENTICATED`, or 400 for more than one Authorization header. The subject is checked against the directory by `admit`."""
+    if len(request.headers.getlist("authorization")) > 1:  # a singleton field (RFC 9110 §5.3)
+        raise GovernedError("Send one Authorization header, not several.", errors.BAD_USER_INPUT)
+    header = request.headers.get("authorization")
+    reader = services.session_reader
+    same_site = request.headers.get("sec-fetch-site", "same-origin") in COOKIE_FETCH_SITES
+    if header is None and reader is not None and request.method in COOKIE_METHODS and same_site:
+        principal = reader(request)
+        if principal is not None:
+            return principal
+    try:
+        return services.tokens.authenticate(services.settings, header)
+    except AuthError as exc:
+        raise GovernedError(str(exc), errors.UNAUTHENTICATED) from None
+
+
+def admit(services: Services, principal: Principal, fields: dict[str, Any]) -> None:
+    """The caller must be in the staff directory (else 401 `UNAUTHENTICATED`: a verified identity
+    the directory does not know is no one). Fills the access-log fields `subject` and `roles`."""
+    fields["subject"] = principal.subject
+    if services.policy.user(principal.subject) is None:
+        raise GovernedError(UNKNOWN_SUBJECT, errors.UNAUTHENTICATED)
+    fields["roles"] = [f"{r}@{d}" for r, d in services.policy.roles(principal.subject)]
 
 
 def request_context(request: Request) -> RequestContext:
@@ -130,16 +168,8 @@ class RequestPipeline:
             allowed = ", ".join(sorted(self.methods))
             message = f"Method {request.method} is not allowed here; use {allowed}."
             raise GovernedError(message, errors.BAD_USER_INPUT, status=405)
-        if len(request.headers.getlist("authorization")) > 1:  # a singleton field (RFC 9110 §5.3)
-            raise GovernedError("Send one Authorization header, not several.", errors.BAD_USER_INPUT)
-        try:
-            principal = services.tokens.authenticate(services.settings, request.headers.get("authorization"))
-        except AuthError as exc:
-            raise GovernedError(str(exc), errors.UNAUTHENTICATED) from None
-        fields["subject"] = principal.subject
-        if services.policy.user(principal.subject) is None:
-            raise GovernedError(UNKNOWN_SUBJECT, errors.UNAUTHENTICATED)
-        fields["roles"] = [f"{r}@{d}" for r, d in services.policy.roles(principal.subject)]
+        principal = authenticate(services, request)
+        admit(services, principal, fields)
         body = await http_body.read_body(receive, request.headers.get("content-length"), self.max_body)
         payload = http_body.parse_json_object(body) if self.json_body else None
         await services.refresh()

@@ -4,6 +4,7 @@ caller gets HTTP 503 `UNAVAILABLE` instead of data: no log, no data."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -22,6 +23,12 @@ from lineage.recorder import LineageRecorder
 log = logging.getLogger(__name__)
 
 LOG_DOWN = "The access log is unavailable, so no data can be served. Try again later."
+
+
+def operation_hash(query: str) -> str:
+    """SHA-256 of a GraphQL document with its whitespace normalised (the access log's
+    `operation_hash`: which query ran, never its variables, which may hold personal data)."""
+    return hashlib.sha256(" ".join(query.split()).encode()).hexdigest()
 
 
 def error_response(

@@ -1,5 +1,6 @@
 """Strawberry's ASGI view, adjusted: every error gets `extensions.code`, and each response with
-data carries `extensions.governance` (per product: snapshot, masked columns, row filter)."""
+data carries `extensions.governance` (per product: snapshot, masked columns, row filter).
+`response_body` is that shape, shared with in-process execution (`inprocess.py`)."""
 
 from __future__ import annotations
 
@@ -44,25 +45,31 @@ class GatewayView(GraphQL):
         return getattr(request.state, CONTEXT_KEY, None)
 
     async def process_result(self, request: Request, result: ExecutionResult) -> GraphQLHTTPResponse:
-        ctx: RequestContext | None = getattr(request.state, CONTEXT_KEY, None)
-        errors = []
-        codes: list[str] = []
-        for error in result.errors or ():
-            code = error_code(error)
-            codes.append(code)
-            formatted = error.formatted
-            formatted["extensions"] = {**(formatted.get("extensions") or {}), "code": code}
-            if code == INTERNAL and ctx is not None:  # the key to the server log's traceback
-                formatted["extensions"]["requestId"] = ctx.request_id
-            errors.append(formatted)
-        response: GraphQLHTTPResponse = {"data": result.data}
-        if errors:
-            response["errors"] = errors
-        extensions = dict(result.extensions or {})
-        if ctx is not None:
-            ctx.error_codes = codes
-            if result.data is not None:
-                extensions["governance"] = ctx.governance
-        if extensions:
-            response["extensions"] = extensions
-        return response
+        return response_body(result, getattr(request.state, CONTEXT_KEY, None))
+
+
+def response_body(result: ExecutionResult, ctx: RequestContext | None) -> GraphQLHTTPResponse:
+    """The response of a GraphQL request, over HTTP or in-process (`inprocess.py`): `data`, every
+    error with `extensions.code` (and `requestId` for internal ones), and `extensions.governance`
+    when there is data. Notes the error codes in `ctx` (for the access-log record)."""
+    errors = []
+    codes: list[str] = []
+    for error in result.errors or ():
+        code = error_code(error)
+        codes.append(code)
+        formatted = error.formatted
+        formatted["extensions"] = {**(formatted.get("extensions") or {}), "code": code}
+        if code == INTERNAL and ctx is not None:  # the key to the server log's traceback
+            formatted["extensions"]["requestId"] = ctx.request_id
+        errors.append(formatted)
+    response: GraphQLHTTPResponse = {"data": result.data}
+    if errors:
+        response["errors"] = errors
+    extensions = dict(result.extensions or {})
+    if ctx is not None:
+        ctx.error_codes = codes
+        if result.data is not None:
+            extensions["governance"] = ctx.governance
+    if extensions:
+        response["extensions"] = extensions
+    return response

@@ -8,9 +8,10 @@ file's SRI hash (sha384, W3C Subresource Integrity): pages put it in `integrity=
 refuses to serve a file whose bytes differ from it. After changing a version, run
 `npm ci --ignore-scripts` in `static/` and `python -m portal.assets` to rewrite that file.
 
-The portal's own files (its CSS, the district boundaries for Vega maps) are served from memory at
-`/static/<stem>.<sha256 prefix><suffix>`: a new content is a new URL. All asset URLs are immutable
-(`Cache-Control: public, max-age=31536000, immutable`) and sent with `X-Content-Type-Options: nosniff`.
+The portal's own files (its CSS, its script that draws charts, the district boundaries for Vega
+maps) are served from memory at `/static/<stem>.<sha256 prefix><suffix>`: a new content is a new
+URL. All asset URLs are immutable (`Cache-Control: public, max-age=31536000, immutable`) and sent
+with `X-Content-Type-Options: nosniff`.
 """
 
 from __future__ import annotations
@@ -45,13 +46,21 @@ VENDOR_FILES = {
     "vega-embed": ("vega-embed", "build/vega-embed.min.js"),
     "axe-core": ("axe-core", "axe.min.js"),
 }
-MEDIA_TYPES = {".css": "text/css", ".geojson": "application/geo+json"}  # RFC 7946 §12
+MEDIA_TYPES = {
+    ".css": "text/css",
+    ".js": "text/javascript",
+    ".geojson": "application/geo+json",
+}  # RFC 7946 §12
 
 
 def _own_files() -> dict[str, bytes]:
     """The portal's own files by name. The district boundaries are oriented for Vega's d3-geo."""
     districts = json.dumps(for_d3_geo(district_boundaries()), separators=(",", ":"))
-    return {"portal.css": (STATIC_DIR / "portal.css").read_bytes(), "districts.geojson": districts.encode()}
+    return {
+        "portal.css": (STATIC_DIR / "portal.css").read_bytes(),
+        "portal.js": (STATIC_DIR / "portal.js").read_bytes(),
+        "districts.geojson": districts.encode(),
+    }
 
 
 def sri(data: bytes) -> str:

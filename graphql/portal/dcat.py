@@ -1,6 +1,7 @@
 """The catalog of `public` data products as DCAT-AP 3.0.0, for regional and national portals to harvest.
 
-Built with rdflib from the gateway's catalog state; served as Turtle (`GET /catalog.ttl`), JSON-LD
+Built with rdflib from the governed `products(classification: "public")` query (run in-process as
+the caller, like every portal read); served as Turtle (`GET /catalog.ttl`), JSON-LD
 (`GET /catalog.jsonld`) or either by content negotiation (`GET /catalog/dcat`, Accept
 `text/turtle` | `application/ld+json`; 406 otherwise). Callers authenticate like every API client
 (a bearer token, or a portal session): the feed lists only products classified `public` that the
@@ -26,13 +27,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from datetime import datetime
+from typing import Any
 
 from rdflib import RDF, XSD, BNode, Graph, Literal, Namespace, URIRef
 from rdflib.namespace import DCAT, DCTERMS, FOAF
 
-from civicmesh.catalog import CatalogEntry
 from gateway.exports import MEDIA_TYPES
-from policies.engine import PolicyEngine
 
 log = logging.getLogger(__name__)
 
@@ -44,23 +44,35 @@ TURTLE, JSON_LD = "text/turtle", "application/ld+json"
 CONTEXT = {"dcat": str(DCAT), "dct": str(DCTERMS), "foaf": str(FOAF), "vcard": str(VCARD), "xsd": str(XSD)}
 
 
-def public_entries(entries: Iterable[CatalogEntry], policy: PolicyEngine, subject: str) -> list[CatalogEntry]:
-    """The entries the feed may list for `subject`: public, discoverable, published, described."""
+# What the feed reads: the public products the caller may discover (the gateway decides which).
+PRODUCTS = """
+query PortalDcat {
+  products(classification: "public") {
+    name department classification owner description tags currentSnapshot { publishedAt }
+  }
+}"""
+
+Product = dict[str, Any]
+
+
+def public_entries(products: Iterable[Product]) -> list[Product]:
+    """The products (`PRODUCTS` results) the feed lists: public, published, described."""
     chosen = []
-    for entry in sorted(entries, key=lambda e: e.spec.name):
-        spec = entry.spec
-        if spec.classification != "public" or entry.current is None:
+    for product in sorted(products, key=lambda p: p["name"]):
+        if product["classification"] != "public" or product["currentSnapshot"] is None:
             continue
-        if not policy.decide(subject, spec, "discover").allowed:
+        if not str(product["description"]).strip():
+            log.warning("dcat: %s left out: no description (mandatory in DCAT-AP)", product["name"])
             continue
-        if not spec.description.strip():
-            log.warning("dcat: %s left out: no description (mandatory in DCAT-AP)", spec.name)
-            continue
-        chosen.append(entry)
+        chosen.append(product)
     return chosen
 
 
-def catalog_graph(entries: list[CatalogEntry], base: str, organisation: str) -> Graph:
+def _published(product: Product) -> datetime:
+    return datetime.fromisoformat(product["currentSnapshot"]["publishedAt"])
+
+
+def catalog_graph(entries: list[Product], base: str, organisation: str) -> Graph:
     """The DCAT-AP graph of `entries` (already filtered), with IRIs under `base` (no trailing /)."""
     g = Graph(bind_namespaces="none")
     for prefix, namespace in CONTEXT.items():
@@ -80,35 +92,32 @@ def catalog_graph(entries: list[CatalogEntry], base: str, organisation: str) -> 
         g.add((catalog, DCAT.dataset, dataset))
         g.add((service, DCAT.servesDataset, dataset))
     if entries:
-        latest = max(e.current.published_at for e in entries if e.current is not None)
+        latest = max(_published(e) for e in entries)
         g.add((catalog, DCTERMS.modified, _datetime(latest)))
     return g
 
 
-def _dataset(g: Graph, entry: CatalogEntry, base: str, service: URIRef) -> URIRef:
-    spec, snapshot = entry.spec, entry.current
-    assert snapshot is not None
-    page = URIRef(f"{base}/products/{spec.name}")
+def _dataset(g: Graph, product: Product, base: str, service: URIRef) -> URIRef:
+    name, department = str(product["name"]), str(product["department"])
+    page = URIRef(f"{base}/products/{name}")
     dataset = URIRef(f"{page}#dataset")
     g.add((dataset, RDF.type, DCAT.Dataset))
-    g.add((dataset, DCTERMS.title, Literal(spec.name, lang="en")))
-    g.add((dataset, DCTERMS.identifier, Literal(spec.name)))
-    g.add((dataset, DCTERMS.description, Literal(spec.description, lang="en")))
-    department = spec.department.replace("_", " ")
-    g.add(
-        (dataset, DCTERMS.publisher, _agent(g, URIRef(f"{base}/departments/{spec.department}"), department))
-    )
+    g.add((dataset, DCTERMS.title, Literal(name, lang="en")))
+    g.add((dataset, DCTERMS.identifier, Literal(name)))
+    g.add((dataset, DCTERMS.description, Literal(product["description"], lang="en")))
+    publisher = _agent(g, URIRef(f"{base}/departments/{department}"), department.replace("_", " "))
+    g.add((dataset, DCTERMS.publisher, publisher))
     contact = BNode()
     g.add((dataset, DCAT.contactPoint, contact))
     g.add((contact, RDF.type, VCARD.Kind))
-    g.add((contact, VCARD.fn, Literal(f"Owner of {spec.name}")))
-    g.add((contact, VCARD.hasEmail, URIRef(f"mailto:{spec.owner}")))
-    for tag in spec.tags:
+    g.add((contact, VCARD.fn, Literal(f"Owner of {name}")))
+    g.add((contact, VCARD.hasEmail, URIRef(f"mailto:{product['owner']}")))
+    for tag in product["tags"]:
         g.add((dataset, DCAT.keyword, Literal(tag, lang="en")))
-    g.add((dataset, DCTERMS.modified, _datetime(snapshot.published_at)))
+    g.add((dataset, DCTERMS.modified, _datetime(_published(product))))
     g.add((dataset, DCAT.landingPage, _typed(g, page, FOAF.Document)))
     for fmt, media_type in MEDIA_TYPES.items():
-        g.add((dataset, DCAT.distribution, _distribution(g, spec.name, fmt, media_type, base, service)))
+        g.add((dataset, DCAT.distribution, _distribution(g, name, fmt, media_type, base, service)))
     return dataset
 
 

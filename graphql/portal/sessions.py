@@ -13,11 +13,16 @@ Limit: a copy of a signed-in cookie stays valid until it expires (no server-side
 
 from __future__ import annotations
 
+import binascii
+import json
 import secrets
 import time
+from base64 import b64decode
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import itsdangerous
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -84,11 +89,35 @@ def end(request: Request) -> None:
 
 def signed_in(request: Request, now: float | None = None) -> SignedIn | None:
     """The signed-in user, or None (never signed in, signed out, or signed in too long ago)."""
-    user = request.session.get("user")
+    return _user(request.session, time.time() if now is None else now)
+
+
+def cookie_reader(secret_key: str) -> Callable[[Request], Principal | None]:
+    """Who a request's session cookie signs in, read outside the session middleware (the gateway's
+    routes, through `gateway.pipeline.authenticate`): the cookie verified exactly as Starlette's
+    SessionMiddleware verifies it (itsdangerous `TimestampSigner`, at most MAX_AGE_SECONDS old),
+    then the same checks as `signed_in`. None for no cookie or any failure."""
+    signer = itsdangerous.TimestampSigner(str(secret_key))
+
+    def read(request: Request) -> Principal | None:
+        raw = request.cookies.get(COOKIE)
+        if not raw:
+            return None
+        try:
+            session = json.loads(b64decode(signer.unsign(raw.encode("utf-8"), max_age=MAX_AGE_SECONDS)))
+        except (itsdangerous.BadSignature, ValueError, binascii.Error):
+            return None
+        user = _user(session, time.time()) if isinstance(session, dict) else None
+        return user.principal if user else None
+
+    return read
+
+
+def _user(session: dict[str, Any], now: float) -> SignedIn | None:
+    user = session.get("user")
     if not isinstance(user, dict) or not isinstance(user.get("sub"), str) or not user["sub"]:
         return None
-    login_at = request.session.get("login_at")
-    now = time.time() if now is None else now
+    login_at = session.get("login_at")
     if not isinstance(login_at, int) or not 0 <= now - login_at < ABSOLUTE_SECONDS:
         return None
     principal = Principal(subject=user["sub"], claims=dict(user.get("claims") or {}))

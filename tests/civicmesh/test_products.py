@@ -32,6 +32,12 @@ EXPECTED = {
             "requester_phone": "partial",
         },
     ),
+    "public_works.open_request_contacts": (
+        "confidential",
+        "alice@city.example",
+        "district",
+        {"requester_name": "hash", "requester_email": "hash", "requester_phone": "partial"},
+    ),
     "public_works.response_times": ("public", "alice@city.example", None, {}),
     "transportation.traffic_counts": ("public", "tomas@city.example", None, {}),
     "transportation.traffic_counts_v1": ("public", "tomas@city.example", None, {}),
@@ -69,7 +75,7 @@ def specs(manifest: dict[str, Any]) -> dict[str, ProductSpec]:
 
 
 @pytest.mark.slow
-def test_the_nine_products_load_with_their_governance_metadata(specs: dict[str, ProductSpec]) -> None:
+def test_the_ten_products_load_with_their_governance_metadata(specs: dict[str, ProductSpec]) -> None:
     assert set(specs) == set(EXPECTED)
     for name, (classification, owner, scope, masks) in EXPECTED.items():
         spec = specs[name]

@@ -16,6 +16,7 @@ PRODUCTS = {
     "environment.air_quality",
     "finance.vendor_payments",
     "hr.employees",
+    "public_works.open_request_contacts",
     "public_works.response_times",
     "public_works.service_requests",
     "transportation.collisions",
@@ -90,6 +91,7 @@ def test_a_duplicated_key_in_one_landing_file_holds_back_only_what_is_built_from
     assert set(outcomes) == PRODUCTS
     held_back = {
         "public_works.service_requests",
+        "public_works.open_request_contacts",
         "public_works.response_times",
         "city_ops.district_scorecard",
     }

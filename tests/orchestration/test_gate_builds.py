@@ -290,7 +290,7 @@ def test_the_build_summary_lists_published_held_back_and_warned_per_product(warn
     assert warned.exit_code == 1, warned.output  # something was held back
     blocks = _summary(warned.output)
     assert set(blocks) == PRODUCTS, warned.output
-    assert "8 of 9 products published, 1 held back, 1 warned" in warned.output
+    assert "9 of 10 products published, 1 held back, 1 warned" in warned.output
     held = blocks["transportation.collisions"]
     assert held.split()[:2] == ["held", "back"]
     assert "dbt test assert_collisions_involve_one_vehicle on collisions:" in held and "failing rows" in held

@@ -1,4 +1,4 @@
-"""Fixtures for the policy tests: the 8 demo products built by hand, and engines over tmp copies."""
+"""Fixtures for the policy tests: the 9 demo products built by hand, and engines over tmp copies."""
 
 from __future__ import annotations
 

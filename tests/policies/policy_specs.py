@@ -1,4 +1,4 @@
-"""The 8 demo products, built by hand for the policy tests (not read from the dbt manifest)."""
+"""The 9 demo products, built by hand for the policy tests (not read from the dbt manifest)."""
 
 from __future__ import annotations
 
@@ -36,6 +36,15 @@ DEMO_PRODUCTS: dict[str, ProductSpec] = {
             col("district"),
             col("category"),
             col("requester_name", mask="redact"),
+            col("requester_email", mask="hash"),
+            col("requester_phone", mask="partial"),
+            scope_column="district",
+        ),
+        spec(
+            "public_works.open_request_contacts",
+            "confidential",
+            col("district"),
+            col("requester_name", mask="hash"),
             col("requester_email", mask="hash"),
             col("requester_phone", mask="partial"),
             scope_column="district",

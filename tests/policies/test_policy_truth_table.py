@@ -1,4 +1,4 @@
-"""Truth table: 7 personas x 8 demo products x 7 actions, written by hand from ARCHITECTURE.md 4-5,
+"""Truth table: 7 personas x 9 demo products x 7 actions, written by hand from ARCHITECTURE.md 4-5,
 and the one right over the mesh itself, `produce_lineage` (personas and the producer identity
 `airflow` x job namespaces).
 
@@ -25,6 +25,7 @@ LETTER = {
 
 PRODUCTS = (
     "public_works.service_requests",  # internal, PII, scope district
+    "public_works.open_request_contacts",  # confidential, PII, scope district
     "public_works.response_times",  # public
     "transportation.traffic_counts",  # public
     "transportation.collisions",  # internal, lat/lon generalize
@@ -36,14 +37,14 @@ PRODUCTS = (
 
 # fmt: off
 TABLE: dict[str, tuple[str, ...]] = {
-    #            svc_req    resp_times  traffic  collisions  air    vendor_pay  employees  scorecard
-    "alice":   ("DRPELAG", "DRPELAG",   "DRL",   "DR",       "DRL", "D",        "",        "DR"),
-    "bob":     ("DR",      "DRL",       "DREL",  "DRE",      "DRL", "D",        "",        "DR"),
-    "dana":    ("DR",      "DRL",       "DRL",   "DR",       "DRL", "D",        "",        "DR"),
-    "erin":    ("DR",      "DRL",       "DRL",   "DR",       "DRL", "DRPE",     "",        "DR"),
-    "frank":   ("DR",      "DRL",       "DRL",   "DR",       "DRL", "D",        "DRPELAG", "DR"),
-    "carol":   ("DLA",     "DLA",       "DLA",   "DLA",      "DLA", "DLA",      "DLA",     "DLA"),
-    "mallory": ("DR",      "DRL",       "DRL",   "DR",       "DRL", "D",        "",        "DR"),
+    #           svc_req    contacts   resp_t       traffic  collis      air    vendor      employees  score
+    "alice":   ("DRPELAG", "DRPELAG", "DRPELAG",   "DRL",   "DR",       "DRL", "D",        "",        "DR"),
+    "bob":     ("DR",      "D",       "DRL",       "DREL",  "DRE",      "DRL", "D",        "",        "DR"),
+    "dana":    ("DR",      "DR",      "DRL",       "DRL",   "DR",       "DRL", "D",        "",        "DR"),
+    "erin":    ("DR",      "D",       "DRL",       "DRL",   "DR",       "DRL", "DRPE",     "",        "DR"),
+    "frank":   ("DR",      "D",       "DRL",       "DRL",   "DR",       "DRL", "D",        "DRPELAG", "DR"),
+    "carol":   ("DLA",     "DLA",     "DLA",       "DLA",   "DLA",      "DLA", "DLA",      "DLA",     "DLA"),
+    "mallory": ("DR",      "D",       "DRL",       "DRL",   "DR",       "DRL", "D",        "",        "DR"),
 }
 # fmt: on
 
@@ -75,6 +76,7 @@ def test_truth_table(
 
 
 SR_PII = {"requester_name": "redact", "requester_email": "hash", "requester_phone": "partial"}
+CONTACT_PII = {"requester_name": "hash", "requester_email": "hash", "requester_phone": "partial"}
 GEO = {"lat": "generalize", "lon": "generalize"}
 
 # (user, product, action) -> (masks, row filter), written by hand
@@ -85,6 +87,9 @@ MASKS_AND_SCOPE = [
     ("mallory", "public_works.service_requests", "read", SR_PII, None),
     ("dana", "public_works.service_requests", "read", SR_PII, RowFilter("district", ("D3",))),
     ("dana", "public_works.response_times", "read", {}, None),  # no scope column declared
+    # confidential: the department's supervisor reads it masked and scoped, its owner whole
+    ("dana", "public_works.open_request_contacts", "read", CONTACT_PII, RowFilter("district", ("D3",))),
+    ("alice", "public_works.open_request_contacts", "read", {}, None),
     ("dana", "city_ops.district_scorecard", "read", {}, None),
     ("bob", "transportation.collisions", "read", GEO, None),
     ("bob", "transportation.collisions", "export", GEO, None),

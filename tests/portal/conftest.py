@@ -19,11 +19,13 @@ for _name in ("portal", "gateway"):
 
 import html
 import re
+import shutil
 import socket
 import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 import pytest
@@ -31,7 +33,8 @@ import pytest
 from civicmesh.products import ColumnSpec, ProductSpec
 from civicmesh.settings import Settings
 from civicmesh.store import dispose_all
-from tests.gateway.conftest import Server, publish
+from portal.assets import Assets
+from tests.gateway.conftest import SERVICE_REQUESTS, SERVICE_REQUESTS_SQL, Server, publish
 
 REPO = Path(__file__).resolve().parents[2]
 PROVIDER_SCRIPT = Path(__file__).with_name("oidc_provider.py")
@@ -52,17 +55,26 @@ def _spec(department: str, product: str, classification: str, description: str, 
     )
 
 
-# One product per classification, plus a public one without a description (DCAT-AP needs one).
+XSS_DESCRIPTION = "<script>alert('xss')</script> & <b>bold</b>"
+XSS_CELL = '"><img src=x onerror=alert(1)><script>alert(2)</script>'
+
+# One product per classification, plus a public one without a description (DCAT-AP needs one);
+# service requests with PII and a district scope; text meant to be escaped in a description and a cell.
 PRODUCTS = (
     _spec("environment", "air_quality", "public", "Hourly air quality by station.", tags=("air", "health")),
     _spec("transportation", "bike_counts", "public", "Bicycles counted per day."),
     _spec("environment", "noise_levels", "public", ""),
-    _spec("public_works", "service_requests", "internal", "Citizen service requests."),
-    _spec("environment", "water_quality", "internal", "<script>alert('xss')</script> & <b>bold</b>"),
+    SERVICE_REQUESTS,
+    _spec("environment", "water_quality", "internal", XSS_DESCRIPTION),
     _spec("finance", "vendor_payments", "confidential", "Payments to vendors."),
     _spec("hr", "salaries", "restricted", "Staff salaries."),
 )
 ROWS_SQL = "SELECT CAST(i AS INTEGER) AS id, 'D' || (i % 9 + 1) AS district FROM range(5) t(i)"
+XSS_ROWS_SQL = (
+    "SELECT CAST(i AS INTEGER) AS id, CASE WHEN i = 0 THEN '" + XSS_CELL.replace("'", "''") + "' "
+    "ELSE 'D' || (i % 9 + 1) END AS district FROM range(5) t(i)"
+)
+ROWS = {SERVICE_REQUESTS.name: SERVICE_REQUESTS_SQL, "environment.water_quality": XSS_ROWS_SQL}
 
 
 def make_home(tmp_path_factory: pytest.TempPathFactory, name: str, **settings_kw: object) -> Settings:
@@ -70,7 +82,7 @@ def make_home(tmp_path_factory: pytest.TempPathFactory, name: str, **settings_kw
     settings = Settings(home=home, metadata_url=f"sqlite:///{home / 'metadata.db'}", **settings_kw)  # type: ignore[arg-type]
     settings.ensure_dirs()
     for spec in PRODUCTS:
-        publish(settings, spec, ROWS_SQL)
+        publish(settings, spec, ROWS.get(spec.name, ROWS_SQL))
     return settings
 
 
@@ -151,8 +163,10 @@ class Browser:
         return csrf_in(self.get(path).text)
 
     def sign_in_as(self, persona: str, next_path: str = "/") -> httpx.Response:
-        """Demo mode: pick a persona on the sign-in page (with the page's CSRF token)."""
-        token = self.csrf()
+        """Demo mode: pick a persona on the sign-in page (with the page's CSRF token; when signed in
+        already, the sign-in page sends the browser on, and the catalog's sign-out form has it)."""
+        page = self.get("/login")
+        token = csrf_in(page.text if page.status_code == 200 else self.get("/").text)
         return self.post("/login/demo", {"persona": persona, "next": next_path, "csrf_token": token})
 
     def close(self) -> None:
@@ -170,3 +184,53 @@ def browser(demo_portal: Server) -> Iterator[Browser]:
     b = Browser(demo_portal.url)
     yield b
     b.close()
+
+
+# -- real Chromium (Debian's /usr/bin/chromium through Playwright's executable_path) ---------------
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+needs_chromium = pytest.mark.skipif(
+    CHROMIUM is None,
+    reason="Chromium is not installed (Debian: apt-get install -y chromium; .ci/run does it)",
+)
+needs_assets = pytest.mark.skipif(
+    bool(Assets().missing()),
+    reason="front-end files not installed (make install: npm ci in graphql/portal/static)",
+)
+# Root (no sandbox), no GPU, and no background calls to Google's hosts (the closed network refuses them).
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-extensions",
+]
+SERIOUS = {"serious", "critical"}
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield browser
+        browser.close()
+
+
+def axe(page: Any) -> list[dict[str, Any]]:
+    """axe-core's serious and critical violations (WCAG 2.0/2.1 A and AA rules) on this page."""
+    page.add_script_tag(url=Assets().url("axe-core"))
+    violations = page.evaluate(
+        "async () => (await axe.run(document, {runOnly: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa', "
+        "'best-practice'], resultTypes: ['violations']})).violations"
+    )
+    return [
+        {"id": v["id"], "impact": v["impact"], "nodes": [n["target"] for n in v["nodes"]]}
+        for v in violations
+        if v["impact"] in SERIOUS
+    ]

@@ -7,63 +7,16 @@ Screenshots are left in the test's tmp dir."""
 
 from __future__ import annotations
 
-import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from portal.assets import Assets
+from tests.portal.conftest import axe as _axe
+from tests.portal.conftest import needs_assets, needs_chromium
 
 pytestmark = pytest.mark.timeout(240)
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-needs_chromium = pytest.mark.skipif(
-    CHROMIUM is None,
-    reason="Chromium is not installed (Debian: apt-get install -y chromium; .ci/run does it)",
-)
-needs_assets = pytest.mark.skipif(
-    bool(Assets().missing()),
-    reason="front-end files not installed (make install: npm ci in graphql/portal/static)",
-)
-# Root (no sandbox), no GPU, and no background calls to Google's hosts (the closed network refuses them).
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-extensions",
-]
-SERIOUS = {"serious", "critical"}
-
-
-@pytest.fixture(scope="module")
-def chromium() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        yield browser
-        browser.close()
-
-
-def _axe(page: Any) -> list[dict[str, Any]]:
-    """axe-core's serious and critical violations (WCAG 2.0/2.1 A and AA rules) on this page."""
-    page.add_script_tag(url=Assets().url("axe-core"))
-    violations = page.evaluate(
-        "async () => (await axe.run(document, {runOnly: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa', "
-        "'best-practice'], resultTypes: ['violations']})).violations"
-    )
-    return [
-        {"id": v["id"], "impact": v["impact"], "nodes": [n["target"] for n in v["nodes"]]}
-        for v in violations
-        if v["impact"] in SERIOUS
-    ]
 
 
 @needs_chromium
@@ -87,7 +40,7 @@ def test_sign_in_with_a_persona_and_axe_finds_no_serious_violation(
 
         page.get_by_role("button", name="Sign in as Mallory Moore").click()
         page.wait_for_url(f"{demo_portal.url}/")
-        assert page.get_by_role("heading", level=1).inner_text() == "Data products you can find"
+        assert page.get_by_role("heading", level=1).inner_text() == "Find data products"
         assert "Signed in as Mallory Moore" in page.get_by_role("navigation", name="Account").inner_text()
         assert page.get_by_text("environment.air_quality").count() == 1
         assert page.get_by_text("hr.salaries").count() == 0
@@ -153,5 +106,39 @@ def test_the_district_map_renders_from_the_shipped_boundaries(
         assert d1[0] < d3[0] and d1[1] < d7[1]  # D1 north-west, D3 east of it, D7 south of it
         assert not [u for u in requests if not u.startswith(demo_portal.url)], requests
         assert errors == [], errors
+    finally:
+        context.close()
+
+
+@needs_chromium
+@needs_assets
+def test_text_from_the_data_is_inert_and_the_csp_blocks_inline_script(
+    chromium: Any, demo_portal: Any, tmp_path: Path
+) -> None:
+    """A description and a cell that hold `<script>` and `"><img onerror>` show as text; and were
+    markup ever injected, the page's CSP refuses to run its inline handler (a violation is reported)."""
+    context = chromium.new_context()
+    page = context.new_page()
+    dialogs: list[str] = []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    try:
+        page.goto(f"{demo_portal.url}/login")
+        page.get_by_role("button", name="Sign in as Mallory Moore").click()
+        page.wait_for_url(f"{demo_portal.url}/")
+        page.goto(f"{demo_portal.url}/products/environment.water_quality/data")
+        assert "<script>alert('xss')</script>" in page.locator("p.lead").inner_text()
+        assert page.locator("table.rows tbody").get_by_text('"><img src=x onerror=alert(1)>').count() == 1
+        assert page.locator("table.rows img").count() == 0
+        blocked = page.evaluate(
+            """() => new Promise(resolve => {
+                document.addEventListener('securitypolicyviolation', e => resolve(e.violatedDirective));
+                document.querySelector('main').insertAdjacentHTML(
+                    'beforeend', '<img src="data:," onerror="window.__xss = 1">');
+                setTimeout(() => resolve(null), 3000);
+            })"""
+        )
+        assert blocked is not None and blocked.startswith("script-src")
+        assert page.evaluate("window.__xss") is None and dialogs == []
+        page.screenshot(path=str(tmp_path / "xss.png"), full_page=True)
     finally:
         context.close()

@@ -15,6 +15,7 @@ from rdflib import RDF, Graph, URIRef
 from rdflib.compare import isomorphic
 from rdflib.namespace import DCAT, DCTERMS
 
+from gateway.auth import issue_token
 from portal import dcat
 from tests.portal.conftest import PRODUCTS, Browser
 
@@ -114,9 +115,12 @@ def test_the_shapes_bite(feeds: dict[str, httpx.Response], shapes: Graph) -> Non
 def test_content_negotiation_and_authentication(demo_portal: object, browser: Browser) -> None:
     url = f"{demo_portal.url}/catalog/dcat"  # type: ignore[attr-defined]
     auth = {"Authorization": f"Bearer {demo_portal.token('bob')}"}  # type: ignore[attr-defined]
-    anonymous = httpx.get(url, headers={"Accept": dcat.TURTLE})
-    assert anonymous.status_code == 401 and anonymous.json()["code"] == "UNAUTHENTICATED"
+    anonymous = httpx.get(url, headers={"Accept": dcat.TURTLE})  # the gateway's pipeline refuses it
+    assert anonymous.status_code == 401 and _code(anonymous) == "UNAUTHENTICATED"
     assert httpx.get(url, headers={"Authorization": "Bearer not-a-token"}).status_code == 401
+    stranger = issue_token(demo_portal.settings, "stranger")  # type: ignore[attr-defined]
+    unknown = httpx.get(url, headers={"Authorization": f"Bearer {stranger}"})
+    assert unknown.status_code == 401 and "not in the staff directory" in unknown.text
     cases = {
         "text/turtle": dcat.TURTLE,
         "application/ld+json": dcat.JSON_LD,
@@ -127,6 +131,11 @@ def test_content_negotiation_and_authentication(demo_portal: object, browser: Br
         response = httpx.get(url, headers={**auth, "Accept": accept})
         assert response.status_code == 200 and response.headers["content-type"].startswith(expected), accept
     refused = httpx.get(url, headers={**auth, "Accept": "image/png"})
-    assert refused.status_code == 406 and refused.json()["code"] == "NOT_ACCEPTABLE"
+    assert refused.status_code == 406 and _code(refused) == "BAD_USER_INPUT"
+    assert "ask for text/turtle or application/ld+json" in refused.text
     browser.sign_in_as("carol")  # a portal session works too
     assert browser.get("/catalog.ttl").status_code == 200
+
+
+def _code(response: httpx.Response) -> str:
+    return str(response.json()["errors"][0]["extensions"]["code"])

@@ -143,9 +143,10 @@ def test_a_provider_user_missing_from_the_staff_directory_sees_nothing(
     _, provider = oidc_portal
     back = _approve(provider, _start(oidc_browser), "stranger")
     assert oidc_browser.get("/auth/callback", params=back).status_code == 303
-    page = oidc_browser.get("/").text
-    assert "(<code>stranger</code>)" in page and "is not in the staff" in page
-    assert "No data product is visible to you yet." in page and "air_quality" not in page
+    response = oidc_browser.get("/")  # the gateway refuses a subject it does not know: 401
+    page = response.text
+    assert response.status_code == 401 and "(<code>stranger</code>)" in page
+    assert "Your account stranger is not in the staff directory" in page and "air_quality" not in page
 
 
 def test_an_unreachable_provider_is_a_clear_503_not_a_500(tmp_path_factory: pytest.TempPathFactory) -> None:

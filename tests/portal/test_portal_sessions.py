@@ -40,23 +40,54 @@ def _session_of(response: httpx.Response) -> dict:
 
 
 def _post_forms(page: str) -> list[str]:
-    return re.findall(r'<form method="post" action="([^"]+)"', page)
+    return re.findall(r'<form[^>]* method="post"[^>]* action="([^"]+)"', page)
+
+
+def _every_form(demo_portal: object) -> set[str]:
+    """The action of every POST form the portal shows: sign-in and sign-out, a product's request
+    form, the inbox's approve / reject / revoke (with a request pending for alice) and the
+    requester's withdraw."""
+    mallory, alice = Browser(demo_portal.url), Browser(demo_portal.url)  # type: ignore[attr-defined]
+    try:
+        forms = set(_post_forms(mallory.get("/login").text))
+        mallory.sign_in_as("mallory")
+        access = mallory.get("/products/public_works.service_requests/access").text
+        made = mallory.post(
+            "/products/public_works.service_requests/access",
+            {"csrf_token": csrf_in(access), "action": "read_pii", "purpose": "a csrf test", "days": "3"},
+        )
+        assert made.status_code == 303, made.text
+        forms |= set(_post_forms(mallory.get("/products/public_works.service_requests/access").text))
+        alice.sign_in_as("alice")
+        forms |= set(_post_forms(alice.get("/inbox").text)) | set(_post_forms(alice.get("/").text))
+    finally:
+        mallory.close()
+        alice.close()
+    return {re.sub(r"/inbox/\d+/", "/inbox/<id>/", f) for f in forms}
 
 
 def test_every_form_is_refused_without_this_sessions_csrf_token(
     browser: Browser, demo_portal: object, caplog: pytest.LogCaptureFixture
 ) -> None:
-    login_page = browser.get("/login").text
+    forms = _every_form(demo_portal)
+    # a new form must be added here (and is then tested)
+    assert forms == {
+        "/login/demo",
+        "/logout",
+        "/products/public_works.service_requests/access",
+        "/inbox/<id>/approve",
+        "/inbox/<id>/reject",
+        "/inbox/<id>/revoke",
+    }
     assert browser.sign_in_as("bob").status_code == 303
-    catalog_page = browser.get("/").text
-    forms = set(_post_forms(login_page)) | set(_post_forms(catalog_page))
-    assert forms == {"/login/demo", "/logout"}  # a new form must be added here (and is then tested)
     other = Browser(demo_portal.url)  # type: ignore[attr-defined]
     try:
         foreign_token = other.csrf()
-        for action in sorted(forms):
+        for form in sorted(forms):
+            action = form.replace("<id>", "1")
             for token in (None, "", "forged", foreign_token):
-                data = {"persona": "carol", "next": "/"} | ({} if token is None else {"csrf_token": token})
+                data = {"persona": "carol", "next": "/", "action": "read", "purpose": "x", "days": "1"}
+                data |= {} if token is None else {"csrf_token": token}
                 with caplog.at_level(logging.WARNING, logger="portal.csrf"):
                     refused = browser.post(action, data)
                 assert refused.status_code == 403, (action, token)
@@ -68,6 +99,9 @@ def test_every_form_is_refused_without_this_sessions_csrf_token(
     finally:
         other.close()
     assert "(<code>bob</code>)" in browser.get("/").text  # neither sign-out nor a persona switch happened
+    browser.sign_in_as("alice")  # and the request the forged forms named is still waiting for her
+    waiting = browser.get("/inbox").text.split('id="pending-heading"')[1].split('id="active-heading"')[0]
+    assert "a csrf test" in waiting
 
 
 def test_sign_in_rotates_the_session_and_a_planted_cookie_never_signs_in(
