@@ -24,12 +24,12 @@ CHILD = textwrap.dedent(
     snapshots = Path(sys.argv[1])
     big = snapshots / "big.parquet"
     duckdb.sql(
-        "COPY (SELECT i, md5(i::VARCHAR) AS h, md5((i * 7)::VARCHAR) AS g FROM range(3000000) t(i)) "
+        "COPY (SELECT i, md5(i::VARCHAR) AS h, md5((i * 7)::VARCHAR) AS g FROM range(8000000) t(i)) "
         f"TO '{big}' (FORMAT parquet)"
     )
     pool = DuckPool(snapshots, "key", hot_budget_bytes=1 << 40)
     assert pool.source(str(big), big.stat().st_size) is None  # starts the background load
-    time.sleep(0.5)  # let the load get going inside DuckDB
+    time.sleep(0.1)  # let the load get going inside DuckDB (it takes seconds: 8M rows)
     loading = len(pool._loading)
     pool.close()
     print(f"closed with {loading} load(s) in flight", flush=True)
