@@ -76,7 +76,8 @@ def authenticate(services: Services, request: Request) -> Principal:
     """Who is calling: `Authorization: Bearer <jwt>` (verified like every token, `auth.TokenCache`),
     or, only when no such header is sent, the request is GET/HEAD and the browser does not mark it
     as cross-site, the portal's signed session (`services.session_reader`). Raises GovernedError
-    401 `UNAUTHENTICATED`, or 400 for more than one Authorization header. The subject is checked against the directory by `admit`."""
+    401 `UNAUTHENTICATED`, or 400 for more than one Authorization header. The subject is checked
+    against the directory by `admit`."""
     if len(request.headers.getlist("authorization")) > 1:  # a singleton field (RFC 9110 §5.3)
         raise GovernedError("Send one Authorization header, not several.", errors.BAD_USER_INPUT)
     header = request.headers.get("authorization")
