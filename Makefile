@@ -14,8 +14,10 @@ IDE_STAMP := $(IDE)/node_modules/.installed-$(shell cksum < $(IDE)/package-lock.
 PORTAL_STATIC := graphql/portal/static
 PORTAL_STAMP  := $(PORTAL_STATIC)/node_modules/.installed-$(shell cksum < $(PORTAL_STATIC)/package-lock.json | cut -d' ' -f1)
 export DBT_SEND_ANONYMOUS_USAGE_STATS := false
+# The suite runs on this many processes (pytest-xdist, one test file per process at a time).
+PYTEST_WORKERS ?= 2
 
-.PHONY: install demo test lint format lock dagster bench clean
+.PHONY: install system-packages demo test lint format lock dagster bench clean
 
 # uv.lock pins every package with its hashes; --frozen installs exactly that, or fails.
 $(STAMP): uv.lock pyproject.toml
@@ -36,15 +38,19 @@ $(PORTAL_STAMP): $(PORTAL_STATIC)/package.json $(PORTAL_STATIC)/package-lock.jso
 
 install: $(STAMP) $(IDE_STAMP) $(PORTAL_STAMP)
 
+## Debian's Chromium and PostgreSQL server, which the tests run for real (installed when missing).
+system-packages:
+	@scripts/system-packages.sh
+
 ## Generate demo data, build and publish every product through Dagster, print tokens, serve :8000.
 demo: install
 	$(BIN)/civicmesh demo
 
 ## Lint and run the whole test suite.
-test: install
+test: install system-packages
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile
 
 lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

@@ -1,6 +1,6 @@
 """A throwaway PostgreSQL cluster for the tests and benchmarks: `initdb` + `pg_ctl` on a free port.
 
-The server binaries come from Debian's `postgresql` package (`.ci/run` installs it when missing):
+The server binaries come from Debian's `postgresql` package (`make test` installs it when missing):
 `CIVICMESH_PG_BINDIR`, else the newest `/usr/lib/postgresql/*/bin`, else `initdb` on PATH.
 `initdb` refuses to run as root, so as root every server command runs as the `postgres` user the
 package creates (or `nobody`), in a temp folder owned by it. The cluster listens on 127.0.0.1 only
@@ -68,7 +68,7 @@ def find_bindir() -> Path:
             return bindir
     raise PgUnavailable(
         "no PostgreSQL server binaries (initdb, pg_ctl) found: install Debian's server with "
-        f"`apt-get install -y postgresql` (.ci/run does), or set {OPT_OUT_ENV}=skip to skip the "
+        f"`apt-get install -y postgresql` (`make test` does), or set {OPT_OUT_ENV}=skip to skip the "
         "PostgreSQL tests on this machine"
     )
 

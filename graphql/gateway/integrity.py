@@ -20,6 +20,7 @@ import logging
 import os
 import socket
 import time
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -58,7 +59,7 @@ class FileChecks:
         self._failed: dict[str, tuple[FileStat | None, float, str]] = {}  # id -> (stat, when, detail)
         self._pending: dict[tuple[str, FileStat | None], asyncio.Future[str | None]] = {}
         self.unrecorded: dict[str, str] = {}  # failures not yet marked in the catalog: id -> product
-        self.hashed = 0  # files hashed by this process
+        self.hashed: Counter[str] = Counter()  # snapshot id -> times its file was hashed here
 
     async def problem(self, snap: Snapshot) -> tuple[str | None, bool]:
         """(what is wrong with `snap`'s file or None, whether it was hashed just now)."""
@@ -78,7 +79,7 @@ class FileChecks:
         return await asyncio.shield(future), True
 
     async def _check(self, snap: Snapshot, path: str, stat: FileStat | None) -> str | None:
-        self.hashed += 1
+        self.hashed[snap.id] += 1
         detail = await anyio.to_thread.run_sync(integrity_problem, Path(path), snap.checksum, snap.byte_size)
         if detail is None:
             self._ok[snap.id] = stat  # type: ignore[assignment]  # a file that hashed has a stat

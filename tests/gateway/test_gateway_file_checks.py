@@ -54,7 +54,7 @@ def test_concurrent_first_reads_share_one_hash_and_later_reads_none(tmp_path: Pa
 
     results = asyncio.run(reads())
     assert {detail for detail, _ in results} == {None}
-    assert checks.hashed == 1
+    assert checks.hashed.total() == 1
     assert results[-1] == (None, False)
 
 
@@ -67,7 +67,7 @@ def test_a_changed_file_is_hashed_again_and_its_failure_is_kept_for_a_while(tmp_
     assert fresh and detail == f"size 100 B, expected {len(data)} B"
     for _ in range(5):  # a broken file is not re-hashed on every request
         assert asyncio.run(checks.problem(snap)) == (detail, False)
-    assert checks.hashed == 2
+    assert checks.hashed.total() == 2
     snap.path.write_bytes(data)  # restored: a new stat, so it is hashed again at once
     assert asyncio.run(checks.problem(snap)) == (None, True)
 

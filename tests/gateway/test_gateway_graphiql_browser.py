@@ -32,7 +32,7 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 needs_chromium = pytest.mark.skipif(
     CHROMIUM is None,
-    reason="Chromium is not installed (Debian: apt-get install -y chromium; .ci/run does it)",
+    reason="Chromium is not installed (Debian: apt-get install -y chromium; `make test` does it)",
 )
 
 # Flags Chromium needs here: root (no sandbox), no GPU, and no background calls to Google's hosts

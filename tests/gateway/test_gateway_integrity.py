@@ -160,16 +160,16 @@ def test_a_file_truncated_after_its_first_check_is_checked_again_and_refused(
 ) -> None:
     checks = server.server.config.app.state.gateway.duck.checks
     server.gql(ROWS % _unique_where(), "mallory")  # opened (and checked) by this process by now
-    hashed = checks.hashed
+    hashed = checks.hashed[snapshot.id]
     for _ in range(3):
         body = server.gql(ROWS % _unique_where(), "mallory")
         assert body["data"]["environment"]["grantPayments"]["totalCount"] == 2000
     assert _export(server).status_code == 200
-    assert checks.hashed == hashed  # once per (process, snapshot), not per request
+    assert checks.hashed[snapshot.id] == hashed  # once per (process, snapshot), not per request
     data = snapshot.path.read_bytes()
     snapshot.path.write_bytes(data[: len(data) // 2])
     _assert_refused(server, snapshot)
-    assert checks.hashed == hashed + 1  # the file changed: checked again
+    assert checks.hashed[snapshot.id] == hashed + 1  # the file changed: checked again
     _assert_marked_broken(server, snapshot, f"size {len(data) // 2} B, expected {len(data)} B")
     assert cli(["snapshots", "verify"]) == 1
     assert f"BROKEN  {snapshot.id}  {snapshot.path}: size" in capsys.readouterr().out

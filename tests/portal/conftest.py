@@ -191,7 +191,7 @@ def browser(demo_portal: Server) -> Iterator[Browser]:
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 needs_chromium = pytest.mark.skipif(
     CHROMIUM is None,
-    reason="Chromium is not installed (Debian: apt-get install -y chromium; .ci/run does it)",
+    reason="Chromium is not installed (Debian: apt-get install -y chromium; `make test` does it)",
 )
 needs_assets = pytest.mark.skipif(
     bool(Assets().missing()),
