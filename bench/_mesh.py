@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from civicmesh.settings import REPO_ROOT, Settings
+from meshcore.settings import REPO_ROOT, Settings
 
 
 def mesh_settings(home: Path) -> Settings:

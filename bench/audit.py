@@ -38,11 +38,11 @@ from typing import Any
 # gateway.py would shadow the packages of the same name. The repository root takes its place.
 sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-from civicmesh.accesslog import AccessLog, AccessRecord  # noqa: E402
-from civicmesh.audit.signing import Signer  # noqa: E402
-from civicmesh.products import ColumnSpec, ProductSpec  # noqa: E402
-from civicmesh.settings import Settings  # noqa: E402
-from civicmesh.store import dispose_all, get_engine  # noqa: E402
+from meshcore.accesslog import AccessLog, AccessRecord  # noqa: E402
+from meshcore.audit.signing import Signer  # noqa: E402
+from meshcore.products import ColumnSpec, ProductSpec  # noqa: E402
+from meshcore.settings import Settings  # noqa: E402
+from meshcore.store import dispose_all, get_engine  # noqa: E402
 
 TARGET_LOG = 0.10  # the whole access log vs none
 TARGET_CHECKPOINTS = 0.05  # seals and checkpoints vs the unsigned chain
@@ -201,8 +201,8 @@ def _free_port() -> int:
 def _publish(settings: Settings) -> None:
     import duckdb
 
-    from civicmesh.catalog import Catalog
-    from civicmesh.snapshots import write_snapshot
+    from meshcore.catalog import Catalog
+    from meshcore.snapshots import write_snapshot
 
     con = duckdb.connect()
     try:

@@ -48,9 +48,9 @@ sys.path[0] = str(Path(__file__).resolve().parent.parent)
 import duckdb  # noqa: E402
 
 from bench import _mesh  # noqa: E402
-from civicmesh.catalog import Catalog  # noqa: E402
-from civicmesh.settings import Settings  # noqa: E402
-from civicmesh.store import get_engine  # noqa: E402
+from meshcore.catalog import Catalog  # noqa: E402
+from meshcore.settings import Settings  # noqa: E402
+from meshcore.store import get_engine  # noqa: E402
 
 USER = "dana"
 PRODUCT = "public_works.service_requests"

@@ -36,11 +36,11 @@ sys.path.insert(1, str(Path(__file__).resolve().parent.parent / "graphql"))
 import duckdb  # noqa: E402
 import uvicorn  # noqa: E402
 
-from civicmesh.catalog import Catalog  # noqa: E402
-from civicmesh.products import ColumnSpec, ProductSpec  # noqa: E402
-from civicmesh.settings import Settings  # noqa: E402
-from civicmesh.snapshots import write_snapshot  # noqa: E402
-from civicmesh.store import get_engine  # noqa: E402
+from meshcore.catalog import Catalog  # noqa: E402
+from meshcore.products import ColumnSpec, ProductSpec  # noqa: E402
+from meshcore.settings import Settings  # noqa: E402
+from meshcore.snapshots import write_snapshot  # noqa: E402
+from meshcore.store import get_engine  # noqa: E402
 
 SPEC = ProductSpec(
     department="public_works",

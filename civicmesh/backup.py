@@ -38,9 +38,9 @@ from pathlib import Path
 from sqlalchemy import create_engine
 from sqlalchemy.engine import make_url
 
-from civicmesh.catalog import Catalog
-from civicmesh.settings import Settings
-from civicmesh.snapshots import file_checksum, fsync_dir
+from meshcore.catalog import Catalog
+from meshcore.settings import Settings
+from meshcore.snapshots import file_checksum, fsync_dir
 
 MANIFEST = "civicmesh-backup.json"
 FORMAT = 1
@@ -212,7 +212,7 @@ def _backup_contents(settings: Settings, store: Path | None, staging: Path) -> d
 
 def _copy_audit(settings: Settings, staging: Path, store_copy: Path | None) -> None:
     """The home's audit folder (see the module docstring): the sink in it cut to `store_copy`."""
-    from civicmesh.audit.sinks import FileSink, open_sink
+    from meshcore.audit.sinks import FileSink, open_sink
 
     home, audit = settings.home.resolve(), settings.audit_dir.resolve()
     sink = open_sink(settings.audit_sink)

@@ -24,7 +24,6 @@ from openlineage.client.generated import (
 )
 from openlineage.client.generated.base import DatasetFacet
 
-from civicmesh.products import ProductSpec
 from lineage import naming
 from lineage.facets import ACCESS_FACET, PRODUCER, PRODUCT_FACET, AccessDecisionRunFacet, ProductDatasetFacet
 from lineage.naming import DatasetRef, ParentRef
@@ -44,6 +43,7 @@ from lineage.runs import (  # re-exported: producers need only `lineage.events`
     to_dict,
     to_json,
 )
+from meshcore.products import ProductSpec
 
 __all__ = [
     "DecisionLike",

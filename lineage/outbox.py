@@ -41,10 +41,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 
-from civicmesh.accesslog import insert_rows
-from civicmesh.store import create_tables
 from lineage.lease import LEASE_TTL_S, holder_alive
 from lineage.runs import to_dict
+from meshcore.accesslog import insert_rows
+from meshcore.store import create_tables
 
 log = logging.getLogger("civicmesh.lineage")
 

@@ -16,10 +16,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from civicmesh.accesslog import AccessLog
 from lineage import naming
 from lineage.graph import DATASET, LineageGraph, Node
 from lineage.outbox import Outbox
+from meshcore.accesslog import AccessLog
 
 READ_ACTIONS = ("read", "export")
 

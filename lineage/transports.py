@@ -15,8 +15,8 @@ from typing import Protocol, TextIO
 
 import httpx
 
-from civicmesh.settings import Settings
 from lineage.outbox import OutboxEvent
+from meshcore.settings import Settings
 
 DEFAULT_TRANSPORTS = "file"
 

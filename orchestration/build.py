@@ -20,10 +20,10 @@ from typing import Any
 
 import dagster as dg
 
-from civicmesh.catalog import Catalog
-from civicmesh.settings import Settings
-from civicmesh.store import get_engine
 from lineage.recorder import LineageRecorder
+from meshcore.catalog import Catalog
+from meshcore.settings import Settings
+from meshcore.store import get_engine
 from orchestration.buildlock import build_lock, recover_dead_build
 from orchestration.publish import PUBLISH_PREFIX
 

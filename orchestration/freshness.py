@@ -4,10 +4,10 @@ from typing import Any
 
 import dagster as dg
 
-from civicmesh.catalog import utcnow
-from civicmesh.freshness import freshness
-from civicmesh.products import ProductSpec
-from civicmesh.settings import Settings
+from meshcore.catalog import utcnow
+from meshcore.freshness import freshness
+from meshcore.products import ProductSpec
+from meshcore.settings import Settings
 from orchestration.automation import schedule_status
 from orchestration.publish import publish_key
 from orchestration.resources import MeshResource

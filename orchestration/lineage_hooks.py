@@ -12,9 +12,9 @@ from collections.abc import Sequence
 import dagster as dg
 from openlineage.client.event_v2 import RunEvent
 
-from civicmesh.settings import Settings
 from lineage.naming import ParentRef
 from lineage.recorder import LineageRecorder
+from meshcore.settings import Settings
 
 
 def dagster_parent(context: dg.AssetExecutionContext) -> ParentRef:

@@ -12,7 +12,7 @@ from pathlib import Path
 from dagster_dbt import DbtCliResource, DbtProject
 from packaging import version
 
-from civicmesh.settings import Settings
+from meshcore.settings import Settings
 
 
 def configure_dbt_environment(settings: Settings) -> None:

@@ -10,11 +10,11 @@ import dagster as dg
 import duckdb
 from dagster_dbt import DagsterDbtTranslator
 
-from civicmesh.catalog import utcnow
-from civicmesh.products import ProductSpec
-from civicmesh.snapshots import write_snapshot
 from lineage.events import new_run_id, publish_events
 from lineage.naming import duckdb_dataset
+from meshcore.catalog import utcnow
+from meshcore.products import ProductSpec
+from meshcore.snapshots import write_snapshot
 from orchestration.lineage_hooks import dagster_parent, record
 from orchestration.resources import MeshResource
 

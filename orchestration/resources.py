@@ -6,9 +6,9 @@ from pathlib import Path
 
 import dagster as dg
 
-from civicmesh.catalog import Catalog
-from civicmesh.settings import Settings
-from civicmesh.store import get_engine
+from meshcore.catalog import Catalog
+from meshcore.settings import Settings
+from meshcore.store import get_engine
 
 
 class MeshResource(dg.ConfigurableResource):

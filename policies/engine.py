@@ -27,9 +27,9 @@ from casbin.model import FastModel
 from casbin.model.policy_fast import fast_policy_filter
 from sqlalchemy import Engine
 
-from civicmesh.accesslog import AccessLog
-from civicmesh.products import CLASSIFICATIONS, ProductSpec
-from civicmesh.settings import Settings
+from meshcore.accesslog import AccessLog
+from meshcore.products import CLASSIFICATIONS, ProductSpec
+from meshcore.settings import Settings
 from policies import grants as grants_mod
 from policies import versions
 from policies.decision import ACTIONS, SYSTEM_ACTIONS, Decision
@@ -211,7 +211,7 @@ class PolicyEngine:
     @classmethod
     def load(cls, settings: Settings, **kwargs: Any) -> PolicyEngine:
         """The configured policy files and the store's grants. Raises PolicyError or OSError."""
-        from civicmesh.store import get_engine
+        from meshcore.store import get_engine
 
         return cls(settings.policies_dir, get_engine(settings.metadata_url), **kwargs)
 

@@ -29,9 +29,9 @@ from sqlalchemy import (
     update,
 )
 
-from civicmesh.accesslog import AccessLog, AccessRecord
-from civicmesh.products import ProductSpec
-from civicmesh.store import create_tables
+from meshcore.accesslog import AccessLog, AccessRecord
+from meshcore.products import ProductSpec
+from meshcore.store import create_tables
 from policies.names import GLOBAL_DOMAIN, PolicyError, check_name
 
 if TYPE_CHECKING:

@@ -25,8 +25,8 @@ from datetime import UTC, datetime
 
 from sqlalchemy import Engine, select
 
-from civicmesh.accesslog import AccessLog, utc_timestamp
-from civicmesh.products import ProductSpec
+from meshcore.accesslog import AccessLog, utc_timestamp
+from meshcore.products import ProductSpec
 from policies import grants as grants_mod
 from policies import versions
 from policies.decision import Decision

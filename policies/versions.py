@@ -21,8 +21,8 @@ from pathlib import Path
 
 from sqlalchemy import Column, Connection, Engine, MetaData, String, Table, Text, select
 
-from civicmesh.accesslog import AccessLog, AccessRecord
-from civicmesh.store import create_tables
+from meshcore.accesslog import AccessLog, AccessRecord
+from meshcore.store import create_tables
 from policies.directory import parse_directory
 from policies.lint import MODEL_FILE, POLICY_FILE, USERS_FILE, lint_texts, owned_departments, read_texts
 from policies.names import PolicyError

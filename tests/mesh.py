@@ -9,9 +9,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from civicmesh.catalog import Catalog
-from civicmesh.settings import REPO_ROOT, Settings
-from civicmesh.store import get_engine
+from meshcore.catalog import Catalog
+from meshcore.settings import REPO_ROOT, Settings
+from meshcore.store import get_engine
 from orchestration.build import BuildReport, run_build
 
 

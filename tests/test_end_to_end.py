@@ -15,8 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from civicmesh.accesslog import AccessLog
 from gateway.auth import issue_token
+from meshcore.accesslog import AccessLog
 from tests.mesh import BuiltMesh
 
 pytestmark = pytest.mark.slow

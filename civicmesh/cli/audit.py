@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from civicmesh.cli import CommandError
-from civicmesh.settings import Settings
+from meshcore.settings import Settings
 
 _RELATIVE = re.compile(r"^(\d+)([dh])$")
 
@@ -125,7 +125,7 @@ def _store_url(settings: Settings) -> str:
 
 
 def _verifier(settings: Settings, path: Path | None) -> Any:
-    from civicmesh.audit.signing import AuditKeyError, Verifier
+    from meshcore.audit.signing import AuditKeyError, Verifier
 
     try:
         return Verifier.from_file(path or settings.audit_public_key_file)
@@ -135,9 +135,9 @@ def _verifier(settings: Settings, path: Path | None) -> Any:
 
 def _reading_log(settings: Settings, public_key: Path | None, sink: str | None) -> Any:
     """The log as an auditor checks it: the public key and the sink, never the private key."""
-    from civicmesh.accesslog import AccessLog
-    from civicmesh.audit.sinks import SinkError, open_sink
-    from civicmesh.store import get_engine
+    from meshcore.accesslog import AccessLog
+    from meshcore.audit.sinks import SinkError, open_sink
+    from meshcore.store import get_engine
 
     verifier = _verifier(settings, public_key)
     try:
@@ -150,15 +150,15 @@ def _reading_log(settings: Settings, public_key: Path | None, sink: str | None) 
 
 def _plain_log(settings: Settings) -> Any:
     """The log for reading only (reports, readers): nothing is signed or written."""
-    from civicmesh.accesslog import AccessLog
-    from civicmesh.store import get_engine
+    from meshcore.accesslog import AccessLog
+    from meshcore.store import get_engine
 
     return AccessLog(get_engine(_store_url(settings))).ensure_schema()
 
 
 def _writing_log(settings: Settings) -> Any:
-    from civicmesh.audit.sealing import open_log
-    from civicmesh.audit.signing import AuditKeyError
+    from meshcore.audit.sealing import open_log
+    from meshcore.audit.signing import AuditKeyError
 
     _store_url(settings)
     try:
@@ -218,7 +218,7 @@ def run_verify(args: argparse.Namespace) -> int:
 
 
 def _log_export(log: Any, manifest: dict[str, Any]) -> None:
-    from civicmesh.accesslog import AccessLogUnavailable, AccessRecord
+    from meshcore.accesslog import AccessLogUnavailable, AccessRecord
 
     span = (
         f"seq {manifest['first_seq']}..{manifest['last_seq']}" if manifest["record_count"] else "no records"
@@ -298,7 +298,7 @@ def _export_verifier(args: argparse.Namespace, manifest: dict[str, Any]) -> tupl
     A key you hold: `--public-key`, else the configured one when it exists. Otherwise the
     manifest's own key checks only that the export agrees with itself: anyone can make a key and
     re-sign a forged export with it, so that is never an OK."""
-    from civicmesh.audit.signing import AuditKeyError, Verifier
+    from meshcore.audit.signing import AuditKeyError, Verifier
 
     settings = Settings.from_env()
     if args.public_key or args.with_key or settings.audit_public_key_file.exists():
@@ -388,10 +388,10 @@ def run_report(args: argparse.Namespace) -> int:
 
 
 def run_readers(args: argparse.Namespace) -> int:
-    from civicmesh.catalog import Catalog
-    from civicmesh.store import get_engine
     from lineage.outbox import Outbox
     from lineage.readers import UnknownDataset, load_graph, readers_from
+    from meshcore.catalog import Catalog
+    from meshcore.store import get_engine
 
     if args.depth < 1:
         raise CommandError("--depth must be at least 1")

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from civicmesh.cli import CommandError
-from civicmesh.products import ProductSpec
-from civicmesh.settings import Settings
+from meshcore.products import ProductSpec
+from meshcore.settings import Settings
 
 POLICY_FILES = {".conf": "model.conf", ".csv": "policy.csv", ".yaml": "users.yaml", ".yml": "users.yaml"}
 
@@ -77,7 +77,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def load_products(settings: Settings, manifest: Path | None) -> list[ProductSpec]:
     """Products from a dbt manifest when given, else from the published catalog."""
     if manifest is not None:
-        from civicmesh.products import ProductSpecError, load_product_specs
+        from meshcore.products import ProductSpecError, load_product_specs
 
         if not manifest.is_file():
             raise CommandError(f"no manifest at {manifest} (run dbt parse first)")
@@ -88,8 +88,8 @@ def load_products(settings: Settings, manifest: Path | None) -> list[ProductSpec
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import SQLAlchemyError
 
-    from civicmesh.catalog import Catalog
-    from civicmesh.store import get_engine
+    from meshcore.catalog import Catalog
+    from meshcore.store import get_engine
 
     url = make_url(settings.metadata_url)
     if url.get_backend_name() == "sqlite" and url.database and not Path(url.database).exists():
@@ -129,8 +129,8 @@ def existing_log(settings: Settings):  # type: ignore[no-untyped-def]
     from sqlalchemy import inspect
     from sqlalchemy.engine import make_url
 
-    from civicmesh.accesslog import AccessLog, access_log_table
-    from civicmesh.store import get_engine
+    from meshcore.accesslog import AccessLog, access_log_table
+    from meshcore.store import get_engine
 
     url = make_url(settings.metadata_url)
     if url.get_backend_name() == "sqlite" and url.database and not Path(url.database).exists():
@@ -209,7 +209,7 @@ def product_at(settings: Settings, product: ProductSpec, at: Any) -> ProductSpec
     knows; else as it is now."""
     from sqlalchemy import inspect
 
-    from civicmesh.catalog import Catalog, snapshots_table
+    from meshcore.catalog import Catalog, snapshots_table
 
     log = existing_log(settings)
     if log is None or not inspect(log.engine).has_table(snapshots_table.name):

@@ -9,7 +9,7 @@ import sys
 from typing import Any
 
 from civicmesh.cli import CommandError
-from civicmesh.settings import Settings
+from meshcore.settings import Settings
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -41,8 +41,8 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000, workers
     # with the Python stack, in this process and in its workers, instead of a silent death.
     faulthandler.enable()
     os.environ.setdefault("PYTHONFAULTHANDLER", "1")
-    from civicmesh.audit.signing import AuditKeyError, open_signer
     from gateway.serving import uvicorn_options
+    from meshcore.audit.signing import AuditKeyError, open_signer
 
     # Worker processes re-read settings from the environment: pass the home and mode along.
     os.environ["CIVICMESH_HOME"] = str(settings.home)

@@ -12,12 +12,12 @@ import argparse
 import json
 from datetime import timedelta
 
-from civicmesh.catalog import PUBLISHED, Catalog, WithdrawError, WithdrawRefused
 from civicmesh.cli import CommandError
-from civicmesh.retention import collect_garbage
-from civicmesh.settings import Settings
-from civicmesh.snapshots import integrity_problem
-from civicmesh.store import get_engine
+from meshcore.catalog import PUBLISHED, Catalog, WithdrawError, WithdrawRefused
+from meshcore.retention import collect_garbage
+from meshcore.settings import Settings
+from meshcore.snapshots import integrity_problem
+from meshcore.store import get_engine
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -88,7 +88,7 @@ def list_snapshots(args: argparse.Namespace) -> int:
 
 
 def run_withdraw(args: argparse.Namespace) -> int:
-    from civicmesh.accesslog import AccessLog
+    from meshcore.accesslog import AccessLog
     from policies.engine import PolicyEngine
     from policies.names import PolicyError
 

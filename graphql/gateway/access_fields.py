@@ -35,10 +35,10 @@ import anyio.to_thread
 import strawberry
 from sqlalchemy import Connection
 
-from civicmesh.accesslog import AccessLog
-from civicmesh.products import ProductSpec
 from gateway.context import RequestContext, Touch
 from gateway.errors import BAD_USER_INPUT, FORBIDDEN, GovernedError, bad_input
+from meshcore.accesslog import AccessLog
+from meshcore.products import ProductSpec
 from policies.decision import Decision
 from policies.engine import PolicyEngine
 from policies.grants import REQUESTABLE_ACTIONS, AccessRequest, AccessRequests

@@ -13,12 +13,12 @@ import strawberry
 from strawberry.tools import create_type
 from strawberry.types.field import StrawberryField
 
-from civicmesh.catalog import CatalogEntry
-from civicmesh.products import ColumnSpec
 from gateway import types as t
 from gateway.aggregates import metrics_from, read_aggregate
 from gateway.context import RequestContext
 from gateway.naming import camel
+from meshcore.catalog import CatalogEntry
+from meshcore.products import ColumnSpec
 
 
 @strawberry.enum

@@ -26,12 +26,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route, request_response
 
-from civicmesh import store
-from civicmesh.accesslog import AccessLog
-from civicmesh.audit.sealing import Sealer, open_log
-from civicmesh.catalog import Catalog
-from civicmesh.settings import Settings
-from civicmesh.store import get_engine
 from gateway import errors, ide, inprocess
 from gateway.auth import Principal, TokenCache
 from gateway.context import CatalogState, RequestContext, Touch
@@ -49,6 +43,12 @@ from gateway.schema import build_schema
 from gateway.view import CONTEXT_KEY, GatewayView
 from lineage.receiver import MAX_EVENT_BYTES
 from lineage.recorder import LineageRecorder
+from meshcore import store
+from meshcore.accesslog import AccessLog
+from meshcore.audit.sealing import Sealer, open_log
+from meshcore.catalog import Catalog
+from meshcore.settings import Settings
+from meshcore.store import get_engine
 from policies.engine import PolicyEngine
 from portal.app import create_portal_routes
 from portal.sessions import cookie_reader

@@ -15,10 +15,10 @@ import datetime as dt
 import anyio.to_thread
 import strawberry
 
-from civicmesh.catalog import CatalogEntry
 from gateway.context import RequestContext, Touch
 from gateway.errors import NOT_AVAILABLE, bad_input, forbidden, limit_exceeded
 from gateway.types import BigInt, PageInfo, RowFilterInfo
+from meshcore.catalog import CatalogEntry
 from policies.decision import ACTIONS
 from policies.history import History, HistoryError
 

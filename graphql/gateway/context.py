@@ -7,12 +7,12 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from civicmesh.accesslog import AccessLog, AccessRecord
-from civicmesh.catalog import Catalog, CatalogEntry
-from civicmesh.products import ProductSpec
-from civicmesh.settings import Settings
 from gateway.auth import Principal
 from gateway.duck import DuckPool
+from meshcore.accesslog import AccessLog, AccessRecord
+from meshcore.catalog import Catalog, CatalogEntry
+from meshcore.products import ProductSpec
+from meshcore.settings import Settings
 from policies.decision import Decision, RowFilter
 
 if TYPE_CHECKING:

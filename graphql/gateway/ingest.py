@@ -18,13 +18,13 @@ import anyio.to_thread
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from civicmesh.accesslog import AccessRecord
 from gateway import errors
 from gateway.context import RequestContext
 from gateway.errors import GovernedError
 from gateway.pipeline import request_context
 from gateway.recording import LOG_DOWN, error_response
 from lineage.receiver import ForbiddenEvent, InvalidEvent, accept, check_event
+from meshcore.accesslog import AccessRecord
 from policies.decision import Decision
 
 ACTION = "lineage_ingest"

@@ -25,10 +25,10 @@ from typing import TYPE_CHECKING
 
 import anyio.to_thread
 
-from civicmesh.catalog import Catalog, Snapshot
-from civicmesh.snapshots import integrity_problem
 from gateway.errors import UNAVAILABLE, GovernedError
 from gateway.readiness import CheckResult
+from meshcore.catalog import Catalog, Snapshot
+from meshcore.snapshots import integrity_problem
 
 if TYPE_CHECKING:
     from gateway.context import RequestContext

@@ -15,13 +15,13 @@ from typing import Any
 
 import anyio.to_thread
 
-from civicmesh.catalog import CatalogEntry, Snapshot
 from gateway.context import RequestContext, Touch
 from gateway.errors import NOT_AVAILABLE, UNAVAILABLE, GovernedError, bad_input, forbidden, limit_exceeded
 from gateway.integrity import ensure_intact
 from gateway.naming import camel
 from gateway.query import Cursor, PageQuery
 from gateway.selection import below, selected
+from meshcore.catalog import CatalogEntry, Snapshot
 from policies.asof import decide_as_of
 from policies.decision import Decision
 from policies.history import HistoryError

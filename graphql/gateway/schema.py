@@ -28,8 +28,6 @@ from strawberry.schema.config import StrawberryConfig
 from strawberry.tools import create_type
 from strawberry.types.field import StrawberryField
 
-from civicmesh.catalog import CatalogEntry
-from civicmesh.products import ColumnSpec, ProductSpec
 from gateway import types as t
 from gateway.access_fields import AccessMutation, AccessRequestQuery
 from gateway.aggregates_schema import aggregate_field
@@ -44,6 +42,8 @@ from gateway.naming import camel, pascal, valid
 from gateway.query import BIGINT, BOOL, DATE, DATETIME, FLOAT, INT, OPERATORS, STRING, type_kind
 from gateway.reads import read_page, wanted_from
 from gateway.visibility import CallerSchemas, scrub_suggestions
+from meshcore.catalog import CatalogEntry
+from meshcore.products import ColumnSpec, ProductSpec
 
 log = logging.getLogger(__name__)
 

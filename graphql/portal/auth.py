@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from civicmesh.settings import Settings
+from meshcore.settings import Settings
 from portal import sessions
 from portal.backend import backend
 from portal.pages import Pages, base_path

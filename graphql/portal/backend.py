@@ -19,12 +19,12 @@ from typing import Any, Protocol
 
 from starlette.requests import Request
 
-from civicmesh.accesslog import AccessLog
-from civicmesh.settings import Settings
 from gateway.auth import Principal
 from gateway.context import CatalogState
 from gateway.errors import HTTP_STATUS, UNAUTHENTICATED, GovernedError
 from gateway.pipeline import SessionReader
+from meshcore.accesslog import AccessLog
+from meshcore.settings import Settings
 from policies.engine import PolicyEngine
 
 REQUEST_ID_KEY = "portal_request_id"

@@ -7,9 +7,9 @@ import threading
 
 import pytest
 
-from civicmesh.accesslog import AccessLog, AccessLogUnavailable, AccessRecord
-from civicmesh.audit.signing import Signer
-from civicmesh.store import dispose_all, get_engine
+from meshcore.accesslog import AccessLog, AccessLogUnavailable, AccessRecord
+from meshcore.audit.signing import Signer
+from meshcore.store import dispose_all, get_engine
 from tests.store_faults import allow_inserts, raw_sql, refuse_inserts
 
 
@@ -152,8 +152,8 @@ def test_a_writer_gives_an_older_store_the_index_of_administrative_records(
     store made before the index existed gets it when a writer opens it (once, on both backends)."""
     from sqlalchemy import inspect
 
-    from civicmesh.accesslog import ACTION_INDEX
-    from civicmesh.settings import Settings
+    from meshcore.accesslog import ACTION_INDEX
+    from meshcore.settings import Settings
 
     monkeypatch.setenv("CIVICMESH_HOME", str(tmp_path))
     monkeypatch.setenv("CIVICMESH_METADATA_URL", db)

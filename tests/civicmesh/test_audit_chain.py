@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from civicmesh.accesslog import AccessLog, AccessRecord
 from civicmesh.audit.export import export_log, verify_export
-from civicmesh.audit.signing import Signer
-from civicmesh.audit.sinks import FileSink
-from civicmesh.store import dispose_all, get_engine
+from meshcore.accesslog import AccessLog, AccessRecord
+from meshcore.audit.signing import Signer
+from meshcore.audit.sinks import FileSink
+from meshcore.store import dispose_all, get_engine
 
 
 def _record(i: int) -> AccessRecord:

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from civicmesh.accesslog import AccessLog, AccessRecord
-from civicmesh.store import dispose_all, get_engine
 from lineage import naming
 from lineage.graph import LineageGraph
 from lineage.readers import derived_products, readers_from, resolve, summarise
+from meshcore.accesslog import AccessLog, AccessRecord
+from meshcore.store import dispose_all, get_engine
 
 SR, SUMMARY, OTHER = "public_works.service_requests", "city_ops.district_summary", "finance.vendor_payments"
 WH = "/tmp/civicmesh-test/warehouse.duckdb"

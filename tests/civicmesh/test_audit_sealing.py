@@ -17,12 +17,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import BigInteger, Column, MetaData, String, Table, insert
 
-from civicmesh.accesslog import AccessLog, AccessLogUnavailable, AccessRecord
-from civicmesh.audit.checkpoints import Checkpoint
-from civicmesh.audit.sealing import Sealer, SealRefused, open_log
-from civicmesh.audit.sinks import SinkError
-from civicmesh.settings import Settings
-from civicmesh.store import dispose_all, get_engine
+from meshcore.accesslog import AccessLog, AccessLogUnavailable, AccessRecord
+from meshcore.audit.checkpoints import Checkpoint
+from meshcore.audit.sealing import Sealer, SealRefused, open_log
+from meshcore.audit.sinks import SinkError
+from meshcore.settings import Settings
+from meshcore.store import dispose_all, get_engine
 
 
 def _record(i: int) -> AccessRecord:

@@ -13,8 +13,8 @@ import pytest
 from psycopg import errors as pg_errors
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from civicmesh.accesslog import AccessLog, AccessRecord
-from civicmesh.store import dispose, get_engine, is_fault, probe
+from meshcore.accesslog import AccessLog, AccessRecord
+from meshcore.store import dispose, get_engine, is_fault, probe
 from tests import pg
 from tests.store_faults import can_make_unwritable, unwritable
 
@@ -107,8 +107,8 @@ def test_postgres_probe_and_writes_recover_after_a_server_restart(postgres: pg.P
 
 def _create_every_table(url: str, start: Any, results: Any) -> None:
     """A process starting on the store: what the gateway, a build and the CLI create at start-up."""
-    from civicmesh.catalog import Catalog
     from lineage.outbox import Outbox
+    from meshcore.catalog import Catalog
     from policies import grants, versions
 
     engine = get_engine(url)

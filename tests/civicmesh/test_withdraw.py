@@ -10,17 +10,17 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from civicmesh.accesslog import AccessLog
-from civicmesh.catalog import (
+from meshcore.accesslog import AccessLog
+from meshcore.catalog import (
     Catalog,
     SnapshotWithdrawn,
     SystemAuthority,
     WithdrawError,
     WithdrawRefused,
 )
-from civicmesh.products import ColumnSpec, ProductSpec
-from civicmesh.snapshots import WrittenSnapshot, write_snapshot
-from civicmesh.store import get_engine
+from meshcore.products import ColumnSpec, ProductSpec
+from meshcore.snapshots import WrittenSnapshot, write_snapshot
+from meshcore.store import get_engine
 from policies.decision import Decision
 
 SPEC = ProductSpec(
@@ -130,7 +130,7 @@ def test_as_of_with_no_good_snapshot_before_it_finds_nothing(
 def test_current_moves_past_withdrawn_and_removed_snapshots(
     tmp_path: Path, catalog: Catalog, log: AccessLog, engine
 ) -> None:
-    from civicmesh.catalog import snapshots_table
+    from meshcore.catalog import snapshots_table
 
     s0, s1, s2 = _three(tmp_path, catalog)
     catalog.withdraw(SPEC.name, s1, "bad", "alice", authority=OWNER, access_log=log)

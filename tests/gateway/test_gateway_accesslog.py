@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from civicmesh.accesslog import AccessLog
-from civicmesh.store import get_engine
+from meshcore.accesslog import AccessLog
+from meshcore.store import get_engine
 from tests.pg import on_both_backends
 from tests.store_faults import allow_inserts, refuse_inserts
 

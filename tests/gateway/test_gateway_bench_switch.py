@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from civicmesh.settings import Settings
 from gateway.app import BENCH_GOVERNANCE_OFF_ENV, BENCH_GOVERNANCE_OFF_MARKER, bench_governance_off
+from meshcore.settings import Settings
 
 NONCE = "0123456789abcdef0123456789abcdef"
 

@@ -24,9 +24,9 @@ from typing import Any
 import pytest
 from websockets.sync.client import ClientConnection, connect
 
-from civicmesh.products import ColumnSpec, ProductSpec
-from civicmesh.settings import Settings
 from gateway import ide
+from meshcore.products import ColumnSpec, ProductSpec
+from meshcore.settings import Settings
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 

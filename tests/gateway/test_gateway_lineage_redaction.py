@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 
-from civicmesh.products import ColumnSpec, ProductSpec
-from civicmesh.settings import Settings
-from civicmesh.store import get_engine
 from lineage import naming
 from lineage.outbox import Outbox
+from meshcore.products import ColumnSpec, ProductSpec
+from meshcore.settings import Settings
+from meshcore.store import get_engine
 
 SALARIES = ProductSpec(
     department="hr",

@@ -18,13 +18,13 @@ from typing import Any
 import httpx
 import pytest
 
-from civicmesh.accesslog import AccessLog
-from civicmesh.products import ColumnSpec, ProductSpec
-from civicmesh.settings import Settings
-from civicmesh.store import dispose_all, get_engine
 from lineage import naming
 from lineage.facets import ACCESS_FACET, INGEST_FACET
 from lineage.outbox import Outbox
+from meshcore.accesslog import AccessLog
+from meshcore.products import ColumnSpec, ProductSpec
+from meshcore.settings import Settings
+from meshcore.store import dispose_all, get_engine
 from tests.gateway.conftest import (
     AIR_QUALITY,
     SALARIES,

@@ -19,11 +19,11 @@ from pathlib import Path
 
 import pytest
 
-from civicmesh.accesslog import AccessLog
-from civicmesh.settings import Settings
-from civicmesh.store import dispose_all
 from gateway import serving
 from gateway.serving import HeaderTimeoutH11Protocol
+from meshcore.accesslog import AccessLog
+from meshcore.settings import Settings
+from meshcore.store import dispose_all
 from tests.gateway.conftest import SERVICE_REQUESTS, SERVICE_REQUESTS_SQL, Server, _free_port, publish
 
 HEAD = b"POST /graphql HTTP/1.1\r\nHost: civicmesh\r\nContent-Type: application/json\r\n"

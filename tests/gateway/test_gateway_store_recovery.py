@@ -20,10 +20,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from civicmesh.accesslog import AccessLog
-from civicmesh.settings import Settings
-from civicmesh.store import dispose, get_engine
 from gateway.auth import issue_token
+from meshcore.accesslog import AccessLog
+from meshcore.settings import Settings
+from meshcore.store import dispose, get_engine
 from tests import pg
 from tests.child_gateway import Gateway
 from tests.store_faults import can_make_unwritable, sqlite_files, unwritable
@@ -174,7 +174,7 @@ def test_rollback_journal_store_survives_every_file_unwritable(sqlite_home, tmp_
 
 
 def test_wal_index_turned_unwritable_is_a_sigbus_and_it_is_reported(sqlite_home, tmp_path) -> None:
-    """Why `journal_mode=truncate` exists (civicmesh/store.py): in WAL mode SQLite writes its index
+    """Why `journal_mode=truncate` exists (meshcore/store.py): in WAL mode SQLite writes its index
     through a shared memory map, and the kernel answers a write to a mapped page of an immutable file
     with SIGBUS. No SQLite setting short of a rollback journal avoids that; the process must at least
     say why it died."""

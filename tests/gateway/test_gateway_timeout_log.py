@@ -7,9 +7,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from civicmesh.accesslog import AccessLog
-from civicmesh.settings import Settings
-from civicmesh.store import dispose_all
+from meshcore.accesslog import AccessLog
+from meshcore.settings import Settings
+from meshcore.store import dispose_all
 from tests.gateway.conftest import SERVICE_REQUESTS, Server, publish
 
 # Enough rows that a distinct count per group takes far longer than the timeout.

@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from civicmesh.accesslog import AccessLog
-from civicmesh.products import ColumnSpec, ProductSpec
-from civicmesh.settings import Settings
-from civicmesh.store import get_engine
+from meshcore.accesslog import AccessLog
+from meshcore.products import ColumnSpec, ProductSpec
+from meshcore.settings import Settings
+from meshcore.store import get_engine
 
 
 def _spec(department: str, product: str, classification: str, columns: tuple[ColumnSpec, ...]) -> ProductSpec:

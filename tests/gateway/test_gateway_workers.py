@@ -15,9 +15,9 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from civicmesh.accesslog import AccessLog
-from civicmesh.store import get_engine
 from gateway.auth import issue_token
+from meshcore.accesslog import AccessLog
+from meshcore.store import get_engine
 from tests.pg import on_both_backends
 
 # Every test here runs on SQLite and on PostgreSQL (tests/pg.py).

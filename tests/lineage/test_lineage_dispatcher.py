@@ -10,7 +10,6 @@ from dataclasses import replace
 
 import pytest
 
-from civicmesh.settings import Settings
 from lineage import events
 from lineage.dispatcher import Dispatcher
 from lineage.outbox import Outbox, OutboxEvent, wait_until
@@ -21,6 +20,7 @@ from lineage.transports import (
     HttpTransport,
     transports_from_settings,
 )
+from meshcore.settings import Settings
 
 
 class FlakyTransport:

@@ -16,11 +16,11 @@ from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
-from civicmesh.accesslog import AccessLog, AccessRecord, _insert_plan, access_log_table, insert_rows
-from civicmesh.products import ColumnSpec, ProductSpec
-from civicmesh.store import get_engine
 from lineage import events, naming
 from lineage.outbox import Outbox, _dumps, outbox_table
+from meshcore.accesslog import AccessLog, AccessRecord, _insert_plan, access_log_table, insert_rows
+from meshcore.products import ColumnSpec, ProductSpec
+from meshcore.store import get_engine
 from policies.decision import Decision, RowFilter
 
 SPEC = ProductSpec(

@@ -17,10 +17,10 @@ from typing import Any
 import httpx
 import pytest
 
-from civicmesh.accesslog import AccessLog
-from civicmesh.catalog import Catalog
 from civicmesh.cli import main
-from civicmesh.settings import REPO_ROOT, Settings
+from meshcore.accesslog import AccessLog
+from meshcore.catalog import Catalog
+from meshcore.settings import REPO_ROOT, Settings
 from orchestration.build import BuildReport, ProductOutcome
 from tests.mesh import BuiltMesh, build, copy_repo_transforms, rebuild_copy
 from tests.orchestration.test_build import PRODUCTS

@@ -8,12 +8,12 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from civicmesh.accesslog import AccessLog
-from civicmesh.catalog import Catalog
-from civicmesh.products import ColumnSpec, ProductSpec
-from civicmesh.snapshots import write_snapshot
-from civicmesh.store import get_engine
 from lineage.classification import NOT_DESCRIBED, PiiFinding
+from meshcore.accesslog import AccessLog
+from meshcore.catalog import Catalog
+from meshcore.products import ColumnSpec, ProductSpec
+from meshcore.snapshots import write_snapshot
+from meshcore.store import get_engine
 from orchestration.gate import GateResult
 from orchestration.quarantine import quarantine_leaks
 

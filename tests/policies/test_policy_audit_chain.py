@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from civicmesh.accesslog import AccessLog
-from civicmesh.products import ProductSpec
-from civicmesh.settings import Settings
-from civicmesh.store import get_engine
+from meshcore.accesslog import AccessLog
+from meshcore.products import ProductSpec
+from meshcore.settings import Settings
+from meshcore.store import get_engine
 from policies.engine import PolicyEngine
 from policies.grants import AccessRequests
 from tests.store_faults import allow_inserts, refuse_inserts
@@ -24,7 +24,7 @@ def _log(settings: Settings) -> AccessLog:
 
 
 def _admin(settings: Settings) -> list[dict]:
-    from civicmesh.accesslog import decode_row
+    from meshcore.accesslog import decode_row
 
     return [decode_row(r) for r in _log(settings).rows() if r["action"] in ADMIN]
 

@@ -8,11 +8,11 @@ becomes the leader and writes everything queued so far); processes sharing the s
 the write lock (`BEGIN IMMEDIATE` on SQLite, a table lock on PostgreSQL). Sequence numbers and the
 chain are computed inside that lock, so any number of writers yields one unbroken chain.
 
-Signatures (see `civicmesh.audit.checkpoints`): a writer holding the Ed25519 key signs the last
+Signatures (see `meshcore.audit.checkpoints`): a writer holding the Ed25519 key signs the last
 record of every commit in the same transaction (`access_log_seals`), so a record appended without
-the key is a forgery; `civicmesh.audit.sealing.Sealer` seals the records since the last checkpoint
+the key is a forgery; `meshcore.audit.sealing.Sealer` seals the records since the last checkpoint
 into a signed, chained checkpoint, delivered to a sink outside this store and copied into
-`audit_checkpoints`; `civicmesh.audit.verify` checks all of it with the public key alone.
+`audit_checkpoints`; `meshcore.audit.verify` checks all of it with the public key alone.
 """
 
 from __future__ import annotations
@@ -44,14 +44,14 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import DBAPIError
 
-from civicmesh.audit.checkpoints import seal_message
-from civicmesh.audit.signing import Signer, Verifier, open_signer
-from civicmesh.audit.sinks import CheckpointSink, open_sink
-from civicmesh.settings import Settings
-from civicmesh.store import create_tables, get_engine, invalidate_on_fault, retry_once
+from meshcore.audit.checkpoints import seal_message
+from meshcore.audit.signing import Signer, Verifier, open_signer
+from meshcore.audit.sinks import CheckpointSink, open_sink
+from meshcore.settings import Settings
+from meshcore.store import create_tables, get_engine, invalidate_on_fault, retry_once
 
 if TYPE_CHECKING:
-    from civicmesh.audit.verify import ChainCheck
+    from meshcore.audit.verify import ChainCheck
 
 GENESIS_HASH = "0" * 64
 
@@ -91,7 +91,7 @@ access_log_table = Table(
 # `asOf` read and rights question (policies/history.py): without this index each one scanned it.
 ACTION_INDEX = Index("ix_access_log_action_seq", access_log_table.c.action, access_log_table.c.seq)
 
-# One Ed25519 signature per commit, over its span and last hash (civicmesh.audit.checkpoints).
+# One Ed25519 signature per commit, over its span and last hash (meshcore.audit.checkpoints).
 seals_table = Table(
     "access_log_seals",
     metadata,
@@ -595,8 +595,8 @@ class AccessLog:
 
     def verify_report(self) -> ChainCheck:
         """The records against the chain; with a verifier, the seals and checkpoints against the
-        public key; with a sink, the checkpoints against the sink (`civicmesh.audit.verify`)."""
-        from civicmesh.audit.verify import verify_log  # verify reads this module: import late
+        public key; with a sink, the checkpoints against the sink (`meshcore.audit.verify`)."""
+        from meshcore.audit.verify import verify_log  # verify reads this module: import late
 
         return verify_log(self, self.verifier, self.sink)
 

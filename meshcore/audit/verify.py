@@ -25,10 +25,10 @@ from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from civicmesh.accesslog import GENESIS_HASH, AccessLog, chain_problem, legacy_checkpoints_table
-from civicmesh.audit.checkpoints import GENESIS, Checkpoint, SealRun, record_digest
-from civicmesh.audit.signing import Verifier
-from civicmesh.audit.sinks import CheckpointSink, SinkError
+from meshcore.accesslog import GENESIS_HASH, AccessLog, chain_problem, legacy_checkpoints_table
+from meshcore.audit.checkpoints import GENESIS, Checkpoint, SealRun, record_digest
+from meshcore.audit.signing import Verifier
+from meshcore.audit.sinks import CheckpointSink, SinkError
 
 _RECENT = 1024  # hashes of recent records kept to recognise a moved record
 

@@ -40,12 +40,12 @@ from sqlalchemy import (
     update,
 )
 
-from civicmesh.accesslog import AccessLog, AccessRecord
-from civicmesh.evolution import check_compatible
-from civicmesh.products import ProductSpec
-from civicmesh.settings import SNAPSHOTS_FOLDER, Settings
-from civicmesh.snapshots import WrittenSnapshot
-from civicmesh.store import create_tables
+from meshcore.accesslog import AccessLog, AccessRecord
+from meshcore.evolution import check_compatible
+from meshcore.products import ProductSpec
+from meshcore.settings import SNAPSHOTS_FOLDER, Settings
+from meshcore.snapshots import WrittenSnapshot
+from meshcore.store import create_tables
 
 metadata = MetaData()
 
