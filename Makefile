@@ -40,10 +40,11 @@ install: $(STAMP) $(IDE_STAMP) $(PORTAL_STAMP)
 demo: install
 	$(BIN)/civicmesh demo
 
-## Lint and run the whole test suite.
+## Lint, check the import layers (pyproject [tool.importlinter]) and run the whole test suite.
 test: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 	$(BIN)/pytest
 
 lint: install
@@ -65,4 +66,4 @@ bench: install
 	for script in bench/[!_]*.py; do $(BIN)/python $$script || exit 1; done
 
 clean:
-	rm -rf data $(VENV) .pytest_cache .ruff_cache
+	rm -rf data $(VENV) .pytest_cache .ruff_cache .import_linter_cache .grimp_cache .mypy_cache

@@ -34,13 +34,15 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from meshcore.audit.verify import verify_report
+
 # Run as `python bench/NAME.py`: Python puts bench/ first on the path, where lineage.py and
 # gateway.py would shadow the packages of the same name. The repository root takes its place.
 sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 from meshcore.accesslog import AccessLog, AccessRecord  # noqa: E402
-from meshcore.audit.signing import Signer  # noqa: E402
 from meshcore.products import ColumnSpec, ProductSpec  # noqa: E402
+from meshcore.seals.signing import Signer  # noqa: E402
 from meshcore.settings import Settings  # noqa: E402
 from meshcore.store import dispose_all, get_engine  # noqa: E402
 
@@ -135,7 +137,7 @@ def append_rate(home: Path, threads: int, per_thread: int, signed: bool) -> tupl
     for t in pool:
         t.join()
     elapsed = time.perf_counter() - started
-    assert log.verify() is None, "the chain must verify after the run"
+    assert verify_report(log).first_bad is None, "the chain must verify after the run"
     return threads * per_thread / elapsed, commits[0]
 
 
@@ -167,7 +169,7 @@ def _serve(home: str, port: int, mode: str, ready: Any) -> None:
 
     import uvicorn
 
-    from gateway.app import create_app
+    from civicmesh.asgi import create_app
 
     logging.disable(logging.WARNING)
     settings = Settings(home=Path(home), metadata_url=f"sqlite:///{Path(home) / 'metadata.db'}")
@@ -288,7 +290,7 @@ def gateway_p50(
             proc.terminate()
             proc.join(30)
     signed = AccessLog.from_settings(homes["signed"])
-    check = signed.verify_report()
+    check = verify_report(signed)
     if not check.ok:
         raise RuntimeError(f"the signed server's log does not verify: {check.findings}")
     if AccessLog(get_engine(homes["off"].metadata_url)).head() > 1:  # only its policy record

@@ -221,7 +221,7 @@ class Server:
             sys.executable,
             "-m",
             "uvicorn",
-            "gateway.app:create_app",
+            "civicmesh.asgi:create_app",
             "--factory",
             "--host",
             "127.0.0.1",

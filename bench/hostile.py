@@ -190,7 +190,7 @@ async def noise(ticker: Ticker, rounds: int = 5, window: float = 0.3) -> list[fl
 
 
 async def run(requests: int) -> None:
-    from gateway.app import create_app
+    from civicmesh.asgi import create_app
     from gateway.auth import issue_token
     from gateway.serving import uvicorn_options
 

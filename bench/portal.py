@@ -85,7 +85,7 @@ class PortalServer:
             sys.executable,
             "-m",
             "uvicorn",
-            "gateway.app:create_app",
+            "civicmesh.asgi:create_app",
             "--factory",
             "--host",
             "127.0.0.1",

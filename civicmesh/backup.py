@@ -212,7 +212,7 @@ def _backup_contents(settings: Settings, store: Path | None, staging: Path) -> d
 
 def _copy_audit(settings: Settings, staging: Path, store_copy: Path | None) -> None:
     """The home's audit folder (see the module docstring): the sink in it cut to `store_copy`."""
-    from meshcore.audit.sinks import FileSink, open_sink
+    from meshcore.seals.sinks import FileSink, open_sink
 
     home, audit = settings.home.resolve(), settings.audit_dir.resolve()
     sink = open_sink(settings.audit_sink)

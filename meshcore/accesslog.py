@@ -8,7 +8,7 @@ becomes the leader and writes everything queued so far); processes sharing the s
 the write lock (`BEGIN IMMEDIATE` on SQLite, a table lock on PostgreSQL). Sequence numbers and the
 chain are computed inside that lock, so any number of writers yields one unbroken chain.
 
-Signatures (see `meshcore.audit.checkpoints`): a writer holding the Ed25519 key signs the last
+Signatures (see `meshcore.seals.checkpoints`): a writer holding the Ed25519 key signs the last
 record of every commit in the same transaction (`access_log_seals`), so a record appended without
 the key is a forgery; `meshcore.audit.sealing.Sealer` seals the records since the last checkpoint
 into a signed, chained checkpoint, delivered to a sink outside this store and copied into
@@ -24,7 +24,7 @@ import threading
 from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -44,14 +44,11 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import DBAPIError
 
-from meshcore.audit.checkpoints import seal_message
-from meshcore.audit.signing import Signer, Verifier, open_signer
-from meshcore.audit.sinks import CheckpointSink, open_sink
+from meshcore.seals.checkpoints import seal_message
+from meshcore.seals.signing import Signer, Verifier, open_signer
+from meshcore.seals.sinks import CheckpointSink, open_sink
 from meshcore.settings import Settings
 from meshcore.store import create_tables, get_engine, invalidate_on_fault, retry_once
-
-if TYPE_CHECKING:
-    from meshcore.audit.verify import ChainCheck
 
 GENESIS_HASH = "0" * 64
 
@@ -91,7 +88,7 @@ access_log_table = Table(
 # `asOf` read and rights question (policies/history.py): without this index each one scanned it.
 ACTION_INDEX = Index("ix_access_log_action_seq", access_log_table.c.action, access_log_table.c.seq)
 
-# One Ed25519 signature per commit, over its span and last hash (meshcore.audit.checkpoints).
+# One Ed25519 signature per commit, over its span and last hash (meshcore.seals.checkpoints).
 seals_table = Table(
     "access_log_seals",
     metadata,
@@ -588,17 +585,6 @@ class AccessLog:
         with self.engine.connect() as conn:
             rows = conn.execute(select(t).where(t.c.idx > after_index).order_by(t.c.idx)).all()
         return [dict(r._mapping) for r in rows]
-
-    def verify(self) -> int | None:
-        """The first sequence number found bad (see `verify_report`), or None if all is whole."""
-        return self.verify_report().first_bad
-
-    def verify_report(self) -> ChainCheck:
-        """The records against the chain; with a verifier, the seals and checkpoints against the
-        public key; with a sink, the checkpoints against the sink (`meshcore.audit.verify`)."""
-        from meshcore.audit.verify import verify_log  # verify reads this module: import late
-
-        return verify_log(self, self.verifier, self.sink)
 
 
 def chain_problem(row: dict[str, Any], prev: str, seen: dict[str, int]) -> tuple[str, str] | None:

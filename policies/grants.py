@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from sqlalchemy import (
     Column,
@@ -32,10 +32,24 @@ from sqlalchemy import (
 from meshcore.accesslog import AccessLog, AccessRecord
 from meshcore.products import ProductSpec
 from meshcore.store import create_tables
+from policies.directory import Directory, User
 from policies.names import GLOBAL_DOMAIN, PolicyError, check_name
 
-if TYPE_CHECKING:
-    from policies.engine import PolicyEngine
+
+class PolicyInForce(Protocol):
+    """What access requests read of the policy in force (`policies.engine.PolicyEngine` is one):
+    who exists, their roles as (role, domain) pairs, which roles own a department, and the access
+    log the engine writes to (None: requests bring their own)."""
+
+    audit_log: AccessLog | None
+
+    @property
+    def directory(self) -> Directory: ...
+
+    def user(self, subject: str) -> User | None: ...
+
+    def roles(self, subject: str) -> list[tuple[str, str]]: ...
+
 
 # audit and grant are role rights: granting them through a request would let owners mint owners.
 REQUESTABLE_ACTIONS = ("discover", "read", "read_pii", "export", "lineage")
@@ -234,7 +248,7 @@ class AccessRequests:
 
     def __init__(
         self,
-        policy: PolicyEngine,
+        policy: PolicyInForce,
         engine: Engine,
         clock: Any = utcnow,
         access_log: AccessLog | None = None,
@@ -243,9 +257,7 @@ class AccessRequests:
         self.engine = engine
         self.clock = clock
         ensure_schema(engine)
-        self.access_log = (
-            access_log or getattr(policy, "audit_log", None) or AccessLog(engine).ensure_schema()
-        )
+        self.access_log = access_log or policy.audit_log or AccessLog(engine).ensure_schema()
 
     def _log(self, conn: Any, request: AccessRequest, actor: str, action: str, detail: str = "") -> None:
         roles = [f"{r}@{d}" for r, d in self.policy.roles(actor)]

@@ -188,8 +188,8 @@ def test_export_detects_a_forged_manifest(
     settings: Settings, capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from civicmesh.audit.export import sign_manifest
-    from meshcore.audit.checkpoints import seal_message
-    from meshcore.audit.signing import Signer
+    from meshcore.seals.checkpoints import seal_message
+    from meshcore.seals.signing import Signer
     from meshcore.snapshots import file_checksum
 
     _three_months(settings)

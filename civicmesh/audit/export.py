@@ -26,9 +26,9 @@ from typing import IO, Any
 from sqlalchemy import func, select
 
 from meshcore.accesslog import GENESIS_HASH, AccessLog, access_log_table, chain_hash, utc_timestamp
-from meshcore.audit.checkpoints import Checkpoint, SealRun, canonical, record_digest
-from meshcore.audit.signing import Signer, Verifier
-from meshcore.audit.verify import trusted_checkpoints
+from meshcore.audit.verify import trusted_checkpoints, verify_report
+from meshcore.seals.checkpoints import Checkpoint, SealRun, canonical, record_digest
+from meshcore.seals.signing import Signer, Verifier
 from meshcore.snapshots import file_checksum
 
 FORMATS = ("csv", "jsonl")
@@ -133,7 +133,7 @@ def export_log(
     first, last = (ends[0], ends[-1]) if ends else ({}, {})
     count = int(last["seq"]) - int(first["seq"]) + 1 if ends else 0
     checkpoints, seals = _proofs(log, int(first["seq"]), int(last["seq"])) if ends else ([], [])
-    check = log.verify_report()
+    check = verify_report(log)
     manifest: dict[str, Any] = {
         "manifest_version": MANIFEST_VERSION,
         "generated_at": utc_timestamp(),
@@ -157,7 +157,7 @@ def export_log(
             "algorithm": "sha256 over canonical JSON (sorted keys, no spaces, ASCII) of every "
             "field except `hash`; `prev_hash` of seq 1 is 64 zeros",
             "genesis_hash": GENESIS_HASH,
-            "signatures": "Ed25519 (meshcore/audit/checkpoints.py): checkpoints; commit seals over "
+            "signatures": "Ed25519 (meshcore/seals/checkpoints.py): checkpoints; commit seals over "
             "'civicmesh-access-log-seal:v1|{first_seq}|{seq}|{hash}'; this manifest over its "
             "canonical JSON without `manifest_signature`",
             "store_verified": check.ok,

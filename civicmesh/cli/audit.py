@@ -18,31 +18,15 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
-import re
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from civicmesh.cli import CommandError
+from civicmesh.cli.times import moment
+from meshcore.audit.verify import verify_report
 from meshcore.settings import Settings
-
-_RELATIVE = re.compile(r"^(\d+)([dh])$")
-
-
-def moment(text: str) -> datetime:
-    """ISO 8601 date or time (UTC unless it says otherwise), or `30d` / `12h` ago."""
-    match = _RELATIVE.match(text.strip())
-    if match:
-        amount, unit = int(match.group(1)), match.group(2)
-        return datetime.now(UTC) - (timedelta(days=amount) if unit == "d" else timedelta(hours=amount))
-    try:
-        value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(
-            f"not a time: {text!r} (use 2026-01-31, 2026-01-31T08:00:00Z or 30d)"
-        ) from exc
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def key_args(parser: argparse.ArgumentParser) -> None:
@@ -125,7 +109,7 @@ def _store_url(settings: Settings) -> str:
 
 
 def _verifier(settings: Settings, path: Path | None) -> Any:
-    from meshcore.audit.signing import AuditKeyError, Verifier
+    from meshcore.seals.signing import AuditKeyError, Verifier
 
     try:
         return Verifier.from_file(path or settings.audit_public_key_file)
@@ -136,7 +120,7 @@ def _verifier(settings: Settings, path: Path | None) -> Any:
 def _reading_log(settings: Settings, public_key: Path | None, sink: str | None) -> Any:
     """The log as an auditor checks it: the public key and the sink, never the private key."""
     from meshcore.accesslog import AccessLog
-    from meshcore.audit.sinks import SinkError, open_sink
+    from meshcore.seals.sinks import SinkError, open_sink
     from meshcore.store import get_engine
 
     verifier = _verifier(settings, public_key)
@@ -158,7 +142,7 @@ def _plain_log(settings: Settings) -> Any:
 
 def _writing_log(settings: Settings) -> Any:
     from meshcore.audit.sealing import open_log
-    from meshcore.audit.signing import AuditKeyError
+    from meshcore.seals.signing import AuditKeyError
 
     _store_url(settings)
     try:
@@ -192,7 +176,7 @@ def _verify_lines(check: Any) -> list[str]:
 
 
 def run_verify(args: argparse.Namespace) -> int:
-    check = _reading_log(Settings.from_env(), args.public_key, args.sink).verify_report()
+    check = verify_report(_reading_log(Settings.from_env(), args.public_key, args.sink))
     if args.json:
         result = {
             "ok": check.ok,
@@ -298,7 +282,7 @@ def _export_verifier(args: argparse.Namespace, manifest: dict[str, Any]) -> tupl
     A key you hold: `--public-key`, else the configured one when it exists. Otherwise the
     manifest's own key checks only that the export agrees with itself: anyone can make a key and
     re-sign a forged export with it, so that is never an OK."""
-    from meshcore.audit.signing import AuditKeyError, Verifier
+    from meshcore.seals.signing import AuditKeyError, Verifier
 
     settings = Settings.from_env()
     if args.public_key or args.with_key or settings.audit_public_key_file.exists():

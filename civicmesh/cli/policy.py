@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from civicmesh.cli import CommandError
+from civicmesh.cli.times import moment
 from meshcore.products import ProductSpec
 from meshcore.settings import Settings
 
@@ -17,8 +18,6 @@ POLICY_FILES = {".conf": "model.conf", ".csv": "policy.csv", ".yaml": "users.yam
 
 
 def at_arg(parser: argparse.ArgumentParser) -> None:
-    from civicmesh.cli.audit import moment
-
     parser.add_argument(
         "--at",
         type=moment,

@@ -16,7 +16,7 @@ import hmac
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import anyio.to_thread
@@ -24,7 +24,7 @@ from cross_web import HTTPException
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Mount, Route, request_response
+from starlette.routing import BaseRoute, Mount, Route, request_response
 
 from gateway import errors, ide, inprocess
 from gateway.auth import Principal, TokenCache
@@ -50,8 +50,6 @@ from meshcore.catalog import Catalog
 from meshcore.settings import Settings
 from meshcore.store import get_engine
 from policies.engine import PolicyEngine
-from portal.app import create_portal_routes
-from portal.sessions import cookie_reader
 
 log = logging.getLogger(__name__)
 
@@ -304,15 +302,22 @@ def governed(
     )
 
 
-def create_app(settings: Settings | None = None) -> Starlette:
-    """App factory (uvicorn `--factory`): everything heavy is built in the lifespan."""
+def create_app(
+    settings: Settings | None = None,
+    *,
+    routes: Sequence[BaseRoute] = (),
+    session_reader: SessionReader | None = None,
+) -> Starlette:
+    """The gateway's app: everything heavy is built in the lifespan. `routes` are mounted last and
+    `session_reader` signs GET requests in from a cookie: the application layer mounts the staff
+    portal this way (`civicmesh.asgi.create_app`, the factory `civicmesh serve` runs)."""
     settings = settings or Settings.from_env()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         settings.ensure_dirs()
         gateway = (await anyio.to_thread.run_sync(Gateway, settings)).start()
-        gateway.session_reader = cookie_reader(settings.portal_session_key)
+        gateway.session_reader = session_reader
         app.state.gateway = gateway
         settle_heap()
         try:
@@ -348,7 +353,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             *([Mount(ide.STATIC_PATH, app=ide.static_app())] if settings.demo_mode else []),
-            *create_portal_routes(settings),  # last: the staff portal at / (graphql/portal)
+            *routes,  # last: the staff portal at / (civicmesh/asgi.py)
         ],
         lifespan=lifespan,
     )

@@ -135,7 +135,7 @@ async def serve_snapshot(
     Fills `touch` with the snapshot id, the masks and the row filter."""
     snap = await snapshot_for(ctx, entry, cursor, as_of)
     touch.snapshot_id = snap.id
-    await ensure_intact(ctx, snap)
+    await ensure_intact(ctx.duck.checks, ctx.catalog, snap)
     at = await _rights_time(ctx, entry, snap, cursor, as_of)
     if at is not None and decision is not None:  # rights in force then apply too, if stricter
         decision = touch.decision = await _as_of(ctx, snap, decision, at)

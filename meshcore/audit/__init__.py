@@ -1,2 +1,2 @@
-"""The access log's seals: Ed25519 signing, chained checkpoints, the external checkpoint sink,
-verification and the background sealer (see meshcore/accesslog.py)."""
+"""Above the access log: verification of the chain, seals and checkpoints (`verify.verify_report`)
+and the background sealer that writes checkpoints (see meshcore/accesslog.py)."""

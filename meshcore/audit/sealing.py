@@ -36,10 +36,10 @@ from meshcore.accesslog import (
     insert_rows,
     utc_timestamp,
 )
-from meshcore.audit.checkpoints import Checkpoint, SealRun, canonical, make_checkpoint
-from meshcore.audit.signing import Signer
-from meshcore.audit.sinks import CheckpointSink, SinkConflict
 from meshcore.audit.verify import verify_legacy
+from meshcore.seals.checkpoints import Checkpoint, SealRun, canonical, make_checkpoint
+from meshcore.seals.signing import Signer
+from meshcore.seals.sinks import CheckpointSink, SinkConflict
 from meshcore.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -26,9 +26,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from meshcore.accesslog import GENESIS_HASH, AccessLog, chain_problem, legacy_checkpoints_table
-from meshcore.audit.checkpoints import GENESIS, Checkpoint, SealRun, record_digest
-from meshcore.audit.signing import Verifier
-from meshcore.audit.sinks import CheckpointSink, SinkError
+from meshcore.seals.checkpoints import GENESIS, Checkpoint, SealRun, record_digest
+from meshcore.seals.signing import Verifier
+from meshcore.seals.sinks import CheckpointSink, SinkError
 
 _RECENT = 1024  # hashes of recent records kept to recognise a moved record
 
@@ -385,3 +385,10 @@ def _legacy_checkpoints(log: AccessLog) -> list[dict[str, Any]]:
     with log.engine.connect() as conn:
         rows = conn.execute(select(legacy_checkpoints_table).order_by(legacy_checkpoints_table.c.seq))
         return [dict(r._mapping) for r in rows]
+
+
+def verify_report(log: AccessLog) -> ChainCheck:
+    """`log` against its chain; with its verifier, the seals and checkpoints against the public
+    key; with its sink, the checkpoints against the sink. `.first_bad` is the first sequence number
+    found bad (None: all is whole)."""
+    return verify_log(log, log.verifier, log.sink)

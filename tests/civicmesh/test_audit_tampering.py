@@ -17,9 +17,9 @@ from sqlalchemy import Connection, create_engine, text
 
 from civicmesh.cli import main
 from meshcore.accesslog import AccessLog, AccessRecord, chain_hash
-from meshcore.audit.checkpoints import seal_message
 from meshcore.audit.sealing import Sealer, open_log
-from meshcore.audit.signing import AuditKeyError, Signer
+from meshcore.seals.checkpoints import seal_message
+from meshcore.seals.signing import AuditKeyError, Signer
 from meshcore.settings import Settings
 from meshcore.store import dispose_all
 

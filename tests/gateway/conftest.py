@@ -25,7 +25,7 @@ import httpx
 import pytest
 import uvicorn
 
-from gateway.app import create_app
+from civicmesh.asgi import create_app
 from gateway.auth import issue_token
 from gateway.serving import uvicorn_options
 from meshcore.catalog import Catalog

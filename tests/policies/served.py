@@ -12,7 +12,7 @@ import duckdb
 import httpx
 import uvicorn
 
-from gateway.app import create_app
+from civicmesh.asgi import create_app
 from gateway.auth import issue_token
 from meshcore.catalog import Catalog
 from meshcore.products import ProductSpec
