@@ -19,6 +19,7 @@ import argparse
 import getpass
 import json
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -371,6 +372,14 @@ def run_report(args: argparse.Namespace) -> int:
 # -- readers of derived data ------------------------------------------------------------------------
 
 
+def _may_audit(settings: Settings, user: str, entries: dict[str, Any]) -> Callable[[str], bool]:
+    """Whether `user` holds `audit` on a published product (the policy files and the store's grants)."""
+    from civicmesh.cli.policy import policy_engine
+
+    policy = policy_engine(settings)
+    return lambda name: name in entries and policy.decide(user, entries[name].spec, "audit").allowed
+
+
 def run_readers(args: argparse.Namespace) -> int:
     from lineage.outbox import Outbox
     from lineage.readers import UnknownDataset, load_graph, readers_from
@@ -384,24 +393,16 @@ def run_readers(args: argparse.Namespace) -> int:
     engine = get_engine(settings.metadata_url)
     entries = {e.spec.name: e for e in Catalog(engine, settings.home).ensure_schema().entries()}
     graph = load_graph(Outbox(engine).ensure_schema())
+    may_audit = _may_audit(settings, args.user, entries) if args.user else (lambda name: True)
     try:
         derived, readers = readers_from(
-            graph, log, args.derived_from, args.since, args.until, args.depth, known_products=entries
+            graph, log, args.derived_from, args.since, args.until, args.depth, entries, may_audit
         )
     except UnknownDataset as exc:
         raise CommandError(
             f"lineage knows no dataset {args.derived_from!r}: name a product (department.product), "
             "a landing file or a warehouse table"
         ) from exc
-    if args.user:
-        from civicmesh.cli.policy import policy_engine
-
-        policy = policy_engine(settings)
-        allowed = {
-            n for n in derived if n in entries and policy.decide(args.user, entries[n].spec, "audit").allowed
-        }
-        derived = sorted(allowed)
-        readers = [r for r in readers if r.product in allowed]
     if args.format == "json":
         print(
             json.dumps(
