@@ -261,11 +261,7 @@ def read_event(
         rule=decision.rule,
         ruleSource=getattr(decision, "source", None),  # newer Decisions say where the rule lives
         masks=dict(decision.masks),
-        rowFilter=(
-            {"column": decision.row_filter.column, "values": list(decision.row_filter.values)}
-            if decision.row_filter
-            else None
-        ),
+        rowFilter=decision.row_filter.as_dict() if decision.row_filter else None,
         rowsReturned=rows,
         exportFormat=export_format,
         producer=PRODUCER,

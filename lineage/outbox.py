@@ -44,7 +44,7 @@ from sqlalchemy.exc import IntegrityError
 from lineage.lease import LEASE_TTL_S, holder_alive
 from lineage.runs import to_dict
 from meshcore.accesslog import insert_rows
-from meshcore.store import create_tables
+from meshcore.store import as_utc, create_tables
 
 log = logging.getLogger("civicmesh.lineage")
 
@@ -222,7 +222,7 @@ class Outbox:
                     cursor_table.c.transport == transport
                 )
             ).first()
-        return (row.lease_owner, _aware(row.lease_until)) if row is not None else (None, None)
+        return (row.lease_owner, as_utc(row.lease_until)) if row is not None else (None, None)
 
     def _take(self, transport: str, owner: str, ttl_s: float, dead_holder: str | None = None) -> bool:
         now = datetime.now(UTC)
@@ -289,7 +289,7 @@ class Outbox:
             value = conn.execute(
                 select(outbox_table.c.created_at).where(outbox_table.c.seq == first)
             ).scalar()
-        return _aware(value)
+        return as_utc(value)
 
     def transports(self) -> list[str]:
         """Every transport that ever delivered or held a lease here."""
@@ -402,13 +402,6 @@ class Outbox:
     def count(self) -> int:
         with self.engine.connect() as conn:
             return int(conn.execute(select(func.count()).select_from(outbox_table)).scalar() or 0)
-
-
-def _aware(moment: datetime | None) -> datetime | None:
-    """SQLite returns stored UTC datetimes without their zone."""
-    if moment is not None and moment.tzinfo is None:
-        return moment.replace(tzinfo=UTC)
-    return moment
 
 
 def wait_until(predicate: Any, timeout: float, interval: float = 0.02) -> bool:

@@ -18,7 +18,7 @@ import os
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -45,7 +45,7 @@ from meshcore.evolution import check_compatible
 from meshcore.products import ProductSpec
 from meshcore.settings import SNAPSHOTS_FOLDER, Settings
 from meshcore.snapshots import WrittenSnapshot
-from meshcore.store import create_tables
+from meshcore.store import as_utc, create_tables, utcnow
 
 metadata = MetaData()
 
@@ -125,15 +125,6 @@ MAX_REASON_CHARS = 2000
 QUALITY_STATUSES = ("passed", "warned", "failed")  # what the publish gate decided; "unknown" before
 
 
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def _aware(value: datetime) -> datetime:
-    # SQLite returns naive datetimes; everything stored is UTC.
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
 @dataclass(frozen=True)
 class Snapshot:
     id: str
@@ -172,15 +163,15 @@ class Snapshot:
             byte_size=row.byte_size,
             schema=tuple((str(n), str(t)) for n, t in row.schema_json),
             spec=ProductSpec.from_json(row.spec_json),
-            published_at=_aware(row.published_at),
+            published_at=as_utc(row.published_at),
             quality=row.quality_json,
             run_id=row.run_id,
             status=row.w_kind or PUBLISHED,
             status_reason=row.w_reason,
             status_actor=row.w_actor,
-            status_at=_aware(row.w_at) if row.w_at else None,
+            status_at=as_utc(row.w_at) if row.w_at else None,
             broken=row.b_detail,
-            broken_at=_aware(row.b_at) if row.b_at else None,
+            broken_at=as_utc(row.b_at) if row.b_at else None,
             removed=row.removed_at is not None,
         )
 
@@ -490,7 +481,7 @@ class Catalog:
                 current=snaps.get(p.current_snapshot_id) if p.current_snapshot_id else None,
                 quality_status=p.quality_status,
                 quality=p.quality_json,
-                updated_at=_aware(p.updated_at),
+                updated_at=as_utc(p.updated_at),
                 verified_at=verified.get((p.name, p.current_snapshot_id)),
             )
             for p in products
@@ -504,7 +495,7 @@ class Catalog:
             if not self._has_verifications:
                 return {}
         query = select(verifications_table).where(verifications_table.c.product.in_(names))
-        return {(r.product, r.snapshot_id): _aware(r.verified_at) for r in conn.execute(query)}
+        return {(r.product, r.snapshot_id): as_utc(r.verified_at) for r in conn.execute(query)}
 
     def current(self, name: str) -> Snapshot | None:
         entry = self.entry(name)
@@ -526,7 +517,7 @@ class Catalog:
         A snapshot withdrawn or quarantined since is skipped, so `asOf` a time when it was current
         answers with the last good snapshot before it (what "current" moved back to), or None when
         there is none."""
-        as_of = _aware(as_of)
+        as_of = as_utc(as_of)
         return next((s for s in self.snapshots(name) if s.servable and s.published_at <= as_of), None)
 
     def last_current(self, snapshot: Snapshot) -> datetime:

@@ -4,10 +4,10 @@ from typing import Any
 
 import dagster as dg
 
-from meshcore.catalog import utcnow
 from meshcore.freshness import freshness
 from meshcore.products import ProductSpec
 from meshcore.settings import Settings
+from meshcore.store import utcnow
 from orchestration.automation import schedule_status
 from orchestration.publish import publish_key
 from orchestration.resources import MeshResource

@@ -12,7 +12,7 @@ import duckdb
 from dagster_dbt import DagsterDbtTranslator
 
 from lineage.events import ingest_events, new_run_id
-from meshcore.catalog import utcnow
+from meshcore.store import utcnow
 from orchestration.landing import LandingTable, load_into_warehouse
 from orchestration.lineage_hooks import dagster_parent, record
 from orchestration.resources import MeshResource

@@ -12,9 +12,9 @@ from dagster_dbt import DagsterDbtTranslator
 
 from lineage.events import new_run_id, publish_events
 from lineage.naming import duckdb_dataset
-from meshcore.catalog import utcnow
 from meshcore.products import ProductSpec
 from meshcore.snapshots import write_snapshot
+from meshcore.store import utcnow
 from orchestration.lineage_hooks import dagster_parent, record
 from orchestration.resources import MeshResource
 

@@ -17,9 +17,10 @@ from lineage.classification import pii_findings
 from lineage.dbt import NodeColumns, events_from_dbt_run, fill_compiled_code, warehouse_columns
 from lineage.events import new_run_id
 from meshcore.accesslog import AccessLog
-from meshcore.catalog import Catalog, utcnow
+from meshcore.catalog import Catalog
 from meshcore.products import ProductSpec, is_product_node, load_product_specs
 from meshcore.settings import Settings
+from meshcore.store import utcnow
 from orchestration.gate import GateResult, gate_products
 from orchestration.lineage_hooks import dagster_parent, record
 from orchestration.quarantine import quarantine_leaks

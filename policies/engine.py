@@ -30,6 +30,7 @@ from sqlalchemy import Engine
 from meshcore.accesslog import AccessLog
 from meshcore.products import CLASSIFICATIONS, ProductSpec
 from meshcore.settings import Settings
+from meshcore.store import utcnow
 from policies import grants as grants_mod
 from policies import versions
 from policies.decision import ACTIONS, SYSTEM_ACTIONS, Decision
@@ -187,7 +188,7 @@ class PolicyEngine:
         metadata: Engine | None = None,
         *,
         check_interval: float | None = 2.0,
-        clock: Clock = grants_mod.utcnow,
+        clock: Clock = utcnow,
         audit_log: AccessLog | None = None,
         serving: bool = False,
         inputs: Inputs | None = None,

@@ -12,7 +12,7 @@ one `p, USER, DEPT, PRODUCT, ACTION` rule, so approvals take effect on its next 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from sqlalchemy import (
@@ -31,7 +31,7 @@ from sqlalchemy import (
 
 from meshcore.accesslog import AccessLog, AccessRecord
 from meshcore.products import ProductSpec
-from meshcore.store import create_tables
+from meshcore.store import as_utc, create_tables, utcnow
 from policies.directory import Directory, User
 from policies.names import GLOBAL_DOMAIN, PolicyError, check_name
 
@@ -103,15 +103,6 @@ def plain_text(kind: str, value: object) -> str:
     return value
 
 
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def _aware(value: datetime | None) -> datetime | None:
-    # SQLite hands back naive datetimes; everything we store is UTC.
-    return value if value is None or value.tzinfo else value.replace(tzinfo=UTC)
-
-
 @dataclass(frozen=True)
 class AccessRequest:
     id: int
@@ -140,12 +131,12 @@ class AccessRequest:
             purpose=row.purpose,
             days=row.days,
             status=row.status,
-            requested_at=_aware(row.requested_at) or utcnow(),
+            requested_at=as_utc(row.requested_at) or utcnow(),
             decided_by=row.decided_by,
-            decided_at=_aware(row.decided_at),
-            expires_at=_aware(row.expires_at),
+            decided_at=as_utc(row.decided_at),
+            expires_at=as_utc(row.expires_at),
             revoked_by=row.revoked_by,
-            revoked_at=_aware(row.revoked_at),
+            revoked_at=as_utc(row.revoked_at),
         )
 
     def state(self, now: datetime | None = None) -> str:
@@ -408,4 +399,4 @@ class AccessRequests:
             .order_by(access_request_events.c.id)
         )
         with self.engine.connect() as conn:
-            return [(_aware(r.at) or utcnow(), r.actor, r.event, r.detail) for r in conn.execute(query)]
+            return [(as_utc(r.at) or utcnow(), r.actor, r.event, r.detail) for r in conn.execute(query)]

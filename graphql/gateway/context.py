@@ -115,11 +115,7 @@ class RequestContext:
             entry["snapshotIds"].append(touch.snapshot_id)
         entry["snapshotId"] = touch.snapshot_id
         entry["maskedColumns"] = dict(sorted(touch.masks.items()))
-        entry["rowFilter"] = (
-            {"column": touch.row_filter.column, "values": list(touch.row_filter.values)}
-            if touch.row_filter
-            else None
-        )
+        entry["rowFilter"] = touch.row_filter.as_dict() if touch.row_filter else None
         if touch.decision is not None:
             entry["rule"] = touch.decision.rule
             entry["policyVersion"] = touch.decision.policy_version
@@ -136,11 +132,7 @@ def touch_record(common: dict[str, Any], touch: Touch, request_error: str | None
         columns_requested=touch.columns_requested,
         columns_returned=touch.columns_returned,
         columns_masked=touch.masks,
-        row_filter=(
-            {"column": touch.row_filter.column, "values": list(touch.row_filter.values)}
-            if touch.row_filter
-            else None
-        ),
+        row_filter=touch.row_filter.as_dict() if touch.row_filter else None,
         decision="none" if decision is None else ("allow" if decision.allowed else "deny"),
         rule=decision.rule if decision else None,
         reason=decision.reason if decision else "",
