@@ -80,7 +80,6 @@ class PortalServer:
             "CIVICMESH_METADATA_URL": settings.metadata_url,
             "CIVICMESH_DEMO": "1",
         }
-        env.pop("CIVICMESH_BENCH_GOVERNANCE_OFF", None)
         command = [
             sys.executable,
             "-m",

@@ -12,9 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import hmac
 import logging
-import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
@@ -37,7 +35,7 @@ from gateway.integrity import snapshots_check
 from gateway.lineage_fields import GraphCache
 from gateway.pipeline import Page, RequestPipeline, SessionReader, request_context
 from gateway.readiness import CheckResult, Readiness
-from gateway.recording import Recorder, error_response, operation_hash
+from gateway.recording import Recorder, operation_hash
 from gateway.responses import ResponseCache
 from gateway.schema import build_schema
 from gateway.view import CONTEXT_KEY, GatewayView
@@ -53,34 +51,8 @@ from policies.engine import PolicyEngine
 
 log = logging.getLogger(__name__)
 
-UNGOVERNED_HEADERS = {"x-civicmesh-governance": "off (benchmark)"}
-
 MAX_BODY_BYTES = 64 * 1024
 POLL_SECONDS = 1.0
-
-# Benchmark-only switch (bench/gateway.py): serve without governance — no decisions, masks, row
-# scope, access log or lineage — to measure what governance costs. Refused unless the home holds
-# the marker file the benchmark writes with the same nonce, and never in demo mode.
-BENCH_GOVERNANCE_OFF_ENV = "CIVICMESH_BENCH_GOVERNANCE_OFF"
-BENCH_GOVERNANCE_OFF_MARKER = "BENCH_GOVERNANCE_OFF"
-
-
-def bench_governance_off(settings: Settings) -> bool:
-    """True only inside the benchmark; raises if the switch is set anywhere else."""
-    nonce = os.environ.get(BENCH_GOVERNANCE_OFF_ENV)
-    if not nonce:
-        return False
-    marker = settings.home / BENCH_GOVERNANCE_OFF_MARKER
-    try:
-        expected = marker.read_text().strip()
-    except OSError:
-        expected = ""
-    if settings.demo_mode or len(nonce) < 16 or not hmac.compare_digest(nonce, expected):
-        raise RuntimeError(
-            f"{BENCH_GOVERNANCE_OFF_ENV} is a benchmark-only switch (bench/gateway.py); refusing to start"
-        )
-    log.warning("GOVERNANCE IS OFF (benchmark only): no decisions, masks, row scope, access log, lineage")
-    return True
 
 
 class Gateway:
@@ -88,7 +60,6 @@ class Gateway:
 
     def __init__(self, settings: Settings, access_log: AccessLog | None = None) -> None:
         self.settings = settings
-        self.governance_off = bench_governance_off(settings)
         engine = get_engine(settings.metadata_url)
         self.catalog = Catalog(engine, settings.home).ensure_schema()
         self.access_log = access_log or open_log(settings)
@@ -185,7 +156,6 @@ class Gateway:
             request_id=fields["request_id"],
             client=fields.get("client"),
             started=started,
-            governance_off=self.governance_off,
             recorder=self.recorder,
             log_fields=fields,
         )
@@ -206,8 +176,6 @@ class Gateway:
         view = self.view
         if view.schema is not ctx.schema:  # a publish swapped the schema since the context was built
             view = GatewayView(ctx.schema, self.settings.demo_mode)
-        if ctx.governance_off:
-            return await self._handle_ungoverned(request, ctx, view)
         ctx.log_fields["operation_hash"] = _operation_hash(ctx.payload)
         key = ResponseCache.key(
             ctx.state.version,
@@ -231,25 +199,6 @@ class Gateway:
         if ctx.cacheable and ctx.touches and response.status_code == 200 and request_error is None:
             self.responses.put(key, bytes(response.body), ctx.touches)
         return await self.recorder.finish(ctx, response, ctx.touches, request_error)
-
-    async def _handle_ungoverned(self, request: Request, ctx: RequestContext, view: GatewayView) -> Response:
-        """The same request path minus governance (benchmark only, see `bench_governance_off`)."""
-        key = ResponseCache.key(
-            ctx.state.version, "", ctx.subject, request.headers.get("content-type", ""), ctx.body
-        )
-        hit = self.responses.get(key)
-        if hit is not None:
-            return Response(hit.body, media_type="application/json", headers=UNGOVERNED_HEADERS)
-        ctx.recorded = True  # nothing is recorded with governance off, refusals included
-        setattr(request.state, CONTEXT_KEY, ctx)
-        try:
-            response = await view.run(request, context=ctx)
-        except HTTPException as exc:
-            return error_response(exc.status_code, errors.BAD_USER_INPUT, exc.reason)
-        if ctx.cacheable and ctx.touches and response.status_code == 200 and not ctx.error_codes:
-            self.responses.put(key, bytes(response.body), ctx.touches)
-        response.headers.update(UNGOVERNED_HEADERS)
-        return response
 
     def _still_decided(self, subject: str, touches: tuple[Touch, ...]) -> bool:
         """A cached response stands only if every decision behind it is still the same (a grant

@@ -87,7 +87,6 @@ class RequestContext:
     error_codes: list[str] = field(default_factory=list)
     cacheable: bool = True  # False once a field's value depends on the clock (e.g. freshness age)
     governance: dict[str, dict[str, Any]] = field(default_factory=dict)
-    governance_off: bool = False  # benchmark only (app.bench_governance_off): no decisions or masks
     recorder: Recording | None = None
     schema: Any = None  # the schema.GatewaySchema of `state` (exports coerce arguments with it)
     # Request-wide access-log fields (request_id, client, subject, roles, ...), shared by its records.

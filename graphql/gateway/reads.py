@@ -201,9 +201,6 @@ async def authorize_read(
     ctx: RequestContext, entry: CatalogEntry, touch: Touch, cursor: Cursor | None, as_of: datetime | None
 ) -> tuple[Snapshot, dict[str, str]]:
     """Discover, then read; pick the snapshot; return it with the masks to apply. Fills `touch`."""
-    if ctx.governance_off:  # benchmark only: no decision, no masks, no row scope
-        snap, served = await serve_snapshot(ctx, entry, None, touch, cursor, as_of)
-        return snap, served.masks
     discover = ctx.decide(entry, "discover")
     touch.decision = discover
     if not discover.allowed:
