@@ -22,7 +22,7 @@ import dagster as dg
 
 from lineage.recorder import LineageRecorder
 from meshcore.catalog import Catalog
-from meshcore.settings import Settings
+from meshcore.settings import Settings, chosen_dagster_home
 from meshcore.store import get_engine
 from orchestration.buildlock import build_lock, recover_dead_build
 from orchestration.publish import PUBLISH_PREFIX
@@ -34,8 +34,8 @@ def ensure_dagster_home(settings: Settings) -> Path:
     """DAGSTER_HOME under the data folder, configured by the repository's dagster.yaml.
 
     A DAGSTER_HOME the user chose keeps its own configuration; the managed one follows the repo."""
-    chosen = os.environ.get("DAGSTER_HOME")
-    home = Path(chosen or settings.home / "dagster")
+    chosen = chosen_dagster_home()
+    home = chosen or settings.home / "dagster"
     home.mkdir(parents=True, exist_ok=True)
     target = home / "dagster.yaml"
     if not target.exists() or (not chosen and target.read_bytes() != DAGSTER_YAML.read_bytes()):

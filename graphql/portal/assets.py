@@ -21,7 +21,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 import sys
 from dataclasses import dataclass
 from functools import cached_property
@@ -32,13 +31,14 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, PlainTextResponse, Response
 from starlette.routing import Route, Router
 
-from gateway.ide import _installed_version  # the same check GraphiQL's files get
+from gateway.ide import _installed_version
+from meshcore.settings import PORTAL_MODULES_ENV, node_modules_dir  # the same check GraphiQL's files get
 
 STATIC_DIR = Path(__file__).with_name("static")
 INTEGRITY_FILE = STATIC_DIR / "integrity.json"
 DISTRICTS_FILE = STATIC_DIR / "districts.geojson"  # RFC 7946: exterior rings counter-clockwise
 STATIC_PATH = "/static"
-MODULES_ENV = "CIVICMESH_PORTAL_MODULES"  # another node_modules folder (a packaged install)
+MODULES_ENV = PORTAL_MODULES_ENV
 IMMUTABLE = {"Cache-Control": "public, max-age=31536000, immutable", "X-Content-Type-Options": "nosniff"}
 INSTALL_HINT = "Install them with `make install` (npm ci --ignore-scripts in graphql/portal/static/)."
 
@@ -96,7 +96,7 @@ def pinned_versions() -> dict[str, str]:
 
 
 def modules_dir() -> Path:
-    return Path(os.environ.get(MODULES_ENV) or STATIC_DIR / "node_modules")
+    return node_modules_dir(MODULES_ENV, STATIC_DIR / "node_modules")
 
 
 class Assets:
