@@ -279,6 +279,30 @@ def _snapshot_in(conn: Any, snapshot_id: str | None, home: Path) -> Snapshot | N
     return Snapshot.from_row(row, home) if row else None
 
 
+def _withdraw_record(
+    product: str,
+    snapshot_id: str | None,
+    actor: str,
+    kind: str,
+    authority: Authority,
+    roles: Sequence[str],
+) -> AccessRecord:
+    """The access-log record of a withdrawal (`withdraw`) or quarantine (`quarantine`) by `actor`."""
+    return AccessRecord(
+        request_id=uuid.uuid4().hex,
+        action="withdraw" if kind == "withdrawn" else "quarantine",
+        status=200,
+        decision="allow",
+        reason=authority.reason,
+        subject=actor,
+        roles=list(roles),
+        product=product,
+        snapshot_id=snapshot_id,
+        rule=authority.rule,
+        policy_version=authority.policy_version,
+    )
+
+
 def _reason_digest(reason: str) -> str:
     # The log keeps no free text (it may hold personal data), only a digest that pins the catalog's.
     return "sha256:" + hashlib.sha256(reason.encode()).hexdigest()[:16]
@@ -391,25 +415,8 @@ class Catalog:
             _refuse_withdrawn_twin(conn, spec, written.checksum)
             if current is not None:
                 check_compatible(ProductSpec.from_json(current.spec_json), spec)
-            seq = (conn.execute(select(func.max(snapshots_table.c.seq))).scalar() or 0) + 1
-            snapshot_id = f"{spec.name}@{now:%Y%m%dT%H%M%S%fZ}-{written.checksum[:8]}"
             self._upsert_product(conn, spec, now, quality_status=status, quality_json=quality)
-            conn.execute(
-                snapshots_table.insert().values(
-                    id=snapshot_id,
-                    seq=seq,
-                    product=spec.name,
-                    path=self.stored_path(written.path),
-                    checksum=written.checksum,
-                    row_count=written.row_count,
-                    byte_size=written.byte_size,
-                    schema_json=[list(c) for c in written.schema],
-                    spec_json=spec.to_json(),
-                    quality_json=quality,
-                    run_id=run_id,
-                    published_at=now,
-                )
-            )
+            snapshot_id = self._insert_snapshot(conn, spec, written, quality, run_id, now)
             conn.execute(
                 update(products_table)
                 .where(products_table.c.name == spec.name)
@@ -419,6 +426,36 @@ class Catalog:
             published = _snapshot_in(conn, snapshot_id, self.home)
             assert published is not None
             return published
+
+    def _insert_snapshot(
+        self,
+        conn: Any,
+        spec: ProductSpec,
+        written: WrittenSnapshot,
+        quality: dict[str, Any] | None,
+        run_id: str | None,
+        now: datetime,
+    ) -> str:
+        """Insert `written` as the next snapshot of `spec` (not yet current); returns its id."""
+        seq = (conn.execute(select(func.max(snapshots_table.c.seq))).scalar() or 0) + 1
+        snapshot_id = f"{spec.name}@{now:%Y%m%dT%H%M%S%fZ}-{written.checksum[:8]}"
+        conn.execute(
+            snapshots_table.insert().values(
+                id=snapshot_id,
+                seq=seq,
+                product=spec.name,
+                path=self.stored_path(written.path),
+                checksum=written.checksum,
+                row_count=written.row_count,
+                byte_size=written.byte_size,
+                schema_json=[list(c) for c in written.schema],
+                spec_json=spec.to_json(),
+                quality_json=quality,
+                run_id=run_id,
+                published_at=now,
+            )
+        )
+        return snapshot_id
 
     def _record_verified(
         self, conn: Any, product: str, snapshot_id: str, run_id: str | None, now: datetime
@@ -567,19 +604,7 @@ class Catalog:
             raise WithdrawError(f"kind must be one of {OUT_OF_SERVICE}, not {kind!r}")
         if not reason or len(reason) > MAX_REASON_CHARS:
             raise WithdrawError(f"a reason of 1 to {MAX_REASON_CHARS} characters is required")
-        record = AccessRecord(
-            request_id=uuid.uuid4().hex,
-            action="withdraw" if kind == "withdrawn" else "quarantine",
-            status=200,
-            decision="allow",
-            reason=authority.reason,
-            subject=actor,
-            roles=list(roles),
-            product=product,
-            snapshot_id=snapshot_id,
-            rule=authority.rule,
-            policy_version=authority.policy_version,
-        )
+        record = _withdraw_record(product, snapshot_id, actor, kind, authority, roles)
         if not authority.allowed:
             access_log.append([replace(record, status=403, decision="deny", error_code="FORBIDDEN")])
             raise WithdrawRefused(f"{actor} may not withdraw snapshots of {product}: {authority.reason}")
@@ -596,17 +621,8 @@ class Catalog:
                 f"current {'moved to ' + (new_current or 'none') if moved else 'unchanged'}"
             )
             [seq] = access_log.append_in(conn, [record])
-            conn.execute(
-                withdrawals_table.insert().values(
-                    snapshot_id=target.id,
-                    product=product,
-                    kind=kind,
-                    reason=reason,
-                    actor=actor,
-                    at=now,
-                    access_log_seq=seq,
-                )
-            )
+            row = {"product": product, "kind": kind, "reason": reason, "actor": actor, "at": now}
+            conn.execute(withdrawals_table.insert().values(snapshot_id=target.id, access_log_seq=seq, **row))
             pointer = {"current_snapshot_id": new_current} if moved else {}
             conn.execute(  # updated_at moves `version()`, so gateways reload their catalog state
                 update(products_table)
