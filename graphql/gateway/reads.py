@@ -213,6 +213,34 @@ async def authorize_read(
     return snap, served.masks
 
 
+async def _run_page(ctx: RequestContext, query: PageQuery, wanted: Wanted) -> tuple[Any, Any]:
+    """(the page's result or None, the count's result or None), run concurrently in DuckDB."""
+    need_page = wanted.nodes or wanted.page_info
+    page_sql = query.page_sql() if need_page else None  # built first: input errors surface now
+    count_sql = query.count_sql() if wanted.total_count else None
+    page_task = ctx.duck.run_async(*page_sql) if page_sql else None
+    count_task = ctx.duck.run_async(*count_sql) if count_sql else None
+    results = await asyncio.gather(*(t for t in (page_task, count_task) if t is not None))
+    page = results[0] if page_task is not None else None
+    count = results[-1] if count_task is not None else None
+    return page, count
+
+
+def _page_nodes(page: Any, columns: list[str], limit: int) -> tuple[list[dict[str, Any]], bool, Any]:
+    """(nodes, has a next page, the last row's sort keys) from a page query's result (None: none)."""
+    if page is None:
+        return [], False, None
+    rows = page.rows
+    has_next = len(rows) > limit
+    rows = rows[:limit]
+    # Keyed by GraphQL field name: graphql-core resolves row fields straight from the dict;
+    # zip() stops at the output columns, leaving out the sort key values that follow them.
+    keys = [camel(c) for c in columns]
+    nodes = [dict(zip(keys, row, strict=False)) for row in rows]
+    last_keys = rows[-1][len(columns) :] if rows and len(page.columns) > len(columns) else None
+    return nodes, has_next, last_keys
+
+
 async def read_page(
     ctx: RequestContext,
     entry: CatalogEntry,
@@ -248,31 +276,12 @@ async def read_page(
             after=cursor if cursor is not None and cursor.keys is not None else None,
             with_keys=wanted.page_info,
         )
-        need_page = wanted.nodes or wanted.page_info
-        page_sql = query.page_sql() if need_page else None  # built first: input errors surface now
-        count_sql = query.count_sql() if wanted.total_count else None
-        page_task = ctx.duck.run_async(*page_sql) if page_sql else None
-        count_task = ctx.duck.run_async(*count_sql) if count_sql else None
-        results = await asyncio.gather(*(t for t in (page_task, count_task) if t is not None))
-        page = results[0] if page_task is not None else None
-        count = results[-1] if count_task is not None else None
+        page, count = await _run_page(ctx, query, wanted)
     except Exception as exc:
         record_failure(ctx, touch, exc)
         raise
 
-    nodes: list[dict[str, Any]] = []
-    has_next = False
-    last_keys = None
-    if page is not None:
-        rows = page.rows
-        has_next = len(rows) > limit
-        rows = rows[:limit]
-        # Keyed by GraphQL field name: graphql-core resolves row fields straight from the dict;
-        # zip() stops at the output columns, leaving out the sort key values that follow them.
-        keys = [camel(c) for c in columns]
-        nodes = [dict(zip(keys, row, strict=False)) for row in rows]
-        if rows and len(page.columns) > len(columns):
-            last_keys = rows[-1][len(columns) :]
+    nodes, has_next, last_keys = _page_nodes(page, columns, limit)
     offset = query.offset + len(nodes)
     touch.rows = len(nodes)
     touch.columns_returned = columns if wanted.nodes else []
