@@ -35,10 +35,6 @@ class DatasetRef:
     namespace: str
     name: str
 
-    @property
-    def uri(self) -> str:
-        return dataset_uri(self.namespace, self.name)
-
 
 @dataclass(frozen=True)
 class JobRef:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -402,13 +401,3 @@ class Outbox:
     def count(self) -> int:
         with self.engine.connect() as conn:
             return int(conn.execute(select(func.count()).select_from(outbox_table)).scalar() or 0)
-
-
-def wait_until(predicate: Any, timeout: float, interval: float = 0.02) -> bool:
-    """Poll `predicate` until true or `timeout` seconds passed (tests and `flush`)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return bool(predicate())

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -294,7 +294,3 @@ def load_product_specs(manifest: Mapping[str, Any] | Path) -> list[ProductSpec]:
             raise _fail(spec.source_file, spec.name, f"product name also declared by {seen[spec.name]}")
         seen[spec.name] = spec.source_file
     return sorted(specs, key=lambda s: s.name)
-
-
-def specs_by_model(specs: Iterable[ProductSpec]) -> dict[str, ProductSpec]:
-    return {s.model_unique_id: s for s in specs}

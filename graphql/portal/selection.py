@@ -140,7 +140,3 @@ class Selection:
 def kinds_of(columns: Sequence[Mapping[str, Any]]) -> dict[str, str]:
     """GraphQL field -> type kind (gateway/query.py) of a product's columns."""
     return {str(c["field"]): type_kind(str(c["type"])) for c in columns}
-
-
-def operators_for(kind: str) -> list[tuple[str, str]]:
-    return [(op, label) for op, (label, kinds) in OPERATORS.items() if kinds is None or kind in kinds]
