@@ -21,7 +21,7 @@ import contextlib
 import hashlib
 import json
 import threading
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any
@@ -43,6 +43,7 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.sql.elements import ColumnElement
 
 from meshcore.seals.checkpoints import seal_message
 from meshcore.seals.signing import Signer, Verifier, open_signer
@@ -177,7 +178,9 @@ class AccessRecord:
 
 
 _RECORD_FIELDS = tuple(f.name for f in fields(AccessRecord))
-_LENGTHS = {c.name: c.type.length for c in access_log_table.columns if getattr(c.type, "length", None)}
+_LENGTHS = {
+    c.name: c.type.length for c in access_log_table.columns if isinstance(c.type, String) and c.type.length
+}
 
 
 def storable(name: str, value: Any) -> Any:
@@ -493,7 +496,7 @@ class AccessLog:
         """(page of decoded rows in seq order, total matching). `products=None` means every
         record, including those of no product (401s, catalog queries); otherwise only those products."""
         t = access_log_table
-        conditions = []
+        conditions: list[ColumnElement[bool]] = []
         if products is not None:
             conditions.append(t.c.product.in_(list(products)))
         if subject is not None:
@@ -543,7 +546,8 @@ class AccessLog:
             .group_by(t.c.subject, t.c.product, t.c.action)
         )
         with self.engine.connect() as conn:
-            return {(s, p, a): ts for s, p, a, ts in conn.execute(query)}
+            rows: Iterable[Any] = conn.execute(query)
+            return {(s, p, a): ts for s, p, a, ts in rows}
 
     def unmasked_reads(self) -> Iterator[dict[str, Any]]:
         """Allowed reads and exports that masked nothing (decoded): where PII may have been seen."""
@@ -567,7 +571,8 @@ class AccessLog:
         t = access_log_table
         query = select(t.c.seq, t.c.prev_hash, t.c.hash).where(t.c.seq > after_seq).order_by(t.c.seq)
         with self.engine.connect() as conn:
-            return [(int(seq), prev, h) for seq, prev, h in conn.execute(query.limit(limit))]
+            rows: Iterable[Any] = conn.execute(query.limit(limit))
+            return [(int(seq), prev, h) for seq, prev, h in rows]
 
     def seals(self, after_seq: int = 0, upto: int | None = None) -> dict[int, tuple[int, str]]:
         """Commit seals ending in (after_seq, upto]: last seq -> (first seq, signature)."""

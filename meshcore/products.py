@@ -19,7 +19,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 CLASSIFICATIONS = ("public", "internal", "confidential", "restricted")
 MASK_KINDS = ("redact", "hash", "partial", "generalize")
@@ -159,7 +159,7 @@ def _properties_file(node: Mapping[str, Any]) -> str:
     patch = node.get("patch_path") or ""  # "<package>://models/.../x.yml"
     if patch:
         return patch.split("://", 1)[-1]
-    return node.get("original_file_path") or node.get("path") or node["unique_id"]
+    return str(node.get("original_file_path") or node.get("path") or node["unique_id"])
 
 
 def _version_number(source: str, field: str, value: Any) -> int | None:
@@ -285,7 +285,7 @@ def is_product_node(node: Mapping[str, Any]) -> bool:
 def load_product_specs(manifest: Mapping[str, Any] | Path) -> list[ProductSpec]:
     """Every product declared in a dbt manifest, validated; raises ProductSpecError on the first bad one."""
     if isinstance(manifest, Path):
-        manifest = json.loads(manifest.read_text())
+        manifest = cast(Mapping[str, Any], json.loads(manifest.read_text()))
     groups = manifest.get("groups") or {}
     specs = [spec_from_node(n, groups) for n in manifest["nodes"].values() if is_product_node(n)]
     seen: dict[str, str] = {}

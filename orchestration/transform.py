@@ -39,7 +39,7 @@ class MeshTranslator(DagsterDbtTranslator):
             return dg.AssetKey([dbt_resource_props["schema"], dbt_resource_props["alias"]])
         return super().get_asset_key(dbt_resource_props)
 
-    def get_kinds(self, dbt_resource_props: Mapping[str, Any]) -> set[str]:  # type: ignore[override]
+    def get_kinds(self, dbt_resource_props: Mapping[str, Any]) -> set[str]:
         return {"dbt", "duckdb"}
 
     def get_tags(self, dbt_resource_props: Mapping[str, Any]) -> Mapping[str, str]:
@@ -50,7 +50,7 @@ class MeshTranslator(DagsterDbtTranslator):
             tags["civicmesh/classification"] = str(meta.get("classification", "unknown"))
         return tags
 
-    def get_asset_check_spec(  # type: ignore[override]
+    def get_asset_check_spec(
         self,
         asset_spec: dg.AssetSpec,
         manifest: Mapping[str, Any],

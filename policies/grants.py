@@ -11,6 +11,7 @@ one `p, USER, DEPT, PRODUCT, ACTION` rule, so approvals take effect on its next 
 
 from __future__ import annotations
 
+import builtins
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -308,7 +309,9 @@ class AccessRequests:
                     requested_at=self.clock(),
                 )
             )
-            request_id = int(result.inserted_primary_key[0])
+            inserted = result.inserted_primary_key
+            assert inserted is not None
+            request_id = int(inserted[0])
             self._event(conn, request_id, subject, "requested", purpose)
             created = self._get(conn, request_id)
             self._log(conn, created, subject, "request", f"{days} days requested")
@@ -392,7 +395,7 @@ class AccessRequests:
         with self.engine.connect() as conn:
             return [AccessRequest.from_row(r) for r in conn.execute(query).all()]
 
-    def events(self, request_id: int) -> list[tuple[datetime, str, str, str]]:
+    def events(self, request_id: int) -> builtins.list[tuple[datetime, str, str, str]]:
         query = (
             select(access_request_events)
             .where(access_request_events.c.request_id == request_id)

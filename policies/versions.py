@@ -18,6 +18,7 @@ import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Column, Connection, Engine, MetaData, String, Table, Text, select
 
@@ -160,7 +161,7 @@ def record(
     return True
 
 
-def _loaded_files(conn: Connection, loaded: dict | None) -> PolicyFiles | None:
+def _loaded_files(conn: Connection, loaded: dict[str, Any] | None) -> PolicyFiles | None:
     if loaded is None or not str(loaded["snapshot_id"] or "").startswith("policy:"):
         return None
     digest = loaded["snapshot_id"].removeprefix("policy:")

@@ -45,7 +45,7 @@ from policies.grants import REQUESTABLE_ACTIONS, AccessRequest, AccessRequests
 from policies.names import GLOBAL_DOMAIN, PolicyError, is_name
 
 AccessAction = strawberry.enum(
-    Enum("AccessAction", {a.upper(): a for a in REQUESTABLE_ACTIONS}),  # type: ignore[misc]
+    Enum("AccessAction", {a.upper(): a for a in REQUESTABLE_ACTIONS}),
     description="What a request may ask for (audit and grant are roles, not requests).",
 )
 
@@ -103,7 +103,7 @@ class AccessRequestInfo:
 def _cached_store(policy: PolicyEngine, access_log: AccessLog) -> AccessRequests:
     # Created once, not per mutation (it creates its tables); logs through the gateway's log.
     try:
-        return AccessRequests(policy, access_log.engine, access_log=access_log)  # type: ignore[call-arg]
+        return AccessRequests(policy, access_log.engine, access_log=access_log)
     except TypeError:  # a policies version without its own logging
         return AccessRequests(policy, access_log.engine)
 
@@ -262,11 +262,7 @@ class AccessRequestQuery:
 
         rows = await anyio.to_thread.run_sync(load)
         now = dt.datetime.now(dt.UTC)
-        return [
-            AccessRequestInfo.of(r)
-            for r in rows
-            if status is None or r.state(now) == status.value  # type: ignore[attr-defined]
-        ]
+        return [AccessRequestInfo.of(r) for r in rows if status is None or r.state(now) == status.value]
 
 
 @strawberry.type
@@ -280,7 +276,7 @@ class AccessMutation:
         info: strawberry.Info,
         product: str,
         purpose: str,
-        action: AccessAction = AccessAction.READ,  # type: ignore[attr-defined]
+        action: AccessAction = AccessAction.READ,
         days: int = 30,
     ) -> AccessRequestInfo | None:
         ctx: RequestContext = info.context

@@ -289,7 +289,7 @@ class GatewaySchema(strawberry.Schema):
                     "internal error in a resolver (request %s)", request_id, exc_info=error.original_error
                 )
 
-    async def execute(  # type: ignore[override]
+    async def execute(
         self,
         query: str | None,
         variable_values: dict[str, Any] | None = None,
@@ -315,7 +315,7 @@ class GatewaySchema(strawberry.Schema):
             callers.audit_hidden(context_value, query, callers.visible(context_value))
         return result
 
-    def stream(  # type: ignore[override]
+    def stream(
         self,
         query: str | None,
         variable_values: dict[str, Any] | None = None,
@@ -332,7 +332,7 @@ class GatewaySchema(strawberry.Schema):
             return super().stream(*args, allowed_operation_types)
         return target.stream(*args, allowed_operation_types)
 
-    def execute_sync(  # type: ignore[override]
+    def execute_sync(
         self,
         query: str | None,
         variable_values: dict[str, Any] | None = None,

@@ -353,7 +353,9 @@ def verify_legacy(log: AccessLog, key: str | None) -> ChainCheck:
     findings: list[Finding] = []
     marks: dict[int, str] = {}
     for cp in _legacy_checkpoints(log) if key else ():
-        good = hmac.new(key.encode(), f"{cp['seq']}|{cp['hash']}|{cp['ts']}".encode(), "sha256").hexdigest()
+        good = hmac.new(
+            (key or "").encode(), f"{cp['seq']}|{cp['hash']}|{cp['ts']}".encode(), "sha256"
+        ).hexdigest()
         if not hmac.compare_digest(good, cp["signature"]):
             findings.append(Finding("checkpoint", int(cp["seq"]), "forged checkpoint", "bad HMAC signature"))
         marks[int(cp["seq"])] = cp["hash"]
