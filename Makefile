@@ -40,11 +40,12 @@ install: $(STAMP) $(IDE_STAMP) $(PORTAL_STAMP)
 demo: install
 	$(BIN)/civicmesh demo
 
-## Lint, check the import layers (pyproject [tool.importlinter]) and run the whole test suite.
+## Lint, check the import layers (pyproject [tool.importlinter]) and the types (mypy), run the suite.
 test: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
+	$(BIN)/mypy
 	$(BIN)/pytest
 
 lint: install

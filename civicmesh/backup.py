@@ -189,7 +189,7 @@ def backup(settings: Settings, dest: Path, without_store: bool = False) -> Backu
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return BackupSummary(dest, len(files), count, manifest["store"])
+    return BackupSummary(dest, len(files), count, str(manifest["store"]))
 
 
 def _backup_contents(settings: Settings, store: Path | None, staging: Path) -> dict[str, str]:
@@ -261,7 +261,7 @@ def restore(settings: Settings, source: Path) -> BackupSummary:
     store = sqlite_path(settings.metadata_url)
     if manifest["store"] == "sqlite" and store is None:
         raise BackupError("this backup holds a SQLite store, but CIVICMESH_METADATA_URL names another kind")
-    if manifest["store"] == "sqlite" and store != home / STORE_FILE and store.exists():
+    if manifest["store"] == "sqlite" and store is not None and store != home / STORE_FILE and store.exists():
         raise BackupError(f"the metadata store {store} already exists: restore into a new store")
     staging = _staging(home, "restore")
     try:

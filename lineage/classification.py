@@ -218,6 +218,7 @@ def pii_findings(
             path = trace.pii or trace.unknown
             if path is None:
                 continue
+            reason: str | None
             if column.deidentified_reason:
                 kind, reason = "deidentified", column.deidentified_reason
             else:

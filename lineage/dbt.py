@@ -307,7 +307,7 @@ def _output_facets(uid: str, node: Mapping[str, Any], ctx: _Context) -> dict[str
     if ctx.assertions.get(uid):
         # dbt-ol sends tests as separate runs; attaching the results to the model's own output keeps
         # "was this version of the table tested, and did it pass" on one event.
-        facets["dataQualityAssertions"] = dq.DataQualityAssertionsDatasetFacet(
+        facets["dataQualityAssertions"] = dq.DataQualityAssertionsDatasetFacet(  # type: ignore[assignment]  # OpenLineage types facet dicts invariantly
             assertions=ctx.assertions[uid], producer=PRODUCER
         )
     return facets

@@ -68,6 +68,7 @@ class RowFilterLike(Protocol):
     def column(self) -> str: ...
     @property
     def values(self) -> tuple[str, ...]: ...
+    def as_dict(self) -> dict[str, Any]: ...
 
 
 class DecisionLike(Protocol):
@@ -316,12 +317,12 @@ def _read_schema_urls() -> dict[str, str]:
 @lru_cache(maxsize=4096)
 def _job_dict(subject: str, export: bool) -> dict[str, Any]:
     job = make_job(naming.consumer_job(subject, export=export), "EXPORT" if export else "READ")
-    return plain(job)  # type: ignore[no-any-return]
+    return plain(job)
 
 
 @lru_cache(maxsize=4096)
 def _schema_facet_dict(spec: ProductSpec, only: tuple[str, ...]) -> dict[str, Any]:
-    return plain(_spec_schema_facet(spec, only))  # type: ignore[no-any-return]
+    return plain(_spec_schema_facet(spec, only))
 
 
 def _optional(out: dict[str, Any], key: str, value: Any) -> None:

@@ -317,7 +317,7 @@ class Outbox:
             floor = self._floor(conn, transport)
             todo = sorted({s for s in seqs if s > floor})
             if todo:
-                already = set(
+                already: set[int] = set(
                     conn.execute(
                         select(delivery_table.c.seq).where(
                             delivery_table.c.transport == transport, delivery_table.c.seq.in_(todo)

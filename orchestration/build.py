@@ -13,7 +13,7 @@ import shutil
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -173,7 +173,7 @@ def _progress_logger(emit_line: Callable[[str], None], started: float) -> dg.Log
 
 
 def _collect(
-    report: BuildReport, events: list[Any], products: dict[str, str]
+    report: BuildReport, events: Sequence[Any], products: dict[str, str]
 ) -> tuple[dict[str, str], dict[str, str]]:
     """Fill `report` from the run's events; returns ({product: snapshot id published},
     {product: its publish step's error}). `products`: {publish step key: product name}."""

@@ -41,7 +41,6 @@ def freshness_check(spec: ProductSpec) -> dg.AssetChecksDefinition:
             },
         )
 
-    _check.__name__ = f"freshness_{spec.department}_{spec.product}"
     return _check
 
 

@@ -50,7 +50,7 @@ def _ingest_asset(source: Mapping[str, Any], key: dg.AssetKey, owners: list[str]
             raise dg.Failure(
                 f"landing file {landing.path} is missing: run `civicmesh generate` or deliver the file"
             )
-        lineage = {
+        lineage: dict[str, Any] = {
             "run_id": new_run_id(),
             "parent": dagster_parent(context),
             "landing_path": landing.path,
@@ -68,7 +68,6 @@ def _ingest_asset(source: Mapping[str, Any], key: dg.AssetKey, owners: list[str]
         record(settings, ingest_events(row_count=rows, ended_at=utcnow(), **lineage))
         return dg.MaterializeResult(metadata={"dagster/row_count": rows, "path": str(landing.path)})
 
-    _ingest.__name__ = f"ingest_{department}_{table}"
     return _ingest
 
 

@@ -83,4 +83,4 @@ class MeshDbtCliResource(DbtCliResource):
 
 
 def dbt_resource(project: DbtProject) -> DbtCliResource:
-    return MeshDbtCliResource(project_dir=project)
+    return MeshDbtCliResource(project_dir=project)  # type: ignore[arg-type]  # DbtCliResource takes a DbtProject (dagster-dbt docs)

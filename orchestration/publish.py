@@ -145,7 +145,6 @@ def publish_asset(spec: ProductSpec, model_key: dg.AssetKey, relation: str) -> d
             }
         )
 
-    _publish.__name__ = f"publish_{spec.department}_{spec.product}"
     return _publish
 
 

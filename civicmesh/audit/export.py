@@ -52,7 +52,8 @@ def seq_range(log: AccessLog, since: datetime | None, until: datetime | None) ->
     if until is not None:
         where.append(t.c.ts < utc_timestamp(until))
     with log.engine.connect() as conn:
-        first, last = conn.execute(select(func.min(t.c.seq), func.max(t.c.seq)).where(*where)).one()
+        span: Any = conn.execute(select(func.min(t.c.seq), func.max(t.c.seq)).where(*where)).one()
+    first, last = span
     return None if first is None else (int(first), int(last))
 
 

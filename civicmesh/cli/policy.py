@@ -112,7 +112,7 @@ def find_product(products: list[ProductSpec], name: str) -> ProductSpec:
     raise CommandError(f"unknown product {name!r} (known: {known})")
 
 
-def policy_engine(settings: Settings):  # type: ignore[no-untyped-def]
+def policy_engine(settings: Settings):
     """The configured policy and the store's grants, for reading: records nothing."""
     from policies.engine import PolicyEngine
     from policies.names import PolicyError
@@ -123,7 +123,7 @@ def policy_engine(settings: Settings):  # type: ignore[no-untyped-def]
         raise CommandError(f"the policy does not load: {exc} (run `civicmesh policy check`)") from exc
 
 
-def existing_log(settings: Settings):  # type: ignore[no-untyped-def]
+def existing_log(settings: Settings):
     """The access log for reading, or None when there is no store yet (never creates one)."""
     from sqlalchemy import inspect
     from sqlalchemy.engine import make_url
@@ -191,7 +191,7 @@ def run_status(args: argparse.Namespace) -> int:
     return 0 if state.ok else 1
 
 
-def _history(settings: Settings):  # type: ignore[no-untyped-def]
+def _history(settings: Settings):
     from policies.history import History, HistoryError
 
     log = existing_log(settings)
@@ -251,11 +251,11 @@ def run_who_can(args: argparse.Namespace) -> int:
         raise CommandError(f"unknown action {args.action!r}; use one of {', '.join(ACTIONS)}")
     product = find_product(load_products(settings, args.manifest), args.product)
     if args.at is None:
-        decisions = who_can(policy_engine(settings), product, args.action)
+        decisions = list(who_can(policy_engine(settings), product, args.action))
     else:
         try:
-            decisions = who_could(
-                _history(settings), product_at(settings, product, args.at), args.action, args.at
+            decisions = list(
+                who_could(_history(settings), product_at(settings, product, args.at), args.action, args.at)
             )
         except HistoryError as exc:
             raise CommandError(str(exc)) from exc

@@ -44,7 +44,7 @@ from policies.engine import PolicyEngine
 from policies.grants import REQUESTABLE_ACTIONS, AccessRequest, AccessRequests
 from policies.names import GLOBAL_DOMAIN, PolicyError, is_name
 
-AccessAction = strawberry.enum(
+AccessAction = strawberry.enum(  # type: ignore[call-overload]  # an enum built at import time
     Enum("AccessAction", {a.upper(): a for a in REQUESTABLE_ACTIONS}),
     description="What a request may ask for (audit and grant are roles, not requests).",
 )
@@ -276,7 +276,7 @@ class AccessMutation:
         info: strawberry.Info,
         product: str,
         purpose: str,
-        action: AccessAction = AccessAction.READ,
+        action: AccessAction = AccessAction.READ,  # type: ignore[valid-type]  # an enum built at import time
         days: int = 30,
     ) -> AccessRequestInfo | None:
         ctx: RequestContext = info.context
@@ -286,7 +286,7 @@ class AccessMutation:
         except GovernedError as exc:
             _refused(ctx, "request", None, exc)
             raise
-        subject, wanted = ctx.subject, action.value
+        subject, wanted = ctx.subject, action.value  # type: ignore[attr-defined]  # an enum built at import time
         return await _run(
             ctx,
             "request",

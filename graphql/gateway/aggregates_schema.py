@@ -53,7 +53,7 @@ def _aggregate_types(
 ) -> tuple[Any, Any, Any]:
     """(`<Prefix>Column` enum, `<Prefix>Bucket` input, `<Prefix>Aggregate` result type): the
     types of one product's aggregate field."""
-    column_enum = strawberry.enum(Enum(f"{prefix}Column", {c.name.upper(): c.name for c in columns}))
+    column_enum = strawberry.enum(Enum(f"{prefix}Column", {c.name.upper(): c.name for c in columns}))  # type: ignore[call-overload]  # types built per product at run time
     bucket_type = create_type(
         f"{prefix}Bucket",
         [
@@ -84,7 +84,7 @@ def _aggregate_types(
     result_type = create_type(
         f"{prefix}Aggregate",
         [
-            key_field("groups", "groups", list[group_type]),
+            key_field("groups", "groups", list[group_type]),  # type: ignore[valid-type]  # types built per product at run time
             key_field("has_more_groups", "hasMoreGroups", bool),
             key_field("snapshot", "snapshot", t.SnapshotRef),
         ],

@@ -94,8 +94,12 @@ class GraphCache:
             root = Node(DATASET, ref.namespace, ref.name)
             if column is None:
                 sub = self.graph.walk(root, direction, depth)
-                nodes = [(n, None, d) for n, d in sorted(sub.nodes.items(), key=lambda i: (i[1], i[0]))]
-                edges = [((a, None), (b, None)) for a, b in sorted(sub.edges)]
+                nodes: list[tuple[Node, str | None, int]] = [
+                    (n, None, d) for n, d in sorted(sub.nodes.items(), key=lambda i: (i[1], i[0]))
+                ]
+                edges: list[tuple[tuple[Node, str | None], tuple[Node, str | None]]] = [
+                    ((a, None), (b, None)) for a, b in sorted(sub.edges)
+                ]
                 nodes, edges = _without_readers(self.graph, nodes, edges, caller.audited)
             else:
                 nodes, edges = _walk_columns(self.graph, root, column, direction, depth)

@@ -109,8 +109,8 @@ def _where_type(prefix: str, columns: list[ColumnSpec]) -> tuple[type, dict[str,
         annotations[column.name] = Optional[filter_type]  # noqa: UP045 - evaluated at runtime
         setattr(cls, column.name, strawberry.field(default=None, name=camel(column.name)))
         filterable[column.name] = column.name
-    annotations["and_"] = Optional[list[cls]]  # noqa: UP045
-    annotations["or_"] = Optional[list[cls]]  # noqa: UP045
+    annotations["and_"] = Optional[list[cls]]  # type: ignore[valid-type]  # noqa: UP045
+    annotations["or_"] = Optional[list[cls]]  # type: ignore[valid-type]  # noqa: UP045
     annotations["not_"] = Optional[cls]  # noqa: UP045
     cls.and_ = strawberry.field(default=None, name="and")  # type: ignore[attr-defined]
     cls.or_ = strawberry.field(default=None, name="or")  # type: ignore[attr-defined]
@@ -185,7 +185,7 @@ def _connection_type(prefix: str, spec: Any, columns: list[Any]) -> Any:
         f"{prefix}Connection",
         [
             _field("total_count", "totalCount", Optional[int], "Rows matching, after your row scope."),  # noqa: UP045
-            _field("nodes", "nodes", list[row]),
+            _field("nodes", "nodes", list[row]),  # type: ignore[valid-type]  # types built per product at run time
             _field("page_info", "pageInfo", t.PageInfo),
             _field("snapshot", "snapshot", t.SnapshotRef),
         ],

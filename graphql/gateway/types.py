@@ -11,7 +11,7 @@ import strawberry
 # GraphQL Int is 32-bit; BIGINT columns and row counts need a wider scalar. The type checker sees
 # the NewType (a scalar wrapper is a value, not a type to it); Strawberry sees the scalar.
 if TYPE_CHECKING:
-    BigInt = NewType("BigInt", int)
+    BigInt = int
 else:
     BigInt = strawberry.scalar(
         NewType("BigInt", int),

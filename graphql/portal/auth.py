@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 try:  # Authlib's HTTP client uses httpx2 when it is installed, else httpx (authlib ..._compat)
     import httpx2
 except ImportError:  # pragma: no cover - depends on the environment
-    httpx2 = httpx
+    httpx2 = httpx  # type: ignore[misc]  # one name for either client module
 # A provider that cannot be reached (connection, timeout, HTTP status) is a 503, not a refusal.
 UNREACHABLE = (httpx.HTTPError, httpx2.HTTPError)
 

@@ -99,7 +99,9 @@ class Selection:
 
     def where(self, kinds: Mapping[str, str]) -> dict[str, Any] | None:
         """The `where` argument (GraphQL names); `kinds` maps a column's field to its type kind."""
-        conditions = [{f.field: {f.op: _operand(f, kinds.get(f.field, STRING))}} for f in self.filters]
+        conditions: list[dict[str, Any]] = [
+            {f.field: {f.op: _operand(f, kinds.get(f.field, STRING))}} for f in self.filters
+        ]
         if not conditions:
             return None
         return conditions[0] if len(conditions) == 1 else {"and": conditions}
