@@ -7,16 +7,8 @@ import ast
 import re
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = (
-    "meshcore",
-    "civicmesh",
-    "policies",
-    "lineage",
-    "orchestration",
-    "graphql/gateway",
-    "graphql/portal",
-)
+from tests.test_import_layers import PACKAGES, ROOT
+
 MAX_LINES = 60
 SETTINGS = ROOT / "meshcore" / "settings.py"
 
