@@ -13,7 +13,7 @@ from meshcore.settings import REPO_ROOT, Settings
 
 
 def mesh_settings(home: Path) -> Settings:
-    return Settings(home=home, metadata_url=f"sqlite:///{home / 'metadata.db'}")
+    return Settings.for_home(home)
 
 
 def timed(fn: Callable[[], object]) -> float:

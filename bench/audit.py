@@ -172,7 +172,7 @@ def _serve(home: str, port: int, mode: str, ready: Any) -> None:
     from civicmesh.asgi import create_app
 
     logging.disable(logging.WARNING)
-    settings = Settings(home=Path(home), metadata_url=f"sqlite:///{Path(home) / 'metadata.db'}")
+    settings = Settings.for_home(Path(home))
     app = create_app(settings)
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", lifespan="on", access_log=False)
@@ -224,7 +224,7 @@ def _start(root: Path, every: int) -> tuple[dict[str, tuple[int, Any]], dict[str
     servers, homes = {}, {}
     for mode in MODES:
         home = root / mode
-        settings = homes[mode] = Settings(home=home, metadata_url=f"sqlite:///{home / 'metadata.db'}")
+        settings = homes[mode] = Settings.for_home(home)
         settings.ensure_dirs()
         _publish(settings)
         dispose_all()

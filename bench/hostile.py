@@ -135,7 +135,7 @@ class Ticker:
 
 def home() -> Settings:
     path = Path(tempfile.mkdtemp(prefix="civicmesh-hostile-"))
-    settings = Settings(home=path, metadata_url=f"sqlite:///{path / 'metadata.db'}")
+    settings = Settings.for_home(path)
     settings.ensure_dirs()
     con = duckdb.connect()
     con.execute(f"CREATE TABLE t AS {SQL}")

@@ -7,10 +7,16 @@ import secrets
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # The home's folder of published snapshots; the catalog stores snapshot paths starting with it.
 SNAPSHOTS_FOLDER = "snapshots"
+
+
+def sqlite_url(home: Path) -> str:
+    """The SQLAlchemy URL of the default metadata store: SQLite at `<home>/metadata.db`."""
+    return f"sqlite:///{home / 'metadata.db'}"
 
 
 def _env_path(name: str, default: Path) -> Path:
@@ -33,9 +39,15 @@ class Settings:
     @classmethod
     def from_env(cls) -> Settings:
         home = _env_path("CIVICMESH_HOME", REPO_ROOT / "data")
-        url = os.environ.get("CIVICMESH_METADATA_URL") or f"sqlite:///{home / 'metadata.db'}"
+        url = os.environ.get("CIVICMESH_METADATA_URL") or sqlite_url(home)
         demo = os.environ.get("CIVICMESH_DEMO", "").lower() in {"1", "true", "yes"}
         return cls(home=home, metadata_url=url, demo_mode=demo)
+
+    @classmethod
+    def for_home(cls, home: Path, **options: Any) -> Settings:
+        """Settings for `home` with its metadata store in SQLite at `<home>/metadata.db` (the default
+        of `from_env`); `options` are the other fields (`demo_mode=True`, ...)."""
+        return cls(home=home, metadata_url=sqlite_url(home), **options)
 
     def option(self, key: str) -> str | None:
         """An optional setting: `extra[key]` (so a test can configure one Settings object), else

@@ -24,7 +24,7 @@ class BuiltMesh:
 
 
 def isolated_settings(home: Path, repo_root: Path = REPO_ROOT) -> Settings:
-    return Settings(home=home, metadata_url=f"sqlite:///{home / 'metadata.db'}", repo_root=repo_root)
+    return Settings.for_home(home, repo_root=repo_root)
 
 
 def build(settings: Settings) -> tuple[BuildReport, list[str]]:

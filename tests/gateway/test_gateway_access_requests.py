@@ -60,7 +60,7 @@ READ_PAYMENTS = "{ finance { vendorPayments { totalCount nodes { vendor } } } }"
 def access_server(server, publish_product, tmp_path_factory) -> Iterator[Any]:
     """A server over its own home with a confidential and a restricted product."""
     home = tmp_path_factory.mktemp("access_home")
-    settings = Settings(home=home, metadata_url=f"sqlite:///{home / 'metadata.db'}", demo_mode=False)
+    settings = Settings.for_home(home, demo_mode=False)
     settings.ensure_dirs()
     publish_product(
         settings,

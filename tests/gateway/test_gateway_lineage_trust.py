@@ -101,7 +101,7 @@ def _build_events() -> list[dict[str, Any]]:
 @pytest.fixture(scope="module")
 def trust_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     home = tmp_path_factory.mktemp("trust_home")
-    settings = Settings(home=home, metadata_url=f"sqlite:///{home / 'metadata.db'}")
+    settings = Settings.for_home(home)
     settings.ensure_dirs()
     publish(settings, SERVICE_REQUESTS, SERVICE_REQUESTS_SQL)
     publish(

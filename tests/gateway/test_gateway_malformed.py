@@ -277,7 +277,7 @@ def test_an_export_filters_and_sorts_exactly_as_graphql(server: Server) -> None:
 @pytest.fixture(scope="module")
 def fault_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     home = tmp_path_factory.mktemp("fault_home")
-    settings = Settings(home=home, metadata_url=f"sqlite:///{home / 'metadata.db'}")
+    settings = Settings.for_home(home)
     settings.ensure_dirs()
     publish(settings, SERVICE_REQUESTS, SERVICE_REQUESTS_SQL)
     server = Server(settings)

@@ -27,9 +27,8 @@ BIG_SQL = (
 @pytest.fixture(scope="module")
 def slow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     home = tmp_path_factory.mktemp("timeout_home")
-    settings = Settings(
-        home=home,
-        metadata_url=f"sqlite:///{home / 'metadata.db'}",
+    settings = Settings.for_home(
+        home,
         extra={"query_timeout_s": "0.005"},
     )
     settings.ensure_dirs()
