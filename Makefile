@@ -46,10 +46,12 @@ system-packages:
 demo: install
 	$(BIN)/civicmesh demo
 
-## Lint and run the whole test suite.
+## Lint, check the import layers (pyproject [tool.importlinter]) and the types (mypy), run the suite.
 test: install system-packages
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
+	$(BIN)/mypy
 	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile
 
 lint: install
@@ -71,4 +73,4 @@ bench: install
 	for script in bench/[!_]*.py; do $(BIN)/python $$script || exit 1; done
 
 clean:
-	rm -rf data $(VENV) .pytest_cache .ruff_cache
+	rm -rf data $(VENV) .pytest_cache .ruff_cache .import_linter_cache .grimp_cache .mypy_cache

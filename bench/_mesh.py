@@ -9,11 +9,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from civicmesh.settings import REPO_ROOT, Settings
+from meshcore.settings import REPO_ROOT, Settings
 
 
 def mesh_settings(home: Path) -> Settings:
-    return Settings(home=home, metadata_url=f"sqlite:///{home / 'metadata.db'}")
+    return Settings.for_home(home)
 
 
 def timed(fn: Callable[[], object]) -> float:

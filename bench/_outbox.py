@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from civicmesh.products import ColumnSpec, ProductSpec
-from civicmesh.settings import Settings
-from civicmesh.store import dispose_all
 from lineage import events
 from lineage.recorder import LineageRecorder
+from meshcore.products import ColumnSpec, ProductSpec
+from meshcore.settings import Settings
+from meshcore.store import dispose_all
 
 
 @dataclass(frozen=True)

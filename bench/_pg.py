@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from sqlalchemy import MetaData
 
-from civicmesh import catalog
-from civicmesh.store import get_engine
+from meshcore import catalog
+from meshcore.store import get_engine
 from tests.pg import PgCluster, start_cluster
 
 DURABLE = {"fsync": "on", "full_page_writes": "on", "synchronous_commit": "off"}

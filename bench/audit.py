@@ -34,15 +34,17 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from meshcore.audit.verify import verify_report
+
 # Run as `python bench/NAME.py`: Python puts bench/ first on the path, where lineage.py and
 # gateway.py would shadow the packages of the same name. The repository root takes its place.
 sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-from civicmesh.accesslog import AccessLog, AccessRecord  # noqa: E402
-from civicmesh.audit.signing import Signer  # noqa: E402
-from civicmesh.products import ColumnSpec, ProductSpec  # noqa: E402
-from civicmesh.settings import Settings  # noqa: E402
-from civicmesh.store import dispose_all, get_engine  # noqa: E402
+from meshcore.accesslog import AccessLog, AccessRecord  # noqa: E402
+from meshcore.products import ColumnSpec, ProductSpec  # noqa: E402
+from meshcore.seals.signing import Signer  # noqa: E402
+from meshcore.settings import Settings  # noqa: E402
+from meshcore.store import dispose_all, get_engine  # noqa: E402
 
 TARGET_LOG = 0.10  # the whole access log vs none
 TARGET_CHECKPOINTS = 0.05  # seals and checkpoints vs the unsigned chain
@@ -135,7 +137,7 @@ def append_rate(home: Path, threads: int, per_thread: int, signed: bool) -> tupl
     for t in pool:
         t.join()
     elapsed = time.perf_counter() - started
-    assert log.verify() is None, "the chain must verify after the run"
+    assert verify_report(log).first_bad is None, "the chain must verify after the run"
     return threads * per_thread / elapsed, commits[0]
 
 
@@ -167,10 +169,10 @@ def _serve(home: str, port: int, mode: str, ready: Any) -> None:
 
     import uvicorn
 
-    from gateway.app import create_app
+    from civicmesh.asgi import create_app
 
     logging.disable(logging.WARNING)
-    settings = Settings(home=Path(home), metadata_url=f"sqlite:///{Path(home) / 'metadata.db'}")
+    settings = Settings.for_home(Path(home))
     app = create_app(settings)
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", lifespan="on", access_log=False)
@@ -201,8 +203,8 @@ def _free_port() -> int:
 def _publish(settings: Settings) -> None:
     import duckdb
 
-    from civicmesh.catalog import Catalog
-    from civicmesh.snapshots import write_snapshot
+    from meshcore.catalog import Catalog
+    from meshcore.snapshots import write_snapshot
 
     con = duckdb.connect()
     try:
@@ -222,7 +224,7 @@ def _start(root: Path, every: int) -> tuple[dict[str, tuple[int, Any]], dict[str
     servers, homes = {}, {}
     for mode in MODES:
         home = root / mode
-        settings = homes[mode] = Settings(home=home, metadata_url=f"sqlite:///{home / 'metadata.db'}")
+        settings = homes[mode] = Settings.for_home(home)
         settings.ensure_dirs()
         _publish(settings)
         dispose_all()
@@ -288,7 +290,7 @@ def gateway_p50(
             proc.terminate()
             proc.join(30)
     signed = AccessLog.from_settings(homes["signed"])
-    check = signed.verify_report()
+    check = verify_report(signed)
     if not check.ok:
         raise RuntimeError(f"the signed server's log does not verify: {check.findings}")
     if AccessLog(get_engine(homes["off"].metadata_url)).head() > 1:  # only its policy record

@@ -4,8 +4,8 @@ One run, one process tree, the same 1M-row service-requests snapshot:
 
   floor       DuckDB in-process on the snapshot (the Parquet file, and an in-memory copy of it)
   governed    real uvicorn on 127.0.0.1: JWT, decision, masks, row scope, access log, lineage
-  ungoverned  the same app started with the benchmark-only switch that skips decisions, masks,
-              row scope, access log and lineage (gateway.app.bench_governance_off)
+  ungoverned  the same app with every decision allowing, unmasked and unscoped, and nothing recorded
+              in the access log or lineage (bench/_ungoverned.py, built from public pieces)
 
 Queries, as dana (public_works supervisor scoped to district D3):
   (a) the 100 most recent potholes of D3 (with two masked PII columns)
@@ -28,7 +28,6 @@ import argparse
 import asyncio
 import json
 import os
-import secrets
 import shutil
 import signal
 import socket
@@ -43,14 +42,15 @@ from pathlib import Path
 
 # Run as `python bench/NAME.py`: Python puts bench/ first on the path, where lineage.py and
 # gateway.py would shadow the packages of the same name. The repository root takes its place.
-sys.path[0] = str(Path(__file__).resolve().parent.parent)
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[0] = str(ROOT)
 
 import duckdb  # noqa: E402
 
 from bench import _mesh  # noqa: E402
-from civicmesh.catalog import Catalog  # noqa: E402
-from civicmesh.settings import Settings  # noqa: E402
-from civicmesh.store import get_engine  # noqa: E402
+from meshcore.catalog import Catalog  # noqa: E402
+from meshcore.settings import Settings  # noqa: E402
+from meshcore.store import get_engine  # noqa: E402
 
 USER = "dana"
 PRODUCT = "public_works.service_requests"
@@ -211,18 +211,15 @@ class Server:
             "CIVICMESH_METADATA_URL": settings.metadata_url,
         }
         env.pop("CIVICMESH_DEMO", None)
-        if governance_off:
-            nonce = secrets.token_hex(16)
-            (settings.home / "BENCH_GOVERNANCE_OFF").write_text(nonce)
-            env["CIVICMESH_BENCH_GOVERNANCE_OFF"] = nonce
-        else:
-            env.pop("CIVICMESH_BENCH_GOVERNANCE_OFF", None)
+        factory = "bench._ungoverned:create_app" if governance_off else "civicmesh.asgi:create_app"
         command = [
             sys.executable,
             "-m",
             "uvicorn",
-            "gateway.app:create_app",
+            factory,
             "--factory",
+            "--app-dir",
+            str(ROOT),
             "--host",
             "127.0.0.1",
             "--port",
@@ -493,8 +490,6 @@ def main() -> None:
             cluster.destroy()
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)
-        else:
-            (home / "BENCH_GOVERNANCE_OFF").unlink(missing_ok=True)
     load_after = " ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"\ntotal {time.perf_counter() - started:.0f} s; load average at end: {load_after}")
 

@@ -36,11 +36,11 @@ sys.path.insert(1, str(Path(__file__).resolve().parent.parent / "graphql"))
 import duckdb  # noqa: E402
 import uvicorn  # noqa: E402
 
-from civicmesh.catalog import Catalog  # noqa: E402
-from civicmesh.products import ColumnSpec, ProductSpec  # noqa: E402
-from civicmesh.settings import Settings  # noqa: E402
-from civicmesh.snapshots import write_snapshot  # noqa: E402
-from civicmesh.store import get_engine  # noqa: E402
+from meshcore.catalog import Catalog  # noqa: E402
+from meshcore.products import ColumnSpec, ProductSpec  # noqa: E402
+from meshcore.settings import Settings  # noqa: E402
+from meshcore.snapshots import write_snapshot  # noqa: E402
+from meshcore.store import get_engine  # noqa: E402
 
 SPEC = ProductSpec(
     department="public_works",
@@ -135,7 +135,7 @@ class Ticker:
 
 def home() -> Settings:
     path = Path(tempfile.mkdtemp(prefix="civicmesh-hostile-"))
-    settings = Settings(home=path, metadata_url=f"sqlite:///{path / 'metadata.db'}")
+    settings = Settings.for_home(path)
     settings.ensure_dirs()
     con = duckdb.connect()
     con.execute(f"CREATE TABLE t AS {SQL}")
@@ -190,7 +190,7 @@ async def noise(ticker: Ticker, rounds: int = 5, window: float = 0.3) -> list[fl
 
 
 async def run(requests: int) -> None:
-    from gateway.app import create_app
+    from civicmesh.asgi import create_app
     from gateway.auth import issue_token
     from gateway.serving import uvicorn_options
 

@@ -29,10 +29,10 @@ sys.path.insert(1, str(Path(__file__).resolve().parent.parent / "graphql"))
 
 import duckdb  # noqa: E402
 
-from civicmesh.catalog import Snapshot  # noqa: E402
-from civicmesh.products import ColumnSpec, ProductSpec  # noqa: E402
-from civicmesh.snapshots import write_snapshot  # noqa: E402
 from gateway.duck import DuckPool  # noqa: E402
+from meshcore.catalog import Snapshot  # noqa: E402
+from meshcore.products import ColumnSpec, ProductSpec  # noqa: E402
+from meshcore.snapshots import write_snapshot  # noqa: E402
 
 SPEC = ProductSpec(
     department="public_works",

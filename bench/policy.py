@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from civicmesh.products import ColumnSpec, ProductSpec
+from meshcore.products import ColumnSpec, ProductSpec
 from policies.decision import ACTIONS
 from policies.engine import PolicyEngine
 

@@ -44,8 +44,8 @@ sys.path[0] = str(Path(__file__).resolve().parent.parent)
 import httpx  # noqa: E402
 
 from bench.gateway import build  # noqa: E402
-from civicmesh.settings import Settings  # noqa: E402
 from gateway.auth import issue_token  # noqa: E402
+from meshcore.settings import Settings  # noqa: E402
 from portal import documents  # noqa: E402
 
 USER = "dana"
@@ -80,12 +80,11 @@ class PortalServer:
             "CIVICMESH_METADATA_URL": settings.metadata_url,
             "CIVICMESH_DEMO": "1",
         }
-        env.pop("CIVICMESH_BENCH_GOVERNANCE_OFF", None)
         command = [
             sys.executable,
             "-m",
             "uvicorn",
-            "gateway.app:create_app",
+            "civicmesh.asgi:create_app",
             "--factory",
             "--host",
             "127.0.0.1",
@@ -249,8 +248,8 @@ def main() -> None:
         server = PortalServer(settings)
         token = issue_token(settings, USER, ttl_hours=1)
         samples = measure(server.url, token, args.n, args.rounds)
-        from civicmesh.catalog import Catalog
-        from civicmesh.store import get_engine
+        from meshcore.catalog import Catalog
+        from meshcore.store import get_engine
 
         snap = Catalog(get_engine(settings.metadata_url)).entry(PRODUCT).current  # type: ignore[union-attr]
         report(snap.row_count if snap else args.rows, samples, load_before)

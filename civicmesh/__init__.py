@@ -1,4 +1,5 @@
-"""civicmesh core: settings, the metadata store, the product catalog and product specs.
+"""civicmesh, the application layer: the CLI, the demo data generator, backup and audit tooling.
 
-Every room reads this package; it imports no room.
+It sits on top of every room and may import all of them; nothing below imports it (the shared core
+is `meshcore`, checked by import-linter: `make test`).
 """

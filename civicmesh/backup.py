@@ -38,9 +38,9 @@ from pathlib import Path
 from sqlalchemy import create_engine
 from sqlalchemy.engine import make_url
 
-from civicmesh.catalog import Catalog
-from civicmesh.settings import Settings
-from civicmesh.snapshots import file_checksum, fsync_dir
+from meshcore.catalog import Catalog
+from meshcore.settings import Settings
+from meshcore.snapshots import file_checksum, fsync_dir
 
 MANIFEST = "civicmesh-backup.json"
 FORMAT = 1
@@ -189,7 +189,7 @@ def backup(settings: Settings, dest: Path, without_store: bool = False) -> Backu
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return BackupSummary(dest, len(files), count, manifest["store"])
+    return BackupSummary(dest, len(files), count, str(manifest["store"]))
 
 
 def _backup_contents(settings: Settings, store: Path | None, staging: Path) -> dict[str, str]:
@@ -212,7 +212,7 @@ def _backup_contents(settings: Settings, store: Path | None, staging: Path) -> d
 
 def _copy_audit(settings: Settings, staging: Path, store_copy: Path | None) -> None:
     """The home's audit folder (see the module docstring): the sink in it cut to `store_copy`."""
-    from civicmesh.audit.sinks import FileSink, open_sink
+    from meshcore.seals.sinks import FileSink, open_sink
 
     home, audit = settings.home.resolve(), settings.audit_dir.resolve()
     sink = open_sink(settings.audit_sink)
@@ -261,7 +261,7 @@ def restore(settings: Settings, source: Path) -> BackupSummary:
     store = sqlite_path(settings.metadata_url)
     if manifest["store"] == "sqlite" and store is None:
         raise BackupError("this backup holds a SQLite store, but CIVICMESH_METADATA_URL names another kind")
-    if manifest["store"] == "sqlite" and store != home / STORE_FILE and store.exists():
+    if manifest["store"] == "sqlite" and store is not None and store != home / STORE_FILE and store.exists():
         raise BackupError(f"the metadata store {store} already exists: restore into a new store")
     staging = _staging(home, "restore")
     try:

@@ -1,7 +1,7 @@
 """PII is declared where data enters and follows column lineage to every product column.
 
 Sources and seeds declare their columns and which are personal data (vocabulary:
-`civicmesh.products.column_classification`); a model or snapshot column may add a `pii` declaration,
+`meshcore.products.column_classification`); a model or snapshot column may add a `pii` declaration,
 never remove one. A product column inherits PII through every input of its own expression: DIRECT
 edges (identity, transformation, aggregation; a hash is still a pseudonym of the person) and the
 INDIRECT ones inside the expression (a CASE/IF condition, an aggregate's FILTER, a window's
@@ -28,8 +28,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from civicmesh.products import ProductSpec, column_classification
 from lineage.dbt import NodeColumns, manifest_node, relation_key, snapshot_meta_columns
+from meshcore.products import ProductSpec, column_classification
 
 Column = tuple[str, str]  # (node unique_id, column name as DuckDB spells it)
 LEAVES = ("source.", "seed.")  # where data enters: their yml is the classification
@@ -218,6 +218,7 @@ def pii_findings(
             path = trace.pii or trace.unknown
             if path is None:
                 continue
+            reason: str | None
             if column.deidentified_reason:
                 kind, reason = "deidentified", column.deidentified_reason
             else:

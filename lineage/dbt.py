@@ -307,7 +307,7 @@ def _output_facets(uid: str, node: Mapping[str, Any], ctx: _Context) -> dict[str
     if ctx.assertions.get(uid):
         # dbt-ol sends tests as separate runs; attaching the results to the model's own output keeps
         # "was this version of the table tested, and did it pass" on one event.
-        facets["dataQualityAssertions"] = dq.DataQualityAssertionsDatasetFacet(
+        facets["dataQualityAssertions"] = dq.DataQualityAssertionsDatasetFacet(  # type: ignore[assignment]  # OpenLineage types facet dicts invariantly
             assertions=ctx.assertions[uid], producer=PRODUCER
         )
     return facets
@@ -357,6 +357,27 @@ def _model_events(uid: str, result: Mapping[str, Any], ctx: _Context) -> list[Ru
     )
 
 
+def _invocation(
+    manifest: Mapping[str, Any],
+    run_results: Mapping[str, Any],
+    run_id: str,
+    parent: ParentRef | None,
+    job_name: str | None,
+) -> tuple[JobRef, ParentRef]:
+    """The dbt invocation's job (`dbt.<project>.<command>` unless named) and its run as the parent
+    of every node's run, under the same root as `parent`."""
+    project = (manifest.get("metadata") or {}).get("project_name") or "dbt"
+    command = (run_results.get("args") or {}).get("which") or "build"
+    job = JobRef(job_name or f"dbt.{project}.{command}")
+    return job, ParentRef(
+        run_id=run_id,
+        job_name=job.name,
+        namespace=job.namespace,
+        root_run_id=(parent.root_run_id or parent.run_id) if parent else None,
+        root_job_name=(parent.root_job_name or parent.job_name) if parent else None,
+    )
+
+
 def events_from_dbt_run(
     manifest: Mapping[str, Any],
     run_results: Mapping[str, Any],
@@ -371,16 +392,7 @@ def events_from_dbt_run(
     """Events for one dbt invocation: its own run (`run_id`, child of `parent`) and one run per
     executed node. Skipped nodes produce nothing: they neither read nor wrote. Pass `columns`
     (a NodeColumns of the same manifest) to reuse column lineage already parsed."""
-    project = (manifest.get("metadata") or {}).get("project_name") or "dbt"
-    command = (run_results.get("args") or {}).get("which") or "build"
-    invocation_job = JobRef(job_name or f"dbt.{project}.{command}")
-    invocation = ParentRef(
-        run_id=run_id,
-        job_name=invocation_job.name,
-        namespace=invocation_job.namespace,
-        root_run_id=(parent.root_run_id or parent.run_id) if parent else None,
-        root_job_name=(parent.root_job_name or parent.job_name) if parent else None,
-    )
+    invocation_job, invocation = _invocation(manifest, run_results, run_id, parent, job_name)
     ctx = _Context(
         manifest=manifest,
         invocation=invocation,

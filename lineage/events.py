@@ -24,7 +24,6 @@ from openlineage.client.generated import (
 )
 from openlineage.client.generated.base import DatasetFacet
 
-from civicmesh.products import ProductSpec
 from lineage import naming
 from lineage.facets import ACCESS_FACET, PRODUCER, PRODUCT_FACET, AccessDecisionRunFacet, ProductDatasetFacet
 from lineage.naming import DatasetRef, ParentRef
@@ -44,6 +43,7 @@ from lineage.runs import (  # re-exported: producers need only `lineage.events`
     to_dict,
     to_json,
 )
+from meshcore.products import ProductSpec
 
 __all__ = [
     "DecisionLike",
@@ -68,6 +68,7 @@ class RowFilterLike(Protocol):
     def column(self) -> str: ...
     @property
     def values(self) -> tuple[str, ...]: ...
+    def as_dict(self) -> dict[str, Any]: ...
 
 
 class DecisionLike(Protocol):
@@ -261,11 +262,7 @@ def read_event(
         rule=decision.rule,
         ruleSource=getattr(decision, "source", None),  # newer Decisions say where the rule lives
         masks=dict(decision.masks),
-        rowFilter=(
-            {"column": decision.row_filter.column, "values": list(decision.row_filter.values)}
-            if decision.row_filter
-            else None
-        ),
+        rowFilter=decision.row_filter.as_dict() if decision.row_filter else None,
         rowsReturned=rows,
         exportFormat=export_format,
         producer=PRODUCER,
@@ -320,17 +317,58 @@ def _read_schema_urls() -> dict[str, str]:
 @lru_cache(maxsize=4096)
 def _job_dict(subject: str, export: bool) -> dict[str, Any]:
     job = make_job(naming.consumer_job(subject, export=export), "EXPORT" if export else "READ")
-    return plain(job)  # type: ignore[no-any-return]
+    return plain(job)
 
 
 @lru_cache(maxsize=4096)
 def _schema_facet_dict(spec: ProductSpec, only: tuple[str, ...]) -> dict[str, Any]:
-    return plain(_spec_schema_facet(spec, only))  # type: ignore[no-any-return]
+    return plain(_spec_schema_facet(spec, only))
 
 
 def _optional(out: dict[str, Any], key: str, value: Any) -> None:
     if value is not None:
         out[key] = value
+
+
+def _access_facet_dict(
+    request_id: str,
+    subject: str,
+    decision: DecisionLike,
+    rows: int | None,
+    export_format: str | None,
+    schema_url: str,
+) -> dict[str, Any]:
+    """The civicmesh access run facet as plain data (absent values left out, as `to_dict` does)."""
+    access: dict[str, Any] = {"_producer": PRODUCER, "_schemaURL": schema_url}
+    _optional(access, "requestId", request_id)
+    _optional(access, "subject", subject)
+    _optional(access, "action", decision.action)
+    _optional(access, "allowed", decision.allowed)
+    _optional(access, "reason", decision.reason)
+    _optional(access, "policyVersion", decision.policy_version)
+    _optional(access, "rule", decision.rule)
+    _optional(access, "ruleSource", getattr(decision, "source", None))
+    access["masks"] = {k: v for k, v in decision.masks.items() if v is not None}
+    row_filter = decision.row_filter
+    if row_filter:
+        rf: dict[str, Any] = {}
+        _optional(rf, "column", row_filter.column)
+        rf["values"] = [v for v in row_filter.values if v is not None]
+        access["rowFilter"] = rf
+    _optional(access, "rowsReturned", rows)
+    _optional(access, "exportFormat", export_format)
+    return access
+
+
+def _read_input_dict(
+    spec: ProductSpec, snapshot_id: str | None, columns_returned: Sequence[str], version_url: str
+) -> dict[str, Any]:
+    """The product read, as an input dataset: its schema (the columns returned) and snapshot version."""
+    facets: dict[str, Any] = {"schema": _schema_facet_dict(spec, tuple(columns_returned))}
+    if snapshot_id:
+        facets["version"] = {"_producer": PRODUCER, "_schemaURL": version_url, "datasetVersion": snapshot_id}
+    ref = naming.product_dataset(spec.name)
+    return {"namespace": ref.namespace, "name": ref.name, "facets": facets, "inputFacets": {}}
 
 
 def read_event_dict(
@@ -351,25 +389,7 @@ def read_event_dict(
     request path's version). The result shares cached sub-dicts between events: treat it as
     read-only (serialise it; never mutate it)."""
     urls = _read_schema_urls()
-    access: dict[str, Any] = {"_producer": PRODUCER, "_schemaURL": urls["access"]}
-    _optional(access, "requestId", request_id)
-    _optional(access, "subject", subject)
-    _optional(access, "action", decision.action)
-    _optional(access, "allowed", decision.allowed)
-    _optional(access, "reason", decision.reason)
-    _optional(access, "policyVersion", decision.policy_version)
-    _optional(access, "rule", decision.rule)
-    _optional(access, "ruleSource", getattr(decision, "source", None))
-    access["masks"] = {k: v for k, v in decision.masks.items() if v is not None}
-    row_filter = decision.row_filter
-    if row_filter:
-        rf: dict[str, Any] = {}
-        _optional(rf, "column", row_filter.column)
-        rf["values"] = [v for v in row_filter.values if v is not None]
-        access["rowFilter"] = rf
-    _optional(access, "rowsReturned", rows)
-    _optional(access, "exportFormat", export_format)
-
+    access = _access_facet_dict(request_id, subject, decision, rows, export_format, urls["access"])
     run_facets: dict[str, Any] = {"processing_engine": engine_facet_dict()}
     if parent is not None:
         run_facets["parent"] = plain(parent_facet(parent))
@@ -383,17 +403,7 @@ def read_event_dict(
             "programmingLanguage": "python",
         }
 
-    inputs: list[dict[str, Any]] = []
-    if allowed:
-        facets: dict[str, Any] = {"schema": _schema_facet_dict(spec, tuple(columns_returned))}
-        if snapshot_id:
-            facets["version"] = {
-                "_producer": PRODUCER,
-                "_schemaURL": urls["version"],
-                "datasetVersion": snapshot_id,
-            }
-        ref = naming.product_dataset(spec.name)
-        inputs.append({"namespace": ref.namespace, "name": ref.name, "facets": facets, "inputFacets": {}})
+    inputs = [_read_input_dict(spec, snapshot_id, columns_returned, urls["version"])] if allowed else []
     return {
         "eventTime": event_time_iso(event_time),
         "producer": PRODUCER,

@@ -45,6 +45,9 @@ class Node:
         return self.name if self.kind == JOB else dataset_uri(self.namespace, self.name)
 
 
+ColumnRef = tuple[Node, str]  # (dataset, column)
+
+
 def _dataset(ref: dict[str, Any]) -> Node:
     """A dataset named in an event (inputs, outputs, column lineage), legacy namespaces made stable."""
     return Node(DATASET, stable_namespace(ref["namespace"]), ref["name"])
@@ -208,19 +211,21 @@ class LineageGraph:
         nodes = {n: (s + 1) // 2 for n, s in seen.items()}
         return Subgraph(root, direction, nodes, edges, {n: self.info.get(n, {}) for n in nodes})
 
-    def walk_column(
+    def column_walk(
         self, dataset: Node, column: str, direction: str = "upstream", depth: int = 10
-    ) -> dict[str, Any]:
-        """Column-level lineage: the (dataset, column) pairs reachable through columnLineage facets."""
+    ) -> tuple[dict[ColumnRef, int], set[tuple[ColumnRef, ColumnRef]]]:
+        """Column-level lineage through columnLineage facets, breadth first: ({(dataset, column):
+        hops from the root}, {(source, target) edges}) within `depth` hops. The one walk behind
+        `walk_column` (CLI) and the gateway's governed column walk."""
         if direction == "upstream":
-            step = self.column_inputs
+            step: dict[ColumnRef, set[ColumnRef]] = self.column_inputs
         else:
             step = defaultdict(set)
             for target, sources in self.column_inputs.items():
                 for source in sources:
                     step[source].add(target)
         seen = {(dataset, column): 0}
-        edges = set()
+        edges: set[tuple[ColumnRef, ColumnRef]] = set()
         queue = deque([(dataset, column)])
         while queue:
             here = queue.popleft()
@@ -231,6 +236,13 @@ class LineageGraph:
                 if there not in seen:
                     seen[there] = seen[here] + 1
                     queue.append(there)
+        return seen, edges
+
+    def walk_column(
+        self, dataset: Node, column: str, direction: str = "upstream", depth: int = 10
+    ) -> dict[str, Any]:
+        """Column-level lineage (`column_walk`) as JSON-ready labels: root, columns with depth, edges."""
+        seen, edges = self.column_walk(dataset, column, direction, depth)
         return {
             "root": f"{dataset.label}#{column}",
             "direction": direction,

@@ -15,10 +15,11 @@ Follows the OpenLineage naming spec (namespace = the datasource, name = the data
 
 from __future__ import annotations
 
-import os
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+
+from meshcore import settings
 
 JOB_NAMESPACE = "civicmesh"
 FILE_NAMESPACE = "file"
@@ -33,10 +34,6 @@ _RUN_ID_SPACE = uuid.UUID("6f1c0b7e-3c55-4d0a-9a43-5c1d1f0c1a11")
 class DatasetRef:
     namespace: str
     name: str
-
-    @property
-    def uri(self) -> str:
-        return dataset_uri(self.namespace, self.name)
 
 
 @dataclass(frozen=True)
@@ -65,8 +62,8 @@ def dataset_uri(namespace: str, name: str) -> str:
 
 
 def site() -> str:
-    # Read on each call (cheap) so tests and multi-site deployments can set it per process.
-    return os.environ.get("CIVICMESH_SITE", DEFAULT_SITE)
+    """`CIVICMESH_SITE`, default DEFAULT_SITE (meshcore.settings.site)."""
+    return settings.site(DEFAULT_SITE)
 
 
 def product_namespace() -> str:

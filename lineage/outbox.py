@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -41,10 +40,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 
-from civicmesh.accesslog import insert_rows
-from civicmesh.store import create_tables
 from lineage.lease import LEASE_TTL_S, holder_alive
 from lineage.runs import to_dict
+from meshcore.accesslog import insert_rows
+from meshcore.store import as_utc, create_tables
 
 log = logging.getLogger("civicmesh.lineage")
 
@@ -222,7 +221,7 @@ class Outbox:
                     cursor_table.c.transport == transport
                 )
             ).first()
-        return (row.lease_owner, _aware(row.lease_until)) if row is not None else (None, None)
+        return (row.lease_owner, as_utc(row.lease_until)) if row is not None else (None, None)
 
     def _take(self, transport: str, owner: str, ttl_s: float, dead_holder: str | None = None) -> bool:
         now = datetime.now(UTC)
@@ -289,7 +288,7 @@ class Outbox:
             value = conn.execute(
                 select(outbox_table.c.created_at).where(outbox_table.c.seq == first)
             ).scalar()
-        return _aware(value)
+        return as_utc(value)
 
     def transports(self) -> list[str]:
         """Every transport that ever delivered or held a lease here."""
@@ -318,7 +317,7 @@ class Outbox:
             floor = self._floor(conn, transport)
             todo = sorted({s for s in seqs if s > floor})
             if todo:
-                already = set(
+                already: set[int] = set(
                     conn.execute(
                         select(delivery_table.c.seq).where(
                             delivery_table.c.transport == transport, delivery_table.c.seq.in_(todo)
@@ -402,20 +401,3 @@ class Outbox:
     def count(self) -> int:
         with self.engine.connect() as conn:
             return int(conn.execute(select(func.count()).select_from(outbox_table)).scalar() or 0)
-
-
-def _aware(moment: datetime | None) -> datetime | None:
-    """SQLite returns stored UTC datetimes without their zone."""
-    if moment is not None and moment.tzinfo is None:
-        return moment.replace(tzinfo=UTC)
-    return moment
-
-
-def wait_until(predicate: Any, timeout: float, interval: float = 0.02) -> bool:
-    """Poll `predicate` until true or `timeout` seconds passed (tests and `flush`)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return bool(predicate())

@@ -4,22 +4,23 @@ X is a product (`<department>.<product>`) or any dataset lineage knows: a landin
 `file:` URI), a raw or staging table (`raw.public_works_service_requests`, or its full DuckDB name).
 Every product reachable downstream (X itself too, if it is a product) is joined with the allowed
 read and export records of the access log: who read which derived product, when, and with which
-masks and row filters. The CLI (`civicmesh audit readers`) and the gateway both use this module so
-they give the same answer; the gateway narrows `products` to those the caller may audit.
+masks and row filters. The CLI (`civicmesh audit readers --user`) and the gateway's
+`readersOfDerived` both call `auditable_readers`, so they give the same answer: only the derived
+products the caller may audit are shown, the others are neither shown nor named.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from civicmesh.accesslog import AccessLog
 from lineage import naming
 from lineage.graph import DATASET, LineageGraph, Node
 from lineage.outbox import Outbox
+from meshcore.accesslog import AccessLog
 
 READ_ACTIONS = ("read", "export")
 
@@ -161,6 +162,19 @@ def readers_of_derived(
     return summarise(rows)
 
 
+def auditable_readers(
+    access_log: AccessLog,
+    products: Iterable[str],
+    may_audit: Callable[[str], bool],
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> tuple[list[str], list[DerivedRead]]:
+    """(the `products` the caller may audit, sorted; their readers in [since, until)). A product the
+    caller may not audit is neither shown nor named, and its reads are not searched."""
+    shown = sorted({name for name in products if may_audit(name)})
+    return shown, readers_of_derived(access_log, shown, since, until)
+
+
 def readers_from(
     graph: LineageGraph,
     access_log: AccessLog,
@@ -169,12 +183,15 @@ def readers_from(
     until: datetime | None = None,
     depth: int = 10,
     known_products: Collection[str] = (),
+    may_audit: Callable[[str], bool] = lambda name: True,
 ) -> tuple[list[str], list[DerivedRead]]:
-    """(derived products, their readers) for a product or source dataset named `dataset`."""
+    """(derived products, their readers) for a product or source dataset named `dataset`, narrowed
+    to the products `may_audit` (see `auditable_readers`). Raises UnknownDataset."""
     roots = resolve(graph, dataset)
-    if not roots:
-        if dataset in known_products:  # a product with no lineage recorded yet: only itself
-            return [dataset], readers_of_derived(access_log, [dataset], since, until)
+    if roots:
+        products = derived_products(graph, roots, depth)
+    elif dataset in known_products:  # a product with no lineage recorded yet: only itself
+        products = {dataset}
+    else:
         raise UnknownDataset(dataset)
-    products = derived_products(graph, roots, depth)
-    return sorted(products), readers_of_derived(access_log, products, since, until)
+    return auditable_readers(access_log, products, may_audit, since, until)

@@ -16,11 +16,11 @@ from typing import Any
 from openlineage.client.event_v2 import RunEvent
 from sqlalchemy import Connection
 
-from civicmesh.settings import Settings
-from civicmesh.store import get_engine, retry_once
 from lineage.dispatcher import Dispatcher
 from lineage.outbox import Outbox
 from lineage.transports import Transport, transports_from_settings
+from meshcore.settings import Settings
+from meshcore.store import get_engine, retry_once
 
 Event = RunEvent | dict[str, Any] | str
 log = logging.getLogger("civicmesh.lineage")

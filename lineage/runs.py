@@ -209,7 +209,10 @@ def output_dataset(
             )
         )
     return OutputDataset(
-        namespace=ref.namespace, name=ref.name, facets=facets or {}, outputFacets=output_facets
+        namespace=ref.namespace,
+        name=ref.name,
+        facets=facets or {},
+        outputFacets=output_facets,  # type: ignore[arg-type]  # OpenLineage types facet dicts invariantly
     )
 
 

@@ -15,8 +15,8 @@ from typing import Protocol, TextIO
 
 import httpx
 
-from civicmesh.settings import Settings
 from lineage.outbox import OutboxEvent
+from meshcore.settings import Settings
 
 DEFAULT_TRANSPORTS = "file"
 
@@ -133,8 +133,7 @@ def transports_from_settings(settings: Settings) -> list[Transport]:
     `CIVICMESH_LINEAGE_URL` / `CIVICMESH_LINEAGE_API_KEY` for http. `settings.extra` keys of the same
     names (lower case, without the prefix) win, so a test can configure one Settings object."""
 
-    def get(key: str) -> str | None:
-        return settings.extra.get(key) or os.environ.get(f"CIVICMESH_{key.upper()}")
+    get = settings.option
 
     names = [
         n.strip().lower() for n in (get("lineage_transports") or DEFAULT_TRANSPORTS).split(",") if n.strip()

@@ -7,8 +7,8 @@ import json
 
 import dagster as dg
 
-from civicmesh.products import load_product_specs
-from civicmesh.settings import Settings
+from meshcore.products import load_product_specs
+from meshcore.settings import Settings
 from orchestration.automation import all_products_job, daily_build, new_landing_files
 from orchestration.buildlock import locked_in_process_executor
 from orchestration.freshness import freshness_checks, freshness_job, hourly_freshness

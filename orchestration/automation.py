@@ -12,7 +12,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from civicmesh.settings import Settings
+from meshcore.settings import Settings
 
 all_products_job = dg.define_asset_job(
     "build_all_products",

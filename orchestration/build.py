@@ -13,17 +13,17 @@ import shutil
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 
-from civicmesh.catalog import Catalog
-from civicmesh.settings import Settings
-from civicmesh.store import get_engine
 from lineage.recorder import LineageRecorder
+from meshcore.catalog import Catalog
+from meshcore.settings import Settings, chosen_dagster_home
+from meshcore.store import get_engine
 from orchestration.buildlock import build_lock, recover_dead_build
 from orchestration.publish import PUBLISH_PREFIX
 
@@ -34,8 +34,8 @@ def ensure_dagster_home(settings: Settings) -> Path:
     """DAGSTER_HOME under the data folder, configured by the repository's dagster.yaml.
 
     A DAGSTER_HOME the user chose keeps its own configuration; the managed one follows the repo."""
-    chosen = os.environ.get("DAGSTER_HOME")
-    home = Path(chosen or settings.home / "dagster")
+    chosen = chosen_dagster_home()
+    home = chosen or settings.home / "dagster"
     home.mkdir(parents=True, exist_ok=True)
     target = home / "dagster.yaml"
     if not target.exists() or (not chosen and target.read_bytes() != DAGSTER_YAML.read_bytes()):
@@ -173,7 +173,7 @@ def _progress_logger(emit_line: Callable[[str], None], started: float) -> dg.Log
 
 
 def _collect(
-    report: BuildReport, events: list[Any], products: dict[str, str]
+    report: BuildReport, events: Sequence[Any], products: dict[str, str]
 ) -> tuple[dict[str, str], dict[str, str]]:
     """Fill `report` from the run's events; returns ({product: snapshot id published},
     {product: its publish step's error}). `products`: {publish step key: product name}."""

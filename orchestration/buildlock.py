@@ -195,7 +195,7 @@ def locked_in_process_executor(home: Path) -> dg.ExecutorDefinition:
     """Dagster's `in_process_executor` (same config) holding `home`'s build lock for the run."""
     inner = dg.in_process_executor
 
-    @dg.executor(name="locked_in_process", config_schema=inner.config_schema)
+    @dg.executor(name="locked_in_process", config_schema=inner.config_schema)  # type: ignore[call-overload]  # Dagster's stub for the executor decorator
     def _locked(init_context: dg.InitExecutorContext) -> dg.Executor:
         return _LockedExecutor(inner.executor_creation_fn(init_context), home)  # type: ignore[misc]
 

@@ -33,14 +33,16 @@ from dagster._serdes import ConfigurableClassData
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import QueuePool
 
+from meshcore.settings import chosen_dagster_home
+
 # Run databases whose engine stays open: a build writes one at a time; the webserver reads a few.
 MAX_OPEN_RUN_SHARDS = 8
 
 
 def default_base_dir() -> str:
     """Where Dagster keeps run event logs by default: $DAGSTER_HOME/history/runs."""
-    home = os.environ.get("DAGSTER_HOME")
-    if not home:
+    home = chosen_dagster_home()
+    if home is None:
         raise RuntimeError("DAGSTER_HOME is not set: the pooled event log storage needs a base_dir")
     return os.path.join(home, "history", "runs")
 
@@ -58,7 +60,7 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
         return {"base_dir": Field(StringSource, is_required=False)}
 
     @classmethod
-    def from_config_value(  # type: ignore[override]
+    def from_config_value(
         cls, inst_data: ConfigurableClassData | None, config_value: Mapping[str, Any]
     ) -> PooledSqliteEventLogStorage:
         return cls(inst_data=inst_data, **dict(config_value))

@@ -17,7 +17,7 @@ import signal
 import sys
 from pathlib import Path
 
-from civicmesh.settings import Settings
+from meshcore.settings import Settings
 from orchestration.build import ensure_dagster_home
 
 

@@ -4,10 +4,10 @@ from typing import Any
 
 import dagster as dg
 
-from civicmesh.catalog import utcnow
-from civicmesh.freshness import freshness
-from civicmesh.products import ProductSpec
-from civicmesh.settings import Settings
+from meshcore.freshness import freshness
+from meshcore.products import ProductSpec
+from meshcore.settings import Settings
+from meshcore.store import utcnow
 from orchestration.automation import schedule_status
 from orchestration.publish import publish_key
 from orchestration.resources import MeshResource
@@ -41,7 +41,6 @@ def freshness_check(spec: ProductSpec) -> dg.AssetChecksDefinition:
             },
         )
 
-    _check.__name__ = f"freshness_{spec.department}_{spec.product}"
     return _check
 
 

@@ -22,9 +22,9 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from civicmesh.products import ProductSpec
 from lineage.classification import PiiFinding
 from lineage.dbt import manifest_node
+from meshcore.products import ProductSpec
 
 TESTS = ("test.", "unit_test.")
 BAD = ("error", "fail", "warn", "runtime error")  # dbt node statuses that are a finding

@@ -11,8 +11,8 @@ import dagster as dg
 import duckdb
 from dagster_dbt import DagsterDbtTranslator
 
-from civicmesh.catalog import utcnow
 from lineage.events import ingest_events, new_run_id
+from meshcore.store import utcnow
 from orchestration.landing import LandingTable, load_into_warehouse
 from orchestration.lineage_hooks import dagster_parent, record
 from orchestration.resources import MeshResource
@@ -50,7 +50,7 @@ def _ingest_asset(source: Mapping[str, Any], key: dg.AssetKey, owners: list[str]
             raise dg.Failure(
                 f"landing file {landing.path} is missing: run `civicmesh generate` or deliver the file"
             )
-        lineage = {
+        lineage: dict[str, Any] = {
             "run_id": new_run_id(),
             "parent": dagster_parent(context),
             "landing_path": landing.path,
@@ -68,7 +68,6 @@ def _ingest_asset(source: Mapping[str, Any], key: dg.AssetKey, owners: list[str]
         record(settings, ingest_events(row_count=rows, ended_at=utcnow(), **lineage))
         return dg.MaterializeResult(metadata={"dagster/row_count": rows, "path": str(landing.path)})
 
-    _ingest.__name__ = f"ingest_{department}_{table}"
     return _ingest
 
 

@@ -6,25 +6,19 @@ dispatcher; a lineage backend that is down never fails or slows a build.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 
 import dagster as dg
 from openlineage.client.event_v2 import RunEvent
 
-from civicmesh.settings import Settings
 from lineage.naming import ParentRef
 from lineage.recorder import LineageRecorder
+from meshcore.settings import Settings, lineage_enabled
 
 
 def dagster_parent(context: dg.AssetExecutionContext) -> ParentRef:
     """The Dagster run as the OpenLineage parent, so lineage runs can be matched to Dagster runs."""
     return ParentRef(run_id=context.run_id, job_name=f"dagster.{context.job_name}")
-
-
-def lineage_enabled() -> bool:
-    """`CIVICMESH_LINEAGE=off` exists to measure what lineage costs a build (bench/lineage.py)."""
-    return os.environ.get("CIVICMESH_LINEAGE", "on").lower() != "off"
 
 
 def record(settings: Settings, events: Sequence[RunEvent]) -> None:

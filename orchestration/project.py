@@ -12,7 +12,7 @@ from pathlib import Path
 from dagster_dbt import DbtCliResource, DbtProject
 from packaging import version
 
-from civicmesh.settings import Settings
+from meshcore.settings import Settings
 
 
 def configure_dbt_environment(settings: Settings) -> None:
@@ -83,4 +83,4 @@ class MeshDbtCliResource(DbtCliResource):
 
 
 def dbt_resource(project: DbtProject) -> DbtCliResource:
-    return MeshDbtCliResource(project_dir=project)
+    return MeshDbtCliResource(project_dir=project)  # type: ignore[arg-type]  # DbtCliResource takes a DbtProject (dagster-dbt docs)

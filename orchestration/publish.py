@@ -6,15 +6,19 @@ no gate result: fail closed) keeps its previous snapshot current. Dagster skips 
 model itself was not built.
 """
 
+from typing import Any, NoReturn
+
 import dagster as dg
 import duckdb
 from dagster_dbt import DagsterDbtTranslator
 
-from civicmesh.catalog import utcnow
-from civicmesh.products import ProductSpec
-from civicmesh.snapshots import write_snapshot
 from lineage.events import new_run_id, publish_events
 from lineage.naming import duckdb_dataset
+from meshcore.catalog import Catalog, Snapshot
+from meshcore.products import ProductSpec
+from meshcore.settings import Settings
+from meshcore.snapshots import write_snapshot
+from meshcore.store import utcnow
 from orchestration.lineage_hooks import dagster_parent, record
 from orchestration.resources import MeshResource
 
@@ -40,6 +44,71 @@ def _held_back(quality: dict, run_id: str) -> list[str]:
     return []
 
 
+def record_failed(settings: Settings, error: str, lineage: dict[str, Any]) -> None:
+    """The failed publish run in lineage (no snapshot), with `error`."""
+    failed = publish_events(
+        snapshot_id=None, snapshot_path=None, row_count=None, status="FAIL", error=error, **lineage
+    )
+    record(settings, failed)
+
+
+def hold_back(settings: Settings, spec: ProductSpec, reasons: list[str], lineage: dict[str, Any]) -> NoReturn:
+    """Record the failed publish run in lineage and fail the step without a retry: a gate decision,
+    not a transient fault (a retry of the run would decide the same)."""
+    failed = publish_events(
+        snapshot_id=None,
+        snapshot_path=None,
+        row_count=None,
+        status="FAIL",
+        error="; ".join(reasons),
+        **lineage,
+    )
+    record(settings, failed)
+    raise dg.Failure(f"{spec.name} not published: {'; '.join(reasons)}", allow_retries=False)
+
+
+def write_and_publish(
+    settings: Settings,
+    catalog: Catalog,
+    spec: ProductSpec,
+    relation: str,
+    quality: dict[str, Any],
+    run_id: str,
+    lineage: dict[str, Any],
+) -> Snapshot:
+    """Write the mart `relation` as a Parquet snapshot and make it current in the catalog; on any
+    failure the publish run is recorded as failed in lineage and the error raised."""
+    try:
+        with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
+            written = write_snapshot(
+                con, relation, settings.snapshots_dir / spec.department / spec.product, snapshot_order(spec)
+            )
+        return catalog.publish(spec, written, quality=quality, run_id=run_id)
+    except Exception as exc:
+        record_failed(settings, str(exc), lineage)
+        raise
+
+
+def record_published(
+    settings: Settings, catalog: Catalog, snapshot: Snapshot, lineage: dict[str, Any]
+) -> None:
+    """The completed publish run in lineage: the snapshot (path relative to the home), its schema,
+    checksum and size."""
+    record(
+        settings,
+        publish_events(
+            snapshot_id=snapshot.id,
+            snapshot_path=catalog.stored_path(snapshot.path),
+            row_count=snapshot.row_count,
+            schema=snapshot.schema,
+            checksum=snapshot.checksum,
+            byte_size=snapshot.byte_size,
+            ended_at=utcnow(),
+            **lineage,
+        ),
+    )
+
+
 def publish_asset(spec: ProductSpec, model_key: dg.AssetKey, relation: str) -> dg.AssetsDefinition:
     @dg.asset(
         key=publish_key(spec),
@@ -51,8 +120,7 @@ def publish_asset(spec: ProductSpec, model_key: dg.AssetKey, relation: str) -> d
         tags={"civicmesh/classification": spec.classification},
     )
     def _publish(context: dg.AssetExecutionContext, mesh: MeshResource) -> dg.MaterializeResult:
-        settings = mesh.settings
-        catalog = mesh.catalog()
+        settings, catalog = mesh.settings, mesh.catalog()
         lineage = {
             "run_id": new_run_id(),
             "parent": dagster_parent(context),
@@ -64,47 +132,9 @@ def publish_asset(spec: ProductSpec, model_key: dg.AssetKey, relation: str) -> d
         quality = entry.quality if entry and entry.quality else {}
         reasons = _held_back(quality, context.run_id)
         if reasons:
-            record(
-                settings,
-                publish_events(
-                    snapshot_id=None,
-                    snapshot_path=None,
-                    row_count=None,
-                    status="FAIL",
-                    error="; ".join(reasons),
-                    **lineage,
-                ),
-            )
-            # A gate decision, not a transient fault: a retry of the run would decide the same.
-            raise dg.Failure(f"{spec.name} not published: {'; '.join(reasons)}", allow_retries=False)
-        try:
-            with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
-                written = write_snapshot(
-                    con,
-                    relation,
-                    settings.snapshots_dir / spec.department / spec.product,
-                    snapshot_order(spec),
-                )
-            snapshot = catalog.publish(spec, written, quality=quality, run_id=context.run_id)
-        except Exception as exc:
-            failed = publish_events(
-                snapshot_id=None, snapshot_path=None, row_count=None, status="FAIL", error=str(exc), **lineage
-            )
-            record(settings, failed)
-            raise
-        record(
-            settings,
-            publish_events(
-                snapshot_id=snapshot.id,
-                snapshot_path=catalog.stored_path(snapshot.path),  # relative to the home
-                row_count=snapshot.row_count,
-                schema=snapshot.schema,
-                checksum=snapshot.checksum,
-                byte_size=snapshot.byte_size,
-                ended_at=utcnow(),
-                **lineage,
-            ),
-        )
+            hold_back(settings, spec, reasons, lineage)
+        snapshot = write_and_publish(settings, catalog, spec, relation, quality, context.run_id, lineage)
+        record_published(settings, catalog, snapshot, lineage)
         context.log.info(f"{spec.name}: snapshot {snapshot.id} ({snapshot.row_count} rows) is current")
         return dg.MaterializeResult(
             metadata={
@@ -115,7 +145,6 @@ def publish_asset(spec: ProductSpec, model_key: dg.AssetKey, relation: str) -> d
             }
         )
 
-    _publish.__name__ = f"publish_{spec.department}_{spec.product}"
     return _publish
 
 

@@ -16,9 +16,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import replace
 
-from civicmesh.accesslog import AccessLog, AccessLogUnavailable
-from civicmesh.catalog import MAX_REASON_CHARS, Catalog, Snapshot, SystemAuthority, WithdrawError
 from lineage.classification import NOT_DESCRIBED, PiiFinding
+from meshcore.accesslog import AccessLog, AccessLogUnavailable
+from meshcore.catalog import MAX_REASON_CHARS, Catalog, Snapshot, SystemAuthority, WithdrawError
 from orchestration.gate import FailedCheck, GateResult
 
 ACTOR = "civicmesh build"

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import dagster as dg
 
-from civicmesh.catalog import Catalog
-from civicmesh.settings import Settings
-from civicmesh.store import get_engine
+from meshcore.catalog import Catalog
+from meshcore.settings import Settings, sqlite_url
+from meshcore.store import get_engine
 
 
 class MeshResource(dg.ConfigurableResource):
@@ -21,9 +21,7 @@ class MeshResource(dg.ConfigurableResource):
     def settings(self) -> Settings:
         base = Settings.from_env()
         home = Path(self.home) if self.home else base.home
-        url = self.metadata_url or (
-            base.metadata_url if not self.home else f"sqlite:///{home / 'metadata.db'}"
-        )
+        url = self.metadata_url or (base.metadata_url if not self.home else sqlite_url(home))
         return Settings(home=home, metadata_url=url, demo_mode=base.demo_mode)
 
     def catalog(self) -> Catalog:

@@ -13,13 +13,14 @@ import dagster as dg
 import duckdb
 from dagster_dbt import DagsterDbtTranslator, DbtCliInvocation, DbtCliResource, DbtProject, dbt_assets
 
-from civicmesh.accesslog import AccessLog
-from civicmesh.catalog import Catalog, utcnow
-from civicmesh.products import ProductSpec, is_product_node, load_product_specs
-from civicmesh.settings import Settings
 from lineage.classification import pii_findings
 from lineage.dbt import NodeColumns, events_from_dbt_run, fill_compiled_code, warehouse_columns
 from lineage.events import new_run_id
+from meshcore.accesslog import AccessLog
+from meshcore.catalog import Catalog
+from meshcore.products import ProductSpec, is_product_node, load_product_specs
+from meshcore.settings import Settings
+from meshcore.store import utcnow
 from orchestration.gate import GateResult, gate_products
 from orchestration.lineage_hooks import dagster_parent, record
 from orchestration.quarantine import quarantine_leaks
@@ -38,7 +39,7 @@ class MeshTranslator(DagsterDbtTranslator):
             return dg.AssetKey([dbt_resource_props["schema"], dbt_resource_props["alias"]])
         return super().get_asset_key(dbt_resource_props)
 
-    def get_kinds(self, dbt_resource_props: Mapping[str, Any]) -> set[str]:  # type: ignore[override]
+    def get_kinds(self, dbt_resource_props: Mapping[str, Any]) -> set[str]:
         return {"dbt", "duckdb"}
 
     def get_tags(self, dbt_resource_props: Mapping[str, Any]) -> Mapping[str, str]:
@@ -49,7 +50,7 @@ class MeshTranslator(DagsterDbtTranslator):
             tags["civicmesh/classification"] = str(meta.get("classification", "unknown"))
         return tags
 
-    def get_asset_check_spec(  # type: ignore[override]
+    def get_asset_check_spec(
         self,
         asset_spec: dg.AssetSpec,
         manifest: Mapping[str, Any],

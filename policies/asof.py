@@ -18,8 +18,8 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import datetime
 
-from civicmesh.accesslog import AccessLog, utc_timestamp
-from civicmesh.products import ProductSpec
+from meshcore.accesslog import AccessLog, utc_timestamp
+from meshcore.products import ProductSpec
 from policies.decision import Decision, RowFilter
 from policies.history import History, NotRecorded
 

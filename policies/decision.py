@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 # Actions on one data product (the object of a decision is `<department>.<product>`).
 ACTIONS = ("discover", "read", "read_pii", "export", "lineage", "audit", "grant")
@@ -21,6 +22,11 @@ class RowFilter:
 
     def describe(self) -> str:
         return f"{self.column} IN ({', '.join(self.values)})"
+
+    def as_dict(self) -> dict[str, Any]:
+        """`{"column", "values"}`: the shape of the access log's `row_filter`, the lineage read
+        facet's `rowFilter` and GraphQL's `extensions.governance`."""
+        return {"column": self.column, "values": list(self.values)}
 
 
 @dataclass(frozen=True)

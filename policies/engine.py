@@ -27,9 +27,10 @@ from casbin.model import FastModel
 from casbin.model.policy_fast import fast_policy_filter
 from sqlalchemy import Engine
 
-from civicmesh.accesslog import AccessLog
-from civicmesh.products import CLASSIFICATIONS, ProductSpec
-from civicmesh.settings import Settings
+from meshcore.accesslog import AccessLog
+from meshcore.products import CLASSIFICATIONS, ProductSpec
+from meshcore.settings import Settings
+from meshcore.store import utcnow
 from policies import grants as grants_mod
 from policies import versions
 from policies.decision import ACTIONS, SYSTEM_ACTIONS, Decision
@@ -111,6 +112,34 @@ def _new_enforcer(model_text: str) -> casbin.FastEnforcer:
     return enforcer
 
 
+def _grant_lines(
+    grants: tuple[grants_mod.AccessRequest, ...],
+    directory: Directory,
+    source: dict[tuple[str, ...], tuple[str, str]],
+) -> dict[tuple[str, ...], grants_mod.AccessRequest]:
+    """The policy lines (subject, department, product, action) active grants add, each with the
+    grant behind it; adds each line's source ("access request #N") to `source`."""
+    granted: dict[tuple[str, ...], grants_mod.AccessRequest] = {}
+    for g in grants:
+        fields = (g.subject, g.department, g.product, g.action)
+        # Re-validate what comes back from the store: a bad name must never reach Casbin.
+        if not all(is_name(f) for f in fields) or g.subject not in directory.users:
+            continue
+        if g.action not in ACTIONS or g.department == GLOBAL_DOMAIN:
+            continue
+        if not g.product.startswith(f"{g.department}."):
+            continue
+        granted.setdefault(fields, g)
+        source.setdefault(fields, ("p, " + ", ".join(fields), f"access request #{g.id}"))
+        if g.action != "discover":
+            # A grant to use a product implies knowing it exists (else a read grant on a
+            # confidential or restricted product could never be used: surfaces check discover first).
+            implied = (g.subject, g.department, g.product, "discover")
+            granted.setdefault(implied, g)
+            source.setdefault(implied, ("p, " + ", ".join(implied), f"access request #{g.id}"))
+    return granted
+
+
 def _build_state(
     inputs: Inputs, previously_owned: frozenset[str] = frozenset(), *, lint: bool = True
 ) -> _State:
@@ -134,24 +163,7 @@ def _build_state(
     for rule in rules:
         if rule.ptype == "p":
             source.setdefault(rule.fields, (rule.text, rule.where))
-    granted: dict[tuple[str, ...], grants_mod.AccessRequest] = {}
-    for g in inputs.grants:
-        fields = (g.subject, g.department, g.product, g.action)
-        # Re-validate what comes back from the store: a bad name must never reach Casbin.
-        if not all(is_name(f) for f in fields) or g.subject not in directory.users:
-            continue
-        if g.action not in ACTIONS or g.department == GLOBAL_DOMAIN:
-            continue
-        if not g.product.startswith(f"{g.department}."):
-            continue
-        granted.setdefault(fields, g)
-        source.setdefault(fields, ("p, " + ", ".join(fields), f"access request #{g.id}"))
-        if g.action != "discover":
-            # A grant to use a product implies knowing it exists (else a read grant on a
-            # confidential or restricted product could never be used: surfaces check discover first).
-            implied = (g.subject, g.department, g.product, "discover")
-            granted.setdefault(implied, g)
-            source.setdefault(implied, ("p, " + ", ".join(implied), f"access request #{g.id}"))
+    granted = _grant_lines(inputs.grants, directory, source)
     p_lines = [list(f) for f in source]
     g_lines = [list(r.fields) for r in rules if r.ptype == "g"]
     with _CASBIN_LOCK:
@@ -187,7 +199,7 @@ class PolicyEngine:
         metadata: Engine | None = None,
         *,
         check_interval: float | None = 2.0,
-        clock: Clock = grants_mod.utcnow,
+        clock: Clock = utcnow,
         audit_log: AccessLog | None = None,
         serving: bool = False,
         inputs: Inputs | None = None,
@@ -211,7 +223,7 @@ class PolicyEngine:
     @classmethod
     def load(cls, settings: Settings, **kwargs: Any) -> PolicyEngine:
         """The configured policy files and the store's grants. Raises PolicyError or OSError."""
-        from civicmesh.store import get_engine
+        from meshcore.store import get_engine
 
         return cls(settings.policies_dir, get_engine(settings.metadata_url), **kwargs)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from civicmesh.products import ProductSpec
+from meshcore.products import ProductSpec
 from policies.decision import ACTIONS, Decision
 from policies.engine import PolicyEngine
 from policies.grants import REQUESTABLE_ACTIONS

@@ -11,9 +11,10 @@ one `p, USER, DEPT, PRODUCT, ACTION` rule, so approvals take effect on its next 
 
 from __future__ import annotations
 
+import builtins
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from datetime import datetime, timedelta
+from typing import Any, Protocol
 
 from sqlalchemy import (
     Column,
@@ -29,13 +30,27 @@ from sqlalchemy import (
     update,
 )
 
-from civicmesh.accesslog import AccessLog, AccessRecord
-from civicmesh.products import ProductSpec
-from civicmesh.store import create_tables
+from meshcore.accesslog import AccessLog, AccessRecord
+from meshcore.products import ProductSpec
+from meshcore.store import as_utc, create_tables, utcnow
+from policies.directory import Directory, User
 from policies.names import GLOBAL_DOMAIN, PolicyError, check_name
 
-if TYPE_CHECKING:
-    from policies.engine import PolicyEngine
+
+class PolicyInForce(Protocol):
+    """What access requests read of the policy in force (`policies.engine.PolicyEngine` is one):
+    who exists, their roles as (role, domain) pairs, which roles own a department, and the access
+    log the engine writes to (None: requests bring their own)."""
+
+    audit_log: AccessLog | None
+
+    @property
+    def directory(self) -> Directory: ...
+
+    def user(self, subject: str) -> User | None: ...
+
+    def roles(self, subject: str) -> list[tuple[str, str]]: ...
+
 
 # audit and grant are role rights: granting them through a request would let owners mint owners.
 REQUESTABLE_ACTIONS = ("discover", "read", "read_pii", "export", "lineage")
@@ -89,15 +104,6 @@ def plain_text(kind: str, value: object) -> str:
     return value
 
 
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def _aware(value: datetime | None) -> datetime | None:
-    # SQLite hands back naive datetimes; everything we store is UTC.
-    return value if value is None or value.tzinfo else value.replace(tzinfo=UTC)
-
-
 @dataclass(frozen=True)
 class AccessRequest:
     id: int
@@ -126,12 +132,12 @@ class AccessRequest:
             purpose=row.purpose,
             days=row.days,
             status=row.status,
-            requested_at=_aware(row.requested_at) or utcnow(),
+            requested_at=as_utc(row.requested_at) or utcnow(),
             decided_by=row.decided_by,
-            decided_at=_aware(row.decided_at),
-            expires_at=_aware(row.expires_at),
+            decided_at=as_utc(row.decided_at),
+            expires_at=as_utc(row.expires_at),
             revoked_by=row.revoked_by,
-            revoked_at=_aware(row.revoked_at),
+            revoked_at=as_utc(row.revoked_at),
         )
 
     def state(self, now: datetime | None = None) -> str:
@@ -234,7 +240,7 @@ class AccessRequests:
 
     def __init__(
         self,
-        policy: PolicyEngine,
+        policy: PolicyInForce,
         engine: Engine,
         clock: Any = utcnow,
         access_log: AccessLog | None = None,
@@ -243,9 +249,7 @@ class AccessRequests:
         self.engine = engine
         self.clock = clock
         ensure_schema(engine)
-        self.access_log = (
-            access_log or getattr(policy, "audit_log", None) or AccessLog(engine).ensure_schema()
-        )
+        self.access_log = access_log or policy.audit_log or AccessLog(engine).ensure_schema()
 
     def _log(self, conn: Any, request: AccessRequest, actor: str, action: str, detail: str = "") -> None:
         roles = [f"{r}@{d}" for r, d in self.policy.roles(actor)]
@@ -305,7 +309,9 @@ class AccessRequests:
                     requested_at=self.clock(),
                 )
             )
-            request_id = int(result.inserted_primary_key[0])
+            inserted = result.inserted_primary_key
+            assert inserted is not None
+            request_id = int(inserted[0])
             self._event(conn, request_id, subject, "requested", purpose)
             created = self._get(conn, request_id)
             self._log(conn, created, subject, "request", f"{days} days requested")
@@ -389,11 +395,11 @@ class AccessRequests:
         with self.engine.connect() as conn:
             return [AccessRequest.from_row(r) for r in conn.execute(query).all()]
 
-    def events(self, request_id: int) -> list[tuple[datetime, str, str, str]]:
+    def events(self, request_id: int) -> builtins.list[tuple[datetime, str, str, str]]:
         query = (
             select(access_request_events)
             .where(access_request_events.c.request_id == request_id)
             .order_by(access_request_events.c.id)
         )
         with self.engine.connect() as conn:
-            return [(_aware(r.at) or utcnow(), r.actor, r.event, r.detail) for r in conn.execute(query)]
+            return [(as_utc(r.at) or utcnow(), r.actor, r.event, r.detail) for r in conn.execute(query)]

@@ -22,11 +22,12 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import Engine, select
 
-from civicmesh.accesslog import AccessLog, utc_timestamp
-from civicmesh.products import ProductSpec
+from meshcore.accesslog import AccessLog, utc_timestamp
+from meshcore.products import ProductSpec
 from policies import grants as grants_mod
 from policies import versions
 from policies.decision import Decision
@@ -72,7 +73,7 @@ MAX_ENGINES = 32
 
 
 def _frozen_engine(
-    key: tuple[str, tuple[int, ...]], build: Callable[[], Inputs], at: datetime
+    key: tuple[str, str, tuple[int, ...]], build: Callable[[], Inputs], at: datetime
 ) -> PolicyEngine:
     with _ENGINES_LOCK:
         engine = _ENGINES.get(key)
@@ -108,10 +109,10 @@ class History:
         self._requests = self._load_requests(self._approved)
 
     @staticmethod
-    def _request_id(record: dict) -> int:
+    def _request_id(record: dict[str, Any]) -> int:
         return int(str(record["rule"]).removeprefix("access request #"))
 
-    def _load_requests(self, approved: dict[int, dict]) -> dict[int, grants_mod.AccessRequest]:
+    def _load_requests(self, approved: dict[int, dict[str, Any]]) -> dict[int, grants_mod.AccessRequest]:
         """The grant store's rows of the chained approvals, each checked against its record."""
         table = grants_mod.access_requests
         with self.metadata.connect() as conn:
@@ -216,7 +217,7 @@ class History:
         return decision, made
 
 
-def _matches(request: grants_mod.AccessRequest, record: dict) -> bool:
+def _matches(request: grants_mod.AccessRequest, record: dict[str, Any]) -> bool:
     """Does the store's row still say what the chained approval said (who, what, until when)?"""
     said = grants_mod.audit_record(request, record["subject"], "approve", []).reason + "; valid until "
     if not record["reason"].startswith(said) or request.expires_at is None:

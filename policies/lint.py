@@ -13,7 +13,7 @@ import re
 from collections.abc import Collection, Iterable
 from pathlib import Path
 
-from civicmesh.products import ProductSpec
+from meshcore.products import ProductSpec
 from policies.decision import SYSTEM_ACTIONS
 from policies.directory import Directory, parse_directory
 from policies.names import GLOBAL_DOMAIN, OBJECT_TOKENS, PolicyError

@@ -20,8 +20,8 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
 
-from civicmesh.accesslog import AccessLog, utc_timestamp
-from civicmesh.products import ProductSpec
+from meshcore.accesslog import AccessLog, utc_timestamp
+from meshcore.products import ProductSpec
 from policies.decision import ACTIONS, SYSTEM_ACTIONS
 from policies.engine import PolicyEngine
 from policies.rules import ROW_ACTIONS

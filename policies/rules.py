@@ -6,7 +6,7 @@ Casbin policy does not hold, and because they must hold for every product withou
 
 from __future__ import annotations
 
-from civicmesh.products import ProductSpec
+from meshcore.products import ProductSpec
 from policies.decision import RowFilter
 from policies.directory import Directory, User
 

@@ -18,11 +18,12 @@ import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Column, Connection, Engine, MetaData, String, Table, Text, select
 
-from civicmesh.accesslog import AccessLog, AccessRecord
-from civicmesh.store import create_tables
+from meshcore.accesslog import AccessLog, AccessRecord
+from meshcore.store import create_tables
 from policies.directory import parse_directory
 from policies.lint import MODEL_FILE, POLICY_FILE, USERS_FILE, lint_texts, owned_departments, read_texts
 from policies.names import PolicyError
@@ -160,7 +161,7 @@ def record(
     return True
 
 
-def _loaded_files(conn: Connection, loaded: dict | None) -> PolicyFiles | None:
+def _loaded_files(conn: Connection, loaded: dict[str, Any] | None) -> PolicyFiles | None:
     if loaded is None or not str(loaded["snapshot_id"] or "").startswith("policy:"):
         return None
     digest = loaded["snapshot_id"].removeprefix("policy:")

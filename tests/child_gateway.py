@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from civicmesh.settings import Settings
+from meshcore.settings import Settings
 from tests.pg import free_port
 
 

@@ -83,8 +83,8 @@ def dbt_manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def built_mesh(tmp_path_factory: pytest.TempPathFactory, landing_dir: Path) -> BuiltMesh:
     """A real mesh built through Dagster once per session (2,000 service requests, ~20 s)."""
-    from civicmesh.catalog import Catalog
-    from civicmesh.store import get_engine
+    from meshcore.catalog import Catalog
+    from meshcore.store import get_engine
     from tests.mesh import BuiltMesh, build, isolated_settings
 
     home = tmp_path_factory.mktemp("mesh")
@@ -138,7 +138,7 @@ def metadata_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'metadata.db'}"
         yield url
-        from civicmesh.store import dispose
+        from meshcore.store import dispose
 
         dispose(url)
         return

@@ -9,9 +9,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from civicmesh.catalog import Catalog
-from civicmesh.settings import REPO_ROOT, Settings
-from civicmesh.store import get_engine
+from meshcore.catalog import Catalog
+from meshcore.settings import REPO_ROOT, Settings
+from meshcore.store import get_engine
 from orchestration.build import BuildReport, run_build
 
 
@@ -24,7 +24,7 @@ class BuiltMesh:
 
 
 def isolated_settings(home: Path, repo_root: Path = REPO_ROOT) -> Settings:
-    return Settings(home=home, metadata_url=f"sqlite:///{home / 'metadata.db'}", repo_root=repo_root)
+    return Settings.for_home(home, repo_root=repo_root)
 
 
 def build(settings: Settings) -> tuple[BuildReport, list[str]]:

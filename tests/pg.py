@@ -196,7 +196,7 @@ class PgCluster:
     def scratch_schema(self) -> Iterator[str]:
         """A URL whose tables land in a new, empty schema (cheaper than a database per test); the
         schema and the engines pooled for the URL are dropped afterwards."""
-        from civicmesh.store import dispose
+        from meshcore.store import dispose
 
         schema = f"t_{uuid.uuid4().hex[:12]}"
         if not getattr(self, "_has_db", False):

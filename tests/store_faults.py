@@ -80,6 +80,6 @@ def unwritable(paths: list[Path]) -> Iterator[None]:
 
 def sqlite_files(db: Path, with_shm: bool) -> list[Path]:
     """The database, its journal/WAL and its folder. The WAL index (-shm) is memory-mapped: making it
-    immutable under a running process is a SIGBUS (see civicmesh/store.py), so only on request."""
+    immutable under a running process is a SIGBUS (see meshcore/store.py), so only on request."""
     suffixes = ["-wal", "-journal", *(["-shm"] if with_shm else [])]
     return [db, *(db.with_name(db.name + s) for s in suffixes), db.parent]

@@ -11,14 +11,14 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from civicmesh.accesslog import AccessLog, AccessRecord
-from civicmesh.audit.sealing import Sealer, open_log
-from civicmesh.catalog import Catalog
 from civicmesh.cli import main
-from civicmesh.products import ColumnSpec, ProductSpec
-from civicmesh.settings import Settings
-from civicmesh.snapshots import write_snapshot
-from civicmesh.store import dispose_all, get_engine
+from meshcore.accesslog import AccessLog, AccessRecord
+from meshcore.audit.sealing import Sealer, open_log
+from meshcore.catalog import Catalog
+from meshcore.products import ColumnSpec, ProductSpec
+from meshcore.settings import Settings
+from meshcore.snapshots import write_snapshot
+from meshcore.store import dispose_all, get_engine
 
 SR = ProductSpec(
     department="public_works",
@@ -187,10 +187,10 @@ def test_export_with_manifest_verifies_without_the_store(
 def test_export_detects_a_forged_manifest(
     settings: Settings, capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from civicmesh.audit.checkpoints import seal_message
     from civicmesh.audit.export import sign_manifest
-    from civicmesh.audit.signing import Signer
-    from civicmesh.snapshots import file_checksum
+    from meshcore.seals.checkpoints import seal_message
+    from meshcore.seals.signing import Signer
+    from meshcore.snapshots import file_checksum
 
     _three_months(settings)
     code, _, _ = _run(capsys, "audit", "export", "--format", "jsonl", "--out", "all.jsonl")
@@ -258,7 +258,7 @@ def test_offline_verification_with_only_the_public_key(
     manifest = json.loads((auditor / "log.jsonl.manifest.json").read_text())
     assert [(cp["first_seq"], cp["seq"]) for cp in manifest["checkpoints"]] == [(1, 100), (101, 200)]
     # a record edited and the whole chain recomputed: the sealed digest names it exactly
-    from civicmesh.accesslog import chain_hash
+    from meshcore.accesslog import chain_hash
 
     rows = [json.loads(line) for line in (auditor / "log.jsonl").read_text().splitlines()]
     prev = rows[148]["hash"]
@@ -268,7 +268,7 @@ def test_offline_verification_with_only_the_public_key(
             row["subject"] = "mallory"
         row["hash"] = prev = chain_hash(row)
     (auditor / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    from civicmesh.snapshots import file_checksum
+    from meshcore.snapshots import file_checksum
 
     manifest.update(sha256=file_checksum(auditor / "log.jsonl"), last_hash=rows[-1]["hash"])
     (auditor / "log.jsonl.manifest.json").write_text(json.dumps(manifest))

@@ -18,7 +18,16 @@ FORBIDDEN_IMPORTS = {
     "policies": {"gateway", "orchestration", "dagster", "dagster_dbt", "lineage", "strawberry"},
     "lineage": {"gateway", "orchestration", "policies", "dagster", "dagster_dbt", "strawberry"},
 }
-CORE_FORBIDDEN = {"gateway", "orchestration", "policies", "lineage", "dagster", "strawberry"}
+CORE_FORBIDDEN = {
+    "civicmesh",
+    "gateway",
+    "portal",
+    "orchestration",
+    "policies",
+    "lineage",
+    "dagster",
+    "strawberry",
+}
 
 
 def _imported_top_levels(path: Path) -> set[str]:
@@ -52,11 +61,10 @@ def test_rooms_import_only_what_they_may(room: str) -> None:
     assert not offenders
 
 
-def test_core_imports_no_room_except_the_cli_composition_root() -> None:
+def test_core_imports_no_room() -> None:
     offenders = {
         f"{path.relative_to(ROOT)} imports {sorted(bad)}"
-        for path in (ROOT / "civicmesh").rglob("*.py")
-        if "cli" not in path.relative_to(ROOT / "civicmesh").parts
+        for path in (ROOT / "meshcore").rglob("*.py")
         if (bad := _imported_top_levels(path) & CORE_FORBIDDEN)
     }
     assert not offenders

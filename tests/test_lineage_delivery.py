@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from civicmesh.store import get_engine
 from lineage.outbox import Outbox
 from lineage.recorder import LineageRecorder
+from meshcore.store import get_engine
 from tests.mesh import BuiltMesh, build, isolated_settings
 
 pytestmark = pytest.mark.slow

@@ -1,3 +1,3 @@
 """Auditor tooling over the access log: verifiable exports and the access review report.
 
-Core code: reads the log and plain data handed in by the CLI; imports no room."""
+Application layer: reads the log (meshcore) and plain data handed in by the CLI."""

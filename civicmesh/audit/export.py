@@ -2,7 +2,7 @@
 
 The export holds every stored field of every record, exactly as chained (JSON fields as their stored
 canonical text), so anyone can recompute the chain from the file alone: each record's `hash` is the
-SHA-256 of the canonical JSON of its other fields (`civicmesh.accesslog.chain_hash`), and each
+SHA-256 of the canonical JSON of its other fields (`meshcore.accesslog.chain_hash`), and each
 `prev_hash` is the previous record's `hash`. The manifest pins both ends of the range, the record
 count and the file's SHA-256, and ships what an auditor needs to check the records offline with
 the public key alone (`verify_export`): the public key (PEM) and its id, the signed checkpoints
@@ -25,11 +25,11 @@ from typing import IO, Any
 
 from sqlalchemy import func, select
 
-from civicmesh.accesslog import GENESIS_HASH, AccessLog, access_log_table, chain_hash, utc_timestamp
-from civicmesh.audit.checkpoints import Checkpoint, SealRun, canonical, record_digest
-from civicmesh.audit.signing import Signer, Verifier
-from civicmesh.audit.verify import trusted_checkpoints
-from civicmesh.snapshots import file_checksum
+from meshcore.accesslog import GENESIS_HASH, AccessLog, access_log_table, chain_hash, utc_timestamp
+from meshcore.audit.verify import trusted_checkpoints, verify_report
+from meshcore.seals.checkpoints import Checkpoint, SealRun, canonical, record_digest
+from meshcore.seals.signing import Signer, Verifier
+from meshcore.snapshots import file_checksum
 
 FORMATS = ("csv", "jsonl")
 MANIFEST_VERSION = 2
@@ -52,7 +52,8 @@ def seq_range(log: AccessLog, since: datetime | None, until: datetime | None) ->
     if until is not None:
         where.append(t.c.ts < utc_timestamp(until))
     with log.engine.connect() as conn:
-        first, last = conn.execute(select(func.min(t.c.seq), func.max(t.c.seq)).where(*where)).one()
+        span: Any = conn.execute(select(func.min(t.c.seq), func.max(t.c.seq)).where(*where)).one()
+    first, last = span
     return None if first is None else (int(first), int(last))
 
 
@@ -133,7 +134,7 @@ def export_log(
     first, last = (ends[0], ends[-1]) if ends else ({}, {})
     count = int(last["seq"]) - int(first["seq"]) + 1 if ends else 0
     checkpoints, seals = _proofs(log, int(first["seq"]), int(last["seq"])) if ends else ([], [])
-    check = log.verify_report()
+    check = verify_report(log)
     manifest: dict[str, Any] = {
         "manifest_version": MANIFEST_VERSION,
         "generated_at": utc_timestamp(),
@@ -157,7 +158,7 @@ def export_log(
             "algorithm": "sha256 over canonical JSON (sorted keys, no spaces, ASCII) of every "
             "field except `hash`; `prev_hash` of seq 1 is 64 zeros",
             "genesis_hash": GENESIS_HASH,
-            "signatures": "Ed25519 (civicmesh/audit/checkpoints.py): checkpoints; commit seals over "
+            "signatures": "Ed25519 (meshcore/seals/checkpoints.py): checkpoints; commit seals over "
             "'civicmesh-access-log-seal:v1|{first_seq}|{seq}|{hash}'; this manifest over its "
             "canonical JSON without `manifest_signature`",
             "store_verified": check.ok,

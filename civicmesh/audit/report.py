@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from civicmesh.accesslog import AccessLog, decode_row, utc_timestamp
+from meshcore.accesslog import AccessLog, decode_row, utc_timestamp
 
 
 @dataclass

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from civicmesh.cli import CommandError
-from civicmesh.settings import Settings
+from meshcore.settings import Settings
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -48,8 +48,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _store(settings: Settings, writing: bool = True) -> Any:
     """The grant store; `writing`: with the signed access log its changes are chained into."""
-    from civicmesh.audit.sealing import open_log
-    from civicmesh.store import get_engine
+    from meshcore.audit.sealing import open_log
+    from meshcore.store import get_engine
     from policies.engine import PolicyEngine
     from policies.grants import AccessRequests
     from policies.names import PolicyError

@@ -18,31 +18,16 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
-import re
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from civicmesh.cli import CommandError
-from civicmesh.settings import Settings
-
-_RELATIVE = re.compile(r"^(\d+)([dh])$")
-
-
-def moment(text: str) -> datetime:
-    """ISO 8601 date or time (UTC unless it says otherwise), or `30d` / `12h` ago."""
-    match = _RELATIVE.match(text.strip())
-    if match:
-        amount, unit = int(match.group(1)), match.group(2)
-        return datetime.now(UTC) - (timedelta(days=amount) if unit == "d" else timedelta(hours=amount))
-    try:
-        value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(
-            f"not a time: {text!r} (use 2026-01-31, 2026-01-31T08:00:00Z or 30d)"
-        ) from exc
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
+from civicmesh.cli.times import moment
+from meshcore.audit.verify import verify_report
+from meshcore.settings import Settings
 
 
 def key_args(parser: argparse.ArgumentParser) -> None:
@@ -125,7 +110,7 @@ def _store_url(settings: Settings) -> str:
 
 
 def _verifier(settings: Settings, path: Path | None) -> Any:
-    from civicmesh.audit.signing import AuditKeyError, Verifier
+    from meshcore.seals.signing import AuditKeyError, Verifier
 
     try:
         return Verifier.from_file(path or settings.audit_public_key_file)
@@ -135,9 +120,9 @@ def _verifier(settings: Settings, path: Path | None) -> Any:
 
 def _reading_log(settings: Settings, public_key: Path | None, sink: str | None) -> Any:
     """The log as an auditor checks it: the public key and the sink, never the private key."""
-    from civicmesh.accesslog import AccessLog
-    from civicmesh.audit.sinks import SinkError, open_sink
-    from civicmesh.store import get_engine
+    from meshcore.accesslog import AccessLog
+    from meshcore.seals.sinks import SinkError, open_sink
+    from meshcore.store import get_engine
 
     verifier = _verifier(settings, public_key)
     try:
@@ -150,15 +135,15 @@ def _reading_log(settings: Settings, public_key: Path | None, sink: str | None) 
 
 def _plain_log(settings: Settings) -> Any:
     """The log for reading only (reports, readers): nothing is signed or written."""
-    from civicmesh.accesslog import AccessLog
-    from civicmesh.store import get_engine
+    from meshcore.accesslog import AccessLog
+    from meshcore.store import get_engine
 
     return AccessLog(get_engine(_store_url(settings))).ensure_schema()
 
 
 def _writing_log(settings: Settings) -> Any:
-    from civicmesh.audit.sealing import open_log
-    from civicmesh.audit.signing import AuditKeyError
+    from meshcore.audit.sealing import open_log
+    from meshcore.seals.signing import AuditKeyError
 
     _store_url(settings)
     try:
@@ -192,7 +177,7 @@ def _verify_lines(check: Any) -> list[str]:
 
 
 def run_verify(args: argparse.Namespace) -> int:
-    check = _reading_log(Settings.from_env(), args.public_key, args.sink).verify_report()
+    check = verify_report(_reading_log(Settings.from_env(), args.public_key, args.sink))
     if args.json:
         result = {
             "ok": check.ok,
@@ -218,7 +203,7 @@ def run_verify(args: argparse.Namespace) -> int:
 
 
 def _log_export(log: Any, manifest: dict[str, Any]) -> None:
-    from civicmesh.accesslog import AccessLogUnavailable, AccessRecord
+    from meshcore.accesslog import AccessLogUnavailable, AccessRecord
 
     span = (
         f"seq {manifest['first_seq']}..{manifest['last_seq']}" if manifest["record_count"] else "no records"
@@ -298,7 +283,7 @@ def _export_verifier(args: argparse.Namespace, manifest: dict[str, Any]) -> tupl
     A key you hold: `--public-key`, else the configured one when it exists. Otherwise the
     manifest's own key checks only that the export agrees with itself: anyone can make a key and
     re-sign a forged export with it, so that is never an OK."""
-    from civicmesh.audit.signing import AuditKeyError, Verifier
+    from meshcore.seals.signing import AuditKeyError, Verifier
 
     settings = Settings.from_env()
     if args.public_key or args.with_key or settings.audit_public_key_file.exists():
@@ -387,11 +372,19 @@ def run_report(args: argparse.Namespace) -> int:
 # -- readers of derived data ------------------------------------------------------------------------
 
 
+def _may_audit(settings: Settings, user: str, entries: dict[str, Any]) -> Callable[[str], bool]:
+    """Whether `user` holds `audit` on a published product (the policy files and the store's grants)."""
+    from civicmesh.cli.policy import policy_engine
+
+    policy = policy_engine(settings)
+    return lambda name: name in entries and policy.decide(user, entries[name].spec, "audit").allowed
+
+
 def run_readers(args: argparse.Namespace) -> int:
-    from civicmesh.catalog import Catalog
-    from civicmesh.store import get_engine
     from lineage.outbox import Outbox
     from lineage.readers import UnknownDataset, load_graph, readers_from
+    from meshcore.catalog import Catalog
+    from meshcore.store import get_engine
 
     if args.depth < 1:
         raise CommandError("--depth must be at least 1")
@@ -400,24 +393,16 @@ def run_readers(args: argparse.Namespace) -> int:
     engine = get_engine(settings.metadata_url)
     entries = {e.spec.name: e for e in Catalog(engine, settings.home).ensure_schema().entries()}
     graph = load_graph(Outbox(engine).ensure_schema())
+    may_audit = _may_audit(settings, args.user, entries) if args.user else (lambda name: True)
     try:
         derived, readers = readers_from(
-            graph, log, args.derived_from, args.since, args.until, args.depth, known_products=entries
+            graph, log, args.derived_from, args.since, args.until, args.depth, entries, may_audit
         )
     except UnknownDataset as exc:
         raise CommandError(
             f"lineage knows no dataset {args.derived_from!r}: name a product (department.product), "
             "a landing file or a warehouse table"
         ) from exc
-    if args.user:
-        from civicmesh.cli.policy import policy_engine
-
-        policy = policy_engine(settings)
-        allowed = {
-            n for n in derived if n in entries and policy.decide(args.user, entries[n].spec, "audit").allowed
-        }
-        derived = sorted(allowed)
-        readers = [r for r in readers if r.product in allowed]
     if args.format == "json":
         print(
             json.dumps(

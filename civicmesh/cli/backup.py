@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from civicmesh.cli import CommandError
-from civicmesh.settings import Settings
+from meshcore.settings import Settings
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from civicmesh.cli import CommandError
-from civicmesh.settings import Settings
+from meshcore.settings import Settings
 
 DEMO_PERSONAS = ("alice", "bob", "dana", "erin", "frank", "carol", "mallory")
 EXAMPLE_QUERY = (
@@ -34,7 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _build(settings: Settings, selection: str | None = None, wait: bool = True) -> int:
-    from civicmesh.products import ProductSpecError
+    from meshcore.products import ProductSpecError
     from orchestration.build import run_build
     from orchestration.buildlock import EXIT_BUILD_LOCKED, BuildLocked
 

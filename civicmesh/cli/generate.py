@@ -25,7 +25,7 @@ def handler(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from civicmesh import synthetic
-    from civicmesh.settings import Settings
+    from meshcore.settings import Settings
 
     if not synthetic.MIN_ROWS <= args.rows <= synthetic.MAX_ROWS:
         raise CommandError(f"--rows must be between {synthetic.MIN_ROWS:,} and {synthetic.MAX_ROWS:,}")

@@ -46,11 +46,11 @@ def register(subparsers: Any) -> None:
 def status_handler(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
 
-    from civicmesh.settings import Settings
-    from civicmesh.store import get_engine
     from lineage.lease import holder_alive
     from lineage.outbox import Outbox
     from lineage.transports import transports_from_settings
+    from meshcore.settings import Settings
+    from meshcore.store import get_engine
 
     settings = Settings.from_env()
     try:
@@ -102,12 +102,12 @@ def _render_status(rows: list[dict[str, Any]]) -> str:
 
 
 def handler(args: argparse.Namespace) -> int:
-    from civicmesh.catalog import Catalog
-    from civicmesh.settings import Settings
-    from civicmesh.store import get_engine
     from lineage import naming
     from lineage.graph import DATASET, LineageGraph, Node
     from lineage.outbox import Outbox
+    from meshcore.catalog import Catalog
+    from meshcore.settings import Settings
+    from meshcore.store import get_engine
 
     if args.depth < 1:
         raise CommandError("--depth must be at least 1")

@@ -10,15 +10,14 @@ from pathlib import Path
 from typing import Any
 
 from civicmesh.cli import CommandError
-from civicmesh.products import ProductSpec
-from civicmesh.settings import Settings
+from civicmesh.cli.times import moment
+from meshcore.products import ProductSpec
+from meshcore.settings import Settings
 
 POLICY_FILES = {".conf": "model.conf", ".csv": "policy.csv", ".yaml": "users.yaml", ".yml": "users.yaml"}
 
 
 def at_arg(parser: argparse.ArgumentParser) -> None:
-    from civicmesh.cli.audit import moment
-
     parser.add_argument(
         "--at",
         type=moment,
@@ -77,7 +76,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def load_products(settings: Settings, manifest: Path | None) -> list[ProductSpec]:
     """Products from a dbt manifest when given, else from the published catalog."""
     if manifest is not None:
-        from civicmesh.products import ProductSpecError, load_product_specs
+        from meshcore.products import ProductSpecError, load_product_specs
 
         if not manifest.is_file():
             raise CommandError(f"no manifest at {manifest} (run dbt parse first)")
@@ -88,8 +87,8 @@ def load_products(settings: Settings, manifest: Path | None) -> list[ProductSpec
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import SQLAlchemyError
 
-    from civicmesh.catalog import Catalog
-    from civicmesh.store import get_engine
+    from meshcore.catalog import Catalog
+    from meshcore.store import get_engine
 
     url = make_url(settings.metadata_url)
     if url.get_backend_name() == "sqlite" and url.database and not Path(url.database).exists():
@@ -113,7 +112,7 @@ def find_product(products: list[ProductSpec], name: str) -> ProductSpec:
     raise CommandError(f"unknown product {name!r} (known: {known})")
 
 
-def policy_engine(settings: Settings):  # type: ignore[no-untyped-def]
+def policy_engine(settings: Settings):
     """The configured policy and the store's grants, for reading: records nothing."""
     from policies.engine import PolicyEngine
     from policies.names import PolicyError
@@ -124,13 +123,13 @@ def policy_engine(settings: Settings):  # type: ignore[no-untyped-def]
         raise CommandError(f"the policy does not load: {exc} (run `civicmesh policy check`)") from exc
 
 
-def existing_log(settings: Settings):  # type: ignore[no-untyped-def]
+def existing_log(settings: Settings):
     """The access log for reading, or None when there is no store yet (never creates one)."""
     from sqlalchemy import inspect
     from sqlalchemy.engine import make_url
 
-    from civicmesh.accesslog import AccessLog, access_log_table
-    from civicmesh.store import get_engine
+    from meshcore.accesslog import AccessLog, access_log_table
+    from meshcore.store import get_engine
 
     url = make_url(settings.metadata_url)
     if url.get_backend_name() == "sqlite" and url.database and not Path(url.database).exists():
@@ -192,7 +191,7 @@ def run_status(args: argparse.Namespace) -> int:
     return 0 if state.ok else 1
 
 
-def _history(settings: Settings):  # type: ignore[no-untyped-def]
+def _history(settings: Settings):
     from policies.history import History, HistoryError
 
     log = existing_log(settings)
@@ -209,7 +208,7 @@ def product_at(settings: Settings, product: ProductSpec, at: Any) -> ProductSpec
     knows; else as it is now."""
     from sqlalchemy import inspect
 
-    from civicmesh.catalog import Catalog, snapshots_table
+    from meshcore.catalog import Catalog, snapshots_table
 
     log = existing_log(settings)
     if log is None or not inspect(log.engine).has_table(snapshots_table.name):
@@ -252,11 +251,11 @@ def run_who_can(args: argparse.Namespace) -> int:
         raise CommandError(f"unknown action {args.action!r}; use one of {', '.join(ACTIONS)}")
     product = find_product(load_products(settings, args.manifest), args.product)
     if args.at is None:
-        decisions = who_can(policy_engine(settings), product, args.action)
+        decisions = list(who_can(policy_engine(settings), product, args.action))
     else:
         try:
-            decisions = who_could(
-                _history(settings), product_at(settings, product, args.at), args.action, args.at
+            decisions = list(
+                who_could(_history(settings), product_at(settings, product, args.at), args.action, args.at)
             )
         except HistoryError as exc:
             raise CommandError(str(exc)) from exc

@@ -9,7 +9,7 @@ import sys
 from typing import Any
 
 from civicmesh.cli import CommandError
-from civicmesh.settings import Settings
+from meshcore.settings import Settings
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -41,8 +41,8 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000, workers
     # with the Python stack, in this process and in its workers, instead of a silent death.
     faulthandler.enable()
     os.environ.setdefault("PYTHONFAULTHANDLER", "1")
-    from civicmesh.audit.signing import AuditKeyError, open_signer
     from gateway.serving import uvicorn_options
+    from meshcore.seals.signing import AuditKeyError, open_signer
 
     # Worker processes re-read settings from the environment: pass the home and mode along.
     os.environ["CIVICMESH_HOME"] = str(settings.home)
@@ -56,7 +56,7 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000, workers
     except AuditKeyError as exc:
         raise CommandError(str(exc)) from exc
     uvicorn.run(
-        "gateway.app:create_app",
+        "civicmesh.asgi:create_app",
         factory=True,
         host=host,
         port=port,
@@ -98,7 +98,7 @@ def run_token(args: argparse.Namespace) -> int:
 async def _query_in_process(settings: Settings, token: str, payload: dict[str, Any]) -> tuple[int, Any]:
     import httpx
 
-    from gateway.app import create_app
+    from civicmesh.asgi import create_app
 
     app = create_app(settings)
     # The real app through ASGI: same auth, governance and access log as over the network.

@@ -11,13 +11,14 @@ from __future__ import annotations
 import argparse
 import json
 from datetime import timedelta
+from typing import Any
 
-from civicmesh.catalog import PUBLISHED, Catalog, WithdrawError, WithdrawRefused
 from civicmesh.cli import CommandError
-from civicmesh.retention import collect_garbage
-from civicmesh.settings import Settings
-from civicmesh.snapshots import integrity_problem
-from civicmesh.store import get_engine
+from meshcore.catalog import PUBLISHED, Catalog, WithdrawError, WithdrawRefused
+from meshcore.retention import collect_garbage
+from meshcore.settings import Settings
+from meshcore.snapshots import integrity_problem
+from meshcore.store import get_engine
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -69,7 +70,7 @@ def list_snapshots(args: argparse.Namespace) -> int:
             "status_by": s.status_actor,
             "status_at": s.status_at.isoformat() if s.status_at else None,
             "broken": s.broken,
-            "quality": (s.quality or {}).get("checks") and f"{len(s.quality['checks'])} checks passed",
+            "quality": _checks_passed(s.quality),
         }
         for s in catalog.snapshots(args.product)
     ]
@@ -88,7 +89,7 @@ def list_snapshots(args: argparse.Namespace) -> int:
 
 
 def run_withdraw(args: argparse.Namespace) -> int:
-    from civicmesh.accesslog import AccessLog
+    from meshcore.accesslog import AccessLog
     from policies.engine import PolicyEngine
     from policies.names import PolicyError
 
@@ -157,3 +158,9 @@ def run_gc(args: argparse.Namespace) -> int:
     for snapshot_id in report.removed_snapshots:
         print(f"  {snapshot_id}")
     return 0
+
+
+def _checks_passed(quality: dict[str, Any] | None) -> object:
+    """ "N checks passed", or what the record holds instead (None, or an empty list)."""
+    checks = (quality or {}).get("checks")
+    return f"{len(checks)} checks passed" if checks else checks

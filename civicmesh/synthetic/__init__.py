@@ -6,6 +6,7 @@ generator of `np.random.default_rng(seed)`, and the period ends on a date derive
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from pathlib import Path
 
@@ -47,10 +48,14 @@ def generate(
     for spec, rng in zip(TABLES, streams, strict=True):
         name = f"{spec.department}/{spec.table}"
         path = out_dir / spec.department / f"{spec.table}.parquet"
-        report = (lambda n, name=name: on_progress(name, n)) if on_progress else (lambda n: None)
+        report: Callable[[int], None] = functools.partial(on_progress, name) if on_progress else _ignore
         write_parquet_atomic(path, spec.schema, spec.chunks(rng, spec.rows_for(rows), period), report)
         written[name] = path
     return written
 
 
 generate_city = generate  # the name `civicmesh demo` imports
+
+
+def _ignore(rows: int) -> None:
+    """No progress reporting."""

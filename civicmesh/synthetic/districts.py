@@ -6,21 +6,19 @@ the map and the data cannot drift apart): cells tile the city's box with no gap 
 
 Format: RFC 7946 — coordinates are [longitude, latitude] in WGS 84, exterior rings counter-clockwise
 (§3.1.6), first position repeated last. Each feature has `id` and `properties.district` = the code
-used in the data (`D1`..`D9`). `districts.geojson` beside this file is this function's output,
+used in the data (`D1`..`D9`). The portal's `static/districts.geojson` is this function's output,
 written by `python -m civicmesh.synthetic.districts` (a test keeps the two equal). Maps drawn with
-d3-geo (Vega) need the rings the other way round: `for_d3_geo`.
+d3-geo (Vega) need the rings the other way round: `portal.assets.for_d3_geo`.
 """
 
 from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
 from civicmesh.synthetic import common
-
-GEOJSON_PATH = Path(__file__).with_name("districts.geojson")
+from portal.assets import DISTRICTS_FILE as GEOJSON_PATH  # the file the portal serves
 
 
 def _cell(lat: float, lon: float) -> list[list[float]]:
@@ -43,17 +41,6 @@ def district_boundaries() -> dict[str, Any]:
         for code, lat, lon in zip(common.DISTRICTS, common.DISTRICT_LAT, common.DISTRICT_LON, strict=True)
     ]
     return {"type": "FeatureCollection", "features": features}
-
-
-def for_d3_geo(collection: dict[str, Any]) -> dict[str, Any]:
-    """The same features with clockwise rings, for d3-geo and so Vega/Vega-Lite `geoshape`: d3 reads
-    rings on the sphere, where a counter-clockwise (RFC 7946) ring bounds everything *outside* it,
-    and a map of it fills the globe. Measured in Chromium: tests/portal/test_portal_browser.py."""
-    features = []
-    for feature in collection["features"]:
-        rings = [list(reversed(ring)) for ring in feature["geometry"]["coordinates"]]
-        features.append({**feature, "geometry": {**feature["geometry"], "coordinates": rings}})
-    return {**collection, "features": features}
 
 
 def render() -> str:

@@ -35,17 +35,17 @@ import anyio.to_thread
 import strawberry
 from sqlalchemy import Connection
 
-from civicmesh.accesslog import AccessLog
-from civicmesh.products import ProductSpec
 from gateway.context import RequestContext, Touch
 from gateway.errors import BAD_USER_INPUT, FORBIDDEN, GovernedError, bad_input
+from meshcore.accesslog import AccessLog
+from meshcore.products import ProductSpec
 from policies.decision import Decision
 from policies.engine import PolicyEngine
 from policies.grants import REQUESTABLE_ACTIONS, AccessRequest, AccessRequests
 from policies.names import GLOBAL_DOMAIN, PolicyError, is_name
 
-AccessAction = strawberry.enum(
-    Enum("AccessAction", {a.upper(): a for a in REQUESTABLE_ACTIONS}),  # type: ignore[misc]
+AccessAction = strawberry.enum(  # type: ignore[call-overload]  # an enum built at import time
+    Enum("AccessAction", {a.upper(): a for a in REQUESTABLE_ACTIONS}),
     description="What a request may ask for (audit and grant are roles, not requests).",
 )
 
@@ -103,7 +103,7 @@ class AccessRequestInfo:
 def _cached_store(policy: PolicyEngine, access_log: AccessLog) -> AccessRequests:
     # Created once, not per mutation (it creates its tables); logs through the gateway's log.
     try:
-        return AccessRequests(policy, access_log.engine, access_log=access_log)  # type: ignore[call-arg]
+        return AccessRequests(policy, access_log.engine, access_log=access_log)
     except TypeError:  # a policies version without its own logging
         return AccessRequests(policy, access_log.engine)
 
@@ -262,11 +262,7 @@ class AccessRequestQuery:
 
         rows = await anyio.to_thread.run_sync(load)
         now = dt.datetime.now(dt.UTC)
-        return [
-            AccessRequestInfo.of(r)
-            for r in rows
-            if status is None or r.state(now) == status.value  # type: ignore[attr-defined]
-        ]
+        return [AccessRequestInfo.of(r) for r in rows if status is None or r.state(now) == status.value]
 
 
 @strawberry.type
@@ -280,7 +276,7 @@ class AccessMutation:
         info: strawberry.Info,
         product: str,
         purpose: str,
-        action: AccessAction = AccessAction.READ,  # type: ignore[attr-defined]
+        action: AccessAction = AccessAction.READ,  # type: ignore[valid-type]  # an enum built at import time
         days: int = 30,
     ) -> AccessRequestInfo | None:
         ctx: RequestContext = info.context
@@ -290,7 +286,7 @@ class AccessMutation:
         except GovernedError as exc:
             _refused(ctx, "request", None, exc)
             raise
-        subject, wanted = ctx.subject, action.value
+        subject, wanted = ctx.subject, action.value  # type: ignore[attr-defined]  # an enum built at import time
         return await _run(
             ctx,
             "request",

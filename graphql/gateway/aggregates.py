@@ -10,12 +10,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from civicmesh.catalog import CatalogEntry
 from gateway.context import RequestContext, Touch
 from gateway.errors import bad_input, limit_exceeded
 from gateway.query import BIGINT, DATE, DATETIME, FLOAT, INT, PageQuery
 from gateway.reads import authorize_read, record_failure
 from gateway.selection import below, selected
+from meshcore.catalog import CatalogEntry
 
 METRICS = ("count", "count_distinct", "sum", "avg", "min", "max")
 GRAPHQL_METRICS = {"count": "count", "countDistinct": "count_distinct", "sum": "sum", "avg": "avg"}

@@ -13,12 +13,12 @@ import strawberry
 from strawberry.tools import create_type
 from strawberry.types.field import StrawberryField
 
-from civicmesh.catalog import CatalogEntry
-from civicmesh.products import ColumnSpec
 from gateway import types as t
 from gateway.aggregates import metrics_from, read_aggregate
 from gateway.context import RequestContext
 from gateway.naming import camel
+from meshcore.catalog import CatalogEntry
+from meshcore.products import ColumnSpec
 
 
 @strawberry.enum
@@ -48,19 +48,12 @@ def _metric(name: str, graphql_name: str, result: Any, column_enum: Any | None) 
     return strawberry.field(resolver=resolve, name=graphql_name)
 
 
-def aggregate_field(
-    entry: CatalogEntry,
-    prefix: str,
-    columns: list[ColumnSpec],
-    scalar: Any,
-    where_type: type,
-    where_to_dict: Any,
-    filterable: dict[str, str],
-    key_field: Any,
-) -> StrawberryField:
-    name = entry.spec.name
-    column_enum = strawberry.enum(Enum(f"{prefix}Column", {c.name.upper(): c.name for c in columns}))
-    column_by_enum = {c.name.upper(): c.name for c in columns}
+def _aggregate_types(
+    prefix: str, columns: list[ColumnSpec], scalar: Any, key_field: Any
+) -> tuple[Any, Any, Any]:
+    """(`<Prefix>Column` enum, `<Prefix>Bucket` input, `<Prefix>Aggregate` result type): the
+    types of one product's aggregate field."""
+    column_enum = strawberry.enum(Enum(f"{prefix}Column", {c.name.upper(): c.name for c in columns}))  # type: ignore[call-overload]  # types built per product at run time
     bucket_type = create_type(
         f"{prefix}Bucket",
         [
@@ -91,11 +84,44 @@ def aggregate_field(
     result_type = create_type(
         f"{prefix}Aggregate",
         [
-            key_field("groups", "groups", list[group_type]),
+            key_field("groups", "groups", list[group_type]),  # type: ignore[valid-type]  # types built per product at run time
             key_field("has_more_groups", "hasMoreGroups", bool),
             key_field("snapshot", "snapshot", t.SnapshotRef),
         ],
     )
+    return column_enum, bucket_type, result_type
+
+
+def _aggregate_signature(where_type: Any, column_enum: Any, bucket_type: Any, result_type: Any) -> Any:
+    """The aggregate resolver's signature as Strawberry reads it: the GraphQL arguments and types."""
+    kw = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    return inspect.Signature(
+        [
+            inspect.Parameter("root", kw),
+            inspect.Parameter("info", kw, annotation=strawberry.Info),
+            inspect.Parameter("where", kw, default=None, annotation=Optional[where_type]),  # noqa: UP045
+            inspect.Parameter("group_by", kw, default=None, annotation=Optional[list[column_enum]]),  # noqa: UP045
+            inspect.Parameter("bucket", kw, default=None, annotation=Optional[bucket_type]),  # noqa: UP045
+            inspect.Parameter("first", kw, default=None, annotation=Optional[int]),  # noqa: UP045
+            inspect.Parameter("as_of", kw, default=None, annotation=Optional[dt.datetime]),  # noqa: UP045
+        ],
+        return_annotation=Optional[result_type],  # noqa: UP045
+    )
+
+
+def aggregate_field(
+    entry: CatalogEntry,
+    prefix: str,
+    columns: list[ColumnSpec],
+    scalar: Any,
+    where_type: type,
+    where_to_dict: Any,
+    filterable: dict[str, str],
+    key_field: Any,
+) -> StrawberryField:
+    name = entry.spec.name
+    column_enum, bucket_type, result_type = _aggregate_types(prefix, columns, scalar, key_field)
+    column_by_enum = {c.name.upper(): c.name for c in columns}
 
     async def resolve(
         root: Any,
@@ -119,19 +145,8 @@ def aggregate_field(
         )
 
     resolve.__name__ = f"resolve_{entry.spec.department}__{entry.spec.product}__aggregate"
-    kw = inspect.Parameter.POSITIONAL_OR_KEYWORD
-    resolve.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
-        [
-            inspect.Parameter("root", kw),
-            inspect.Parameter("info", kw, annotation=strawberry.Info),
-            inspect.Parameter("where", kw, default=None, annotation=Optional[where_type]),  # noqa: UP045
-            inspect.Parameter("group_by", kw, default=None, annotation=Optional[list[column_enum]]),  # noqa: UP045
-            inspect.Parameter("bucket", kw, default=None, annotation=Optional[bucket_type]),  # noqa: UP045
-            inspect.Parameter("first", kw, default=None, annotation=Optional[int]),  # noqa: UP045
-            inspect.Parameter("as_of", kw, default=None, annotation=Optional[dt.datetime]),  # noqa: UP045
-        ],
-        return_annotation=Optional[result_type],  # noqa: UP045
-    )
+    signature = _aggregate_signature(where_type, column_enum, bucket_type, result_type)
+    resolve.__signature__ = signature  # type: ignore[attr-defined]
     return strawberry.field(
         resolver=resolve,
         name=f"{camel(entry.spec.product)}Aggregate",

@@ -12,11 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import hmac
 import logging
-import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import anyio.to_thread
@@ -24,14 +22,8 @@ from cross_web import HTTPException
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Mount, Route, request_response
+from starlette.routing import BaseRoute, Mount, Route, request_response
 
-from civicmesh import store
-from civicmesh.accesslog import AccessLog
-from civicmesh.audit.sealing import Sealer, open_log
-from civicmesh.catalog import Catalog
-from civicmesh.settings import Settings
-from civicmesh.store import get_engine
 from gateway import errors, ide, inprocess
 from gateway.auth import Principal, TokenCache
 from gateway.context import CatalogState, RequestContext, Touch
@@ -43,46 +35,24 @@ from gateway.integrity import snapshots_check
 from gateway.lineage_fields import GraphCache
 from gateway.pipeline import Page, RequestPipeline, SessionReader, request_context
 from gateway.readiness import CheckResult, Readiness
-from gateway.recording import Recorder, error_response, operation_hash
+from gateway.recording import Recorder, operation_hash
 from gateway.responses import ResponseCache
 from gateway.schema import build_schema
 from gateway.view import CONTEXT_KEY, GatewayView
 from lineage.receiver import MAX_EVENT_BYTES
 from lineage.recorder import LineageRecorder
+from meshcore import store
+from meshcore.accesslog import AccessLog
+from meshcore.audit.sealing import Sealer, open_log
+from meshcore.catalog import Catalog
+from meshcore.settings import Settings
+from meshcore.store import get_engine
 from policies.engine import PolicyEngine
-from portal.app import create_portal_routes
-from portal.sessions import cookie_reader
 
 log = logging.getLogger(__name__)
 
-UNGOVERNED_HEADERS = {"x-civicmesh-governance": "off (benchmark)"}
-
 MAX_BODY_BYTES = 64 * 1024
 POLL_SECONDS = 1.0
-
-# Benchmark-only switch (bench/gateway.py): serve without governance — no decisions, masks, row
-# scope, access log or lineage — to measure what governance costs. Refused unless the home holds
-# the marker file the benchmark writes with the same nonce, and never in demo mode.
-BENCH_GOVERNANCE_OFF_ENV = "CIVICMESH_BENCH_GOVERNANCE_OFF"
-BENCH_GOVERNANCE_OFF_MARKER = "BENCH_GOVERNANCE_OFF"
-
-
-def bench_governance_off(settings: Settings) -> bool:
-    """True only inside the benchmark; raises if the switch is set anywhere else."""
-    nonce = os.environ.get(BENCH_GOVERNANCE_OFF_ENV)
-    if not nonce:
-        return False
-    marker = settings.home / BENCH_GOVERNANCE_OFF_MARKER
-    try:
-        expected = marker.read_text().strip()
-    except OSError:
-        expected = ""
-    if settings.demo_mode or len(nonce) < 16 or not hmac.compare_digest(nonce, expected):
-        raise RuntimeError(
-            f"{BENCH_GOVERNANCE_OFF_ENV} is a benchmark-only switch (bench/gateway.py); refusing to start"
-        )
-    log.warning("GOVERNANCE IS OFF (benchmark only): no decisions, masks, row scope, access log, lineage")
-    return True
 
 
 class Gateway:
@@ -90,7 +60,6 @@ class Gateway:
 
     def __init__(self, settings: Settings, access_log: AccessLog | None = None) -> None:
         self.settings = settings
-        self.governance_off = bench_governance_off(settings)
         engine = get_engine(settings.metadata_url)
         self.catalog = Catalog(engine, settings.home).ensure_schema()
         self.access_log = access_log or open_log(settings)
@@ -187,7 +156,6 @@ class Gateway:
             request_id=fields["request_id"],
             client=fields.get("client"),
             started=started,
-            governance_off=self.governance_off,
             recorder=self.recorder,
             log_fields=fields,
         )
@@ -208,8 +176,6 @@ class Gateway:
         view = self.view
         if view.schema is not ctx.schema:  # a publish swapped the schema since the context was built
             view = GatewayView(ctx.schema, self.settings.demo_mode)
-        if ctx.governance_off:
-            return await self._handle_ungoverned(request, ctx, view)
         ctx.log_fields["operation_hash"] = _operation_hash(ctx.payload)
         key = ResponseCache.key(
             ctx.state.version,
@@ -226,32 +192,13 @@ class Gateway:
             return await self.recorder.finish(ctx, response, list(hit.touches), None)
         setattr(request.state, CONTEXT_KEY, ctx)
         try:
-            response = await view.run(request, context=ctx)
+            response = await view.run(request, context=ctx)  # type: ignore[call-overload]  # Strawberry's view.run stub omits `context`
         except HTTPException as exc:  # malformed HTTP-level request (content type, JSON, method)
             raise GovernedError(exc.reason, errors.BAD_USER_INPUT, status=exc.status_code) from None
         request_error = ctx.error_codes[0] if ctx.error_codes else None
         if ctx.cacheable and ctx.touches and response.status_code == 200 and request_error is None:
             self.responses.put(key, bytes(response.body), ctx.touches)
         return await self.recorder.finish(ctx, response, ctx.touches, request_error)
-
-    async def _handle_ungoverned(self, request: Request, ctx: RequestContext, view: GatewayView) -> Response:
-        """The same request path minus governance (benchmark only, see `bench_governance_off`)."""
-        key = ResponseCache.key(
-            ctx.state.version, "", ctx.subject, request.headers.get("content-type", ""), ctx.body
-        )
-        hit = self.responses.get(key)
-        if hit is not None:
-            return Response(hit.body, media_type="application/json", headers=UNGOVERNED_HEADERS)
-        ctx.recorded = True  # nothing is recorded with governance off, refusals included
-        setattr(request.state, CONTEXT_KEY, ctx)
-        try:
-            response = await view.run(request, context=ctx)
-        except HTTPException as exc:
-            return error_response(exc.status_code, errors.BAD_USER_INPUT, exc.reason)
-        if ctx.cacheable and ctx.touches and response.status_code == 200 and not ctx.error_codes:
-            self.responses.put(key, bytes(response.body), ctx.touches)
-        response.headers.update(UNGOVERNED_HEADERS)
-        return response
 
     def _still_decided(self, subject: str, touches: tuple[Touch, ...]) -> bool:
         """A cached response stands only if every decision behind it is still the same (a grant
@@ -304,15 +251,22 @@ def governed(
     )
 
 
-def create_app(settings: Settings | None = None) -> Starlette:
-    """App factory (uvicorn `--factory`): everything heavy is built in the lifespan."""
+def create_app(
+    settings: Settings | None = None,
+    *,
+    routes: Sequence[BaseRoute] = (),
+    session_reader: SessionReader | None = None,
+) -> Starlette:
+    """The gateway's app: everything heavy is built in the lifespan. `routes` are mounted last and
+    `session_reader` signs GET requests in from a cookie: the application layer mounts the staff
+    portal this way (`civicmesh.asgi.create_app`, the factory `civicmesh serve` runs)."""
     settings = settings or Settings.from_env()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         settings.ensure_dirs()
         gateway = (await anyio.to_thread.run_sync(Gateway, settings)).start()
-        gateway.session_reader = cookie_reader(settings.portal_session_key)
+        gateway.session_reader = session_reader
         app.state.gateway = gateway
         settle_heap()
         try:
@@ -348,7 +302,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             *([Mount(ide.STATIC_PATH, app=ide.static_app())] if settings.demo_mode else []),
-            *create_portal_routes(settings),  # last: the staff portal at / (graphql/portal)
+            *routes,  # last: the staff portal at / (civicmesh/asgi.py)
         ],
         lifespan=lifespan,
     )

@@ -15,10 +15,11 @@ import datetime as dt
 import anyio.to_thread
 import strawberry
 
-from civicmesh.catalog import CatalogEntry
 from gateway.context import RequestContext, Touch
 from gateway.errors import NOT_AVAILABLE, bad_input, forbidden, limit_exceeded
 from gateway.types import BigInt, PageInfo, RowFilterInfo
+from lineage.readers import DerivedRead, auditable_readers
+from meshcore.catalog import CatalogEntry
 from policies.decision import ACTIONS
 from policies.history import History, HistoryError
 
@@ -105,29 +106,16 @@ class DerivedReader:
     masked_columns: list[str]
 
 
-def _readers(rows: list[dict]) -> list[DerivedReader]:
-    acc: dict[tuple[str | None, str], dict] = {}
-    for row in rows:
-        item = acc.setdefault(
-            (row["subject"], row["product"]),
-            {"reads": 0, "rows": 0, "first": row["ts"], "last": row["ts"], "masked": set()},
-        )
-        item["reads"] += 1
-        item["rows"] += row["rows"] or 0
-        item["last"] = row["ts"]
-        item["masked"] |= set(row["columns_masked"] or {})
-    return [
-        DerivedReader(
-            subject=s,
-            product=p,
-            reads=i["reads"],
-            rows=i["rows"],
-            first=i["first"],
-            last=i["last"],
-            masked_columns=sorted(i["masked"]),
-        )
-        for (s, p), i in sorted(acc.items(), key=lambda kv: (kv[0][1], kv[0][0] or ""))
-    ]
+def _reader(read: DerivedRead) -> DerivedReader:
+    return DerivedReader(
+        subject=read.subject,
+        product=read.product,
+        reads=read.reads,
+        rows=read.rows,
+        first=read.first,
+        last=read.last,
+        masked_columns=read.masked_columns,
+    )
 
 
 @strawberry.type(description="A chained event that changed what was in force.")
@@ -231,24 +219,21 @@ class AuditQuery:
             if not touch.decision.allowed:
                 raise forbidden(touch.decision.reason or "You may not audit this product.")
             names = await anyio.to_thread.run_sync(ctx.lineage_graph.derived_products, product, depth)
-            # Only products the caller may audit: the others are neither shown nor named.
-            derived = sorted(
-                name
-                for name in names | {product}
-                if name in ctx.state.entries and ctx.decide(ctx.state.entries[name], "audit").allowed
-            )
-            rows, _ = await anyio.to_thread.run_sync(
-                lambda: ctx.access_log.search(
-                    products=derived, since=since, until=until, decision="allow", limit=1_000_000
-                )
+            entries = ctx.state.entries
+
+            def may_audit(name: str) -> bool:
+                return name in entries and ctx.decide(entries[name], "audit").allowed
+
+            _, readers = await anyio.to_thread.run_sync(
+                auditable_readers, ctx.access_log, names | {product}, may_audit, since, until
             )
         except Exception as exc:
             touch.error_code = getattr(exc, "code", "INTERNAL_SERVER_ERROR")
             ctx.touch(touch)
             raise
-        touch.rows = len(rows)
+        touch.rows = sum(r.reads for r in readers)
         ctx.touch(touch)
-        return _readers([r for r in rows if r["action"] in ("read", "export")])
+        return [_reader(r) for r in readers]
 
     @strawberry.field(
         description="What `subject` could do at `at` on the products you may audit: the policy the "

@@ -17,7 +17,7 @@ from typing import Any
 
 import jwt
 
-from civicmesh.settings import Settings
+from meshcore.settings import Settings
 
 # Fixed: never taken from the token header, so `alg: none` or an RS/HS confusion cannot pass.
 ALGORITHMS = ["HS256"]

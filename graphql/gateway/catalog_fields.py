@@ -11,12 +11,12 @@ import datetime as dt
 import anyio.to_thread
 import strawberry
 
-from civicmesh.catalog import CatalogEntry, Snapshot
-from civicmesh.freshness import freshness
 from gateway.context import RequestContext
 from gateway.errors import bad_input
 from gateway.naming import camel
 from gateway.types import BigInt, Me, RoleInfo, RowFilterInfo, SnapshotRef
+from meshcore.catalog import CatalogEntry, Snapshot
+from meshcore.freshness import freshness
 from policies.decision import ACTIONS
 
 # Characters of a catalog search: each term is matched against every product's texts on the event

@@ -4,19 +4,22 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from civicmesh.accesslog import AccessLog, AccessRecord
-from civicmesh.catalog import Catalog, CatalogEntry
-from civicmesh.products import ProductSpec
-from civicmesh.settings import Settings
+from starlette.responses import Response
+
 from gateway.auth import Principal
 from gateway.duck import DuckPool
+from lineage.recorder import LineageRecorder
+from meshcore.accesslog import AccessLog, AccessRecord
+from meshcore.catalog import Catalog, CatalogEntry
+from meshcore.products import ProductSpec
+from meshcore.settings import Settings
 from policies.decision import Decision, RowFilter
 
 if TYPE_CHECKING:
-    from gateway.recording import Recorder
     from policies.engine import PolicyEngine
 
 
@@ -45,6 +48,25 @@ class CatalogState:
     entries: dict[str, CatalogEntry]
 
 
+class Recording(Protocol):
+    """How a handler records its request (`recording.Recorder` is the one; typed here so that
+    module, which reads contexts, is not imported by this one)."""
+
+    lineage: LineageRecorder
+
+    async def finish_export(
+        self, ctx: RequestContext, touch: Touch, status: int, fmt: str, error: str | None
+    ) -> Response | None: ...
+
+    async def commit(
+        self,
+        records: list[AccessRecord],
+        events: list[Any] | Callable[[], list[Any]] | None = None,
+        ctx: RequestContext | None = None,
+        outbox_rows: list[dict[str, Any]] | None = None,
+    ) -> bool: ...
+
+
 @dataclass
 class RequestContext:
     """One authenticated request (GraphQL, export or lineage ingest), built by the request pipeline
@@ -65,8 +87,7 @@ class RequestContext:
     error_codes: list[str] = field(default_factory=list)
     cacheable: bool = True  # False once a field's value depends on the clock (e.g. freshness age)
     governance: dict[str, dict[str, Any]] = field(default_factory=dict)
-    governance_off: bool = False  # benchmark only (app.bench_governance_off): no decisions or masks
-    recorder: Recorder | None = None
+    recorder: Recording | None = None
     schema: Any = None  # the schema.GatewaySchema of `state` (exports coerce arguments with it)
     # Request-wide access-log fields (request_id, client, subject, roles, ...), shared by its records.
     log_fields: dict[str, Any] = field(default_factory=dict)
@@ -93,11 +114,7 @@ class RequestContext:
             entry["snapshotIds"].append(touch.snapshot_id)
         entry["snapshotId"] = touch.snapshot_id
         entry["maskedColumns"] = dict(sorted(touch.masks.items()))
-        entry["rowFilter"] = (
-            {"column": touch.row_filter.column, "values": list(touch.row_filter.values)}
-            if touch.row_filter
-            else None
-        )
+        entry["rowFilter"] = touch.row_filter.as_dict() if touch.row_filter else None
         if touch.decision is not None:
             entry["rule"] = touch.decision.rule
             entry["policyVersion"] = touch.decision.policy_version
@@ -114,11 +131,7 @@ def touch_record(common: dict[str, Any], touch: Touch, request_error: str | None
         columns_requested=touch.columns_requested,
         columns_returned=touch.columns_returned,
         columns_masked=touch.masks,
-        row_filter=(
-            {"column": touch.row_filter.column, "values": list(touch.row_filter.values)}
-            if touch.row_filter
-            else None
-        ),
+        row_filter=touch.row_filter.as_dict() if touch.row_filter else None,
         decision="none" if decision is None else ("allow" if decision.allowed else "deny"),
         rule=decision.rule if decision else None,
         reason=decision.reason if decision else "",

@@ -37,7 +37,7 @@ class QueryResult:
     rows: list[tuple[Any, ...]]
 
 
-def _pseudonymiser(key: bytes):  # type: ignore[no-untyped-def]
+def _pseudonymiser(key: bytes):
     # The key lives only in this closure, never in SQL text, so a query cannot reveal it.
     # HMAC's keyed inner/outer state is computed once; each value copies it (~3x cheaper per row).
     keyed = hmac.new(key, digestmod=hashlib.sha256)
@@ -82,10 +82,10 @@ class DuckPool:
         snapshots_dir.mkdir(parents=True, exist_ok=True)
         self._con = duckdb.connect(":memory:", config={"threads": threads, "memory_limit": memory_limit})
         pseudonym, pseudonym_int = _pseudonymiser(mask_key.encode())
-        self._con.create_function(
+        self._con.create_function(  # type: ignore[call-overload]  # duckdb's stub lacks this overload
             PSEUDONYM_FUNCTION, pseudonym, ["VARCHAR"], "VARCHAR", null_handling="special", side_effects=False
         )
-        self._con.create_function(
+        self._con.create_function(  # type: ignore[call-overload]  # duckdb's stub lacks this overload
             PSEUDONYM_INT_FUNCTION,
             pseudonym_int,
             ["BIGINT"],

@@ -41,6 +41,7 @@ BATCH_ROWS = 10_000
 async def handle_export(request: Request) -> Response:
     """The export route (behind the pipeline): decide, record, then stream."""
     ctx = request_context(request)
+    assert ctx.recorder is not None  # the pipeline builds every context with the recorder
     name, _, fmt = request.path_params["target"].rpartition(".")
     touch = Touch(product=name or None, action="export", decision=None)
     try:

@@ -26,7 +26,8 @@ class FastRowsExecutionContext(StrawberryGraphQLCoreExecutionContext):
         key = (return_type.name, *(id(node) for node in field_nodes))
         if key in plans:
             return plans[key]
-        plan: Plan | None = []
+        steps: Plan = []
+        plan: Plan | None = steps
         for response_key, nodes in self.collect_subfields(return_type, field_nodes).items():
             node = nodes[0]
             name = node.name.value
@@ -34,13 +35,13 @@ class FastRowsExecutionContext(StrawberryGraphQLCoreExecutionContext):
                 plan = None
                 break
             if name == "__typename":
-                plan.append((response_key, name, None))
+                steps.append((response_key, name, None))
                 continue
             field = return_type.fields.get(name)
             if field is None or not isinstance(field.type, GraphQLScalarType):  # non-null or not scalar
                 plan = None
                 break
-            plan.append((response_key, name, field.type.serialize))
+            steps.append((response_key, name, field.type.serialize))
         plans[key] = plan
         return plan
 
@@ -56,7 +57,7 @@ class FastRowsExecutionContext(StrawberryGraphQLCoreExecutionContext):
             plan = self._row_plan(return_type, field_nodes)
             if plan is not None:
                 try:
-                    out = {}
+                    out: dict[str, Any] = {}
                     for key, name, serialize in plan:
                         if serialize is None:
                             out[key] = return_type.name

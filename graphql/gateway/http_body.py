@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 import anyio
@@ -19,7 +19,7 @@ import anyio
 from gateway import errors
 from gateway.errors import GovernedError
 
-Receive = Callable[[], Awaitable[dict[str, Any]]]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]  # starlette.types.Receive
 
 MAX_JSON_DEPTH = 64  # a GraphQL body with the deepest `where` (8 levels) nests ~25 levels
 BODY_TIMEOUT_S = 10.0
@@ -73,7 +73,7 @@ def replay(body: bytes, receive: Receive) -> Receive:
     """A `receive` that yields `body` once, then defers to the client's channel (disconnects)."""
     sent = False
 
-    async def again() -> dict[str, Any]:
+    async def again() -> MutableMapping[str, Any]:
         nonlocal sent
         if not sent:
             sent = True

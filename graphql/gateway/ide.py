@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import html
 import json
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,11 +22,13 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, PlainTextResponse, Response
 from starlette.routing import Route, Router
 
+from meshcore.settings import GRAPHIQL_MODULES_ENV, node_modules_dir
+
 IDE_DIR = Path(__file__).with_name("ide")
 TEMPLATE = IDE_DIR / "graphiql.html"
 STATIC_PATH = "/graphiql/static"
 # Where the npm packages are; another folder (a packaged install) can be named here.
-MODULES_ENV = "CIVICMESH_GRAPHIQL_MODULES"
+MODULES_ENV = GRAPHIQL_MODULES_ENV
 INSTALL_HINT = (
     "Install them with `make install` (it runs `npm ci --ignore-scripts --no-audit --no-fund` in "
     "graphql/gateway/ide/), then reload this page. The API itself works without them: "
@@ -57,7 +58,7 @@ ASSETS = _assets(TEMPLATE.read_text(encoding="utf-8"))
 
 
 def modules_dir() -> Path:
-    return Path(os.environ.get(MODULES_ENV) or IDE_DIR / "node_modules")
+    return node_modules_dir(MODULES_ENV, IDE_DIR / "node_modules")
 
 
 def _installed_version(modules: Path, package: str) -> str | None:

@@ -18,13 +18,13 @@ import anyio.to_thread
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from civicmesh.accesslog import AccessRecord
 from gateway import errors
 from gateway.context import RequestContext
 from gateway.errors import GovernedError
 from gateway.pipeline import request_context
 from gateway.recording import LOG_DOWN, error_response
 from lineage.receiver import ForbiddenEvent, InvalidEvent, accept, check_event
+from meshcore.accesslog import AccessRecord
 from policies.decision import Decision
 
 ACTION = "lineage_ingest"
@@ -51,6 +51,7 @@ def _record(
 
 async def _refuse(ctx: RequestContext, decision: Decision | None, error: GovernedError) -> Response:
     record = _record(ctx, decision, error.status, str(error), error.code)
+    assert ctx.recorder is not None  # the pipeline builds every context with the recorder
     if not await ctx.recorder.commit([record], None, ctx):
         return error_response(503, errors.UNAVAILABLE, LOG_DOWN)
     return error_response(error.status, error.code, str(error))
@@ -59,6 +60,7 @@ async def _refuse(ctx: RequestContext, decision: Decision | None, error: Governe
 async def handle_lineage_post(request: Request) -> Response:
     """Decide, check, then store the event and its record together."""
     ctx = request_context(request)
+    assert ctx.recorder is not None  # the pipeline builds every context with the recorder
     try:
         event = check_event(ctx.payload)
     except InvalidEvent as exc:

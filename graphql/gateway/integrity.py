@@ -22,17 +22,13 @@ import socket
 import time
 from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import anyio.to_thread
 
-from civicmesh.catalog import Catalog, Snapshot
-from civicmesh.snapshots import integrity_problem
 from gateway.errors import UNAVAILABLE, GovernedError
 from gateway.readiness import CheckResult
-
-if TYPE_CHECKING:
-    from gateway.context import RequestContext
+from meshcore.catalog import Catalog, Snapshot
+from meshcore.snapshots import integrity_problem
 
 log = logging.getLogger(__name__)
 
@@ -90,19 +86,19 @@ class FileChecks:
         return detail
 
 
-async def ensure_intact(ctx: RequestContext, snap: Snapshot) -> None:
-    """Return if `snap` may be served; else mark it broken, log it, and raise UNAVAILABLE."""
-    checks = ctx.duck.checks
+async def ensure_intact(checks: FileChecks, catalog: Catalog, snap: Snapshot) -> None:
+    """Return if `snap` may be served; else mark it broken in `catalog`, log it, and raise
+    UNAVAILABLE. `checks` is the process's file checks (`DuckPool.checks`)."""
     detail, fresh = await checks.problem(snap)
     if detail is None:
         if fresh and snap.broken is not None:  # restored since it was marked: lift the mark
-            await anyio.to_thread.run_sync(ctx.catalog.clear_broken, snap.id)
+            await anyio.to_thread.run_sync(catalog.clear_broken, snap.id)
             log.warning("snapshot %s of %s verifies again; broken mark lifted", snap.id, snap.product)
         return
     if fresh or snap.id in checks.unrecorded:
         log.error("snapshot %s of %s is not served: %s (file %s)", snap.id, snap.product, detail, snap.path)
         try:
-            await anyio.to_thread.run_sync(ctx.catalog.mark_broken, snap.id, detail, DETECTED_BY)
+            await anyio.to_thread.run_sync(catalog.mark_broken, snap.id, detail, DETECTED_BY)
             checks.unrecorded.pop(snap.id, None)
         except Exception:  # still refused; retried on the next read, and /readyz fails meanwhile
             checks.unrecorded[snap.id] = snap.product

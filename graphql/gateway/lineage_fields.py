@@ -94,8 +94,12 @@ class GraphCache:
             root = Node(DATASET, ref.namespace, ref.name)
             if column is None:
                 sub = self.graph.walk(root, direction, depth)
-                nodes = [(n, None, d) for n, d in sorted(sub.nodes.items(), key=lambda i: (i[1], i[0]))]
-                edges = [((a, None), (b, None)) for a, b in sorted(sub.edges)]
+                nodes: list[tuple[Node, str | None, int]] = [
+                    (n, None, d) for n, d in sorted(sub.nodes.items(), key=lambda i: (i[1], i[0]))
+                ]
+                edges: list[tuple[tuple[Node, str | None], tuple[Node, str | None]]] = [
+                    ((a, None), (b, None)) for a, b in sorted(sub.edges)
+                ]
                 nodes, edges = _without_readers(self.graph, nodes, edges, caller.audited)
             else:
                 nodes, edges = _walk_columns(self.graph, root, column, direction, depth)
@@ -131,26 +135,8 @@ def _without_readers(graph: LineageGraph, nodes: list[Any], edges: list[Any], au
 def _walk_columns(
     graph: LineageGraph, root: Node, column: str, direction: str, depth: int
 ) -> tuple[list[tuple[Node, str | None, int]], list[tuple[tuple[Node, str | None], tuple[Node, str | None]]]]:
-    """Column lineage through `columnLineage` facets, as (dataset, column, hops) and edges."""
-    if direction == "upstream":
-        step: dict[tuple[Node, str], set[tuple[Node, str]]] = graph.column_inputs
-    else:
-        step = {}
-        for target, sources in graph.column_inputs.items():
-            for source in sources:
-                step.setdefault(source, set()).add(target)
-    seen: dict[tuple[Node, str], int] = {(root, column): 0}
-    edges: set[tuple[tuple[Node, str], tuple[Node, str]]] = set()
-    queue = deque([(root, column)])
-    while queue:
-        here = queue.popleft()
-        if seen[here] >= depth:
-            continue
-        for there in step.get(here, ()):
-            edges.add((there, here) if direction == "upstream" else (here, there))
-            if there not in seen:
-                seen[there] = seen[here] + 1
-                queue.append(there)
+    """`LineageGraph.column_walk` as (dataset, column, hops) nodes and edges, in a stable order."""
+    seen, edges = graph.column_walk(root, column, direction, depth)
     nodes = [(n, c, d) for (n, c), d in sorted(seen.items(), key=lambda i: (i[1], i[0]))]
     return nodes, sorted(edges)  # type: ignore[return-value]
 

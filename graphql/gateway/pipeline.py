@@ -36,12 +36,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from civicmesh.settings import Settings
 from gateway import errors, http_body
 from gateway.auth import AuthError, Principal, TokenCache
 from gateway.context import RequestContext
 from gateway.errors import GovernedError
 from gateway.recording import Recorder, error_response
+from meshcore.settings import Settings
 from policies.engine import PolicyEngine
 
 log = logging.getLogger(__name__)

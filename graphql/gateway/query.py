@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
-from civicmesh.products import ProductSpec
-from civicmesh.snapshots import quote_ident
 from gateway.duck import PSEUDONYM_FUNCTION, PSEUDONYM_INT_FUNCTION
 from gateway.errors import bad_input, limit_exceeded
+from meshcore.products import ProductSpec
+from meshcore.snapshots import quote_ident
 from policies.decision import RowFilter
 
 MAX_IN_VALUES = 1000

@@ -15,13 +15,13 @@ from typing import Any
 
 import anyio.to_thread
 
-from civicmesh.catalog import CatalogEntry, Snapshot
 from gateway.context import RequestContext, Touch
 from gateway.errors import NOT_AVAILABLE, UNAVAILABLE, GovernedError, bad_input, forbidden, limit_exceeded
 from gateway.integrity import ensure_intact
 from gateway.naming import camel
 from gateway.query import Cursor, PageQuery
 from gateway.selection import below, selected
+from meshcore.catalog import CatalogEntry, Snapshot
 from policies.asof import decide_as_of
 from policies.decision import Decision
 from policies.history import HistoryError
@@ -135,7 +135,7 @@ async def serve_snapshot(
     Fills `touch` with the snapshot id, the masks and the row filter."""
     snap = await snapshot_for(ctx, entry, cursor, as_of)
     touch.snapshot_id = snap.id
-    await ensure_intact(ctx, snap)
+    await ensure_intact(ctx.duck.checks, ctx.catalog, snap)
     at = await _rights_time(ctx, entry, snap, cursor, as_of)
     if at is not None and decision is not None:  # rights in force then apply too, if stricter
         decision = touch.decision = await _as_of(ctx, snap, decision, at)
@@ -201,9 +201,6 @@ async def authorize_read(
     ctx: RequestContext, entry: CatalogEntry, touch: Touch, cursor: Cursor | None, as_of: datetime | None
 ) -> tuple[Snapshot, dict[str, str]]:
     """Discover, then read; pick the snapshot; return it with the masks to apply. Fills `touch`."""
-    if ctx.governance_off:  # benchmark only: no decision, no masks, no row scope
-        snap, served = await serve_snapshot(ctx, entry, None, touch, cursor, as_of)
-        return snap, served.masks
     discover = ctx.decide(entry, "discover")
     touch.decision = discover
     if not discover.allowed:
@@ -214,6 +211,34 @@ async def authorize_read(
         raise forbidden(decision.reason or "You may not read this product.")
     snap, served = await serve_snapshot(ctx, entry, decision, touch, cursor, as_of)
     return snap, served.masks
+
+
+async def _run_page(ctx: RequestContext, query: PageQuery, wanted: Wanted) -> tuple[Any, Any]:
+    """(the page's result or None, the count's result or None), run concurrently in DuckDB."""
+    need_page = wanted.nodes or wanted.page_info
+    page_sql = query.page_sql() if need_page else None  # built first: input errors surface now
+    count_sql = query.count_sql() if wanted.total_count else None
+    page_task = ctx.duck.run_async(*page_sql) if page_sql else None
+    count_task = ctx.duck.run_async(*count_sql) if count_sql else None
+    results = await asyncio.gather(*(t for t in (page_task, count_task) if t is not None))
+    page = results[0] if page_task is not None else None
+    count = results[-1] if count_task is not None else None
+    return page, count
+
+
+def _page_nodes(page: Any, columns: list[str], limit: int) -> tuple[list[dict[str, Any]], bool, Any]:
+    """(nodes, has a next page, the last row's sort keys) from a page query's result (None: none)."""
+    if page is None:
+        return [], False, None
+    rows = page.rows
+    has_next = len(rows) > limit
+    rows = rows[:limit]
+    # Keyed by GraphQL field name: graphql-core resolves row fields straight from the dict;
+    # zip() stops at the output columns, leaving out the sort key values that follow them.
+    keys = [camel(c) for c in columns]
+    nodes = [dict(zip(keys, row, strict=False)) for row in rows]
+    last_keys = rows[-1][len(columns) :] if rows and len(page.columns) > len(columns) else None
+    return nodes, has_next, last_keys
 
 
 async def read_page(
@@ -251,31 +276,12 @@ async def read_page(
             after=cursor if cursor is not None and cursor.keys is not None else None,
             with_keys=wanted.page_info,
         )
-        need_page = wanted.nodes or wanted.page_info
-        page_sql = query.page_sql() if need_page else None  # built first: input errors surface now
-        count_sql = query.count_sql() if wanted.total_count else None
-        page_task = ctx.duck.run_async(*page_sql) if page_sql else None
-        count_task = ctx.duck.run_async(*count_sql) if count_sql else None
-        results = await asyncio.gather(*(t for t in (page_task, count_task) if t is not None))
-        page = results[0] if page_task is not None else None
-        count = results[-1] if count_task is not None else None
+        page, count = await _run_page(ctx, query, wanted)
     except Exception as exc:
         record_failure(ctx, touch, exc)
         raise
 
-    nodes: list[dict[str, Any]] = []
-    has_next = False
-    last_keys = None
-    if page is not None:
-        rows = page.rows
-        has_next = len(rows) > limit
-        rows = rows[:limit]
-        # Keyed by GraphQL field name: graphql-core resolves row fields straight from the dict;
-        # zip() stops at the output columns, leaving out the sort key values that follow them.
-        keys = [camel(c) for c in columns]
-        nodes = [dict(zip(keys, row, strict=False)) for row in rows]
-        if rows and len(page.columns) > len(columns):
-            last_keys = rows[-1][len(columns) :]
+    nodes, has_next, last_keys = _page_nodes(page, columns, limit)
     offset = query.offset + len(nodes)
     touch.rows = len(nodes)
     touch.columns_returned = columns if wanted.nodes else []

@@ -13,12 +13,12 @@ from typing import Any
 import anyio.to_thread
 from starlette.responses import JSONResponse, Response
 
-from civicmesh.accesslog import AccessLog, AccessRecord
 from gateway import errors
 from gateway.context import RequestContext, Touch, touch_record
 from gateway.errors import GovernedError
 from lineage.events import read_event_dict
 from lineage.recorder import LineageRecorder
+from meshcore.accesslog import AccessLog, AccessRecord
 
 log = logging.getLogger(__name__)
 

@@ -28,8 +28,6 @@ from strawberry.schema.config import StrawberryConfig
 from strawberry.tools import create_type
 from strawberry.types.field import StrawberryField
 
-from civicmesh.catalog import CatalogEntry
-from civicmesh.products import ColumnSpec, ProductSpec
 from gateway import types as t
 from gateway.access_fields import AccessMutation, AccessRequestQuery
 from gateway.aggregates_schema import aggregate_field
@@ -44,6 +42,8 @@ from gateway.naming import camel, pascal, valid
 from gateway.query import BIGINT, BOOL, DATE, DATETIME, FLOAT, INT, OPERATORS, STRING, type_kind
 from gateway.reads import read_page, wanted_from
 from gateway.visibility import CallerSchemas, scrub_suggestions
+from meshcore.catalog import CatalogEntry
+from meshcore.products import ColumnSpec, ProductSpec
 
 log = logging.getLogger(__name__)
 
@@ -109,8 +109,8 @@ def _where_type(prefix: str, columns: list[ColumnSpec]) -> tuple[type, dict[str,
         annotations[column.name] = Optional[filter_type]  # noqa: UP045 - evaluated at runtime
         setattr(cls, column.name, strawberry.field(default=None, name=camel(column.name)))
         filterable[column.name] = column.name
-    annotations["and_"] = Optional[list[cls]]  # noqa: UP045
-    annotations["or_"] = Optional[list[cls]]  # noqa: UP045
+    annotations["and_"] = Optional[list[cls]]  # type: ignore[valid-type]  # noqa: UP045
+    annotations["or_"] = Optional[list[cls]]  # type: ignore[valid-type]  # noqa: UP045
     annotations["not_"] = Optional[cls]  # noqa: UP045
     cls.and_ = strawberry.field(default=None, name="and")  # type: ignore[attr-defined]
     cls.or_ = strawberry.field(default=None, name="or")  # type: ignore[attr-defined]
@@ -174,6 +174,42 @@ class ProductInputs:
         return order_to_list(order_by, self.columns)
 
 
+def _connection_type(prefix: str, spec: Any, columns: list[Any]) -> Any:
+    """`<Prefix>Connection` of `<Prefix>Row` (one nullable field per column): the rows field's type."""
+    row = create_type(
+        f"{prefix}Row",
+        [_field(c.name, camel(c.name), Optional[_scalar(c)[0]], c.description) for c in columns],  # noqa: UP045
+        description=f"One row of {spec.name}.",
+    )
+    return create_type(
+        f"{prefix}Connection",
+        [
+            _field("total_count", "totalCount", Optional[int], "Rows matching, after your row scope."),  # noqa: UP045
+            _field("nodes", "nodes", list[row]),  # type: ignore[valid-type]  # types built per product at run time
+            _field("page_info", "pageInfo", t.PageInfo),
+            _field("snapshot", "snapshot", t.SnapshotRef),
+        ],
+    )
+
+
+def _read_signature(where_type: Any, order_type: Any, connection: Any) -> inspect.Signature:
+    """The rows resolver's signature as Strawberry reads it: the GraphQL arguments and their types."""
+    param = inspect.Parameter
+    kw = param.POSITIONAL_OR_KEYWORD
+    return inspect.Signature(
+        [
+            param("root", kw),
+            param("info", kw, annotation=strawberry.Info),
+            param("where", kw, default=None, annotation=Optional[where_type]),  # noqa: UP045
+            param("order_by", kw, default=None, annotation=Optional[list[order_type]]),  # noqa: UP045
+            param("first", kw, default=None, annotation=Optional[int]),  # noqa: UP045
+            param("after", kw, default=None, annotation=Optional[str]),  # noqa: UP045
+            param("as_of", kw, default=None, annotation=Optional[dt.datetime]),  # noqa: UP045
+        ],
+        return_annotation=Optional[connection],  # noqa: UP045
+    )
+
+
 def _product_fields(
     entry: CatalogEntry, row_types: list[str], inputs: dict[str, ProductInputs]
 ) -> list[StrawberryField]:
@@ -183,20 +219,7 @@ def _product_fields(
         return []
     prefix = pascal(spec.department) + pascal(spec.product)
     row_types.append(f"{prefix}Row")
-    row = create_type(
-        f"{prefix}Row",
-        [_field(c.name, camel(c.name), Optional[_scalar(c)[0]], c.description) for c in columns],  # noqa: UP045
-        description=f"One row of {spec.name}.",
-    )
-    connection = create_type(
-        f"{prefix}Connection",
-        [
-            _field("total_count", "totalCount", Optional[int], "Rows matching, after your row scope."),  # noqa: UP045
-            _field("nodes", "nodes", list[row]),
-            _field("page_info", "pageInfo", t.PageInfo),
-            _field("snapshot", "snapshot", t.SnapshotRef),
-        ],
-    )
+    connection = _connection_type(prefix, spec, columns)
     where_type, filterable = _where_type(prefix, columns)
     order_type = _order_type(prefix, columns)
     column_by_field = {camel(c.name): c.name for c in columns}
@@ -227,20 +250,7 @@ def _product_fields(
         )
 
     resolve.__name__ = f"resolve_{spec.department}__{spec.product}"
-    param = inspect.Parameter
-    kw = param.POSITIONAL_OR_KEYWORD
-    resolve.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
-        [
-            param("root", kw),
-            param("info", kw, annotation=strawberry.Info),
-            param("where", kw, default=None, annotation=Optional[where_type]),  # noqa: UP045
-            param("order_by", kw, default=None, annotation=Optional[list[order_type]]),  # noqa: UP045
-            param("first", kw, default=None, annotation=Optional[int]),  # noqa: UP045
-            param("after", kw, default=None, annotation=Optional[str]),  # noqa: UP045
-            param("as_of", kw, default=None, annotation=Optional[dt.datetime]),  # noqa: UP045
-        ],
-        return_annotation=Optional[connection],  # noqa: UP045
-    )
+    resolve.__signature__ = _read_signature(where_type, order_type, connection)  # type: ignore[attr-defined]
     description = spec.description or spec.name
     rows_field = strawberry.field(resolver=resolve, name=camel(spec.product), description=description)
     aggregate = aggregate_field(
@@ -279,7 +289,7 @@ class GatewaySchema(strawberry.Schema):
                     "internal error in a resolver (request %s)", request_id, exc_info=error.original_error
                 )
 
-    async def execute(  # type: ignore[override]
+    async def execute(
         self,
         query: str | None,
         variable_values: dict[str, Any] | None = None,
@@ -305,7 +315,7 @@ class GatewaySchema(strawberry.Schema):
             callers.audit_hidden(context_value, query, callers.visible(context_value))
         return result
 
-    def stream(  # type: ignore[override]
+    def stream(
         self,
         query: str | None,
         variable_values: dict[str, Any] | None = None,
@@ -322,7 +332,7 @@ class GatewaySchema(strawberry.Schema):
             return super().stream(*args, allowed_operation_types)
         return target.stream(*args, allowed_operation_types)
 
-    def execute_sync(  # type: ignore[override]
+    def execute_sync(
         self,
         query: str | None,
         variable_values: dict[str, Any] | None = None,

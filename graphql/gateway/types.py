@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import datetime as dt
 from enum import Enum
-from typing import NewType
+from typing import TYPE_CHECKING, NewType
 
 import strawberry
 
-# GraphQL Int is 32-bit; BIGINT columns and row counts need a wider scalar.
-BigInt = strawberry.scalar(
-    NewType("BigInt", int),
-    serialize=int,
-    parse_value=int,
-    description="A 64-bit integer.",
-)
+# GraphQL Int is 32-bit; BIGINT columns and row counts need a wider scalar. The type checker sees
+# the NewType (a scalar wrapper is a value, not a type to it); Strawberry sees the scalar.
+if TYPE_CHECKING:
+    BigInt = int
+else:
+    BigInt = strawberry.scalar(
+        NewType("BigInt", int),
+        serialize=int,
+        parse_value=int,
+        description="A 64-bit integer.",
+    )
 
 
 @strawberry.enum

@@ -64,7 +64,7 @@ def response_body(result: ExecutionResult, ctx: RequestContext | None) -> GraphQ
         errors.append(formatted)
     response: GraphQLHTTPResponse = {"data": result.data}
     if errors:
-        response["errors"] = errors
+        response["errors"] = errors  # type: ignore[typeddict-item]  # graphql-core's formatted errors
     extensions = dict(result.extensions or {})
     if ctx is not None:
         ctx.error_codes = codes

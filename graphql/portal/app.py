@@ -26,11 +26,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route, request_response
 
-from civicmesh.settings import Settings
 from gateway import errors
 from gateway.errors import GovernedError
 from gateway.pipeline import RequestPipeline, request_context
 from gateway.recording import error_response
+from meshcore.settings import Settings
 from portal import dcat, sessions
 from portal.assets import STATIC_PATH, Assets
 from portal.audit import AuditPages

@@ -9,9 +9,11 @@ refuses to serve a file whose bytes differ from it. After changing a version, ru
 `npm ci --ignore-scripts` in `static/` and `python -m portal.assets` to rewrite that file.
 
 The portal's own files (its CSS, its script that draws charts, the district boundaries for Vega
-maps) are served from memory at `/static/<stem>.<sha256 prefix><suffix>`: a new content is a new
-URL. All asset URLs are immutable (`Cache-Control: public, max-age=31536000, immutable`) and sent
-with `X-Content-Type-Options: nosniff`.
+maps: `static/districts.geojson`, RFC 7946, written by `python -m civicmesh.synthetic.districts`
+from the generator's constants, served turned for d3-geo by `for_d3_geo`) are served from memory
+at `/static/<stem>.<sha256 prefix><suffix>`: a new content is a new URL. All asset URLs are
+immutable (`Cache-Control: public, max-age=31536000, immutable`) and sent with
+`X-Content-Type-Options: nosniff`.
 """
 
 from __future__ import annotations
@@ -19,23 +21,24 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 import sys
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import FileResponse, PlainTextResponse, Response
 from starlette.routing import Route, Router
 
-from civicmesh.synthetic.districts import district_boundaries, for_d3_geo
-from gateway.ide import _installed_version  # the same check GraphiQL's files get
+from gateway.ide import _installed_version
+from meshcore.settings import PORTAL_MODULES_ENV, node_modules_dir  # the same check GraphiQL's files get
 
 STATIC_DIR = Path(__file__).with_name("static")
 INTEGRITY_FILE = STATIC_DIR / "integrity.json"
+DISTRICTS_FILE = STATIC_DIR / "districts.geojson"  # RFC 7946: exterior rings counter-clockwise
 STATIC_PATH = "/static"
-MODULES_ENV = "CIVICMESH_PORTAL_MODULES"  # another node_modules folder (a packaged install)
+MODULES_ENV = PORTAL_MODULES_ENV
 IMMUTABLE = {"Cache-Control": "public, max-age=31536000, immutable", "X-Content-Type-Options": "nosniff"}
 INSTALL_HINT = "Install them with `make install` (npm ci --ignore-scripts in graphql/portal/static/)."
 
@@ -53,9 +56,21 @@ MEDIA_TYPES = {
 }  # RFC 7946 §12
 
 
+def for_d3_geo(collection: dict[str, Any]) -> dict[str, Any]:
+    """The same features with clockwise rings, for d3-geo and so Vega/Vega-Lite `geoshape`: d3 reads
+    rings on the sphere, where a counter-clockwise (RFC 7946) ring bounds everything *outside* it,
+    and a map of it fills the globe. Measured in Chromium: tests/portal/test_portal_browser.py."""
+    features = []
+    for feature in collection["features"]:
+        rings = [list(reversed(ring)) for ring in feature["geometry"]["coordinates"]]
+        features.append({**feature, "geometry": {**feature["geometry"], "coordinates": rings}})
+    return {**collection, "features": features}
+
+
 def _own_files() -> dict[str, bytes]:
     """The portal's own files by name. The district boundaries are oriented for Vega's d3-geo."""
-    districts = json.dumps(for_d3_geo(district_boundaries()), separators=(",", ":"))
+    boundaries = json.loads(DISTRICTS_FILE.read_text(encoding="utf-8"))
+    districts = json.dumps(for_d3_geo(boundaries), separators=(",", ":"))
     return {
         "portal.css": (STATIC_DIR / "portal.css").read_bytes(),
         "portal.js": (STATIC_DIR / "portal.js").read_bytes(),
@@ -81,7 +96,7 @@ def pinned_versions() -> dict[str, str]:
 
 
 def modules_dir() -> Path:
-    return Path(os.environ.get(MODULES_ENV) or STATIC_DIR / "node_modules")
+    return node_modules_dir(MODULES_ENV, STATIC_DIR / "node_modules")
 
 
 class Assets:

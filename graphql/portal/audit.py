@@ -1,7 +1,7 @@
 """The auditors' pages: `GET /audit` (access-log search through the governed `accessLog` field,
 readers of data derived from a product through `readersOfDerived`) and `GET /audit/verify` (the
-log against its hash chain, signed checkpoints and external sink: `AccessLog.verify_report`, the
-function `civicmesh audit verify` calls).
+log against its hash chain, signed checkpoints and external sink: `meshcore.audit.verify`'s
+`verify_report`, the function `civicmesh audit verify` calls).
 
 Who may see what is the gateway's decision (the `audit` right): an auditor sees every record, an
 owner those of the products it may audit, anyone else gets its 403. The verification runs only
@@ -19,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from meshcore.audit.verify import verify_report
 from portal import documents
 from portal.backend import PageError, Reader, backend
 from portal.pages import Pages
@@ -94,7 +95,7 @@ class AuditPages:
         result = await reader.run(documents.ACCESS_LOG, {"first": 0})
         if (result.data or {}).get("accessLog") is None:
             raise PageError(result.status if result.errors else 403, result.message or "Not allowed.")
-        check = await anyio.to_thread.run_sync(backend(request).access_log.verify_report)
+        check = await anyio.to_thread.run_sync(verify_report, backend(request).access_log)
         return self.pages.render(request, "audit_verify.html", check=check)
 
 

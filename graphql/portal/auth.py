@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from civicmesh.settings import Settings
+from meshcore.settings import Settings
 from portal import sessions
 from portal.backend import backend
 from portal.pages import Pages, base_path
@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 try:  # Authlib's HTTP client uses httpx2 when it is installed, else httpx (authlib ..._compat)
     import httpx2
 except ImportError:  # pragma: no cover - depends on the environment
-    httpx2 = httpx
+    httpx2 = httpx  # type: ignore[misc]  # one name for either client module
 # A provider that cannot be reached (connection, timeout, HTTP status) is a 503, not a refusal.
 UNREACHABLE = (httpx.HTTPError, httpx2.HTTPError)
 

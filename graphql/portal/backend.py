@@ -1,8 +1,8 @@
 """What the portal needs from the process it runs in, and its one way to read: `Reader.run`.
 
-The portal is mounted inside the gateway app (`gateway.app.create_app`), whose lifespan builds one
+The portal is mounted inside the gateway app (`civicmesh.asgi.create_app`), whose lifespan builds one
 `gateway.app.Gateway` per process and keeps it in `app.state.gateway`. Pages reach it only through
-the members named in `Backend` (no import of `gateway.app`: it imports the portal).
+the members named in `Backend` (no import of `gateway.app`: the portal needs only these members).
 
 Every page view gets one request id (also sent back as `X-Request-Id`). Each GraphQL document a
 page runs goes through `Gateway.execute` as the signed-in user with that id: the same decisions,
@@ -19,12 +19,12 @@ from typing import Any, Protocol
 
 from starlette.requests import Request
 
-from civicmesh.accesslog import AccessLog
-from civicmesh.settings import Settings
 from gateway.auth import Principal
 from gateway.context import CatalogState
 from gateway.errors import HTTP_STATUS, UNAUTHENTICATED, GovernedError
 from gateway.pipeline import SessionReader
+from meshcore.accesslog import AccessLog
+from meshcore.settings import Settings
 from policies.engine import PolicyEngine
 
 REQUEST_ID_KEY = "portal_request_id"
@@ -54,7 +54,7 @@ class Backend(Protocol):
 def backend(request: Request) -> Backend:
     gateway = getattr(request.app.state, "gateway", None)
     if gateway is None:
-        raise RuntimeError("the portal runs inside the gateway app: mount it in gateway.app.create_app")
+        raise RuntimeError("the portal runs inside the gateway app: mount it with civicmesh.asgi.create_app")
     return gateway
 
 

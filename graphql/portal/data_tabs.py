@@ -94,12 +94,14 @@ class DataTabs:
         numbers = [c for c in columns if kinds[c["field"]] in NUMERIC]
         group = _pick(groupable, params.get("group"), _default_group(groupable, kinds))
         measure = _pick(numbers, params.get("measure"), numbers[0] if numbers else None)
-        metric = params.get("metric") if params.get("metric") in documents.METRICS else "count"
+        metric = str(params.get("metric")) if params.get("metric") in documents.METRICS else "count"
         if metric != "count" and measure is None:
             metric = "count"
-        unit = params.get("unit") if params.get("unit") in BUCKETS else "month"
+        unit = str(params.get("unit")) if params.get("unit") in BUCKETS else "month"
         temporal = group is not None and kinds[group["field"]] in (DATE, DATETIME)
-        mark = params.get("mark") if params.get("mark") in charts.MARKS else ("line" if temporal else "bar")
+        mark = (
+            str(params.get("mark")) if params.get("mark") in charts.MARKS else ("line" if temporal else "bar")
+        )
         variables: dict[str, Any] = {"where": selection.where(kinds), "first": CHART_GROUPS}
         if group is not None and temporal:
             variables["bucket"] = {"column": group["name"].upper(), "unit": unit.upper()}
@@ -258,7 +260,8 @@ def _default_group(columns: list[dict[str, Any]], kinds: dict[str, str]) -> dict
     """The first text column that is not an identifier, else the first date, else any."""
     text = [c for c in columns if kinds[c["field"]] == STRING and not c["name"].endswith("_id")]
     dates = [c for c in columns if kinds[c["field"]] in (DATE, DATETIME)]
-    return (text or dates or columns or [None])[0]
+    candidates = text or dates or columns
+    return candidates[0] if candidates else None
 
 
 def _points(

@@ -22,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.templating import Jinja2Templates
 
-from civicmesh.settings import Settings
+from meshcore.settings import Settings
 from portal import sessions
 from portal.assets import Assets
 from portal.backend import PageError, Reader, request_id

@@ -99,7 +99,9 @@ class Selection:
 
     def where(self, kinds: Mapping[str, str]) -> dict[str, Any] | None:
         """The `where` argument (GraphQL names); `kinds` maps a column's field to its type kind."""
-        conditions = [{f.field: {f.op: _operand(f, kinds.get(f.field, STRING))}} for f in self.filters]
+        conditions: list[dict[str, Any]] = [
+            {f.field: {f.op: _operand(f, kinds.get(f.field, STRING))}} for f in self.filters
+        ]
         if not conditions:
             return None
         return conditions[0] if len(conditions) == 1 else {"and": conditions}
@@ -140,7 +142,3 @@ class Selection:
 def kinds_of(columns: Sequence[Mapping[str, Any]]) -> dict[str, str]:
     """GraphQL field -> type kind (gateway/query.py) of a product's columns."""
     return {str(c["field"]): type_kind(str(c["type"])) for c in columns}
-
-
-def operators_for(kind: str) -> list[tuple[str, str]]:
-    return [(op, label) for op, (label, kinds) in OPERATORS.items() if kinds is None or kind in kinds]

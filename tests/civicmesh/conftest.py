@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from civicmesh.settings import Settings
-from civicmesh.store import dispose_all
+from meshcore.settings import Settings
+from meshcore.store import dispose_all
 
 AUDIT_ENV = ("METADATA_URL", "AUDIT_SINK", "AUDIT_SIGNING_KEY_FILE", "AUDIT_PUBLIC_KEY_FILE", "AUDIT_KEY")
 

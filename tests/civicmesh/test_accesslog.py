@@ -7,9 +7,10 @@ import threading
 
 import pytest
 
-from civicmesh.accesslog import AccessLog, AccessLogUnavailable, AccessRecord
-from civicmesh.audit.signing import Signer
-from civicmesh.store import dispose_all, get_engine
+from meshcore.accesslog import AccessLog, AccessLogUnavailable, AccessRecord
+from meshcore.audit.verify import verify_report
+from meshcore.seals.signing import Signer
+from meshcore.store import dispose_all, get_engine
 from tests.store_faults import allow_inserts, raw_sql, refuse_inserts
 
 
@@ -43,7 +44,7 @@ def test_append_assigns_contiguous_seqs_and_chain_verifies(db: str) -> None:
     log = AccessLog(get_engine(db)).ensure_schema()
     assert log.append([_record(1), _record(2)]) == [1, 2]
     assert log.append([_record(3)]) == [3]
-    assert log.verify() is None
+    assert verify_report(log).first_bad is None
     rows = list(log.rows())
     assert [r["seq"] for r in rows] == [1, 2, 3]
     assert rows[1]["prev_hash"] == rows[0]["hash"]
@@ -69,7 +70,7 @@ def test_threads_share_commits_and_keep_one_chain(db: str) -> None:
     flat = sorted(s for seqs in results for s in seqs)
     assert flat == list(range(1, 8 * 20 * 2 + 1))
     assert all(b == a + 1 for a, b in (seqs for seqs in results))  # a caller's records stay together
-    assert log.verify() is None
+    assert verify_report(log).first_bad is None
 
 
 def _process_worker(url: str, n: int) -> None:
@@ -91,7 +92,7 @@ def test_several_processes_yield_one_unbroken_chain(db: str) -> None:
         assert p.exitcode == 0
     log = AccessLog(get_engine(db))
     assert log.head() == 75
-    assert log.verify() is None
+    assert verify_report(log).first_bad is None
 
 
 @pytest.mark.parametrize(
@@ -108,7 +109,7 @@ def test_tampering_is_detected_at_the_right_record(db: str, tamper: str, bad_seq
     log.append([_record(i) for i in range(1, 6)])
     swap = ["UPDATE access_log SET seq = 3 WHERE seq = -2", "UPDATE access_log SET seq = 2 WHERE seq = -3"]
     raw_sql(db, tamper, *(swap if "-seq" in tamper else []))  # reorder: swap records 2 and 3
-    assert log.verify() == bad_seq
+    assert verify_report(log).first_bad == bad_seq
 
 
 def test_unwritable_store_raises_and_writes_nothing(db: str) -> None:
@@ -119,7 +120,7 @@ def test_unwritable_store_raises_and_writes_nothing(db: str) -> None:
         log.append([_record(2), _record(3)])
     allow_inserts(db)
     assert log.append([_record(4)]) == [2]
-    assert log.verify() is None
+    assert verify_report(log).first_bad is None
 
 
 def test_record_never_holds_values(db: str) -> None:
@@ -133,16 +134,16 @@ def test_each_commit_is_sealed_and_a_forged_seal_is_caught(db: str) -> None:
     log.append([_record(1), _record(2)])
     log.append([_record(3)])
     assert {seq: first for seq, (first, _) in log.seals().items()} == {2: 1, 3: 3}
-    assert log.verify() is None
+    assert verify_report(log).first_bad is None
     # move record 3 into the first commit's seal
     raw_sql(db, "UPDATE access_log_seals SET first_seq = 2 WHERE seq = 3")
-    assert log.verify() == 2
+    assert verify_report(log).first_bad == 2
 
 
 def test_without_a_key_only_the_chain_is_checked(db: str) -> None:
     log = AccessLog(get_engine(db)).ensure_schema()
     log.append([_record(i) for i in range(3)])
-    assert log.seals() == {} and log.verify() is None
+    assert log.seals() == {} and verify_report(log).first_bad is None
 
 
 def test_a_writer_gives_an_older_store_the_index_of_administrative_records(
@@ -152,8 +153,8 @@ def test_a_writer_gives_an_older_store_the_index_of_administrative_records(
     store made before the index existed gets it when a writer opens it (once, on both backends)."""
     from sqlalchemy import inspect
 
-    from civicmesh.accesslog import ACTION_INDEX
-    from civicmesh.settings import Settings
+    from meshcore.accesslog import ACTION_INDEX
+    from meshcore.settings import Settings
 
     monkeypatch.setenv("CIVICMESH_HOME", str(tmp_path))
     monkeypatch.setenv("CIVICMESH_METADATA_URL", db)

@@ -8,11 +8,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from civicmesh.accesslog import AccessLog, AccessRecord
 from civicmesh.audit.export import export_log, verify_export
-from civicmesh.audit.signing import Signer
-from civicmesh.audit.sinks import FileSink
-from civicmesh.store import dispose_all, get_engine
+from meshcore.accesslog import AccessLog, AccessRecord
+from meshcore.audit.verify import verify_report
+from meshcore.seals.signing import Signer
+from meshcore.seals.sinks import FileSink
+from meshcore.store import dispose_all, get_engine
 
 
 def _record(i: int) -> AccessRecord:
@@ -41,7 +42,7 @@ def test_append_in_commits_and_rolls_back_with_the_caller(log: AccessLog) -> Non
     assert log.append([_record(5)]) == [4]  # the rolled-back record left no hole
     with log.engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM grants")).scalar() == 1
-    assert log.verify() is None
+    assert verify_report(log).first_bad is None
 
 
 def test_append_in_and_group_commits_interleave_into_one_chain(log: AccessLog) -> None:
@@ -62,7 +63,7 @@ def test_append_in_and_group_commits_interleave_into_one_chain(log: AccessLog) -
     for t in threads:
         t.join()
     assert log.head() == 3 * 60 + 30
-    assert log.verify() is None
+    assert verify_report(log).first_bad is None
     # every commit, group commits and administrative ones alike, is sealed exactly once
     seals = log.seals()
     assert sorted(first for first, _ in seals.values()) == [1, *(seq + 1 for seq in sorted(seals)[:-1])]

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import importlib
-import sys
 import uuid
-from pathlib import Path
 
 import pytest
 
-from civicmesh.accesslog import AccessLog, AccessRecord
-from civicmesh.store import dispose_all, get_engine
 from lineage import naming
 from lineage.graph import LineageGraph
 from lineage.readers import derived_products, readers_from, resolve, summarise
+from meshcore.accesslog import AccessLog, AccessRecord
+from meshcore.store import dispose_all, get_engine
 
 SR, SUMMARY, OTHER = "public_works.service_requests", "city_ops.district_summary", "finance.vendor_payments"
 WH = "/tmp/civicmesh-test/warehouse.duckdb"
@@ -90,23 +87,16 @@ ROWS = [
 ]
 
 
-def test_summary_matches_the_graphql_field() -> None:
-    """CLI and GraphQL aggregate the same rows the same way (gateway.audit_fields._readers)."""
-    graphql_dir = str(Path(__file__).resolve().parents[2] / "graphql")
-    if graphql_dir not in sys.path:
-        sys.path.insert(0, graphql_dir)
-    if "gateway" in sys.modules and getattr(sys.modules["gateway"], "__file__", None) is None:
-        del sys.modules["gateway"]
-    audit_fields = importlib.import_module("gateway.audit_fields")
-    allowed = [r for r in ROWS if r["decision"] == "allow"]  # the gateway searches decision=allow
-    ours = [
+def test_summary_counts_allowed_reads_and_exports_per_subject_and_product() -> None:
+    """The one aggregation behind `civicmesh audit readers` and GraphQL `readersOfDerived`: a denial
+    and an `audit` record are not reads."""
+    summary = [
         (r.subject, r.product, r.reads, r.rows, r.first, r.last, r.masked_columns) for r in summarise(ROWS)
     ]
-    theirs = [
-        (r.subject, r.product, r.reads, r.rows, r.first, r.last, r.masked_columns)
-        for r in audit_fields._readers([r for r in allowed if r["action"] in ("read", "export")])
+    assert summary == [
+        ("mallory", SUMMARY, 1, 10, ROWS[1]["ts"], ROWS[1]["ts"], []),
+        ("dana", SR, 2, 15, ROWS[0]["ts"], ROWS[2]["ts"], ["requester_name"]),
     ]
-    assert ours == theirs
     dana = next(r for r in summarise(ROWS) if r.subject == "dana")
     assert dana.actions == {"read", "export"} and dana.row_filters == [
         {"column": "district", "values": ["D3"]}
@@ -139,3 +129,9 @@ def test_join_with_the_stored_log(log: AccessLog) -> None:
         (SUMMARY, "mallory", {}),
         (SR, "dana", {"requester_name": "hash"}),
     ]
+    # A caller who may audit only SR is shown SR alone: the summary is neither shown nor named.
+    products, readers = readers_from(
+        _graph(), log, "raw.public_works_service_requests", may_audit=lambda name: name == SR
+    )
+    assert products == [SR]
+    assert [(r.product, r.subject) for r in readers] == [(SR, "dana")]

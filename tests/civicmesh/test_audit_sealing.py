@@ -17,12 +17,13 @@ from pathlib import Path
 import pytest
 from sqlalchemy import BigInteger, Column, MetaData, String, Table, insert
 
-from civicmesh.accesslog import AccessLog, AccessLogUnavailable, AccessRecord
-from civicmesh.audit.checkpoints import Checkpoint
-from civicmesh.audit.sealing import Sealer, SealRefused, open_log
-from civicmesh.audit.sinks import SinkError
-from civicmesh.settings import Settings
-from civicmesh.store import dispose_all, get_engine
+from meshcore.accesslog import AccessLog, AccessLogUnavailable, AccessRecord
+from meshcore.audit.sealing import Sealer, SealRefused, open_log
+from meshcore.audit.verify import verify_report
+from meshcore.seals.checkpoints import Checkpoint
+from meshcore.seals.sinks import SinkError
+from meshcore.settings import Settings
+from meshcore.store import dispose_all, get_engine
 
 
 def _record(i: int) -> AccessRecord:
@@ -65,7 +66,7 @@ def test_checkpoints_at_the_count_the_interval_and_shutdown(settings: Settings) 
         sealer.close()
     last = _sink(settings)[-1]
     assert (last.reason, last.seq) == ("shutdown", 25)
-    assert log.verify_report().unsealed == 0
+    assert verify_report(log).unsealed == 0
 
     sealer = Sealer(log, every=1000, interval_s=0.05).start()
     try:
@@ -99,7 +100,7 @@ def test_two_writers_seal_one_chain(settings: Settings) -> None:
     sealers[0].checkpoint("shutdown")
     chain = _sink(settings)
     assert [cp.index for cp in chain] == list(range(1, len(chain) + 1)) and chain[-1].seq == 80
-    check = logs[0].verify_report()
+    check = verify_report(logs[0])
     assert check.ok and check.sealed == 80 and check.checkpoints == len(chain), check.findings
 
 
@@ -111,11 +112,11 @@ def test_a_crash_between_sink_and_store_is_repaired(settings: Settings) -> None:
     sealer.checkpoint("count")
     with sqlite3.connect(settings.metadata_url.removeprefix("sqlite:///")) as raw:
         raw.execute("DELETE FROM audit_checkpoints")  # as if the process died after delivering
-    assert log.verify_report().problem == "checkpoint deleted"
+    assert verify_report(log).problem == "checkpoint deleted"
     log.append([_record(6)])
     sealer.checkpoint("count")
     assert [c["idx"] for c in log.checkpoints()] == [1, 2]
-    assert log.verify_report().ok
+    assert verify_report(log).ok
 
 
 def test_a_disk_full_mid_checkpoint_leaves_no_torn_line_and_sealing_resumes(settings: Settings) -> None:
@@ -141,7 +142,7 @@ def test_a_disk_full_mid_checkpoint_leaves_no_torn_line_and_sealing_resumes(sett
     assert sink.read_text().endswith("\n") and len(_sink(settings)) == 1, "a torn line was left"
     sealer.checkpoint("count")  # room again: the same checkpoint goes through
     assert [cp.seq for cp in _sink(settings)] == [1, 2]
-    assert log.verify_report().ok
+    assert verify_report(log).ok
 
 
 def test_a_sink_that_lost_checkpoints_stops_sealing(settings: Settings) -> None:
@@ -189,7 +190,7 @@ def test_an_hmac_era_log_is_checked_then_sealed(settings: Settings, monkeypatch:
     chain = _sink(settings)
     assert [(cp.reason, cp.first_seq, cp.seq) for cp in chain] == [("migration", 1, 120)]
     log.append([_record(121)])
-    check = log.verify_report()
+    check = verify_report(log)
     assert check.ok and check.sealed == 120 and check.unsealed == 1
     open_log(settings)  # a second start: nothing to migrate again
     assert len(_sink(settings)) == 1
@@ -211,7 +212,7 @@ def test_a_backlog_larger_than_one_round_is_sealed_at_commit_boundaries(
 ) -> None:
     """After a long sink outage more records wait than one round checks (MAX_BATCH): a round must
     end where a commit ends, or the commit it cut is 'unsigned' and sealing stops for good."""
-    from civicmesh.audit import sealing
+    from meshcore.audit import sealing
 
     monkeypatch.setattr(sealing, "MAX_BATCH", 10)  # 100,000 in production: the same arithmetic
     log = open_log(settings)
@@ -221,7 +222,7 @@ def test_a_backlog_larger_than_one_round_is_sealed_at_commit_boundaries(
     written = sealer.checkpoint("interval")
     assert sealer.last_error is None and written and written[-1].seq == 30
     assert [cp.seq for cp in _sink(settings)] == [cp.seq for cp in written]
-    check = log.verify_report()
+    check = verify_report(log)
     assert check.ok and check.sealed == 30, check.findings
 
 
@@ -253,4 +254,4 @@ def test_a_restored_backup_verifies_and_keeps_sealing(
     again.append([_record(120)])
     sealer = Sealer(again)
     assert sealer.checkpoint("interval") and sealer.last_error is None
-    assert again.verify_report().ok
+    assert verify_report(again).ok

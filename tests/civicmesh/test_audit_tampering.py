@@ -15,13 +15,13 @@ from typing import Any
 import pytest
 from sqlalchemy import Connection, create_engine, text
 
-from civicmesh.accesslog import AccessLog, AccessRecord, chain_hash
-from civicmesh.audit.checkpoints import seal_message
-from civicmesh.audit.sealing import Sealer, open_log
-from civicmesh.audit.signing import AuditKeyError, Signer
 from civicmesh.cli import main
-from civicmesh.settings import Settings
-from civicmesh.store import dispose_all
+from meshcore.accesslog import AccessLog, AccessRecord, chain_hash
+from meshcore.audit.sealing import Sealer, open_log
+from meshcore.seals.checkpoints import seal_message
+from meshcore.seals.signing import AuditKeyError, Signer
+from meshcore.settings import Settings
+from meshcore.store import dispose_all
 
 Tamper = Callable[[Connection, Settings], None]
 

@@ -9,10 +9,10 @@ import duckdb
 import pytest
 from sqlalchemy import event
 
-from civicmesh.catalog import Catalog
-from civicmesh.products import ColumnSpec, ProductSpec
-from civicmesh.snapshots import write_snapshot
-from civicmesh.store import get_engine
+from meshcore.catalog import Catalog
+from meshcore.products import ColumnSpec, ProductSpec
+from meshcore.snapshots import write_snapshot
+from meshcore.store import get_engine
 
 SPEC = ProductSpec(
     department="environment",

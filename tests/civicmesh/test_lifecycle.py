@@ -10,13 +10,13 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from civicmesh.catalog import Catalog
-from civicmesh.evolution import BreakingSchemaChange
-from civicmesh.freshness import freshness
-from civicmesh.products import ColumnSpec, ProductSpec
-from civicmesh.retention import collect_garbage
-from civicmesh.snapshots import write_snapshot
-from civicmesh.store import get_engine
+from meshcore.catalog import Catalog
+from meshcore.evolution import BreakingSchemaChange
+from meshcore.freshness import freshness
+from meshcore.products import ColumnSpec, ProductSpec
+from meshcore.retention import collect_garbage
+from meshcore.snapshots import write_snapshot
+from meshcore.store import get_engine
 
 T0 = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
 SPEC = ProductSpec(

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from civicmesh.products import ProductSpec, ProductSpecError, load_product_specs
+from meshcore.products import ProductSpec, ProductSpecError, load_product_specs
 
 # Tests on the real manifest are `slow`: `dbt parse` of the project takes ~7 s (once per session).
 

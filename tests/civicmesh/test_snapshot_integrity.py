@@ -8,11 +8,11 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from civicmesh.accesslog import AccessLog
-from civicmesh.catalog import Catalog, SystemAuthority
-from civicmesh.products import ColumnSpec, ProductSpec
-from civicmesh.snapshots import WrittenSnapshot, integrity_problem, write_snapshot
-from civicmesh.store import get_engine
+from meshcore.accesslog import AccessLog
+from meshcore.catalog import Catalog, SystemAuthority
+from meshcore.products import ColumnSpec, ProductSpec
+from meshcore.snapshots import WrittenSnapshot, integrity_problem, write_snapshot
+from meshcore.store import get_engine
 
 SPEC = ProductSpec(
     department="finance",

@@ -13,8 +13,9 @@ import pytest
 from psycopg import errors as pg_errors
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from civicmesh.accesslog import AccessLog, AccessRecord
-from civicmesh.store import dispose, get_engine, is_fault, probe
+from meshcore.accesslog import AccessLog, AccessRecord
+from meshcore.audit.verify import verify_report
+from meshcore.store import dispose, get_engine, is_fault, probe
 from tests import pg
 from tests.store_faults import can_make_unwritable, unwritable
 
@@ -83,7 +84,7 @@ def test_a_connection_opened_while_the_file_was_read_only_is_replaced(tmp_path: 
     other.close()
     assert log.append([_record(2)]) == [2]  # the read-only connection was replaced on its first failure
     assert probe(log.engine) == (True, "sqlite store reachable and writable")
-    assert log.verify() is None
+    assert verify_report(log).first_bad is None
     dispose(url)
 
 
@@ -99,7 +100,7 @@ def test_postgres_probe_and_writes_recover_after_a_server_restart(postgres: pg.P
         cluster.start()
         assert log.append([_record(2)]) == [2]  # pooled connections died with the server: replaced
         assert probe(log.engine) == (True, "postgresql store reachable and writable")
-        assert log.verify() is None
+        assert verify_report(log).first_bad is None
         dispose(url)
     finally:
         cluster.destroy()
@@ -107,8 +108,8 @@ def test_postgres_probe_and_writes_recover_after_a_server_restart(postgres: pg.P
 
 def _create_every_table(url: str, start: Any, results: Any) -> None:
     """A process starting on the store: what the gateway, a build and the CLI create at start-up."""
-    from civicmesh.catalog import Catalog
     from lineage.outbox import Outbox
+    from meshcore.catalog import Catalog
     from policies import grants, versions
 
     engine = get_engine(url)

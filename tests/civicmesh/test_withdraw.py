@@ -10,17 +10,18 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from civicmesh.accesslog import AccessLog
-from civicmesh.catalog import (
+from meshcore.accesslog import AccessLog
+from meshcore.audit.verify import verify_report
+from meshcore.catalog import (
     Catalog,
     SnapshotWithdrawn,
     SystemAuthority,
     WithdrawError,
     WithdrawRefused,
 )
-from civicmesh.products import ColumnSpec, ProductSpec
-from civicmesh.snapshots import WrittenSnapshot, write_snapshot
-from civicmesh.store import get_engine
+from meshcore.products import ColumnSpec, ProductSpec
+from meshcore.snapshots import WrittenSnapshot, write_snapshot
+from meshcore.store import get_engine
 from policies.decision import Decision
 
 SPEC = ProductSpec(
@@ -93,7 +94,7 @@ def test_the_withdrawal_is_one_chained_record_naming_actor_snapshot_and_rule(
     assert f"current moved to {s1}" in record["reason"]
     assert "wrong totals" not in record["reason"]  # no free text in the log, only its digest
     assert "reason sha256:" in record["reason"]
-    assert log.verify_report().ok
+    assert verify_report(log).ok
 
 
 def test_withdrawing_the_only_snapshot_leaves_nothing_current(
@@ -130,7 +131,7 @@ def test_as_of_with_no_good_snapshot_before_it_finds_nothing(
 def test_current_moves_past_withdrawn_and_removed_snapshots(
     tmp_path: Path, catalog: Catalog, log: AccessLog, engine
 ) -> None:
-    from civicmesh.catalog import snapshots_table
+    from meshcore.catalog import snapshots_table
 
     s0, s1, s2 = _three(tmp_path, catalog)
     catalog.withdraw(SPEC.name, s1, "bad", "alice", authority=OWNER, access_log=log)
@@ -157,7 +158,7 @@ def test_a_leak_in_the_current_snapshot_quarantines_it(
     assert entry.current.id == s1
     [record] = list(log.rows())
     assert (record["action"], record["subject"], record["rule"]) == ("quarantine", "civicmesh", PII_GATE.rule)
-    assert log.verify_report().ok
+    assert verify_report(log).ok
 
 
 def test_a_refused_withdrawal_changes_nothing_and_is_chained_as_a_denial(
@@ -173,7 +174,7 @@ def test_a_refused_withdrawal_changes_nothing_and_is_chained_as_a_denial(
     assert (record["decision"], record["status"], record["subject"]) == ("deny", 403, "bob")
     assert (record["reason"], record["policy_version"]) == (refused.reason, "v1")
     assert record["error_code"] == "FORBIDDEN"
-    assert log.verify_report().ok
+    assert verify_report(log).ok
 
 
 @pytest.mark.parametrize(

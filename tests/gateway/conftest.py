@@ -25,14 +25,14 @@ import httpx
 import pytest
 import uvicorn
 
-from civicmesh.catalog import Catalog
-from civicmesh.products import ColumnSpec, ProductSpec
-from civicmesh.settings import Settings
-from civicmesh.snapshots import write_snapshot
-from civicmesh.store import dispose_all, get_engine
-from gateway.app import create_app
+from civicmesh.asgi import create_app
 from gateway.auth import issue_token
 from gateway.serving import uvicorn_options
+from meshcore.catalog import Catalog
+from meshcore.products import ColumnSpec, ProductSpec
+from meshcore.settings import Settings
+from meshcore.snapshots import write_snapshot
+from meshcore.store import dispose_all, get_engine
 
 if TYPE_CHECKING:
     from tests.pg import PgCluster

@@ -12,10 +12,11 @@ from typing import Any
 
 import pytest
 
-from civicmesh.accesslog import AccessLog
-from civicmesh.products import ColumnSpec, ProductSpec
-from civicmesh.settings import Settings
-from civicmesh.store import get_engine
+from meshcore.accesslog import AccessLog
+from meshcore.audit.verify import verify_report
+from meshcore.products import ColumnSpec, ProductSpec
+from meshcore.settings import Settings
+from meshcore.store import get_engine
 
 VENDOR_PAYMENTS = ProductSpec(
     department="finance",
@@ -59,7 +60,7 @@ READ_PAYMENTS = "{ finance { vendorPayments { totalCount nodes { vendor } } } }"
 def access_server(server, publish_product, tmp_path_factory) -> Iterator[Any]:
     """A server over its own home with a confidential and a restricted product."""
     home = tmp_path_factory.mktemp("access_home")
-    settings = Settings(home=home, metadata_url=f"sqlite:///{home / 'metadata.db'}", demo_mode=False)
+    settings = Settings.for_home(home, demo_mode=False)
     settings.ensure_dirs()
     publish_product(
         settings,
@@ -163,7 +164,7 @@ def test_request_approve_read_revoke_end_to_end(access_server) -> None:
     # and the policies code's own record of each change, written in the change's transaction
     changes = [(r["action"], r["subject"]) for r in rows if r["request_id"] == f"access-request-{rid}"]
     assert changes == [("request", "mallory"), ("approve", "fiona"), ("revoke", "fiona")]
-    assert AccessLog(get_engine(srv.settings.metadata_url)).verify() is None
+    assert verify_report(AccessLog(get_engine(srv.settings.metadata_url))).first_bad is None
 
 
 def test_subject_and_domain_are_never_arguments(access_server) -> None:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from civicmesh.accesslog import AccessLog
-from civicmesh.store import get_engine
+from meshcore.accesslog import AccessLog
+from meshcore.audit.verify import verify_report
+from meshcore.store import get_engine
 from tests.pg import on_both_backends
 from tests.store_faults import allow_inserts, refuse_inserts
 
@@ -62,7 +63,7 @@ def test_mixed_requests_each_leave_records_and_the_chain_verifies(server) -> Non
     assert codes == [None, "UNAUTHENTICATED", "BAD_USER_INPUT", "BAD_USER_INPUT", None]
     assert rows[2]["decision"] == "deny" and rows[2]["product"] == "hr.salaries"
     assert rows[4]["row_filter"] == '{"column":"district","values":["D3"]}'
-    assert log.verify() is None
+    assert verify_report(log).first_bad is None
 
 
 def test_unwritable_log_fails_closed_with_503_and_no_data(server) -> None:
@@ -78,7 +79,7 @@ def test_unwritable_log_fails_closed_with_503_and_no_data(server) -> None:
     finally:
         allow_inserts(server.settings.metadata_url)
     assert server.post("{ me { user } }", "alice").status_code == 200
-    assert _log(server).verify() is None
+    assert verify_report(_log(server)).first_bad is None
 
 
 LOG_QUERY = (
@@ -138,7 +139,7 @@ def test_a_forbidden_read_leaves_one_deny_record_with_its_reason(server) -> None
     assert rows[0]["subject"] == "carol" and rows[0]["decision"] == "deny"
     assert rows[0]["product"] == "public_works.service_requests" and rows[0]["error_code"] == "FORBIDDEN"
     assert rows[0]["reason"] and rows[0]["policy_version"]
-    assert log.verify() is None
+    assert verify_report(log).first_bad is None
 
 
 def test_a_nul_character_in_a_logged_name_is_a_4xx_that_is_logged(server) -> None:
@@ -179,4 +180,4 @@ def test_a_nul_character_in_a_logged_name_is_a_4xx_that_is_logged(server) -> Non
     assert failures == []
     rows = [r for r in log.rows(after_seq=before) if r["subject"] in ("carol", "bob")]
     assert {r["product"] for r in rows} >= {"x\ufffdy"}
-    assert len(rows) == 10 and log.verify() is None
+    assert len(rows) == 10 and verify_report(log).first_bad is None

@@ -8,8 +8,8 @@ import time
 import jwt
 import pytest
 
-from civicmesh.accesslog import AccessLog
-from civicmesh.store import get_engine
+from meshcore.accesslog import AccessLog
+from meshcore.store import get_engine
 
 QUERY = "{ me { user } }"
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from civicmesh.products import ColumnSpec, ProductSpec
+from meshcore.products import ColumnSpec, ProductSpec
 from tests.gateway.conftest import Server
 
 NOTES = ProductSpec(

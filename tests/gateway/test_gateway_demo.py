@@ -8,7 +8,7 @@ import dataclasses
 
 import httpx
 
-from gateway.app import create_app
+from civicmesh.asgi import create_app
 from gateway.auth import issue_token
 
 

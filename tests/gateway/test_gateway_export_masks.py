@@ -12,9 +12,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from civicmesh.catalog import Catalog, snapshots_table
-from civicmesh.products import ColumnSpec, ProductSpec
-from civicmesh.store import get_engine
+from meshcore.catalog import Catalog, snapshots_table
+from meshcore.products import ColumnSpec, ProductSpec
+from meshcore.store import get_engine
 
 OLD_TIME = datetime(2026, 2, 1, tzinfo=UTC)
 AS_OF = "2026-02-02T00:00:00+00:00"

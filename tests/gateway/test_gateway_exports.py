@@ -9,8 +9,8 @@ import json
 
 import pyarrow.parquet as pq
 
-from civicmesh.accesslog import AccessLog
-from civicmesh.store import get_engine
+from meshcore.accesslog import AccessLog
+from meshcore.store import get_engine
 
 SR = "public_works.service_requests"
 

@@ -8,12 +8,12 @@ import time
 import duckdb
 import pytest
 
-from civicmesh.catalog import Catalog
-from civicmesh.products import ColumnSpec, ProductSpec
-from civicmesh.snapshots import WrittenSnapshot
-from civicmesh.store import get_engine
 from gateway.duck import DuckPool
 from gateway.errors import GovernedError
+from meshcore.catalog import Catalog
+from meshcore.products import ColumnSpec, ProductSpec
+from meshcore.snapshots import WrittenSnapshot
+from meshcore.store import get_engine
 
 BROKEN = ProductSpec(
     department="city_ops",

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import duckdb
 
-from civicmesh.catalog import Snapshot
-from civicmesh.products import ColumnSpec, ProductSpec
-from civicmesh.snapshots import write_snapshot
 from gateway.integrity import FileChecks
+from meshcore.catalog import Snapshot
+from meshcore.products import ColumnSpec, ProductSpec
+from meshcore.snapshots import write_snapshot
 
 SPEC = ProductSpec(
     department="environment",

@@ -24,9 +24,9 @@ from typing import Any
 import pytest
 from websockets.sync.client import ClientConnection, connect
 
-from civicmesh.products import ColumnSpec, ProductSpec
-from civicmesh.settings import Settings
 from gateway import ide
+from meshcore.products import ColumnSpec, ProductSpec
+from meshcore.settings import Settings
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -74,7 +74,7 @@ AIR_QUALITY_SQL = (
 @pytest.fixture(scope="module")
 def demo_server(server: Any, publish_product: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     home = tmp_path_factory.mktemp("graphiql_home")
-    settings = Settings(home=home, metadata_url=f"sqlite:///{home / 'metadata.db'}", demo_mode=True)
+    settings = Settings.for_home(home, demo_mode=True)
     settings.ensure_dirs()
     publish_product(settings, AIR_QUALITY, AIR_QUALITY_SQL)
     srv = type(server)(settings)  # the conftest Server class, on this home, in demo mode

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from civicmesh.accesslog import AccessLog
+from meshcore.accesslog import AccessLog
 from tests.gateway.conftest import Server
 
 

@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 
-from civicmesh.accesslog import AccessLog, decode_row
-from civicmesh.settings import Settings
-from civicmesh.store import dispose, get_engine
 from gateway.app import Gateway
 from gateway.auth import Principal
 from gateway.errors import GovernedError
+from meshcore.accesslog import AccessLog, decode_row
+from meshcore.settings import Settings
+from meshcore.store import dispose, get_engine
 from tests.gateway.conftest import Server
 from tests.store_faults import allow_inserts, refuse_inserts
 

@@ -16,11 +16,11 @@ from typing import Any
 import duckdb
 import pytest
 
-from civicmesh.accesslog import AccessLog
-from civicmesh.catalog import Catalog, Snapshot
 from civicmesh.cli import main
-from civicmesh.products import ColumnSpec, ProductSpec
-from civicmesh.store import get_engine
+from meshcore.accesslog import AccessLog
+from meshcore.catalog import Catalog, Snapshot
+from meshcore.products import ColumnSpec, ProductSpec
+from meshcore.store import get_engine
 
 PAYMENTS = ProductSpec(
     department="environment",

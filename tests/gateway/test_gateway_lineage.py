@@ -7,10 +7,10 @@ import json
 import time
 import uuid
 
-from civicmesh.products import ColumnSpec, ProductSpec
-from civicmesh.store import get_engine
 from lineage import naming
 from lineage.outbox import Outbox
+from meshcore.products import ColumnSpec, ProductSpec
+from meshcore.store import get_engine
 
 SR = "public_works.service_requests"
 LINEAGE = (

@@ -18,12 +18,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from civicmesh.settings import Settings
-from civicmesh.store import get_engine
 from gateway.auth import issue_token
 from lineage.lease import LEASE_TTL_S, Holder
 from lineage.outbox import Outbox
 from lineage.recorder import LineageRecorder
+from meshcore.settings import Settings
+from meshcore.store import get_engine
 from tests.child_gateway import Gateway
 
 pytestmark = pytest.mark.slow

@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 
-from civicmesh.products import ColumnSpec, ProductSpec
-from civicmesh.settings import Settings
-from civicmesh.store import get_engine
 from lineage import naming
 from lineage.outbox import Outbox
+from meshcore.products import ColumnSpec, ProductSpec
+from meshcore.settings import Settings
+from meshcore.store import get_engine
 
 SALARIES = ProductSpec(
     department="hr",
@@ -95,7 +95,7 @@ def _strip(dataset: dict) -> dict:
 @pytest.fixture(scope="module")
 def lineage_server(server, publish_product, tmp_path_factory) -> Iterator[Any]:
     home = tmp_path_factory.mktemp("lineage_home")
-    settings = Settings(home=home, metadata_url=f"sqlite:///{home / 'metadata.db'}", demo_mode=False)
+    settings = Settings.for_home(home, demo_mode=False)
     settings.ensure_dirs()
     publish_product(settings, SALARIES, "SELECT 1 AS employee_id, 2.0 AS salary")
     publish_product(settings, SUMMARY, "SELECT 'U' AS unit, 2.0 AS total_pay, CAST(3 AS BIGINT) AS requests")

@@ -18,13 +18,13 @@ from typing import Any
 import httpx
 import pytest
 
-from civicmesh.accesslog import AccessLog
-from civicmesh.products import ColumnSpec, ProductSpec
-from civicmesh.settings import Settings
-from civicmesh.store import dispose_all, get_engine
 from lineage import naming
 from lineage.facets import ACCESS_FACET, INGEST_FACET
 from lineage.outbox import Outbox
+from meshcore.accesslog import AccessLog
+from meshcore.products import ColumnSpec, ProductSpec
+from meshcore.settings import Settings
+from meshcore.store import dispose_all, get_engine
 from tests.gateway.conftest import (
     AIR_QUALITY,
     SALARIES,
@@ -101,7 +101,7 @@ def _build_events() -> list[dict[str, Any]]:
 @pytest.fixture(scope="module")
 def trust_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     home = tmp_path_factory.mktemp("trust_home")
-    settings = Settings(home=home, metadata_url=f"sqlite:///{home / 'metadata.db'}")
+    settings = Settings.for_home(home)
     settings.ensure_dirs()
     publish(settings, SERVICE_REQUESTS, SERVICE_REQUESTS_SQL)
     publish(

@@ -20,12 +20,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from civicmesh.accesslog import AccessLog
-from civicmesh.catalog import Catalog
-from civicmesh.settings import Settings
-from civicmesh.store import dispose_all, get_engine
 from gateway.app import MAX_BODY_BYTES, governed
 from lineage.receiver import MAX_EVENT_BYTES
+from meshcore.accesslog import AccessLog
+from meshcore.catalog import Catalog
+from meshcore.settings import Settings
+from meshcore.store import dispose_all, get_engine
 from tests.gateway.conftest import SERVICE_REQUESTS, SERVICE_REQUESTS_SQL, Server, publish
 
 SR_EXPORT = "/exports/public_works.service_requests.csv"
@@ -277,7 +277,7 @@ def test_an_export_filters_and_sorts_exactly_as_graphql(server: Server) -> None:
 @pytest.fixture(scope="module")
 def fault_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     home = tmp_path_factory.mktemp("fault_home")
-    settings = Settings(home=home, metadata_url=f"sqlite:///{home / 'metadata.db'}")
+    settings = Settings.for_home(home)
     settings.ensure_dirs()
     publish(settings, SERVICE_REQUESTS, SERVICE_REQUESTS_SQL)
     server = Server(settings)

@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from civicmesh.accesslog import AccessLog
+from meshcore.accesslog import AccessLog
 from tests.gateway.conftest import Server
 
 LINEAGE = "query($p: String!) { lineage(product: $p) { root } }"

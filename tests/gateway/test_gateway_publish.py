@@ -8,10 +8,10 @@ from datetime import UTC, datetime
 
 import duckdb
 
-from civicmesh.catalog import Catalog
-from civicmesh.products import ColumnSpec, ProductSpec
-from civicmesh.snapshots import write_snapshot
-from civicmesh.store import get_engine
+from meshcore.catalog import Catalog
+from meshcore.products import ColumnSpec, ProductSpec
+from meshcore.snapshots import write_snapshot
+from meshcore.store import get_engine
 
 V1 = ProductSpec(
     department="transportation",

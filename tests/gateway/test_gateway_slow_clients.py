@@ -19,11 +19,11 @@ from pathlib import Path
 
 import pytest
 
-from civicmesh.accesslog import AccessLog
-from civicmesh.settings import Settings
-from civicmesh.store import dispose_all
 from gateway import serving
 from gateway.serving import HeaderTimeoutH11Protocol
+from meshcore.accesslog import AccessLog
+from meshcore.settings import Settings
+from meshcore.store import dispose_all
 from tests.gateway.conftest import SERVICE_REQUESTS, SERVICE_REQUESTS_SQL, Server, _free_port, publish
 
 HEAD = b"POST /graphql HTTP/1.1\r\nHost: civicmesh\r\nContent-Type: application/json\r\n"
@@ -36,7 +36,7 @@ class OneSecondHeads(HeaderTimeoutH11Protocol):
 @pytest.fixture(scope="module")
 def slow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     home = tmp_path_factory.mktemp("slow_home")
-    settings = Settings(home=home, metadata_url=f"sqlite:///{home / 'metadata.db'}")
+    settings = Settings.for_home(home)
     settings.ensure_dirs()
     publish(settings, SERVICE_REQUESTS, SERVICE_REQUESTS_SQL)
     server = Server(settings, http=OneSecondHeads)

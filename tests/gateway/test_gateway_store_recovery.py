@@ -20,10 +20,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from civicmesh.accesslog import AccessLog
-from civicmesh.settings import Settings
-from civicmesh.store import dispose, get_engine
 from gateway.auth import issue_token
+from meshcore.accesslog import AccessLog
+from meshcore.audit.verify import verify_report
+from meshcore.settings import Settings
+from meshcore.store import dispose, get_engine
 from tests import pg
 from tests.child_gateway import Gateway
 from tests.store_faults import can_make_unwritable, sqlite_files, unwritable
@@ -138,7 +139,7 @@ def _fault_and_recover(
     answered = sum(1 for a in load.answers if a.status == 200)
     records = [r for r in log.rows(after_seq=before) if r["subject"] == "alice" and r["status"] == 200]
     assert len(records) == answered, "every answered request is logged, once"
-    assert log.verify() is None
+    assert verify_report(log).first_bad is None
     return load, gateway
 
 
@@ -174,7 +175,7 @@ def test_rollback_journal_store_survives_every_file_unwritable(sqlite_home, tmp_
 
 
 def test_wal_index_turned_unwritable_is_a_sigbus_and_it_is_reported(sqlite_home, tmp_path) -> None:
-    """Why `journal_mode=truncate` exists (civicmesh/store.py): in WAL mode SQLite writes its index
+    """Why `journal_mode=truncate` exists (meshcore/store.py): in WAL mode SQLite writes its index
     through a shared memory map, and the kernel answers a write to a mapped page of an immutable file
     with SIGBUS. No SQLite setting short of a rollback journal avoids that; the process must at least
     say why it died."""

@@ -7,9 +7,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from civicmesh.accesslog import AccessLog
-from civicmesh.settings import Settings
-from civicmesh.store import dispose_all
+from meshcore.accesslog import AccessLog
+from meshcore.audit.verify import verify_report
+from meshcore.settings import Settings
+from meshcore.store import dispose_all
 from tests.gateway.conftest import SERVICE_REQUESTS, Server, publish
 
 # Enough rows that a distinct count per group takes far longer than the timeout.
@@ -26,9 +27,8 @@ BIG_SQL = (
 @pytest.fixture(scope="module")
 def slow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     home = tmp_path_factory.mktemp("timeout_home")
-    settings = Settings(
-        home=home,
-        metadata_url=f"sqlite:///{home / 'metadata.db'}",
+    settings = Settings.for_home(
+        home,
         extra={"query_timeout_s": "0.005"},
     )
     settings.ensure_dirs()
@@ -53,4 +53,4 @@ def test_a_timed_out_query_is_refused_and_logged(slow_server: Server) -> None:
     rows = list(log.rows(after_seq=before))
     assert len(rows) == 1
     assert rows[0]["subject"] == "alice" and rows[0]["error_code"] == "LIMIT_EXCEEDED"
-    assert log.verify() is None
+    assert verify_report(log).first_bad is None

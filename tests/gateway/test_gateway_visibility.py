@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from civicmesh.accesslog import AccessLog
-from civicmesh.products import ColumnSpec, ProductSpec
-from civicmesh.settings import Settings
-from civicmesh.store import get_engine
+from meshcore.accesslog import AccessLog
+from meshcore.products import ColumnSpec, ProductSpec
+from meshcore.settings import Settings
+from meshcore.store import get_engine
 
 
 def _spec(department: str, product: str, classification: str, columns: tuple[ColumnSpec, ...]) -> ProductSpec:
@@ -73,7 +73,7 @@ PRODUCTS = [
 @pytest.fixture(scope="module")
 def demo_server(server, publish_product, tmp_path_factory) -> Iterator[Any]:
     home = tmp_path_factory.mktemp("visibility_home")
-    settings = Settings(home=home, metadata_url=f"sqlite:///{home / 'metadata.db'}", demo_mode=True)
+    settings = Settings.for_home(home, demo_mode=True)
     settings.ensure_dirs()
     for spec, sql in PRODUCTS:
         publish_product(settings, spec, sql)

@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 
-from civicmesh.accesslog import AccessLog
-from civicmesh.catalog import Catalog
 from civicmesh.cli import main
-from civicmesh.products import ColumnSpec, ProductSpec
-from civicmesh.store import get_engine
+from meshcore.accesslog import AccessLog
+from meshcore.catalog import Catalog
+from meshcore.products import ColumnSpec, ProductSpec
+from meshcore.store import get_engine
 
 POTHOLES = ProductSpec(
     department="public_works",
@@ -51,7 +51,7 @@ def history(server, publish_product) -> dict[str, str]:
     good = publish_product(server.settings, POTHOLES, _sql(5, 10.0))
     bad = publish_product(server.settings, POTHOLES, _sql(3, -2.0e16))
     # publish_product stamps "now": move them to fixed days so asOf is deterministic
-    from civicmesh.catalog import snapshots_table
+    from meshcore.catalog import snapshots_table
 
     with catalog.engine.begin() as conn:
         for snap, day in ((good, 0), (bad, 1)):
@@ -186,7 +186,7 @@ def test_only_owners_may_withdraw_and_a_refusal_is_chained(server, cli, capsys, 
 def test_a_cursor_into_a_snapshot_past_retention_has_expired_and_nothing_is_marked_broken(
     server, publish_product
 ) -> None:
-    from civicmesh.catalog import snapshots_table
+    from meshcore.catalog import snapshots_table
 
     spec = replace(POTHOLES, product="curb_repairs", description="Curb repairs.")
     snap = publish_product(server.settings, spec, _sql(4, 2.0))

@@ -15,9 +15,10 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from civicmesh.accesslog import AccessLog
-from civicmesh.store import get_engine
 from gateway.auth import issue_token
+from meshcore.accesslog import AccessLog
+from meshcore.audit.verify import verify_report
+from meshcore.store import get_engine
 from tests.pg import on_both_backends
 
 # Every test here runs on SQLite and on PostgreSQL (tests/pg.py).
@@ -98,7 +99,7 @@ def test_two_worker_processes_keep_one_chain(server, tmp_path) -> None:
         rows = list(log.rows(after_seq=before))
         assert len(rows) == 200
         assert [r["seq"] for r in rows] == list(range(before + 1, before + 201))
-        assert log.verify() is None
+        assert verify_report(log).first_bad is None
         audit = subprocess.run(  # as an auditor checks it: the CLI, with the signed checkpoints
             [sys.executable, "-m", "civicmesh", "audit", "verify", "--json"],
             env=env,

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from civicmesh.settings import Settings
-from civicmesh.store import dispose_all, get_engine
 from lineage.outbox import Outbox
+from meshcore.settings import Settings
+from meshcore.store import dispose_all, get_engine
 
 
 @pytest.fixture

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import ol_dbt_artifacts as artifacts
 
-from civicmesh.products import ColumnSpec, ProductSpec
-from civicmesh.settings import Settings
 from lineage import events, naming
 from lineage.dbt import NodeColumns, events_from_dbt_run
 from lineage.recorder import LineageRecorder
+from meshcore.products import ColumnSpec, ProductSpec
+from meshcore.settings import Settings
 from policies.decision import Decision
 
 COLUMNS = ("request_id", "district", "category", "opened_at", "closed_at", "days_open", "reporter_key")

@@ -6,9 +6,9 @@ from typing import Any
 
 import ol_dbt_artifacts as artifacts
 
-from civicmesh.products import load_product_specs
 from lineage.classification import pii_findings
 from lineage.dbt import NodeColumns
+from meshcore.products import load_product_specs
 
 MART = "model.civicmesh.service_requests"
 SOURCE = "source.civicmesh.raw.public_works_service_requests"

@@ -5,15 +5,14 @@ from __future__ import annotations
 import io
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 import pytest
 
-from civicmesh.settings import Settings
 from lineage import events
 from lineage.dispatcher import Dispatcher
-from lineage.outbox import Outbox, OutboxEvent, wait_until
+from lineage.outbox import Outbox, OutboxEvent
 from lineage.transports import (
     ConsoleTransport,
     DeliveryError,
@@ -21,6 +20,17 @@ from lineage.transports import (
     HttpTransport,
     transports_from_settings,
 )
+from meshcore.settings import Settings
+
+
+def wait_until(predicate: Callable[[], object], timeout: float, interval: float = 0.02) -> bool:
+    """Poll `predicate` until true or `timeout` seconds passed."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return bool(predicate())
 
 
 class FlakyTransport:

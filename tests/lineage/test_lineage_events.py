@@ -10,9 +10,9 @@ import pytest
 from ol_schema import validate
 from openlineage.client.serde import Serde
 
-from civicmesh.products import ColumnSpec, ProductSpec
 from lineage import events, naming
 from lineage.dbt import events_from_dbt_run
+from meshcore.products import ColumnSpec, ProductSpec
 from policies.decision import Decision, RowFilter
 
 WAREHOUSE = Path("/srv/civicmesh/warehouse.duckdb")

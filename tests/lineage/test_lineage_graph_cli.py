@@ -9,10 +9,10 @@ import pytest
 from ol_scenario import record_a_build_and_reads
 
 from civicmesh.cli import main
-from civicmesh.settings import Settings
-from civicmesh.store import dispose_all
 from lineage import events, naming
 from lineage.graph import DATASET, LineageGraph, Node
+from meshcore.settings import Settings
+from meshcore.store import dispose_all
 
 
 @pytest.fixture

@@ -11,10 +11,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from civicmesh.settings import Settings
-from civicmesh.store import dispose_all
 from lineage import events
 from lineage.recorder import LineageRecorder
+from meshcore.settings import Settings
+from meshcore.store import dispose_all
 
 
 class Receiver:

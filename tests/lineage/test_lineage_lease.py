@@ -11,11 +11,11 @@ import pytest
 from sqlalchemy import update
 
 from civicmesh.cli import main
-from civicmesh.settings import Settings
 from lineage import events
 from lineage.lease import Holder, _start_ticks, holder_alive
 from lineage.outbox import Outbox, cursor_table
 from lineage.recorder import LineageRecorder
+from meshcore.settings import Settings
 
 
 def _dead_holder() -> Holder:

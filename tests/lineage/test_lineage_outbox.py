@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from civicmesh.settings import Settings
-from civicmesh.store import dispose_all, get_engine
 from lineage import events
 from lineage.outbox import Outbox, delivery_table
 from lineage.recorder import LineageRecorder
+from meshcore.settings import Settings
+from meshcore.store import dispose_all, get_engine
 
 
 def _run_events(n_runs: int = 3) -> list:
@@ -113,7 +113,7 @@ def test_events_recorded_before_a_hard_crash_are_delivered_by_the_next_process(s
     script = textwrap.dedent(
         f"""
         import os
-        from civicmesh.settings import Settings
+        from meshcore.settings import Settings
         from pathlib import Path
         from lineage import events
         from lineage.recorder import LineageRecorder

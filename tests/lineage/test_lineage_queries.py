@@ -9,12 +9,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from ol_scenario import record_a_build_and_reads
 
-from civicmesh.settings import Settings
-from civicmesh.store import dispose_all
 from lineage import events, naming, queries
 from lineage.graph import DATASET, LineageGraph, Node
 from lineage.receiver import InvalidEvent, accept, check_event
 from lineage.recorder import LineageRecorder
+from meshcore.settings import Settings
+from meshcore.store import dispose_all
 
 PRODUCT = "public_works.service_requests"
 

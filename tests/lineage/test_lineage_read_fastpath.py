@@ -16,11 +16,12 @@ from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
-from civicmesh.accesslog import AccessLog, AccessRecord, _insert_plan, access_log_table, insert_rows
-from civicmesh.products import ColumnSpec, ProductSpec
-from civicmesh.store import get_engine
 from lineage import events, naming
 from lineage.outbox import Outbox, _dumps, outbox_table
+from meshcore.accesslog import AccessLog, AccessRecord, _insert_plan, access_log_table, insert_rows
+from meshcore.audit.verify import verify_report
+from meshcore.products import ColumnSpec, ProductSpec
+from meshcore.store import get_engine
 from policies.decision import Decision, RowFilter
 
 SPEC = ProductSpec(
@@ -136,7 +137,7 @@ def test_lean_insert_errors_are_sqlalchemy_errors_and_roll_back(tmp_path) -> Non
         with pytest.raises(IntegrityError):
             insert_rows(conn, access_log_table, [row])  # the same seq again
         conn.rollback()
-    assert [r["seq"] for r in log.rows()] == [seq] and log.verify() is None
+    assert [r["seq"] for r in log.rows()] == [seq] and verify_report(log).first_bad is None
     engine.dispose()
 
 

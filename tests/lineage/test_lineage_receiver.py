@@ -11,14 +11,14 @@ from typing import Any
 import pytest
 from ol_scenario import record_a_build_and_reads
 
-from civicmesh.settings import Settings
-from civicmesh.store import dispose_all
 from lineage import events, naming, queries
 from lineage.facets import ACCESS_FACET, INGEST_FACET, PRODUCT_FACET
 from lineage.graph import DATASET, JOB, LineageGraph, Node
 from lineage.readers import derived_products, load_graph, resolve
 from lineage.receiver import ForbiddenEvent, accept, is_external, mark
 from lineage.recorder import LineageRecorder
+from meshcore.settings import Settings
+from meshcore.store import dispose_all
 
 PRODUCT = "public_works.service_requests"
 HIDDEN = "hr.employees"

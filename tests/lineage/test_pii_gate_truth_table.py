@@ -19,9 +19,9 @@ from typing import Any
 import duckdb
 import pytest
 
-from civicmesh.products import ColumnSpec, ProductSpec
 from lineage.classification import pii_findings
 from lineage.dbt import NodeColumns, warehouse_columns
+from meshcore.products import ColumnSpec, ProductSpec
 
 SOURCE_COLUMN = {"pii": "c_pii", "plain": "c_plain", "undeclared": "c_undeclared"}
 STG = '"w"."main"."stg"'

@@ -8,7 +8,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from civicmesh.settings import Settings
+from meshcore.settings import Settings
 from orchestration.automation import all_products_job, daily_build, new_landing_files
 from orchestration.freshness import hourly_freshness
 from tests.mesh import isolated_settings

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from civicmesh.catalog import Catalog
-from civicmesh.products import ColumnSpec, ProductSpec
-from civicmesh.store import get_engine
+from meshcore.catalog import Catalog
+from meshcore.products import ColumnSpec, ProductSpec
+from meshcore.store import get_engine
 from orchestration.build import BuildReport, ProductOutcome, product_outcomes
 
 

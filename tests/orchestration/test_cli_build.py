@@ -10,7 +10,7 @@ import dagster as dg
 import pytest
 
 from civicmesh.cli import main
-from civicmesh.settings import Settings
+from meshcore.settings import Settings
 from tests.mesh import BuiltMesh, copy_repo_transforms
 
 

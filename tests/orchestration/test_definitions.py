@@ -62,7 +62,7 @@ def publish_key_of(department: str, product: str) -> dg.AssetKey:
 
 
 def test_publish_key_shape() -> None:
-    from civicmesh.products import ColumnSpec, ProductSpec
+    from meshcore.products import ColumnSpec, ProductSpec
 
     spec = ProductSpec("hr", "employees", "restricted", "frank@city.example", "", (ColumnSpec("a", "int"),))
     assert publish_key(spec) == publish_key_of("hr", "employees")

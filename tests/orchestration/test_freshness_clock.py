@@ -11,11 +11,11 @@ import duckdb
 import pytest
 from sqlalchemy import select, text, update
 
-from civicmesh.catalog import Catalog, snapshots_table, verifications_table
-from civicmesh.freshness import freshness
-from civicmesh.products import ColumnSpec, ProductSpec
-from civicmesh.snapshots import write_snapshot
-from civicmesh.store import get_engine
+from meshcore.catalog import Catalog, snapshots_table, verifications_table
+from meshcore.freshness import freshness
+from meshcore.products import ColumnSpec, ProductSpec
+from meshcore.snapshots import write_snapshot
+from meshcore.store import get_engine
 from tests.mesh import BuiltMesh, cli, copy_home
 
 T0 = datetime(2026, 3, 1, 6, 0, tzinfo=UTC)

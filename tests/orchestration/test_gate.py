@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from civicmesh.products import ColumnSpec, ProductSpec
 from lineage.classification import PiiFinding
+from meshcore.products import ColumnSpec, ProductSpec
 from orchestration.gate import gate_products
 
 # raw -> stg -> requests (product) -> scorecard (product, built from requests); raw2 -> sensors (product)

@@ -17,10 +17,11 @@ from typing import Any
 import httpx
 import pytest
 
-from civicmesh.accesslog import AccessLog
-from civicmesh.catalog import Catalog
 from civicmesh.cli import main
-from civicmesh.settings import REPO_ROOT, Settings
+from meshcore.accesslog import AccessLog
+from meshcore.audit.verify import verify_report
+from meshcore.catalog import Catalog
+from meshcore.settings import REPO_ROOT, Settings
 from orchestration.build import BuildReport, ProductOutcome
 from tests.mesh import BuiltMesh, build, copy_repo_transforms, rebuild_copy
 from tests.orchestration.test_build import PRODUCTS
@@ -231,7 +232,7 @@ def test_a_leak_found_in_the_current_snapshot_quarantines_it_in_the_same_build(
         leaked.id,
         "civicmesh PII gate",
     )
-    assert log.verify_report().ok
+    assert verify_report(log).ok
     outcome = quarantined.outcome("public_works.callbacks")
     assert not outcome.published and any(f"{leaked.id} served callback_phone" in r for r in outcome.reasons)
     for name in PRODUCTS:  # the rest of the build publishes as usual
@@ -321,7 +322,7 @@ def test_a_warn_test_publishes_and_records_the_warning(warned: Built, built_mesh
 
 
 async def _catalog_query(settings: Settings, query: str) -> dict[str, Any]:
-    from gateway.app import create_app
+    from civicmesh.asgi import create_app
     from gateway.auth import issue_token
 
     app = create_app(dataclasses.replace(settings, repo_root=REPO_ROOT))  # the repo's policies

@@ -8,12 +8,13 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from civicmesh.accesslog import AccessLog
-from civicmesh.catalog import Catalog
-from civicmesh.products import ColumnSpec, ProductSpec
-from civicmesh.snapshots import write_snapshot
-from civicmesh.store import get_engine
 from lineage.classification import NOT_DESCRIBED, PiiFinding
+from meshcore.accesslog import AccessLog
+from meshcore.audit.verify import verify_report
+from meshcore.catalog import Catalog
+from meshcore.products import ColumnSpec, ProductSpec
+from meshcore.snapshots import write_snapshot
+from meshcore.store import get_engine
 from orchestration.gate import GateResult
 from orchestration.quarantine import quarantine_leaks
 
@@ -95,7 +96,7 @@ def test_older_snapshots_serving_the_same_leak_are_quarantined_too(mesh, tmp_pat
     assert [c.message.split()[1] for c in gates[SPEC.name].failed] == [first, second]  # oldest first
     assert gates[SPEC.name].failed[-1].message.endswith("current is now none")
     records = [r for r in log.rows() if r["action"] == "quarantine"]
-    assert [r["snapshot_id"] for r in records] == [first, second] and log.verify_report().ok
+    assert [r["snapshot_id"] for r in records] == [first, second] and verify_report(log).ok
 
 
 def test_the_current_moves_back_to_the_newest_snapshot_without_the_leak(tmp_path: Path) -> None:

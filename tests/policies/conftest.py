@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from policy_specs import DEMO_PRODUCTS
 
-from civicmesh.accesslog import AccessLog
-from civicmesh.products import ProductSpec
-from civicmesh.settings import REPO_ROOT, Settings
-from civicmesh.store import dispose_all, get_engine
+from meshcore.accesslog import AccessLog
+from meshcore.products import ProductSpec
+from meshcore.settings import REPO_ROOT, Settings
+from meshcore.store import dispose_all, get_engine
 from policies.engine import PolicyEngine
 
 POLICIES = REPO_ROOT / "policies"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from civicmesh.products import ColumnSpec, ProductSpec
+from meshcore.products import ColumnSpec, ProductSpec
 
 
 def col(name: str, data_type: str = "varchar", mask: str | None = None) -> ColumnSpec:
@@ -80,7 +80,7 @@ DEMO_PRODUCTS: dict[str, ProductSpec] = {
 
 
 def manifest_for(specs: Iterable[ProductSpec]) -> dict[str, Any]:
-    """A minimal dbt manifest that `civicmesh.products.load_product_specs` turns back into `specs`."""
+    """A minimal dbt manifest that `meshcore.products.load_product_specs` turns back into `specs`."""
     nodes: dict[str, Any] = {}
     groups: dict[str, Any] = {}
     for s in specs:

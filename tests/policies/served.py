@@ -12,13 +12,13 @@ import duckdb
 import httpx
 import uvicorn
 
-from civicmesh.catalog import Catalog
-from civicmesh.products import ProductSpec
-from civicmesh.settings import Settings
-from civicmesh.snapshots import write_snapshot
-from civicmesh.store import get_engine
-from gateway.app import create_app
+from civicmesh.asgi import create_app
 from gateway.auth import issue_token
+from meshcore.catalog import Catalog
+from meshcore.products import ProductSpec
+from meshcore.settings import Settings
+from meshcore.snapshots import write_snapshot
+from meshcore.store import get_engine
 
 
 def publish(settings: Settings, specs: Iterable[ProductSpec]) -> None:

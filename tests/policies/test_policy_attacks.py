@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from policy_specs import col, spec
 
-from civicmesh.products import ProductSpec
-from civicmesh.settings import Settings
-from civicmesh.store import get_engine
+from meshcore.products import ProductSpec
+from meshcore.settings import Settings
+from meshcore.store import get_engine
 from policies.directory import parse_directory
 from policies.engine import PolicyEngine
 from policies.grants import AccessRequests

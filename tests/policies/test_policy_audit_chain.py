@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from civicmesh.accesslog import AccessLog
-from civicmesh.products import ProductSpec
-from civicmesh.settings import Settings
-from civicmesh.store import get_engine
+from meshcore.accesslog import AccessLog
+from meshcore.audit.verify import verify_report
+from meshcore.products import ProductSpec
+from meshcore.settings import Settings
+from meshcore.store import get_engine
 from policies.engine import PolicyEngine
 from policies.grants import AccessRequests
 from tests.store_faults import allow_inserts, refuse_inserts
@@ -24,7 +25,7 @@ def _log(settings: Settings) -> AccessLog:
 
 
 def _admin(settings: Settings) -> list[dict]:
-    from civicmesh.accesslog import decode_row
+    from meshcore.accesslog import decode_row
 
     return [decode_row(r) for r in _log(settings).rows() if r["action"] in ADMIN]
 
@@ -54,7 +55,7 @@ def test_request_approve_reject_revoke_are_chained(
     assert records[1]["roles"] == ["owner@hr"]
     # free text (purpose, note) may name people: it stays in the grant store, not the log
     assert not any("Jane" in r["reason"] for r in records)
-    assert _log(settings).verify() is None
+    assert verify_report(_log(settings)).first_bad is None
 
 
 def test_grant_change_fails_when_the_log_cannot_be_written(
@@ -70,7 +71,7 @@ def test_grant_change_fails_when_the_log_cannot_be_written(
     allow_inserts(settings.metadata_url)
     store.approve(request.id, "frank")
     assert store.get(request.id).status == "approved"
-    assert _log(settings).verify() is None
+    assert verify_report(_log(settings)).first_bad is None
 
 
 def test_expiry_is_logged_once(
@@ -91,7 +92,7 @@ def test_expiry_is_logged_once(
     assert len(expired) == 1
     assert expired[0]["product"] == "hr.employees" and f"#{request.id}" in expired[0]["reason"]
     assert [e for _, _, e, _ in store.events(request.id)][-1] == "expired"
-    assert _log(settings).verify() is None
+    assert verify_report(_log(settings)).first_bad is None
 
 
 def test_policy_file_version_change_is_recorded_once(
@@ -111,7 +112,7 @@ def test_policy_file_version_change_is_recorded_once(
     change = versions[1]
     assert change["rule"] == old and change["policy_version"] == engine.version == peer.version
     assert old in change["reason"] and engine.version in change["reason"]
-    assert _log(settings).verify() is None
+    assert verify_report(_log(settings)).first_bad is None
 
 
 def test_grant_only_changes_are_not_policy_versions(

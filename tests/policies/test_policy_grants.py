@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from civicmesh.products import ProductSpec
-from civicmesh.settings import Settings
-from civicmesh.store import get_engine
+from meshcore.products import ProductSpec
+from meshcore.settings import Settings
+from meshcore.store import get_engine
 from policies.engine import PolicyEngine
 from policies.grants import AccessRequests
 from policies.names import PolicyError

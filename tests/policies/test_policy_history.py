@@ -15,11 +15,11 @@ import pytest
 from policy_specs import DEMO_PRODUCTS, manifest_for
 from served import Served, publish
 
-from civicmesh.accesslog import AccessLog
-from civicmesh.audit.sealing import open_log
 from civicmesh.cli import main
-from civicmesh.settings import Settings
-from civicmesh.store import get_engine
+from meshcore.accesslog import AccessLog
+from meshcore.audit.sealing import open_log
+from meshcore.settings import Settings
+from meshcore.store import get_engine
 from policies.engine import PolicyEngine
 from policies.grants import AccessRequests
 

@@ -6,9 +6,9 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from civicmesh.products import ProductSpec
-from civicmesh.settings import Settings
-from civicmesh.store import get_engine
+from meshcore.products import ProductSpec
+from meshcore.settings import Settings
+from meshcore.store import get_engine
 from policies.engine import PolicyEngine
 from policies.grants import AccessRequests
 

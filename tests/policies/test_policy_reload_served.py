@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from served import Served
 
-from civicmesh.accesslog import AccessLog, decode_row
 from civicmesh.cli import main
-from civicmesh.settings import Settings
-from civicmesh.store import dispose_all, get_engine
+from meshcore.accesslog import AccessLog, decode_row
+from meshcore.settings import Settings
+from meshcore.store import dispose_all, get_engine
 from policies import versions
 
 

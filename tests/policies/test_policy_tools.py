@@ -10,8 +10,8 @@ import pytest
 from policy_specs import DEMO_PRODUCTS, manifest_for
 
 from civicmesh.cli import main
-from civicmesh.products import ProductSpec
-from civicmesh.settings import REPO_ROOT, Settings
+from meshcore.products import ProductSpec
+from meshcore.settings import REPO_ROOT, Settings
 from policies.engine import PolicyEngine
 from policies.explain import diff, explain, who_can
 from policies.lint import lint_dir, lint_model

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from civicmesh.products import ProductSpec
+from meshcore.products import ProductSpec
 from policies.decision import ACTIONS, SYSTEM_ACTIONS, RowFilter
 from policies.engine import PolicyEngine
 

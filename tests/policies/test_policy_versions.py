@@ -13,11 +13,11 @@ import pytest
 from policy_specs import DEMO_PRODUCTS, manifest_for
 from served import publish
 
-from civicmesh.accesslog import AccessLog, decode_row
-from civicmesh.audit.sealing import Sealer, open_log
 from civicmesh.cli import main
-from civicmesh.settings import Settings
-from civicmesh.store import get_engine
+from meshcore.accesslog import AccessLog, decode_row
+from meshcore.audit.sealing import Sealer, open_log
+from meshcore.settings import Settings
+from meshcore.store import get_engine
 from policies import versions
 from policies.engine import PolicyEngine
 from policies.lint import lint_texts

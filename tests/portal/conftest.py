@@ -30,9 +30,9 @@ from typing import Any
 import httpx
 import pytest
 
-from civicmesh.products import ColumnSpec, ProductSpec
-from civicmesh.settings import Settings
-from civicmesh.store import dispose_all
+from meshcore.products import ColumnSpec, ProductSpec
+from meshcore.settings import Settings
+from meshcore.store import dispose_all
 from portal.assets import Assets
 from tests.gateway.conftest import SERVICE_REQUESTS, SERVICE_REQUESTS_SQL, Server, publish
 
@@ -79,7 +79,7 @@ ROWS = {SERVICE_REQUESTS.name: SERVICE_REQUESTS_SQL, "environment.water_quality"
 
 def make_home(tmp_path_factory: pytest.TempPathFactory, name: str, **settings_kw: object) -> Settings:
     home = tmp_path_factory.mktemp(name)
-    settings = Settings(home=home, metadata_url=f"sqlite:///{home / 'metadata.db'}", **settings_kw)  # type: ignore[arg-type]
+    settings = Settings.for_home(home, **settings_kw)  # type: ignore[arg-type]
     settings.ensure_dirs()
     for spec in PRODUCTS:
         publish(settings, spec, ROWS.get(spec.name, ROWS_SQL))

@@ -10,7 +10,7 @@ import re
 import httpx
 import pytest
 
-from civicmesh.synthetic.districts import district_boundaries, for_d3_geo
+from civicmesh.synthetic.districts import district_boundaries
 from portal import assets
 from tests.portal.conftest import Browser
 
@@ -100,6 +100,6 @@ def test_pages_reference_the_css_with_sri_that_matches_what_is_served(browser: B
 def test_district_boundaries_are_served_as_geojson_for_vega(demo_portal: object) -> None:
     url = assets.Assets().url("districts.geojson")
     response = httpx.get(f"{demo_portal.url}{url}")  # type: ignore[attr-defined]
-    assert response.status_code == 200 and response.json() == for_d3_geo(district_boundaries())
+    assert response.status_code == 200 and response.json() == assets.for_d3_geo(district_boundaries())
     assert response.headers["content-type"] == "application/geo+json"
     assert url.split(".")[-2] == hashlib.sha256(response.content).hexdigest()[:12]

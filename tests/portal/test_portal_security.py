@@ -11,8 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
-from civicmesh.accesslog import AccessLog, decode_row
-from civicmesh.store import get_engine
+from meshcore.accesslog import AccessLog, decode_row
+from meshcore.store import get_engine
 from portal import sessions
 from tests.gateway.conftest import Server
 from tests.portal.conftest import Browser, csrf_in, make_home

@@ -12,6 +12,7 @@ import pytest
 
 from civicmesh import synthetic
 from civicmesh.synthetic import districts
+from portal.assets import for_d3_geo
 
 # (department/table, its district column) for every landing table with coordinates
 LOCATED = ("public_works/service_requests", "transportation/collisions")
@@ -74,7 +75,7 @@ def test_every_generated_point_lies_in_its_districts_polygon(
 
 
 def test_d3_geo_orientation_reverses_every_ring_and_keeps_the_rest(shipped: dict) -> None:
-    flipped = districts.for_d3_geo(shipped)
+    flipped = for_d3_geo(shipped)
     for mine, theirs in zip(shipped["features"], flipped["features"], strict=True):
         assert _signed_area(theirs["geometry"]["coordinates"][0]) < 0
         assert theirs["geometry"]["coordinates"][0] == mine["geometry"]["coordinates"][0][::-1]

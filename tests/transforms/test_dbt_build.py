@@ -9,7 +9,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from civicmesh.products import load_product_specs
+from meshcore.products import load_product_specs
 
 pytestmark = pytest.mark.slow
 

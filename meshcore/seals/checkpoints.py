@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from civicmesh.audit.signing import Signer, Verifier
+from meshcore.seals.signing import Signer, Verifier
 
 VERSION = 1
 GENESIS = "0" * 64

@@ -7,10 +7,16 @@ import secrets
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # The home's folder of published snapshots; the catalog stores snapshot paths starting with it.
 SNAPSHOTS_FOLDER = "snapshots"
+
+
+def sqlite_url(home: Path) -> str:
+    """The SQLAlchemy URL of the default metadata store: SQLite at `<home>/metadata.db`."""
+    return f"sqlite:///{home / 'metadata.db'}"
 
 
 def _env_path(name: str, default: Path) -> Path:
@@ -33,9 +39,20 @@ class Settings:
     @classmethod
     def from_env(cls) -> Settings:
         home = _env_path("CIVICMESH_HOME", REPO_ROOT / "data")
-        url = os.environ.get("CIVICMESH_METADATA_URL") or f"sqlite:///{home / 'metadata.db'}"
+        url = os.environ.get("CIVICMESH_METADATA_URL") or sqlite_url(home)
         demo = os.environ.get("CIVICMESH_DEMO", "").lower() in {"1", "true", "yes"}
         return cls(home=home, metadata_url=url, demo_mode=demo)
+
+    @classmethod
+    def for_home(cls, home: Path, **options: Any) -> Settings:
+        """Settings for `home` with its metadata store in SQLite at `<home>/metadata.db` (the default
+        of `from_env`); `options` are the other fields (`demo_mode=True`, ...)."""
+        return cls(home=home, metadata_url=sqlite_url(home), **options)
+
+    def option(self, key: str) -> str | None:
+        """An optional setting: `extra[key]` (so a test can configure one Settings object), else
+        the environment's `CIVICMESH_<KEY>` (e.g. `lineage_transports`, `lineage_url`)."""
+        return self.extra.get(key) or os.environ.get(f"CIVICMESH_{key.upper()}")
 
     @property
     def landing_dir(self) -> Path:
@@ -197,3 +214,32 @@ class Settings:
     def ensure_dirs(self) -> None:
         for path in (self.home, self.landing_dir, self.snapshots_dir, self.lineage_dir):
             path.mkdir(parents=True, exist_ok=True)
+
+
+# -- read where no Settings object is at hand (module-level helpers, still read only here) ---------
+
+GRAPHIQL_MODULES_ENV = "CIVICMESH_GRAPHIQL_MODULES"  # GraphiQL's node_modules (a packaged install)
+PORTAL_MODULES_ENV = "CIVICMESH_PORTAL_MODULES"  # the portal's node_modules (a packaged install)
+
+
+def node_modules_dir(variable: str, default: Path) -> Path:
+    """An npm `node_modules` folder: `variable` (GRAPHIQL_MODULES_ENV or PORTAL_MODULES_ENV) when
+    set, else `default` (where `make install` puts it)."""
+    return Path(os.environ.get(variable) or default)
+
+
+def site(default: str) -> str:
+    """`CIVICMESH_SITE`: the authority of lineage namespaces (`civicmesh://<site>`). Read on each
+    call (cheap) so tests and multi-site deployments can set it per process."""
+    return os.environ.get("CIVICMESH_SITE", default)
+
+
+def lineage_enabled() -> bool:
+    """`CIVICMESH_LINEAGE=off` exists to measure what lineage costs a build (bench/lineage.py)."""
+    return os.environ.get("CIVICMESH_LINEAGE", "on").lower() != "off"
+
+
+def chosen_dagster_home() -> Path | None:
+    """`DAGSTER_HOME` when the user (or `civicmesh build`, for its children) set it, else None."""
+    value = os.environ.get("DAGSTER_HOME")
+    return Path(value) if value else None

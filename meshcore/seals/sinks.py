@@ -182,5 +182,5 @@ def open_sink(spec: str) -> CheckpointSink:
         return FileSink(Path(spec).expanduser())
     raise SinkError(
         f"unsupported checkpoint sink {spec!r}: use a file path or file:// URL "
-        "(see civicmesh/audit/sinks.py for adding object storage or syslog)"
+        "(see meshcore/seals/sinks.py for adding object storage or syslog)"
     )

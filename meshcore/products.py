@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 CLASSIFICATIONS = ("public", "internal", "confidential", "restricted")
 MASK_KINDS = ("redact", "hash", "partial", "generalize")
@@ -159,7 +159,7 @@ def _properties_file(node: Mapping[str, Any]) -> str:
     patch = node.get("patch_path") or ""  # "<package>://models/.../x.yml"
     if patch:
         return patch.split("://", 1)[-1]
-    return node.get("original_file_path") or node.get("path") or node["unique_id"]
+    return str(node.get("original_file_path") or node.get("path") or node["unique_id"])
 
 
 def _version_number(source: str, field: str, value: Any) -> int | None:
@@ -172,11 +172,10 @@ def _version_number(source: str, field: str, value: Any) -> int | None:
     return int(text)
 
 
-def spec_from_node(node: Mapping[str, Any], groups: Mapping[str, Any]) -> ProductSpec:
-    """Validate one manifest model node and turn it into a ProductSpec."""
-    source = _properties_file(node)
-    model = node["name"]
-    meta = _model_meta(node).get("civicmesh") or {}
+def _department_owner(
+    node: Mapping[str, Any], groups: Mapping[str, Any], source: str, model: str, meta: Mapping[str, Any]
+) -> tuple[str, str]:
+    """(department, owner email): the model's dbt group and that group's owner."""
     group = node.get("group") or (node.get("config") or {}).get("group")
     if not group:
         raise _fail(source, f"models.{model}.config.group", "a product must belong to a department group")
@@ -189,13 +188,13 @@ def spec_from_node(node: Mapping[str, Any], groups: Mapping[str, Any]) -> Produc
         raise _fail(group_file, f"groups.{group}.owner.email", "every department group needs an owner email")
     if not EMAIL_PATTERN.match(owner):
         raise _fail(group_file, f"groups.{group}.owner.email", f"{owner!r} is not an email address")
-    classification = meta.get("classification")
-    if classification not in CLASSIFICATIONS:
-        raise _fail(
-            source,
-            f"models.{model}.config.meta.civicmesh.classification",
-            f"{classification!r} is not one of {CLASSIFICATIONS}",
-        )
+    return group, owner
+
+
+def _contract_columns(
+    node: Mapping[str, Any], source: str, model: str, meta: Mapping[str, Any]
+) -> tuple[ColumnSpec, ...]:
+    """The enforced contract's columns; every column the product meta names must be one of them."""
     contract = (node.get("config") or {}).get("contract") or {}
     if not contract.get("enforced"):
         raise _fail(source, f"models.{model}.config.contract.enforced", "products need an enforced contract")
@@ -218,13 +217,13 @@ def spec_from_node(node: Mapping[str, Any], groups: Mapping[str, Any]) -> Produc
                 f"models.{model}.config.meta.civicmesh.{key}",
                 f"column {value!r} is not in the contract",
             )
-    sla = meta.get("freshness_sla_hours")
-    if sla is not None and (not isinstance(sla, int | float) or sla <= 0):
-        raise _fail(
-            source,
-            f"models.{model}.config.meta.civicmesh.freshness_sla_hours",
-            "must be a positive number of hours",
-        )
+    return columns
+
+
+def _product_version(
+    node: Mapping[str, Any], source: str, model: str, meta: Mapping[str, Any]
+) -> tuple[str, int | None]:
+    """(product name, dbt model version): an older version than the latest is `<product>_v<N>`."""
     product = meta.get("product") or model
     if not NAME_PATTERN.match(product):
         raise _fail(source, f"models.{model}.config.meta.civicmesh.product", f"{product!r} is not snake_case")
@@ -232,6 +231,31 @@ def spec_from_node(node: Mapping[str, Any], groups: Mapping[str, Any]) -> Produc
     latest = _version_number(source, f"models.{model}.latest_version", node.get("latest_version"))
     if version is not None and version != latest:
         product = f"{product}_v{version}"
+    return product, version
+
+
+def spec_from_node(node: Mapping[str, Any], groups: Mapping[str, Any]) -> ProductSpec:
+    """Validate one manifest model node and turn it into a ProductSpec."""
+    source = _properties_file(node)
+    model = node["name"]
+    meta = _model_meta(node).get("civicmesh") or {}
+    group, owner = _department_owner(node, groups, source, model, meta)
+    classification = meta.get("classification")
+    if classification not in CLASSIFICATIONS:
+        raise _fail(
+            source,
+            f"models.{model}.config.meta.civicmesh.classification",
+            f"{classification!r} is not one of {CLASSIFICATIONS}",
+        )
+    columns = _contract_columns(node, source, model, meta)
+    sla = meta.get("freshness_sla_hours")
+    if sla is not None and (not isinstance(sla, int | float) or sla <= 0):
+        raise _fail(
+            source,
+            f"models.{model}.config.meta.civicmesh.freshness_sla_hours",
+            "must be a positive number of hours",
+        )
+    product, version = _product_version(node, source, model, meta)
     return ProductSpec(
         department=group,
         product=product,
@@ -261,7 +285,7 @@ def is_product_node(node: Mapping[str, Any]) -> bool:
 def load_product_specs(manifest: Mapping[str, Any] | Path) -> list[ProductSpec]:
     """Every product declared in a dbt manifest, validated; raises ProductSpecError on the first bad one."""
     if isinstance(manifest, Path):
-        manifest = json.loads(manifest.read_text())
+        manifest = cast(Mapping[str, Any], json.loads(manifest.read_text()))
     groups = manifest.get("groups") or {}
     specs = [spec_from_node(n, groups) for n in manifest["nodes"].values() if is_product_node(n)]
     seen: dict[str, str] = {}
@@ -270,7 +294,3 @@ def load_product_specs(manifest: Mapping[str, Any] | Path) -> list[ProductSpec]:
             raise _fail(spec.source_file, spec.name, f"product name also declared by {seen[spec.name]}")
         seen[spec.name] = spec.source_file
     return sorted(specs, key=lambda s: s.name)
-
-
-def specs_by_model(specs: Iterable[ProductSpec]) -> dict[str, ProductSpec]:
-    return {s.model_unique_id: s for s in specs}

@@ -25,10 +25,10 @@ from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from civicmesh.accesslog import GENESIS_HASH, AccessLog, chain_problem, legacy_checkpoints_table
-from civicmesh.audit.checkpoints import GENESIS, Checkpoint, SealRun, record_digest
-from civicmesh.audit.signing import Verifier
-from civicmesh.audit.sinks import CheckpointSink, SinkError
+from meshcore.accesslog import GENESIS_HASH, AccessLog, chain_problem, legacy_checkpoints_table
+from meshcore.seals.checkpoints import GENESIS, Checkpoint, SealRun, record_digest
+from meshcore.seals.signing import Verifier
+from meshcore.seals.sinks import CheckpointSink, SinkError
 
 _RECENT = 1024  # hashes of recent records kept to recognise a moved record
 
@@ -353,7 +353,9 @@ def verify_legacy(log: AccessLog, key: str | None) -> ChainCheck:
     findings: list[Finding] = []
     marks: dict[int, str] = {}
     for cp in _legacy_checkpoints(log) if key else ():
-        good = hmac.new(key.encode(), f"{cp['seq']}|{cp['hash']}|{cp['ts']}".encode(), "sha256").hexdigest()
+        good = hmac.new(
+            (key or "").encode(), f"{cp['seq']}|{cp['hash']}|{cp['ts']}".encode(), "sha256"
+        ).hexdigest()
         if not hmac.compare_digest(good, cp["signature"]):
             findings.append(Finding("checkpoint", int(cp["seq"]), "forged checkpoint", "bad HMAC signature"))
         marks[int(cp["seq"])] = cp["hash"]
@@ -385,3 +387,10 @@ def _legacy_checkpoints(log: AccessLog) -> list[dict[str, Any]]:
     with log.engine.connect() as conn:
         rows = conn.execute(select(legacy_checkpoints_table).order_by(legacy_checkpoints_table.c.seq))
         return [dict(r._mapping) for r in rows]
+
+
+def verify_report(log: AccessLog) -> ChainCheck:
+    """`log` against its chain; with its verifier, the seals and checkpoints against the public
+    key; with its sink, the checkpoints against the sink. `.first_bad` is the first sequence number
+    found bad (None: all is whole)."""
+    return verify_log(log, log.verifier, log.sink)

@@ -18,7 +18,7 @@ import os
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -40,12 +40,12 @@ from sqlalchemy import (
     update,
 )
 
-from civicmesh.accesslog import AccessLog, AccessRecord
-from civicmesh.evolution import check_compatible
-from civicmesh.products import ProductSpec
-from civicmesh.settings import SNAPSHOTS_FOLDER, Settings
-from civicmesh.snapshots import WrittenSnapshot
-from civicmesh.store import create_tables
+from meshcore.accesslog import AccessLog, AccessRecord
+from meshcore.evolution import check_compatible
+from meshcore.products import ProductSpec
+from meshcore.settings import SNAPSHOTS_FOLDER, Settings
+from meshcore.snapshots import WrittenSnapshot
+from meshcore.store import as_utc, create_tables, utcnow
 
 metadata = MetaData()
 
@@ -125,15 +125,6 @@ MAX_REASON_CHARS = 2000
 QUALITY_STATUSES = ("passed", "warned", "failed")  # what the publish gate decided; "unknown" before
 
 
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def _aware(value: datetime) -> datetime:
-    # SQLite returns naive datetimes; everything stored is UTC.
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
 @dataclass(frozen=True)
 class Snapshot:
     id: str
@@ -172,15 +163,15 @@ class Snapshot:
             byte_size=row.byte_size,
             schema=tuple((str(n), str(t)) for n, t in row.schema_json),
             spec=ProductSpec.from_json(row.spec_json),
-            published_at=_aware(row.published_at),
+            published_at=as_utc(row.published_at),
             quality=row.quality_json,
             run_id=row.run_id,
             status=row.w_kind or PUBLISHED,
             status_reason=row.w_reason,
             status_actor=row.w_actor,
-            status_at=_aware(row.w_at) if row.w_at else None,
+            status_at=as_utc(row.w_at) if row.w_at else None,
             broken=row.b_detail,
-            broken_at=_aware(row.b_at) if row.b_at else None,
+            broken_at=as_utc(row.b_at) if row.b_at else None,
             removed=row.removed_at is not None,
         )
 
@@ -286,6 +277,30 @@ def _snapshot_in(conn: Any, snapshot_id: str | None, home: Path) -> Snapshot | N
         return None
     row = conn.execute(_snapshot_select().where(snapshots_table.c.id == snapshot_id)).first()
     return Snapshot.from_row(row, home) if row else None
+
+
+def _withdraw_record(
+    product: str,
+    snapshot_id: str | None,
+    actor: str,
+    kind: str,
+    authority: Authority,
+    roles: Sequence[str],
+) -> AccessRecord:
+    """The access-log record of a withdrawal (`withdraw`) or quarantine (`quarantine`) by `actor`."""
+    return AccessRecord(
+        request_id=uuid.uuid4().hex,
+        action="withdraw" if kind == "withdrawn" else "quarantine",
+        status=200,
+        decision="allow",
+        reason=authority.reason,
+        subject=actor,
+        roles=list(roles),
+        product=product,
+        snapshot_id=snapshot_id,
+        rule=authority.rule,
+        policy_version=authority.policy_version,
+    )
 
 
 def _reason_digest(reason: str) -> str:
@@ -400,25 +415,8 @@ class Catalog:
             _refuse_withdrawn_twin(conn, spec, written.checksum)
             if current is not None:
                 check_compatible(ProductSpec.from_json(current.spec_json), spec)
-            seq = (conn.execute(select(func.max(snapshots_table.c.seq))).scalar() or 0) + 1
-            snapshot_id = f"{spec.name}@{now:%Y%m%dT%H%M%S%fZ}-{written.checksum[:8]}"
             self._upsert_product(conn, spec, now, quality_status=status, quality_json=quality)
-            conn.execute(
-                snapshots_table.insert().values(
-                    id=snapshot_id,
-                    seq=seq,
-                    product=spec.name,
-                    path=self.stored_path(written.path),
-                    checksum=written.checksum,
-                    row_count=written.row_count,
-                    byte_size=written.byte_size,
-                    schema_json=[list(c) for c in written.schema],
-                    spec_json=spec.to_json(),
-                    quality_json=quality,
-                    run_id=run_id,
-                    published_at=now,
-                )
-            )
+            snapshot_id = self._insert_snapshot(conn, spec, written, quality, run_id, now)
             conn.execute(
                 update(products_table)
                 .where(products_table.c.name == spec.name)
@@ -428,6 +426,36 @@ class Catalog:
             published = _snapshot_in(conn, snapshot_id, self.home)
             assert published is not None
             return published
+
+    def _insert_snapshot(
+        self,
+        conn: Any,
+        spec: ProductSpec,
+        written: WrittenSnapshot,
+        quality: dict[str, Any] | None,
+        run_id: str | None,
+        now: datetime,
+    ) -> str:
+        """Insert `written` as the next snapshot of `spec` (not yet current); returns its id."""
+        seq = (conn.execute(select(func.max(snapshots_table.c.seq))).scalar() or 0) + 1
+        snapshot_id = f"{spec.name}@{now:%Y%m%dT%H%M%S%fZ}-{written.checksum[:8]}"
+        conn.execute(
+            snapshots_table.insert().values(
+                id=snapshot_id,
+                seq=seq,
+                product=spec.name,
+                path=self.stored_path(written.path),
+                checksum=written.checksum,
+                row_count=written.row_count,
+                byte_size=written.byte_size,
+                schema_json=[list(c) for c in written.schema],
+                spec_json=spec.to_json(),
+                quality_json=quality,
+                run_id=run_id,
+                published_at=now,
+            )
+        )
+        return snapshot_id
 
     def _record_verified(
         self, conn: Any, product: str, snapshot_id: str, run_id: str | None, now: datetime
@@ -490,7 +518,7 @@ class Catalog:
                 current=snaps.get(p.current_snapshot_id) if p.current_snapshot_id else None,
                 quality_status=p.quality_status,
                 quality=p.quality_json,
-                updated_at=_aware(p.updated_at),
+                updated_at=as_utc(p.updated_at),
                 verified_at=verified.get((p.name, p.current_snapshot_id)),
             )
             for p in products
@@ -504,7 +532,7 @@ class Catalog:
             if not self._has_verifications:
                 return {}
         query = select(verifications_table).where(verifications_table.c.product.in_(names))
-        return {(r.product, r.snapshot_id): _aware(r.verified_at) for r in conn.execute(query)}
+        return {(r.product, r.snapshot_id): as_utc(r.verified_at) for r in conn.execute(query)}
 
     def current(self, name: str) -> Snapshot | None:
         entry = self.entry(name)
@@ -526,7 +554,7 @@ class Catalog:
         A snapshot withdrawn or quarantined since is skipped, so `asOf` a time when it was current
         answers with the last good snapshot before it (what "current" moved back to), or None when
         there is none."""
-        as_of = _aware(as_of)
+        as_of = as_utc(as_of)
         return next((s for s in self.snapshots(name) if s.servable and s.published_at <= as_of), None)
 
     def last_current(self, snapshot: Snapshot) -> datetime:
@@ -576,19 +604,7 @@ class Catalog:
             raise WithdrawError(f"kind must be one of {OUT_OF_SERVICE}, not {kind!r}")
         if not reason or len(reason) > MAX_REASON_CHARS:
             raise WithdrawError(f"a reason of 1 to {MAX_REASON_CHARS} characters is required")
-        record = AccessRecord(
-            request_id=uuid.uuid4().hex,
-            action="withdraw" if kind == "withdrawn" else "quarantine",
-            status=200,
-            decision="allow",
-            reason=authority.reason,
-            subject=actor,
-            roles=list(roles),
-            product=product,
-            snapshot_id=snapshot_id,
-            rule=authority.rule,
-            policy_version=authority.policy_version,
-        )
+        record = _withdraw_record(product, snapshot_id, actor, kind, authority, roles)
         if not authority.allowed:
             access_log.append([replace(record, status=403, decision="deny", error_code="FORBIDDEN")])
             raise WithdrawRefused(f"{actor} may not withdraw snapshots of {product}: {authority.reason}")
@@ -605,17 +621,8 @@ class Catalog:
                 f"current {'moved to ' + (new_current or 'none') if moved else 'unchanged'}"
             )
             [seq] = access_log.append_in(conn, [record])
-            conn.execute(
-                withdrawals_table.insert().values(
-                    snapshot_id=target.id,
-                    product=product,
-                    kind=kind,
-                    reason=reason,
-                    actor=actor,
-                    at=now,
-                    access_log_seq=seq,
-                )
-            )
+            row = {"product": product, "kind": kind, "reason": reason, "actor": actor, "at": now}
+            conn.execute(withdrawals_table.insert().values(snapshot_id=target.id, access_log_seq=seq, **row))
             pointer = {"current_snapshot_id": new_current} if moved else {}
             conn.execute(  # updated_at moves `version()`, so gateways reload their catalog state
                 update(products_table)

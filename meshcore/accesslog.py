@@ -8,11 +8,11 @@ becomes the leader and writes everything queued so far); processes sharing the s
 the write lock (`BEGIN IMMEDIATE` on SQLite, a table lock on PostgreSQL). Sequence numbers and the
 chain are computed inside that lock, so any number of writers yields one unbroken chain.
 
-Signatures (see `civicmesh.audit.checkpoints`): a writer holding the Ed25519 key signs the last
+Signatures (see `meshcore.seals.checkpoints`): a writer holding the Ed25519 key signs the last
 record of every commit in the same transaction (`access_log_seals`), so a record appended without
-the key is a forgery; `civicmesh.audit.sealing.Sealer` seals the records since the last checkpoint
+the key is a forgery; `meshcore.audit.sealing.Sealer` seals the records since the last checkpoint
 into a signed, chained checkpoint, delivered to a sink outside this store and copied into
-`audit_checkpoints`; `civicmesh.audit.verify` checks all of it with the public key alone.
+`audit_checkpoints`; `meshcore.audit.verify` checks all of it with the public key alone.
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ import contextlib
 import hashlib
 import json
 import threading
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -43,15 +43,13 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.sql.elements import ColumnElement
 
-from civicmesh.audit.checkpoints import seal_message
-from civicmesh.audit.signing import Signer, Verifier, open_signer
-from civicmesh.audit.sinks import CheckpointSink, open_sink
-from civicmesh.settings import Settings
-from civicmesh.store import create_tables, get_engine, invalidate_on_fault, retry_once
-
-if TYPE_CHECKING:
-    from civicmesh.audit.verify import ChainCheck
+from meshcore.seals.checkpoints import seal_message
+from meshcore.seals.signing import Signer, Verifier, open_signer
+from meshcore.seals.sinks import CheckpointSink, open_sink
+from meshcore.settings import Settings
+from meshcore.store import create_tables, get_engine, invalidate_on_fault, retry_once
 
 GENESIS_HASH = "0" * 64
 
@@ -91,7 +89,7 @@ access_log_table = Table(
 # `asOf` read and rights question (policies/history.py): without this index each one scanned it.
 ACTION_INDEX = Index("ix_access_log_action_seq", access_log_table.c.action, access_log_table.c.seq)
 
-# One Ed25519 signature per commit, over its span and last hash (civicmesh.audit.checkpoints).
+# One Ed25519 signature per commit, over its span and last hash (meshcore.seals.checkpoints).
 seals_table = Table(
     "access_log_seals",
     metadata,
@@ -180,7 +178,9 @@ class AccessRecord:
 
 
 _RECORD_FIELDS = tuple(f.name for f in fields(AccessRecord))
-_LENGTHS = {c.name: c.type.length for c in access_log_table.columns if getattr(c.type, "length", None)}
+_LENGTHS = {
+    c.name: c.type.length for c in access_log_table.columns if isinstance(c.type, String) and c.type.length
+}
 
 
 def storable(name: str, value: Any) -> Any:
@@ -496,7 +496,7 @@ class AccessLog:
         """(page of decoded rows in seq order, total matching). `products=None` means every
         record, including those of no product (401s, catalog queries); otherwise only those products."""
         t = access_log_table
-        conditions = []
+        conditions: list[ColumnElement[bool]] = []
         if products is not None:
             conditions.append(t.c.product.in_(list(products)))
         if subject is not None:
@@ -546,7 +546,8 @@ class AccessLog:
             .group_by(t.c.subject, t.c.product, t.c.action)
         )
         with self.engine.connect() as conn:
-            return {(s, p, a): ts for s, p, a, ts in conn.execute(query)}
+            rows: Iterable[Any] = conn.execute(query)
+            return {(s, p, a): ts for s, p, a, ts in rows}
 
     def unmasked_reads(self) -> Iterator[dict[str, Any]]:
         """Allowed reads and exports that masked nothing (decoded): where PII may have been seen."""
@@ -570,7 +571,8 @@ class AccessLog:
         t = access_log_table
         query = select(t.c.seq, t.c.prev_hash, t.c.hash).where(t.c.seq > after_seq).order_by(t.c.seq)
         with self.engine.connect() as conn:
-            return [(int(seq), prev, h) for seq, prev, h in conn.execute(query.limit(limit))]
+            rows: Iterable[Any] = conn.execute(query.limit(limit))
+            return [(int(seq), prev, h) for seq, prev, h in rows]
 
     def seals(self, after_seq: int = 0, upto: int | None = None) -> dict[int, tuple[int, str]]:
         """Commit seals ending in (after_seq, upto]: last seq -> (first seq, signature)."""
@@ -588,17 +590,6 @@ class AccessLog:
         with self.engine.connect() as conn:
             rows = conn.execute(select(t).where(t.c.idx > after_index).order_by(t.c.idx)).all()
         return [dict(r._mapping) for r in rows]
-
-    def verify(self) -> int | None:
-        """The first sequence number found bad (see `verify_report`), or None if all is whole."""
-        return self.verify_report().first_bad
-
-    def verify_report(self) -> ChainCheck:
-        """The records against the chain; with a verifier, the seals and checkpoints against the
-        public key; with a sink, the checkpoints against the sink (`civicmesh.audit.verify`)."""
-        from civicmesh.audit.verify import verify_log  # verify reads this module: import late
-
-        return verify_log(self, self.verifier, self.sink)
 
 
 def chain_problem(row: dict[str, Any], prev: str, seen: dict[str, int]) -> tuple[str, str] | None:

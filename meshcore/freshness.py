@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from civicmesh.catalog import CatalogEntry
+from meshcore.catalog import CatalogEntry
 
 
 @dataclass(frozen=True)

@@ -29,8 +29,9 @@ import os
 import sqlite3
 import threading
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 from sqlalchemy import Engine, MetaData, create_engine, event, inspect
 from sqlalchemy.engine import URL, ExceptionContext, make_url
@@ -40,6 +41,24 @@ T = TypeVar("T")
 
 JOURNAL_MODES = ("wal", "truncate", "persist", "delete")
 DEFAULT_JOURNAL_MODE = "wal"
+
+
+def utcnow() -> datetime:
+    """Now, in UTC: every time this store holds is UTC."""
+    return datetime.now(UTC)
+
+
+@overload
+def as_utc(value: datetime) -> datetime: ...
+@overload
+def as_utc(value: None) -> None: ...
+def as_utc(value: datetime | None) -> datetime | None:
+    """A datetime read back from the store, in UTC (SQLite returns the stored UTC time without its
+    zone; PostgreSQL returns it with one). None stays None."""
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
 
 _engines: dict[str, Engine] = {}
 _lock = threading.Lock()

@@ -6,7 +6,7 @@ retyping one breaks them, so it needs a new model version (served side by side a
 
 from __future__ import annotations
 
-from civicmesh.products import ProductSpec
+from meshcore.products import ProductSpec
 
 
 class BreakingSchemaChange(ValueError):

@@ -13,7 +13,8 @@ from pathlib import Path
 
 from sqlalchemy import select, update
 
-from civicmesh.catalog import Catalog, products_table, snapshots_table, utcnow
+from meshcore.catalog import Catalog, products_table, snapshots_table
+from meshcore.store import utcnow
 
 
 @dataclass

@@ -27,7 +27,7 @@ from collections.abc import Iterator, Sequence
 
 from sqlalchemy import Connection, func, select
 
-from civicmesh.accesslog import (
+from meshcore.accesslog import (
     GENESIS_HASH,
     AccessLog,
     AccessLogUnavailable,
@@ -36,11 +36,11 @@ from civicmesh.accesslog import (
     insert_rows,
     utc_timestamp,
 )
-from civicmesh.audit.checkpoints import Checkpoint, SealRun, canonical, make_checkpoint
-from civicmesh.audit.signing import Signer
-from civicmesh.audit.sinks import CheckpointSink, SinkConflict
-from civicmesh.audit.verify import verify_legacy
-from civicmesh.settings import Settings
+from meshcore.audit.verify import verify_legacy
+from meshcore.seals.checkpoints import Checkpoint, SealRun, canonical, make_checkpoint
+from meshcore.seals.signing import Signer
+from meshcore.seals.sinks import CheckpointSink, SinkConflict
+from meshcore.settings import Settings
 
 log = logging.getLogger(__name__)
 
