@@ -48,7 +48,7 @@ from civicmesh.audit.checkpoints import seal_message
 from civicmesh.audit.signing import Signer, Verifier, open_signer
 from civicmesh.audit.sinks import CheckpointSink, open_sink
 from civicmesh.settings import Settings
-from civicmesh.store import create_tables, get_engine, invalidate_on_fault, retry_once
+from civicmesh.store import create_index, create_tables, get_engine, invalidate_on_fault, retry_once
 
 if TYPE_CHECKING:
     from civicmesh.audit.verify import ChainCheck
@@ -60,15 +60,17 @@ metadata = MetaData()
 access_log_table = Table(
     "access_log",
     metadata,
-    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    # On SQLite an INTEGER primary key is the rowid: no second copy of seq in an index of its own.
+    Column("seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=False),
     Column("ts", String(40), nullable=False, index=True),  # ISO-8601 UTC, fixed width: sorts as text
-    Column("request_id", String(64), nullable=False, index=True),
+    # Not indexed: no query looks a record up by request id (an index was 5 % of the stored bytes).
+    Column("request_id", String(64), nullable=False),
     Column("subject", String(200), nullable=True, index=True),
     Column("roles", Text, nullable=False),  # JSON list of "role@department"
     Column("action", String(32), nullable=False),
     Column("product", String(200), nullable=True, index=True),
     Column("snapshot_id", String(200), nullable=True),
-    Column("columns_requested", Text, nullable=False),  # JSON list
+    Column("columns_requested", Text, nullable=False),  # JSON list; null: the same as columns_returned
     Column("columns_returned", Text, nullable=False),  # JSON list
     Column("columns_masked", Text, nullable=False),  # JSON object column -> mask kind
     Column("row_filter", Text, nullable=True),  # JSON {"column", "values"}
@@ -174,6 +176,8 @@ class AccessRecord:
         for name in _JSON_FIELDS:
             value = row[name]
             row[name] = None if value is None else json.dumps(value, sort_keys=True, separators=(",", ":"))
+        if row["columns_requested"] == row["columns_returned"]:
+            row["columns_requested"] = "null"  # most reads get what they asked for: stored once
         if row["latency_ms"] is not None:
             row["latency_ms"] = round(float(row["latency_ms"]), 3)
         return row
@@ -331,10 +335,7 @@ class AccessLog:
         signer = open_signer(settings.audit_signing_key_file, settings.audit_public_key_file)
         sink = open_sink(settings.audit_sink)
         log = cls(get_engine(settings.metadata_url), signer=signer, sink=sink).ensure_schema()
-        with log.engine.begin() as conn:  # a store made before the index existed gets it once
-            conn.exec_driver_sql(
-                f"CREATE INDEX IF NOT EXISTS {ACTION_INDEX.name} ON {access_log_table.name} (action, seq)"
-            )
+        create_index(log.engine, ACTION_INDEX)  # a store made before the index existed gets it once
         return log
 
     def ensure_schema(self) -> AccessLog:
@@ -622,9 +623,12 @@ def chain_problem(row: dict[str, Any], prev: str, seen: dict[str, int]) -> tuple
 
 
 def decode_row(row: dict[str, Any]) -> dict[str, Any]:
-    """A stored row with its JSON fields parsed back (for reports and APIs)."""
+    """A stored row with its JSON fields parsed back (for reports and APIs); a `columns_requested`
+    stored as null (the same as `columns_returned`) comes back as that list."""
     out = dict(row)
     for name in _JSON_FIELDS:
         if out.get(name) is not None:
             out[name] = json.loads(out[name])
+    if "columns_requested" in out and out["columns_requested"] is None:
+        out["columns_requested"] = out.get("columns_returned")
     return out

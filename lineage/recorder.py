@@ -18,6 +18,7 @@ from sqlalchemy import Connection
 
 from civicmesh.settings import Settings
 from civicmesh.store import get_engine, retry_once
+from lineage.compaction import Compactor
 from lineage.dispatcher import Dispatcher
 from lineage.outbox import Outbox
 from lineage.transports import Transport, transports_from_settings
@@ -93,6 +94,10 @@ class LineageRecorder:
     @classmethod
     def from_settings(cls, settings: Settings, **dispatcher_options: Any) -> LineageRecorder:
         outbox = Outbox(get_engine(settings.metadata_url)).ensure_schema()
+        retention = settings.lineage_read_retention
+        if retention is not None:
+            dispatcher_options.setdefault("compactor", Compactor(outbox, retention))
+            dispatcher_options.setdefault("compact_interval", settings.lineage_compact_interval_s)
         return cls(outbox, transports_from_settings(settings), **dispatcher_options)
 
     @classmethod
