@@ -560,11 +560,11 @@ class AccessLog:
                 yield decode_row(dict(row._mapping))
 
     def head(self) -> int:
+        """The last record's seq (0: empty). One primary-key lookup: without the LIMIT, PostgreSQL
+        sent every seq to the client on each start and checkpoint."""
         with self.engine.connect() as conn:
-            value = conn.execute(
-                select(access_log_table.c.seq).order_by(access_log_table.c.seq.desc())
-            ).first()
-        return int(value.seq) if value else 0
+            value = conn.execute(select(func.max(access_log_table.c.seq))).scalar()
+        return int(value or 0)
 
     def links(self, after_seq: int, limit: int) -> list[tuple[int, str, str]]:
         """(seq, prev_hash, hash) of up to `limit` records after `after_seq`, in seq order."""
@@ -573,21 +573,25 @@ class AccessLog:
         with self.engine.connect() as conn:
             return [(int(seq), prev, h) for seq, prev, h in conn.execute(query.limit(limit))]
 
-    def seals(self, after_seq: int = 0, upto: int | None = None) -> dict[int, tuple[int, str]]:
-        """Commit seals ending in (after_seq, upto]: last seq -> (first seq, signature)."""
+    def seals(
+        self, after_seq: int = 0, upto: int | None = None, limit: int | None = None
+    ) -> dict[int, tuple[int, str]]:
+        """Commit seals ending in (after_seq, upto], the first `limit` of them: last seq -> (first
+        seq, signature)."""
         t = seals_table
         query = select(t.c.seq, t.c.first_seq, t.c.signature).where(t.c.seq > after_seq)
         if upto is not None:
             query = query.where(t.c.seq <= upto)
         with self.engine.connect() as conn:
-            rows = conn.execute(query.order_by(t.c.seq))
+            rows = conn.execute(query.order_by(t.c.seq).limit(limit))
             return {int(r.seq): (int(r.first_seq), r.signature) for r in rows}
 
-    def checkpoints(self, after_index: int = 0) -> list[dict[str, Any]]:
-        """The checkpoints copied into the store, in index order, as stored: {idx, seq, body}."""
+    def checkpoints(self, after_index: int = 0, limit: int | None = None) -> list[dict[str, Any]]:
+        """The checkpoints copied into the store (the first `limit` of them), in index order, as
+        stored: {idx, seq, body}."""
         t = checkpoints_table
         with self.engine.connect() as conn:
-            rows = conn.execute(select(t).where(t.c.idx > after_index).order_by(t.c.idx)).all()
+            rows = conn.execute(select(t).where(t.c.idx > after_index).order_by(t.c.idx).limit(limit)).all()
         return [dict(r._mapping) for r in rows]
 
     def verify(self) -> int | None:
