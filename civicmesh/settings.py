@@ -133,6 +133,17 @@ class Settings:
         return float(value or 1.0)
 
     @property
+    def snapshot_memory_budget_bytes(self) -> int:
+        """Memory per gateway process for in-memory copies of hot snapshots (faster scans; LRU):
+        CIVICMESH_SNAPSHOT_MEMORY_MB, in MiB (default 256; 0: always read the Parquet files). A
+        snapshot that does not fit is read from its Parquet file."""
+        value = self.extra.get("snapshot_memory_mb") or os.environ.get("CIVICMESH_SNAPSHOT_MEMORY_MB")
+        megabytes = float(value or 256)
+        if not 0 <= megabytes < 1 << 30:
+            raise ValueError(f"CIVICMESH_SNAPSHOT_MEMORY_MB must be a number of MiB >= 0, not {value!r}")
+        return int(megabytes * (1 << 20))
+
+    @property
     def lineage_read_retention(self) -> timedelta | None:
         """How long a delivered read event stays in the lineage outbox before compaction removes it
         (`lineage.compaction`; the access log keeps every read): CIVICMESH_LINEAGE_READ_RETENTION_DAYS,

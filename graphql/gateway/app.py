@@ -97,7 +97,10 @@ class Gateway:
         self.policy = PolicyEngine.load(settings, audit_log=self.access_log, serving=True)
         self.lineage = LineageRecorder.from_settings(settings)
         self.duck = DuckPool(
-            settings.snapshots_dir, settings.mask_key, timeout_seconds=settings.query_timeout_s
+            settings.snapshots_dir,
+            settings.mask_key,
+            timeout_seconds=settings.query_timeout_s,
+            hot_budget_bytes=settings.snapshot_memory_budget_bytes,
         )
         self.responses = ResponseCache()
         self.tokens = TokenCache()
