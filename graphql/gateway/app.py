@@ -24,7 +24,8 @@ from cross_web import HTTPException
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Mount, Route, request_response
+from starlette.routing import Mount, Route, Router, request_response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from civicmesh import store
 from civicmesh.accesslog import AccessLog
@@ -37,7 +38,6 @@ from gateway.auth import Principal, TokenCache
 from gateway.context import CatalogState, RequestContext, Touch
 from gateway.duck import DuckPool
 from gateway.errors import GovernedError
-from gateway.exports import handle_export
 from gateway.ingest import handle_lineage_post
 from gateway.integrity import snapshots_check
 from gateway.lineage_fields import GraphCache
@@ -50,8 +50,6 @@ from gateway.view import CONTEXT_KEY, GatewayView
 from lineage.receiver import MAX_EVENT_BYTES
 from lineage.recorder import LineageRecorder
 from policies.engine import PolicyEngine
-from portal.app import create_portal_routes
-from portal.sessions import cookie_reader
 
 log = logging.getLogger(__name__)
 
@@ -264,6 +262,28 @@ class Gateway:
         )
 
 
+class Deferred:
+    """An ASGI app built on its first request, in a worker thread, so what `/graphql` never uses (the
+    staff portal: Jinja2, Authlib, rdflib) is not imported at start-up: a worker answers sooner."""
+
+    def __init__(self, build: Callable[[], ASGIApp]) -> None:
+        self._build = build
+        self._app: ASGIApp | None = None
+        self._lock = asyncio.Lock()
+
+    @property
+    def routes(self) -> list[Any]:
+        """The built app's routes (for `url_for`), once a request has built it."""
+        return list(getattr(self._app, "routes", []))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self._app is None:
+            async with self._lock:
+                if self._app is None:
+                    self._app = await anyio.to_thread.run_sync(self._build)
+        await self._app(scope, receive, send)
+
+
 def settle_heap() -> None:
     """Move the long-lived objects (schema, policy, catalog) out of the cyclic collector's reach.
 
@@ -315,6 +335,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         settings.ensure_dirs()
         gateway = (await anyio.to_thread.run_sync(Gateway, settings)).start()
+        from portal.sessions import cookie_reader  # the portal's cookies only, not its pages
+
         gateway.session_reader = cookie_reader(settings.portal_session_key)
         app.state.gateway = gateway
         settle_heap()
@@ -328,6 +350,16 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     async def graphiql_page(request: Request) -> Response | None:
         return await request.app.state.gateway.graphiql_page(request)
+
+    async def export(request: Request) -> Response:
+        from gateway.exports import handle_export  # Arrow is imported on the first export
+
+        return await handle_export(request)
+
+    def portal() -> ASGIApp:
+        from portal.app import create_portal_routes
+
+        return Router(routes=create_portal_routes(settings))
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -343,7 +375,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 "/graphql",
                 governed(graphql, "query", ("POST",), MAX_BODY_BYTES, json_body=True, page=graphiql_page),
             ),
-            Route("/exports/{target}", governed(handle_export, "export", ("GET",))),
+            Route("/exports/{target}", governed(export, "export", ("GET",))),
             Route(
                 "/api/v1/lineage",
                 governed(handle_lineage_post, "lineage_ingest", ("POST",), MAX_EVENT_BYTES, json_body=True),
@@ -351,7 +383,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             *([Mount(ide.STATIC_PATH, app=ide.static_app())] if settings.demo_mode else []),
-            *create_portal_routes(settings),  # last: the staff portal at / (graphql/portal)
+            Mount("", app=Deferred(portal)),  # last: the staff portal at / (graphql/portal)
         ],
         lifespan=lifespan,
     )
