@@ -42,7 +42,7 @@ from civicmesh.products import ColumnSpec, ProductSpec  # noqa: E402
 from civicmesh.settings import Settings  # noqa: E402
 from civicmesh.store import dispose_all  # noqa: E402
 from gateway.recording import Recorder, operation_hash  # noqa: E402
-from lineage.events import read_event_dict  # noqa: E402
+from lineage.read_events import read_event_dict  # noqa: E402
 from lineage.recorder import LineageRecorder  # noqa: E402
 from policies.decision import Decision, RowFilter  # noqa: E402
 

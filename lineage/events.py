@@ -9,15 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from functools import cache, lru_cache
+from functools import lru_cache
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from openlineage.client.event_v2 import RunEvent
 from openlineage.client.generated import (
     dataset_version_dataset,
     documentation_dataset,
-    error_message_run,
     ownership_dataset,
     schema_dataset,
     tags_dataset,
@@ -28,18 +27,14 @@ from civicmesh.products import ProductSpec
 from lineage import naming
 from lineage.facets import ACCESS_FACET, PRODUCER, PRODUCT_FACET, AccessDecisionRunFacet, ProductDatasetFacet
 from lineage.naming import DatasetRef, ParentRef
+from lineage.read_events import new_run_id, read_event_dict  # the request path's, as plain data
 from lineage.runs import (  # re-exported: producers need only `lineage.events`
-    engine_facet_dict,
-    event_time_iso,
     identity_column_lineage,
     input_dataset,
     lifecycle,
     make_job,
-    new_run_id,
     now_iso,
     output_dataset,
-    parent_facet,
-    plain,
     schema_facet,
     to_dict,
     to_json,
@@ -295,112 +290,3 @@ def read_event(
         run_facets={ACCESS_FACET: access},
     )
     return events[0]
-
-
-# -- the read event on the request path, as plain data ---------------------------------------------
-#
-# `read_event` builds attrs objects (validated facet classes) that the outbox then walks back into
-# plain data: ~0.15 ms per request on the gateway's critical path. `read_event_dict` builds the same
-# OpenLineage 2-0-2 JSON data directly: everything constant (schema URLs, the engine facet, the job,
-# the schema facet of a product's returned columns) is taken once from the generated classes through
-# the slow path and cached; per request only the access facet and the envelope are new dicts.
-# tests/lineage/test_lineage_events.py checks that it equals `to_dict(read_event(...))`.
-
-
-@cache
-def _read_schema_urls() -> dict[str, str]:
-    return {
-        "event": RunEvent._get_schema(),
-        "access": AccessDecisionRunFacet._get_schema(),
-        "error": error_message_run.ErrorMessageRunFacet._get_schema(),
-        "version": dataset_version_dataset.DatasetVersionDatasetFacet._get_schema(),
-    }
-
-
-@lru_cache(maxsize=4096)
-def _job_dict(subject: str, export: bool) -> dict[str, Any]:
-    job = make_job(naming.consumer_job(subject, export=export), "EXPORT" if export else "READ")
-    return plain(job)  # type: ignore[no-any-return]
-
-
-@lru_cache(maxsize=4096)
-def _schema_facet_dict(spec: ProductSpec, only: tuple[str, ...]) -> dict[str, Any]:
-    return plain(_spec_schema_facet(spec, only))  # type: ignore[no-any-return]
-
-
-def _optional(out: dict[str, Any], key: str, value: Any) -> None:
-    if value is not None:
-        out[key] = value
-
-
-def read_event_dict(
-    request_id: str,
-    subject: str,
-    spec: ProductSpec,
-    snapshot_id: str | None,
-    columns_returned: Sequence[str],
-    decision: DecisionLike,
-    rows: int | None,
-    export_format: str | None = None,
-    *,
-    run_id: str | None = None,
-    parent: ParentRef | None = None,
-    event_time: datetime | str | None = None,
-) -> dict[str, Any]:
-    """`to_dict(read_event(...))` with the same arguments, built directly as plain data (the
-    request path's version). The result shares cached sub-dicts between events: treat it as
-    read-only (serialise it; never mutate it)."""
-    urls = _read_schema_urls()
-    access: dict[str, Any] = {"_producer": PRODUCER, "_schemaURL": urls["access"]}
-    _optional(access, "requestId", request_id)
-    _optional(access, "subject", subject)
-    _optional(access, "action", decision.action)
-    _optional(access, "allowed", decision.allowed)
-    _optional(access, "reason", decision.reason)
-    _optional(access, "policyVersion", decision.policy_version)
-    _optional(access, "rule", decision.rule)
-    _optional(access, "ruleSource", getattr(decision, "source", None))
-    access["masks"] = {k: v for k, v in decision.masks.items() if v is not None}
-    row_filter = decision.row_filter
-    if row_filter:
-        rf: dict[str, Any] = {}
-        _optional(rf, "column", row_filter.column)
-        rf["values"] = [v for v in row_filter.values if v is not None]
-        access["rowFilter"] = rf
-    _optional(access, "rowsReturned", rows)
-    _optional(access, "exportFormat", export_format)
-
-    run_facets: dict[str, Any] = {"processing_engine": engine_facet_dict()}
-    if parent is not None:
-        run_facets["parent"] = plain(parent_facet(parent))
-    run_facets[ACCESS_FACET] = access
-    allowed = decision.allowed
-    if not allowed and decision.reason:
-        run_facets["errorMessage"] = {
-            "_producer": PRODUCER,
-            "_schemaURL": urls["error"],
-            "message": decision.reason[:4000],
-            "programmingLanguage": "python",
-        }
-
-    inputs: list[dict[str, Any]] = []
-    if allowed:
-        facets: dict[str, Any] = {"schema": _schema_facet_dict(spec, tuple(columns_returned))}
-        if snapshot_id:
-            facets["version"] = {
-                "_producer": PRODUCER,
-                "_schemaURL": urls["version"],
-                "datasetVersion": snapshot_id,
-            }
-        ref = naming.product_dataset(spec.name)
-        inputs.append({"namespace": ref.namespace, "name": ref.name, "facets": facets, "inputFacets": {}})
-    return {
-        "eventTime": event_time_iso(event_time),
-        "producer": PRODUCER,
-        "schemaURL": urls["event"],
-        "run": {"runId": run_id or new_run_id(), "facets": run_facets},
-        "job": _job_dict(subject, export_format is not None),
-        "eventType": "COMPLETE" if allowed else "FAIL",
-        "inputs": inputs,
-        "outputs": [],
-    }

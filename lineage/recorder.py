@@ -11,9 +11,8 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
-from openlineage.client.event_v2 import RunEvent
 from sqlalchemy import Connection
 
 from civicmesh.settings import Settings
@@ -23,7 +22,10 @@ from lineage.dispatcher import Dispatcher
 from lineage.outbox import Outbox
 from lineage.transports import Transport, transports_from_settings
 
-Event = RunEvent | dict[str, Any] | str
+if TYPE_CHECKING:  # openlineage-python is loaded by whoever builds RunEvents, not by recording
+    from openlineage.client.event_v2 import RunEvent
+
+Event: TypeAlias = "RunEvent | dict[str, Any] | str"
 log = logging.getLogger("civicmesh.lineage")
 
 _shared: dict[tuple[Any, ...], LineageRecorder] = {}
@@ -116,7 +118,7 @@ class LineageRecorder:
 
         With `connection`, they are written in the caller's open transaction instead.
         """
-        if isinstance(events, RunEvent | dict | str):
+        if isinstance(events, dict | str) or not isinstance(events, Iterable):  # one event
             events = [events]
         rows = self.outbox.prepare(events)
         uids = self.outbox.write(rows, connection) if connection is not None else self._group.submit(rows)

@@ -17,7 +17,7 @@ from civicmesh.accesslog import AccessLog, AccessRecord
 from gateway import errors
 from gateway.context import RequestContext, Touch, touch_record
 from gateway.errors import GovernedError
-from lineage.events import read_event_dict
+from lineage.read_events import read_event_dict
 from lineage.recorder import LineageRecorder
 
 log = logging.getLogger(__name__)
