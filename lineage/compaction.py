@@ -21,7 +21,7 @@ within the retention only; the access log counts them all.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -72,33 +72,37 @@ class Compactor:
         return min(int(aged or 0), *(int(f) for f in floors.values()))
 
     def run(self, transports: Sequence[str], now: datetime | None = None) -> int:
-        """One pass: delete the consumer events made redundant since the last one. Returns how many."""
+        """One pass: delete the consumer events made redundant since the last one. Returns how many.
+        Reads and deletes a page at a time, newest first, so memory stays bounded by a page."""
         bound = self.bound(transports, now)
         if bound <= self.done_through:
             return 0
-        doomed: list[int] = []
-        newest_first = self._events(self.done_through, bound)
+        removed = 0
         judged: set[_Key] = set()
-        for seq, event_type, inputs, job in newest_first:
-            key = (job, inputs)
-            if event_type != "COMPLETE" or key in judged:
-                doomed.append(seq)  # a denied read, or an older read of the same inputs
-                continue
-            judged.add(key)
-            older = self.kept.get(key)
-            if older is not None and older < seq:
-                doomed.append(older)
-            self.kept[key] = seq
-        removed = self._delete(doomed)
+        for page in self._pages(self.done_through, bound):
+            doomed: list[int] = []
+            for seq, event_type, inputs, job in page:
+                key = (job, inputs)
+                if event_type != "COMPLETE" or key in judged:
+                    doomed.append(seq)  # a denied read, or an older read of the same inputs
+                    continue
+                judged.add(key)
+                older = self.kept.get(key)
+                if older is not None and older < seq:
+                    doomed.append(older)
+                self.kept[key] = seq
+            removed += self._delete(doomed)
         self.done_through = bound
         if removed:
             log.info("lineage: compacted %d delivered read events (through seq %d)", removed, bound)
         return removed
 
-    def _events(self, after: int, upto: int) -> list[tuple[int, str, tuple[tuple[str, str], ...], str]]:
-        """(seq, event type, inputs, job) of civicmesh's consumer events in (after, upto], newest first."""
+    def _pages(
+        self, after: int, upto: int
+    ) -> Iterator[list[tuple[int, str, tuple[tuple[str, str], ...], str]]]:
+        """Pages of (seq, event type, inputs, job) of civicmesh's consumer events in (after, upto],
+        newest first."""
         t = outbox_table
-        found = []
         below = upto + 1
         while True:
             query = (
@@ -114,12 +118,14 @@ class Compactor:
             )
             with self.outbox.engine.connect() as conn:
                 rows = conn.execute(query).all()
+            page = []
             for seq, event_type, job, text in rows:
                 event = orjson.loads(text)
                 if not is_external(event):  # the receiver refuses these; never judge one anyway
-                    found.append((int(seq), str(event_type), _inputs(event), str(job)))
+                    page.append((int(seq), str(event_type), _inputs(event), str(job)))
+            yield page
             if len(rows) < PAGE:
-                return found
+                return
             below = int(rows[-1].seq)
 
     def _delete(self, seqs: list[int]) -> int:

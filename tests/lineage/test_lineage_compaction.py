@@ -13,7 +13,7 @@ import pytest
 
 from civicmesh.products import ColumnSpec, ProductSpec
 from civicmesh.settings import Settings
-from lineage import events, naming
+from lineage import compaction, events, naming
 from lineage.compaction import Compactor
 from lineage.dispatcher import Dispatcher
 from lineage.graph import DATASET, LineageGraph, Node
@@ -80,9 +80,11 @@ def _deliver(outbox: Outbox, *transports: FileTransport) -> None:
     assert Dispatcher(outbox, list(transports), batch_size=50).drain(timeout=30)
 
 
+@pytest.mark.parametrize("page", [5, 2000])  # pages of 5: the history is read in many pages
 def test_compaction_keeps_the_graph_and_one_read_per_reader_and_product(
-    lagless: Outbox, tmp_path: Path
+    lagless: Outbox, tmp_path: Path, page: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(compaction, "PAGE", page)
     lagless.append(_history())
     before, count = _graph(lagless), lagless.count()
     _deliver(lagless, FileTransport(tmp_path / "events.jsonl"))
