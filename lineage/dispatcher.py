@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from lineage.compaction import Compactor
 from lineage.lease import LEASE_TTL_S, Holder
 from lineage.outbox import Outbox
 from lineage.transports import DeliveryError, Transport
@@ -43,6 +44,8 @@ class Dispatcher:
         poll_interval: float = 1.0,
         lease_ttl: float = LEASE_TTL_S,
         clock: Callable[[], float] = time.monotonic,
+        compactor: Compactor | None = None,
+        compact_interval: float = 300.0,
     ) -> None:
         self.outbox = outbox
         self.transports = list(transports)
@@ -60,6 +63,10 @@ class Dispatcher:
         # once; elsewhere, the lease (renewed before every batch) runs out after `lease_ttl`.
         self.owner = Holder.current().owner()
         self.lease_ttl = lease_ttl
+        # Delivered read events are compacted every `compact_interval` seconds (lineage.compaction).
+        self.compactor = compactor
+        self.compact_interval = compact_interval
+        self._next_compaction = 0.0
 
     # -- one round -------------------------------------------------------------------------------
 
@@ -128,6 +135,18 @@ class Dispatcher:
             error,
         )
 
+    def compact(self, force: bool = False) -> int:
+        """A compaction pass when one is due (`force`: now). Returns the events removed; never raises:
+        a busy store only delays compaction, and what is not compacted is still all there."""
+        if self.compactor is None or (not force and self.clock() < self._next_compaction):
+            return 0
+        self._next_compaction = self.clock() + self.compact_interval
+        try:
+            return self.compactor.run([t.name for t in self.transports])
+        except Exception:
+            log.warning("lineage compaction failed; it runs again later", exc_info=True)
+            return 0
+
     def pending(self) -> dict[str, int]:
         return {t.name: self.outbox.pending_count(t.name) for t in self.transports}
 
@@ -181,6 +200,7 @@ class Dispatcher:
             delivered = self.run_once()
             if delivered >= self.batch_size:
                 continue  # a backlog: keep draining without waiting
+            self.compact()
             now = self.clock()
             waits = [s.next_attempt - now for s in self.state.values() if s.next_attempt > now]
             timeout = min([self.poll_interval, *waits])

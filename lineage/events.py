@@ -9,15 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from functools import cache, lru_cache
+from functools import lru_cache
 from pathlib import Path
-from typing import Any, Protocol
 
 from openlineage.client.event_v2 import RunEvent
 from openlineage.client.generated import (
     dataset_version_dataset,
     documentation_dataset,
-    error_message_run,
     ownership_dataset,
     schema_dataset,
     tags_dataset,
@@ -27,18 +25,18 @@ from openlineage.client.generated.base import DatasetFacet
 from lineage import naming
 from lineage.facets import ACCESS_FACET, PRODUCER, PRODUCT_FACET, AccessDecisionRunFacet, ProductDatasetFacet
 from lineage.naming import DatasetRef, ParentRef
+from lineage.read_events import (  # the request path's, as plain data
+    DecisionLike,
+    new_run_id,
+    read_event_dict,
+)
 from lineage.runs import (  # re-exported: producers need only `lineage.events`
-    engine_facet_dict,
-    event_time_iso,
     identity_column_lineage,
     input_dataset,
     lifecycle,
     make_job,
-    new_run_id,
     now_iso,
     output_dataset,
-    parent_facet,
-    plain,
     schema_facet,
     to_dict,
     to_json,
@@ -61,34 +59,6 @@ __all__ = [
     "to_dict",
     "to_json",
 ]
-
-
-class RowFilterLike(Protocol):
-    @property
-    def column(self) -> str: ...
-    @property
-    def values(self) -> tuple[str, ...]: ...
-    def as_dict(self) -> dict[str, Any]: ...
-
-
-class DecisionLike(Protocol):
-    """The fields of `policies.decision.Decision` a read event carries. Typed structurally because the
-    lineage room may not import the policies room (ARCHITECTURE.md §3, tests/test_layout.py)."""
-
-    @property
-    def allowed(self) -> bool: ...
-    @property
-    def action(self) -> str: ...
-    @property
-    def rule(self) -> str | None: ...
-    @property
-    def reason(self) -> str: ...
-    @property
-    def policy_version(self) -> str: ...
-    @property
-    def masks(self) -> dict[str, str]: ...
-    @property
-    def row_filter(self) -> RowFilterLike | None: ...
 
 
 def spec_schema_facet(
@@ -292,125 +262,3 @@ def read_event(
         run_facets={ACCESS_FACET: access},
     )
     return events[0]
-
-
-# -- the read event on the request path, as plain data ---------------------------------------------
-#
-# `read_event` builds attrs objects (validated facet classes) that the outbox then walks back into
-# plain data: ~0.15 ms per request on the gateway's critical path. `read_event_dict` builds the same
-# OpenLineage 2-0-2 JSON data directly: everything constant (schema URLs, the engine facet, the job,
-# the schema facet of a product's returned columns) is taken once from the generated classes through
-# the slow path and cached; per request only the access facet and the envelope are new dicts.
-# tests/lineage/test_lineage_events.py checks that it equals `to_dict(read_event(...))`.
-
-
-@cache
-def _read_schema_urls() -> dict[str, str]:
-    return {
-        "event": RunEvent._get_schema(),
-        "access": AccessDecisionRunFacet._get_schema(),
-        "error": error_message_run.ErrorMessageRunFacet._get_schema(),
-        "version": dataset_version_dataset.DatasetVersionDatasetFacet._get_schema(),
-    }
-
-
-@lru_cache(maxsize=4096)
-def _job_dict(subject: str, export: bool) -> dict[str, Any]:
-    job = make_job(naming.consumer_job(subject, export=export), "EXPORT" if export else "READ")
-    return plain(job)
-
-
-@lru_cache(maxsize=4096)
-def _schema_facet_dict(spec: ProductSpec, only: tuple[str, ...]) -> dict[str, Any]:
-    return plain(_spec_schema_facet(spec, only))
-
-
-def _optional(out: dict[str, Any], key: str, value: Any) -> None:
-    if value is not None:
-        out[key] = value
-
-
-def _access_facet_dict(
-    request_id: str,
-    subject: str,
-    decision: DecisionLike,
-    rows: int | None,
-    export_format: str | None,
-    schema_url: str,
-) -> dict[str, Any]:
-    """The civicmesh access run facet as plain data (absent values left out, as `to_dict` does)."""
-    access: dict[str, Any] = {"_producer": PRODUCER, "_schemaURL": schema_url}
-    _optional(access, "requestId", request_id)
-    _optional(access, "subject", subject)
-    _optional(access, "action", decision.action)
-    _optional(access, "allowed", decision.allowed)
-    _optional(access, "reason", decision.reason)
-    _optional(access, "policyVersion", decision.policy_version)
-    _optional(access, "rule", decision.rule)
-    _optional(access, "ruleSource", getattr(decision, "source", None))
-    access["masks"] = {k: v for k, v in decision.masks.items() if v is not None}
-    row_filter = decision.row_filter
-    if row_filter:
-        rf: dict[str, Any] = {}
-        _optional(rf, "column", row_filter.column)
-        rf["values"] = [v for v in row_filter.values if v is not None]
-        access["rowFilter"] = rf
-    _optional(access, "rowsReturned", rows)
-    _optional(access, "exportFormat", export_format)
-    return access
-
-
-def _read_input_dict(
-    spec: ProductSpec, snapshot_id: str | None, columns_returned: Sequence[str], version_url: str
-) -> dict[str, Any]:
-    """The product read, as an input dataset: its schema (the columns returned) and snapshot version."""
-    facets: dict[str, Any] = {"schema": _schema_facet_dict(spec, tuple(columns_returned))}
-    if snapshot_id:
-        facets["version"] = {"_producer": PRODUCER, "_schemaURL": version_url, "datasetVersion": snapshot_id}
-    ref = naming.product_dataset(spec.name)
-    return {"namespace": ref.namespace, "name": ref.name, "facets": facets, "inputFacets": {}}
-
-
-def read_event_dict(
-    request_id: str,
-    subject: str,
-    spec: ProductSpec,
-    snapshot_id: str | None,
-    columns_returned: Sequence[str],
-    decision: DecisionLike,
-    rows: int | None,
-    export_format: str | None = None,
-    *,
-    run_id: str | None = None,
-    parent: ParentRef | None = None,
-    event_time: datetime | str | None = None,
-) -> dict[str, Any]:
-    """`to_dict(read_event(...))` with the same arguments, built directly as plain data (the
-    request path's version). The result shares cached sub-dicts between events: treat it as
-    read-only (serialise it; never mutate it)."""
-    urls = _read_schema_urls()
-    access = _access_facet_dict(request_id, subject, decision, rows, export_format, urls["access"])
-    run_facets: dict[str, Any] = {"processing_engine": engine_facet_dict()}
-    if parent is not None:
-        run_facets["parent"] = plain(parent_facet(parent))
-    run_facets[ACCESS_FACET] = access
-    allowed = decision.allowed
-    if not allowed and decision.reason:
-        run_facets["errorMessage"] = {
-            "_producer": PRODUCER,
-            "_schemaURL": urls["error"],
-            "message": decision.reason[:4000],
-            "programmingLanguage": "python",
-        }
-
-    inputs = [_read_input_dict(spec, snapshot_id, columns_returned, urls["version"])] if allowed else []
-    return {
-        "eventTime": event_time_iso(event_time),
-        "producer": PRODUCER,
-        "schemaURL": urls["event"],
-        "run": {"runId": run_id or new_run_id(), "facets": run_facets},
-        "job": _job_dict(subject, export_format is not None),
-        "eventType": "COMPLETE" if allowed else "FAIL",
-        "inputs": inputs,
-        "outputs": [],
-    }

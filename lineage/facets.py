@@ -12,15 +12,15 @@ from typing import Any
 import attr
 from openlineage.client.generated.base import DatasetFacet, RunFacet
 
-# `.invalid` is reserved (RFC 2606): a URI that can never point at someone else's site. Replace both
-# with the project's public repository URL once it has one.
-PRODUCER = "https://civicmesh.invalid/lineage"
-SCHEMA_BASE = "https://civicmesh.invalid/lineage/"
-
-ACCESS_FACET = "civicmesh_access"
-PRODUCT_FACET = "civicmesh_product"
-INGEST_FACET = "civicmesh_ingest"
-RESERVED_PREFIX = "civicmesh_"  # facet keys only civicmesh writes; an external event may not carry them
+# The names live in lineage.naming (importable without openlineage-python); re-exported here.
+from lineage.naming import (  # noqa: F401
+    ACCESS_FACET,
+    INGEST_FACET,
+    PRODUCER,
+    PRODUCT_FACET,
+    RESERVED_PREFIX,
+    SCHEMA_BASE,
+)
 
 
 @attr.define

@@ -21,8 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from lineage.facets import INGEST_FACET, PRODUCT_FACET
-from lineage.naming import JOB_NAMESPACE, dataset_uri, stable_namespace
+from lineage.naming import INGEST_FACET, JOB_NAMESPACE, PRODUCT_FACET, dataset_uri, stable_namespace
 from lineage.receiver import PRODUCT_SCHEME, is_external
 
 DATASET, JOB = "dataset", "job"

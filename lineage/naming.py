@@ -22,6 +22,15 @@ from pathlib import Path
 from meshcore import settings
 
 JOB_NAMESPACE = "civicmesh"
+# `.invalid` is reserved (RFC 2606): a URI that can never point at someone else's site. Replace both
+# with the project's public repository URL once it has one.
+PRODUCER = "https://civicmesh.invalid/lineage"
+SCHEMA_BASE = "https://civicmesh.invalid/lineage/"
+# civicmesh's custom facets (lineage.facets): keys prefixed with the producer's name.
+ACCESS_FACET = "civicmesh_access"
+PRODUCT_FACET = "civicmesh_product"
+INGEST_FACET = "civicmesh_ingest"
+RESERVED_PREFIX = "civicmesh_"  # facet keys only civicmesh writes; an external event may not carry them
 FILE_NAMESPACE = "file"
 DEFAULT_SITE = "local"
 WAREHOUSE_FILE = "warehouse.duckdb"  # Settings.warehouse_path's file name

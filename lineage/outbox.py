@@ -13,11 +13,9 @@ import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
-from openlineage.client.event_v2 import RunEvent
-from openlineage.client.uuid import generate_new_uuid
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -41,9 +39,12 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 
 from lineage.lease import LEASE_TTL_S, holder_alive
-from lineage.runs import to_dict
+from lineage.read_events import uuid7
 from meshcore.accesslog import insert_rows
-from meshcore.store import as_utc, create_tables
+from meshcore.store import as_utc, create_index, create_tables
+
+if TYPE_CHECKING:
+    from openlineage.client.event_v2 import RunEvent
 
 log = logging.getLogger("civicmesh.lineage")
 
@@ -88,6 +89,9 @@ cursor_table = Table(
 )
 
 Index("ix_lineage_outbox_job", outbox_table.c.job_namespace, outbox_table.c.job_name)
+# Compaction's retention cutoff and, on PostgreSQL, the delivery floor's visibility lag look rows up
+# by age: without it each scanned the outbox.
+CREATED_INDEX = Index("ix_lineage_outbox_created_at", outbox_table.c.created_at)
 
 
 @dataclass(frozen=True)
@@ -118,12 +122,14 @@ def _dumps(data: dict[str, Any]) -> str:
 
 
 def _row_for(event: RunEvent | dict[str, Any] | str, now: datetime) -> dict[str, Any]:
-    if isinstance(event, RunEvent):
-        data = to_dict(event)
+    if isinstance(event, dict):
+        data = event
     elif isinstance(event, str):
         data = json.loads(event)
-    else:
-        data = event
+    else:  # a RunEvent: openlineage-python is loaded by whoever built it
+        from lineage.runs import to_dict
+
+        data = to_dict(event)
     # Validate the envelope now: a malformed event must fail the caller, not the dispatcher later.
     try:
         run_id = str(uuid.UUID(data["run"]["runId"]))
@@ -132,7 +138,7 @@ def _row_for(event: RunEvent | dict[str, Any] | str, now: datetime) -> dict[str,
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"not an OpenLineage RunEvent: {exc!r}") from exc
     return {
-        "event_uid": str(generate_new_uuid()),
+        "event_uid": uuid7(),
         "run_id": run_id,
         "job_namespace": job["namespace"],
         "job_name": job["name"],
@@ -154,6 +160,7 @@ class Outbox:
 
     def ensure_schema(self) -> Outbox:
         create_tables(self.engine, metadata)
+        create_index(self.engine, CREATED_INDEX)  # an outbox made before the index gets it once
         return self
 
     # -- writing ---------------------------------------------------------------------------------

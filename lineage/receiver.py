@@ -25,9 +25,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-from lineage.facets import INGEST_FACET, PRODUCER, RESERVED_PREFIX, IngestRunFacet
-from lineage.naming import JOB_NAMESPACE, stable_namespace
-from lineage.runs import plain
+from lineage.naming import INGEST_FACET, JOB_NAMESPACE, PRODUCER, RESERVED_PREFIX, stable_namespace
 
 MAX_EVENT_BYTES = 1 << 20  # 1 MiB: generous for one event with column lineage, bounded for a server
 MAX_EVENT_TIME = 40  # characters: the outbox's event_time column (PostgreSQL refuses longer ones)
@@ -151,6 +149,9 @@ def protect(event: dict[str, Any], owned: Owned) -> None:
 
 def mark(event: dict[str, Any], submitter: str, now: datetime | None = None) -> dict[str, Any]:
     """A copy of `event` carrying the `civicmesh_ingest` run facet: submitter, time, external."""
+    from lineage.facets import IngestRunFacet  # openlineage-python: only when an event comes in
+    from lineage.runs import plain
+
     received = (now or datetime.now(UTC)).isoformat()
     facet = IngestRunFacet(submittedBy=submitter, receivedAt=received, external=True, producer=PRODUCER)
     marked = copy.deepcopy(event)

@@ -11,18 +11,21 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
-from openlineage.client.event_v2 import RunEvent
 from sqlalchemy import Connection
 
+from lineage.compaction import Compactor
 from lineage.dispatcher import Dispatcher
 from lineage.outbox import Outbox
 from lineage.transports import Transport, transports_from_settings
 from meshcore.settings import Settings
 from meshcore.store import get_engine, retry_once
 
-Event = RunEvent | dict[str, Any] | str
+if TYPE_CHECKING:  # openlineage-python is loaded by whoever builds RunEvents, not by recording
+    from openlineage.client.event_v2 import RunEvent
+
+Event: TypeAlias = "RunEvent | dict[str, Any] | str"
 log = logging.getLogger("civicmesh.lineage")
 
 _shared: dict[tuple[Any, ...], LineageRecorder] = {}
@@ -93,6 +96,10 @@ class LineageRecorder:
     @classmethod
     def from_settings(cls, settings: Settings, **dispatcher_options: Any) -> LineageRecorder:
         outbox = Outbox(get_engine(settings.metadata_url)).ensure_schema()
+        retention = settings.lineage_read_retention
+        if retention is not None:
+            dispatcher_options.setdefault("compactor", Compactor(outbox, retention))
+            dispatcher_options.setdefault("compact_interval", settings.lineage_compact_interval_s)
         return cls(outbox, transports_from_settings(settings), **dispatcher_options)
 
     @classmethod
@@ -111,7 +118,7 @@ class LineageRecorder:
 
         With `connection`, they are written in the caller's open transaction instead.
         """
-        if isinstance(events, RunEvent | dict | str):
+        if isinstance(events, dict | str) or not isinstance(events, Iterable):  # one event
             events = [events]
         rows = self.outbox.prepare(events)
         uids = self.outbox.write(rows, connection) if connection is not None else self._group.submit(rows)

@@ -27,35 +27,19 @@ from openlineage.client.generated import (
     sql_job,
 )
 from openlineage.client.generated.base import DatasetFacet, JobFacet, RunFacet
-from openlineage.client.uuid import generate_new_uuid
 
 from lineage.facets import PRODUCER
 from lineage.naming import DatasetRef, JobRef, ParentRef
+from lineage.read_events import INTEGRATION, civicmesh_version, event_time_iso  # shared with reads
 
-INTEGRATION = "CIVICMESH"
 TERMINAL = {"COMPLETE": RunState.COMPLETE, "FAIL": RunState.FAIL, "ABORT": RunState.ABORT}
-
-
-def new_run_id() -> str:
-    """A UUIDv7: time-ordered, so run ids sort by start time in any store."""
-    return str(generate_new_uuid())
 
 
 def now_iso() -> str:
     return datetime.now(UTC).isoformat()
 
 
-def event_time_iso(value: datetime | str | None) -> str:
-    """An event time as the events carry it (now, when None)."""
-    return _iso(value)
-
-
-def _iso(value: datetime | str | None) -> str:
-    if value is None:
-        return now_iso()
-    if isinstance(value, str):
-        return value
-    return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
+_iso = event_time_iso
 
 
 def to_json(event: RunEvent) -> str:
@@ -151,26 +135,10 @@ def _run(run_id: str, parent: ParentRef | None, extra: dict[str, RunFacet] | Non
 
 
 @cache
-def engine_facet_dict() -> dict[str, Any]:
-    """The processing-engine run facet as plain data (shared: never mutate it)."""
-    return cast("dict[str, Any]", _plain(_engine_facet()))
-
-
-@cache
 def _engine_facet() -> processing_engine_run.ProcessingEngineRunFacet:
     return processing_engine_run.ProcessingEngineRunFacet(
-        version=_civicmesh_version(), name="civicmesh", producer=PRODUCER
+        version=civicmesh_version(), name="civicmesh", producer=PRODUCER
     )
-
-
-@cache
-def _civicmesh_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("civicmesh")
-    except PackageNotFoundError:  # running from a source tree that was never installed
-        return "0+unknown"
 
 
 def identity_column_lineage(

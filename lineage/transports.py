@@ -11,9 +11,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol, TextIO
-
-import httpx
+from typing import Any, Protocol, TextIO
 
 from lineage.outbox import OutboxEvent
 from meshcore.settings import Settings
@@ -85,9 +83,11 @@ class HttpTransport:
             headers["Authorization"] = f"Bearer {api_key}"
         self._headers = headers
         self._timeout = timeout
-        self._client: httpx.Client | None = None
+        self._client: Any = None  # an httpx.Client, made on the first send
 
     def send(self, batch: Sequence[OutboxEvent]) -> None:
+        import httpx  # here, not at start-up: most deployments deliver to the file transport
+
         if self._client is None or self._client.is_closed:
             # One pooled client: keep-alive matters when draining a backlog of thousands of events.
             self._client = httpx.Client(headers=self._headers, timeout=self._timeout)

@@ -49,7 +49,7 @@ from meshcore.seals.checkpoints import seal_message
 from meshcore.seals.signing import Signer, Verifier, open_signer
 from meshcore.seals.sinks import CheckpointSink, open_sink
 from meshcore.settings import Settings
-from meshcore.store import create_tables, get_engine, invalidate_on_fault, retry_once
+from meshcore.store import create_index, create_tables, get_engine, invalidate_on_fault, retry_once
 
 GENESIS_HASH = "0" * 64
 
@@ -58,15 +58,17 @@ metadata = MetaData()
 access_log_table = Table(
     "access_log",
     metadata,
-    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    # On SQLite an INTEGER primary key is the rowid: no second copy of seq in an index of its own.
+    Column("seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=False),
     Column("ts", String(40), nullable=False, index=True),  # ISO-8601 UTC, fixed width: sorts as text
-    Column("request_id", String(64), nullable=False, index=True),
+    # Not indexed: no query looks a record up by request id (an index was 5 % of the stored bytes).
+    Column("request_id", String(64), nullable=False),
     Column("subject", String(200), nullable=True, index=True),
     Column("roles", Text, nullable=False),  # JSON list of "role@department"
     Column("action", String(32), nullable=False),
     Column("product", String(200), nullable=True, index=True),
     Column("snapshot_id", String(200), nullable=True),
-    Column("columns_requested", Text, nullable=False),  # JSON list
+    Column("columns_requested", Text, nullable=False),  # JSON list; null: the same as columns_returned
     Column("columns_returned", Text, nullable=False),  # JSON list
     Column("columns_masked", Text, nullable=False),  # JSON object column -> mask kind
     Column("row_filter", Text, nullable=True),  # JSON {"column", "values"}
@@ -172,6 +174,8 @@ class AccessRecord:
         for name in _JSON_FIELDS:
             value = row[name]
             row[name] = None if value is None else json.dumps(value, sort_keys=True, separators=(",", ":"))
+        if row["columns_requested"] == row["columns_returned"]:
+            row["columns_requested"] = "null"  # most reads get what they asked for: stored once
         if row["latency_ms"] is not None:
             row["latency_ms"] = round(float(row["latency_ms"]), 3)
         return row
@@ -331,10 +335,7 @@ class AccessLog:
         signer = open_signer(settings.audit_signing_key_file, settings.audit_public_key_file)
         sink = open_sink(settings.audit_sink)
         log = cls(get_engine(settings.metadata_url), signer=signer, sink=sink).ensure_schema()
-        with log.engine.begin() as conn:  # a store made before the index existed gets it once
-            conn.exec_driver_sql(
-                f"CREATE INDEX IF NOT EXISTS {ACTION_INDEX.name} ON {access_log_table.name} (action, seq)"
-            )
+        create_index(log.engine, ACTION_INDEX)  # a store made before the index existed gets it once
         return log
 
     def ensure_schema(self) -> AccessLog:
@@ -560,11 +561,11 @@ class AccessLog:
                 yield decode_row(dict(row._mapping))
 
     def head(self) -> int:
+        """The last record's seq (0: empty). One primary-key lookup: without the LIMIT, PostgreSQL
+        sent every seq to the client on each start and checkpoint."""
         with self.engine.connect() as conn:
-            value = conn.execute(
-                select(access_log_table.c.seq).order_by(access_log_table.c.seq.desc())
-            ).first()
-        return int(value.seq) if value else 0
+            value = conn.execute(select(func.max(access_log_table.c.seq))).scalar()
+        return int(value or 0)
 
     def links(self, after_seq: int, limit: int) -> list[tuple[int, str, str]]:
         """(seq, prev_hash, hash) of up to `limit` records after `after_seq`, in seq order."""
@@ -574,21 +575,25 @@ class AccessLog:
             rows: Iterable[Any] = conn.execute(query.limit(limit))
             return [(int(seq), prev, h) for seq, prev, h in rows]
 
-    def seals(self, after_seq: int = 0, upto: int | None = None) -> dict[int, tuple[int, str]]:
-        """Commit seals ending in (after_seq, upto]: last seq -> (first seq, signature)."""
+    def seals(
+        self, after_seq: int = 0, upto: int | None = None, limit: int | None = None
+    ) -> dict[int, tuple[int, str]]:
+        """Commit seals ending in (after_seq, upto], the first `limit` of them: last seq -> (first
+        seq, signature)."""
         t = seals_table
         query = select(t.c.seq, t.c.first_seq, t.c.signature).where(t.c.seq > after_seq)
         if upto is not None:
             query = query.where(t.c.seq <= upto)
         with self.engine.connect() as conn:
-            rows = conn.execute(query.order_by(t.c.seq))
+            rows = conn.execute(query.order_by(t.c.seq).limit(limit))
             return {int(r.seq): (int(r.first_seq), r.signature) for r in rows}
 
-    def checkpoints(self, after_index: int = 0) -> list[dict[str, Any]]:
-        """The checkpoints copied into the store, in index order, as stored: {idx, seq, body}."""
+    def checkpoints(self, after_index: int = 0, limit: int | None = None) -> list[dict[str, Any]]:
+        """The checkpoints copied into the store (the first `limit` of them), in index order, as
+        stored: {idx, seq, body}."""
         t = checkpoints_table
         with self.engine.connect() as conn:
-            rows = conn.execute(select(t).where(t.c.idx > after_index).order_by(t.c.idx)).all()
+            rows = conn.execute(select(t).where(t.c.idx > after_index).order_by(t.c.idx).limit(limit)).all()
         return [dict(r._mapping) for r in rows]
 
 
@@ -613,9 +618,12 @@ def chain_problem(row: dict[str, Any], prev: str, seen: dict[str, int]) -> tuple
 
 
 def decode_row(row: dict[str, Any]) -> dict[str, Any]:
-    """A stored row with its JSON fields parsed back (for reports and APIs)."""
+    """A stored row with its JSON fields parsed back (for reports and APIs); a `columns_requested`
+    stored as null (the same as `columns_returned`) comes back as that list."""
     out = dict(row)
     for name in _JSON_FIELDS:
         if out.get(name) is not None:
             out[name] = json.loads(out[name])
+    if "columns_requested" in out and out["columns_requested"] is None:
+        out["columns_requested"] = out.get("columns_returned")
     return out

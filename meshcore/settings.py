@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import os
 import secrets
 from dataclasses import dataclass, field
+from datetime import timedelta
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -146,6 +148,38 @@ class Settings:
             "CIVICMESH_LINEAGE_FLUSH_TIMEOUT_S"
         )
         return float(value or 1.0)
+
+    @property
+    def snapshot_memory_budget_bytes(self) -> int:
+        """Memory per gateway process for in-memory copies of hot snapshots (faster scans; LRU):
+        CIVICMESH_SNAPSHOT_MEMORY_MB, in MiB (default 256; 0: always read the Parquet files). A
+        snapshot that does not fit is read from its Parquet file."""
+        value = self.extra.get("snapshot_memory_mb") or os.environ.get("CIVICMESH_SNAPSHOT_MEMORY_MB")
+        megabytes = float(value or 256)
+        if not 0 <= megabytes < 1 << 30:
+            raise ValueError(f"CIVICMESH_SNAPSHOT_MEMORY_MB must be a number of MiB >= 0, not {value!r}")
+        return int(megabytes * (1 << 20))
+
+    @property
+    def lineage_read_retention(self) -> timedelta | None:
+        """How long a delivered read event stays in the lineage outbox before compaction removes it
+        (`lineage.compaction`; the access log keeps every read): CIVICMESH_LINEAGE_READ_RETENTION_DAYS,
+        a number of days (default 7; 0: once delivered), or `inf` to keep every event (None)."""
+        value = self.extra.get("lineage_read_retention_days") or os.environ.get(
+            "CIVICMESH_LINEAGE_READ_RETENTION_DAYS"
+        )
+        days = float(value or 7.0)
+        if not days >= 0:  # NaN too
+            raise ValueError(f"CIVICMESH_LINEAGE_READ_RETENTION_DAYS must be >= 0 or inf, not {value!r}")
+        return None if math.isinf(days) else timedelta(days=days)
+
+    @property
+    def lineage_compact_interval_s(self) -> float:
+        """Seconds between two compactions of the lineage outbox (CIVICMESH_LINEAGE_COMPACT_INTERVAL_S)."""
+        value = self.extra.get("lineage_compact_interval_s") or os.environ.get(
+            "CIVICMESH_LINEAGE_COMPACT_INTERVAL_S"
+        )
+        return float(value or 300.0)
 
     @property
     def automation_on(self) -> bool:

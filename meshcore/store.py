@@ -33,7 +33,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar, overload
 
-from sqlalchemy import Engine, MetaData, create_engine, event, inspect
+from sqlalchemy import Engine, Index, MetaData, create_engine, event, inspect
 from sqlalchemy.engine import URL, ExceptionContext, make_url
 from sqlalchemy.exc import DBAPIError
 
@@ -201,6 +201,19 @@ def create_tables(engine: Engine, metadata: MetaData) -> None:
         elif conn.dialect.name == "postgresql":
             conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_SCHEMA_LOCK_KEY})")
         metadata.create_all(conn)
+
+
+def create_index(engine: Engine, index: Index) -> None:
+    """Create `index` on a store made before it existed (reads only when it is there already, so a
+    read-only store still opens); `create_tables` makes it with new tables."""
+    table = index.table
+    if table is None:
+        raise ValueError(f"index {index.name} is bound to no table")
+    with engine.connect() as conn:
+        names = {i["name"] for i in inspect(conn).get_indexes(table.name)}
+    if index.name not in names:
+        with engine.begin() as conn:
+            index.create(conn, checkfirst=True)
 
 
 def probe(engine: Engine) -> tuple[bool, str]:

@@ -40,3 +40,15 @@ def test_integrity_benchmark_runs_and_reports_the_first_open_cost() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "checksum check on first open:" in result.stdout and "first read, checked:" in result.stdout
+
+
+def test_storage_benchmark_runs_and_reports_bytes_per_request() -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "storage.py"), "--requests", "300", "--warmup", "100"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "compacted / baseline:" in result.stdout and "bytes/request" in result.stdout

@@ -23,13 +23,13 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route, request_response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway import errors, ide, inprocess
 from gateway.auth import Principal, TokenCache
 from gateway.context import CatalogState, RequestContext, Touch
 from gateway.duck import DuckPool
 from gateway.errors import GovernedError
-from gateway.exports import handle_export
 from gateway.ingest import handle_lineage_post
 from gateway.integrity import snapshots_check
 from gateway.lineage_fields import GraphCache
@@ -66,7 +66,10 @@ class Gateway:
         self.policy = PolicyEngine.load(settings, audit_log=self.access_log, serving=True)
         self.lineage = LineageRecorder.from_settings(settings)
         self.duck = DuckPool(
-            settings.snapshots_dir, settings.mask_key, timeout_seconds=settings.query_timeout_s
+            settings.snapshots_dir,
+            settings.mask_key,
+            timeout_seconds=settings.query_timeout_s,
+            hot_budget_bytes=settings.snapshot_memory_budget_bytes,
         )
         self.responses = ResponseCache()
         self.tokens = TokenCache()
@@ -208,6 +211,28 @@ class Gateway:
         )
 
 
+class Deferred:
+    """An ASGI app built on its first request, in a worker thread, so what `/graphql` never uses (the
+    staff portal: Jinja2, Authlib, rdflib) is not imported at start-up: a worker answers sooner."""
+
+    def __init__(self, build: Callable[[], ASGIApp]) -> None:
+        self._build = build
+        self._app: ASGIApp | None = None
+        self._lock = asyncio.Lock()
+
+    @property
+    def routes(self) -> list[Any]:
+        """The built app's routes (for `url_for`), once a request has built it."""
+        return list(getattr(self._app, "routes", []))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self._app is None:
+            async with self._lock:
+                if self._app is None:
+                    self._app = await anyio.to_thread.run_sync(self._build)
+        await self._app(scope, receive, send)
+
+
 def settle_heap() -> None:
     """Move the long-lived objects (schema, policy, catalog) out of the cyclic collector's reach.
 
@@ -280,6 +305,11 @@ def create_app(
     async def graphiql_page(request: Request) -> Response | None:
         return await request.app.state.gateway.graphiql_page(request)
 
+    async def export(request: Request) -> Response:
+        from gateway.exports import handle_export  # Arrow is imported on the first export
+
+        return await handle_export(request)
+
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
@@ -294,7 +324,7 @@ def create_app(
                 "/graphql",
                 governed(graphql, "query", ("POST",), MAX_BODY_BYTES, json_body=True, page=graphiql_page),
             ),
-            Route("/exports/{target}", governed(handle_export, "export", ("GET",))),
+            Route("/exports/{target}", governed(export, "export", ("GET",))),
             Route(
                 "/api/v1/lineage",
                 governed(handle_lineage_post, "lineage_ingest", ("POST",), MAX_EVENT_BYTES, json_body=True),

@@ -8,6 +8,7 @@ checked against their published checksums first (`DuckPool.checks`, see gateway/
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import logging
@@ -27,6 +28,12 @@ from gateway.integrity import FileChecks
 log = logging.getLogger(__name__)
 
 HOT_EXPANSION = 6  # in-memory size / zstd Parquet size, roughly, for the budget
+# DuckDB's memory for running queries (sorts, hash tables, results) beside the hot snapshots: the
+# database's memory_limit is the hot budget plus this, so a full budget never starves a query.
+WORKING_MEMORY_BYTES = 768 << 20
+_SPILLED_SQL = (
+    "SELECT coalesce(sum(temporary_storage_bytes), 0) FROM duckdb_memory() WHERE tag = 'IN_MEMORY_TABLE'"
+)
 PSEUDONYM_FUNCTION = "cm_pseudonym"
 PSEUDONYM_INT_FUNCTION = "cm_pseudonym_int"
 
@@ -70,7 +77,6 @@ class DuckPool:
         self,
         snapshots_dir: Path,
         mask_key: str,
-        memory_limit: str = "1GB",
         threads: int = 2,
         workers: int = 8,
         cache_entries: int = 1024,
@@ -78,8 +84,10 @@ class DuckPool:
         cache_max_cells: int = 1_000_000,
         timeout_seconds: float = 10.0,
         hot_budget_bytes: int = 256 << 20,
+        working_memory_bytes: int = WORKING_MEMORY_BYTES,
     ) -> None:
         snapshots_dir.mkdir(parents=True, exist_ok=True)
+        memory_limit = f"{(hot_budget_bytes + working_memory_bytes) >> 20}MiB"
         self._con = duckdb.connect(":memory:", config={"threads": threads, "memory_limit": memory_limit})
         pseudonym, pseudonym_int = _pseudonymiser(mask_key.encode())
         self._con.create_function(  # type: ignore[call-overload]  # duckdb's stub lacks this overload
@@ -102,10 +110,13 @@ class DuckPool:
         self._con.execute("SET lock_configuration = true")
         self._limiter = anyio.CapacityLimiter(workers)
         self.timeout_seconds = timeout_seconds
-        # Hot snapshots: in-memory copies (~30% faster scans than Parquet), LRU within a budget.
+        # Hot snapshots: in-memory copies (~30% faster scans than Parquet), LRU within a budget
+        # (Settings.snapshot_memory_budget_bytes). A snapshot that does not fit is read from its
+        # Parquet file, as is one whose load failed (not retried: `_unfit`).
         self.hot_budget_bytes = hot_budget_bytes
         self._hot: OrderedDict[str, tuple[str, int]] = OrderedDict()  # path -> (table, est. bytes)
         self._hot_bytes = 0
+        self._unfit: set[str] = set()
         # Each background load owns its connection (a cursor) and is interrupted and joined by
         # close(): closing the database under a running load aborts the process (ARCHITECTURE §2b).
         self._loading: dict[str, tuple[threading.Thread, duckdb.DuckDBPyConnection]] = {}
@@ -150,7 +161,12 @@ class DuckPool:
                 self._hot.move_to_end(path)
                 return entry[0]
             estimate = byte_size * HOT_EXPANSION
-            if self._closed or path in self._loading or estimate > self.hot_budget_bytes:
+            if (
+                self._closed
+                or path in self._loading
+                or path in self._unfit
+                or estimate > self.hot_budget_bytes
+            ):
                 return None
             cursor = self._con.cursor()
             loader = threading.Thread(
@@ -168,6 +184,10 @@ class DuckPool:
                 f'CREATE OR REPLACE TABLE "{table}" AS '
                 f"SELECT * FROM read_parquet('{quoted}', file_row_number = true)"
             )
+            # Past its memory limit DuckDB spills tables to a temporary folder instead of failing:
+            # a copy that did not fit in memory is no faster than the Parquet file. Drop it.
+            if cursor.execute(_SPILLED_SQL).fetchone() != (0,):
+                raise MemoryError(f"its copy outgrew memory (hot budget {self.hot_budget_bytes >> 20} MiB)")
             with self._hot_lock:
                 self._hot[path] = (table, estimate)
                 self._hot_bytes += estimate
@@ -176,9 +196,13 @@ class DuckPool:
                     self._hot_bytes -= size
                     # Safe with queries in flight: DuckDB lets a running scan finish (MVCC).
                     cursor.execute(f'DROP TABLE IF EXISTS "{old}"')
-        except Exception:  # a failed load only means the file keeps being read directly
+        except Exception as exc:  # a failed load only means the file keeps being read directly
             if not self._closed:  # close() interrupts loads on purpose
-                log.warning("could not hold %s in memory", path, exc_info=True)
+                with self._hot_lock:
+                    self._unfit.add(path)  # e.g. out of memory: trying again on every read would not help
+                with contextlib.suppress(duckdb.Error):  # a partly made table, if any
+                    cursor.execute(f'DROP TABLE IF EXISTS "{table}"')
+                log.warning("could not hold %s in memory (read from its file): %s", path, exc)
         finally:
             with self._hot_lock:
                 self._loading.pop(path, None)

@@ -16,7 +16,7 @@ from starlette.responses import JSONResponse, Response
 from gateway import errors
 from gateway.context import RequestContext, Touch, touch_record
 from gateway.errors import GovernedError
-from lineage.events import read_event_dict
+from lineage.read_events import read_event_dict
 from lineage.recorder import LineageRecorder
 from meshcore.accesslog import AccessLog, AccessRecord
 

@@ -286,7 +286,8 @@ def seal_legacy(access_log: AccessLog, legacy_key: str | None) -> list[Checkpoin
     """Seal a log written before Ed25519 signing (no seal and no checkpoint yet), once its hash
     chain — and, with the old CIVICMESH_AUDIT_KEY, its HMAC checkpoints — verify. A log that does
     not verify is never sealed: raises AccessLogUnavailable naming the first bad record."""
-    if access_log.checkpoints() or access_log.seals() or access_log.head() == 0:
+    # Existence checks (limit 1): every start runs them, and a sealed log holds many of both.
+    if access_log.checkpoints(limit=1) or access_log.seals(limit=1) or access_log.head() == 0:
         return []
     check = verify_legacy(access_log, legacy_key)
     if not check.ok:

@@ -173,3 +173,20 @@ def test_a_writer_gives_an_older_store_the_index_of_administrative_records(
     for _ in range(2):  # and a second writer finds it there
         AccessLog.from_settings(settings)
         assert indexed()
+
+
+def test_columns_requested_are_stored_once_when_all_were_returned(db: str) -> None:
+    """Most reads return what they asked for: the list is stored once (`columns_requested` null),
+    read back whole, chained as stored; a read that got less keeps both lists."""
+    log = AccessLog(get_engine(db), signer=Signer.generate()).ensure_schema()
+    partial = _record(2)
+    partial.columns_returned = ["district"]
+    log.append([_record(1), partial])
+    stored = list(log.rows())
+    assert [r["columns_requested"] for r in stored] == ["null", '["district","requester_name"]']
+    found, _ = log.search(products=None)
+    assert [r["columns_requested"] for r in found] == [["district", "requester_name"]] * 2
+    assert [r["columns_returned"] for r in found] == [["district", "requester_name"], ["district"]]
+    assert verify_report(log).first_bad is None
+    raw_sql(db, """UPDATE access_log SET columns_requested = '["district"]' WHERE seq = 1""")
+    assert verify_report(log).first_bad == 1

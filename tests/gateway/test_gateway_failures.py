@@ -104,3 +104,68 @@ def test_hot_snapshots_answer_like_the_parquet_file(tmp_path) -> None:
         assert cold == hot and [r[0] for r in hot] == [46, 45, 44, 43, 42, 41]
     finally:
         pool.close()
+
+
+def _wait_loaded(pool: DuckPool, path: str) -> None:
+    deadline = time.monotonic() + 60
+    while path in pool._loading:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+
+def test_a_snapshot_that_does_not_fit_in_memory_is_read_from_its_file(tmp_path) -> None:
+    """The in-memory budget is only a speed-up: a snapshot whose copy outgrows DuckDB's memory (its
+    size under-estimated here; DuckDB would spill it to disk) is dropped and answers from its
+    Parquet file, the same rows, and is not loaded again on every read."""
+    from gateway.query import PageQuery
+
+    snaps = tmp_path / "snaps"
+    snaps.mkdir()
+    path = str(snaps / "big.parquet")
+    con = duckdb.connect()
+    con.execute(
+        "COPY (SELECT i AS n, sha256(i::VARCHAR) || sha256((i + 1)::VARCHAR) AS s FROM range(2000000) t(i)) "
+        f"TO '{path}'"
+    )
+    con.close()
+    spec = ProductSpec(
+        department="d",
+        product="p",
+        classification="public",
+        owner="o@x.example",
+        description="",
+        columns=(ColumnSpec("n", "bigint"), ColumnSpec("s", "varchar")),
+    )
+    query = PageQuery(
+        spec=spec, path=path, columns=["n", "s"], where={"n": {"lt": 500}}, order_by=[("n", "DESC")], limit=3
+    )
+    tight = DuckPool(snaps, "key", hot_budget_bytes=1 << 20, working_memory_bytes=48 << 20, threads=1)
+    files_only = DuckPool(snaps, "key", hot_budget_bytes=0)
+    try:
+        assert tight.source(path, 1) is None  # claims to fit: a load starts, and runs out of memory
+        _wait_loaded(tight, path)
+        assert tight.source(path, 1) is None and path not in tight._loading  # not tried again
+        rows = tight.run(*query.page_sql()).rows
+        assert [r[0] for r in rows] == [499, 498, 497, 496]  # first + 1: is there a next page
+        assert files_only.source(path, 1) is None and not files_only._loading  # budget 0: never loads
+        assert files_only.run(*query.page_sql()).rows == rows
+    finally:
+        tight.close()
+        files_only.close()
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"), [(None, 256 << 20), ("0", 0), ("1024", 1 << 30), ("0.5", 1 << 19)]
+)
+def test_the_snapshot_memory_budget_is_a_setting(tmp_path, value, expected) -> None:
+    from meshcore.settings import Settings
+
+    extra = {} if value is None else {"snapshot_memory_mb": value}
+    assert (
+        Settings(home=tmp_path, metadata_url="sqlite://", extra=extra).snapshot_memory_budget_bytes
+        == expected
+    )
+    with pytest.raises(ValueError):
+        _ = Settings(
+            home=tmp_path, metadata_url="sqlite://", extra={"snapshot_memory_mb": "-1"}
+        ).snapshot_memory_budget_bytes

@@ -67,8 +67,8 @@ CASES = [
     ),
     pytest.param(
         ("r6", "dana", SPEC, "s", [], ALLOW, 1),
-        {"parent": PARENT, "event_time": datetime(2026, 11, 27, 6, 0)},
-        id="parent-and-naive-time",
+        {"event_time": datetime(2026, 11, 27, 6, 0)},
+        id="naive-time",
     ),
     pytest.param(
         ("r7", "dana", SPEC, "s", ["district"], ALLOW, 1),
@@ -95,6 +95,48 @@ def test_read_event_dict_defaults_a_new_run_and_now() -> None:
     assert datetime.fromisoformat(first["eventTime"]).tzinfo is not None
     # shared cached parts are not corrupted by building more events
     assert first["job"] == events.to_dict(events.read_event("r", "dana", SPEC, "s", [], ALLOW, 1))["job"]
+
+
+def test_the_request_paths_schema_urls_are_the_librarys() -> None:
+    """`lineage.read_events` names the facet schemas without loading openlineage-python: an upgrade
+    of the library that moves one must fail here, not drift."""
+    from openlineage.client.event_v2 import RunEvent
+    from openlineage.client.generated import (
+        dataset_version_dataset,
+        error_message_run,
+        job_type_job,
+        processing_engine_run,
+        schema_dataset,
+    )
+
+    from lineage import read_events
+    from lineage.facets import AccessDecisionRunFacet
+
+    classes = [
+        RunEvent,
+        error_message_run.ErrorMessageRunFacet,
+        dataset_version_dataset.DatasetVersionDatasetFacet,
+        schema_dataset.SchemaDatasetFacet,
+        job_type_job.JobTypeJobFacet,
+        processing_engine_run.ProcessingEngineRunFacet,
+        AccessDecisionRunFacet,
+    ]
+    assert {c.__name__: c._get_schema() for c in classes} == read_events.SCHEMA_URLS
+
+
+def test_run_ids_are_uuid7_in_time_order() -> None:
+    """RFC 9562 UUIDv7, as openlineage-python's `generate_new_uuid` made them: version 7, RFC
+    variant, the creation millisecond first (so ids sort by time), random after it."""
+    import time
+    import uuid
+
+    before = time.time_ns() // 1_000_000
+    ids = [uuid.UUID(events.new_run_id()) for _ in range(200)]
+    after = time.time_ns() // 1_000_000
+    assert {(u.version, u.variant) for u in ids} == {(7, uuid.RFC_4122)}
+    stamps = [u.int >> 80 for u in ids]
+    assert before <= min(stamps) and max(stamps) <= after and stamps == sorted(stamps)
+    assert len(set(ids)) == len(ids)
 
 
 def test_outbox_serialisation_matches_json_and_falls_back() -> None:
