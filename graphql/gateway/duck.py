@@ -70,6 +70,34 @@ def _cells(result: QueryResult) -> int:
     return max(1, len(result.rows)) * max(1, len(result.columns))
 
 
+def _connect(
+    snapshots_dir: Path, mask_key: str, threads: int, memory_limit: str
+) -> duckdb.DuckDBPyConnection:
+    """The process's in-memory database: the pseudonym functions of the masks, reads only under
+    `snapshots_dir`, no other external access, and a configuration locked against queries."""
+    con = duckdb.connect(":memory:", config={"threads": threads, "memory_limit": memory_limit})
+    pseudonym, pseudonym_int = _pseudonymiser(mask_key.encode())
+    con.create_function(  # type: ignore[call-overload]  # duckdb's stub lacks this overload
+        PSEUDONYM_FUNCTION, pseudonym, ["VARCHAR"], "VARCHAR", null_handling="special", side_effects=False
+    )
+    con.create_function(  # type: ignore[call-overload]  # duckdb's stub lacks this overload
+        PSEUDONYM_INT_FUNCTION,
+        pseudonym_int,
+        ["BIGINT"],
+        "BIGINT",
+        null_handling="special",
+        side_effects=False,
+    )
+    allowed = str(snapshots_dir.resolve()).rstrip("/") + "/"
+    # Order matters: allowed_directories must be set while external access is still on.
+    quoted = allowed.replace("'", "''")  # SET takes no bound parameters; the path is ours
+    con.execute(f"SET allowed_directories = ['{quoted}']")
+    con.execute("SET enable_external_access = false")
+    con.execute("SET parquet_metadata_cache = true")
+    con.execute("SET lock_configuration = true")
+    return con
+
+
 class DuckPool:
     """The process's DuckDB database; at most `workers` queries run at once (in worker threads)."""
 
@@ -88,26 +116,7 @@ class DuckPool:
     ) -> None:
         snapshots_dir.mkdir(parents=True, exist_ok=True)
         memory_limit = f"{(hot_budget_bytes + working_memory_bytes) >> 20}MiB"
-        self._con = duckdb.connect(":memory:", config={"threads": threads, "memory_limit": memory_limit})
-        pseudonym, pseudonym_int = _pseudonymiser(mask_key.encode())
-        self._con.create_function(  # type: ignore[call-overload]  # duckdb's stub lacks this overload
-            PSEUDONYM_FUNCTION, pseudonym, ["VARCHAR"], "VARCHAR", null_handling="special", side_effects=False
-        )
-        self._con.create_function(  # type: ignore[call-overload]  # duckdb's stub lacks this overload
-            PSEUDONYM_INT_FUNCTION,
-            pseudonym_int,
-            ["BIGINT"],
-            "BIGINT",
-            null_handling="special",
-            side_effects=False,
-        )
-        allowed = str(snapshots_dir.resolve()).rstrip("/") + "/"
-        # Order matters: allowed_directories must be set while external access is still on.
-        quoted = allowed.replace("'", "''")  # SET takes no bound parameters; the path is ours
-        self._con.execute(f"SET allowed_directories = ['{quoted}']")
-        self._con.execute("SET enable_external_access = false")
-        self._con.execute("SET parquet_metadata_cache = true")
-        self._con.execute("SET lock_configuration = true")
+        self._con = _connect(snapshots_dir, mask_key, threads, memory_limit)
         self._limiter = anyio.CapacityLimiter(workers)
         self.timeout_seconds = timeout_seconds
         # Hot snapshots: in-memory copies (~30% faster scans than Parquet), LRU within a budget
