@@ -28,7 +28,14 @@ EMAIL_PATTERN = re.compile(r"^[^@\s,\]]+@[^@\s,\]]+$")
 
 
 class ProductSpecError(ValueError):
-    """A product's metadata is invalid; the message names the file and the field."""
+    """A product's metadata is invalid; the message names the file and the field.
+
+    `source` is the file, `field` the dotted path in it (`models.<model>.columns.<name>.data_type`),
+    `detail` what is wrong: `civicmesh product check` turns the path into a line number."""
+
+    def __init__(self, source: str, field: str, detail: str) -> None:
+        super().__init__(f"{source}: {field}: {detail}")
+        self.source, self.field, self.detail = source, field, detail
 
 
 @dataclass(frozen=True)
@@ -59,6 +66,9 @@ class ProductSpec:
     tags: tuple[str, ...] = ()
     version: int | None = None
     model_unique_id: str = ""
+    # `meta.civicmesh.unscoped: "<reason>"`: the owner's reviewed decision that a product with a scope
+    # column (e.g. `district`) serves every row to scoped readers (`policies.lint`, undeclared-scope).
+    unscoped: str | None = None
     source_file: str = ""
     depends_on: tuple[str, ...] = field(default=())
 
@@ -74,7 +84,12 @@ class ProductSpec:
         return next((c for c in self.columns if c.name == name), None)
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
+        data = asdict(self)
+        # The JSON is a snapshot's spec identity (publish compares it): a field added later stays
+        # out while unset, so specs published before it keep their identity.
+        if data["unscoped"] is None:
+            del data["unscoped"]
+        return json.dumps(data, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str | Mapping[str, Any]) -> ProductSpec:
@@ -86,7 +101,14 @@ class ProductSpec:
 
 
 def _fail(source: str, where: str, message: str) -> ProductSpecError:
-    return ProductSpecError(f"{source}: {where}: {message}")
+    return ProductSpecError(source, where, message)
+
+
+class Problems(list[ProductSpecError]):
+    """Every problem of one spec, in the order found (so `civicmesh product check` shows them all)."""
+
+    def add(self, source: str, where: str, message: str) -> None:
+        self.append(_fail(source, where, message))
 
 
 def _model_meta(node: Mapping[str, Any]) -> dict[str, Any]:
@@ -126,27 +148,27 @@ def column_classification(column: Mapping[str, Any]) -> ColumnClassification:
     )
 
 
-def _column_spec(source: str, model: str, column: Mapping[str, Any]) -> ColumnSpec:
+def _column_spec(source: str, model: str, column: Mapping[str, Any], problems: Problems) -> ColumnSpec:
     declared = column_classification(column)
     tags = declared.tags
     name = column["name"]
     where = f"models.{model}.columns.{name}"
     data_type = column.get("data_type")
     if not data_type:
-        raise _fail(source, f"{where}.data_type", "every product column needs a contract data_type")
+        problems.add(source, f"{where}.data_type", "every product column needs a contract data_type")
     mask = declared.mask
     if declared.pii and mask is None:
-        raise _fail(source, f"{where}.meta.mask", f"pii column needs a mask kind, one of {MASK_KINDS}")
+        problems.add(source, f"{where}.meta.mask", f"pii column needs a mask kind, one of {MASK_KINDS}")
     if mask is not None:
         if mask not in MASK_KINDS:
-            raise _fail(source, f"{where}.meta.mask", f"unknown mask kind {mask!r}; use {MASK_KINDS}")
+            problems.add(source, f"{where}.meta.mask", f"unknown mask kind {mask!r}; use {MASK_KINDS}")
         if "pii" not in tags:
             tags = (*tags, "pii")
     if mask is not None and declared.deidentified:
-        raise _fail(source, f"{where}.meta.deidentified", "a column is either masked PII or de-identified")
+        problems.add(source, f"{where}.meta.deidentified", "a column is either masked PII or de-identified")
     return ColumnSpec(
         name=name,
-        data_type=str(data_type).lower(),
+        data_type=str(data_type or "").lower(),
         description=column.get("description") or "",
         tags=tags,
         mask=mask,
@@ -162,80 +184,98 @@ def _properties_file(node: Mapping[str, Any]) -> str:
     return node.get("original_file_path") or node.get("path") or node["unique_id"]
 
 
-def _version_number(source: str, field: str, value: Any) -> int | None:
+def _version_number(source: str, field: str, value: Any, problems: Problems) -> int | None:
     """A dbt model version (`v: 2`, `"2"`) as an int; product names need whole numbers."""
     if value is None:
         return None
     text = str(value).strip()
     if not text.isdigit():
-        raise _fail(source, field, f"version {value!r} is not a whole number (products are named `_v<N>`)")
+        problems.add(source, field, f"version {value!r} is not a whole number (products are named `_v<N>`)")
+        return None
     return int(text)
 
 
-def spec_from_node(node: Mapping[str, Any], groups: Mapping[str, Any]) -> ProductSpec:
-    """Validate one manifest model node and turn it into a ProductSpec."""
-    source = _properties_file(node)
-    model = node["name"]
-    meta = _model_meta(node).get("civicmesh") or {}
-    group = node.get("group") or (node.get("config") or {}).get("group")
-    if not group:
-        raise _fail(source, f"models.{model}.config.group", "a product must belong to a department group")
-    if not NAME_PATTERN.match(group):
-        raise _fail(source, f"models.{model}.config.group", f"{group!r} is not snake_case")
+def _owner(
+    node: Mapping[str, Any], groups: Mapping[str, Any], group: str, source: str, problems: Problems
+) -> str:
     group_node = groups.get(f"group.{node['package_name']}.{group}") or {}
-    owner = (group_node.get("owner") or {}).get("email") or meta.get("owner")
+    owner = (group_node.get("owner") or {}).get("email") or _civicmesh_meta(node).get("owner")
     group_file = group_node.get("original_file_path") or source
     if not owner:
-        raise _fail(group_file, f"groups.{group}.owner.email", "every department group needs an owner email")
-    if not EMAIL_PATTERN.match(owner):
-        raise _fail(group_file, f"groups.{group}.owner.email", f"{owner!r} is not an email address")
-    classification = meta.get("classification")
-    if classification not in CLASSIFICATIONS:
-        raise _fail(
+        problems.add(group_file, f"groups.{group}.owner.email", "every department group needs an owner email")
+    elif not EMAIL_PATTERN.match(owner):
+        problems.add(group_file, f"groups.{group}.owner.email", f"{owner!r} is not an email address")
+    return str(owner or "")
+
+
+def _civicmesh_meta(node: Mapping[str, Any]) -> dict[str, Any]:
+    return _model_meta(node).get("civicmesh") or {}
+
+
+def _check_meta(
+    source: str, model: str, meta: Mapping[str, Any], names: set[str], problems: Problems
+) -> None:
+    """The product fields under `config.meta.civicmesh` that name columns or hold numbers."""
+    where = f"models.{model}.config.meta.civicmesh"
+    if meta.get("classification") not in CLASSIFICATIONS:
+        problems.add(
             source,
-            f"models.{model}.config.meta.civicmesh.classification",
-            f"{classification!r} is not one of {CLASSIFICATIONS}",
+            f"{where}.classification",
+            f"{meta.get('classification')!r} is not one of {CLASSIFICATIONS}",
         )
-    contract = (node.get("config") or {}).get("contract") or {}
-    if not contract.get("enforced"):
-        raise _fail(source, f"models.{model}.config.contract.enforced", "products need an enforced contract")
-    columns = tuple(_column_spec(source, model, c) for c in (node.get("columns") or {}).values())
-    if not columns:
-        raise _fail(source, f"models.{model}.columns", "a product must declare its columns")
-    names = {c.name for c in columns}
     for declared in meta.get("pii_columns") or ():
         if declared not in names:
-            raise _fail(
-                source,
-                f"models.{model}.config.meta.civicmesh.pii_columns",
-                f"PII column {declared!r} is not in the contract",
-            )
+            problems.add(source, f"{where}.pii_columns", f"PII column {declared!r} is not in the contract")
     for key in ("scope_column", "key"):
         value = meta.get(key)
         if value is not None and value not in names:
-            raise _fail(
-                source,
-                f"models.{model}.config.meta.civicmesh.{key}",
-                f"column {value!r} is not in the contract",
-            )
+            problems.add(source, f"{where}.{key}", f"column {value!r} is not in the contract")
     sla = meta.get("freshness_sla_hours")
-    if sla is not None and (not isinstance(sla, int | float) or sla <= 0):
-        raise _fail(
-            source,
-            f"models.{model}.config.meta.civicmesh.freshness_sla_hours",
-            "must be a positive number of hours",
-        )
+    if sla is not None and (isinstance(sla, bool) or not isinstance(sla, int | float) or sla <= 0):
+        problems.add(source, f"{where}.freshness_sla_hours", "must be a positive number of hours")
+    unscoped = meta.get("unscoped")
+    if unscoped is not None and not (isinstance(unscoped, str) and unscoped.strip()):
+        problems.add(source, f"{where}.unscoped", "the reason every scoped reader may see every row (text)")
+    elif unscoped is not None and meta.get("scope_column") is not None:
+        problems.add(source, f"{where}.unscoped", "a product either declares a scope_column or is unscoped")
+
+
+def collect_spec(node: Mapping[str, Any], groups: Mapping[str, Any]) -> tuple[ProductSpec | None, Problems]:
+    """One manifest model node as a ProductSpec, with EVERY problem found in it (the spec is None
+    when there is any)."""
+    problems = Problems()
+    source = _properties_file(node)
+    model = node["name"]
+    meta = _civicmesh_meta(node)
+    group = node.get("group") or (node.get("config") or {}).get("group")
+    if not group:
+        problems.add(source, f"models.{model}.config.group", "a product must belong to a department group")
+    elif not NAME_PATTERN.match(group):
+        problems.add(source, f"models.{model}.config.group", f"{group!r} is not snake_case")
+    owner = _owner(node, groups, group, source, problems) if group else ""
+    contract = (node.get("config") or {}).get("contract") or {}
+    if not contract.get("enforced"):
+        problems.add(source, f"models.{model}.config.contract.enforced", "products need an enforced contract")
+    columns = tuple(_column_spec(source, model, c, problems) for c in (node.get("columns") or {}).values())
+    if not columns:
+        problems.add(source, f"models.{model}.columns", "a product must declare its columns")
+    _check_meta(source, model, meta, {c.name for c in columns}, problems)
     product = meta.get("product") or model
     if not NAME_PATTERN.match(product):
-        raise _fail(source, f"models.{model}.config.meta.civicmesh.product", f"{product!r} is not snake_case")
-    version = _version_number(source, f"models.{model}.versions.v", node.get("version"))
-    latest = _version_number(source, f"models.{model}.latest_version", node.get("latest_version"))
+        problems.add(
+            source, f"models.{model}.config.meta.civicmesh.product", f"{product!r} is not snake_case"
+        )
+    version = _version_number(source, f"models.{model}.versions.v", node.get("version"), problems)
+    latest = _version_number(source, f"models.{model}.latest_version", node.get("latest_version"), problems)
     if version is not None and version != latest:
         product = f"{product}_v{version}"
-    return ProductSpec(
-        department=group,
+    if problems:
+        return None, problems
+    sla = meta.get("freshness_sla_hours")
+    spec = ProductSpec(
+        department=str(group),
         product=product,
-        classification=classification,
+        classification=meta["classification"],
         owner=owner,
         description=(node.get("description") or "").strip(),
         columns=columns,
@@ -247,7 +287,17 @@ def spec_from_node(node: Mapping[str, Any], groups: Mapping[str, Any]) -> Produc
         model_unique_id=node["unique_id"],
         source_file=source,
         depends_on=tuple((node.get("depends_on") or {}).get("nodes") or ()),
+        unscoped=meta["unscoped"].strip() if meta.get("unscoped") else None,
     )
+    return spec, problems
+
+
+def spec_from_node(node: Mapping[str, Any], groups: Mapping[str, Any]) -> ProductSpec:
+    """Validate one manifest model node and turn it into a ProductSpec; raises its first problem."""
+    spec, problems = collect_spec(node, groups)
+    if spec is None:
+        raise problems[0]
+    return spec
 
 
 def is_product_node(node: Mapping[str, Any]) -> bool:
@@ -258,18 +308,32 @@ def is_product_node(node: Mapping[str, Any]) -> bool:
     )
 
 
-def load_product_specs(manifest: Mapping[str, Any] | Path) -> list[ProductSpec]:
-    """Every product declared in a dbt manifest, validated; raises ProductSpecError on the first bad one."""
+def collect_product_specs(manifest: Mapping[str, Any] | Path) -> tuple[list[ProductSpec], Problems]:
+    """Every valid product declared in a dbt manifest, and every problem of every other one (a
+    product with a problem is left out; two products of one name are both problems)."""
     if isinstance(manifest, Path):
         manifest = json.loads(manifest.read_text())
     groups = manifest.get("groups") or {}
-    specs = [spec_from_node(n, groups) for n in manifest["nodes"].values() if is_product_node(n)]
+    specs, problems = [], Problems()
+    for node in manifest["nodes"].values():
+        if is_product_node(node):
+            spec, found = collect_spec(node, groups)
+            problems += found
+            specs += [spec] if spec is not None else []
     seen: dict[str, str] = {}
     for spec in specs:
         if spec.name in seen:
-            raise _fail(spec.source_file, spec.name, f"product name also declared by {seen[spec.name]}")
+            problems.add(spec.source_file, spec.name, f"product name also declared by {seen[spec.name]}")
         seen[spec.name] = spec.source_file
-    return sorted(specs, key=lambda s: s.name)
+    return sorted(specs, key=lambda s: s.name), problems
+
+
+def load_product_specs(manifest: Mapping[str, Any] | Path) -> list[ProductSpec]:
+    """Every product declared in a dbt manifest, validated; raises ProductSpecError on the first bad one."""
+    specs, problems = collect_product_specs(manifest)
+    if problems:
+        raise problems[0]
+    return specs
 
 
 def specs_by_model(specs: Iterable[ProductSpec]) -> dict[str, ProductSpec]:
