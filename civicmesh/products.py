@@ -23,6 +23,9 @@ from typing import Any
 
 CLASSIFICATIONS = ("public", "internal", "confidential", "restricted")
 MASK_KINDS = ("redact", "hash", "partial", "generalize")
+# `civicmesh product new` writes this at the start of a product's description; the loader refuses it
+# until the owner describes the product (so a scaffold cannot publish undescribed).
+PLACEHOLDER = "TODO(owner):"
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
 EMAIL_PATTERN = re.compile(r"^[^@\s,\]]+@[^@\s,\]]+$")
 
@@ -240,9 +243,9 @@ def _check_meta(
         problems.add(source, f"{where}.unscoped", "a product either declares a scope_column or is unscoped")
 
 
-def collect_spec(node: Mapping[str, Any], groups: Mapping[str, Any]) -> tuple[ProductSpec | None, Problems]:
-    """One manifest model node as a ProductSpec, with EVERY problem found in it (the spec is None
-    when there is any)."""
+def collect_spec(node: Mapping[str, Any], groups: Mapping[str, Any]) -> tuple[ProductSpec, Problems]:
+    """One manifest model node as a ProductSpec, with EVERY problem found in it. The spec is only
+    valid when there is no problem; with problems it is what the yml says, for further checks."""
     problems = Problems()
     source = _properties_file(node)
     model = node["name"]
@@ -269,25 +272,29 @@ def collect_spec(node: Mapping[str, Any], groups: Mapping[str, Any]) -> tuple[Pr
     latest = _version_number(source, f"models.{model}.latest_version", node.get("latest_version"), problems)
     if version is not None and version != latest:
         product = f"{product}_v{version}"
-    if problems:
-        return None, problems
+    description = (node.get("description") or "").strip()
+    if description.startswith(PLACEHOLDER):
+        problems.add(
+            source, f"models.{model}.description", "still the scaffold's placeholder: describe the product"
+        )
     sla = meta.get("freshness_sla_hours")
+    valid_sla = isinstance(sla, int | float) and not isinstance(sla, bool) and sla > 0
     spec = ProductSpec(
         department=str(group),
         product=product,
-        classification=meta["classification"],
+        classification=str(meta.get("classification")),
         owner=owner,
-        description=(node.get("description") or "").strip(),
+        description=description,
         columns=columns,
         key=meta.get("key"),
         scope_column=meta.get("scope_column"),
-        freshness_sla_hours=float(sla) if sla is not None else None,
+        freshness_sla_hours=float(sla) if valid_sla else None,
         tags=tuple(meta.get("tags") or ()),
         version=version,
         model_unique_id=node["unique_id"],
         source_file=source,
         depends_on=tuple((node.get("depends_on") or {}).get("nodes") or ()),
-        unscoped=meta["unscoped"].strip() if meta.get("unscoped") else None,
+        unscoped=str(meta["unscoped"]).strip() if meta.get("unscoped") else None,
     )
     return spec, problems
 
@@ -295,7 +302,7 @@ def collect_spec(node: Mapping[str, Any], groups: Mapping[str, Any]) -> tuple[Pr
 def spec_from_node(node: Mapping[str, Any], groups: Mapping[str, Any]) -> ProductSpec:
     """Validate one manifest model node and turn it into a ProductSpec; raises its first problem."""
     spec, problems = collect_spec(node, groups)
-    if spec is None:
+    if problems:
         raise problems[0]
     return spec
 
@@ -319,7 +326,7 @@ def collect_product_specs(manifest: Mapping[str, Any] | Path) -> tuple[list[Prod
         if is_product_node(node):
             spec, found = collect_spec(node, groups)
             problems += found
-            specs += [spec] if spec is not None else []
+            specs += [] if found else [spec]
     seen: dict[str, str] = {}
     for spec in specs:
         if spec.name in seen:
