@@ -33,7 +33,6 @@ from civicmesh.settings import Settings
 from lineage.dbt import manifest_node
 from orchestration.gate import upstream
 from orchestration.landing import discover_landing_tables
-from orchestration.project import configure_dbt_environment
 
 WORKSPACE = "authoring"
 TYPE_TEXT = re.compile(r"^[A-Za-z][A-Za-z0-9_ ]*(\(\s*\d+\s*(,\s*\d+\s*)?\))?(\[\])?$")
@@ -96,7 +95,8 @@ def compile_models(settings: Settings, select: Sequence[str] = ()) -> dict[str, 
 
     folder = workspace(settings)
     project = settings.dbt_project_dir
-    configure_dbt_environment(settings)
+    # dbt runs in this process (no second interpreter start-up), without Dagster's import cost.
+    os.environ.setdefault("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
     served = os.environ.get("CIVICMESH_WAREHOUSE")
     os.environ["CIVICMESH_WAREHOUSE"] = str(folder / "warehouse.duckdb")  # named like the served one
     args = ["compile", "--project-dir", str(project), "--profiles-dir", str(project)]
@@ -113,7 +113,9 @@ def compile_models(settings: Settings, select: Sequence[str] = ()) -> dict[str, 
                 )
             return json.loads((folder / "target" / "manifest.json").read_text())
     finally:
-        if served is not None:
+        if served is None:
+            os.environ.pop("CIVICMESH_WAREHOUSE", None)
+        else:
             os.environ["CIVICMESH_WAREHOUSE"] = served
 
 
