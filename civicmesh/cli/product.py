@@ -191,4 +191,14 @@ def run_preview(args: argparse.Namespace) -> int:
 
 
 def run_retire(args: argparse.Namespace) -> int:
-    raise CommandError("not built yet")
+    """Owners only; chained like `snapshots withdraw` (the same code, kind `retired`)."""
+    from civicmesh.catalog import RETIRED
+    from civicmesh.cli.snapshots import take_out_of_service
+
+    result = take_out_of_service(args.name, None, args.reason, args.user, RETIRED)
+    print(
+        f"{args.name} retired (access-log record {result.access_log_seq}): no longer discoverable or served"
+    )
+    print(f"history kept: {result.snapshot.id} and earlier snapshots (civicmesh snapshots list {args.name})")
+    print("remove its model from the dbt project: a build refuses to publish a retired product")
+    return 0
