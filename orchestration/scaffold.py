@@ -78,34 +78,15 @@ def _find_upstream(manifest: Mapping[str, Any], department: str, name: str, sour
     )
 
 
-def _mask(
-    graph: PiiGraph, manifest: Mapping[str, Any], uid: str, column: str
-) -> tuple[str | None, str | None]:
+def _mask(graph: PiiGraph, uid: str, column: str) -> tuple[str | None, str | None]:
     """(mask, note) for a column of `uid`: the mask declared where the data entered, `redact` with
     a note when the lineage is unknown, (None, None) when it is not personal data."""
-    own = next(
-        (
-            c
-            for c in (manifest_node(manifest, uid) or {}).get("columns", {}).values()
-            if c["name"].lower() == column.lower()
-        ),
-        None,
-    )
     if uid.startswith("source."):
-        declared = column_classification(own or {})
+        declared = column_classification(_yml_column(graph.manifest, uid, column))
         return ((declared.mask or "redact") if declared.pii else None), None
     trace = graph.trace((uid, column))
     if trace.pii:
-        step = trace.pii[-1]
-        entry = next(
-            (
-                c
-                for c in (manifest_node(manifest, step[0]) or {}).get("columns", {}).values()
-                if c["name"].lower() == step[1].lower()
-            ),
-            {},
-        )
-        return column_classification(entry).mask or "redact", None
+        return column_classification(_yml_column(graph.manifest, *trace.pii[-1])).mask or "redact", None
     if trace.unknown:
         return "redact", f"lineage unknown ({trace.reason}): masked until you decide"
     return None, None
@@ -124,15 +105,31 @@ def upstream_columns(settings: Settings, manifest: Mapping[str, Any], uid: str) 
     if uid not in returned:
         raise ScaffoldError(f"DuckDB could not describe {uid}")
     graph = PiiGraph(manifest, NodeColumns(manifest, returned))
-    declared = {
-        c["name"].lower(): c for c in (manifest_node(manifest, uid) or {}).get("columns", {}).values()
-    }
     columns = []
     for name, kind in returned[uid]:
-        mask, note = _mask(graph, manifest, uid, name)
-        description = str((declared.get(name.lower()) or {}).get("description") or "")
-        columns.append(Column(name, kind.lower(), description, mask, note))
+        mask, note = _mask(graph, uid, name)
+        columns.append(Column(name, kind.lower(), _description(graph, (uid, name)), mask, note))
     return columns
+
+
+def _yml_column(manifest: Mapping[str, Any], uid: str, column: str) -> Mapping[str, Any]:
+    """What the node's yml declares for `column` (DuckDB matches names case-insensitively)."""
+    declared = (manifest_node(manifest, uid) or {}).get("columns") or {}
+    return next((c for c in declared.values() if c["name"].lower() == column.lower()), {})
+
+
+def _description(graph: PiiGraph, step: tuple[str, str]) -> str:
+    """The column's yml description, else the one of the single column it is computed from
+    (followed upstream: a staging model rarely repeats the source's descriptions)."""
+    for _ in range(10):  # a chain of renames, never a cycle
+        own = _yml_column(graph.manifest, *step)
+        if own.get("description"):
+            return str(own["description"])
+        parents, _ = graph.inputs(step) if not step[0].startswith("source.") else ([], None)
+        if len(parents) != 1:
+            return ""
+        step = parents[0]
+    return ""
 
 
 def _key(manifest: Mapping[str, Any], uid: str, columns: Sequence[Column]) -> str | None:
