@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from civicmesh.products import PLACEHOLDER, collect_spec, spec_from_node
+from civicmesh.products import PLACEHOLDER, ProductSpec, collect_spec, spec_from_node
+from orchestration.gate import gate_products
 from orchestration.yml_lines import field_line
 
 YML = """models:
@@ -120,3 +121,33 @@ def test_unscoped_needs_a_reason_and_excludes_a_scope_column() -> None:
     ]
     base["config"]["meta"]["civicmesh"].update(unscoped="why", scope_column="request_id")
     assert "either declares a scope_column or is unscoped" in str(collect_spec(base, GROUPS)[1][0])
+
+
+# dbt 1.11's message when a table drifts from its enforced contract (dbt-duckdb, abridged stack)
+CONTRACT_MESSAGE = """Compilation Error in model drift (models/p/drift.sql)
+  This model has an enforced contract that failed.
+  Please ensure the name, data_type, and number of columns in your contract match the columns in \
+your model's definition.
+
+  | column_name | definition_type | contract_type | mismatch_reason    |
+  | ----------- | --------------- | ------------- | ------------------ |
+  | district    | INTEGER         | VARCHAR       | data type mismatch |
+
+  > in macro assert_columns_equivalent (macros/relations/column/columns_spec_ddl.sql)
+  > called by model drift (models/p/drift.sql)"""
+
+
+def test_a_contract_failure_is_named_so_with_its_column_table_and_no_macro_stack() -> None:
+    drift = ProductSpec("p", "drift", "public", "p@city.example", "d", (), model_unique_id="model.p.drift")
+    node = {
+        "unique_id": "model.p.drift",
+        "name": "drift",
+        "compiled_path": "target/compiled/p/models/drift.sql",
+    }
+    run = {"results": [{"unique_id": "model.p.drift", "status": "error", "message": CONTRACT_MESSAGE}]}
+    gate = gate_products({"nodes": {"model.p.drift": node}}, run, [drift], target="/home/t")["p.drift"]
+    (check,) = gate.failed
+    compiled = "/home/t/compiled/p/models/drift.sql"
+    assert check.message == f"dbt model drift failed to build (Contract Error; compiled SQL: {compiled})"
+    assert "| district    | INTEGER         | VARCHAR       | data type mismatch |" in check.detail
+    assert "> in macro" not in check.detail and "> called by" not in check.detail
