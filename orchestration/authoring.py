@@ -7,11 +7,12 @@ compiled SQL names every relation exactly as a build does, while the served ware
 opened: DuckDB has one writer per file (ARCHITECTURE §2), and a build may hold it. Its own target
 folder keeps dbt's partial parse between runs; a lock file serialises two owners of one home.
 
-`scratch_database` then creates, in an in-memory DuckDB attached under the warehouse's name, every
-source and model the given models are built from: sources as typed empty tables from their yml
-(`data_type` is required where data enters) or, for a preview, loaded from their landing files;
-models as views of their compiled SQL (a preview's own model as a table). What DuckDB then says a
-model returns is what a build would return, so contracts and column lineage are checked against it
+`Scratch` then creates, in an in-memory DuckDB attached under the warehouse's name, every source
+and model the given models are built from: sources from their landing files when the home has them
+(their real types, as the build's ingest loads them; with rows for a preview, empty for a check),
+else as typed empty tables from their yml (`data_type` is required where data enters); models as
+views of their compiled SQL (a preview's own model as a table). What DuckDB then says a model
+returns is what a build would return, so contracts and column lineage are checked against it
 (`lineage.dbt.warehouse_columns`, the same function the build's PII gate uses).
 """
 

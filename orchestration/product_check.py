@@ -149,7 +149,7 @@ def check_products(settings: Settings, names: Sequence[str] = ()) -> CheckReport
         spec, problems = collect_spec(node, groups)
         report.specs.append(spec)
         report.findings += [locate.spec(p) for p in problems]
-    scratch = Scratch(manifest)
+    scratch = Scratch(manifest, settings.landing_dir, rows=False)
     try:
         scratch.stage([n["unique_id"] for n in nodes])
         report.findings += [replace(f, file=str(locate.project_dir / f.file)) for f in scratch.findings]

@@ -94,7 +94,7 @@ def _mask(graph: PiiGraph, uid: str, column: str) -> tuple[str | None, str | Non
 
 def upstream_columns(settings: Settings, manifest: Mapping[str, Any], uid: str) -> list[Column]:
     """What `uid` returns (DuckDB's types in scratch), each with its description and PII mask."""
-    scratch = Scratch(manifest)
+    scratch = Scratch(manifest, settings.landing_dir, rows=False)
     try:
         scratch.stage([uid])
         if scratch.findings:
