@@ -138,11 +138,16 @@ def _source_table(node: Mapping[str, Any]) -> str | None:
 class Scratch:
     """An in-memory DuckDB holding what `targets` are built from (see the module docstring)."""
 
-    def __init__(self, manifest: Mapping[str, Any], landing_dir: Path | None = None) -> None:
+    def __init__(
+        self, manifest: Mapping[str, Any], landing_dir: Path | None = None, rows: bool = True
+    ) -> None:
+        """`landing_dir`: load sources from their landing files (their real types), with their
+        rows or (`rows` False) none; sources without one are typed from their yml."""
         self.manifest = manifest
         self.landing = (
             {t.relation: t.path for t in discover_landing_tables(landing_dir)} if landing_dir else {}
         )
+        self.rows = rows
         self.con = duckdb.connect(":memory:", config={"threads": 2, "memory_limit": "1GB"})
         self.findings: list[Finding] = []
         self._attached: set[str] = set()
@@ -158,8 +163,9 @@ class Scratch:
     def _create_source(self, uid: str, node: Mapping[str, Any]) -> None:
         landing = self.landing.get(f"{node['schema']}.{node.get('identifier') or node['name']}")
         if landing is not None:
+            limit = "" if self.rows else " LIMIT 0"
             self.con.execute(
-                f"CREATE TABLE {_relation(node)} AS SELECT * FROM read_parquet(?)", [str(landing)]
+                f"CREATE TABLE {_relation(node)} AS SELECT * FROM read_parquet(?){limit}", [str(landing)]
             )
             return
         columns = _source_table(node)
