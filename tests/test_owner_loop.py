@@ -169,8 +169,10 @@ def test_scaffold_check_preview_build_read_and_retire(owner: Owner) -> None:
     owner.run("product", "retire", PRODUCT, "--reason", "merged into service_requests", "--as", "alice")
     names = {p["name"] for p in query(owner, "alice", "{ products { name } }")["data"]["products"]}
     assert PRODUCT not in names and "public_works.service_requests" in names
-    gone = query(owner, "alice", "{ publicWorks { potholeBacklog(first: 1) { totalCount } } }")
-    assert "potholeBacklog" in gone["errors"][0]["message"]
+    gone = owner.run(
+        "query", "--as", "alice", "{ publicWorks { potholeBacklog(first: 1) { totalCount } } }", ok=False
+    )
+    assert gone.returncode == 1 and "potholeBacklog" in json.loads(gone.stdout)["errors"][0]["message"]
     assert "retired by alice" in owner.run("snapshots", "list", PRODUCT).stdout
 
 
