@@ -139,7 +139,9 @@ def column_classification(column: Mapping[str, Any]) -> ColumnClassification:
     """The classification a column's yml declares (no validation: see `_column_spec`)."""
     config = column.get("config") or {}
     meta = {**(column.get("meta") or {}), **(config.get("meta") or {})}
-    tags = tuple(dict.fromkeys((*(column.get("tags") or ()), *(config.get("tags") or ()))))
+    # Sorted: dbt merges a column's tags through a set, so their order changes from parse to parse,
+    # and a spec's JSON (a snapshot's identity) must not.
+    tags = tuple(sorted({*(column.get("tags") or ()), *(config.get("tags") or ())}))
     mask = meta.get("mask")
     pii = "pii" in tags or mask is not None or meta.get("pii") is True
     reason = meta.get("deidentified")

@@ -151,3 +151,11 @@ def test_a_contract_failure_is_named_so_with_its_column_table_and_no_macro_stack
     assert check.message == f"dbt model drift failed to build (Contract Error; compiled SQL: {compiled})"
     assert "| district    | INTEGER         | VARCHAR       | data type mismatch |" in check.detail
     assert "> in macro" not in check.detail and "> called by" not in check.detail
+
+
+def test_column_tags_are_sorted_so_a_spec_is_the_same_whatever_order_dbt_gives() -> None:
+    from civicmesh.products import column_classification
+
+    one = column_classification({"name": "a", "config": {"tags": ["pii", "financial"]}, "tags": ["pii"]})
+    two = column_classification({"name": "a", "config": {"tags": ["financial", "pii"]}})
+    assert one.tags == two.tags == ("financial", "pii")
