@@ -57,8 +57,10 @@ def write_policy(folder: Path, departments: int, users: int, extra: int, seed: i
     ]
     names = [f"user_{i:04d}" for i in range(users)]
     for _ in range(extra):
-        p = rnd.choice(products)
-        lines.append(f"p, {rnd.choice(names)}, {p.department}, {p.name}, {rnd.choice(ACTIONS[:4])}")
+        p, name, action = rnd.choice(products), rnd.choice(names), rnd.choice(ACTIONS[:4])
+        if action == "read":  # the policy lint refuses `read` without `discover`
+            lines.append(f"p, {name}, {p.department}, {p.name}, discover")
+        lines.append(f"p, {name}, {p.department}, {p.name}, {action}")
     for name in names:
         for _ in range(rnd.randint(1, 2)):
             lines.append(f"g, {name}, {rnd.choice(list(ROLE_ACTIONS))}, {rnd.choice(depts)}")

@@ -125,7 +125,7 @@ def _catalog_of(store: Path, home: Path) -> Iterator[Catalog]:
 def _snapshot_files(catalog: Catalog) -> dict[str, str]:
     """Stored (home-relative) path -> checksum of every snapshot the catalog still names."""
     files = {}
-    for entry in catalog.entries():
+    for entry in catalog.entries(include_retired=True):  # their history too
         for snapshot in catalog.snapshots(entry.spec.name):
             stored = catalog.stored_path(snapshot.path)
             if Path(stored).is_absolute():

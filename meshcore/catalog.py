@@ -9,6 +9,12 @@ build when its PII gate finds a leak in it (`Catalog.withdraw`). An out-of-servi
 served again (not current, not `asOf`, not through a cursor) and is never re-published with the
 same content and spec; the change and who made it are chained in the access log in the same
 transaction.
+
+A product can be *retired* by an owner (`Catalog.withdraw` with kind "retired" on its current
+snapshot): nothing is current any more, the product leaves discovery (`entries()` omits it, so the
+gateway's catalog and per-caller schema drop it) and is never published again under that name, while
+its snapshots stay as they were (servable history: `snapshot_as_of`, `snapshots list`, backups) and
+its records stay in the access log.
 """
 
 from __future__ import annotations
@@ -119,7 +125,8 @@ verifications_table = Table(
 )
 
 PUBLISHED = "published"
-OUT_OF_SERVICE = ("withdrawn", "quarantined")  # by an owner | by the build's PII gate
+RETIRED = "retired"  # the product's last current snapshot when an owner retired the product
+OUT_OF_SERVICE = ("withdrawn", "quarantined", RETIRED)  # by an owner | by the build's PII gate | retired
 MAX_REASON_CHARS = 2000
 
 QUALITY_STATUSES = ("passed", "warned", "failed")  # what the publish gate decided; "unknown" before
@@ -148,8 +155,9 @@ class Snapshot:
 
     @property
     def servable(self) -> bool:
-        """False once withdrawn or quarantined: then no read path may serve it."""
-        return self.status == PUBLISHED
+        """False once withdrawn or quarantined: then no read path may serve it. A retired product's
+        last snapshot stays servable history (its data was never found wrong)."""
+        return self.status in (PUBLISHED, RETIRED)
 
     @classmethod
     def from_row(cls, row: Any, home: Path) -> Snapshot:
@@ -254,6 +262,7 @@ class CatalogEntry:
     updated_at: datetime
     # When a build last confirmed `current` (None: no build since the catalog recorded it).
     verified_at: datetime | None = None
+    retired: str | None = None  # the reason, once an owner retired the product
 
 
 def _refuse_withdrawn_twin(conn: Any, spec: ProductSpec, checksum: str) -> None:
@@ -272,6 +281,25 @@ def _refuse_withdrawn_twin(conn: Any, spec: ProductSpec, checksum: str) -> None:
         )
 
 
+def _retirements(conn: Any, names: Sequence[str] | None = None) -> dict[str, str]:
+    """{product: reason} of retired products (of `names`, or all)."""
+    query = select(withdrawals_table.c.product, withdrawals_table.c.reason).where(
+        withdrawals_table.c.kind == RETIRED
+    )
+    if names is not None:
+        query = query.where(withdrawals_table.c.product.in_(names))
+    return {r.product: r.reason for r in conn.execute(query)}
+
+
+def _refuse_retired(conn: Any, spec: ProductSpec) -> None:
+    reason = _retirements(conn, [spec.name]).get(spec.name)
+    if reason is not None:
+        raise SnapshotWithdrawn(
+            f"{spec.name}: not published: the product was retired ({reason}). Remove its model from "
+            "the dbt project, or publish it under a new name."
+        )
+
+
 def _snapshot_in(conn: Any, snapshot_id: str | None, home: Path) -> Snapshot | None:
     if snapshot_id is None:
         return None
@@ -287,10 +315,11 @@ def _withdraw_record(
     authority: Authority,
     roles: Sequence[str],
 ) -> AccessRecord:
-    """The access-log record of a withdrawal (`withdraw`) or quarantine (`quarantine`) by `actor`."""
+    """The access-log record of a withdrawal (`withdraw`), quarantine (`quarantine`) or retirement
+    (`retire`) by `actor`."""
     return AccessRecord(
         request_id=uuid.uuid4().hex,
-        action="withdraw" if kind == "withdrawn" else "quarantine",
+        action={"withdrawn": "withdraw", "quarantined": "quarantine"}.get(kind, "retire"),
         status=200,
         decision="allow",
         reason=authority.reason,
@@ -399,6 +428,7 @@ class Catalog:
         if status not in ("passed", "warned"):
             raise ValueError(f"{spec.name}: the publish gate said {status!r}; not publishing")
         with self.engine.begin() as conn:
+            _refuse_retired(conn, spec)
             current = conn.execute(
                 _snapshot_select()
                 .join(products_table, products_table.c.current_snapshot_id == snapshots_table.c.id)
@@ -496,10 +526,13 @@ class Catalog:
             updated = conn.execute(select(func.max(products_table.c.updated_at))).scalar()
         return int(seq), str(updated)
 
-    def entries(self) -> list[CatalogEntry]:
-        return self._entries(select(products_table).order_by(products_table.c.name))
+    def entries(self, include_retired: bool = False) -> list[CatalogEntry]:
+        """Every product in discovery, by name; retired ones only with `include_retired`."""
+        found = self._entries(select(products_table).order_by(products_table.c.name))
+        return [e for e in found if include_retired or e.retired is None]
 
     def entry(self, name: str) -> CatalogEntry | None:
+        """One product by name, retired or not (`CatalogEntry.retired`)."""
         found = self._entries(select(products_table).where(products_table.c.name == name))
         return found[0] if found else None
 
@@ -512,6 +545,7 @@ class Catalog:
                 for r in conn.execute(_snapshot_select().where(snapshots_table.c.id.in_(ids)))
             }
             verified = self._verifications(conn, [p.name for p in products])
+            retired = _retirements(conn, [p.name for p in products])
         return [
             CatalogEntry(
                 spec=ProductSpec.from_json(p.spec_json),
@@ -520,6 +554,7 @@ class Catalog:
                 quality=p.quality_json,
                 updated_at=as_utc(p.updated_at),
                 verified_at=verified.get((p.name, p.current_snapshot_id)),
+                retired=retired.get(p.name),
             )
             for p in products
         ]
@@ -587,12 +622,13 @@ class Catalog:
         now: datetime | None = None,
     ) -> WithdrawResult:
         """Take one snapshot of `product` out of service for good: `kind` "withdrawn" (an owner)
-        or "quarantined" (the build's PII gate). `snapshot_id` None means the current snapshot.
+        or "quarantined" (the build's PII gate), or retire the product (`RETIRED`, an owner: its
+        current snapshot, and nothing becomes current). `snapshot_id` None means the current one.
 
         In one transaction, under the store's write lock: the withdrawal row (with `reason`); when
         the snapshot was current, the current pointer moved back to the newest earlier snapshot
         that is servable, not removed and not marked broken (or to none); and an access-log record
-        (action `withdraw` | `quarantine`, subject `actor`, the snapshot id, `authority`'s rule and
+        (action `withdraw` | `quarantine` | `retire`, subject `actor`, the snapshot id, `authority`'s rule and
         policy version, and a digest of `reason`). Gateways see it at their next catalog poll.
 
         Raises WithdrawRefused when `authority.allowed` is false (after chaining a `deny` record),
@@ -613,7 +649,10 @@ class Catalog:
             access_log.lock(conn)  # first: every read below sees the state this change applies to
             target, current_id = self._withdrawal_target(conn, product, snapshot_id)
             moved = target.id == current_id
-            successor = self._previous_good(conn, target) if moved else None
+            if kind == RETIRED and not moved:
+                raise WithdrawError(f"retiring {product} takes its current snapshot, not {target.id}")
+            # A retired product serves nothing current; a withdrawn snapshot hands over to the last good.
+            successor = self._previous_good(conn, target) if moved and kind != RETIRED else None
             new_current = successor.id if successor else None
             record.snapshot_id = target.id
             record.reason += (
@@ -652,7 +691,7 @@ class Catalog:
         target = _snapshot_in(conn, wanted, self.home)
         if target is None or target.product != product:
             raise WithdrawError(f"{product} has no snapshot {wanted!r}")
-        if not target.servable:
+        if target.status != PUBLISHED:
             raise WithdrawError(f"snapshot {target.id} is already {target.status}")
         return target, current_id
 

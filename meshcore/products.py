@@ -16,19 +16,29 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 CLASSIFICATIONS = ("public", "internal", "confidential", "restricted")
 MASK_KINDS = ("redact", "hash", "partial", "generalize")
+# `civicmesh product new` writes this at the start of a product's description; the loader refuses it
+# until the owner describes the product (so a scaffold cannot publish undescribed).
+PLACEHOLDER = "TODO(owner):"
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
 EMAIL_PATTERN = re.compile(r"^[^@\s,\]]+@[^@\s,\]]+$")
 
 
 class ProductSpecError(ValueError):
-    """A product's metadata is invalid; the message names the file and the field."""
+    """A product's metadata is invalid; the message names the file and the field.
+
+    `source` is the file, `field` the dotted path in it (`models.<model>.columns.<name>.data_type`),
+    `detail` what is wrong: `civicmesh product check` turns the path into a line number."""
+
+    def __init__(self, source: str, field: str, detail: str) -> None:
+        super().__init__(f"{source}: {field}: {detail}")
+        self.source, self.field, self.detail = source, field, detail
 
 
 @dataclass(frozen=True)
@@ -59,6 +69,9 @@ class ProductSpec:
     tags: tuple[str, ...] = ()
     version: int | None = None
     model_unique_id: str = ""
+    # `meta.civicmesh.unscoped: "<reason>"`: the owner's reviewed decision that a product with a scope
+    # column (e.g. `district`) serves every row to scoped readers (`policies.lint`, undeclared-scope).
+    unscoped: str | None = None
     source_file: str = ""
     depends_on: tuple[str, ...] = field(default=())
 
@@ -74,7 +87,12 @@ class ProductSpec:
         return next((c for c in self.columns if c.name == name), None)
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
+        data = asdict(self)
+        # The JSON is a snapshot's spec identity (publish compares it): a field added later stays
+        # out while unset, so specs published before it keep their identity.
+        if data["unscoped"] is None:
+            del data["unscoped"]
+        return json.dumps(data, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str | Mapping[str, Any]) -> ProductSpec:
@@ -86,7 +104,14 @@ class ProductSpec:
 
 
 def _fail(source: str, where: str, message: str) -> ProductSpecError:
-    return ProductSpecError(f"{source}: {where}: {message}")
+    return ProductSpecError(source, where, message)
+
+
+class Problems(list[ProductSpecError]):
+    """Every problem of one spec, in the order found (so `civicmesh product check` shows them all)."""
+
+    def add(self, source: str, where: str, message: str) -> None:
+        self.append(_fail(source, where, message))
 
 
 def _model_meta(node: Mapping[str, Any]) -> dict[str, Any]:
@@ -114,7 +139,9 @@ def column_classification(column: Mapping[str, Any]) -> ColumnClassification:
     """The classification a column's yml declares (no validation: see `_column_spec`)."""
     config = column.get("config") or {}
     meta = {**(column.get("meta") or {}), **(config.get("meta") or {})}
-    tags = tuple(dict.fromkeys((*(column.get("tags") or ()), *(config.get("tags") or ()))))
+    # Sorted: dbt merges a column's tags through a set, so their order changes from parse to parse,
+    # and a spec's JSON (a snapshot's identity) must not.
+    tags = tuple(sorted({*(column.get("tags") or ()), *(config.get("tags") or ())}))
     mask = meta.get("mask")
     pii = "pii" in tags or mask is not None or meta.get("pii") is True
     reason = meta.get("deidentified")
@@ -126,27 +153,27 @@ def column_classification(column: Mapping[str, Any]) -> ColumnClassification:
     )
 
 
-def _column_spec(source: str, model: str, column: Mapping[str, Any]) -> ColumnSpec:
+def _column_spec(source: str, model: str, column: Mapping[str, Any], problems: Problems) -> ColumnSpec:
     declared = column_classification(column)
     tags = declared.tags
     name = column["name"]
     where = f"models.{model}.columns.{name}"
     data_type = column.get("data_type")
     if not data_type:
-        raise _fail(source, f"{where}.data_type", "every product column needs a contract data_type")
+        problems.add(source, f"{where}.data_type", "every product column needs a contract data_type")
     mask = declared.mask
     if declared.pii and mask is None:
-        raise _fail(source, f"{where}.meta.mask", f"pii column needs a mask kind, one of {MASK_KINDS}")
+        problems.add(source, f"{where}.meta.mask", f"pii column needs a mask kind, one of {MASK_KINDS}")
     if mask is not None:
         if mask not in MASK_KINDS:
-            raise _fail(source, f"{where}.meta.mask", f"unknown mask kind {mask!r}; use {MASK_KINDS}")
+            problems.add(source, f"{where}.meta.mask", f"unknown mask kind {mask!r}; use {MASK_KINDS}")
         if "pii" not in tags:
             tags = (*tags, "pii")
     if mask is not None and declared.deidentified:
-        raise _fail(source, f"{where}.meta.deidentified", "a column is either masked PII or de-identified")
+        problems.add(source, f"{where}.meta.deidentified", "a column is either masked PII or de-identified")
     return ColumnSpec(
         name=name,
-        data_type=str(data_type).lower(),
+        data_type=str(data_type or "").lower(),
         description=column.get("description") or "",
         tags=tags,
         mask=mask,
@@ -162,116 +189,124 @@ def _properties_file(node: Mapping[str, Any]) -> str:
     return str(node.get("original_file_path") or node.get("path") or node["unique_id"])
 
 
-def _version_number(source: str, field: str, value: Any) -> int | None:
+def _version_number(source: str, field: str, value: Any, problems: Problems) -> int | None:
     """A dbt model version (`v: 2`, `"2"`) as an int; product names need whole numbers."""
     if value is None:
         return None
     text = str(value).strip()
     if not text.isdigit():
-        raise _fail(source, field, f"version {value!r} is not a whole number (products are named `_v<N>`)")
+        problems.add(source, field, f"version {value!r} is not a whole number (products are named `_v<N>`)")
+        return None
     return int(text)
 
 
-def _department_owner(
-    node: Mapping[str, Any], groups: Mapping[str, Any], source: str, model: str, meta: Mapping[str, Any]
-) -> tuple[str, str]:
-    """(department, owner email): the model's dbt group and that group's owner."""
-    group = node.get("group") or (node.get("config") or {}).get("group")
-    if not group:
-        raise _fail(source, f"models.{model}.config.group", "a product must belong to a department group")
-    if not NAME_PATTERN.match(group):
-        raise _fail(source, f"models.{model}.config.group", f"{group!r} is not snake_case")
+def _owner(
+    node: Mapping[str, Any], groups: Mapping[str, Any], group: str, source: str, problems: Problems
+) -> str:
     group_node = groups.get(f"group.{node['package_name']}.{group}") or {}
-    owner = (group_node.get("owner") or {}).get("email") or meta.get("owner")
+    owner = (group_node.get("owner") or {}).get("email") or _civicmesh_meta(node).get("owner")
     group_file = group_node.get("original_file_path") or source
     if not owner:
-        raise _fail(group_file, f"groups.{group}.owner.email", "every department group needs an owner email")
-    if not EMAIL_PATTERN.match(owner):
-        raise _fail(group_file, f"groups.{group}.owner.email", f"{owner!r} is not an email address")
-    return group, owner
+        problems.add(group_file, f"groups.{group}.owner.email", "every department group needs an owner email")
+    elif not EMAIL_PATTERN.match(owner):
+        problems.add(group_file, f"groups.{group}.owner.email", f"{owner!r} is not an email address")
+    return str(owner or "")
 
 
-def _contract_columns(
-    node: Mapping[str, Any], source: str, model: str, meta: Mapping[str, Any]
-) -> tuple[ColumnSpec, ...]:
-    """The enforced contract's columns; every column the product meta names must be one of them."""
-    contract = (node.get("config") or {}).get("contract") or {}
-    if not contract.get("enforced"):
-        raise _fail(source, f"models.{model}.config.contract.enforced", "products need an enforced contract")
-    columns = tuple(_column_spec(source, model, c) for c in (node.get("columns") or {}).values())
-    if not columns:
-        raise _fail(source, f"models.{model}.columns", "a product must declare its columns")
-    names = {c.name for c in columns}
+def _civicmesh_meta(node: Mapping[str, Any]) -> dict[str, Any]:
+    return _model_meta(node).get("civicmesh") or {}
+
+
+def _check_meta(
+    source: str, model: str, meta: Mapping[str, Any], names: set[str], problems: Problems
+) -> None:
+    """The product fields under `config.meta.civicmesh` that name columns or hold numbers."""
+    where = f"models.{model}.config.meta.civicmesh"
+    if meta.get("classification") not in CLASSIFICATIONS:
+        problems.add(
+            source,
+            f"{where}.classification",
+            f"{meta.get('classification')!r} is not one of {CLASSIFICATIONS}",
+        )
     for declared in meta.get("pii_columns") or ():
         if declared not in names:
-            raise _fail(
-                source,
-                f"models.{model}.config.meta.civicmesh.pii_columns",
-                f"PII column {declared!r} is not in the contract",
-            )
+            problems.add(source, f"{where}.pii_columns", f"PII column {declared!r} is not in the contract")
     for key in ("scope_column", "key"):
         value = meta.get(key)
         if value is not None and value not in names:
-            raise _fail(
-                source,
-                f"models.{model}.config.meta.civicmesh.{key}",
-                f"column {value!r} is not in the contract",
-            )
-    return columns
+            problems.add(source, f"{where}.{key}", f"column {value!r} is not in the contract")
+    sla = meta.get("freshness_sla_hours")
+    if sla is not None and (isinstance(sla, bool) or not isinstance(sla, int | float) or sla <= 0):
+        problems.add(source, f"{where}.freshness_sla_hours", "must be a positive number of hours")
+    unscoped = meta.get("unscoped")
+    if unscoped is not None and not (isinstance(unscoped, str) and unscoped.strip()):
+        problems.add(source, f"{where}.unscoped", "the reason every scoped reader may see every row (text)")
+    elif unscoped is not None and meta.get("scope_column") is not None:
+        problems.add(source, f"{where}.unscoped", "a product either declares a scope_column or is unscoped")
 
 
-def _product_version(
-    node: Mapping[str, Any], source: str, model: str, meta: Mapping[str, Any]
-) -> tuple[str, int | None]:
-    """(product name, dbt model version): an older version than the latest is `<product>_v<N>`."""
-    product = meta.get("product") or model
-    if not NAME_PATTERN.match(product):
-        raise _fail(source, f"models.{model}.config.meta.civicmesh.product", f"{product!r} is not snake_case")
-    version = _version_number(source, f"models.{model}.versions.v", node.get("version"))
-    latest = _version_number(source, f"models.{model}.latest_version", node.get("latest_version"))
-    if version is not None and version != latest:
-        product = f"{product}_v{version}"
-    return product, version
-
-
-def spec_from_node(node: Mapping[str, Any], groups: Mapping[str, Any]) -> ProductSpec:
-    """Validate one manifest model node and turn it into a ProductSpec."""
+def collect_spec(node: Mapping[str, Any], groups: Mapping[str, Any]) -> tuple[ProductSpec, Problems]:
+    """One manifest model node as a ProductSpec, with EVERY problem found in it. The spec is only
+    valid when there is no problem; with problems it is what the yml says, for further checks."""
+    problems = Problems()
     source = _properties_file(node)
     model = node["name"]
-    meta = _model_meta(node).get("civicmesh") or {}
-    group, owner = _department_owner(node, groups, source, model, meta)
-    classification = meta.get("classification")
-    if classification not in CLASSIFICATIONS:
-        raise _fail(
-            source,
-            f"models.{model}.config.meta.civicmesh.classification",
-            f"{classification!r} is not one of {CLASSIFICATIONS}",
+    meta = _civicmesh_meta(node)
+    group = node.get("group") or (node.get("config") or {}).get("group")
+    if not group:
+        problems.add(source, f"models.{model}.config.group", "a product must belong to a department group")
+    elif not NAME_PATTERN.match(group):
+        problems.add(source, f"models.{model}.config.group", f"{group!r} is not snake_case")
+    owner = _owner(node, groups, group, source, problems) if group else ""
+    contract = (node.get("config") or {}).get("contract") or {}
+    if not contract.get("enforced"):
+        problems.add(source, f"models.{model}.config.contract.enforced", "products need an enforced contract")
+    columns = tuple(_column_spec(source, model, c, problems) for c in (node.get("columns") or {}).values())
+    if not columns:
+        problems.add(source, f"models.{model}.columns", "a product must declare its columns")
+    _check_meta(source, model, meta, {c.name for c in columns}, problems)
+    product = meta.get("product") or model
+    if not NAME_PATTERN.match(product):
+        problems.add(
+            source, f"models.{model}.config.meta.civicmesh.product", f"{product!r} is not snake_case"
         )
-    columns = _contract_columns(node, source, model, meta)
+    version = _version_number(source, f"models.{model}.versions.v", node.get("version"), problems)
+    latest = _version_number(source, f"models.{model}.latest_version", node.get("latest_version"), problems)
+    if version is not None and version != latest:
+        product = f"{product}_v{version}"
+    description = (node.get("description") or "").strip()
+    if description.startswith(PLACEHOLDER):
+        problems.add(
+            source, f"models.{model}.description", "still the scaffold's placeholder: describe the product"
+        )
     sla = meta.get("freshness_sla_hours")
-    if sla is not None and (not isinstance(sla, int | float) or sla <= 0):
-        raise _fail(
-            source,
-            f"models.{model}.config.meta.civicmesh.freshness_sla_hours",
-            "must be a positive number of hours",
-        )
-    product, version = _product_version(node, source, model, meta)
-    return ProductSpec(
-        department=group,
+    valid_sla = isinstance(sla, int | float) and not isinstance(sla, bool) and sla > 0
+    spec = ProductSpec(
+        department=str(group),
         product=product,
-        classification=classification,
+        classification=str(meta.get("classification")),
         owner=owner,
-        description=(node.get("description") or "").strip(),
+        description=description,
         columns=columns,
         key=meta.get("key"),
         scope_column=meta.get("scope_column"),
-        freshness_sla_hours=float(sla) if sla is not None else None,
+        freshness_sla_hours=float(sla) if valid_sla and sla is not None else None,
         tags=tuple(meta.get("tags") or ()),
         version=version,
         model_unique_id=node["unique_id"],
         source_file=source,
         depends_on=tuple((node.get("depends_on") or {}).get("nodes") or ()),
+        unscoped=str(meta["unscoped"]).strip() if meta.get("unscoped") else None,
     )
+    return spec, problems
+
+
+def spec_from_node(node: Mapping[str, Any], groups: Mapping[str, Any]) -> ProductSpec:
+    """Validate one manifest model node and turn it into a ProductSpec; raises its first problem."""
+    spec, problems = collect_spec(node, groups)
+    if problems:
+        raise problems[0]
+    return spec
 
 
 def is_product_node(node: Mapping[str, Any]) -> bool:
@@ -282,15 +317,32 @@ def is_product_node(node: Mapping[str, Any]) -> bool:
     )
 
 
-def load_product_specs(manifest: Mapping[str, Any] | Path) -> list[ProductSpec]:
-    """Every product declared in a dbt manifest, validated; raises ProductSpecError on the first bad one."""
-    if isinstance(manifest, Path):
-        manifest = cast(Mapping[str, Any], json.loads(manifest.read_text()))
-    groups = manifest.get("groups") or {}
-    specs = [spec_from_node(n, groups) for n in manifest["nodes"].values() if is_product_node(n)]
+def collect_product_specs(manifest: Mapping[str, Any] | Path) -> tuple[list[ProductSpec], Problems]:
+    """Every valid product declared in a dbt manifest, and every problem of every other one (a
+    product with a problem is left out; two products of one name are both problems)."""
+    data: Mapping[str, Any] = json.loads(manifest.read_text()) if isinstance(manifest, Path) else manifest
+    groups = data.get("groups") or {}
+    specs, problems = [], Problems()
+    for node in data["nodes"].values():
+        if is_product_node(node):
+            spec, found = collect_spec(node, groups)
+            problems += found
+            specs += [] if found else [spec]
     seen: dict[str, str] = {}
     for spec in specs:
         if spec.name in seen:
-            raise _fail(spec.source_file, spec.name, f"product name also declared by {seen[spec.name]}")
+            problems.add(spec.source_file, spec.name, f"product name also declared by {seen[spec.name]}")
         seen[spec.name] = spec.source_file
-    return sorted(specs, key=lambda s: s.name)
+    return sorted(specs, key=lambda s: s.name), problems
+
+
+def load_product_specs(manifest: Mapping[str, Any] | Path) -> list[ProductSpec]:
+    """Every product declared in a dbt manifest, validated; raises ProductSpecError on the first bad one."""
+    specs, problems = collect_product_specs(manifest)
+    if problems:
+        raise problems[0]
+    return specs
+
+
+def specs_by_model(specs: Iterable[ProductSpec]) -> dict[str, ProductSpec]:
+    return {s.model_unique_id: s for s in specs}

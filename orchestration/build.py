@@ -44,6 +44,20 @@ def ensure_dagster_home(settings: Settings) -> Path:
     return home
 
 
+class ProjectError(RuntimeError):
+    """dbt could not parse the project (a missing ref, a Jinja error, invalid yml): nothing was
+    built. The message is dbt's own, naming the file."""
+
+
+def _dbt_parse_error(exc: Exception) -> ProjectError:
+    """dagster-dbt wraps a failed `dbt parse` with a pointer to its log; keep dbt's own errors."""
+    text = str(exc)
+    marker = "Errors parsed from dbt logs:"
+    errors = text.split(marker, 1)[1].strip() if marker in text else text.strip()
+    errors = errors.removeprefix("Encountered an error:").strip()
+    return ProjectError(f"dbt could not parse the project:\n{errors}")
+
+
 @dataclass(frozen=True)
 class ProductOutcome:
     """What one build did with one product: published (possibly with warnings) or held back."""
@@ -227,7 +241,12 @@ def _run_locked(
 
     started = time.monotonic()
     emit_line("[   0.0s] parsing dbt project and loading definitions")
-    defs = build_definitions(settings, loggers={"progress": _progress_logger(emit_line, started)})
+    from dagster_dbt.errors import DagsterDbtError
+
+    try:
+        defs = build_definitions(settings, loggers={"progress": _progress_logger(emit_line, started)})
+    except DagsterDbtError as exc:
+        raise _dbt_parse_error(exc) from exc
     job = defs.resolve_implicit_global_asset_job_def()
     report = BuildReport()
     log_dir = settings.home / "logs"

@@ -27,6 +27,8 @@ from lineage.dbt import manifest_node
 from meshcore.products import ProductSpec
 
 TESTS = ("test.", "unit_test.")
+CONTRACT_FAILED = "enforced contract that failed"  # dbt's message when a model drifts from its contract
+MACRO_STACK = ("> in macro ", "> called by ")
 BAD = ("error", "fail", "warn", "runtime error")  # dbt node statuses that are a finding
 
 
@@ -119,6 +121,10 @@ def _failure(manifest: Mapping[str, Any], result: Mapping[str, Any], target: str
     # innermost kind, which is what went wrong; its text may quote data, so it stays in `detail`.
     kinds = re.findall(r"^\s*([A-Z][A-Za-z]*(?: [A-Z][A-Za-z]*)* Error)\b", message, flags=re.MULTILINE)
     kind = kinds[-1] if kinds else status
+    if CONTRACT_FAILED in message:  # dbt reports it as a Compilation Error, with the column table
+        kind = "Contract Error"
+    # dbt's macro call stack ("> in macro ...", "> called by ...") says nothing to the model's owner.
+    message = "\n".join(line for line in message.splitlines() if not line.strip().startswith(MACRO_STACK))
     return FailedCheck(
         name,
         f"dbt {uid.split('.')[0]} {name} failed to build ({kind}; compiled SQL: {where})",

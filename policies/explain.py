@@ -4,7 +4,7 @@ what a policy change does to whom (impact analysis before it lands)."""
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from meshcore.products import ProductSpec
 from policies.decision import ACTIONS, Decision
@@ -107,6 +107,15 @@ class Change:
         return f"{text}  {'; '.join(details)}"
 
 
+def _compare(a: Decision, b: Decision) -> str | None:
+    """gain | lose | change (masks or rows), or None when `b` gives what `a` gave."""
+    if a.allowed != b.allowed:
+        return "gain" if b.allowed else "lose"
+    if a.allowed and (a.masks != b.masks or a.row_filter != b.row_filter):
+        return "change"
+    return None
+
+
 def diff(old: PolicyEngine, new: PolicyEngine, products: Iterable[ProductSpec]) -> list[Change]:
     """Which users gain or lose which rights (or see different masks/rows) between two policies."""
     changes: list[Change] = []
@@ -117,11 +126,20 @@ def diff(old: PolicyEngine, new: PolicyEngine, products: Iterable[ProductSpec]) 
         for subject in subjects:
             for action in ACTIONS:
                 a, b = old.decide(subject, product, action), new.decide(subject, product, action)
-                if a.allowed != b.allowed:
-                    kind = "gain" if b.allowed else "lose"
-                elif a.allowed and (a.masks != b.masks or a.row_filter != b.row_filter):
-                    kind = "change"
-                else:
-                    continue
-                changes.append(Change(kind, subject, product.name, action, a, b))
+                if kind := _compare(a, b):
+                    changes.append(Change(kind, subject, product.name, action, a, b))
+    return changes
+
+
+def product_changes(engine: PolicyEngine, before: ProductSpec | None, after: ProductSpec) -> list[Change]:
+    """Who gains or loses which rights on a product when its spec changes from `before` (None: not
+    published yet, so nobody holds anything) to `after` under one policy: the same comparison as
+    `diff`, for a change of classification, columns, masks or scope instead of a policy change."""
+    changes: list[Change] = []
+    for user in sorted(engine.users(), key=lambda u: u.name):
+        for action in ACTIONS:
+            b = engine.decide(user.name, after, action)
+            a = engine.decide(user.name, before, action) if before is not None else replace(b, allowed=False)
+            if kind := _compare(a, b):
+                changes.append(Change(kind, user.name, after.name, action, a, b))
     return changes

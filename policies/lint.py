@@ -5,6 +5,12 @@ Besides malformed lines and names that do not resolve, a policy is refused when 
 organisation ungoverned: an empty policy (an emptied or truncated file), a department left without
 an owner (nobody to approve its access requests; a file cut at a line boundary drops the `g`
 lines at its end), or a role in the directory that no line gives any right.
+
+Two rules catch rights that do not do what their author meant: `read` granted without `discover`
+(the subject may read rows of a product it cannot find), and, with the product list, a product that
+has a scope column (a column a `scopes:` attribute of users.yaml limits, e.g. `district`) but does
+not declare it as its `scope_column`: every scoped reader would silently see every row. The owner
+either declares it or records `meta.civicmesh.unscoped: "<why every row may be seen>"`.
 """
 
 from __future__ import annotations
@@ -82,6 +88,60 @@ def lint_rules(
     return problems
 
 
+def _covers(granted: str, obj: str) -> bool:
+    """Whether a line's object `granted` covers `obj` (`**` all, `*` all but restricted)."""
+    return granted == obj or granted == "**" or (granted == "*" and obj != "**")
+
+
+def lint_discover(rules: list[Rule]) -> list[Problem]:
+    """`read` granted without `discover` of the same products, to the subject itself or to a role
+    it holds in that domain (or in `global`)."""
+    roles_of: dict[tuple[str, str], set[str]] = {}
+    for r in rules:
+        if r.ptype == "g":
+            roles_of.setdefault((r.fields[0], r.fields[2]), set()).add(r.fields[1])
+    discover = [r.fields for r in rules if r.ptype == "p" and r.fields[3] == "discover"]
+    problems = []
+    for rule in rules:
+        if rule.ptype != "p" or rule.fields[3] != "read":
+            continue
+        sub, dom, obj, _ = rule.fields
+        subjects = {sub} | roles_of.get((sub, dom), set()) | roles_of.get((sub, GLOBAL_DOMAIN), set())
+        if not any(
+            s in subjects and d in (dom, GLOBAL_DOMAIN) and _covers(o, obj) for s, d, o, _ in discover
+        ):
+            problems.append(
+                Problem(
+                    rule.where,
+                    "read-without-discover",
+                    f"{sub!r} may read {obj!r} in {dom!r} but not discover it: add "
+                    f"`p, {sub}, {dom}, {obj}, discover`",
+                )
+            )
+    return problems
+
+
+def lint_scope(products: Iterable[ProductSpec], directory: Directory) -> list[Problem]:
+    """A product with a column some scope attribute limits (users.yaml `scopes:`) that declares
+    neither it as `scope_column` nor `unscoped: "<reason>"`: scoped readers would see every row."""
+    scoped = set(directory.scopes.values())
+    problems = []
+    for product in products:
+        if product.scope_column is not None or product.unscoped:
+            continue
+        for column in sorted(scoped & {c.name for c in product.columns}):
+            problems.append(
+                Problem(
+                    product.source_file or product.name,
+                    "undeclared-scope",
+                    f"{product.name} has column {column!r}, which scopes readers, but declares no "
+                    f"scope_column: every scoped reader would see every row. Declare "
+                    f'`meta.civicmesh.scope_column: {column}`, or `unscoped: "<why>"`',
+                )
+            )
+    return problems
+
+
 def owned_departments(rules: Iterable[Rule], directory: Directory) -> set[str]:
     """Departments where some user holds a role that `owns: true`."""
     owning = {name for name, role in directory.roles.items() if role.owns}
@@ -148,8 +208,11 @@ def lint_texts(
         rules, bad = parse_policy(texts[POLICY_FILE], POLICY_FILE)
         problems += bad
         problems += lint_rules(rules, directory, products)
+        problems += lint_discover(rules)
         if directory is not None:
             problems += lint_coverage(rules, directory, products, previously_owned)
+    if directory is not None and products is not None:
+        problems += lint_scope(products, directory)
     for product in products or ():
         if product.department == GLOBAL_DOMAIN:
             problems.append(Problem(product.name, "reserved", f"department {GLOBAL_DOMAIN!r} is reserved"))

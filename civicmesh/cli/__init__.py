@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "civicmesh.cli.audit",
     "civicmesh.cli.lineage",
     "civicmesh.cli.backup",
+    "civicmesh.cli.product",
 )
 
 

@@ -35,13 +35,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _build(settings: Settings, selection: str | None = None, wait: bool = True) -> int:
     from meshcore.products import ProductSpecError
-    from orchestration.build import run_build
+    from orchestration.build import ProjectError, run_build
     from orchestration.buildlock import EXIT_BUILD_LOCKED, BuildLocked
 
     try:
         report = run_build(settings, selection, wait=wait)
     except ProductSpecError as exc:
         raise CommandError(f"invalid product spec: {exc}") from exc
+    except ProjectError as exc:
+        raise CommandError(str(exc)) from exc
     except BuildLocked as exc:
         raise CommandError(f"{exc} (--no-wait)", code=EXIT_BUILD_LOCKED) from exc
     # Published / held back (with why) / warned per product; a held-back product keeps its last

@@ -66,8 +66,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     who.set_defaults(handler=run_who_can)
 
     diff = sub.add_parser("diff", help="who gains or loses which rights between two policies")
-    diff.add_argument("old", type=Path, help="a policy folder, or one policy file (policy.csv, ...)")
-    diff.add_argument("new", type=Path)
+    diff.add_argument(
+        "folders",
+        type=Path,
+        nargs="*",
+        metavar="OLD NEW",
+        help="two policy folders, or policy files (policy.csv, ...); with --against: NEW only "
+        "(default: the configured folder)",
+    )
+    diff.add_argument(
+        "--against",
+        metavar="REV",
+        help="compare with the policy folder as committed at git revision REV (HEAD, main, a sha)",
+    )
     diff.add_argument("--exit-code", action="store_true", help="exit 1 when there are changes")
     manifest_arg(diff)
     diff.set_defaults(handler=run_diff)
@@ -288,6 +299,44 @@ def _policy_folder(path: Path, default: Path, tmp: Path) -> Path:
     return tmp
 
 
+def policy_at_revision(folder: Path, revision: str, dest: Path) -> Path:
+    """`folder`'s three policy files as committed at git `revision` (`git show REV:path`), written
+    to `dest`; CommandError when `folder` is not in a git work tree or a file is not in REV."""
+    import subprocess
+
+    def git(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["git", "-C", str(folder), *args], capture_output=True, text=True, check=False)
+
+    prefix = git("rev-parse", "--show-prefix")
+    if prefix.returncode != 0:
+        raise CommandError(f"{folder} is not inside a git work tree: {prefix.stderr.strip()}")
+    dest.mkdir(parents=True)
+    for name in sorted(set(POLICY_FILES.values())):
+        shown = git("show", f"{revision}:{prefix.stdout.strip()}{name}")
+        if shown.returncode != 0:
+            raise CommandError(f"{name} at {revision}: {shown.stderr.strip()}")
+        (dest / name).write_text(shown.stdout)
+    return dest
+
+
+def _diff_inputs(args: argparse.Namespace, settings: Settings, tmp: Path) -> list[tuple[str, Path]]:
+    """(label, folder) of the old and the new policy, from the arguments."""
+    if args.against is not None:
+        if len(args.folders) > 1:
+            raise CommandError("with --against REV give at most one folder (the new policy)")
+        new = args.folders[0] if args.folders else settings.policies_dir
+        new_folder = _policy_folder(new, settings.policies_dir, tmp / "new")
+        old = policy_at_revision(new if new.is_dir() else new.parent, args.against, tmp / "old")
+        return [(f"{args.against}:{new}", old), (str(new), new_folder)]
+    if len(args.folders) != 2:
+        raise CommandError("give OLD and NEW policy folders, or --against REV")
+    old, new = args.folders
+    return [
+        (str(old), _policy_folder(old, settings.policies_dir, tmp / "old")),
+        (str(new), _policy_folder(new, settings.policies_dir, tmp / "new")),
+    ]
+
+
 def run_diff(args: argparse.Namespace) -> int:
     from policies.engine import PolicyEngine
     from policies.explain import diff
@@ -300,12 +349,11 @@ def run_diff(args: argparse.Namespace) -> int:
         raise CommandError("no products to compare on: publish products or pass --manifest")
     with tempfile.TemporaryDirectory() as tmp:
         engines = []
-        for label, path in (("old", args.old), ("new", args.new)):
-            folder = _policy_folder(path, settings.policies_dir, Path(tmp) / label)
+        for label, folder in _diff_inputs(args, settings, Path(tmp)):
             try:
                 engines.append(PolicyEngine.from_dir(folder))
             except (PolicyError, OSError) as exc:
-                raise CommandError(f"{label} policy {path} does not load: {exc}") from exc
+                raise CommandError(f"policy {label} does not load: {exc}") from exc
     lines = line_changes(engines[0].files(), engines[1].files())
     print("\n".join(lines) if lines else "no policy line changed")
     changes = diff(engines[0], engines[1], products)

@@ -14,7 +14,7 @@ from datetime import timedelta
 from typing import Any
 
 from civicmesh.cli import CommandError
-from meshcore.catalog import PUBLISHED, Catalog, WithdrawError, WithdrawRefused
+from meshcore.catalog import PUBLISHED, Catalog, WithdrawError, WithdrawRefused, WithdrawResult
 from meshcore.retention import collect_garbage
 from meshcore.settings import Settings
 from meshcore.snapshots import integrity_problem
@@ -89,36 +89,45 @@ def list_snapshots(args: argparse.Namespace) -> int:
 
 
 def run_withdraw(args: argparse.Namespace) -> int:
+    result = take_out_of_service(args.product, args.snapshot, args.reason, args.user, "withdrawn")
+    now = result.current.id if result.current else "none (nothing is served)"
+    print(f"{result.snapshot.id} withdrawn (access-log record {result.access_log_seq})")
+    print(f"current: {now}" + ("" if result.moved else " (unchanged)"))
+    return 0
+
+
+def take_out_of_service(
+    product: str, snapshot: str | None, reason: str, user: str, kind: str
+) -> WithdrawResult:
+    """`Catalog.withdraw` as `user`, decided by the policy (`grant` on the product: its owners)
+    and chained in the access log; CommandError on refusal or a bad request."""
     from meshcore.accesslog import AccessLog
     from policies.engine import PolicyEngine
     from policies.names import PolicyError
 
     settings = Settings.from_env()
     catalog = _catalog(settings)
-    entry = catalog.entry(args.product)
+    entry = catalog.entry(product)
     if entry is None:
-        raise CommandError(f"no product named {args.product!r} has been published")
+        raise CommandError(f"no product named {product!r} has been published")
     access_log = AccessLog.from_settings(settings)
     try:  # with the log: no owner the last loaded policy had is lost (as a gateway would refuse)
         policy = PolicyEngine.load(settings, check_interval=None, audit_log=access_log)
     except (PolicyError, OSError) as exc:
         raise CommandError(f"the policy does not load: {exc}") from exc
     try:
-        result = catalog.withdraw(
-            args.product,
-            args.snapshot,
-            args.reason,
-            args.user,
-            authority=policy.decide(args.user, entry.spec, "grant"),
+        return catalog.withdraw(
+            product,
+            snapshot,
+            reason,
+            user,
+            kind,
+            authority=policy.decide(user, entry.spec, "grant"),
             access_log=access_log,
-            roles=[f"{r}@{d}" for r, d in policy.roles(args.user)],
+            roles=[f"{r}@{d}" for r, d in policy.roles(user)],
         )
     except (WithdrawError, WithdrawRefused) as exc:
         raise CommandError(str(exc)) from exc
-    now = result.current.id if result.current else "none (nothing is served)"
-    print(f"{result.snapshot.id} withdrawn (access-log record {result.access_log_seq})")
-    print(f"current: {now}" + ("" if result.moved else " (unchanged)"))
-    return 0
 
 
 def run_verify(args: argparse.Namespace) -> int:
@@ -128,7 +137,7 @@ def run_verify(args: argparse.Namespace) -> int:
     catalog = _catalog(Settings.from_env())
     if args.product is not None and catalog.entry(args.product) is None:
         raise CommandError(f"no product named {args.product!r} has been published")
-    names = [args.product] if args.product else [e.spec.name for e in catalog.entries()]
+    names = [args.product] if args.product else [e.spec.name for e in catalog.entries(include_retired=True)]
     checked = broken = 0
     for name in names:
         for snap in catalog.snapshots(name):

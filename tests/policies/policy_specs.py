@@ -13,7 +13,11 @@ def col(name: str, data_type: str = "varchar", mask: str | None = None) -> Colum
 
 
 def spec(
-    name: str, classification: str, *columns: ColumnSpec, scope_column: str | None = None
+    name: str,
+    classification: str,
+    *columns: ColumnSpec,
+    scope_column: str | None = None,
+    unscoped: str | None = None,
 ) -> ProductSpec:
     department, product = name.split(".")
     return ProductSpec(
@@ -24,6 +28,7 @@ def spec(
         description=f"{name} for tests",
         columns=(col("id", "bigint"), *columns),
         scope_column=scope_column,
+        unscoped=unscoped,
     )
 
 
@@ -49,7 +54,13 @@ DEMO_PRODUCTS: dict[str, ProductSpec] = {
             col("requester_phone", mask="partial"),
             scope_column="district",
         ),
-        spec("public_works.response_times", "public", col("district"), col("median_hours", "double")),
+        spec(
+            "public_works.response_times",
+            "public",
+            col("district"),
+            col("median_hours", "double"),
+            unscoped="aggregates per district, published city-wide",
+        ),
         spec("transportation.traffic_counts", "public", col("station"), col("count", "bigint")),
         spec(
             "transportation.collisions",
@@ -74,7 +85,13 @@ DEMO_PRODUCTS: dict[str, ProductSpec] = {
             col("email", mask="hash"),
             col("salary", "double", mask="redact"),
         ),
-        spec("city_ops.district_scorecard", "internal", col("district"), col("score", "double")),
+        spec(
+            "city_ops.district_scorecard",
+            "internal",
+            col("district"),
+            col("score", "double"),
+            unscoped="built only from public products",
+        ),
     )
 }
 
@@ -88,6 +105,8 @@ def manifest_for(specs: Iterable[ProductSpec]) -> dict[str, Any]:
         meta: dict[str, Any] = {"classification": s.classification}
         if s.scope_column:
             meta["scope_column"] = s.scope_column
+        if s.unscoped:
+            meta["unscoped"] = s.unscoped
         unique_id = f"model.civicmesh.{s.product}"
         nodes[unique_id] = {
             "unique_id": unique_id,

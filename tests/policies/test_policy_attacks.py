@@ -32,6 +32,7 @@ def test_prefix_product_name_does_not_match(
 ) -> None:
     append(
         policy_dir,
+        "p, analyst, sales, sales.orders, discover",
         "p, analyst, sales, sales.orders, read",
         "g, bob, analyst, sales",
         "g, frank, owner, sales",

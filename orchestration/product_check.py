@@ -1,0 +1,164 @@
+"""`civicmesh product check`: every problem of some products at once, each with its file and line,
+from a dbt compile and a scratch database (`orchestration.authoring`), without a build.
+
+What is checked, by the same code that decides at build and reload time:
+- the spec (`meshcore.products.collect_spec`: every field, not the first bad one);
+- the contract against what the compiled SQL returns in scratch: a declared column the SQL does not
+  return, a returned column the contract lacks, a `data_type` that differs (as DuckDB names types);
+- the PII gate's dry run (`lineage.classification.pii_findings`, with the column path);
+- the policy lint with these products (`policies.lint.lint_texts`: an undeclared scope column, a
+  department without an owner, ...).
+Policy impact (who gains which right on each product, against its published spec) is reported
+beside the findings; it is information, not a finding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from lineage.classification import pii_findings
+from lineage.dbt import NodeColumns, warehouse_columns
+from meshcore.products import ProductSpec, ProductSpecError, collect_spec, is_product_node
+from meshcore.settings import Settings
+from orchestration.authoring import CompileFailed, Finding, Scratch, compile_models
+from orchestration.yml_lines import field_line
+from policies.lint import lint_texts, read_texts
+
+
+@dataclass
+class CheckReport:
+    findings: list[Finding] = field(default_factory=list)
+    specs: list[ProductSpec] = field(default_factory=list)  # the checked products, as their yml says
+
+    @property
+    def ok(self) -> bool:
+        return not self.findings
+
+
+def product_nodes(manifest: Mapping[str, Any], names: Sequence[str]) -> list[Mapping[str, Any]]:
+    """The product nodes named (`department.product` or the model name); every product when none.
+    Raises LookupError naming a name that is no product."""
+    nodes = [n for n in manifest["nodes"].values() if is_product_node(n)]
+    if not names:
+        return nodes
+    chosen = []
+    for name in names:
+        found = [n for n in nodes if name in (n["name"], f"{n.get('group')}.{n['name']}")]
+        if not found:
+            raise LookupError(f"no product {name!r} in the dbt project (a public model with meta.civicmesh)")
+        chosen += found
+    return chosen
+
+
+class Locator:
+    """Findings in the project's files, with lines."""
+
+    def __init__(self, project_dir: Path) -> None:
+        self.project_dir = project_dir
+
+    def at(self, source: str, where: str, code: str, message: str) -> Finding:
+        path = self.project_dir / source
+        return Finding(str(path), field_line(path, where), code, message)
+
+    def spec(self, problem: ProductSpecError) -> Finding:
+        return self.at(problem.source, problem.field, "spec", problem.detail)
+
+
+def contract_findings(
+    scratch: Scratch, node: Mapping[str, Any], returned: Sequence[tuple[str, str]] | None, locate: Locator
+) -> list[Finding]:
+    """The contract of one model against what its SQL returns in scratch."""
+    source, model = str(node.get("patch_path") or "").split("://", 1)[-1], node["name"]
+    if returned is None:
+        return []  # the SQL did not run: a `sql` finding says why
+    actual = {name.lower(): kind for name, kind in returned}
+    found = []
+    for column in (node.get("columns") or {}).values():
+        name, declared = column["name"], str(column.get("data_type") or "")
+        where = f"models.{model}.columns.{name}"
+        if name.lower() not in actual:
+            found.append(
+                locate.at(source, where, "contract", f"{name}: declared, but the SQL does not return it")
+            )
+        elif declared:
+            canonical = scratch.canonical_type(declared)
+            if canonical is None:
+                found.append(
+                    locate.at(source, f"{where}.data_type", "contract", f"{declared!r} is no DuckDB type")
+                )
+            elif canonical != actual[name.lower()]:
+                message = f"{name}: the contract says {declared}, the SQL returns {actual[name.lower()]}"
+                found.append(locate.at(source, f"{where}.data_type", "contract", message))
+    declared_names = {c["name"].lower() for c in (node.get("columns") or {}).values()}
+    for name, kind in returned:
+        if name.lower() not in declared_names:
+            message = f"the SQL returns {name} ({kind}), which the contract does not declare"
+            found.append(locate.at(source, f"models.{model}.columns", "contract", message))
+    return found
+
+
+def _pii(
+    manifest: Mapping[str, Any], specs: list[ProductSpec], columns: NodeColumns, locate: Locator
+) -> list[Finding]:
+    found = []
+    for finding in pii_findings(manifest, specs, columns):
+        if finding.blocking:
+            spec = next(s for s in specs if s.name == finding.product)
+            model = spec.model_unique_id.split(".")[-1]
+            where = f"models.{model}.columns.{finding.column}"
+            found.append(locate.at(spec.source_file, where, "pii", finding.message))
+    return found
+
+
+def _lint(
+    settings: Settings, every: list[ProductSpec], checked: list[ProductSpec], locate: Locator
+) -> list[Finding]:
+    """The policy lint with every product of the project; a product's finding only for `checked`."""
+    texts, unreadable = read_texts(settings.policies_dir)
+    found = []
+    for problem in unreadable + lint_texts(texts, every):
+        spec = next((s for s in every if problem.where in (s.source_file, s.name)), None)
+        if spec is not None and spec.name not in {c.name for c in checked}:
+            continue
+        if spec is not None:
+            where = f"models.{spec.model_unique_id.split('.')[-1]}"
+            found.append(locate.at(spec.source_file, where, problem.code, problem.message))
+        else:
+            file, _, line = problem.where.partition(":")
+            path = settings.policies_dir / file
+            found.append(
+                Finding(str(path), int(line) if line.isdigit() else None, problem.code, problem.message)
+            )
+    return found
+
+
+def check_products(settings: Settings, names: Sequence[str] = ()) -> CheckReport:
+    """Every finding for the named products (default: all), see the module docstring."""
+    locate = Locator(settings.dbt_project_dir)
+    try:
+        manifest = compile_models(settings, [n.split(".")[-1] for n in names])
+    except CompileFailed as exc:
+        return CheckReport(findings=exc.findings)
+    nodes = product_nodes(manifest, names)
+    groups = manifest.get("groups") or {}
+    report = CheckReport()
+    for node in nodes:
+        spec, problems = collect_spec(node, groups)
+        report.specs.append(spec)
+        report.findings += [locate.spec(p) for p in problems]
+    scratch = Scratch(manifest, settings.landing_dir, rows=False)
+    try:
+        scratch.stage([n["unique_id"] for n in nodes])
+        report.findings += [replace(f, file=str(locate.project_dir / f.file)) for f in scratch.findings]
+        returned = warehouse_columns(scratch.con, manifest)
+        for node in nodes:
+            report.findings += contract_findings(scratch, node, returned.get(node["unique_id"]), locate)
+    finally:
+        scratch.close()
+    report.findings += _pii(manifest, report.specs, NodeColumns(manifest, returned), locate)
+    every = [collect_spec(n, groups)[0] for n in manifest["nodes"].values() if is_product_node(n)]
+    report.findings += _lint(settings, every, report.specs, locate)
+    return report

@@ -1,0 +1,136 @@
+"""The owner-facing lint rules (read without discover, an undeclared scope column) as truth tables,
+the engine refusing a policy that breaks them, and `policy diff --against REV` on a real git repo."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+from policy_specs import DEMO_PRODUCTS, col, manifest_for, spec
+
+from civicmesh.cli import main
+from meshcore.settings import Settings
+from policies.directory import parse_directory
+from policies.engine import PolicyEngine
+from policies.lint import lint_discover, lint_scope
+from policies.names import PolicyError
+from policies.policyfile import parse_policy
+
+BASE = "g, bob, analyst, sales\ng, olivia, auditor, global\n"
+
+
+@pytest.mark.parametrize(
+    ("lines", "flagged"),
+    [
+        ("p, analyst, sales, *, read", True),
+        ("p, analyst, sales, *, read\np, analyst, sales, *, discover", False),
+        ("p, analyst, sales, **, read\np, analyst, sales, *, discover", True),  # restricted ones hidden
+        ("p, analyst, sales, **, read\np, analyst, sales, **, discover", False),
+        ("p, analyst, sales, sales.orders, read\np, analyst, sales, *, discover", False),
+        ("p, analyst, sales, sales.orders, read\np, analyst, sales, sales.other, discover", True),
+        ("p, analyst, sales, sales.orders, read\np, analyst, hr, **, discover", True),  # other domain
+        ("p, analyst, sales, sales.orders, read\np, analyst, global, **, discover", False),
+        ("p, bob, sales, sales.orders, read\np, analyst, sales, *, discover", False),  # via bob's role
+        ("p, olivia, sales, sales.orders, read\np, analyst, sales, *, discover", True),  # not her role
+        ("p, olivia, sales, sales.orders, read\np, auditor, global, **, discover", False),  # global role
+        ("p, analyst, sales, *, discover\np, analyst, sales, *, export", False),  # only read counts
+    ],
+)
+def test_read_without_discover(lines: str, flagged: bool) -> None:
+    rules, bad = parse_policy(lines + "\n" + BASE)
+    assert not bad
+    found = lint_discover(rules)
+    assert bool(found) is flagged, found
+    if flagged:
+        assert found[0].code == "read-without-discover" and found[0].where == "policy.csv:1"
+
+
+DIRECTORY = parse_directory("scopes:\n  districts: district\nroles: {}\nusers: {}\n")
+SCOPED = dict(
+    [
+        ("declared", (spec("a.declared", "internal", col("district"), scope_column="district"), False)),
+        ("unscoped", (spec("a.unscoped", "public", col("district"), unscoped="an aggregate"), False)),
+        ("undeclared", (spec("a.undeclared", "internal", col("district")), True)),
+        (
+            "other scope",
+            (spec("a.other", "internal", col("district"), col("dept"), scope_column="dept"), False),
+        ),
+        ("no such column", (spec("a.plain", "internal", col("ward")), False)),
+    ]
+)
+
+
+@pytest.mark.parametrize("case", SCOPED)
+def test_undeclared_scope_column(case: str) -> None:
+    product, flagged = SCOPED[case]
+    product = dataclasses.replace(product, source_file="models/a/marts/x.yml")
+    found = lint_scope([product], DIRECTORY)
+    assert bool(found) is flagged, found
+    if flagged:
+        assert found[0].code == "undeclared-scope" and found[0].where == "models/a/marts/x.yml"
+        assert "'district'" in found[0].message
+
+
+def test_the_engine_refuses_a_read_without_discover(policy_dir: Path) -> None:
+    with (policy_dir / "policy.csv").open("a") as handle:
+        handle.write("p, analyst, finance, **, read\n")
+    with pytest.raises(PolicyError, match="read-without-discover"):
+        PolicyEngine.from_dir(policy_dir)
+
+
+def test_policy_check_flags_an_undeclared_scope_column(
+    policy_dir: Path, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    monkeypatch.setenv("CIVICMESH_HOME", str(settings.home))
+    monkeypatch.setenv("CIVICMESH_METADATA_URL", settings.metadata_url)
+    products = dict(DEMO_PRODUCTS)
+    products["public_works.response_times"] = dataclasses.replace(
+        products["public_works.response_times"], unscoped=None
+    )
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text(json.dumps(manifest_for(products.values())))
+    code = main(["policy", "check", "--dir", str(policy_dir), "--manifest", str(manifest)])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "undeclared-scope: public_works.response_times has column 'district'" in out
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.org", *args],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+
+
+def test_policy_diff_against_a_git_revision(
+    policy_dir: Path, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    repo = policy_dir.parent
+    git(repo, "init", "-q")
+    git(repo, "add", "policies")
+    git(repo, "commit", "-q", "-m", "policy as reviewed")
+    with (policy_dir / "policy.csv").open("a") as handle:
+        handle.write("g, mallory, analyst, finance\n")
+    monkeypatch.setenv("CIVICMESH_HOME", str(settings.home))
+    monkeypatch.setenv("CIVICMESH_METADATA_URL", settings.metadata_url)
+    monkeypatch.setenv("CIVICMESH_POLICIES_DIR", str(policy_dir))
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text(json.dumps(manifest_for(DEMO_PRODUCTS.values())))
+    code = main(["policy", "diff", "--against", "HEAD", "--manifest", str(manifest), "--exit-code"])
+    out = capsys.readouterr().out
+    assert code == 1, out
+    assert out.startswith("+ policy.csv: g, mallory, analyst, finance\n")
+    assert "+ mallory    read      finance.vendor_payments" in out
+    git(repo, "commit", "-q", "-am", "mallory joins finance")
+    assert main(["policy", "diff", "--against", "HEAD", "--manifest", str(manifest), "--exit-code"]) == 0
+    assert "no policy line changed" in capsys.readouterr().out
+    # the revision before: the change shows again, now against an explicit folder
+    assert main(["policy", "diff", str(policy_dir), "--against", "HEAD~1", "--manifest", str(manifest)]) == 0
+    assert "+ mallory    read      finance.vendor_payments" in capsys.readouterr().out
+    assert main(["policy", "diff", "--against", "no-such-rev", "--manifest", str(manifest)]) == 1
+    assert "no-such-rev" in capsys.readouterr().err

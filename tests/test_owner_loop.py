@@ -1,0 +1,298 @@
+"""The data owner's loop through the real CLI (`.venv/bin/civicmesh` as a subprocess) on a private
+copy of the dbt project: scaffold `public_works.pothole_backlog` from the staging model, describe it,
+check it (clean), preview it as bob and dana (masks and row scope as the policy says), build it, read
+it through GraphQL (the same rows and pseudonyms as the preview), then retire it.
+
+The same build holds back a mart whose SQL drifted from its contract and says why inline."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.mesh import CIVICMESH, copy_repo_transforms, home_env
+
+STG = "{{ ref('stg_public_works__service_requests') }}"
+
+pytestmark = pytest.mark.slow
+
+PRODUCT = "public_works.pothole_backlog"
+DESCRIPTION = (
+    "Open pothole requests: the road crews' queue, oldest first. Internal; supervisors see their districts."
+)
+DRIFT_SQL = "select request_id, 42 as district from {{ ref('stg_public_works__service_requests') }}\n"
+DRIFT_YML = """models:
+  - name: contract_drift
+    description: "A mart whose SQL no longer matches its contract."
+    config:
+      meta:
+        civicmesh:
+          classification: public
+          unscoped: "a test product"
+    columns:
+      - name: request_id
+        data_type: varchar
+      - name: district
+        data_type: varchar
+"""
+
+
+class Owner:
+    """`civicmesh` as the owner runs it: their home, their copy of the dbt project."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.repo = copy_repo_transforms(tmp / "repo")
+        self.project = self.repo / "transforms"
+        self.home = tmp / "home"
+        self.env = {**home_env(self.home), "CIVICMESH_DBT_PROJECT_DIR": str(self.project)}
+
+    def run(self, *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [CIVICMESH, *args], env=self.env, capture_output=True, text=True, timeout=1800, check=False
+        )
+        if ok:
+            assert result.returncode == 0, (
+                f"{args}: exit {result.returncode}\n{result.stdout}\n{result.stderr[-3000:]}"
+            )
+        return result
+
+
+def preview_rows(output: str, user: str) -> tuple[str, list[dict]]:
+    """(the persona's header line, its JSON rows) from `product preview` output."""
+    block = output.split(f"--as {user}:", 1)[1].split("\n--as ", 1)[0]
+    header, *rows = block.strip().splitlines()
+    return header, [json.loads(r) for r in rows]
+
+
+def query(owner: Owner, user: str, document: str) -> dict:
+    return json.loads(owner.run("query", "--as", user, document).stdout)
+
+
+@pytest.fixture(scope="module")
+def owner(tmp_path_factory: pytest.TempPathFactory) -> Owner:
+    owner = Owner(tmp_path_factory.mktemp("owner"))
+    owner.run("generate", "--rows", "3000", "--seed", "7")
+    return owner
+
+
+def test_scaffold_check_preview_build_read_and_retire(owner: Owner) -> None:
+    marts = owner.project / "models" / "public_works" / "marts"
+    created = owner.run(
+        "product", "new", "public_works", "pothole_backlog", "--from", "stg_public_works__service_requests"
+    )
+    assert f"wrote {marts / 'pothole_backlog.sql'}" in created.stdout
+    yml = (marts / "pothole_backlog.yml").read_text()
+    # contract from what the staging model returns, PII from the sources' declarations
+    assert "key: request_id" in yml and "scope_column: district" in yml
+    assert "      - name: opened_at\n        data_type: timestamp\n" in yml
+    email = (
+        r"- name: requester_email\n        data_type: varchar\n        description: \"Requester e-mail.\"\n"
+    )
+    assert re.search(
+        email + r"        config:\n          tags: \[pii\]\n          meta: \{mask: hash\}\n", yml
+    ), yml
+    assert "access:" not in yml and "contract:" not in yml  # the folder config sets them
+
+    # the placeholder description fails the check, with its file and line
+    failed = owner.run("product", "check", PRODUCT, ok=False)
+    assert failed.returncode == 1
+    assert f"{marts / 'pothole_backlog.yml'}:3: spec: still the scaffold's placeholder" in failed.stdout
+
+    (marts / "pothole_backlog.yml").write_text(
+        re.sub(r'description: "TODO\(owner\):[^"]*"', f'description: "{DESCRIPTION}"', yml)
+    )
+    sql = (marts / "pothole_backlog.sql").read_text()
+    (marts / "pothole_backlog.sql").write_text(
+        sql.replace("from upstream\n", "from upstream\nwhere category = 'pothole' and closed_at is null\n")
+    )
+    (marts / "contract_drift.sql").write_text(DRIFT_SQL)
+    (marts / "contract_drift.yml").write_text(DRIFT_YML)
+    checked = owner.run("product", "check", PRODUCT)
+    assert checked.stdout.rstrip().endswith(f"OK: {PRODUCT}")
+    assert (
+        "+ dana       read      public_works.pothole_backlog  (p, supervisor, public_works, *, read)"
+        in checked.stdout
+    )
+    assert (
+        "+ bob        read      public_works.pothole_backlog  (builtin:classification:internal)"
+        in checked.stdout
+    )
+
+    preview = owner.run("product", "preview", PRODUCT, "--as", "bob", "--as", "dana", "--rows", "50").stdout
+    assert "GraphQL field: publicWorks.potholeBacklog" in preview
+    bob_header, bob_rows = preview_rows(preview, "bob")
+    dana_header, dana_rows = preview_rows(preview, "dana")
+    assert "(all)" in bob_header and "requester_name=hash" in bob_header
+    assert "(district IN (D3))" in dana_header
+    assert {r["district"] for r in bob_rows} > {"D3"}  # bob: every district
+    assert dana_rows and {r["district"] for r in dana_rows} == {"D3"}  # dana: her district only
+    for row in bob_rows + dana_rows:
+        assert row["category"] == "pothole"
+        assert row["requester_name"] is None or row["requester_name"].startswith("p_")  # pseudonym
+        assert row["address"] is None or row["address"].startswith("***")
+
+    # build: the new product publishes; the drifted mart is held back with the database's message
+    built = owner.run("build", ok=False)
+    assert built.returncode == 1, built.stderr[-3000:]
+    assert re.search(r"published\s+public_works\.pothole_backlog\s+snapshot", built.stderr), built.stderr[
+        -3000:
+    ]
+    assert "held back  public_works.contract_drift" in built.stderr
+    assert "dbt model contract_drift failed to build (Contract Error; compiled SQL:" in built.stderr
+    assert "district" in built.stderr.split("held back  public_works.contract_drift", 1)[1]
+
+    # GraphQL serves dana what the preview showed her: same rows, same pseudonyms
+    read = query(
+        owner,
+        "dana",
+        "{ publicWorks { potholeBacklog(first: 50) "
+        "{ totalCount nodes { requestId district requesterName address } } } }",
+    )
+    served = read["data"]["publicWorks"]["potholeBacklog"]
+    assert served["totalCount"] == int(dana_header.split(" rows", 1)[0])
+    by_id = {r["request_id"]: r for r in dana_rows}
+    for node in served["nodes"]:
+        assert node["district"] == "D3"
+        assert node["requesterName"] == by_id[node["requestId"]]["requester_name"]
+        assert node["address"] == by_id[node["requestId"]]["address"]
+
+    # retire: owners only; gone from discovery and the schema, history kept
+    refused = owner.run(
+        "product", "retire", PRODUCT, "--reason", "merged into service_requests", "--as", "bob", ok=False
+    )
+    assert refused.returncode == 1 and "may not withdraw" in refused.stderr
+    owner.run("product", "retire", PRODUCT, "--reason", "merged into service_requests", "--as", "alice")
+    names = {p["name"] for p in query(owner, "alice", "{ products { name } }")["data"]["products"]}
+    assert PRODUCT not in names and "public_works.service_requests" in names
+    gone = owner.run(
+        "query", "--as", "alice", "{ publicWorks { potholeBacklog(first: 1) { totalCount } } }", ok=False
+    )
+    assert gone.returncode == 1 and "potholeBacklog" in json.loads(gone.stdout)["errors"][0]["message"]
+    assert "retired by alice" in owner.run("snapshots", "list", PRODUCT).stdout
+
+
+FIVE_ERRORS = """models:
+  - name: five_errors
+    description: "A product with five different mistakes."
+    config:
+      meta:
+        civicmesh:
+          classification: secret
+          key: request_id
+          scope_column: ward
+    columns:
+      - name: request_id
+        data_type: integer
+      - name: district
+        description: "no data_type"
+      - name: requester_name
+        data_type: varchar
+        config:
+          tags: [pii]
+          meta: {mask: scramble}
+      - name: opened_at
+        data_type: timestamp
+"""
+FIVE_SQL = f"select request_id, district, requester_name, opened_at, status from {STG}\n"
+LEAKY_YML = """models:
+  - name: leaky_contacts
+    description: "Contacts per district, without masks or scope."
+    config:
+      meta:
+        civicmesh:
+          classification: internal
+    columns:
+      - name: request_id
+        data_type: varchar
+      - name: district
+        data_type: varchar
+      - name: contact
+        data_type: varchar
+"""
+LEAKY_SQL = f"select request_id, district, requester_email as contact from {STG}\n"
+
+
+def line_of(text: str, needle: str) -> int:
+    return next(n for n, line in enumerate(text.splitlines(), start=1) if needle in line)
+
+
+def test_check_reports_every_problem_at_once_with_file_and_line(tmp_path: Path) -> None:
+    owner = Owner(tmp_path)
+    marts = owner.project / "models" / "public_works" / "marts"
+    for name, sql, yml in (("five_errors", FIVE_SQL, FIVE_ERRORS), ("leaky_contacts", LEAKY_SQL, LEAKY_YML)):
+        (marts / f"{name}.sql").write_text(sql)
+        (marts / f"{name}.yml").write_text(yml)
+    owner.run("product", "check", "public_works.response_times")  # warm: dbt's partial parse, as in a loop
+    import time
+
+    started = time.monotonic()
+    result = owner.run(
+        "product", "check", "public_works.five_errors", "public_works.leaky_contacts", ok=False
+    )
+    elapsed = time.monotonic() - started
+    print(f"product check with 7 findings: {elapsed:.1f}s, load average {os.getloadavg()}")
+    assert result.returncode == 1
+    out = result.stdout
+    five = marts / "five_errors.yml"
+    expected = [
+        (line_of(FIVE_ERRORS, "classification: secret"), "spec", "'secret' is not one of"),
+        (line_of(FIVE_ERRORS, "scope_column: ward"), "spec", "column 'ward' is not in the contract"),
+        (line_of(FIVE_ERRORS, "name: district"), "spec", "needs a contract data_type"),
+        (line_of(FIVE_ERRORS, "meta: {mask: scramble}"), "spec", "unknown mask kind 'scramble'"),
+        (
+            line_of(FIVE_ERRORS, "data_type: integer"),
+            "contract",
+            "the contract says integer, the SQL returns VARCHAR",
+        ),
+        (line_of(FIVE_ERRORS, "columns:"), "contract", "the SQL returns status (VARCHAR)"),
+    ]
+    for line, code, message in expected:
+        assert re.search(rf"^{re.escape(str(five))}:{line}: {code}: .*{re.escape(message)}", out, re.M), (
+            line,
+            message,
+            out,
+        )
+    leaky = marts / "leaky_contacts.yml"
+    pii = line_of(LEAKY_YML, "name: contact")
+    assert re.search(
+        rf"^{re.escape(str(leaky))}:{pii}: pii: public_works.leaky_contacts.contact is derived from PII "
+        r"\(public_works.leaky_contacts.contact <- .*requester_email <- "
+        r"raw_public_works.service_requests.requester_email \[pii\]\)",
+        out,
+        re.M,
+    ), out
+    assert re.search(
+        rf"^{re.escape(str(leaky))}:2: undeclared-scope: public_works.leaky_contacts has column 'district'",
+        out,
+        re.M,
+    ), out
+    assert out.rstrip().endswith("problem(s) in public_works.five_errors, public_works.leaky_contacts")
+    assert "impact under" not in out  # impact only once everything is clean
+
+
+@pytest.mark.parametrize(
+    ("sql", "says"),
+    [
+        (
+            "select * from {{ ref('no_such_model') }}",
+            "depends on a node named 'no_such_model' which was not found",
+        ),
+        ("select * from {{ ref('stg_public_works__service_requests' }}", "Compilation Error"),
+    ],
+    ids=["missing-ref", "jinja-error"],
+)
+def test_a_project_dbt_cannot_parse_fails_the_build_naming_the_file(
+    tmp_path: Path, sql: str, says: str
+) -> None:
+    owner = Owner(tmp_path)
+    (owner.project / "models" / "public_works" / "marts" / "broken.sql").write_text(sql + "\n")
+    result = owner.run("build", ok=False)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert "civicmesh build: dbt could not parse the project" in result.stderr
+    assert "models/public_works/marts/broken.sql" in result.stderr and says in result.stderr
