@@ -307,6 +307,16 @@ def _snapshot_in(conn: Any, snapshot_id: str | None, home: Path) -> Snapshot | N
     return Snapshot.from_row(row, home) if row else None
 
 
+def _withdrawal_reason(kind: str, reason: str) -> str:
+    """`reason` stripped; WithdrawError for an unknown `kind` or a reason empty or too long."""
+    reason = reason.strip()
+    if kind not in OUT_OF_SERVICE:
+        raise WithdrawError(f"kind must be one of {OUT_OF_SERVICE}, not {kind!r}")
+    if not reason or len(reason) > MAX_REASON_CHARS:
+        raise WithdrawError(f"a reason of 1 to {MAX_REASON_CHARS} characters is required")
+    return reason
+
+
 def _withdraw_record(
     product: str,
     snapshot_id: str | None,
@@ -635,11 +645,7 @@ class Catalog:
         WithdrawError for an unknown product or snapshot, one already out of service, a missing
         current snapshot, an empty reason or an unknown kind (nothing changed).
         """
-        reason = reason.strip()
-        if kind not in OUT_OF_SERVICE:
-            raise WithdrawError(f"kind must be one of {OUT_OF_SERVICE}, not {kind!r}")
-        if not reason or len(reason) > MAX_REASON_CHARS:
-            raise WithdrawError(f"a reason of 1 to {MAX_REASON_CHARS} characters is required")
+        reason = _withdrawal_reason(kind, reason)
         record = _withdraw_record(product, snapshot_id, actor, kind, authority, roles)
         if not authority.allowed:
             access_log.append([replace(record, status=403, decision="deny", error_code="FORBIDDEN")])

@@ -67,6 +67,7 @@ NOT_CONFIGURATION = {
     ("orchestration/buildlock.py", "previous_env = os.environ.get(BUILD_RUN_ENV)"),
     ("orchestration/project.py", 'if bin_dir not in os.environ.get("PATH", "").split(os.pathsep):'),
     ("orchestration/project.py", 'os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")'),
+    ("orchestration/authoring.py", 'served = os.environ.get("CIVICMESH_WAREHOUSE")'),  # dbt in-process
 }
 
 
