@@ -170,14 +170,14 @@ def gateway_home() -> Any:
     return _gateway_home
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")  # each test module its own home: none sees what another published
 def gw_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     home = tmp_path_factory.mktemp("civicmesh_home")
     yield _gateway_home(home, f"sqlite:///{home / 'metadata.db'}")
     dispose_all()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")  # each test module its own home: none sees what another published
 def pg_gw_settings(tmp_path_factory: pytest.TempPathFactory, postgres: PgCluster) -> Iterator[Settings]:
     """The same home, its metadata in a database of the session's PostgreSQL cluster."""
     yield _gateway_home(tmp_path_factory.mktemp("civicmesh_home_pg"), postgres.create_database())
@@ -241,7 +241,7 @@ class Server:
         return response.json()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")  # each test module its own home: none sees what another published
 def server(gw_settings: Settings) -> Iterator[Server]:
     srv = Server(gw_settings)
     srv.start()
@@ -249,7 +249,7 @@ def server(gw_settings: Settings) -> Iterator[Server]:
     srv.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")  # each test module its own home: none sees what another published
 def pg_server(pg_gw_settings: Settings) -> Iterator[Server]:
     srv = Server(pg_gw_settings)
     srv.start()
