@@ -10,11 +10,13 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from meshcore.settings import REPO_ROOT
 from tests.mesh import CIVICMESH, copy_repo_transforms, home_env
 
 STG = "{{ ref('stg_public_works__service_requests') }}"
@@ -296,3 +298,36 @@ def test_a_project_dbt_cannot_parse_fails_the_build_naming_the_file(
     assert "Traceback" not in result.stderr
     assert "civicmesh build: dbt could not parse the project" in result.stderr
     assert "models/public_works/marts/broken.sql" in result.stderr and says in result.stderr
+
+
+def test_the_shipped_pre_commit_hook_runs_product_check(tmp_path: Path) -> None:
+    """`.pre-commit-config.yaml` enabled as transforms/README.md says (`.venv/bin/pre-commit install`,
+    typed in the repository): a clean commit goes through, a broken yml stops the commit with the
+    file and line."""
+    owner = Owner(tmp_path)
+    shutil.copy(REPO_ROOT / ".pre-commit-config.yaml", owner.repo)
+    (owner.repo / ".venv").symlink_to(Path(CIVICMESH).parent.parent)
+    env = {**owner.env, "PRE_COMMIT_HOME": str(tmp_path / "pre-commit-cache")}
+    env |= {"GIT_AUTHOR_NAME": "owner", "GIT_COMMITTER_NAME": "owner"}
+    env |= {"GIT_AUTHOR_EMAIL": "owner@city.example", "GIT_COMMITTER_EMAIL": "owner@city.example"}
+
+    def shell(command: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["bash", "-c", command], cwd=owner.repo, env=env, capture_output=True, text=True, timeout=600
+        )
+
+    assert shell("git init -q && .venv/bin/pre-commit install").returncode == 0
+    clean = shell("git add -A && git commit -q -m 'the project as shipped'")
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+    assert re.search(r"civicmesh product check\.+Passed", clean.stdout + clean.stderr)
+
+    spec = owner.project / "models" / "public_works" / "marts" / "response_times.yml"
+    text = spec.read_text()
+    spec.write_text(text.replace("classification: public", "classification: secret", 1))
+    assert spec.read_text() != text
+    broken = shell("git commit -q -am 'a typo in the classification'")
+    out = broken.stdout + broken.stderr
+    assert broken.returncode == 1, out
+    line = line_of(spec.read_text(), "classification: secret")
+    assert re.search(rf"{re.escape(str(spec))}:{line}: spec: .*'secret' is not one of", out), out
+    assert shell("git log --oneline").stdout.count("\n") == 1  # the broken commit did not happen

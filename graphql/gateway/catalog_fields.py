@@ -99,6 +99,15 @@ class Access:
     can_request: list[str]
 
 
+@strawberry.type(
+    description="How a product's rows are scoped for scoped readers (e.g. a district supervisor): "
+    "by `column`, or not at all with the owner's reviewed `unscopedReason` (`meta.civicmesh.unscoped`)."
+)
+class RowScope:
+    column: str | None
+    unscoped_reason: str | None
+
+
 @strawberry.type(description="One snapshot of a product, and whether it may be served.")
 class SnapshotInfo:
     id: str
@@ -177,6 +186,10 @@ class ProductInfo:
     @strawberry.field
     def tags(self) -> list[str]:
         return list(self.entry.spec.tags)
+
+    @strawberry.field
+    def row_scope(self) -> RowScope:
+        return RowScope(column=self.entry.spec.scope_column, unscoped_reason=self.entry.spec.unscoped)
 
     @strawberry.field
     def quality_status(self) -> str:

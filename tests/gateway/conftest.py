@@ -72,6 +72,7 @@ AIR_QUALITY = ProductSpec(
     owner="erin@city.example",
     description="Hourly air quality by station.",
     key="reading_id",
+    unscoped="measured city-wide: stations do not belong to one district",
     columns=(
         ColumnSpec("reading_id", "integer", "Reading id"),
         ColumnSpec("station", "varchar", "Station"),

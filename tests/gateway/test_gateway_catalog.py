@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from tests.gateway.conftest import AIR_QUALITY
+
 PRODUCT_FIELDS = (
-    "name owner description classification qualityStatus graphqlField "
+    "name owner description classification qualityStatus graphqlField rowScope { column unscopedReason } "
     "columns { name field type tags pii mask masked } currentSnapshot { id publishedAt rowCount } "
     "freshness { lastPublishedAt slaHours ageHours stale } "
     "myAccess { discover read readPii export lineage audit grant reason maskedColumns "
@@ -41,6 +43,7 @@ def test_product_detail_and_my_access(server) -> None:
     product = body["data"]["product"]
     assert product["owner"] == "alice@city.example"
     assert product["graphqlField"] == "publicWorks.serviceRequests"
+    assert product["rowScope"] == {"column": "district", "unscopedReason": None}
     assert product["currentSnapshot"]["rowCount"] == 90
     assert product["freshness"]["slaHours"] == 24 and product["freshness"]["stale"] is False
     columns = {c["name"]: c for c in product["columns"]}
@@ -111,3 +114,12 @@ def test_a_search_is_bounded_and_a_repeated_term_counts_once(server) -> None:
         assert body["data"] is None or body["data"][field] is None, body
         (error,) = body["errors"]
         assert error["extensions"]["code"] == "BAD_USER_INPUT" and str(MAX_SEARCH) in error["message"]
+
+
+def test_an_unscoped_product_says_why_every_scoped_reader_sees_every_row(server) -> None:
+    body = server.gql(
+        '{ product(name: "environment.air_quality") { rowScope { column unscopedReason } } }', "dana"
+    )
+    scope = body["data"]["product"]["rowScope"]
+    assert scope == {"column": None, "unscopedReason": AIR_QUALITY.unscoped}
+    assert AIR_QUALITY.unscoped
