@@ -7,6 +7,7 @@ import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from datetime import UTC, datetime
 
 import pytest
 
@@ -200,9 +201,12 @@ def test_only_one_dispatcher_delivers_to_a_transport_at_a_time(outbox: Outbox) -
 
 def test_a_dead_holders_lease_expires(outbox: Outbox) -> None:
     outbox.append(_events(1))
-    assert outbox.acquire("flaky", "crashed-process", ttl_s=0.05)
+    # Long enough that a loaded CI machine reaches the first run_once inside the lease.
+    assert outbox.acquire("flaky", "crashed-process", ttl_s=1.5)
     transport = FlakyTransport()
     dispatcher = Dispatcher(outbox, [transport])
     assert dispatcher.run_once() == 0
-    time.sleep(0.1)
+    held_until = outbox.lease("flaky")[1]
+    assert held_until is not None
+    time.sleep(max(0.0, (held_until - datetime.now(UTC)).total_seconds()) + 0.05)
     assert dispatcher.run_once() == 2
