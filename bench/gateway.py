@@ -510,13 +510,17 @@ def metadata_stores(choice: str, settings: Settings, cluster: _pg.PgCluster) -> 
     return [pg] if choice == "pg" else [sqlite, pg]
 
 
-def verify_logs(stores: list[Store]) -> None:
-    """`civicmesh audit verify` of each governed store's log (its servers stopped: sealed at shutdown)."""
+def verify_logs(stores: list[Store]) -> bool:
+    """`civicmesh audit verify` of each governed store's log (its servers stopped: sealed at
+    shutdown); prints each result and returns whether all are OK."""
     print("\naudit verify (after the servers sealed at shutdown)")
+    results = []
     for store in stores:
         ok, output = _mesh.audit_verify(store.settings.home, store.settings.metadata_url, store.sink)
+        results.append(ok)
         print(f"  {store.name}: {'OK' if ok else 'FAILED'}")
         print("\n".join(f"    {line}" for line in output.splitlines()))
+    return all(results)
 
 
 def main() -> None:
@@ -534,6 +538,7 @@ def main() -> None:
     servers: dict[str, _mesh.UvicornServer] = {}
     cluster = _pg.durable_cluster()
     stores: list[Store] = []
+    verified = False
     try:
         settings = build(home.resolve(), args.rows)
         snap = Catalog(get_engine(settings.metadata_url), settings.home).entry(PRODUCT).current  # type: ignore[union-attr]
@@ -558,7 +563,7 @@ def main() -> None:
         for server in servers.values():
             server.stop()
         report(snap.row_count, args.workers, fl, pg, results, load_before)
-        verify_logs(stores)
+        verified = verify_logs(stores)
     finally:
         for server in servers.values():
             server.stop()
@@ -570,6 +575,8 @@ def main() -> None:
             shutil.rmtree(tmp, ignore_errors=True)
     load_after = " ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"\ntotal {time.perf_counter() - started:.0f} s; load average at end: {load_after}")
+    if not verified:
+        raise SystemExit("an access log did not verify (see above)")
 
 
 if __name__ == "__main__":
