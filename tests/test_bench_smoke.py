@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 AUDIT_SMALL = ("--records", "80", "--rounds", "1", "--per-round", "20")
 GATEWAY_SMALL = ("--rows", "20000", "--workers", "1", "-n", "20", "--seconds", "0.3")
@@ -71,6 +73,7 @@ def test_audit_benchmark_runs_on_sqlite_and_postgresql_and_each_log_verifies() -
     assert "SQLite vs PostgreSQL, same run" in result.stdout and "PG/SQLite" in result.stdout
 
 
+@pytest.mark.slow  # builds a real 20k-row mesh (dbt + Dagster) first
 def test_gateway_benchmark_on_both_stores_seals_each_log_into_its_own_sink() -> None:
     """Issue 13/16: the gateway on SQLite and on PostgreSQL in one run, beside the indexed PostgreSQL
     baseline. The two stores share a home; with one sink they refused each other's checkpoints
