@@ -17,30 +17,39 @@
 
 Queries (dana, public_works supervisor scoped to D3, two masked PII columns): (a) 20 rows with a
 distinct bound predicate per request (defeats the response cache), (c) the same body again
-(the response cache answers; the log write is then most of the work).
+(the response cache answers; the log write is then most of the work). After the servers stop
+(the signed one seals at shutdown), `civicmesh audit verify` must find its log OK.
+
+`--metadata sqlite|pg|both`: the metadata store of both parts: SQLite in WAL mode (default), a
+PostgreSQL 15 server started for the run (bench/_pg.py: durable settings comparable to SQLite's
+WAL + synchronous=NORMAL; a new database per append run and per server), or both in the same
+run, one after the other (each with its own homes, so its own keys and checkpoint sinks), then
+their figures side by side with the PostgreSQL/SQLite ratio.
 """
 
 from __future__ import annotations
 
 import argparse
 import multiprocessing
-import socket
+import os
 import statistics
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
-
-from meshcore.audit.verify import verify_report
 
 # Run as `python bench/NAME.py`: Python puts bench/ first on the path, where lineage.py and
 # gateway.py would shadow the packages of the same name. The repository root takes its place.
 sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
+from bench import _mesh  # noqa: E402
 from meshcore.accesslog import AccessLog, AccessRecord  # noqa: E402
+from meshcore.audit.verify import verify_report  # noqa: E402
 from meshcore.products import ColumnSpec, ProductSpec  # noqa: E402
 from meshcore.seals.signing import Signer  # noqa: E402
 from meshcore.settings import Settings  # noqa: E402
@@ -111,9 +120,9 @@ def _record(i: int) -> AccessRecord:
 # -- 1. append throughput -------------------------------------------------------------------------
 
 
-def append_rate(home: Path, threads: int, per_thread: int, signed: bool) -> tuple[float, int]:
-    """(records/s, commits) for `threads` threads each appending `per_thread` single records."""
-    url = f"sqlite:///{home / f'log-{threads}-{signed}.db'}"
+def append_rate(url: str, threads: int, per_thread: int, signed: bool) -> tuple[float, int]:
+    """(records/s, commits) for `threads` threads each appending `per_thread` single records into
+    the empty store at `url`."""
     log = AccessLog(get_engine(url), signer=Signer.generate() if signed else None).ensure_schema()
     commits = [0]
     write = log._write
@@ -130,13 +139,7 @@ def append_rate(home: Path, threads: int, per_thread: int, signed: bool) -> tupl
         for i in range(per_thread):
             log.append([_record(n * per_thread + i)])
 
-    pool = [threading.Thread(target=worker, args=(n,)) for n in range(threads)]
-    started = time.perf_counter()
-    for t in pool:
-        t.start()
-    for t in pool:
-        t.join()
-    elapsed = time.perf_counter() - started
+    elapsed = _mesh.in_threads(worker, threads)
     assert verify_report(log).first_bad is None, "the chain must verify after the run"
     return threads * per_thread / elapsed, commits[0]
 
@@ -163,7 +166,7 @@ class _UnloggedLog:
         return getattr(self.real, name)
 
 
-def _serve(home: str, port: int, mode: str, ready: Any) -> None:
+def _serve(home: str, url: str, port: int, mode: str, ready: Any) -> None:
     """Child process: one uvicorn server, with signing or the log switched off as `mode` says."""
     import logging
 
@@ -172,7 +175,7 @@ def _serve(home: str, port: int, mode: str, ready: Any) -> None:
     from civicmesh.asgi import create_app
 
     logging.disable(logging.WARNING)
-    settings = Settings.for_home(Path(home))
+    settings = replace(Settings.for_home(Path(home)), metadata_url=url)
     app = create_app(settings)
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", lifespan="on", access_log=False)
@@ -194,12 +197,6 @@ def _serve(home: str, port: int, mode: str, ready: Any) -> None:
     server.run()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _publish(settings: Settings) -> None:
     import duckdb
 
@@ -215,21 +212,23 @@ def _publish(settings: Settings) -> None:
     Catalog(get_engine(settings.metadata_url), settings.home).ensure_schema().publish(PRODUCT, written)
 
 
-def _start(root: Path, every: int) -> tuple[dict[str, tuple[int, Any]], dict[str, Settings]]:
-    """One home and one server process per mode."""
-    import os
-
+def _start(
+    root: Path, every: int, new_url: Callable[[str], str]
+) -> tuple[dict[str, tuple[int, Any]], dict[str, Settings]]:
+    """One home, one store (`new_url(mode)`) and one server process per mode."""
     os.environ["CIVICMESH_AUDIT_CHECKPOINT_RECORDS"] = str(every)  # read by the children
     ctx = multiprocessing.get_context("spawn")
     servers, homes = {}, {}
     for mode in MODES:
         home = root / mode
-        settings = homes[mode] = Settings.for_home(home)
+        settings = homes[mode] = replace(Settings.for_home(home), metadata_url=new_url(mode))
         settings.ensure_dirs()
         _publish(settings)
         dispose_all()
-        port, ready = _free_port(), ctx.Event()
-        proc = ctx.Process(target=_serve, args=(str(home), port, mode, ready), daemon=True)
+        port, ready = _mesh.free_port(), ctx.Event()
+        proc = ctx.Process(
+            target=_serve, args=(str(home), settings.metadata_url, port, mode, ready), daemon=True
+        )
         proc.start()
         if not ready.wait(120):
             raise RuntimeError(f"server {mode} did not start")
@@ -265,14 +264,15 @@ def _measure(clients: dict[str, Any], rounds: int, per_round: int) -> dict[str, 
 
 
 def gateway_p50(
-    root: Path, rounds: int, per_round: int, every: int
+    root: Path, new_url: Callable[[str], str], rounds: int, per_round: int, every: int
 ) -> tuple[dict[str, dict[str, float]], int]:
-    """p50 ms per mode and kind, and the number of checkpoints the signed server wrote."""
+    """p50 ms per mode and kind, and the number of checkpoints the signed server wrote; raises
+    RuntimeError if `civicmesh audit verify` does not find the signed server's log OK."""
     import httpx
 
     from gateway.auth import issue_token
 
-    servers, homes = _start(root, every)
+    servers, homes = _start(root, every, new_url)
     try:
         clients = {  # each home has its own JWT secret
             n: httpx.Client(
@@ -289,13 +289,16 @@ def gateway_p50(
         for _, proc in servers.values():
             proc.terminate()
             proc.join(30)
-    signed = AccessLog.from_settings(homes["signed"])
-    check = verify_report(signed)
-    if not check.ok:
-        raise RuntimeError(f"the signed server's log does not verify: {check.findings}")
+    signed = homes["signed"]
+    ok, output = _mesh.audit_verify(
+        signed.home, signed.metadata_url, str(signed.audit_dir / "checkpoints.jsonl")
+    )
+    print(f"civicmesh audit verify (signed server's log): {output.splitlines()[-1] if output else ''}")
+    if not ok:
+        raise RuntimeError(f"the signed server's log does not verify:\n{output}")
     if AccessLog(get_engine(homes["off"].metadata_url)).head() > 1:  # only its policy record
         raise RuntimeError("the 'off' server logged requests")
-    checkpoints = len(signed.checkpoints())
+    checkpoints = len(AccessLog(get_engine(signed.metadata_url)).checkpoints())
     p50 = {
         name: {kind: statistics.median(values) * 1000 for kind, values in by_kind.items()}
         for name, by_kind in samples.items()
@@ -313,27 +316,24 @@ def _verdict(label: str, on: float, base: float, target: float) -> bool:
     return met
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--records", type=int, default=4000, help="records per append run")
-    parser.add_argument("--rounds", type=int, default=6)
-    parser.add_argument("--per-round", type=int, default=200)
-    parser.add_argument("--checkpoint-every", type=int, default=100, help="records per checkpoint (signed)")
-    args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="civicmesh-bench-audit-") as tmp:
-        home = Path(tmp)
-        for signed in (True, False):
-            one, commits_one = append_rate(home, 1, args.records, signed)
-            eight, commits_eight = append_rate(home, 8, args.records // 8, signed)
-            dispose_all()
-            label = "signed  " if signed else "unsigned"
-            total = args.records // 8 * 8
-            print(f"access log append, {label}, 1 thread : {one:>9,.0f} records/s ({commits_one} commits)")
-            print(
-                f"access log append, {label}, 8 threads: {eight:>9,.0f} records/s ({commits_eight} commits "
-                f"for {total} records: {total / max(commits_eight, 1):.1f} per commit)"
-            )
-        p50, checkpoints = gateway_p50(home / "mesh", args.rounds, args.per_round, args.checkpoint_every)
+def run(label: str, root: Path, new_url: Callable[[str], str], args: argparse.Namespace) -> dict[str, float]:
+    """Both parts on one kind of store (`new_url(name)` makes an empty one); prints and returns
+    the figures (records/s, ms, checkpoints) by name."""
+    print(f"== metadata store: {label}")
+    figures: dict[str, float] = {}
+    for signed in (True, False):
+        kind = "signed" if signed else "unsigned"
+        one, commits_one = append_rate(new_url(f"log1{kind}"), 1, args.records, signed)
+        eight, commits_eight = append_rate(new_url(f"log8{kind}"), 8, args.records // 8, signed)
+        dispose_all()
+        figures[f"append {kind} 1 thread (rec/s)"], figures[f"append {kind} 8 threads (rec/s)"] = one, eight
+        total = args.records // 8 * 8
+        print(f"access log append, {kind:<8}, 1 thread : {one:>9,.0f} records/s ({commits_one} commits)")
+        print(
+            f"access log append, {kind:<8}, 8 threads: {eight:>9,.0f} records/s ({commits_eight} commits "
+            f"for {total} records: {total / max(commits_eight, 1):.1f} per commit)"
+        )
+    p50, checkpoints = gateway_p50(root, new_url, args.rounds, args.per_round, args.checkpoint_every)
     n = args.rounds * args.per_round // 2
     print(
         f"gateway p50 over {n} requests per cell (dana, 20 rows, 2 masked PII columns, row scope D3); "
@@ -344,7 +344,48 @@ def main() -> None:
         cell = p50["signed"][kind], p50["unsigned"][kind], p50["off"][kind]
         verdicts.append(_verdict(f"{kind}: signed vs unsigned", cell[0], cell[1], TARGET_CHECKPOINTS))
         verdicts.append(_verdict(f"{kind}: signed log vs no log", cell[0], cell[2], TARGET_LOG))
+        figures.update({f"gateway p50 {kind} {mode} (ms)": cell[i] for i, mode in enumerate(MODES)})
     print("targets met" if all(verdicts) else "target NOT met in every case (see above)")
+    return figures
+
+
+def side_by_side(sqlite: dict[str, float], pg: dict[str, float]) -> None:
+    print("\n== SQLite vs PostgreSQL, same run")
+    print(f"  {'figure':<40} {'SQLite':>10} {'PostgreSQL':>11}  PG/SQLite")
+    for name, lite in sqlite.items():
+        print(f"  {name:<40} {lite:>10,.2f} {pg[name]:>11,.2f}  {pg[name] / lite:8.2f}x")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--records", type=int, default=4000, help="records per append run")
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--per-round", type=int, default=200)
+    parser.add_argument("--checkpoint-every", type=int, default=100, help="records per checkpoint (signed)")
+    _mesh.metadata_option(parser)
+    args = parser.parse_args()
+    print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    figures: dict[str, dict[str, float]] = {}
+    with tempfile.TemporaryDirectory(prefix="civicmesh-bench-audit-") as tmp:
+        if args.metadata in ("sqlite", "both"):
+            lite = Path(tmp) / "sqlite"
+            lite.mkdir()
+            figures["sqlite"] = run("SQLite (WAL)", lite / "mesh", lambda n: f"sqlite:///{lite / n}.db", args)
+        if args.metadata in ("pg", "both"):
+            from bench import _pg
+
+            cluster = _pg.durable_cluster()
+            try:
+                label = f"PostgreSQL 15 {_pg.DURABLE}"
+                figures["pg"] = run(
+                    label, Path(tmp) / "pg" / "mesh", lambda _n: cluster.create_database(), args
+                )
+            finally:
+                dispose_all()
+                cluster.destroy()
+    if len(figures) == 2:
+        side_by_side(figures["sqlite"], figures["pg"])
+    print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
 if __name__ == "__main__":

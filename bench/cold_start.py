@@ -27,7 +27,8 @@ sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 import httpx  # noqa: E402
 
-from bench.audit import QUERY, _free_port, _publish  # noqa: E402
+from bench._mesh import free_port  # noqa: E402
+from bench.audit import QUERY, _publish  # noqa: E402
 from gateway.auth import issue_token  # noqa: E402
 from meshcore.settings import Settings  # noqa: E402
 from meshcore.store import dispose_all  # noqa: E402
@@ -97,10 +98,10 @@ def main() -> int:
         times: dict[str, list[float]] = {"civicmesh": [], "floor": [], "import gateway.app": []}
         for run in range(args.runs):
             body = {"query": QUERY, "variables": {"t": f"2099-01-01T00:00:{run:02d}"}}
-            port = _free_port()
+            port = free_port()
             serve = [str(BIN / "civicmesh"), "serve", "--port", str(port)]
             times["civicmesh"].append(_first_answer(serve, port, env, body, token))
-            port = _free_port()
+            port = free_port()
             floor = [sys.executable, "-c", FLOOR_APP, str(port)]
             times["floor"].append(_first_answer(floor, port, env, body, token))
             times["import gateway.app"].append(_import_time(env))

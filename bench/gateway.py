@@ -1,8 +1,12 @@
-"""Gateway benchmark: raw DuckDB (floor) vs the governed gateway vs the same gateway ungoverned.
+"""Gateway benchmark: the governed gateway vs raw DuckDB, an indexed PostgreSQL, and itself ungoverned.
 
 One run, one process tree, the same 1M-row service-requests snapshot:
 
   floor       DuckDB in-process on the snapshot (the Parquet file, and an in-memory copy of it)
+  postgres    the snapshot COPYed into a table of a PostgreSQL 15 server started for the run
+              (bench/_pg.py), with the composite index that fits (a), (district, category,
+              opened_at DESC, request_id), queried by psycopg 3 as prepared statements of the
+              floor's SQL: the issue-16 baseline (raw PostgreSQL, no GraphQL layer in front)
   governed    real uvicorn on 127.0.0.1: JWT, decision, masks, row scope, access log, lineage
   ungoverned  the same app with every decision allowing, unmasked and unscoped, and nothing recorded
               in the access log or lineage (bench/_ungoverned.py, built from public pieces)
@@ -15,11 +19,16 @@ Queries, as dana (public_works supervisor scoped to district D3):
 Uncached requests defeat both caches honestly: each carries a distinct, always-true bound
 predicate (`openedAt < 2100-01-01 + i s`), which the floor queries carry too.
 Single client: p50/p95 over sequential requests; throughput: 8 concurrent keep-alive clients
-(a small asyncio HTTP/1.1 client, cheaper than httpx so the client does not eat the server's CPU).
+(a small asyncio HTTP/1.1 client, cheaper than httpx so the client does not eat the server's CPU;
+for PostgreSQL, 8 threads with a connection each). Prints civicmesh/PostgreSQL ratios and the
+verdicts of issue 16's targets: (a) p50 <= PostgreSQL's and <= 3 ms, >= 1,000 req/s at 8 clients;
+(b) >= 3x faster than PostgreSQL's GROUP BY.
 
-`--metadata pg` keeps the metadata store (catalog, access log, lineage outbox) on a PostgreSQL
-server started for the run (bench/_pg.py); `--metadata both` adds a third server, `governed_pg`,
-the governed gateway on PostgreSQL over the same home and snapshot, measured in the same rounds.
+`--metadata pg` keeps the metadata store (catalog, access log, lineage outbox) on that PostgreSQL
+server; `--metadata both` adds a third server, `governed_pg`, the governed gateway on PostgreSQL
+over the same home and snapshot, measured in the same rounds. Each store has its own checkpoint
+sink (a sink holds one log's chain; two logs sealing into one refuse each other's checkpoints),
+and after the run `civicmesh audit verify` checks each governed store's log against its sink.
 """
 
 from __future__ import annotations
@@ -29,13 +38,11 @@ import asyncio
 import json
 import os
 import shutil
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -47,7 +54,7 @@ sys.path[0] = str(ROOT)
 
 import duckdb  # noqa: E402
 
-from bench import _mesh  # noqa: E402
+from bench import _mesh, _pg  # noqa: E402
 from meshcore.catalog import Catalog  # noqa: E402
 from meshcore.settings import Settings  # noqa: E402
 from meshcore.store import get_engine  # noqa: E402
@@ -73,11 +80,20 @@ FLOOR_A = (
     "ORDER BY opened_at DESC, request_id ASC LIMIT 101"
 )
 FLOOR_B = (
-    "SELECT category, count(*), CAST(avg(response_hours) AS DOUBLE) FROM {src} "
+    "SELECT category, count(*), CAST(avg(response_hours) AS DOUBLE PRECISION) FROM {src} "
     "WHERE district = ? AND opened_at < ? GROUP BY 1 ORDER BY 1"
 )
 TARGETS = {"a_p50_ms": 8.0, "b_p50_ms": 20.0, "governance_overhead": 0.25, "cached_p50_ms": 2.0}
 TARGET_RPS = 500.0
+# Issue 16: (a) as cheap as an indexed PostgreSQL (p50 <= its p50 and <= 3 ms, >= 1,000 req/s at
+# 8 clients); (b) at least 3x faster than PostgreSQL's GROUP BY.
+PG_TARGETS = {"a_p50_ms": 3.0, "a_rps": 1000.0, "b_speedup": 3.0}
+PG_TABLE = "service_requests"
+PG_INDEX = "district, category, opened_at DESC, request_id"
+PARAMS: dict[str, Callable[[int], list[object]]] = {
+    "a": lambda i: ["D3", "pothole", unique_time(i)],
+    "b": lambda i: ["D3", unique_time(i)],
+}
 
 
 # -- statistics ---------------------------------------------------------------------------------
@@ -196,62 +212,23 @@ async def load(port: int, token: str, query: str, clients: int, seconds: float, 
 # -- servers ------------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+@dataclass(frozen=True)
+class Store:
+    """One metadata store under test, and the checkpoint sink its log seals into (its own)."""
+
+    name: str
+    settings: Settings
+    sink: str
 
 
-class Server:
-    def __init__(self, settings: Settings, workers: int, governance_off: bool) -> None:
-        self.port = free_port()
-        env = {
-            **os.environ,
-            "CIVICMESH_HOME": str(settings.home),
-            "CIVICMESH_METADATA_URL": settings.metadata_url,
-        }
-        env.pop("CIVICMESH_DEMO", None)
-        factory = "bench._ungoverned:create_app" if governance_off else "civicmesh.asgi:create_app"
-        command = [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            factory,
-            "--factory",
-            "--app-dir",
-            str(ROOT),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--workers",
-            str(workers),
-            "--no-access-log",
-            "--log-level",
-            "warning",
-        ]
-        self.proc = subprocess.Popen(command, env=env, cwd=settings.home, start_new_session=True)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
-                    s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-                    if b"200" in s.recv(200):
-                        return
-            except OSError:
-                time.sleep(0.2)
-        raise RuntimeError("server did not start")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)  # our own session: the uvicorn tree only
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+def start_server(store: Store, workers: int, governance_off: bool = False) -> _mesh.UvicornServer:
+    factory = "bench._ungoverned:create_app" if governance_off else "civicmesh.asgi:create_app"
+    env = {
+        "CIVICMESH_HOME": str(store.settings.home),
+        "CIVICMESH_METADATA_URL": store.settings.metadata_url,
+        "CIVICMESH_AUDIT_SINK": store.sink,
+    }
+    return _mesh.UvicornServer(factory, store.settings.home, env, workers=workers, timeout=60)
 
 
 # -- data and floor -------------------------------------------------------------------------------
@@ -278,22 +255,69 @@ def floor(path: str, n: int) -> dict[str, Latency]:
     con.execute(f"CREATE TABLE hot AS SELECT * FROM read_parquet('{path}')")
     out = {}
     parquet = f"read_parquet('{path}')"
-    for name, sql, params in (
-        ("a", FLOOR_A, lambda i: ["D3", "pothole", unique_time(i)]),
-        ("b", FLOOR_B, lambda i: ["D3", unique_time(i)]),
-    ):
+    for name, sql in (("a", FLOOR_A), ("b", FLOOR_B)):
         for label, src in (("parquet", parquet), ("memory", "hot")):
             statement = sql.format(src=src)
             samples = []
             for i in range(n):
                 cursor = con.cursor()
                 t0 = time.perf_counter()
-                cursor.execute(statement, params(i)).fetchall()
+                cursor.execute(statement, PARAMS[name](i)).fetchall()
                 samples.append(time.perf_counter() - t0)
                 cursor.close()
             out[f"{name}_{label}"] = latency(samples[n // 10 :])
     con.close()
     return out
+
+
+@dataclass
+class Baseline:
+    """PostgreSQL's figures per query name: single-client latency and req/s at 8 clients."""
+
+    latency: dict[str, Latency]
+    rps: dict[str, float]
+
+
+def pg_baseline(dsn: str, n: int, seconds: float, clients: int = 8) -> Baseline:
+    """(a) and (b) on the indexed table as prepared statements: single-client latency (after n // 10
+    warm-up queries), and queries/s with `clients` threads, one connection each."""
+    import psycopg
+
+    out = Baseline({}, {})
+    with psycopg.connect(dsn, autocommit=True) as pg:
+        for name, sql in (("a", FLOOR_A), ("b", FLOOR_B)):
+            statement = sql.format(src=PG_TABLE).replace("?", "%s")
+            samples = []
+            for i in range(n):
+                t0 = time.perf_counter()
+                pg.execute(statement, PARAMS[name](i), prepare=True).fetchall()
+                samples.append(time.perf_counter() - t0)
+            out.latency[name] = latency(samples[n // 10 :])
+            out.rps[name] = pg_rate(dsn, statement, PARAMS[name], clients, seconds)
+    return out
+
+
+def pg_rate(
+    dsn: str, statement: str, params: Callable[[int], list[object]], clients: int, seconds: float
+) -> float:
+    """Queries/s of `clients` threads, each on its own connection, each query with its own bound
+    value (thread k uses 10M * (k + 1) + j)."""
+    import psycopg
+
+    connections = [psycopg.connect(dsn, autocommit=True) for _ in range(clients)]
+    done = [0] * clients
+    deadline = time.perf_counter() + seconds
+
+    def run(k: int) -> None:
+        pg, i = connections[k], 10_000_000 * (k + 1)
+        while time.perf_counter() < deadline:
+            pg.execute(statement, params(i + done[k]), prepare=True).fetchall()
+            done[k] += 1
+
+    elapsed = _mesh.in_threads(run, clients)
+    for connection in connections:
+        connection.close()
+    return sum(done) / elapsed
 
 
 # -- the run --------------------------------------------------------------------------------------
@@ -332,7 +356,7 @@ async def drain_lineage(settings: Settings, limit_s: float = 45.0) -> float:
 
 
 async def measure(
-    stores: list[Settings], servers: dict[str, Server], token: str, n: int, seconds: float
+    stores: list[Store], servers: dict[str, _mesh.UvicornServer], token: str, n: int, seconds: float
 ) -> dict[str, object]:
     results: dict[str, object] = {}
     # Correctness first: governed and ungoverned return the same rows, governed ones masked.
@@ -356,7 +380,7 @@ async def measure(
         for query in (QUERY_A, QUERY_B):
             await load(server.port, token, query, 8, 0.5, 20_000_000)
             await load(server.port, token, query, 8, 0.3, None)
-    results["lineage_drain_s"] = max([await drain_lineage(store) for store in stores])
+    results["lineage_drain_s"] = max([await drain_lineage(store.settings) for store in stores])
     # Single client, interleaved governed/ungoverned in rounds so machine load hits both alike.
     rounds = 4
     samples: dict[str, list[float]] = {}
@@ -388,7 +412,9 @@ async def measure(
     return results
 
 
-def report(rows: int, workers: int, fl: dict[str, Latency], r: dict[str, object], load_before: str) -> None:
+def report(
+    rows: int, workers: int, fl: dict[str, Latency], pg: Baseline, r: dict[str, object], load_before: str
+) -> None:
     print(f"\n== gateway benchmark: {rows:,} service requests, as {USER} (scoped to D3) ==")
     print(f"uvicorn workers per server: {workers}; load average at start: {load_before}")
     print(f"lineage backlog of the warm-up delivered in {r['lineage_drain_s']:.1f} s before measuring")
@@ -397,13 +423,16 @@ def report(rows: int, workers: int, fl: dict[str, Latency], r: dict[str, object]
     print("\nfloor: DuckDB in-process, same SQL shape")
     for key, lat in fl.items():
         print(f"  {key:<12} {fmt(lat)}")
+    print(f"\nbaseline: PostgreSQL 15, index ({PG_INDEX}), prepared statements   req/s at 8 clients")
+    for name in ("a", "b"):
+        print(f"  {name + '_pg':<12} {fmt(pg.latency[name])}   {pg.rps[name]:8.0f}")
     print("\nsingle client (HTTP, keep-alive)            req/s at 8 clients")
     modes = [m for m in ("governed", "governed_pg", "ungoverned") if f"{m}_a" in r]
     for mode in modes:
         for name in ("a", "b", "a_cached", "b_cached"):
-            lat = r[f"{mode}_{name}"]
-            assert isinstance(lat, Latency)
-            print(f"  {mode:<10} {name:<9} {fmt(lat)}   {r[f'{mode}_{name}_rps']:8.0f}")
+            got = r[f"{mode}_{name}"]
+            assert isinstance(got, Latency)
+            print(f"  {mode:<10} {name:<9} {fmt(got)}   {r[f'{mode}_{name}_rps']:8.0f}")
 
     def p50(key: str) -> float:
         lat = r[key]
@@ -415,7 +444,8 @@ def report(rows: int, workers: int, fl: dict[str, Latency], r: dict[str, object]
         g, u = p50(f"governed_{name}"), p50(f"ungoverned_{name}")
         print(
             f"  ({name}) gateway/floor: {ratio(g, fl[f'{name}_parquet'].p50)} vs Parquet, "
-            f"{ratio(g, fl[f'{name}_memory'].p50)} vs in-memory;  governed/ungoverned: {ratio(g, u)}"
+            f"{ratio(g, fl[f'{name}_memory'].p50)} vs in-memory, {ratio(g, pg.latency[name].p50)} vs "
+            f"PostgreSQL;  governed/ungoverned: {ratio(g, u)}"
         )
     for name in ("a_cached", "b_cached"):
         g, u = p50(f"governed_{name}"), p50(f"ungoverned_{name}")
@@ -438,6 +468,59 @@ def report(rows: int, workers: int, fl: dict[str, Latency], r: dict[str, object]
     print(f"  governance overhead <= 25% (worst of a, b): {over * 100:5.1f}%  {verdict(over <= 0.25)}")
     print(f"  cached governed p50 <= 2 ms (worst of a, b): {cached:6.2f} ms  {verdict(cached <= 2)}")
     print(f"  (a) cached at 8 clients >= {TARGET_RPS:.0f} req/s: {rps:6.0f}  {verdict(rps >= TARGET_RPS)}")
+    report_pg_targets(pg, r)
+
+
+def report_pg_targets(pg: Baseline, r: dict[str, object]) -> None:
+    """Issue 16's targets against the indexed PostgreSQL baseline, for every governed server."""
+    print("\ntargets against the indexed PostgreSQL (issue 16; uncached, unique bodies)")
+    pg_a, pg_b, pg_a_rps = pg.latency["a"].p50, pg.latency["b"].p50, pg.rps["a"]
+    for mode in (m for m in ("governed", "governed_pg") if f"{m}_a" in r):
+        a, b = r[f"{mode}_a"], r[f"{mode}_b"]
+        assert isinstance(a, Latency) and isinstance(b, Latency)
+        rps = float(r[f"{mode}_a_rps"])  # type: ignore[arg-type]
+        a_ok = a.p50 <= min(pg_a, PG_TARGETS["a_p50_ms"])
+        print(
+            f"  {mode}: (a) p50 {a.p50:6.2f} ms <= PostgreSQL's {pg_a:.2f} ms and <= "
+            f"{PG_TARGETS['a_p50_ms']:.0f} ms: {verdict(a_ok)} (civicmesh/PostgreSQL {ratio(a.p50, pg_a)})"
+        )
+        print(
+            f"  {mode}: (a) {rps:6.0f} req/s at 8 clients >= {PG_TARGETS['a_rps']:,.0f}: "
+            f"{verdict(rps >= PG_TARGETS['a_rps'])} (civicmesh/PostgreSQL {ratio(rps, pg_a_rps)})"
+        )
+        speedup, wanted = pg_b / b.p50, PG_TARGETS["b_speedup"]
+        print(
+            f"  {mode}: (b) PostgreSQL/civicmesh p50 {speedup:5.2f}x (>= {wanted:.0f}x faster): "
+            f"{verdict(speedup >= wanted)} (civicmesh/PostgreSQL {ratio(b.p50, pg_b)})"
+        )
+
+
+def metadata_stores(choice: str, settings: Settings, cluster: _pg.PgCluster) -> list[Store]:
+    """The governed stores of the run: the home's SQLite store, a PostgreSQL copy of its catalog
+    (each with its own checkpoint sink; the PostgreSQL one is new, as its database is), or both."""
+    sqlite = Store("sqlite", settings, str(settings.audit_dir / "checkpoints.jsonl"))
+    if choice == "sqlite":
+        return [sqlite]
+    url = cluster.create_database()
+    pg_settings = replace(settings, metadata_url=url)
+    _pg.copy_tables(settings.metadata_url, url)
+    sink = settings.audit_dir / f"checkpoints-pg-{url.rsplit('/', 1)[-1]}.jsonl"
+    pg = Store("postgresql", pg_settings, str(sink))
+    print(f"metadata store: {choice} (PostgreSQL settings: {_pg.DURABLE}, sink {sink.name})")
+    return [pg] if choice == "pg" else [sqlite, pg]
+
+
+def verify_logs(stores: list[Store]) -> bool:
+    """`civicmesh audit verify` of each governed store's log (its servers stopped: sealed at
+    shutdown); prints each result and returns whether all are OK."""
+    print("\naudit verify (after the servers sealed at shutdown)")
+    results = []
+    for store in stores:
+        ok, output = _mesh.audit_verify(store.settings.home, store.settings.metadata_url, store.sink)
+        results.append(ok)
+        print(f"  {store.name}: {'OK' if ok else 'FAILED'}")
+        print("\n".join(f"    {line}" for line in output.splitlines()))
+    return all(results)
 
 
 def main() -> None:
@@ -447,51 +530,53 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="uvicorn workers per server")
     parser.add_argument("-n", type=int, default=200, help="sequential requests per single-client case")
     parser.add_argument("--seconds", type=float, default=4.0, help="duration of each 8-client run")
-    parser.add_argument(
-        "--metadata",
-        choices=("sqlite", "pg", "both"),
-        default="sqlite",
-        help="the metadata store: SQLite (default), PostgreSQL, or both in the same run",
-    )
+    _mesh.metadata_option(parser)
     args = parser.parse_args()
     started = time.perf_counter()
     tmp = None if args.home else tempfile.mkdtemp(prefix="civicmesh-bench-gw-")
     home = args.home or Path(tmp)  # type: ignore[arg-type]
-    servers: dict[str, Server] = {}
-    cluster = None
+    servers: dict[str, _mesh.UvicornServer] = {}
+    cluster = _pg.durable_cluster()
+    stores: list[Store] = []
+    verified = False
     try:
         settings = build(home.resolve(), args.rows)
         snap = Catalog(get_engine(settings.metadata_url), settings.home).entry(PRODUCT).current  # type: ignore[union-attr]
         assert snap is not None
         load_before = " ".join(f"{x:.2f}" for x in os.getloadavg())
-        fl = floor(str(Path(snap.path).resolve()), args.n)
+        parquet = Path(snap.path).resolve()
+        fl = floor(str(parquet), args.n)
+        dsn = _pg.conninfo(cluster, "baseline")
+        cluster.create_database("baseline")
+        loaded = _pg.load_parquet(dsn, PG_TABLE, parquet, PG_INDEX)
+        print(f"PostgreSQL baseline: {loaded:,} rows loaded and indexed")
+        pg = pg_baseline(dsn, args.n, args.seconds)
         from gateway.auth import issue_token
 
         token = issue_token(settings, USER, ttl_hours=1)
-        stores = [settings]
-        if args.metadata != "sqlite":
-            from bench import _pg
-
-            cluster = _pg.durable_cluster()
-            pg_settings = replace(settings, metadata_url=cluster.create_database())
-            _pg.copy_tables(settings.metadata_url, pg_settings.metadata_url)
-            stores = [pg_settings] if args.metadata == "pg" else [settings, pg_settings]
-            print(f"metadata store: {args.metadata} (PostgreSQL settings: {_pg.DURABLE})")
-        servers["governed"] = Server(stores[0], args.workers, governance_off=False)
+        stores = metadata_stores(args.metadata, settings, cluster)
+        servers["governed"] = start_server(stores[0], args.workers)
         if len(stores) == 2:
-            servers["governed_pg"] = Server(stores[1], args.workers, governance_off=False)
-        servers["ungoverned"] = Server(stores[0], args.workers, governance_off=True)
+            servers["governed_pg"] = start_server(stores[1], args.workers)
+        servers["ungoverned"] = start_server(stores[0], args.workers, governance_off=True)
         results = asyncio.run(measure(stores, servers, token, args.n, args.seconds))
-        report(snap.row_count, args.workers, fl, results, load_before)
+        for server in servers.values():
+            server.stop()
+        report(snap.row_count, args.workers, fl, pg, results, load_before)
+        verified = verify_logs(stores)
     finally:
         for server in servers.values():
             server.stop()
-        if cluster is not None:
-            cluster.destroy()
+        cluster.destroy()
+        for store in stores:
+            if store.name == "postgresql":  # its database died with the cluster
+                Path(store.sink).unlink(missing_ok=True)
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)
     load_after = " ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"\ntotal {time.perf_counter() - started:.0f} s; load average at end: {load_after}")
+    if not verified:
+        raise SystemExit("an access log did not verify (see above)")
 
 
 if __name__ == "__main__":

@@ -26,10 +26,7 @@ import json
 import os
 import re
 import shutil
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -43,9 +40,9 @@ sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 import httpx  # noqa: E402
 
+from bench._mesh import UvicornServer  # noqa: E402
 from bench.gateway import build  # noqa: E402
 from gateway.auth import issue_token  # noqa: E402
-from meshcore.settings import Settings  # noqa: E402
 from portal import documents  # noqa: E402
 
 USER = "dana"
@@ -64,52 +61,6 @@ def p50_p95(samples: list[float]) -> tuple[float, float]:
     ordered = sorted(samples)
     p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
     return statistics.median(ordered) * 1000, p95 * 1000
-
-
-class PortalServer:
-    """`civicmesh serve`'s app under uvicorn in demo mode, in its own session (stopped by group)."""
-
-    def __init__(self, settings: Settings) -> None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        env = {
-            **os.environ,
-            "CIVICMESH_HOME": str(settings.home),
-            "CIVICMESH_METADATA_URL": settings.metadata_url,
-            "CIVICMESH_DEMO": "1",
-        }
-        command = [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "civicmesh.asgi:create_app",
-            "--factory",
-            "--host",
-            "127.0.0.1",
-        ]
-        command += ["--port", str(self.port), "--no-access-log", "--log-level", "warning"]
-        self.proc = subprocess.Popen(command, env=env, cwd=settings.home, start_new_session=True)
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}")
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                time.sleep(0.2)
-        raise RuntimeError("server did not start")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)  # our own session: the uvicorn process only
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
 
 
 def sign_in(url: str, persona: str) -> httpx.Client:
@@ -245,7 +196,12 @@ def main() -> None:
     try:
         settings = build(home.resolve(), args.rows)
         load_before = " ".join(f"{x:.2f}" for x in os.getloadavg())
-        server = PortalServer(settings)
+        env = {
+            "CIVICMESH_HOME": str(settings.home),
+            "CIVICMESH_METADATA_URL": settings.metadata_url,
+            "CIVICMESH_DEMO": "1",  # a persona can sign in
+        }
+        server = UvicornServer("civicmesh.asgi:create_app", settings.home, env)
         token = issue_token(settings, USER, ttl_hours=1)
         samples = measure(server.url, token, args.n, args.rounds)
         from meshcore.catalog import Catalog

@@ -6,7 +6,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
+AUDIT_SMALL = ("--records", "80", "--rounds", "1", "--per-round", "20")
+GATEWAY_SMALL = ("--rows", "20000", "--workers", "1", "-n", "20", "--seconds", "0.3")
 
 
 def test_policy_benchmark_runs_and_reports_both_rates() -> None:
@@ -52,3 +56,36 @@ def test_storage_benchmark_runs_and_reports_bytes_per_request() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "compacted / baseline:" in result.stdout and "bytes/request" in result.stdout
+
+
+def test_audit_benchmark_runs_on_sqlite_and_postgresql_and_each_log_verifies() -> None:
+    """Issue 13: the access-log figures on both stores in one run, side by side; the script fails
+    unless `civicmesh audit verify` finds each signed server's log OK."""
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "audit.py"), *AUDIT_SMALL, "--metadata", "both"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert result.stdout.count("civicmesh audit verify (signed server's log): OK") == 2, result.stdout
+    assert "SQLite vs PostgreSQL, same run" in result.stdout and "PG/SQLite" in result.stdout
+
+
+@pytest.mark.slow  # builds a real 20k-row mesh (dbt + Dagster) first
+def test_gateway_benchmark_on_both_stores_seals_each_log_into_its_own_sink() -> None:
+    """Issue 13/16: the gateway on SQLite and on PostgreSQL in one run, beside the indexed PostgreSQL
+    baseline. The two stores share a home; with one sink they refused each other's checkpoints
+    ("access log not sealed"), so each has its own and both logs must verify."""
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "gateway.py"), *GATEWAY_SMALL, "--metadata", "both"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "not sealed" not in result.stderr, result.stderr[-2000:]
+    assert "  sqlite: OK" in result.stdout and "  postgresql: OK" in result.stdout, result.stdout
+    assert "a_pg " in result.stdout and "civicmesh/PostgreSQL" in result.stdout

@@ -6,9 +6,11 @@ processes may seal one store: a checkpoint is made under the store's write lock 
 head of the *sink's* chain, so there is one chain; the sink is written first, then the store's copy
 (a crash in between is repaired by the next checkpoint, which copies what the store lacks).
 
-Before signing, the sealer checks what it is about to seal: the records continue the last
-checkpoint's chain, each matches its hash, and commit seals tile them (records and commits this
-process wrote itself are recognised by their hashes, without recomputing or a signature check).
+Before signing, the sealer checks what it is about to seal: the sink's last checkpoint seals this
+store's record at its seq (a sink holding another store's chain is refused, never extended or
+silently left alone), the records continue the last checkpoint's chain, each matches its hash,
+and commit seals tile them (records and commits this process wrote itself are recognised by their
+hashes, without recomputing or a signature check).
 If anything fails nothing is sealed (`SealRefused`, reported by `/readyz` through `last_error`): a
 checkpoint must never bless a forged record.
 
@@ -203,6 +205,8 @@ class Sealer:
             )
         if stored:
             return []  # another sealer extended the chain meanwhile: start again from its head
+        if previous is not None:
+            self._check_sink_head(previous)
         links = self.log.links(after, min(MAX_BATCH, head - after)) if head > after else []
         if not links:
             return []
@@ -234,6 +238,27 @@ class Sealer:
         if unsealed is not None:  # the newest records: no commit seal covers them
             raise SealRefused(f"not sealing the access log: records from seq {unsealed} carry no signature")
         return [(seq, hash_) for seq, _, hash_ in links]
+
+    def _check_sink_head(self, previous: Checkpoint) -> None:
+        """The sink's last checkpoint must seal this store's record at its seq, or SealRefused.
+
+        A sink holding another log's chain (two metadata stores configured with one sink, e.g. one
+        home's default) would otherwise be extended with records it never sealed, or, while this
+        log is shorter than that chain, leave every record of this one unsealed without a word."""
+        found = self.log.links(previous.seq - 1, 1)
+        if found and found[0][0] == previous.seq and found[0][2] == previous.hash:
+            return
+        ours = (
+            f"this store's record {previous.seq} has hash {found[0][2][:16]}"
+            if found and found[0][0] == previous.seq
+            else f"this store has no record {previous.seq}"
+        )
+        raise SealRefused(
+            f"not sealing the access log: the checkpoint sink {self.sink.location} ends with another "
+            f"log's checkpoints (#{previous.index} seals record {previous.seq} with hash "
+            f"{previous.hash[:16]}; {ours}): give each metadata store its own sink "
+            "(CIVICMESH_AUDIT_SINK); if this store was changed, run `civicmesh audit verify`"
+        )
 
     def _commit(
         self, previous: Checkpoint | None, hashes: list[tuple[int, str]], reason: str

@@ -12,6 +12,7 @@ import signal
 import sqlite3
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -155,6 +156,27 @@ def test_a_sink_that_lost_checkpoints_stops_sealing(settings: Settings) -> None:
     with pytest.raises(SealRefused, match="truncated or replaced"):
         sealer.checkpoint("count")
     assert not Path(settings.audit_sink).exists()
+
+
+@pytest.mark.parametrize("other_head", [5, 10, 15], ids=["behind", "level", "ahead"])
+def test_a_sink_holding_another_logs_chain_is_refused(settings: Settings, other_head: int) -> None:
+    """Two metadata stores under one home (same key, same default sink): the second store's sealer
+    must refuse the first one's chain, whether its own log is shorter (nothing to extend: it used to
+    seal nothing and report nothing), as long, or longer (refused as a changed record before)."""
+    first = open_log(settings)
+    for i in range(10):
+        first.append([_record(i)])
+    assert Sealer(first).checkpoint("count")
+    other = open_log(replace(settings, metadata_url=f"sqlite:///{settings.home / 'other.db'}"))
+    for i in range(other_head):
+        other.append([_record(100 + i)])
+    sealer = Sealer(other)
+    with pytest.raises(SealRefused, match="another log's checkpoints"):
+        sealer.checkpoint("interval")
+    assert sealer.seal("interval") == [] and "another log's checkpoints" in (sealer.last_error or "")
+    assert not sealer.status()[0]  # /readyz reports it
+    assert [cp.seq for cp in _sink(settings)] == [10]  # the first log's chain is left as it was
+    assert verify_report(first).ok
 
 
 # -- migration from HMAC checkpoints ------------------------------------------------------------------
