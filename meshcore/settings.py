@@ -119,6 +119,12 @@ class Settings:
         return os.environ.get("CIVICMESH_AUDIT_SINK") or str(self.audit_dir / "checkpoints.jsonl")
 
     @property
+    def audit_archive_dir(self) -> Path:
+        """Where `civicmesh audit archive` moves sealed access-log segments (compressed, each with a
+        manifest): CIVICMESH_AUDIT_ARCHIVE_DIR, default the home's audit/archive/."""
+        return _env_path("CIVICMESH_AUDIT_ARCHIVE_DIR", self.audit_dir / "archive")
+
+    @property
     def checkpoint_every(self) -> int:
         """A checkpoint after this many records..."""
         return int(os.environ.get("CIVICMESH_AUDIT_CHECKPOINT_RECORDS") or 1000)

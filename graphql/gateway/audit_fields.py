@@ -19,6 +19,7 @@ from gateway.context import RequestContext, Touch
 from gateway.errors import NOT_AVAILABLE, bad_input, forbidden, limit_exceeded
 from gateway.types import BigInt, PageInfo, RowFilterInfo
 from lineage.readers import DerivedRead, auditable_readers
+from meshcore.audit.archive import ArchivedPeriod, refuse_archived
 from meshcore.catalog import CatalogEntry
 from policies.decision import ACTIONS
 from policies.history import History, HistoryError
@@ -261,7 +262,10 @@ class AuditQuery:
         ctx.touch(touch)
         return result
 
-    @strawberry.field(description="Access-log records you may audit, oldest first.")
+    @strawberry.field(
+        description="Access-log records you may audit, oldest first. A period reaching into archived "
+        "records (`civicmesh audit archive`) is refused with BAD_USER_INPUT naming the archived span."
+    )
     async def access_log(
         self,
         info: strawberry.Info,
@@ -287,6 +291,10 @@ class AuditQuery:
             if limit < 0 or limit > MAX_PAGE:
                 raise limit_exceeded(f"`first` must be between 0 and {MAX_PAGE}.")
             scope = None if len(auditable) == len(entries) else auditable
+            try:
+                await anyio.to_thread.run_sync(refuse_archived, ctx.access_log, since)
+            except ArchivedPeriod as exc:
+                raise bad_input(str(exc)) from exc
             rows, total = await anyio.to_thread.run_sync(
                 lambda: ctx.access_log.search(
                     products=scope,
