@@ -125,7 +125,6 @@ def test_a_crash_between_writing_and_deleting_loses_and_duplicates_nothing(
         from meshcore.audit.archiving import archive_sealed
         from meshcore.audit.sealing import open_log
         from meshcore.settings import Settings
-from meshcore.snapshots import file_checksum
         archive_sealed(open_log(Settings.from_env()), written=lambda s: os.kill(os.getpid(), signal.SIGKILL))
         """
     )
