@@ -180,6 +180,27 @@ class Settings:
         return None if math.isinf(days) else timedelta(days=days)
 
     @property
+    def lineage_file_max_bytes(self) -> int | None:
+        """The size at which the lineage event file (`<home>/lineage/events.jsonl`) is rotated and
+        compressed: CIVICMESH_LINEAGE_FILE_MAX_MB, in MiB (default 100; 0: never rotate)."""
+        value = self.extra.get("lineage_file_max_mb") or os.environ.get("CIVICMESH_LINEAGE_FILE_MAX_MB")
+        megabytes = float(value or 100)
+        if not 0 <= megabytes < 1 << 30:
+            raise ValueError(f"CIVICMESH_LINEAGE_FILE_MAX_MB must be a number of MiB >= 0, not {value!r}")
+        return int(megabytes * (1 << 20)) or None
+
+    @property
+    def lineage_file_keep(self) -> int | None:
+        """How many rotated (compressed) lineage event files are kept, the newest:
+        CIVICMESH_LINEAGE_FILE_KEEP (default 10; `all`: every one)."""
+        value = self.extra.get("lineage_file_keep") or os.environ.get("CIVICMESH_LINEAGE_FILE_KEEP") or "10"
+        if value.strip().lower() == "all":
+            return None
+        if not value.strip().isdigit():
+            raise ValueError(f"CIVICMESH_LINEAGE_FILE_KEEP must be a count >= 0 or 'all', not {value!r}")
+        return int(value)
+
+    @property
     def lineage_compact_interval_s(self) -> float:
         """Seconds between two compactions of the lineage outbox (CIVICMESH_LINEAGE_COMPACT_INTERVAL_S)."""
         value = self.extra.get("lineage_compact_interval_s") or os.environ.get(
