@@ -449,6 +449,7 @@ def _may_audit(settings: Settings, user: str, entries: dict[str, Any]) -> Callab
 def run_readers(args: argparse.Namespace) -> int:
     from lineage.outbox import Outbox
     from lineage.readers import UnknownDataset, load_graph, readers_from
+    from meshcore.audit.archive import ArchivedPeriod
     from meshcore.catalog import Catalog
     from meshcore.store import get_engine
 
@@ -456,7 +457,6 @@ def run_readers(args: argparse.Namespace) -> int:
         raise CommandError("--depth must be at least 1")
     settings = Settings.from_env()
     log = _plain_log(settings)
-    _complete_since(log, args.since)
     engine = get_engine(settings.metadata_url)
     entries = {e.spec.name: e for e in Catalog(engine, settings.home).ensure_schema().entries()}
     graph = load_graph(Outbox(engine).ensure_schema())
@@ -465,6 +465,8 @@ def run_readers(args: argparse.Namespace) -> int:
         derived, readers = readers_from(
             graph, log, args.derived_from, args.since, args.until, args.depth, entries, may_audit
         )
+    except ArchivedPeriod as exc:
+        raise CommandError(str(exc)) from exc
     except UnknownDataset as exc:
         raise CommandError(
             f"lineage knows no dataset {args.derived_from!r}: name a product (department.product), "

@@ -225,9 +225,12 @@ class AuditQuery:
             def may_audit(name: str) -> bool:
                 return name in entries and ctx.decide(entries[name], "audit").allowed
 
-            _, readers = await anyio.to_thread.run_sync(
-                auditable_readers, ctx.access_log, names | {product}, may_audit, since, until
-            )
+            try:
+                _, readers = await anyio.to_thread.run_sync(
+                    auditable_readers, ctx.access_log, names | {product}, may_audit, since, until
+                )
+            except ArchivedPeriod as exc:
+                raise bad_input(str(exc)) from exc
         except Exception as exc:
             touch.error_code = getattr(exc, "code", "INTERNAL_SERVER_ERROR")
             ctx.touch(touch)

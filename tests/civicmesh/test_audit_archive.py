@@ -271,3 +271,12 @@ def test_export_of_an_archived_period_is_refused(
     assert main(["audit", "verify"]) == 0
     # the archiving and the export were logged: 230 + 2
     assert "OK: access log verified, head seq 232" in capsys.readouterr().out
+
+
+def test_a_report_over_an_archived_period_is_refused(
+    settings: Settings, log: AccessLog, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """(`audit readers` and `readersOfDerived`: tests/gateway/test_gateway_accesslog_archive.py)"""
+    archive_sealed(log)
+    assert main(["audit", "report", "--days", "30"]) != 0
+    assert "are archived" in capsys.readouterr().err

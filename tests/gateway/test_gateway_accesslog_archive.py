@@ -43,3 +43,17 @@ def test_a_period_reaching_into_the_archive_is_refused(server) -> None:
     seqs = [n["seq"] for n in page["nodes"]]
     assert seqs and min(seqs) > segment.last_seq
     assert "BAD_USER_INPUT" in [n["errorCode"] for n in page["nodes"]]  # the refusals were logged
+
+
+def test_readers_of_derived_over_an_archived_period_is_refused(server) -> None:
+    """Runs after the test above has archived: the default period (from the beginning) reaches in."""
+    log = open_log(server.settings)
+    assert read_segments(log.archive_dir), "the test above archives first"
+    body = server.gql(
+        "query($p: String!) { readersOfDerived(product: $p) { subject reads } }",
+        "carol",
+        {"p": "public_works.service_requests"},
+    )
+    assert body["data"]["readersOfDerived"] is None
+    [error] = body["errors"]
+    assert error["extensions"]["code"] == "BAD_USER_INPUT" and "archived" in error["message"]
