@@ -280,3 +280,26 @@ def test_a_report_over_an_archived_period_is_refused(
     archive_sealed(log)
     assert main(["audit", "report", "--days", "30"]) != 0
     assert "are archived" in capsys.readouterr().err
+
+
+def test_archive_crash_and_verify_on_both_backends(
+    settings: Settings, metadata_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite and PostgreSQL: a run interrupted after writing (an exception here), then a full run."""
+    monkeypatch.setenv("CIVICMESH_METADATA_URL", metadata_url)
+    settings = Settings.from_env()
+    log = open_log(settings)
+    fill(log, 1, 230)
+
+    def interrupted(_: object) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        archive_sealed(log, written=interrupted)
+    assert verify_report(log).ok and len(_stored_seqs(settings)) == 230
+    assert archive_sealed(log).finished == 199
+    assert _stored_seqs(settings) == [5, *range(201, 231)] and _archived_seqs(settings) == list(range(1, 201))
+    fill(log, 231, 330)
+    assert [s.first_seq for s in archive_sealed(log).segments] == [201]
+    check = verify_report(log)
+    assert check.ok and check.head == 330, check.findings
