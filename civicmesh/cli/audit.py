@@ -188,7 +188,9 @@ def _verify_lines(check: Any) -> list[str]:
             if check.unsealed
             else "; every record is sealed"
         )
-        return [f"OK: access log verified, head seq {check.head} (key {check.key_id}; {sealed}{unsealed})"]
+        archived = f"; records 1..{check.archived} read from the archive" if check.archived else ""
+        head = f"head seq {check.head} (key {check.key_id}; {sealed}{unsealed}{archived})"
+        return [f"OK: access log verified, {head}"]
     first = check.first
     lines = [f"BAD: first bad seq {first.seq}: {first.problem}: {first.detail}"]
     lines += [f"BAD: seq {f.seq}: {f.problem}: {f.detail}" for f in check.findings if f is not first]
@@ -213,6 +215,7 @@ def run_verify(args: argparse.Namespace) -> int:
             "unsealed": check.unsealed,
             "key_id": check.key_id,
             "sink": check.sink,
+            "archived": check.archived,
         }
         print(json.dumps(result))
     else:

@@ -94,6 +94,8 @@ class Segment:
             if data.get("v") != VERSION or data.get("file") != name:
                 raise ValueError(f"not a v{VERSION} manifest of {name}")
             fields = {k: data[k] for k in cls.__dataclass_fields__ if k != "path"}
+            if not all(type(fields[k]) is int for k in ("first_seq", "last_seq", "record_count")):
+                raise ValueError("its sequence numbers are not integers")
             segment = cls(path=manifest_path.with_name(name), **fields)
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             raise ArchiveError(f"archive manifest {manifest_path}: {exc}", first) from exc

@@ -59,6 +59,7 @@ class ChainCheck:
     signed: bool = False  # a public key was given: seals and checkpoints were checked
     key_id: str | None = None
     sink: str | None = None
+    archived: int = 0  # records 1..archived were read from archive segments (meshcore.audit.archive)
 
     @property
     def ok(self) -> bool:
@@ -326,9 +327,9 @@ class _Walk:
             self._bad(start, "forged", f"{span} no signature: appended without the key")
 
 
-def _walk_chain(walk: _Walk, log: AccessLog, trusted_seq: int, findings: list[Finding]) -> None:
+def _walk_chain(walk: _Walk, log: AccessLog, trusted_seq: int, findings: list[Finding]) -> int:
     """Walk the archived segments and the store as one chain; findings in an archived record name
-    its file."""
+    its file. Returns the last archived seq (0: none)."""
     try:
         rows = ChainedRows(log, read_segments(log.archive_dir))
     except ArchiveError as exc:
@@ -343,6 +344,7 @@ def _walk_chain(walk: _Walk, log: AccessLog, trusted_seq: int, findings: list[Fi
     if walk.finding is not None:
         found = walk.finding
         findings.append(Finding(found.kind, found.seq, found.problem, rows.where(found.seq, found.detail)))
+    return rows.segments[-1].last_seq if rows.segments else 0
 
 
 def verify_log(
@@ -356,7 +358,7 @@ def verify_log(
     covering = trusted.covering()
     seals = log.seals(after_seq=trusted.covered()) if verifier else {}
     walk = _Walk(covering, seals, verifier)
-    _walk_chain(walk, log, trusted.covered(), findings)
+    archived = _walk_chain(walk, log, trusted.covered(), findings)
     in_sink = len(trusted.in_sink) if sink is not None else len(trusted.by_index)
     return ChainCheck(
         head=walk.head,
@@ -366,6 +368,7 @@ def verify_log(
         signed=verifier is not None,
         key_id=verifier.key_id if verifier else None,
         sink=sink.location if sink is not None else None,
+        archived=archived,
     )
 
 

@@ -270,7 +270,9 @@ def test_export_of_an_archived_period_is_refused(
     assert [r["seq"] for r in _lines_of(out)][:2] == [201, 202]
     assert main(["audit", "verify"]) == 0
     # the archiving and the export were logged: 230 + 2
-    assert "OK: access log verified, head seq 232" in capsys.readouterr().out
+    verified = capsys.readouterr().out
+    assert "OK: access log verified, head seq 232" in verified
+    assert "records 1..200 read from the archive" in verified
 
 
 def test_a_report_over_an_archived_period_is_refused(
