@@ -53,13 +53,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     verify.set_defaults(handler=run_verify)
 
-    archive = sub.add_parser(
-        "archive", help="move sealed records out of the store into compressed, verifiable archive files"
-    )
-    when = archive.add_mutually_exclusive_group(required=True)
-    when.add_argument("--before", type=moment, help="records stamped before this time (and sealed)")
-    when.add_argument("--sealed", action="store_true", help="every record sealed in the external sink")
-    archive.set_defaults(handler=run_archive)
+    _register_archive(sub)
 
     export = sub.add_parser("export", help="export a period of the log with a verification manifest")
     export.add_argument("--since", type=moment, help="from this time (inclusive)")
@@ -95,6 +89,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     report.add_argument("--manifest", type=Path, help="products from a dbt manifest, not the catalog")
     report.set_defaults(handler=run_report)
 
+    _register_readers(sub)
+
+
+def _register_readers(sub: argparse._SubParsersAction) -> None:
     readers = sub.add_parser("readers", help="who read products derived from a product or source")
     readers.add_argument(
         "--derived-from",
@@ -108,6 +106,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     readers.add_argument("--as", dest="user", help="only products USER may audit (as the gateway does)")
     readers.add_argument("--format", choices=("text", "json"), default="text")
     readers.set_defaults(handler=run_readers)
+
+
+def _register_archive(sub: argparse._SubParsersAction) -> None:
+    archive = sub.add_parser(
+        "archive", help="move sealed records out of the store into compressed, verifiable archive files"
+    )
+    when = archive.add_mutually_exclusive_group(required=True)
+    when.add_argument("--before", type=moment, help="records stamped before this time (and sealed)")
+    when.add_argument("--sealed", action="store_true", help="every record sealed in the external sink")
+    archive.set_defaults(handler=run_archive)
 
 
 def _store_url(settings: Settings) -> str:
