@@ -15,10 +15,12 @@ Guarantees (format and layout: `meshcore.audit.archive`):
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import gzip
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,18 +64,34 @@ def archive_sealed(
             f"the access log does not verify (first bad seq {check.first_bad}: {check.problem}); "
             "nothing archived: run `civicmesh audit verify`"
         )
-    segments = read_segments(log.archive_dir)
-    report = ArchiveReport(finished=_delete_stored(log, segments[-1].last_seq) if segments else 0)
-    start = segments[-1].last_seq + 1 if segments else 1
-    for first, cp in _plan(
-        log, start, min(check.sealed, check.head - 1, _stamped_before(log, before)), segment_records
-    ):
-        segment = _write(log, log.archive_dir, first, cp)
-        if written is not None:
-            written(segment)
-        _delete_stored(log, segment.last_seq)
-        report.segments.append(segment)
+    with _one_run(log.archive_dir):
+        segments = read_segments(log.archive_dir)
+        report = ArchiveReport(finished=_delete_stored(log, segments[-1].last_seq) if segments else 0)
+        start = segments[-1].last_seq + 1 if segments else 1
+        limit = min(check.sealed, check.head - 1, _stamped_before(log, before))
+        for first, cp in _plan(log, start, limit, segment_records):
+            segment = _write(log, log.archive_dir, first, cp)
+            if written is not None:
+                written(segment)
+            _delete_stored(log, segment.last_seq)
+            report.segments.append(segment)
     return report
+
+
+@contextlib.contextmanager
+def _one_run(directory: Path) -> Iterator[None]:
+    """An exclusive lock on the archive directory for one run; another run at the same time is
+    refused (it would plan the same segments)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    with (directory / ".lock").open("a") as lock:
+        try:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            raise ArchiveRefused(f"another `audit archive` is running on {directory}") from exc
+        try:
+            yield
+        finally:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
 
 
 def _stamped_before(log: AccessLog, before: str | None) -> int:

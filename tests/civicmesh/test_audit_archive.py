@@ -4,6 +4,7 @@ the store as one chain — every attack on an archive file is reported, naming t
 
 from __future__ import annotations
 
+import fcntl
 import gzip
 import json
 import os
@@ -305,3 +306,13 @@ def test_archive_crash_and_verify_on_both_backends(
     assert [s.first_seq for s in archive_sealed(log).segments] == [201]
     check = verify_report(log)
     assert check.ok and check.head == 330, check.findings
+
+
+def test_a_second_run_at_the_same_time_is_refused(settings: Settings, log: AccessLog) -> None:
+    settings.audit_archive_dir.mkdir(parents=True)
+    with (settings.audit_archive_dir / ".lock").open("a") as held:
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX)  # as a run in another process holds it
+        with pytest.raises(ArchiveRefused, match="another `audit archive` is running"):
+            archive_sealed(log)
+    assert read_segments(settings.audit_archive_dir) == [] and len(_stored_seqs(settings)) == 230
+    assert [s.last_seq for s in archive_sealed(log).segments] == [200]
