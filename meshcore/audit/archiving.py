@@ -9,6 +9,7 @@ Guarantees (format and layout: `meshcore.audit.archive`):
   then its manifest the same way and the directory fsynced; only then are its records deleted from
   the store, in one transaction. A crash in between leaves both copies, which verification checks
   agree; the next run deletes the stored copies first and archives from the archive's end on.
+- One run at a time per archive directory (an exclusive lock; a second run is refused).
 - Commit seals of archived records are deleted with them: the checkpoint that ends the segment
   seals each of its records (verification checks commit seals only after the newest checkpoint).
 """
