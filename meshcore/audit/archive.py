@@ -213,7 +213,7 @@ class ChainedRows:
         yield from self.log.rows(after_seq=upto)
 
     def _segment(self, segment: Segment, stored: dict[int, dict[str, Any]]) -> Iterator[dict[str, Any]]:
-        name, expected = segment.path.name, segment.first_seq
+        name, expected, ends = segment.path.name, segment.first_seq, ["", ""]
         try:
             for row in segment.rows():
                 seq = int(row["seq"])
@@ -225,6 +225,7 @@ class ChainedRows:
                         "(records reordered, inserted or removed)",
                     )
                 self._compare(row, stored.pop(seq, None), name)
+                ends = [ends[0] or row["prev_hash"], row["hash"]]
                 yield row
                 expected += 1
         except ArchiveError as exc:
@@ -234,6 +235,12 @@ class ChainedRows:
                 expected,
                 "archive truncated",
                 f"archive file {name} ends at seq {expected - 1}, its manifest at {segment.last_seq}",
+            )
+        if ends != [segment.first_prev_hash, segment.last_hash]:
+            raise ChainBroken(
+                segment.first_seq,
+                "archive modified",
+                f"the hashes at the ends of archive file {name} differ from its manifest",
             )
 
     @staticmethod

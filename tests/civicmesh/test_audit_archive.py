@@ -212,6 +212,17 @@ def _delete_kept_record(settings: Settings) -> None:
     engine.dispose()
 
 
+def _corrupt_manifest(settings: Settings) -> None:
+    path = _segment_file(settings)
+    path.with_name(path.name + ".manifest.json").write_text("{not json")
+
+
+def _edit_manifest_hash(settings: Settings) -> None:
+    path = _segment_file(settings)
+    manifest_path = path.with_name(path.name + ".manifest.json")
+    manifest_path.write_text(json.dumps({**json.loads(manifest_path.read_text()), "last_hash": "f" * 64}))
+
+
 ATTACKS = {
     "missing-file": (_delete_file, 1, "archive missing"),
     "truncated-file": (_truncate, None, "archive truncated"),
@@ -221,6 +232,8 @@ ATTACKS = {
     "reordered": (_reorder, 40, "archive out of order"),
     "file-and-manifest-deleted": (_delete_file_and_manifest, 1, "deleted"),
     "kept-record-deleted-from-the-store": (_delete_kept_record, 5, "deleted"),
+    "manifest-corrupted": (_corrupt_manifest, 1, "archive unreadable"),
+    "manifest-edited": (_edit_manifest_hash, 1, "archive modified"),
 }
 
 
