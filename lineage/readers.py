@@ -21,6 +21,7 @@ from lineage import naming
 from lineage.graph import DATASET, LineageGraph, Node
 from lineage.outbox import Outbox
 from meshcore.accesslog import AccessLog
+from meshcore.audit.archive import refuse_archived
 
 READ_ACTIONS = ("read", "export")
 
@@ -146,9 +147,11 @@ def readers_of_derived(
     since: datetime | None = None,
     until: datetime | None = None,
 ) -> list[DerivedRead]:
-    """Join: the allowed reads/exports of `products` in [since, until), per subject and product."""
+    """Join: the allowed reads/exports of `products` in [since, until), per subject and product.
+    Raises ArchivedPeriod when the period reaches into archived access-log records."""
     if not products:
         return []
+    refuse_archived(access_log, since)
     rows: list[dict[str, Any]] = []
     after = 0
     while True:  # page through: a popular product has many reads

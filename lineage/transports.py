@@ -7,14 +7,20 @@ here the dispatcher owns retries and back-off, so a transport only reports how f
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import gzip
 import os
+import shutil
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
 from lineage.outbox import OutboxEvent
 from meshcore.settings import Settings
+from meshcore.snapshots import fsync_dir
 
 DEFAULT_TRANSPORTS = "file"
 
@@ -43,23 +49,72 @@ class Transport(Protocol):
 
 
 class FileTransport:
-    """Appends one JSON event per line and fsyncs once per batch (durable before it is marked delivered)."""
+    """Appends one JSON event per line and fsyncs once per batch (durable before it is marked delivered).
 
-    def __init__(self, path: Path, name: str = "file") -> None:
+    Rotation: once the file reaches `max_bytes` (None: never), it is renamed to
+    `<stem>-<UTC time>.jsonl`, compressed to `<that>.gz` (gzip, written to a temporary name, fsynced,
+    renamed) and the `keep` newest compressed files are kept (None: all). Appends and rotation of
+    any number of processes serialise on an exclusive `flock` of `<file>.lock`, so no batch is
+    written to a file being rotated: every event is in exactly one file. A crash after the rename
+    leaves an uncompressed rotated file, compressed at the next rotation.
+    """
+
+    def __init__(
+        self, path: Path, name: str = "file", max_bytes: int | None = None, keep: int | None = None
+    ) -> None:
         self.name = name
         self.path = path
+        self.max_bytes = max_bytes
+        self.keep = keep
 
     def send(self, batch: Sequence[OutboxEvent]) -> None:
         if not batch:
             return
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            with self.path.open("a", encoding="utf-8") as handle:
-                handle.write("".join(e.event_json + "\n" for e in batch))
-                handle.flush()
-                os.fsync(handle.fileno())
+            with self._locked():
+                with self.path.open("a", encoding="utf-8") as handle:
+                    handle.write("".join(e.event_json + "\n" for e in batch))
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                    size = handle.tell()
+                if self.max_bytes is not None and size >= self.max_bytes:
+                    self._rotate()
         except OSError as exc:
             raise DeliveryError(f"cannot append to {self.path}: {exc}") from exc
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        with self.path.with_name(self.path.name + ".lock").open("a") as lock:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+
+    def rotated(self) -> list[Path]:
+        """The rotated files, oldest first (their names sort by time)."""
+        return sorted(self.path.parent.glob(f"{self.path.stem}-*{self.path.suffix}*"))
+
+    def _rotate(self) -> None:
+        """Under the lock: rename the full file, compress every rotated file not yet compressed,
+        drop the oldest beyond `keep`."""
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+        os.replace(self.path, self.path.with_name(f"{self.path.stem}-{stamp}{self.path.suffix}"))
+        for plain in [p for p in self.rotated() if p.suffix == self.path.suffix]:
+            packed = plain.with_name(plain.name + ".gz")
+            part = packed.with_name(packed.name + ".part")
+            with plain.open("rb") as source, part.open("wb") as raw:
+                with gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as out:
+                    shutil.copyfileobj(source, out, 1 << 20)
+                raw.flush()
+                os.fsync(raw.fileno())
+            os.replace(part, packed)
+            plain.unlink()
+        fsync_dir(self.path.parent)
+        packed_files = [p for p in self.rotated() if p.name.endswith(self.path.suffix + ".gz")]
+        for old in packed_files[: max(0, len(packed_files) - self.keep)] if self.keep is not None else ():
+            old.unlink()
 
     def close(self) -> None:
         pass
@@ -141,7 +196,13 @@ def transports_from_settings(settings: Settings) -> list[Transport]:
     transports: list[Transport] = []
     for name in dict.fromkeys(names):
         if name == "file":
-            transports.append(FileTransport(default_file_path(settings)))
+            transports.append(
+                FileTransport(
+                    default_file_path(settings),
+                    max_bytes=settings.lineage_file_max_bytes,
+                    keep=settings.lineage_file_keep,
+                )
+            )
         elif name == "http":
             url = get("lineage_url")
             if not url:

@@ -24,6 +24,7 @@ import threading
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
@@ -309,7 +310,8 @@ class AccessLog:
     `signer` (the private key) makes this writer seal its commits; without it the records are
     chained but unsigned (tests of other rooms; `civicmesh audit verify` then reports them as not
     signed). `verifier` and `sink` are what `verify()` checks against (the public key, the external
-    checkpoint sink)."""
+    checkpoint sink). `archive_dir` holds the sealed records moved out of the store
+    (`meshcore.audit.archive`): verification and period queries consult it."""
 
     def __init__(
         self,
@@ -318,8 +320,10 @@ class AccessLog:
         signer: Signer | None = None,
         verifier: Verifier | None = None,
         sink: CheckpointSink | None = None,
+        archive_dir: Path | None = None,
     ) -> None:
         self.engine = engine
+        self.archive_dir = archive_dir
         self.signer = signer
         self.verifier = verifier or (signer.verifier if signer else None)
         self.sink = sink
@@ -334,7 +338,8 @@ class AccessLog:
         key exported: `open_signer`), and the configured checkpoint sink."""
         signer = open_signer(settings.audit_signing_key_file, settings.audit_public_key_file)
         sink = open_sink(settings.audit_sink)
-        log = cls(get_engine(settings.metadata_url), signer=signer, sink=sink).ensure_schema()
+        engine = get_engine(settings.metadata_url)
+        log = cls(engine, signer=signer, sink=sink, archive_dir=settings.audit_archive_dir).ensure_schema()
         create_index(log.engine, ACTION_INDEX)  # a store made before the index existed gets it once
         return log
 

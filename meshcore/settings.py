@@ -119,6 +119,12 @@ class Settings:
         return os.environ.get("CIVICMESH_AUDIT_SINK") or str(self.audit_dir / "checkpoints.jsonl")
 
     @property
+    def audit_archive_dir(self) -> Path:
+        """Where `civicmesh audit archive` moves sealed access-log segments (compressed, each with a
+        manifest): CIVICMESH_AUDIT_ARCHIVE_DIR, default the home's audit/archive/."""
+        return _env_path("CIVICMESH_AUDIT_ARCHIVE_DIR", self.audit_dir / "archive")
+
+    @property
     def checkpoint_every(self) -> int:
         """A checkpoint after this many records..."""
         return int(os.environ.get("CIVICMESH_AUDIT_CHECKPOINT_RECORDS") or 1000)
@@ -172,6 +178,27 @@ class Settings:
         if not days >= 0:  # NaN too
             raise ValueError(f"CIVICMESH_LINEAGE_READ_RETENTION_DAYS must be >= 0 or inf, not {value!r}")
         return None if math.isinf(days) else timedelta(days=days)
+
+    @property
+    def lineage_file_max_bytes(self) -> int | None:
+        """The size at which the lineage event file (`<home>/lineage/events.jsonl`) is rotated and
+        compressed: CIVICMESH_LINEAGE_FILE_MAX_MB, in MiB (default 100; 0: never rotate)."""
+        value = self.extra.get("lineage_file_max_mb") or os.environ.get("CIVICMESH_LINEAGE_FILE_MAX_MB")
+        megabytes = float(value or 100)
+        if not 0 <= megabytes < 1 << 30:
+            raise ValueError(f"CIVICMESH_LINEAGE_FILE_MAX_MB must be a number of MiB >= 0, not {value!r}")
+        return int(megabytes * (1 << 20)) or None
+
+    @property
+    def lineage_file_keep(self) -> int | None:
+        """How many rotated (compressed) lineage event files are kept, the newest:
+        CIVICMESH_LINEAGE_FILE_KEEP (default 10; `all`: every one)."""
+        value = self.extra.get("lineage_file_keep") or os.environ.get("CIVICMESH_LINEAGE_FILE_KEEP") or "10"
+        if value.strip().lower() == "all":
+            return None
+        if not value.strip().isdigit():
+            raise ValueError(f"CIVICMESH_LINEAGE_FILE_KEEP must be a count >= 0 or 'all', not {value!r}")
+        return int(value)
 
     @property
     def lineage_compact_interval_s(self) -> float:

@@ -48,7 +48,11 @@ def test_integrity_benchmark_runs_and_reports_the_first_open_cost() -> None:
 
 def test_storage_benchmark_runs_and_reports_bytes_per_request() -> None:
     result = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "storage.py"), "--requests", "300", "--warmup", "100"],
+        [
+            sys.executable,
+            str(ROOT / "bench" / "storage.py"),
+            *("--requests", "300", "--warmup", "100", "--archive-every", "100"),
+        ],
         capture_output=True,
         text=True,
         timeout=300,
@@ -56,6 +60,8 @@ def test_storage_benchmark_runs_and_reports_bytes_per_request() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "compacted / baseline:" in result.stdout and "bytes/request" in result.stdout
+    assert "archived / baseline:" in result.stdout
+    assert "audit verify over archive + store: OK" in result.stdout
 
 
 def test_audit_benchmark_runs_on_sqlite_and_postgresql_and_each_log_verifies() -> None:

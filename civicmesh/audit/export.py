@@ -12,6 +12,8 @@ the records after the last checkpoint, and an Ed25519 signature of the manifest 
 A period is selected by time, but the chain is a sequence: the export covers the contiguous seq
 range from the first to the last record stamped inside the period, so it has no holes (a record
 stamped just outside the period may sit inside that range: writers stamp before they queue).
+A period reaching into archived records (`civicmesh audit archive`) is refused (`ExportError`
+naming the archived span), never exported in part.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from typing import IO, Any
 from sqlalchemy import func, select
 
 from meshcore.accesslog import GENESIS_HASH, AccessLog, access_log_table, chain_hash, utc_timestamp
+from meshcore.audit.archive import ArchivedPeriod, refuse_archived
 from meshcore.audit.verify import trusted_checkpoints, verify_report
 from meshcore.seals.checkpoints import Checkpoint, SealRun, canonical, record_digest
 from meshcore.seals.signing import Signer, Verifier
@@ -130,6 +133,10 @@ def export_log(
     signed when the log holds the signing key)."""
     if fmt not in FORMATS:
         raise ExportError(f"format must be one of {', '.join(FORMATS)}")
+    try:
+        refuse_archived(log, since)
+    except ArchivedPeriod as exc:
+        raise ExportError(f"not exported: {exc}") from exc
     ends = _write_records(log, out, fmt, seq_range(log, since, until))
     first, last = (ends[0], ends[-1]) if ends else ({}, {})
     count = int(last["seq"]) - int(first["seq"]) + 1 if ends else 0

@@ -1,8 +1,10 @@
-"""`civicmesh audit verify|export|verify-export|report|readers`: the access log for auditors.
+"""`civicmesh audit verify|archive|export|verify-export|report|readers`: the access log for auditors.
 
 - `verify`: the records against the hash chain, the chain against the signed checkpoints and the
   checkpoints against the external sink, with the public key only; names the first bad record and
-  says how many newest records are not sealed yet.
+  says how many newest records are not sealed yet. Archived segments are verified as the start of
+  the chain.
+- `archive`: move sealed records out of the store into compressed files (`meshcore.audit.archiving`).
 - `export`: a period of the log as CSV or JSONL plus a manifest (public key, checkpoints, seals)
   an auditor checks without the store.
 - `verify-export`: check an export against its manifest (no database needed, the public key only).
@@ -51,6 +53,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     verify.set_defaults(handler=run_verify)
 
+    _register_archive(sub)
+
     export = sub.add_parser("export", help="export a period of the log with a verification manifest")
     export.add_argument("--since", type=moment, help="from this time (inclusive)")
     export.add_argument("--until", type=moment, help="up to this time (exclusive)")
@@ -85,6 +89,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     report.add_argument("--manifest", type=Path, help="products from a dbt manifest, not the catalog")
     report.set_defaults(handler=run_report)
 
+    _register_readers(sub)
+
+
+def _register_readers(sub: argparse._SubParsersAction) -> None:
     readers = sub.add_parser("readers", help="who read products derived from a product or source")
     readers.add_argument(
         "--derived-from",
@@ -98,6 +106,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     readers.add_argument("--as", dest="user", help="only products USER may audit (as the gateway does)")
     readers.add_argument("--format", choices=("text", "json"), default="text")
     readers.set_defaults(handler=run_readers)
+
+
+def _register_archive(sub: argparse._SubParsersAction) -> None:
+    archive = sub.add_parser(
+        "archive", help="move sealed records out of the store into compressed, verifiable archive files"
+    )
+    when = archive.add_mutually_exclusive_group(required=True)
+    when.add_argument("--before", type=moment, help="records stamped before this time (and sealed)")
+    when.add_argument("--sealed", action="store_true", help="every record sealed in the external sink")
+    archive.set_defaults(handler=run_archive)
 
 
 def _store_url(settings: Settings) -> str:
@@ -130,7 +148,8 @@ def _reading_log(settings: Settings, public_key: Path | None, sink: str | None) 
     except SinkError as exc:
         raise CommandError(str(exc)) from exc
     engine = get_engine(_store_url(settings))
-    return AccessLog(engine, verifier=verifier, sink=checkpoint_sink).ensure_schema()
+    archive_dir = settings.audit_archive_dir
+    return AccessLog(engine, verifier=verifier, sink=checkpoint_sink, archive_dir=archive_dir).ensure_schema()
 
 
 def _plain_log(settings: Settings) -> Any:
@@ -138,7 +157,17 @@ def _plain_log(settings: Settings) -> Any:
     from meshcore.accesslog import AccessLog
     from meshcore.store import get_engine
 
-    return AccessLog(get_engine(_store_url(settings))).ensure_schema()
+    return AccessLog(get_engine(_store_url(settings)), archive_dir=settings.audit_archive_dir).ensure_schema()
+
+
+def _complete_since(log: Any, since: datetime | None) -> None:
+    """Refuse a period that reaches into archived records (the store alone would be incomplete)."""
+    from meshcore.audit.archive import ArchivedPeriod, refuse_archived
+
+    try:
+        refuse_archived(log, since)
+    except ArchivedPeriod as exc:
+        raise CommandError(str(exc)) from exc
 
 
 def _writing_log(settings: Settings) -> Any:
@@ -167,7 +196,9 @@ def _verify_lines(check: Any) -> list[str]:
             if check.unsealed
             else "; every record is sealed"
         )
-        return [f"OK: access log verified, head seq {check.head} (key {check.key_id}; {sealed}{unsealed})"]
+        archived = f"; records 1..{check.archived} read from the archive" if check.archived else ""
+        head = f"head seq {check.head} (key {check.key_id}; {sealed}{unsealed}{archived})"
+        return [f"OK: access log verified, {head}"]
     first = check.first
     lines = [f"BAD: first bad seq {first.seq}: {first.problem}: {first.detail}"]
     lines += [f"BAD: seq {f.seq}: {f.problem}: {f.detail}" for f in check.findings if f is not first]
@@ -192,11 +223,53 @@ def run_verify(args: argparse.Namespace) -> int:
             "unsealed": check.unsealed,
             "key_id": check.key_id,
             "sink": check.sink,
+            "archived": check.archived,
         }
         print(json.dumps(result))
     else:
         print("\n".join(_verify_lines(check)))
     return 0 if check.ok else 1
+
+
+# -- archive ----------------------------------------------------------------------------------------
+
+
+def run_archive(args: argparse.Namespace) -> int:
+    from meshcore.accesslog import AccessLogUnavailable, AccessRecord, utc_timestamp
+    from meshcore.audit.archive import ArchiveError
+    from meshcore.audit.archiving import ArchiveRefused, archive_sealed
+
+    log = _writing_log(Settings.from_env())
+    try:
+        report = archive_sealed(log, utc_timestamp(args.before) if args.before else None)
+    except (ArchiveRefused, ArchiveError) as exc:
+        raise CommandError(str(exc)) from exc
+    if report.finished:
+        print(f"deleted {report.finished} stored records an interrupted run had already archived")
+    for segment in report.segments:
+        print(
+            f"archived seq {segment.first_seq}..{segment.last_seq} ({segment.record_count} records, "
+            f"checkpoint #{segment.checkpoint['index']}) to {segment.path}"
+        )
+    if not report.segments:
+        print("nothing to archive: no sealed record in the store is old enough")
+        return 0
+    span = f"seq {report.segments[0].first_seq}..{report.segments[-1].last_seq}"
+    record = AccessRecord(
+        request_id=f"audit-archive-{report.segments[-1].sha256[:16]}",
+        action="audit_archive",
+        status=200,
+        decision="allow",
+        reason=f"civicmesh audit archive: {span} to {log.archive_dir}",
+        subject=f"local:{getpass.getuser()}",
+        client="cli",
+        rows=sum(s.record_count for s in report.segments),
+    )
+    try:
+        log.append([record])
+    except AccessLogUnavailable as exc:
+        raise CommandError(f"archived, but the archiving could not be logged: {exc}") from exc
+    return 0
 
 
 # -- export -----------------------------------------------------------------------------------------
@@ -228,7 +301,7 @@ def _log_export(log: Any, manifest: dict[str, Any]) -> None:
 def run_export(args: argparse.Namespace) -> int:
     import tempfile
 
-    from civicmesh.audit.export import export_log, sign_manifest
+    from civicmesh.audit.export import ExportError, export_log, sign_manifest
 
     if args.since and args.until and args.since >= args.until:
         raise CommandError("--since must be before --until")
@@ -238,7 +311,10 @@ def run_export(args: argparse.Namespace) -> int:
         raise CommandError("--out - (stdout) needs --manifest FILE")
     with tempfile.TemporaryDirectory() as tmp:
         target = Path(tmp) / f"access-log.{args.format}" if to_stdout or not args.out else Path(args.out)
-        manifest = export_log(log, target, args.format, args.since, args.until)
+        try:
+            manifest = export_log(log, target, args.format, args.since, args.until)
+        except ExportError as exc:
+            raise CommandError(str(exc)) from exc
         if not to_stdout and not args.out:  # name it after the range it holds
             name = f"access-log-{manifest['first_seq'] or 0}-{manifest['last_seq'] or 0}.{args.format}"
             final = Path(name)
@@ -358,6 +434,7 @@ def run_report(args: argparse.Namespace) -> int:
     log = _plain_log(settings)
     products = load_products(settings, args.manifest)
     now = datetime.now(UTC)
+    _complete_since(log, now - timedelta(days=args.days))
     review = access_review(_engine_in_force(settings, log, now), products, log, now=now, days=args.days)
     report = build_report(
         log,
@@ -383,6 +460,7 @@ def _may_audit(settings: Settings, user: str, entries: dict[str, Any]) -> Callab
 def run_readers(args: argparse.Namespace) -> int:
     from lineage.outbox import Outbox
     from lineage.readers import UnknownDataset, load_graph, readers_from
+    from meshcore.audit.archive import ArchivedPeriod
     from meshcore.catalog import Catalog
     from meshcore.store import get_engine
 
@@ -398,6 +476,8 @@ def run_readers(args: argparse.Namespace) -> int:
         derived, readers = readers_from(
             graph, log, args.derived_from, args.since, args.until, args.depth, entries, may_audit
         )
+    except ArchivedPeriod as exc:
+        raise CommandError(str(exc)) from exc
     except UnknownDataset as exc:
         raise CommandError(
             f"lineage knows no dataset {args.derived_from!r}: name a product (department.product), "

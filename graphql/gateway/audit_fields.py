@@ -19,6 +19,7 @@ from gateway.context import RequestContext, Touch
 from gateway.errors import NOT_AVAILABLE, bad_input, forbidden, limit_exceeded
 from gateway.types import BigInt, PageInfo, RowFilterInfo
 from lineage.readers import DerivedRead, auditable_readers
+from meshcore.audit.archive import ArchivedPeriod, refuse_archived
 from meshcore.catalog import CatalogEntry
 from policies.decision import ACTIONS
 from policies.history import History, HistoryError
@@ -224,9 +225,12 @@ class AuditQuery:
             def may_audit(name: str) -> bool:
                 return name in entries and ctx.decide(entries[name], "audit").allowed
 
-            _, readers = await anyio.to_thread.run_sync(
-                auditable_readers, ctx.access_log, names | {product}, may_audit, since, until
-            )
+            try:
+                _, readers = await anyio.to_thread.run_sync(
+                    auditable_readers, ctx.access_log, names | {product}, may_audit, since, until
+                )
+            except ArchivedPeriod as exc:
+                raise bad_input(str(exc)) from exc
         except Exception as exc:
             touch.error_code = getattr(exc, "code", "INTERNAL_SERVER_ERROR")
             ctx.touch(touch)
@@ -261,7 +265,10 @@ class AuditQuery:
         ctx.touch(touch)
         return result
 
-    @strawberry.field(description="Access-log records you may audit, oldest first.")
+    @strawberry.field(
+        description="Access-log records you may audit, oldest first. A period reaching into archived "
+        "records (`civicmesh audit archive`) is refused with BAD_USER_INPUT naming the archived span."
+    )
     async def access_log(
         self,
         info: strawberry.Info,
@@ -287,6 +294,10 @@ class AuditQuery:
             if limit < 0 or limit > MAX_PAGE:
                 raise limit_exceeded(f"`first` must be between 0 and {MAX_PAGE}.")
             scope = None if len(auditable) == len(entries) else auditable
+            try:
+                await anyio.to_thread.run_sync(refuse_archived, ctx.access_log, since)
+            except ArchivedPeriod as exc:
+                raise bad_input(str(exc)) from exc
             rows, total = await anyio.to_thread.run_sync(
                 lambda: ctx.access_log.search(
                     products=scope,

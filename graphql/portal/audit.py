@@ -10,7 +10,7 @@ for a user the gateway lets read the log, and reads every record: it has its own
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Any
 from urllib.parse import urlencode
 
@@ -92,7 +92,9 @@ class AuditPages:
 
     async def verify(self, request: Request, reader: Reader) -> Response:
         # The gateway decides who may read the log (and records the attempt); only then verify it.
-        result = await reader.run(documents.ACCESS_LOG, {"first": 0})
+        # `since` now: a period from the beginning is refused once records are archived.
+        probe = {"first": 0, "since": datetime.now(UTC).isoformat()}
+        result = await reader.run(documents.ACCESS_LOG, probe)
         if (result.data or {}).get("accessLog") is None:
             raise PageError(result.status if result.errors else 403, result.message or "Not allowed.")
         check = await anyio.to_thread.run_sync(verify_report, backend(request).access_log)

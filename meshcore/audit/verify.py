@@ -13,6 +13,11 @@ What is detected, and where it is reported (`Finding.seq`):
 - a checkpoint deleted from the store or from the sink, forged, or different in the two: reported
   as a checkpoint finding naming the last record it seals.
 
+Archived segments (`meshcore.audit.archive`) are read first, as the start of the same chain: a
+file missing, truncated, edited, reordered or re-compressed with edits is reported with the file
+named (`Finding.detail`) and the first record it concerns; a segment deleted together with its
+manifest leaves a gap the walk reports as deleted records (the checkpoints still seal them).
+
 Records after the last checkpoint in the sink are signed in the store only; `ChainCheck.unsealed`
 says how many there are (removing *them* together with their seals cannot be detected yet).
 """
@@ -26,6 +31,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from meshcore.accesslog import GENESIS_HASH, AccessLog, chain_problem, legacy_checkpoints_table
+from meshcore.audit.archive import ArchiveError, ChainBroken, ChainedRows, read_segments
 from meshcore.seals.checkpoints import GENESIS, Checkpoint, SealRun, record_digest
 from meshcore.seals.signing import Verifier
 from meshcore.seals.sinks import CheckpointSink, SinkError
@@ -53,6 +59,7 @@ class ChainCheck:
     signed: bool = False  # a public key was given: seals and checkpoints were checked
     key_id: str | None = None
     sink: str | None = None
+    archived: int = 0  # records 1..archived were read from archive segments (meshcore.audit.archive)
 
     @property
     def ok(self) -> bool:
@@ -320,6 +327,26 @@ class _Walk:
             self._bad(start, "forged", f"{span} no signature: appended without the key")
 
 
+def _walk_chain(walk: _Walk, log: AccessLog, trusted_seq: int, findings: list[Finding]) -> int:
+    """Walk the archived segments and the store as one chain; findings in an archived record name
+    its file. Returns the last archived seq (0: none)."""
+    try:
+        rows = ChainedRows(log, read_segments(log.archive_dir))
+    except ArchiveError as exc:
+        findings.append(Finding("record", exc.seq, exc.problem, str(exc)))
+        rows = ChainedRows(log, [])
+    try:
+        walk.run(rows)
+        walk.finish(trusted_seq)
+    except ChainBroken as exc:
+        walk.finding = Finding("record", exc.seq, exc.problem, exc.detail)
+    findings.extend(Finding("record", seq, problem, detail) for seq, problem, detail in rows.problems)
+    if walk.finding is not None:
+        found = walk.finding
+        findings.append(Finding(found.kind, found.seq, found.problem, rows.where(found.seq, found.detail)))
+    return rows.segments[-1].last_seq if rows.segments else 0
+
+
 def verify_log(
     log: AccessLog, verifier: Verifier | None = None, sink: CheckpointSink | None = None
 ) -> ChainCheck:
@@ -331,10 +358,7 @@ def verify_log(
     covering = trusted.covering()
     seals = log.seals(after_seq=trusted.covered()) if verifier else {}
     walk = _Walk(covering, seals, verifier)
-    walk.run(log.rows())
-    walk.finish(trusted.covered())
-    if walk.finding is not None:
-        findings.append(walk.finding)
+    archived = _walk_chain(walk, log, trusted.covered(), findings)
     in_sink = len(trusted.in_sink) if sink is not None else len(trusted.by_index)
     return ChainCheck(
         head=walk.head,
@@ -344,6 +368,7 @@ def verify_log(
         signed=verifier is not None,
         key_id=verifier.key_id if verifier else None,
         sink=sink.location if sink is not None else None,
+        archived=archived,
     )
 
 
