@@ -244,9 +244,13 @@ class Sealer:
 
         A sink holding another log's chain (two metadata stores configured with one sink, e.g. one
         home's default) would otherwise be extended with records it never sealed, or, while this
-        log is shorter than that chain, leave every record of this one unsealed without a word."""
+        log is shorter than that chain, leave every record of this one unsealed without a word.
+        A record moved to the archive (`audit archive`) is vouched for by its successor, which the
+        archive never takes: it must link to the checkpoint's hash."""
         found = self.log.links(previous.seq - 1, 1)
         if found and found[0][0] == previous.seq and found[0][2] == previous.hash:
+            return
+        if found and found[0][0] == previous.seq + 1 and found[0][1] == previous.hash:
             return
         ours = (
             f"this store's record {previous.seq} has hash {found[0][2][:16]}"
