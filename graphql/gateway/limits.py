@@ -15,11 +15,17 @@ refused it. Now, in order, each step bounded by the one before:
    with fragments expanded, at most MAX_SPREADS distinct fragments spread at one level, and a
    field-merging cost (what OverlappingFieldsCanBeMerged compares) within MAX_MERGE_COST; and at
    most MAX_VARIABLE_VALUES JSON values in the variables (graphql-core coerces them on the loop);
-4. the full validation, every rule.
+4. the full validation, every rule; or, for a document whose *shape* (`shapes.py`: the tokens with
+   literal values as placeholders) already passed every rule on this schema, ValuesOfCorrectType
+   alone, the one rule that reads literal values (issue 16: a query with its values inlined cost
+   ~35 % more than its variable form, missing both caches).
 
 Step 1 and the cache lookups run on the event loop; steps 2-4 run in a worker thread with its own
 small limiter, so a slow one shares the GIL with the event loop (a switch every 5 ms) instead of
-holding it. Documents and validation results are cached by document text (validation per schema).
+holding it. Documents and validation results are cached by document text (validation per schema),
+shapes that validated clean by shape per schema; all three caches are bounded LRUs, and a schema's
+entries go with it (each caller's schema is its own: a shape validated for one caller is never
+taken as valid for another whose schema differs).
 A refusal is an ordinary GraphQL error whose message carries one of LIMIT_MESSAGES (code
 LIMIT_EXCEEDED), recorded like any refused query.
 """
@@ -41,6 +47,7 @@ from graphql.language.parser import Parser
 from strawberry.extensions import SchemaExtension
 from strawberry.schema.schema import validate_document
 
+from gateway.shapes import Shape, shape, shape_invariant
 from graphql import (
     DocumentNode,
     FieldNode,
@@ -50,6 +57,8 @@ from graphql import (
     InlineFragmentNode,
     OperationDefinitionNode,
     SelectionSetNode,
+    ValuesOfCorrectTypeRule,
+    validate,
 )
 
 MAX_TOKENS = 2000
@@ -64,6 +73,7 @@ MAX_VARIABLE_VALUES = 2_000
 WORKER_THREADS = 2  # parsing and validation of documents not seen before, at most this many at once
 PARSE_CACHE = 512  # parsed documents
 VALIDATION_CACHE = 512  # validated documents per schema
+SHAPE_CACHE = 512  # shapes that passed every rule, per schema
 
 NESTING_MESSAGE = "levels of nesting, which is not allowed"
 FIELDS_MESSAGE = "fields with fragments expanded, which is not allowed"
@@ -210,11 +220,12 @@ def refusal(document: DocumentNode) -> GraphQLError | None:
 
 
 class _Results:
-    """Bounded LRU caches keyed by document text: parsed documents, and validation results per
-    schema (weakly held: a replaced schema takes its results along). Thread-safe."""
+    """A bounded LRU cache, one table per schema (weakly held: a replaced schema takes its entries
+    along) or one shared (`schema` None); `hits` counts the lookups that found. Thread-safe."""
 
     def __init__(self, size: int) -> None:
         self.size = size
+        self.hits = 0
         self._lock = threading.Lock()
         self._by_schema: weakref.WeakKeyDictionary[Any, OrderedDict[str, Any]] = weakref.WeakKeyDictionary()
         self._shared: OrderedDict[str, Any] = OrderedDict()
@@ -224,30 +235,37 @@ class _Results:
             return self._shared
         return self._by_schema.setdefault(schema, OrderedDict())
 
-    def get(self, schema: Any, text: str) -> Any | None:
+    def get(self, schema: Any, key: Any) -> Any | None:
         with self._lock:
             table = self._table(schema)
-            if text not in table:
+            if key not in table:
                 return None
-            table.move_to_end(text)
-            return table[text]
+            table.move_to_end(key)
+            self.hits += 1
+            return table[key]
 
-    def put(self, schema: Any, text: str, value: Any) -> None:
+    def put(self, schema: Any, key: Any, value: Any) -> None:
         with self._lock:
             table = self._table(schema)
-            table[text] = value
+            table[key] = value
             while len(table) > self.size:
                 table.popitem(last=False)
 
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._shared) + sum(len(table) for table in self._by_schema.values())
 
-_PARSED = _Results(PARSE_CACHE)
-_VALIDATED = _Results(VALIDATION_CACHE)
+
+_PARSED = _Results(PARSE_CACHE)  # text -> (document, shape)
+_VALIDATED = _Results(VALIDATION_CACHE)  # (schema) text -> errors
+SHAPES = _Results(SHAPE_CACHE)  # (schema) shape -> True: every rule passed
 _LIMITER: list[anyio.CapacityLimiter] = []  # created on first use, inside the event loop
 
 
 def parsed(text: str) -> DocumentNode | None:
     """The document `CheapLimits` parsed from `text`, if it is still cached (never parses)."""
-    return _PARSED.get(None, text)
+    entry = _PARSED.get(None, text)
+    return entry[0] if entry is not None else None
 
 
 async def _in_thread(function: Any, *args: Any) -> Any:
@@ -266,6 +284,7 @@ class _CountingParser(Parser):
     def __init__(self, text: str, max_tokens: int | None) -> None:
         super().__init__(text, max_tokens=max_tokens)
         self._levels: list[tuple[Counter[str], list[int]]] = []
+        self.start = self._lexer.token  # SOF: the lexer links every token it reads after it
 
     def _refuse(self, node: Any, message: str) -> GraphQLSyntaxError:
         return GraphQLSyntaxError(self._lexer.source, node.loc.start if node.loc else 0, message)
@@ -295,14 +314,25 @@ class _CountingParser(Parser):
         return node
 
 
-def _parse(text: str, max_tokens: int | None) -> DocumentNode:
-    return _CountingParser(text, max_tokens).parse_document()
+def _parse(text: str, max_tokens: int | None) -> tuple[DocumentNode, Shape]:
+    parser = _CountingParser(text, max_tokens)
+    document = parser.parse_document()
+    return document, shape(parser.start)
 
 
-def _check(schema: Any, document: DocumentNode, rules: Any) -> list[GraphQLError]:
-    """Cheap refusal, then the full validation (worker thread)."""
+def _check(schema: Any, document: DocumentNode, doc_shape: Shape | None, rules: Any) -> list[GraphQLError]:
+    """Step 3 and 4 (worker thread): for a shape that passed every rule on `schema` before, only
+    ValuesOfCorrectType (what full validation would answer, `shapes.py`); otherwise the cheap
+    refusal, then the full validation, remembering the shape if it passed."""
+    if doc_shape is not None and shape_invariant(rules) and SHAPES.get(schema, doc_shape):
+        return validate(schema, document, [ValuesOfCorrectTypeRule])
     refused = refusal(document)
-    return [refused] if refused is not None else validate_document(schema, document, rules)
+    if refused is not None:
+        return [refused]
+    errors = validate_document(schema, document, rules)
+    if not errors and doc_shape is not None:
+        SHAPES.put(schema, doc_shape, True)
+    return errors
 
 
 class CheapLimits(SchemaExtension):
@@ -311,16 +341,18 @@ class CheapLimits(SchemaExtension):
     loop only the bracket count and the cache lookups run; parsing, the limits on the parsed
     document and the validation rules run in a worker thread."""
 
+    _shape: Shape | None = None  # this request's document shape, once `on_parse` has it
+
     async def on_parse(self) -> AsyncIterator[None]:
         context = self.execution_context
         text = context.query or ""
         if nesting(text) > MAX_NESTING:
             raise GraphQLError(f"The document has more than {MAX_NESTING} {NESTING_MESSAGE}.")
-        document = _PARSED.get(None, text)
-        if document is None:
-            document = await _in_thread(_parse, text, context.parse_options.get("max_tokens"))
-            _PARSED.put(None, text, document)
-        context.graphql_document = document
+        entry = _PARSED.get(None, text)
+        if entry is None:
+            entry = await _in_thread(_parse, text, context.parse_options.get("max_tokens"))
+            _PARSED.put(None, text, entry)
+        context.graphql_document, self._shape = entry
         yield
 
     async def on_validate(self) -> AsyncIterator[None]:
@@ -333,7 +365,8 @@ class CheapLimits(SchemaExtension):
         schema, text = context.schema._schema, context.query or ""
         errors = _VALIDATED.get(schema, text)
         if errors is None:
-            errors = await _in_thread(_check, schema, context.graphql_document, context.validation_rules)
+            document, rules = context.graphql_document, context.validation_rules
+            errors = await _in_thread(_check, schema, document, self._shape, rules)
             _VALIDATED.put(schema, text, errors)
         context.pre_execution_errors = errors
         yield
