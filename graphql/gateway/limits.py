@@ -47,16 +47,20 @@ from graphql.language.parser import Parser
 from strawberry.extensions import SchemaExtension
 from strawberry.schema.schema import validate_document
 
-from gateway.shapes import Shape, shape, shape_invariant
+from gateway.shapes import LiteralTypes, Shape, check_literals, literal_types, shape, shape_invariant
 from graphql import (
     DocumentNode,
     FieldNode,
+    FloatValueNode,
     FragmentDefinitionNode,
     FragmentSpreadNode,
     GraphQLError,
     InlineFragmentNode,
+    IntValueNode,
     OperationDefinitionNode,
     SelectionSetNode,
+    StringValueNode,
+    ValueNode,
     ValuesOfCorrectTypeRule,
     validate,
 )
@@ -256,16 +260,32 @@ class _Results:
             return len(self._shared) + sum(len(table) for table in self._by_schema.values())
 
 
-_PARSED = _Results(PARSE_CACHE)  # text -> (document, shape)
+@dataclass(frozen=True)
+class _Parsed:
+    document: DocumentNode
+    shape: Shape
+    literals: tuple[ValueNode, ...]  # its Int, Float and String value nodes, in token order
+
+
+@dataclass(frozen=True)
+class _Valid:
+    """A shape that passed every rule; at its first reuse, its `shapes.literal_types` (so documents
+    of a shape seen once never pay for them)."""
+
+    types: LiteralTypes | None = None
+    recorded: bool = False
+
+
+_PARSED = _Results(PARSE_CACHE)  # text -> _Parsed
 _VALIDATED = _Results(VALIDATION_CACHE)  # (schema) text -> errors
-SHAPES = _Results(SHAPE_CACHE)  # (schema) shape -> True: every rule passed
+SHAPES = _Results(SHAPE_CACHE)  # (schema) shape -> _Valid: every rule passed
 _LIMITER: list[anyio.CapacityLimiter] = []  # created on first use, inside the event loop
 
 
 def parsed(text: str) -> DocumentNode | None:
     """The document `CheapLimits` parsed from `text`, if it is still cached (never parses)."""
     entry = _PARSED.get(None, text)
-    return entry[0] if entry is not None else None
+    return entry.document if entry is not None else None
 
 
 async def _in_thread(function: Any, *args: Any) -> Any:
@@ -285,6 +305,7 @@ class _CountingParser(Parser):
         super().__init__(text, max_tokens=max_tokens)
         self._levels: list[tuple[Counter[str], list[int]]] = []
         self.start = self._lexer.token  # SOF: the lexer links every token it reads after it
+        self.literals: list[ValueNode] = []
 
     def _refuse(self, node: Any, message: str) -> GraphQLSyntaxError:
         return GraphQLSyntaxError(self._lexer.source, node.loc.start if node.loc else 0, message)
@@ -305,6 +326,18 @@ class _CountingParser(Parser):
             raise self._refuse(node, f"Field {key!r} {REPEATS_MESSAGE} ({MAX_REPEATS}).")
         return node
 
+    def parse_int(self, is_const: bool = False) -> IntValueNode:
+        self.literals.append(node := super().parse_int(is_const))
+        return node
+
+    def parse_float(self, is_const: bool = False) -> FloatValueNode:
+        self.literals.append(node := super().parse_float(is_const))
+        return node
+
+    def parse_string_literal(self, is_const: bool = False) -> StringValueNode:
+        self.literals.append(node := super().parse_string_literal(is_const))
+        return node
+
     def parse_fragment(self) -> FragmentSpreadNode | InlineFragmentNode:
         node = super().parse_fragment()
         spreads = self._levels[-1][1]
@@ -314,34 +347,45 @@ class _CountingParser(Parser):
         return node
 
 
-def _parse(text: str, max_tokens: int | None) -> tuple[DocumentNode, Shape]:
+def _parse(text: str, max_tokens: int | None) -> _Parsed:
     parser = _CountingParser(text, max_tokens)
     document = parser.parse_document()
-    return document, shape(parser.start)
+    return _Parsed(document, shape(parser.start), tuple(parser.literals))
 
 
-def _check(schema: Any, document: DocumentNode, doc_shape: Shape | None, rules: Any) -> list[GraphQLError]:
+def _check(schema: Any, document: DocumentNode, parsed: _Parsed | None, rules: Any) -> list[GraphQLError]:
     """Step 3 and 4 (worker thread): for a shape that passed every rule on `schema` before, only
-    ValuesOfCorrectType (what full validation would answer, `shapes.py`); otherwise the cheap
-    refusal, then the full validation, remembering the shape if it passed."""
-    if doc_shape is not None and shape_invariant(rules) and SHAPES.get(schema, doc_shape):
-        return validate(schema, document, [ValuesOfCorrectTypeRule])
+    ValuesOfCorrectType (`shapes.check_literals`, or the rule in full); otherwise the cheap
+    refusal, then the full validation, remembering the shape if it passed. `parsed` is None for a
+    document `on_parse` did not parse (no shape known): every rule."""
+    if parsed is not None and shape_invariant(rules) and (valid := SHAPES.get(schema, parsed.shape)):
+        return _values_of_correct_type(schema, parsed, valid)
     refused = refusal(document)
     if refused is not None:
         return [refused]
     errors = validate_document(schema, document, rules)
-    if not errors and doc_shape is not None:
-        SHAPES.put(schema, doc_shape, True)
+    if not errors and parsed is not None:
+        SHAPES.put(schema, parsed.shape, _Valid())
     return errors
+
+
+def _values_of_correct_type(schema: Any, parsed: _Parsed, valid: _Valid) -> list[GraphQLError]:
+    """ValuesOfCorrectType's answer for a document of a valid shape: its literals checked against
+    the types the shape recorded (`shapes.check_literals`), or the rule in full."""
+    if not valid.recorded:
+        valid = _Valid(literal_types(schema, parsed.document, parsed.literals), recorded=True)
+        SHAPES.put(schema, parsed.shape, valid)
+    errors = check_literals(parsed.literals, valid.types) if valid.types is not None else None
+    return errors if errors is not None else validate(schema, parsed.document, [ValuesOfCorrectTypeRule])
 
 
 def _parse_and_check(
     text: str, max_tokens: int | None, schema: Any, rules: Any
-) -> tuple[DocumentNode, Shape, list[GraphQLError]]:
+) -> tuple[_Parsed, list[GraphQLError]]:
     """A text never seen: steps 2-4 in one trip to a worker thread (a document with new literals
     pays one thread switch, as its variable form pays none)."""
-    document, doc_shape = _parse(text, max_tokens)
-    return document, doc_shape, _check(schema, document, doc_shape, rules)
+    parsed = _parse(text, max_tokens)
+    return parsed, _check(schema, parsed.document, parsed, rules)
 
 
 class CheapLimits(SchemaExtension):
@@ -351,7 +395,7 @@ class CheapLimits(SchemaExtension):
     document and the validation rules run in a worker thread, in one trip for a text never seen
     (Strawberry has added every validation rule in `on_operation`, before parsing)."""
 
-    _shape: Shape | None = None  # this request's document shape, once `on_parse` has it
+    _parsed: _Parsed | None = None  # this request's document, once `on_parse` has it
 
     async def on_parse(self) -> AsyncIterator[None]:
         context = self.execution_context
@@ -362,11 +406,10 @@ class CheapLimits(SchemaExtension):
         if entry is None:
             schema, max_tokens = context.schema._schema, context.parse_options.get("max_tokens")
             rules = context.validation_rules
-            document, doc_shape, errors = await _in_thread(_parse_and_check, text, max_tokens, schema, rules)
-            entry = (document, doc_shape)
+            entry, errors = await _in_thread(_parse_and_check, text, max_tokens, schema, rules)
             _PARSED.put(None, text, entry)
             _VALIDATED.put(schema, text, errors)
-        context.graphql_document, self._shape = entry
+        context.graphql_document, self._parsed = entry.document, entry
         yield
 
     async def on_validate(self) -> AsyncIterator[None]:
@@ -379,8 +422,10 @@ class CheapLimits(SchemaExtension):
         schema, text = context.schema._schema, context.query or ""
         errors = _VALIDATED.get(schema, text)
         if errors is None:
-            document, rules = context.graphql_document, context.validation_rules
-            errors = await _in_thread(_check, schema, document, self._shape, rules)
+            document, parsed = context.graphql_document, self._parsed
+            if parsed is not None and parsed.document is not document:
+                parsed = None  # another document than the one parsed here: its shape is unknown
+            errors = await _in_thread(_check, schema, document, parsed, context.validation_rules)
             _VALIDATED.put(schema, text, errors)
         context.pre_execution_errors = errors
         yield

@@ -8,6 +8,7 @@ part of the shape); `limits.SHAPES.hits` tells whether a request took the shape 
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from typing import Any
 
@@ -15,8 +16,22 @@ import pytest
 from strawberry.extensions.query_depth_limiter import create_validator
 
 from gateway import limits
-from gateway.shapes import shape, shape_invariant
-from graphql import Lexer, Source, TokenKind, ValidationRule, specified_rules
+from gateway.shapes import check_literals, literal_types, shape, shape_invariant
+from graphql import (
+    GraphQLScalarType,
+    GraphQLSchema,
+    Lexer,
+    Source,
+    StringValueNode,
+    TokenKind,
+    Undefined,
+    ValidationRule,
+    ValuesOfCorrectTypeRule,
+    build_schema,
+    specified_rules,
+    validate,
+    value_from_ast_untyped,
+)
 from tests.gateway.conftest import Server
 
 ROWS = (
@@ -279,3 +294,69 @@ def test_only_rules_known_to_ignore_literal_values_are_answered_per_shape() -> N
     assert shape_invariant([*specified_rules, create_validator(10, None)])
     assert not shape_invariant([*specified_rules, _ReadsValues])
     assert not shape_invariant([*specified_rules, create_validator(10, lambda _: False)])
+
+
+# -- the literal check against graphql-core's own rule, on a schema with custom scalars ------------
+
+SDL = """
+scalar Date
+scalar Json
+directive @limit(n: Int) on FIELD
+input Range { from: Date, to: Date, n: Int }
+type Query { f(a: Int, b: [Int!], s: String, x: Float, d: Date, r: Range, rs: [Range], j: Json): Int }
+"""
+
+
+def _date(node: Any, _variables: Any = None) -> Any:
+    if not isinstance(node, StringValueNode):
+        return Undefined
+    return dt.date.fromisoformat(node.value)  # raises ValueError: "found ...; <error>"
+
+
+@pytest.fixture(scope="module")
+def sdl_schema() -> GraphQLSchema:
+    schema = build_schema(SDL)
+    date = schema.type_map["Date"]
+    json_scalar = schema.type_map["Json"]
+    assert isinstance(date, GraphQLScalarType) and isinstance(json_scalar, GraphQLScalarType)
+    date.parse_literal = _date  # type: ignore[method-assign]
+    json_scalar.parse_literal = lambda node, _v=None: value_from_ast_untyped(node)  # type: ignore[method-assign]
+    return schema
+
+
+@pytest.mark.parametrize(
+    ("valid", "tested"),
+    [
+        ('{ f(a: 1, s: "x", x: 1.5) }', '{ f(a: 99999999999, s: "y", x: 2.5) }'),
+        (
+            '{ f(d: "2020-01-01", r: {from: "2020-01-02", n: 1}) }',
+            '{ f(d: "bad", r: {from: "worse", n: 2}) }',
+        ),
+        ("{ f(b: [1, 2]) }", "{ f(b: [3, 99999999999]) }"),
+        ("{ f(b: 1) }", "{ f(b: 99999999999) }"),  # one value where a list goes: typed `[Int!]`
+        ("query Q($v: Int = 1) { f(a: $v) }", "query Q($v: Int = 99999999999) { f(a: $v) }"),
+        ("{ f @limit(n: 1) }", "{ f @limit(n: 99999999999) }"),
+        (
+            '{ f(rs: [{from: "2020-01-01"}, {to: "2020-01-02"}]) }',
+            '{ f(rs: [{from: "2020-13-01"}, {to: "x"}]) }',
+        ),
+        ('{ f(d: "2020-01-01") }', '{ f(d: "2021-02-03") }'),
+    ],
+)
+def test_literals_are_checked_as_values_of_correct_type_checks_them(
+    sdl_schema: GraphQLSchema, valid: str, tested: str
+) -> None:
+    first, second = limits._parse(valid, None), limits._parse(tested, None)
+    assert first.shape == second.shape and validate(sdl_schema, first.document) == []
+    types = literal_types(sdl_schema, first.document, first.literals)
+    assert types is not None
+    got = check_literals(second.literals, types)
+    expected = validate(sdl_schema, second.document, [ValuesOfCorrectTypeRule])
+    assert got is not None and [e.formatted for e in got] == [e.formatted for e in expected]
+
+
+def test_a_composite_literal_in_a_scalar_place_gets_the_whole_rule(sdl_schema: GraphQLSchema) -> None:
+    """A custom scalar parses a list or object literal whole: no per-literal types for that shape."""
+    parsed = limits._parse("{ f(j: {a: 1, b: [2]}) }", None)
+    assert validate(sdl_schema, parsed.document) == []
+    assert literal_types(sdl_schema, parsed.document, parsed.literals) is None
