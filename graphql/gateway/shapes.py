@@ -5,11 +5,14 @@ then ValuesOfCorrectType alone on each document of that shape).
 
 A shape is the document's token stream as graphql-core's lexer read it for the parser (under the
 parser's token limit; comments left out, they carry nothing the rules read) with each Int, Float,
-String and block String token replaced by `(kind, n)`: `n` numbers the distinct literal values in
+String and block String token replaced by `#kind:n`: `n` numbers the distinct literal values in
 order of first appearance. So two documents share a shape only if equal literals stand in the same
 places, which is all OverlappingFieldsCanBeMerged reads of them (`a: f(x: 1) a: f(x: 2)` conflicts,
 `a: f(x: 1) a: f(x: 1)` does not: different shapes). Enum values, `true`, `false` and `null` are
 Name tokens (GraphQL spec §2.1.9): they stay in the shape, and so do list lengths and nesting.
+The shape is kept as the SHA-256 of those items joined by spaces (unambiguous: no item holds a
+space, and a name cannot start with `#` or be a punctuator), so a cache of shapes holds 32 bytes
+per key however long the document.
 
 What ValuesOfCorrectType checks of a literal value is `is_valid_value_node`: the literal's scalar
 type parses it (`parse_literal`), and that type depends only on the shape. So a shape that passed
@@ -29,6 +32,7 @@ document gets the full validation (fail closed).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
@@ -55,7 +59,7 @@ from graphql import (
     visit,
 )
 
-Shape = tuple[object, ...]
+Shape = bytes  # a SHA-256 digest
 LiteralTypes = tuple[GraphQLInputType | None, ...]  # per literal value node, in token order
 MAX_ERRORS = 100  # graphql-core's `validate` stops there (and says so): such documents get it in full
 
@@ -73,19 +77,19 @@ _RULES = frozenset(specified_rules) - {ValuesOfCorrectTypeRule} | {NoSchemaIntro
 def shape(start: Token) -> Shape:
     """The shape of the tokens after `start` (a lexer's SOF token, once the parser has read the
     whole document: the lexer links every token it read to the next)."""
-    items: list[object] = []
+    items: list[str] = []
     numbers: dict[tuple[TokenKind, str], int] = {}
     token = start.next
     while token is not None and token.kind is not TokenKind.EOF:
         kind = token.kind
         if kind is TokenKind.NAME:
-            items.append(token.value)
+            items.append(token.value or "")
         elif kind in LITERALS:
-            items.append((kind, numbers.setdefault((kind, token.value or ""), len(numbers))))
+            items.append(f"#{kind.value}:{numbers.setdefault((kind, token.value or ''), len(numbers))}")
         elif kind is not TokenKind.COMMENT:
-            items.append(kind)
+            items.append(kind.value)
         token = token.next
-    return tuple(items)
+    return hashlib.sha256(" ".join(items).encode()).digest()
 
 
 class _Types(Visitor):

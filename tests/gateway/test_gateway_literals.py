@@ -260,7 +260,7 @@ def test_a_flood_of_shapes_keeps_the_cache_bounded(server: Server, monkeypatch: 
 # -- shapes themselves --------------------------------------------------------------------------
 
 
-def _shape(text: str) -> tuple[object, ...]:
+def _shape(text: str) -> bytes:
     lexer = Lexer(Source(text))
     start = lexer.token
     while lexer.advance().kind is not TokenKind.EOF:
