@@ -231,10 +231,10 @@ class _Results:
         self.size = size
         self.hits = 0
         self._lock = threading.Lock()
-        self._by_schema: weakref.WeakKeyDictionary[Any, OrderedDict[str, Any]] = weakref.WeakKeyDictionary()
-        self._shared: OrderedDict[str, Any] = OrderedDict()
+        self._by_schema: weakref.WeakKeyDictionary[Any, OrderedDict[Any, Any]] = weakref.WeakKeyDictionary()
+        self._shared: OrderedDict[Any, Any] = OrderedDict()
 
-    def _table(self, schema: Any) -> OrderedDict[str, Any]:
+    def _table(self, schema: Any) -> OrderedDict[Any, Any]:
         if schema is None:
             return self._shared
         return self._by_schema.setdefault(schema, OrderedDict())
