@@ -95,3 +95,25 @@ def test_casbin_fast_enforcer_internals_the_engine_reads() -> None:
     with fast_policy_filter(policy, "hr", "export"):
         assert list(policy) == []
     assert len(policy) == 1
+
+
+def test_graphql_core_members_the_shape_cache_relies_on() -> None:
+    """gateway/limits.py collects literal value nodes by overriding the parser's `parse_int`,
+    `parse_float` and `parse_string_literal`; gateway/shapes.py reads the lexer's token links
+    (`Token.next`) and calls `ValuesOfCorrectTypeRule.is_valid_value_node` with a context that
+    offers only `get_input_type`, `hide_suggestions` and `report_error`."""
+    import re
+
+    from graphql.language.parser import Parser
+
+    kinds = graphql.TokenKind
+    names = Parser._parse_value_literal_method_names
+    literal_kinds = (kinds.INT, kinds.FLOAT, kinds.STRING, kinds.BLOCK_STRING)
+    assert [names[k] for k in literal_kinds] == ["int", "float", "string_literal", "string_literal"]
+    lexer = graphql.Lexer(graphql.Source("{ a }"))
+    start = lexer.token
+    lexer.advance()
+    assert start.next is lexer.token
+    source = inspect.getsource(graphql.ValuesOfCorrectTypeRule.is_valid_value_node)
+    assert set(re.findall(r"self\.context\.(\w+)", source)) == {"get_input_type", "hide_suggestions"}
+    assert set(re.findall(r"self\.(\w+)\(", source)) == {"report_error"}

@@ -13,12 +13,19 @@ refused it. Now, in order, each step bounded by the one before:
    selection set: the parse stops at the first excess;
 3. on the parsed document, one walk with fragments memoised (`refusal`): at most MAX_FIELDS fields
    with fragments expanded, at most MAX_SPREADS distinct fragments spread at one level, and a
-   field-merging cost (what OverlappingFieldsCanBeMerged compares) within MAX_MERGE_COST;
-4. the full validation, every rule.
+   field-merging cost (what OverlappingFieldsCanBeMerged compares) within MAX_MERGE_COST; and at
+   most MAX_VARIABLE_VALUES JSON values in the variables (graphql-core coerces them on the loop);
+4. the full validation, every rule; or, for a document whose *shape* (`shapes.py`: the tokens with
+   literal values as placeholders) already passed every rule on this schema, ValuesOfCorrectType
+   alone, the one rule that reads literal values (issue 16: a query with its values inlined cost
+   ~35 % more than its variable form, missing both caches).
 
 Step 1 and the cache lookups run on the event loop; steps 2-4 run in a worker thread with its own
 small limiter, so a slow one shares the GIL with the event loop (a switch every 5 ms) instead of
-holding it. Documents and validation results are cached by document text (validation per schema).
+holding it. Documents and validation results are cached by document text (validation per schema),
+shapes that validated clean by shape per schema; all three caches are bounded LRUs, and a schema's
+entries go with it (each caller's schema is its own: a shape validated for one caller is never
+taken as valid for another whose schema differs).
 A refusal is an ordinary GraphQL error whose message carries one of LIMIT_MESSAGES (code
 LIMIT_EXCEEDED), recorded like any refused query.
 """
@@ -40,15 +47,22 @@ from graphql.language.parser import Parser
 from strawberry.extensions import SchemaExtension
 from strawberry.schema.schema import validate_document
 
+from gateway.shapes import LiteralTypes, Shape, check_literals, literal_types, shape, shape_invariant
 from graphql import (
     DocumentNode,
     FieldNode,
+    FloatValueNode,
     FragmentDefinitionNode,
     FragmentSpreadNode,
     GraphQLError,
     InlineFragmentNode,
+    IntValueNode,
     OperationDefinitionNode,
     SelectionSetNode,
+    StringValueNode,
+    ValueNode,
+    ValuesOfCorrectTypeRule,
+    validate,
 )
 
 MAX_TOKENS = 2000
@@ -57,16 +71,28 @@ MAX_FIELDS = 2000
 MAX_SPREADS = 50  # fragment spreads (named or inline) written in one selection set
 MAX_REPEATS = 20  # copies of one response key written in one selection set
 MAX_MERGE_COST = 20_000  # a query naming each field once costs its number of fields
+# JSON values in `variables` (each object, list item and scalar): graphql-core coerces each one on
+# the event loop before execution; a `where` of 1,500 terms (4,500 values) held it ~0.15 s.
+MAX_VARIABLE_VALUES = 2_000
 WORKER_THREADS = 2  # parsing and validation of documents not seen before, at most this many at once
 PARSE_CACHE = 512  # parsed documents
 VALIDATION_CACHE = 512  # validated documents per schema
+SHAPE_CACHE = 512  # shapes that passed every rule, per schema
 
 NESTING_MESSAGE = "levels of nesting, which is not allowed"
 FIELDS_MESSAGE = "fields with fragments expanded, which is not allowed"
 SPREADS_MESSAGE = "fragment spreads in one selection set, which is not allowed"
 REPEATS_MESSAGE = "is written more often in one selection set than allowed"
 MERGE_MESSAGE = "repeats fields too often to be merged, which is not allowed"
-LIMIT_MESSAGES = (NESTING_MESSAGE, FIELDS_MESSAGE, SPREADS_MESSAGE, REPEATS_MESSAGE, MERGE_MESSAGE)
+VARIABLES_MESSAGE = "values in its variables, which is not allowed"
+LIMIT_MESSAGES = (
+    NESTING_MESSAGE,
+    FIELDS_MESSAGE,
+    SPREADS_MESSAGE,
+    REPEATS_MESSAGE,
+    MERGE_MESSAGE,
+    VARIABLES_MESSAGE,
+)
 
 # Strings, block strings and comments hold no structure (GraphQL spec §2.1.7, §2.9.4).
 _NOT_STRUCTURE = re.compile(r'"""(?:[^"\\]|\\.|"(?!""))*(?:"""|\Z)|"(?:[^"\\\n]|\\.)*(?:"|$)|#[^\n]*', re.M)
@@ -166,6 +192,19 @@ def _count(
     return total
 
 
+def variable_values(variables: Any, limit: int = MAX_VARIABLE_VALUES) -> int:
+    """How many JSON values `variables` holds, counted up to `limit` + 1 (then it stops)."""
+    count, stack = 0, [variables]
+    while stack and count <= limit:
+        value = stack.pop()
+        count += 1
+        if isinstance(value, dict):
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+    return count
+
+
 def refusal(document: DocumentNode) -> GraphQLError | None:
     """The first limit of step 2 the document breaks, or None. Linear in the document's size: the
     field count is memoised per fragment, and the expanded walk runs only once it is bounded."""
@@ -185,44 +224,68 @@ def refusal(document: DocumentNode) -> GraphQLError | None:
 
 
 class _Results:
-    """Bounded LRU caches keyed by document text: parsed documents, and validation results per
-    schema (weakly held: a replaced schema takes its results along). Thread-safe."""
+    """A bounded LRU cache, one table per schema (weakly held: a replaced schema takes its entries
+    along) or one shared (`schema` None); `hits` counts the lookups that found. Thread-safe."""
 
     def __init__(self, size: int) -> None:
         self.size = size
+        self.hits = 0
         self._lock = threading.Lock()
-        self._by_schema: weakref.WeakKeyDictionary[Any, OrderedDict[str, Any]] = weakref.WeakKeyDictionary()
-        self._shared: OrderedDict[str, Any] = OrderedDict()
+        self._by_schema: weakref.WeakKeyDictionary[Any, OrderedDict[Any, Any]] = weakref.WeakKeyDictionary()
+        self._shared: OrderedDict[Any, Any] = OrderedDict()
 
-    def _table(self, schema: Any) -> OrderedDict[str, Any]:
+    def _table(self, schema: Any) -> OrderedDict[Any, Any]:
         if schema is None:
             return self._shared
         return self._by_schema.setdefault(schema, OrderedDict())
 
-    def get(self, schema: Any, text: str) -> Any | None:
+    def get(self, schema: Any, key: Any) -> Any | None:
         with self._lock:
             table = self._table(schema)
-            if text not in table:
+            if key not in table:
                 return None
-            table.move_to_end(text)
-            return table[text]
+            table.move_to_end(key)
+            self.hits += 1
+            return table[key]
 
-    def put(self, schema: Any, text: str, value: Any) -> None:
+    def put(self, schema: Any, key: Any, value: Any) -> None:
         with self._lock:
             table = self._table(schema)
-            table[text] = value
+            table[key] = value
             while len(table) > self.size:
                 table.popitem(last=False)
 
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._shared) + sum(len(table) for table in self._by_schema.values())
 
-_PARSED = _Results(PARSE_CACHE)
-_VALIDATED = _Results(VALIDATION_CACHE)
+
+@dataclass(frozen=True)
+class _Parsed:
+    document: DocumentNode
+    shape: Shape
+    literals: tuple[ValueNode, ...]  # its Int, Float and String value nodes, in token order
+
+
+@dataclass(frozen=True)
+class _Valid:
+    """A shape that passed every rule; at its first reuse, its `shapes.literal_types` (so documents
+    of a shape seen once never pay for them)."""
+
+    types: LiteralTypes | None = None
+    recorded: bool = False
+
+
+_PARSED = _Results(PARSE_CACHE)  # text -> _Parsed
+_VALIDATED = _Results(VALIDATION_CACHE)  # (schema) text -> errors
+SHAPES = _Results(SHAPE_CACHE)  # (schema) shape -> _Valid: every rule passed
 _LIMITER: list[anyio.CapacityLimiter] = []  # created on first use, inside the event loop
 
 
 def parsed(text: str) -> DocumentNode | None:
     """The document `CheapLimits` parsed from `text`, if it is still cached (never parses)."""
-    return _PARSED.get(None, text)
+    entry = _PARSED.get(None, text)
+    return entry.document if entry is not None else None
 
 
 async def _in_thread(function: Any, *args: Any) -> Any:
@@ -241,6 +304,8 @@ class _CountingParser(Parser):
     def __init__(self, text: str, max_tokens: int | None) -> None:
         super().__init__(text, max_tokens=max_tokens)
         self._levels: list[tuple[Counter[str], list[int]]] = []
+        self.start = self._lexer.token  # SOF: the lexer links every token it reads after it
+        self.literals: list[ValueNode] = []
 
     def _refuse(self, node: Any, message: str) -> GraphQLSyntaxError:
         return GraphQLSyntaxError(self._lexer.source, node.loc.start if node.loc else 0, message)
@@ -261,6 +326,18 @@ class _CountingParser(Parser):
             raise self._refuse(node, f"Field {key!r} {REPEATS_MESSAGE} ({MAX_REPEATS}).")
         return node
 
+    def parse_int(self, is_const: bool = False) -> IntValueNode:
+        self.literals.append(node := super().parse_int(is_const))
+        return node
+
+    def parse_float(self, is_const: bool = False) -> FloatValueNode:
+        self.literals.append(node := super().parse_float(is_const))
+        return node
+
+    def parse_string_literal(self, is_const: bool = False) -> StringValueNode:
+        self.literals.append(node := super().parse_string_literal(is_const))
+        return node
+
     def parse_fragment(self) -> FragmentSpreadNode | InlineFragmentNode:
         node = super().parse_fragment()
         spreads = self._levels[-1][1]
@@ -270,40 +347,85 @@ class _CountingParser(Parser):
         return node
 
 
-def _parse(text: str, max_tokens: int | None) -> DocumentNode:
-    return _CountingParser(text, max_tokens).parse_document()
+def _parse(text: str, max_tokens: int | None) -> _Parsed:
+    parser = _CountingParser(text, max_tokens)
+    document = parser.parse_document()
+    return _Parsed(document, shape(parser.start), tuple(parser.literals))
 
 
-def _check(schema: Any, document: DocumentNode, rules: Any) -> list[GraphQLError]:
-    """Cheap refusal, then the full validation (worker thread)."""
+def _check(schema: Any, document: DocumentNode, parsed: _Parsed | None, rules: Any) -> list[GraphQLError]:
+    """Step 3 and 4 (worker thread): for a shape that passed every rule on `schema` before, only
+    ValuesOfCorrectType (`shapes.check_literals`, or the rule in full); otherwise the cheap
+    refusal, then the full validation, remembering the shape if it passed. `parsed` is None for a
+    document `on_parse` did not parse (no shape known): every rule."""
+    if parsed is not None and shape_invariant(rules) and (valid := SHAPES.get(schema, parsed.shape)):
+        return _values_of_correct_type(schema, parsed, valid)
     refused = refusal(document)
-    return [refused] if refused is not None else validate_document(schema, document, rules)
+    if refused is not None:
+        return [refused]
+    errors = validate_document(schema, document, rules)
+    if not errors and parsed is not None:
+        SHAPES.put(schema, parsed.shape, _Valid())
+    return errors
+
+
+def _values_of_correct_type(schema: Any, parsed: _Parsed, valid: _Valid) -> list[GraphQLError]:
+    """ValuesOfCorrectType's answer for a document of a valid shape: its literals checked against
+    the types the shape recorded (`shapes.check_literals`), or the rule in full."""
+    if not valid.recorded:
+        valid = _Valid(literal_types(schema, parsed.document, parsed.literals), recorded=True)
+        SHAPES.put(schema, parsed.shape, valid)
+    errors = check_literals(parsed.literals, valid.types) if valid.types is not None else None
+    return errors if errors is not None else validate(schema, parsed.document, [ValuesOfCorrectTypeRule])
+
+
+def _parse_and_check(
+    text: str, max_tokens: int | None, schema: Any, rules: Any
+) -> tuple[_Parsed, list[GraphQLError]]:
+    """A text never seen: steps 2-4 in one trip to a worker thread (a document with new literals
+    pays one thread switch, as its variable form pays none)."""
+    parsed = _parse(text, max_tokens)
+    return parsed, _check(schema, parsed.document, parsed, rules)
 
 
 class CheapLimits(SchemaExtension):
     """Steps 1-3 of the module docstring, with the parsed document and the validation result cached
     by document text (in place of Strawberry's `ParserCache` and `ValidationCache`). On the event
     loop only the bracket count and the cache lookups run; parsing, the limits on the parsed
-    document and the validation rules run in a worker thread."""
+    document and the validation rules run in a worker thread, in one trip for a text never seen
+    (Strawberry has added every validation rule in `on_operation`, before parsing)."""
+
+    _parsed: _Parsed | None = None  # this request's document, once `on_parse` has it
 
     async def on_parse(self) -> AsyncIterator[None]:
         context = self.execution_context
         text = context.query or ""
         if nesting(text) > MAX_NESTING:
             raise GraphQLError(f"The document has more than {MAX_NESTING} {NESTING_MESSAGE}.")
-        document = _PARSED.get(None, text)
-        if document is None:
-            document = await _in_thread(_parse, text, context.parse_options.get("max_tokens"))
-            _PARSED.put(None, text, document)
-        context.graphql_document = document
+        entry = _PARSED.get(None, text)
+        if entry is None:
+            schema, max_tokens = context.schema._schema, context.parse_options.get("max_tokens")
+            rules = context.validation_rules
+            entry, errors = await _in_thread(_parse_and_check, text, max_tokens, schema, rules)
+            _PARSED.put(None, text, entry)
+            _VALIDATED.put(schema, text, errors)
+        context.graphql_document, self._parsed = entry.document, entry
         yield
 
     async def on_validate(self) -> AsyncIterator[None]:
         context = self.execution_context
+        if variable_values(context.variables) > MAX_VARIABLE_VALUES:
+            message = f"The request has more than {MAX_VARIABLE_VALUES} {VARIABLES_MESSAGE}."
+            context.pre_execution_errors = [GraphQLError(message)]
+            yield
+            return
         schema, text = context.schema._schema, context.query or ""
         errors = _VALIDATED.get(schema, text)
         if errors is None:
-            errors = await _in_thread(_check, schema, context.graphql_document, context.validation_rules)
+            document, parsed = context.graphql_document, self._parsed
+            if parsed is not None and parsed.document is not document:
+                parsed = None  # another document than the one parsed here: its shape is unknown
+            errors = await _in_thread(_check, schema, document, parsed, context.validation_rules)
             _VALIDATED.put(schema, text, errors)
         context.pre_execution_errors = errors
         yield

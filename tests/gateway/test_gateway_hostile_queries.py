@@ -251,3 +251,25 @@ def test_concurrent_requests_of_one_new_document_are_each_answered(server: Serve
     for thread in threads:
         thread.join()
     assert answers == [{"data": {"product": None}, "extensions": {"governance": {}}}] * 48
+
+
+# -- variables: bounded before graphql-core coerces them on the event loop -------------------------
+
+WHERE = (
+    "query($w: PublicWorksServiceRequestsWhere) "
+    "{ publicWorks { serviceRequests(where: $w, first: 1000) { totalCount nodes { requestId } } } }"
+)
+
+
+def test_variables_holding_thousands_of_values_are_refused_before_they_are_coerced(server: Server) -> None:
+    from gateway.limits import MAX_VARIABLE_VALUES
+
+    where = {"or": [{"district": {"eq": str(i)}} for i in range(MAX_VARIABLE_VALUES // 3 + 1)]}
+    log = AccessLog.from_settings(server.settings)
+    before = log.head()
+    response = server.post(WHERE, "alice", {"w": where})
+    body = response.json()
+    assert body["data"] is None and body["errors"][0]["extensions"]["code"] == "LIMIT_EXCEEDED", body
+    assert "values in its variables" in body["errors"][0]["message"]
+    (record,) = log.rows(after_seq=before)
+    assert record["error_code"] == "LIMIT_EXCEEDED"
