@@ -66,6 +66,18 @@ def _pseudonymiser(key: bytes):
     return pseudonym, pseudonym_int
 
 
+def _interrupt_after(cursor: duckdb.DuckDBPyConnection, seconds: float, done: threading.Event) -> None:
+    """Interrupt `cursor`'s query once `seconds` have passed, and again until it is `done`: an
+    interrupt that lands before DuckDB starts the query (a loaded machine) would otherwise be lost,
+    and the query would run unbounded. Interrupting frees its thread and memory inside DuckDB."""
+    if done.wait(seconds):
+        return
+    while True:
+        cursor.interrupt()
+        if done.wait(0.005):
+            return
+
+
 def _cells(result: QueryResult) -> int:
     return max(1, len(result.rows)) * max(1, len(result.columns))
 
@@ -146,9 +158,10 @@ class DuckPool:
 
     def run(self, sql: str, params: Sequence[Any] = ()) -> QueryResult:
         cursor = self._con.cursor()
-        # A query that runs too long is interrupted inside DuckDB, freeing its thread and memory.
-        timer = threading.Timer(self.timeout_seconds, cursor.interrupt)
-        timer.start()
+        done = threading.Event()
+        threading.Thread(
+            target=_interrupt_after, args=(cursor, self.timeout_seconds, done), daemon=True
+        ).start()
         try:
             cursor.execute(sql, list(params))
             columns = [d[0] for d in cursor.description or ()]
@@ -158,7 +171,7 @@ class DuckPool:
         except duckdb.IOException as exc:  # e.g. a snapshot file removed after its grace period
             raise GovernedError("The snapshot could not be read; try again later.", UNAVAILABLE) from exc
         finally:
-            timer.cancel()
+            done.set()
             cursor.close()
 
     def source(self, path: str, byte_size: int) -> str | None:

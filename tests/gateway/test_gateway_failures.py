@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
 
 import duckdb
@@ -58,6 +59,30 @@ def test_a_slow_query_is_interrupted(tmp_path) -> None:
             pool.run("SELECT count(*) FROM range(100000000000) a")
         assert info.value.code == "LIMIT_EXCEEDED"
         assert pool.run("SELECT 42").rows == [(42,)]  # the pool is still usable
+    finally:
+        pool.close()
+
+
+def test_an_interrupt_due_before_the_query_starts_is_not_lost(tmp_path) -> None:
+    """With the deadline already passed when DuckDB starts (as on a loaded machine), the query
+    is still interrupted: a single interrupt sent before `execute` began was lost, and the query
+    ran unbounded."""
+    pool = DuckPool(tmp_path, "key", timeout_seconds=0.0)
+    outcome: list[str] = []
+
+    def run() -> None:
+        try:
+            pool.run("SELECT count(*) FROM range(100000000000) a")
+            outcome.append("finished")
+        except GovernedError as exc:
+            outcome.append(exc.code)
+
+    try:
+        for _ in range(5):
+            worker = threading.Thread(target=run, daemon=True)
+            worker.start()
+            worker.join(60)
+        assert outcome == ["LIMIT_EXCEEDED"] * 5
     finally:
         pool.close()
 
