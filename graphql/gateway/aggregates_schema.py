@@ -123,12 +123,12 @@ def aggregate_field(
     column_enum, bucket_type, result_type = _aggregate_types(prefix, columns, scalar, key_field)
     column_by_enum = {c.name.upper(): c.name for c in columns}
 
-    async def resolve(
+    async def resolve(  # called by graphql-core with plain arguments (plain_arguments.install)
         root: Any,
         info: strawberry.Info,
-        where: Any = None,
-        group_by: Any = None,
-        bucket: Any = None,
+        where: dict[str, Any] | None = None,
+        group_by: list[Any] | None = None,
+        bucket: dict[str, Any] | None = None,
         first: int | None = None,
         as_of: dt.datetime | None = None,
     ) -> Any:
@@ -139,7 +139,7 @@ def aggregate_field(
             metrics_from(info, column_by_enum),
             where_to_dict(where, filterable) if where is not None else None,
             [g.value for g in group_by or ()],
-            (bucket.column.value, bucket.unit.value) if bucket is not None else None,
+            (bucket["column"].value, bucket["unit"].value) if bucket is not None else None,
             first,
             as_of,
         )

@@ -2,8 +2,9 @@
 the same code as the GraphQL arguments of its rows field.
 
 `where`, `orderBy` and `asOf` go through graphql-core's input coercion against the field's own
-argument types (what a GraphQL variable goes through), Strawberry's argument conversion, and the
-resolver's conversion to a query (`schema.ProductInputs`). So a text where a number belongs,
+argument types (what a GraphQL variable goes through), the rows field's own conversion to plain
+arguments (`plain_arguments`), and the resolver's conversion to a query (`schema.ProductInputs`).
+So a text where a number belongs,
 `{"in": 5}` on a text column or an object where a value belongs is refused exactly as GraphQL
 refuses it (HTTP 400 `BAD_USER_INPUT`, the same message), and `"in": "D3"` is the list `["D3"]`
 (GraphQL coerces a single value to a list of one), never a list of characters.
@@ -17,11 +18,10 @@ from datetime import datetime
 from typing import Any
 
 from graphql.pyutils import inspect, print_path_list
-from strawberry.schema.schema_converter import GraphQLCoreConverter
-from strawberry.types.arguments import convert_arguments
 
 from gateway import http_body
 from gateway.errors import GovernedError, bad_input
+from gateway.plain_arguments import plain_arguments
 from graphql import GraphQLError, GraphQLInputType, coerce_input_value
 
 JSON_ARGUMENTS = ("where", "orderBy")
@@ -68,13 +68,7 @@ def read_arguments(schema: Any, product: str, params: Mapping[str, str]) -> Read
             continue
         value = _json(name, text) if name in JSON_ARGUMENTS else text
         raw[name] = _coerce(name, value, field.args[name].type)
-    definition = field.extensions[GraphQLCoreConverter.DEFINITION_BACKREF]
-    kwargs = convert_arguments(
-        raw,
-        definition.arguments,
-        scalar_registry=schema.schema_converter.scalar_registry,
-        config=schema.config,
-    )
+    kwargs = plain_arguments(field, raw)
     return ReadArguments(
         where=inputs.where(kwargs.get("where")),
         order_by=inputs.order(kwargs.get("order_by")),

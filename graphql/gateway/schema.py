@@ -28,6 +28,7 @@ from strawberry.schema.config import StrawberryConfig
 from strawberry.tools import create_type
 from strawberry.types.field import StrawberryField
 
+from gateway import plain_arguments
 from gateway import types as t
 from gateway.access_fields import AccessMutation, AccessRequestQuery
 from gateway.aggregates_schema import aggregate_field
@@ -85,6 +86,15 @@ def _field(python_name: str, graphql_name: str, graphql_type: Any, description: 
     return field
 
 
+def _read_fields(inputs: dict[str, ProductInputs]) -> list[tuple[str, str]]:
+    """(department type, field) of every product's rows and aggregate fields."""
+    return [
+        (read.department_type, name)
+        for read in inputs.values()
+        for name in (read.field_name, f"{read.field_name}Aggregate")
+    ]
+
+
 def _fast_row_fields(schema: strawberry.Schema, row_types: list[str]) -> None:
     """Row fields are plain dict lookups: hand them to graphql-core's default resolver (which
     reads Mappings by GraphQL field name) instead of Strawberry's per-field wrapper. With 100 rows
@@ -129,27 +139,27 @@ def _order_type(prefix: str, columns: list[ColumnSpec]) -> type:
     return strawberry.input(cls)
 
 
-def where_to_dict(where: Any, columns: dict[str, str]) -> dict[str, Any]:
-    """Strawberry input objects -> the plain structure query.PageQuery understands."""
+def where_to_dict(where: dict[str, Any], columns: dict[str, str]) -> dict[str, Any]:
+    """A `where` argument (plain data, `plain_arguments.plain`) -> the structure query.PageQuery
+    understands."""
     out: dict[str, Any] = {}
     for column in columns:
-        ops = getattr(where, column, None)
+        ops = where.get(column)
         if ops is not None:
-            values = {op: getattr(ops, op, None) for op in OPERATORS}
-            out[column] = {op: v for op, v in values.items() if v is not None}
-    if where.and_ is not None:
-        out["and"] = [where_to_dict(w, columns) for w in where.and_]
-    if where.or_ is not None:
-        out["or"] = [where_to_dict(w, columns) for w in where.or_]
-    if where.not_ is not None:
-        out["not"] = where_to_dict(where.not_, columns)
+            out[column] = {op: ops[op] for op in OPERATORS if ops.get(op) is not None}
+    if where.get("and_") is not None:
+        out["and"] = [where_to_dict(w, columns) for w in where["and_"]]
+    if where.get("or_") is not None:
+        out["or"] = [where_to_dict(w, columns) for w in where["or_"]]
+    if where.get("not_") is not None:
+        out["not"] = where_to_dict(where["not_"], columns)
     return out
 
 
-def order_to_list(order_by: list[Any] | None, columns: list[ColumnSpec]) -> list[tuple[str, str]]:
+def order_to_list(order_by: list[dict[str, Any]] | None, columns: list[ColumnSpec]) -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
     for item in order_by or ():
-        chosen = [(c.name, getattr(item, c.name)) for c in columns if getattr(item, c.name) is not None]
+        chosen = [(c.name, item[c.name]) for c in columns if item.get(c.name) is not None]
         if len(chosen) != 1:
             raise bad_input("Each `orderBy` entry must name exactly one column.")
         name, direction = chosen[0]
@@ -167,10 +177,10 @@ class ProductInputs:
     filterable: dict[str, str]
     columns: list[ColumnSpec]
 
-    def where(self, where: Any) -> dict[str, Any] | None:
+    def where(self, where: dict[str, Any] | None) -> dict[str, Any] | None:
         return where_to_dict(where, self.filterable) if where is not None else None
 
-    def order(self, order_by: list[Any] | None) -> list[tuple[str, str]]:
+    def order(self, order_by: list[dict[str, Any]] | None) -> list[tuple[str, str]]:
         return order_to_list(order_by, self.columns)
 
 
@@ -227,11 +237,11 @@ def _product_fields(
     read = ProductInputs(f"{pascal(spec.department)}Department", camel(spec.product), filterable, columns)
     inputs[name] = read
 
-    async def resolve(
+    async def resolve(  # called by graphql-core with plain arguments (plain_arguments.install)
         root: Any,
         info: strawberry.Info,
-        where: Any = None,
-        order_by: Any = None,
+        where: dict[str, Any] | None = None,
+        order_by: list[dict[str, Any]] | None = None,
         first: int | None = None,
         after: str | None = None,
         as_of: dt.datetime | None = None,
@@ -401,6 +411,7 @@ def _build_one(state: CatalogState, demo_mode: bool) -> GatewaySchema:
         config=StrawberryConfig(disable_field_suggestions=True, default_resolver=_default_resolver),
     )
     _fast_row_fields(schema, row_types)
+    plain_arguments.install(schema, _read_fields(inputs), strawberry.Info)
     schema.product_inputs = inputs
     return schema
 
