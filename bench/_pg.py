@@ -47,9 +47,10 @@ def conninfo(cluster: PgCluster, database: str) -> str:
     return f"host=127.0.0.1 port={cluster.port} user={SUPERUSER} dbname={database}"
 
 
-def load_parquet(dsn: str, table: str, parquet: Path, index: str) -> int:
+def load_parquet(dsn: str, table: str, parquet: Path, indexes: tuple[str, ...]) -> int:
     """Create `table` with the Parquet file's columns, COPY its rows in (DuckDB writes a CSV, psycopg
-    streams it), build `index` (the column list of one B-tree, e.g. "a, b DESC") and ANALYZE.
+    streams it), build `indexes` (each what follows `CREATE INDEX ON table`, e.g. "(a, b DESC)" or
+    "(a) INCLUDE (b)") and ANALYZE.
     Returns the row count. ValueError for a column type without a PostgreSQL twin in PG_TYPES."""
     import psycopg
 
@@ -75,7 +76,8 @@ def load_parquet(dsn: str, table: str, parquet: Path, index: str) -> int:
             with pg.cursor() as cur, cur.copy(copy_rows) as copy, csv.open("rb") as handle:
                 while chunk := handle.read(1 << 20):
                     copy.write(chunk)
-            pg.execute(f"CREATE INDEX ON {table} ({index})")
+            for index in indexes:
+                pg.execute(f"CREATE INDEX ON {table} {index}")
             pg.execute(f"VACUUM ANALYZE {table}")
             row = pg.execute(f"SELECT count(*) FROM {table}").fetchone()
     return int(row[0]) if row else 0
