@@ -429,7 +429,8 @@ def report(
     print("\nfloor: DuckDB in-process, same SQL shape")
     for key, lat in fl.items():
         print(f"  {key:<12} {fmt(lat)}")
-    print(f"\nbaseline: PostgreSQL 15, indexes {" and ".join(PG_INDEXES)}, prepared statements   req/s at 8 clients")
+    indexes = " and ".join(PG_INDEXES)
+    print(f"\nbaseline: PostgreSQL 15, indexes {indexes}, prepared statements   req/s at 8 clients")
     for name in ("a", "b"):
         print(f"  {name + '_pg':<12} {fmt(pg.latency[name])}   {pg.rps[name]:8.0f}")
     print("\nsingle client (HTTP, keep-alive)            req/s at 8 clients")
