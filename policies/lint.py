@@ -24,6 +24,7 @@ from policies.decision import SYSTEM_ACTIONS
 from policies.directory import Directory, parse_directory
 from policies.names import GLOBAL_DOMAIN, OBJECT_TOKENS, PolicyError
 from policies.policyfile import Problem, Rule, parse_policy
+from policies.rules import undeclared_scope
 
 MODEL_FILE, POLICY_FILE, USERS_FILE = "model.conf", "policy.csv", "users.yaml"
 # Casbin matcher functions that turn names into patterns; regexMatch is only start-anchored.
@@ -122,20 +123,23 @@ def lint_discover(rules: list[Rule]) -> list[Problem]:
 
 
 def lint_scope(products: Iterable[ProductSpec], directory: Directory) -> list[Problem]:
-    """A product with a column some scope attribute limits (users.yaml `scopes:`) that declares
-    neither it as `scope_column` nor `unscoped: "<reason>"`: scoped readers would see every row."""
-    scoped = set(directory.scopes.values())
+    """A product with a column some scope attribute limits (users.yaml `scopes:`) that it declares
+    neither as `scope_column` nor `unscoped: "<reason>"` (`policies.rules.undeclared_scope`):
+    scoped readers would see every row, so the gateway serves them none."""
     problems = []
     for product in products:
-        if product.scope_column is not None or product.unscoped:
-            continue
-        for column in sorted(scoped & {c.name for c in product.columns}):
+        declared = (
+            f"its scope_column is {product.scope_column!r}"
+            if product.scope_column
+            else "declares no scope_column"
+        )
+        for column in undeclared_scope(product, directory.scopes):
             problems.append(
                 Problem(
                     product.source_file or product.name,
                     "undeclared-scope",
-                    f"{product.name} has column {column!r}, which scopes readers, but declares no "
-                    f"scope_column: every scoped reader would see every row. Declare "
+                    f"{product.name} has column {column!r}, which scopes readers, but {declared}: every "
+                    f"scoped reader would see every row (the gateway serves them none). Declare "
                     f'`meta.civicmesh.scope_column: {column}`, or `unscoped: "<why>"`',
                 )
             )

@@ -12,7 +12,9 @@ import pytest
 from policy_specs import DEMO_PRODUCTS, col, manifest_for, spec
 
 from civicmesh.cli import main
+from meshcore.products import ColumnSpec
 from meshcore.settings import Settings
+from policies.decision import RowFilter
 from policies.directory import parse_directory
 from policies.engine import PolicyEngine
 from policies.lint import lint_discover, lint_scope
@@ -54,9 +56,16 @@ SCOPED = dict(
         ("declared", (spec("a.declared", "internal", col("district"), scope_column="district"), False)),
         ("unscoped", (spec("a.unscoped", "public", col("district"), unscoped="an aggregate"), False)),
         ("undeclared", (spec("a.undeclared", "internal", col("district")), True)),
+        # another column declared: dana's district filter would not apply to it (every row)
         (
             "other scope",
-            (spec("a.other", "internal", col("district"), col("dept"), scope_column="dept"), False),
+            (spec("a.other", "internal", col("district"), col("dept"), scope_column="dept"), True),
+        ),
+        # DuckDB compares identifiers ignoring case: `District` is the district column
+        ("other case", (spec("a.case", "internal", col("District")), True)),
+        (
+            "declared, other case",
+            (spec("a.case2", "internal", col("District"), scope_column="District"), False),
         ),
         ("no such column", (spec("a.plain", "internal", col("ward")), False)),
     ]
@@ -71,7 +80,49 @@ def test_undeclared_scope_column(case: str) -> None:
     assert bool(found) is flagged, found
     if flagged:
         assert found[0].code == "undeclared-scope" and found[0].where == "models/a/marts/x.yml"
-        assert "'district'" in found[0].message
+        assert "'district'" in found[0].message.lower()
+
+
+# dana: supervisor of public_works scoped by `districts: [D3]`; bob: no scope; alice: its owner.
+SCOPE_DECISIONS = [
+    ("declared", "dana", col("district"), {"scope_column": "district"}, RowFilter("district", ("D3",))),
+    ("undeclared", "dana", col("district"), {}, RowFilter("district", ())),
+    (
+        "another column declared",
+        "dana",
+        col("district"),
+        {"scope_column": "category"},
+        RowFilter("district", ()),
+    ),
+    ("undeclared, other case", "dana", col("District"), {}, RowFilter("District", ())),
+    (
+        "declared, other case",
+        "dana",
+        col("District"),
+        {"scope_column": "District"},
+        RowFilter("District", ("D3",)),
+    ),
+    ("unscoped with a reason", "dana", col("district"), {"unscoped": "city-wide counts"}, None),
+    ("undeclared, reader not scoped", "bob", col("district"), {}, None),
+    ("undeclared, the owner", "alice", col("district"), {}, None),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "user", "column", "declared", "rows"), SCOPE_DECISIONS, ids=[c[0] for c in SCOPE_DECISIONS]
+)
+def test_a_scoped_reader_never_sees_every_row_of_an_undeclared_scope_column(
+    shipped_engine: PolicyEngine,
+    case: str,
+    user: str,
+    column: ColumnSpec,
+    declared: dict,
+    rows: RowFilter | None,
+) -> None:
+    """The gateway's decision fails closed where the lint flags (`undeclared_scope`): no rows."""
+    product = spec("public_works.leaky", "internal", col("request_id"), column, col("category"), **declared)
+    decision = shipped_engine.decide(user, product, "read")
+    assert decision.allowed and decision.row_filter == rows
 
 
 def test_the_engine_refuses_a_read_without_discover(policy_dir: Path) -> None:
