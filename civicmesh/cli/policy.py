@@ -7,12 +7,15 @@ import argparse
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from civicmesh.cli import CommandError
 from civicmesh.cli.times import moment
 from meshcore.products import ProductSpec
 from meshcore.settings import Settings
+
+if TYPE_CHECKING:
+    from meshcore.catalog import CatalogEntry
 
 POLICY_FILES = {".conf": "model.conf", ".csv": "policy.csv", ".yaml": "users.yaml", ".yml": "users.yaml"}
 
@@ -95,6 +98,11 @@ def load_products(settings: Settings, manifest: Path | None) -> list[ProductSpec
             return load_product_specs(manifest)
         except ProductSpecError as exc:
             raise CommandError(str(exc)) from exc
+    return [entry.spec for entry in catalog_entries(settings)]
+
+
+def catalog_entries(settings: Settings, include_retired: bool = False) -> list[CatalogEntry]:
+    """The catalog's products (`Catalog.entries`); none while nothing was ever published."""
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import SQLAlchemyError
 
@@ -110,7 +118,7 @@ def load_products(settings: Settings, manifest: Path | None) -> list[ProductSpec
     try:
         if not inspect(engine).has_table("catalog_products"):
             return []  # no catalog yet (nothing published)
-        return [entry.spec for entry in Catalog(engine, settings.home).entries()]
+        return Catalog(engine, settings.home).entries(include_retired)
     except SQLAlchemyError as exc:  # e.g. a locked or unreachable store: say so, never "no products"
         raise CommandError(f"cannot read the catalog at {settings.metadata_url}: {exc}") from exc
 
@@ -310,9 +318,14 @@ def policy_at_revision(folder: Path, revision: str, dest: Path) -> Path:
     prefix = git("rev-parse", "--show-prefix")
     if prefix.returncode != 0:
         raise CommandError(f"{folder} is not inside a git work tree: {prefix.stderr.strip()}")
+    # Resolved to a commit first: an empty REV would read the index (`git show :path`), and one
+    # starting with `-` would be an option of `git show` (`--output=FILE` writes a file).
+    commit = git("rev-parse", "--verify", "--quiet", "--end-of-options", f"{revision}^{{commit}}")
+    if commit.returncode != 0:
+        raise CommandError(f"{revision!r} is not a git revision of a commit in {folder}")
     dest.mkdir(parents=True)
     for name in sorted(set(POLICY_FILES.values())):
-        shown = git("show", f"{revision}:{prefix.stdout.strip()}{name}")
+        shown = git("show", f"{commit.stdout.strip()}:{prefix.stdout.strip()}{name}")
         if shown.returncode != 0:
             raise CommandError(f"{name} at {revision}: {shown.stderr.strip()}")
         (dest / name).write_text(shown.stdout)

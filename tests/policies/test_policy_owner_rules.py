@@ -185,3 +185,33 @@ def test_policy_diff_against_a_git_revision(
     assert "+ mallory    read      finance.vendor_payments" in capsys.readouterr().out
     assert main(["policy", "diff", "--against", "no-such-rev", "--manifest", str(manifest)]) == 1
     assert "no-such-rev" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("revision", ["", "--output=written", "HEAD:"])
+def test_policy_diff_against_takes_only_a_commit(
+    policy_dir: Path,
+    settings: Settings,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys,
+    revision: str,
+) -> None:
+    """An empty REV would compare with git's index (`git show :path`) and say nothing changed; one
+    starting with `-` is an option of `git show` (`--output=FILE` writes a file): both refused."""
+    repo = policy_dir.parent
+    git(repo, "init", "-q")
+    git(repo, "add", "policies")
+    git(repo, "commit", "-q", "-m", "policy as reviewed")
+    with (policy_dir / "policy.csv").open("a") as handle:
+        handle.write("g, mallory, analyst, finance\n")
+    git(repo, "add", "policies")  # staged: the index holds the change
+    (policy_dir / "written:policies").mkdir()
+    monkeypatch.chdir(policy_dir)
+    monkeypatch.setenv("CIVICMESH_HOME", str(settings.home))
+    monkeypatch.setenv("CIVICMESH_METADATA_URL", settings.metadata_url)
+    monkeypatch.setenv("CIVICMESH_POLICIES_DIR", str(policy_dir))
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text(json.dumps(manifest_for(DEMO_PRODUCTS.values())))
+    assert main(["policy", "diff", f"--against={revision}", "--manifest", str(manifest)]) == 1
+    assert "is not a git revision of a commit" in capsys.readouterr().err
+    assert list((policy_dir / "written:policies").iterdir()) == []
