@@ -89,14 +89,15 @@ def lint_rules(
     return problems
 
 
-def _covers(granted: str, obj: str) -> bool:
+def _covers(granted: str, obj: str, restricted: Collection[str]) -> bool:
     """Whether a line's object `granted` covers `obj` (`**` all, `*` all but restricted)."""
-    return granted == obj or granted == "**" or (granted == "*" and obj != "**")
+    return granted == obj or granted == "**" or (granted == "*" and obj != "**" and obj not in restricted)
 
 
-def lint_discover(rules: list[Rule]) -> list[Problem]:
+def lint_discover(rules: list[Rule], restricted: Collection[str] = ()) -> list[Problem]:
     """`read` granted without `discover` of the same products, to the subject itself or to a role
-    it holds in that domain (or in `global`)."""
+    it holds in that domain (or in `global`). `restricted`: the names of restricted products (a
+    `*` line does not cover them)."""
     roles_of: dict[tuple[str, str], set[str]] = {}
     for r in rules:
         if r.ptype == "g":
@@ -109,7 +110,8 @@ def lint_discover(rules: list[Rule]) -> list[Problem]:
         sub, dom, obj, _ = rule.fields
         subjects = {sub} | roles_of.get((sub, dom), set()) | roles_of.get((sub, GLOBAL_DOMAIN), set())
         if not any(
-            s in subjects and d in (dom, GLOBAL_DOMAIN) and _covers(o, obj) for s, d, o, _ in discover
+            s in subjects and d in (dom, GLOBAL_DOMAIN) and _covers(o, obj, restricted)
+            for s, d, o, _ in discover
         ):
             problems.append(
                 Problem(
@@ -212,7 +214,7 @@ def lint_texts(
         rules, bad = parse_policy(texts[POLICY_FILE], POLICY_FILE)
         problems += bad
         problems += lint_rules(rules, directory, products)
-        problems += lint_discover(rules)
+        problems += lint_discover(rules, {p.name for p in products or () if p.classification == "restricted"})
         if directory is not None:
             problems += lint_coverage(rules, directory, products, previously_owned)
     if directory is not None and products is not None:

@@ -50,6 +50,17 @@ def test_read_without_discover(lines: str, flagged: bool) -> None:
         assert found[0].code == "read-without-discover" and found[0].where == "policy.csv:1"
 
 
+def test_read_of_a_restricted_product_without_its_discover() -> None:
+    """`*` covers every product of the domain except restricted ones: a `*` discover line does not
+    let a reader of a restricted product find it."""
+    lines = "p, analyst, sales, sales.secret, read\np, analyst, sales, *, discover\n" + BASE
+    rules, _ = parse_policy(lines)
+    assert lint_discover(rules) == []  # without the product list: not known to be restricted
+    [found] = lint_discover(rules, {"sales.secret"})
+    assert found.code == "read-without-discover" and found.where == "policy.csv:1"
+    assert lint_discover(rules, {"sales.other"}) == []
+
+
 DIRECTORY = parse_directory("scopes:\n  districts: district\nroles: {}\nusers: {}\n")
 SCOPED = dict(
     [
