@@ -6,6 +6,7 @@ What is checked, by the same code that decides at build and reload time:
 - the contract against what the compiled SQL returns in scratch: a declared column the SQL does not
   return, a returned column the contract lacks, a `data_type` that differs (as DuckDB names types);
 - the PII gate's dry run (`lineage.classification.pii_findings`, with the column path);
+- a name the catalog has retired (a build refuses to publish it);
 - the policy lint with these products (`policies.lint.lint_texts`: an undeclared scope column, a
   department without an owner, ...).
 Policy impact (who gains which right on each product, against its published spec) is reported
@@ -135,8 +136,29 @@ def _lint(
     return found
 
 
-def check_products(settings: Settings, names: Sequence[str] = ()) -> CheckReport:
-    """Every finding for the named products (default: all), see the module docstring."""
+def retired_message(name: str, reason: str) -> str:
+    return (
+        f"{name} was retired ({reason}): a build refuses to publish that name again; remove its model, "
+        "or give the product a new name"
+    )
+
+
+def _retired(specs: list[ProductSpec], retired: Mapping[str, str], locate: Locator) -> list[Finding]:
+    """A product named like a retired one: the build refuses to publish it (`Catalog.publish`)."""
+    found = []
+    for spec in specs:
+        if spec.name in retired:
+            where = f"models.{spec.model_unique_id.split('.')[-1]}"
+            message = retired_message(spec.name, retired[spec.name])
+            found.append(locate.at(spec.source_file, where, "retired", message))
+    return found
+
+
+def check_products(
+    settings: Settings, names: Sequence[str] = (), retired: Mapping[str, str] | None = None
+) -> CheckReport:
+    """Every finding for the named products (default: all), see the module docstring. `retired`:
+    {product: reason} of the catalog's retired products (names a build would refuse)."""
     locate = Locator(settings.dbt_project_dir)
     try:
         manifest = compile_models(settings, [n.split(".")[-1] for n in names])
@@ -149,6 +171,7 @@ def check_products(settings: Settings, names: Sequence[str] = ()) -> CheckReport
         spec, problems = collect_spec(node, groups)
         report.specs.append(spec)
         report.findings += [locate.spec(p) for p in problems]
+    report.findings += _retired(report.specs, retired or {}, locate)
     scratch = Scratch(manifest, settings.landing_dir, rows=False)
     try:
         scratch.stage([n["unique_id"] for n in nodes])

@@ -42,6 +42,23 @@ DRIFT_YML = """models:
       - name: district
         data_type: varchar
 """
+MISSCOPED_SQL = "select request_id, district, category from {{ ref('stg_public_works__service_requests') }}\n"
+MISSCOPED_YML = """models:
+  - name: misscoped
+    description: "Requests per category; declares category as its scope column, not district."
+    config:
+      meta:
+        civicmesh:
+          classification: internal
+          scope_column: category
+    columns:
+      - name: request_id
+        data_type: varchar
+      - name: district
+        data_type: varchar
+      - name: category
+        data_type: varchar
+"""
 
 
 class Owner:
@@ -114,6 +131,8 @@ def test_scaffold_check_preview_build_read_and_retire(owner: Owner) -> None:
     )
     (marts / "contract_drift.sql").write_text(DRIFT_SQL)
     (marts / "contract_drift.yml").write_text(DRIFT_YML)
+    (marts / "misscoped.sql").write_text(MISSCOPED_SQL)
+    (marts / "misscoped.yml").write_text(MISSCOPED_YML)
     checked = owner.run("product", "check", PRODUCT)
     assert checked.stdout.rstrip().endswith(f"OK: {PRODUCT}")
     assert (
@@ -163,6 +182,12 @@ def test_scaffold_check_preview_build_read_and_retire(owner: Owner) -> None:
         assert node["requesterName"] == by_id[node["requestId"]]["requester_name"]
         assert node["address"] == by_id[node["requestId"]]["address"]
 
+    # a product with a district column that declares another scope column: dana gets no rows
+    counts = query(owner, "dana", "{ publicWorks { misscoped(first: 1) { totalCount } } }")
+    assert counts["data"]["publicWorks"]["misscoped"]["totalCount"] == 0
+    counts = query(owner, "bob", "{ publicWorks { misscoped(first: 1) { totalCount } } }")
+    assert counts["data"]["publicWorks"]["misscoped"]["totalCount"] > 0
+
     # retire: owners only; gone from discovery and the schema, history kept
     refused = owner.run(
         "product", "retire", PRODUCT, "--reason", "merged into service_requests", "--as", "bob", ok=False
@@ -176,6 +201,15 @@ def test_scaffold_check_preview_build_read_and_retire(owner: Owner) -> None:
     )
     assert gone.returncode == 1 and "potholeBacklog" in json.loads(gone.stdout)["errors"][0]["message"]
     assert "retired by alice" in owner.run("snapshots", "list", PRODUCT).stdout
+    # the name is never published again: the check says so before a build would, `new` refuses it
+    again = owner.run("product", "check", "--no-impact", PRODUCT, ok=False)
+    assert again.returncode == 1
+    assert f"{marts / 'pothole_backlog.yml'}:2: retired: {PRODUCT} was retired (merged" in again.stdout
+    for path in marts.glob("pothole_backlog.*"):
+        path.unlink()
+    reused = owner.run("product", "new", "public_works", "pothole_backlog", ok=False)
+    assert reused.returncode == 1 and f"{PRODUCT} was retired" in reused.stderr
+    assert not list(marts.glob("pothole_backlog.*"))
 
 
 FIVE_ERRORS = """models:

@@ -50,13 +50,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     retire.set_defaults(handler=run_retire)
 
 
+def _retired(settings: Settings) -> dict[str, str]:
+    """{product: reason} of the catalog's retired products: names a build refuses to publish."""
+    from civicmesh.cli.policy import catalog_entries
+
+    return {e.spec.name: str(e.retired) for e in catalog_entries(settings, include_retired=True) if e.retired}
+
+
 def run_new(args: argparse.Namespace) -> int:
     from orchestration.authoring import CompileFailed
+    from orchestration.product_check import retired_message
     from orchestration.scaffold import ScaffoldError, scaffold
     from policies.directory import parse_directory
     from policies.names import PolicyError
 
     settings = Settings.from_env()
+    name = f"{args.department}.{args.name}"
+    reason = _retired(settings).get(name)
+    if reason is not None:
+        raise CommandError(retired_message(name, reason))
     try:
         directory = parse_directory((settings.policies_dir / "users.yaml").read_text())
     except (OSError, PolicyError) as exc:
@@ -101,7 +113,7 @@ def run_check(args: argparse.Namespace) -> int:
 
     settings = Settings.from_env()
     try:
-        report = check_products(settings, args.names)
+        report = check_products(settings, args.names, _retired(settings))
     except LookupError as exc:
         raise CommandError(str(exc.args[0])) from exc
     for finding in report.findings:
