@@ -101,9 +101,10 @@ def contract_findings(
     return found
 
 
-def _pii(
+def pii_problems(
     manifest: Mapping[str, Any], specs: list[ProductSpec], columns: NodeColumns, locate: Locator
 ) -> list[Finding]:
+    """The PII gate's blocking findings (a build holds these products back), at the column's line."""
     found = []
     for finding in pii_findings(manifest, specs, columns):
         if finding.blocking:
@@ -181,7 +182,7 @@ def check_products(
             report.findings += contract_findings(scratch, node, returned.get(node["unique_id"]), locate)
     finally:
         scratch.close()
-    report.findings += _pii(manifest, report.specs, NodeColumns(manifest, returned), locate)
+    report.findings += pii_problems(manifest, report.specs, NodeColumns(manifest, returned), locate)
     every = [collect_spec(n, groups)[0] for n in manifest["nodes"].values() if is_product_node(n)]
     report.findings += _lint(settings, every, report.specs, locate)
     return report

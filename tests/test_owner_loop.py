@@ -311,6 +311,21 @@ def test_check_reports_every_problem_at_once_with_file_and_line(tmp_path: Path) 
     assert "impact under" not in out  # impact only once everything is clean
 
 
+def test_preview_shows_nobody_what_the_pii_gate_would_hold_back(tmp_path: Path) -> None:
+    """A column derived from PII without a mask is served to nobody (the build holds the product
+    back), so the preview does not print it unmasked as if bob would get it: it refuses, naming it."""
+    owner = Owner(tmp_path)
+    owner.run("generate", "--rows", "1000", "--seed", "3")
+    marts = owner.project / "models" / "public_works" / "marts"
+    (marts / "leaky_contacts.sql").write_text(LEAKY_SQL)
+    (marts / "leaky_contacts.yml").write_text(LEAKY_YML)
+    result = owner.run("product", "preview", "public_works.leaky_contacts", "--as", "bob", ok=False)
+    assert result.returncode == 1, result.stdout
+    assert "the PII gate would hold public_works.leaky_contacts back" in result.stderr
+    assert "public_works.leaky_contacts.contact is derived from PII" in result.stderr
+    assert "@" not in result.stdout  # no requester e-mail printed
+
+
 @pytest.mark.parametrize(
     ("sql", "says"),
     [

@@ -131,10 +131,11 @@ def run_check(args: argparse.Namespace) -> int:
 
 def _scratch_snapshot(settings: Settings, name: str) -> tuple[Any, Any]:
     """(spec, WrittenSnapshot): the product run in scratch on the home's landing files."""
+    from lineage.dbt import NodeColumns, warehouse_columns
     from meshcore.products import collect_spec
     from meshcore.snapshots import write_snapshot
     from orchestration.authoring import CompileFailed, Scratch, compile_models, workspace
-    from orchestration.product_check import product_nodes
+    from orchestration.product_check import Locator, pii_problems, product_nodes
     from orchestration.publish import snapshot_order
 
     try:
@@ -150,6 +151,11 @@ def _scratch_snapshot(settings: Settings, name: str) -> tuple[Any, Any]:
         scratch.stage([node["unique_id"]], tables=[node["unique_id"]])
         if scratch.findings:
             raise CommandError("; ".join(str(f) for f in scratch.findings))
+        # what the build's PII gate would hold back is shown to nobody, so not previewed either
+        columns = NodeColumns(manifest, warehouse_columns(scratch.con, manifest))
+        leaks = pii_problems(manifest, [spec], columns, Locator(settings.dbt_project_dir))
+        if leaks:
+            raise CommandError(f"the PII gate would hold {name} back: " + "; ".join(map(str, leaks)))
         folder = workspace(settings) / "snapshots" / spec.department / spec.product
         written = write_snapshot(scratch.con, node["relation_name"], folder, snapshot_order(spec))
     finally:
