@@ -70,7 +70,8 @@ class ProductSpec:
     version: int | None = None
     model_unique_id: str = ""
     # `meta.civicmesh.unscoped: "<reason>"`: the owner's reviewed decision that a product with a scope
-    # column (e.g. `district`) serves every row to scoped readers (`policies.lint`, undeclared-scope).
+    # column (e.g. `district`) serves every row to scoped readers (`policies.lint`, undeclared-scope);
+    # beside a `scope_column`, why its other scope columns limit no reader.
     unscoped: str | None = None
     source_file: str = ""
     depends_on: tuple[str, ...] = field(default=())
@@ -241,8 +242,6 @@ def _check_meta(
     unscoped = meta.get("unscoped")
     if unscoped is not None and not (isinstance(unscoped, str) and unscoped.strip()):
         problems.add(source, f"{where}.unscoped", "the reason every scoped reader may see every row (text)")
-    elif unscoped is not None and meta.get("scope_column") is not None:
-        problems.add(source, f"{where}.unscoped", "a product either declares a scope_column or is unscoped")
 
 
 def collect_spec(node: Mapping[str, Any], groups: Mapping[str, Any]) -> tuple[ProductSpec, Problems]:

@@ -9,8 +9,9 @@ lines at its end), or a role in the directory that no line gives any right.
 Two rules catch rights that do not do what their author meant: `read` granted without `discover`
 (the subject may read rows of a product it cannot find), and, with the product list, a product that
 has a scope column (a column a `scopes:` attribute of users.yaml limits, e.g. `district`) but does
-not declare it as its `scope_column`: every scoped reader would silently see every row. The owner
-either declares it or records `meta.civicmesh.unscoped: "<why every row may be seen>"`.
+not declare it as its `scope_column`: every scoped reader would silently see every row (the gateway
+serves such a reader none, `policies.rules.row_filter`). The owner either declares it or records
+`meta.civicmesh.unscoped: "<why every row may be seen>"`.
 """
 
 from __future__ import annotations
