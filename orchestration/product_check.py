@@ -6,6 +6,7 @@ What is checked, by the same code that decides at build and reload time:
 - the contract against what the compiled SQL returns in scratch: a declared column the SQL does not
   return, a returned column the contract lacks, a `data_type` that differs (as DuckDB names types);
 - the PII gate's dry run (`lineage.classification.pii_findings`, with the column path);
+- a column computed from a scope column under another name (`district as ward`), by the same lineage;
 - a name the catalog has retired (a build refuses to publish it);
 - the policy lint with these products (`policies.lint.lint_texts`: an undeclared scope column, a
   department without an owner, ...).
@@ -20,13 +21,15 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from lineage.classification import pii_findings
+from lineage.classification import Column, PiiGraph, pii_findings
 from lineage.dbt import NodeColumns, warehouse_columns
 from meshcore.products import ProductSpec, ProductSpecError, collect_spec, is_product_node
 from meshcore.settings import Settings
 from orchestration.authoring import CompileFailed, Finding, Scratch, compile_models
 from orchestration.yml_lines import field_line
-from policies.lint import lint_texts, read_texts
+from policies.directory import parse_directory
+from policies.lint import USERS_FILE, lint_texts, read_texts
+from policies.names import PolicyError
 
 
 @dataclass
@@ -115,6 +118,54 @@ def pii_problems(
     return found
 
 
+def _scoped_origin(graph: PiiGraph, start: Column, scoped: set[str]) -> Column | None:
+    """The nearest upstream column of `start` named like a scope column (`district`), if any."""
+    seen, frontier = {start}, [start]
+    while frontier:
+        following = []
+        for step in frontier:
+            for parent in graph.inputs(step)[0]:
+                if parent[1].lower() in scoped:
+                    return parent
+                if parent not in seen:
+                    seen.add(parent)
+                    following.append(parent)
+        frontier = following
+    return None
+
+
+def derived_scope_problems(
+    manifest: Mapping[str, Any],
+    specs: list[ProductSpec],
+    columns: NodeColumns,
+    scoped: set[str],
+    locate: Locator,
+) -> list[Finding]:
+    """A product column computed from a scope column under another name (`district as ward`) in a
+    product that neither declares a scope column users.yaml limits nor records `unscoped`: the row
+    scope matches columns by name (`policies.rules.row_filter`), so every scoped reader would see
+    every row. Only here: it needs the column lineage of the compiled SQL (the PII gate's graph)."""
+    graph, found = PiiGraph(manifest, columns), []
+    for spec in specs:
+        if spec.unscoped or (spec.scope_column or "").lower() in scoped:
+            continue
+        model = spec.model_unique_id.split(".")[-1]
+        for column in spec.columns:
+            if column.name.lower() in scoped:
+                continue  # named so: the policy lint's undeclared-scope
+            origin = _scoped_origin(graph, (spec.model_unique_id, column.name), scoped)
+            if origin is not None:
+                message = (
+                    f"{spec.name}.{column.name} is computed from {graph.label(origin, {})}, which scopes "
+                    f"readers, but the row scope applies only to a column named {origin[1]!r}: every scoped "
+                    f"reader would see every row. Name it {origin[1]} and declare it as scope_column, or "
+                    f'record `unscoped: "<why>"`'
+                )
+                where = f"models.{model}.columns.{column.name}"
+                found.append(locate.at(spec.source_file, where, "undeclared-scope", message))
+    return found
+
+
 def _lint(
     settings: Settings, every: list[ProductSpec], checked: list[ProductSpec], locate: Locator
 ) -> list[Finding]:
@@ -155,6 +206,16 @@ def _retired(specs: list[ProductSpec], retired: Mapping[str, str], locate: Locat
     return found
 
 
+def _scoped(settings: Settings) -> set[str]:
+    """The column names users.yaml's `scopes:` limit readers by (lower case); none when it does not
+    load (the policy lint reports that)."""
+    try:
+        directory = parse_directory((settings.policies_dir / USERS_FILE).read_text(), USERS_FILE)
+    except (OSError, PolicyError):
+        return set()
+    return {column.lower() for column in directory.scopes.values()}
+
+
 def check_products(
     settings: Settings, names: Sequence[str] = (), retired: Mapping[str, str] | None = None
 ) -> CheckReport:
@@ -182,7 +243,9 @@ def check_products(
             report.findings += contract_findings(scratch, node, returned.get(node["unique_id"]), locate)
     finally:
         scratch.close()
-    report.findings += pii_problems(manifest, report.specs, NodeColumns(manifest, returned), locate)
+    lineage = NodeColumns(manifest, returned)
+    report.findings += pii_problems(manifest, report.specs, lineage, locate)
+    report.findings += derived_scope_problems(manifest, report.specs, lineage, _scoped(settings), locate)
     every = [collect_spec(n, groups)[0] for n in manifest["nodes"].values() if is_product_node(n)]
     report.findings += _lint(settings, every, report.specs, locate)
     return report

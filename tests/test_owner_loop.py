@@ -311,6 +311,44 @@ def test_check_reports_every_problem_at_once_with_file_and_line(tmp_path: Path) 
     assert "impact under" not in out  # impact only once everything is clean
 
 
+RENAMED_YML = """models:
+  - name: renamed_scope
+    description: "Requests per council district, the district column renamed."
+    config:
+      meta:
+        civicmesh:
+          classification: internal
+          scope_column: council_district
+    columns:
+      - name: request_id
+        data_type: varchar
+      - name: council_district
+        data_type: varchar
+      - name: category
+        data_type: varchar
+"""
+RENAMED_SQL = f"select request_id, district as council_district, category from {STG}\n"
+
+
+def test_check_flags_a_scope_column_under_another_name(tmp_path: Path) -> None:
+    """The row scope matches the column named `district`; declared as `council_district` it would
+    limit nobody (dana would see every district), so the check follows the column's lineage."""
+    owner = Owner(tmp_path)
+    marts = owner.project / "models" / "public_works" / "marts"
+    (marts / "renamed_scope.sql").write_text(RENAMED_SQL)
+    (marts / "renamed_scope.yml").write_text(RENAMED_YML)
+    result = owner.run("product", "check", "--no-impact", "public_works.renamed_scope", ok=False)
+    assert result.returncode == 1, result.stdout
+    line = line_of(RENAMED_YML, "name: council_district")
+    assert re.search(
+        rf"^{re.escape(str(marts / 'renamed_scope.yml'))}:{line}: undeclared-scope: "
+        r"public_works.renamed_scope.council_district is computed from .*\.district, which scopes readers",
+        result.stdout,
+        re.M,
+    ), result.stdout
+    assert result.stdout.count("undeclared-scope") == 1  # category is not computed from district
+
+
 def test_preview_shows_nobody_what_the_pii_gate_would_hold_back(tmp_path: Path) -> None:
     """A column derived from PII without a mask is served to nobody (the build holds the product
     back), so the preview does not print it unmasked as if bob would get it: it refuses, naming it."""
