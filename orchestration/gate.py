@@ -3,7 +3,8 @@
 A product is held back (status `failed`) when anything it is built from failed in this build: its
 model or an upstream model, seed or snapshot did not build; a test of severity error (generic,
 singular or unit test, anywhere in the project) failed or errored on its model or on any node
-upstream of it; or the PII gate found an undeclared or unknown PII column. A failing
+upstream of it; the PII gate found an undeclared or unknown PII column; or it reads another
+department's data other than its public products without personal data (`foreign_inputs`). A failing
 `severity: warn` test is recorded (status `warned`) and the product publishes. Every product that
 depends on none of it publishes in the same build: the blast radius of a failure is the product and
 what is built from it.
@@ -24,7 +25,7 @@ from typing import Any
 
 from lineage.classification import PiiFinding
 from lineage.dbt import manifest_node
-from meshcore.products import ProductSpec
+from meshcore.products import ProductSpec, column_classification, is_product_node
 
 TESTS = ("test.", "unit_test.")
 CONTRACT_FAILED = "enforced contract that failed"  # dbt's message when a model drifts from its contract
@@ -84,6 +85,56 @@ def upstream(manifest: Mapping[str, Any], uid: str) -> set[str]:
                 seen.add(parent)
                 stack.append(parent)
     return seen
+
+
+def department_of(node: Mapping[str, Any]) -> str:
+    """The department a manifest node belongs to: its dbt group, else its folder
+    `models/<department>/` (a source has no group); "" for a node outside both (a seed)."""
+    group = node.get("group") or (node.get("config") or {}).get("group")
+    parts = str(node.get("original_file_path") or "").split("/")
+    return str(group or (parts[1] if len(parts) > 2 and parts[0] == "models" else ""))
+
+
+def open_product(node: Mapping[str, Any]) -> bool:
+    """A `public` product without personal data: what any department may build on (its warehouse
+    table holds nothing its readers do not see)."""
+    meta = (node.get("config") or {}).get("meta") or node.get("meta") or {}
+    columns = (node.get("columns") or {}).values()
+    return (
+        is_product_node(node)
+        and (meta.get("civicmesh") or {}).get("classification") == "public"
+        and not any(column_classification(c).pii for c in columns)
+    )
+
+
+def foreign_inputs(manifest: Mapping[str, Any], uid: str, department: str) -> list[str]:
+    """What model `uid` of `department` reads, transitively, from another department other than
+    its public products without personal data (`open_product`). A department's other products,
+    sources and private models hold rows and unmasked columns its own governance decides about;
+    built into a product of `department`, they would be read, unmasked (`read_pii`) and granted by
+    `department`'s owner (transforms/README.md: the cross-department case reads public products)."""
+    found, seen, stack = [], {uid}, [uid]
+    while stack:
+        node = manifest_node(manifest, stack.pop()) or {}
+        for parent in (node.get("depends_on") or {}).get("nodes") or ():
+            parent_node = manifest_node(manifest, parent) or {}
+            if parent in seen:
+                continue
+            seen.add(parent)
+            if department_of(parent_node) in (department, ""):
+                stack.append(parent)
+            elif not open_product(parent_node):
+                found.append(parent)
+    return sorted(found)
+
+
+def boundary_message(manifest: Mapping[str, Any], uid: str, department: str) -> str:
+    node = manifest_node(manifest, uid) or {}
+    kind, name = uid.split(".")[0], ".".join(uid.split(".")[2:])
+    return (
+        f"reads {kind} {name} of department {department_of(node)!r}: {department} may build only on "
+        "another department's public products without personal data (request access to read the rest)"
+    )
 
 
 def _checked_nodes(manifest: Mapping[str, Any], uid: str) -> set[str]:
@@ -155,6 +206,10 @@ def _gate_one(
         failed.append(FailedCheck(f"model {name}", f"dbt did not build model {name} ({status})", "error"))
     # A model that did not build in this run has nothing to classify (dbt compiles only what it
     # runs): why it did not build is the finding.
+    failed += [
+        FailedCheck(f"boundary.{uid}", boundary_message(manifest, uid, spec.department), "error")
+        for uid in foreign_inputs(manifest, spec.model_unique_id, spec.department)
+    ]
     own = [f for f in findings if f.product == spec.name and status == "success"]
     failed += [FailedCheck(f"pii_gate.{f.column}", f.message, "error") for f in own if f.blocking]
     deidentified = tuple(f for f in own if f.kind == "deidentified")

@@ -8,6 +8,7 @@ What is checked, by the same code that decides at build and reload time:
 - the PII gate's dry run (`lineage.classification.pii_findings`, with the column path);
 - a column computed from a scope column under another name (`district as ward`), by the same lineage;
 - a name the catalog has retired (a build refuses to publish it);
+- another department's data read other than through its products (`orchestration.gate.foreign_inputs`);
 - the policy lint with these products (`policies.lint.lint_texts`: an undeclared scope column, a
   department without an owner, ...).
 Policy impact (who gains which right on each product, against its published spec) is reported
@@ -26,6 +27,7 @@ from lineage.dbt import NodeColumns, warehouse_columns
 from meshcore.products import ProductSpec, ProductSpecError, collect_spec, is_product_node
 from meshcore.settings import Settings
 from orchestration.authoring import CompileFailed, Finding, Scratch, compile_models
+from orchestration.gate import boundary_message, foreign_inputs
 from orchestration.yml_lines import field_line
 from policies.directory import parse_directory
 from policies.lint import USERS_FILE, lint_texts, read_texts
@@ -234,6 +236,14 @@ def check_products(
         report.specs.append(spec)
         report.findings += [locate.spec(p) for p in problems]
     report.findings += _retired(report.specs, retired or {}, locate)
+    for node, spec in zip(nodes, report.specs, strict=True):
+        for uid in foreign_inputs(manifest, node["unique_id"], spec.department):
+            where = f"models.{node['name']}"
+            report.findings.append(
+                locate.at(
+                    spec.source_file, where, "boundary", boundary_message(manifest, uid, spec.department)
+                )
+            )
     scratch = Scratch(manifest, settings.landing_dir, rows=False)
     try:
         scratch.stage([n["unique_id"] for n in nodes])

@@ -31,6 +31,7 @@ from lineage.dbt import NodeColumns, manifest_node, warehouse_columns
 from meshcore.products import NAME_PATTERN, PLACEHOLDER, column_classification
 from meshcore.settings import Settings
 from orchestration.authoring import Scratch, compile_models
+from orchestration.gate import boundary_message, department_of, open_product
 
 
 class ScaffoldError(ValueError):
@@ -209,6 +210,9 @@ def scaffold(
         raise ScaffoldError(f"{targets[0]} or its yml exists already: edit it instead")
     manifest = compile_models(settings)
     uid = _find_upstream(manifest, department, name, source)
+    upstream_node = manifest_node(manifest, uid) or {}
+    if department_of(upstream_node) not in (department, "") and not open_product(upstream_node):
+        raise ScaffoldError(f"{department}.{name} {boundary_message(manifest, uid, department)}")
     columns = upstream_columns(settings, manifest, uid)
     written: list[Path] = []
     ref = (manifest_node(manifest, uid) or {}).get("name", "")

@@ -349,6 +349,50 @@ def test_check_flags_a_scope_column_under_another_name(tmp_path: Path) -> None:
     assert result.stdout.count("undeclared-scope") == 1  # category is not computed from district
 
 
+COPY_YML = """models:
+  - name: requester_copy
+    description: "City operations' copy of public works' requests."
+    config:
+      meta:
+        civicmesh:
+          classification: internal
+          unscoped: "a test product"
+    columns:
+      - name: request_id
+        data_type: varchar
+      - name: requester_name
+        data_type: varchar
+        config:
+          tags: [pii]
+          meta: {mask: hash}
+"""
+
+
+def test_a_department_cannot_republish_another_departments_data(tmp_path: Path) -> None:
+    """Built into a city_ops product, public works' requesters would be read unmasked (read_pii) and
+    granted by city_ops' owner: only another department's public products without personal data
+    may be built on. `new` refuses the raw source, `check` flags the internal product."""
+    owner = Owner(tmp_path)
+    scaffold = owner.run(
+        "product", "new", "city_ops", "requesters", "--from", "raw_public_works.service_requests", ok=False
+    )
+    assert scaffold.returncode == 1
+    assert "reads source raw_public_works.service_requests of department 'public_works'" in scaffold.stderr
+    assert not list((owner.project / "models" / "city_ops").rglob("*requesters*"))
+    marts = owner.project / "models" / "city_ops" / "marts"
+    (marts / "requester_copy.sql").write_text(
+        "select request_id, requester_name from {{ ref('service_requests') }}\n"
+    )
+    (marts / "requester_copy.yml").write_text(COPY_YML)
+    result = owner.run("product", "check", "--no-impact", "city_ops.requester_copy", ok=False)
+    assert result.returncode == 1, result.stdout
+    assert (
+        f"{marts / 'requester_copy.yml'}:2: boundary: reads model service_requests of department "
+        "'public_works': city_ops may build only on another department's public products without "
+        "personal data"
+    ) in result.stdout
+
+
 def test_preview_shows_nobody_what_the_pii_gate_would_hold_back(tmp_path: Path) -> None:
     """A column derived from PII without a mask is served to nobody (the build holds the product
     back), so the preview does not print it unmasked as if bob would get it: it refuses, naming it."""
