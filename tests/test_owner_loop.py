@@ -391,6 +391,10 @@ def test_a_department_cannot_republish_another_departments_data(tmp_path: Path) 
         "'public_works': city_ops may build only on another department's public products without "
         "personal data"
     ) in result.stdout
+    preview = owner.run("product", "preview", "city_ops.requester_copy", "--as", "olivia", ok=False)
+    assert (
+        preview.returncode == 1 and "city_ops.requester_copy reads model service_requests" in preview.stderr
+    )
 
 
 def test_preview_shows_nobody_what_the_pii_gate_would_hold_back(tmp_path: Path) -> None:

@@ -135,6 +135,7 @@ def _scratch_snapshot(settings: Settings, name: str) -> tuple[Any, Any]:
     from meshcore.products import collect_spec
     from meshcore.snapshots import write_snapshot
     from orchestration.authoring import CompileFailed, Scratch, compile_models, workspace
+    from orchestration.gate import boundary_message, foreign_inputs
     from orchestration.product_check import Locator, pii_problems, product_nodes
     from orchestration.publish import snapshot_order
 
@@ -146,6 +147,9 @@ def _scratch_snapshot(settings: Settings, name: str) -> tuple[Any, Any]:
     spec, problems = collect_spec(node, manifest.get("groups") or {})
     if problems:
         raise CommandError(f"{problems[0]} (+{len(problems) - 1} more: civicmesh product check {name})")
+    foreign = foreign_inputs(manifest, node["unique_id"], spec.department)
+    if foreign:  # held back by every build: nobody would see these rows
+        raise CommandError(f"{name} {boundary_message(manifest, foreign[0], spec.department)}")
     scratch = Scratch(manifest, settings.landing_dir)
     try:
         scratch.stage([node["unique_id"]], tables=[node["unique_id"]])
