@@ -73,6 +73,9 @@ class ProductSpec:
     # column (e.g. `district`) serves every row to scoped readers (`policies.lint`, undeclared-scope);
     # beside a `scope_column`, why its other scope columns limit no reader.
     unscoped: str | None = None
+    # `meta.civicmesh.declassified: "<reason>"`: the owner's reviewed decision that the product may be
+    # less strictly classified than a product it is built from (an aggregate; `orchestration.gate`).
+    declassified: str | None = None
     source_file: str = ""
     depends_on: tuple[str, ...] = field(default=())
 
@@ -91,8 +94,9 @@ class ProductSpec:
         data = asdict(self)
         # The JSON is a snapshot's spec identity (publish compares it): a field added later stays
         # out while unset, so specs published before it keep their identity.
-        if data["unscoped"] is None:
-            del data["unscoped"]
+        for later in ("unscoped", "declassified"):
+            if data[later] is None:
+                del data[later]
         return json.dumps(data, sort_keys=True)
 
     @classmethod
@@ -242,6 +246,10 @@ def _check_meta(
     unscoped = meta.get("unscoped")
     if unscoped is not None and not (isinstance(unscoped, str) and unscoped.strip()):
         problems.add(source, f"{where}.unscoped", "the reason every scoped reader may see every row (text)")
+    declassified = meta.get("declassified")
+    if declassified is not None and not (isinstance(declassified, str) and declassified.strip()):
+        message = "the reason it may be classified below a product it is built from (text)"
+        problems.add(source, f"{where}.declassified", message)
 
 
 def collect_spec(node: Mapping[str, Any], groups: Mapping[str, Any]) -> tuple[ProductSpec, Problems]:
@@ -296,6 +304,7 @@ def collect_spec(node: Mapping[str, Any], groups: Mapping[str, Any]) -> tuple[Pr
         source_file=source,
         depends_on=tuple((node.get("depends_on") or {}).get("nodes") or ()),
         unscoped=str(meta["unscoped"]).strip() if meta.get("unscoped") else None,
+        declassified=str(meta["declassified"]).strip() if meta.get("declassified") else None,
     )
     return spec, problems
 

@@ -8,7 +8,8 @@ What is checked, by the same code that decides at build and reload time:
 - the PII gate's dry run (`lineage.classification.pii_findings`, with the column path);
 - a column computed from a scope column under another name (`district as ward`), by the same lineage;
 - a name the catalog has retired (a build refuses to publish it);
-- another department's data read other than through its products (`orchestration.gate.foreign_inputs`);
+- another department's data read other than through its products (`orchestration.gate.foreign_inputs`),
+  a product built from a more strictly classified one (`stricter_inputs`);
 - the policy lint with these products (`policies.lint.lint_texts`: an undeclared scope column, a
   department without an owner, ...).
 Policy impact (who gains which right on each product, against its published spec) is reported
@@ -27,7 +28,7 @@ from lineage.dbt import NodeColumns, warehouse_columns
 from meshcore.products import ProductSpec, ProductSpecError, collect_spec, is_product_node
 from meshcore.settings import Settings
 from orchestration.authoring import CompileFailed, Finding, Scratch, compile_models
-from orchestration.gate import boundary_message, foreign_inputs
+from orchestration.gate import boundary_message, downgrade_message, foreign_inputs, stricter_inputs
 from orchestration.yml_lines import field_line
 from policies.directory import parse_directory
 from policies.lint import USERS_FILE, lint_texts, read_texts
@@ -208,6 +209,24 @@ def _retired(specs: list[ProductSpec], retired: Mapping[str, str], locate: Locat
     return found
 
 
+def _inputs(
+    manifest: Mapping[str, Any], nodes: list[Mapping[str, Any]], specs: list[ProductSpec], locate: Locator
+) -> list[Finding]:
+    """What the publish gate says of a product's inputs: another department's data read other
+    than through its open products, a more strictly classified product it is built from."""
+    found = []
+    for node, spec in zip(nodes, specs, strict=True):
+        where = f"models.{node['name']}"
+        for uid in foreign_inputs(manifest, node["unique_id"], spec.department):
+            message = boundary_message(manifest, uid, spec.department)
+            found.append(locate.at(spec.source_file, where, "boundary", message))
+        for uid in stricter_inputs(manifest, spec):
+            message = downgrade_message(manifest, uid, spec)
+            field = f"{where}.config.meta.civicmesh.classification"
+            found.append(locate.at(spec.source_file, field, "classification", message))
+    return found
+
+
 def _scoped(settings: Settings) -> set[str]:
     """The column names users.yaml's `scopes:` limit readers by (lower case); none when it does not
     load (the policy lint reports that)."""
@@ -236,14 +255,7 @@ def check_products(
         report.specs.append(spec)
         report.findings += [locate.spec(p) for p in problems]
     report.findings += _retired(report.specs, retired or {}, locate)
-    for node, spec in zip(nodes, report.specs, strict=True):
-        for uid in foreign_inputs(manifest, node["unique_id"], spec.department):
-            where = f"models.{node['name']}"
-            report.findings.append(
-                locate.at(
-                    spec.source_file, where, "boundary", boundary_message(manifest, uid, spec.department)
-                )
-            )
+    report.findings += _inputs(manifest, nodes, report.specs, locate)
     scratch = Scratch(manifest, settings.landing_dir, rows=False)
     try:
         scratch.stage([n["unique_id"] for n in nodes])

@@ -95,9 +95,9 @@ def row_filter(
         if role in directory.roles:
             attributes.update(directory.roles[role].scope)
     limiting = {directory.scopes[a].lower() for a in attributes if a in directory.scopes}
-    for column in undeclared_scope(product, directory.scopes):
-        if column.lower() in limiting:
-            return RowFilter(column, ())
+    for undeclared in undeclared_scope(product, directory.scopes):
+        if undeclared.lower() in limiting:
+            return RowFilter(undeclared, ())
     column = product.scope_column
     if column is None:
         return None

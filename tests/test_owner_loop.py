@@ -397,6 +397,33 @@ def test_a_department_cannot_republish_another_departments_data(tmp_path: Path) 
     )
 
 
+def test_a_product_built_from_a_restricted_one_is_not_read_by_all_staff(tmp_path: Path) -> None:
+    """`new` proposes the strictest classification of what it builds on (hr.employees is
+    restricted); downgraded to internal by hand, every staff member would read the register:
+    `check` flags it at the classification's line until the owner records why."""
+    owner = Owner(tmp_path)
+    owner.run("product", "new", "hr", "staff_directory", "--from", "employees")
+    yml = owner.project / "models" / "hr" / "marts" / "staff_directory.yml"
+    text = re.sub(r'description: "TODO\(owner\):[^"]*"', 'description: "Who works where."', yml.read_text())
+    assert "classification: restricted" in text
+    yml.write_text(text.replace("classification: restricted", "classification: internal"))
+    result = owner.run("product", "check", "--no-impact", "hr.staff_directory", ok=False)
+    line = line_of(text, "classification: restricted")
+    assert (
+        f"{yml}:{line}: classification: hr.staff_directory is internal but built from "
+        "hr.employees (restricted)"
+    ) in result.stdout, result.stdout
+    reason = (
+        'classification: internal\n          declassified: "names and titles only, published to all staff"'
+    )
+    yml.write_text(text.replace("classification: restricted", reason))
+    assert (
+        owner.run("product", "check", "--no-impact", "hr.staff_directory")
+        .stdout.rstrip()
+        .endswith("OK: hr.staff_directory")
+    )
+
+
 def test_preview_shows_nobody_what_the_pii_gate_would_hold_back(tmp_path: Path) -> None:
     """A column derived from PII without a mask is served to nobody (the build holds the product
     back), so the preview does not print it unmasked as if bob would get it: it refuses, naming it."""

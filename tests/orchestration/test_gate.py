@@ -9,7 +9,7 @@ import pytest
 
 from lineage.classification import PiiFinding
 from meshcore.products import ColumnSpec, ProductSpec
-from orchestration.gate import foreign_inputs, gate_products
+from orchestration.gate import foreign_inputs, gate_products, stricter_inputs
 
 # raw -> stg -> requests (product) -> scorecard (product, built from requests); raw2 -> sensors (product)
 NODES = {
@@ -220,3 +220,40 @@ def test_a_product_builds_on_another_department_only_through_its_open_products(
     gate = gate_products(manifest, run, [spec])["hr.hr_product"]
     assert [c.name for c in gate.failed] == [f"boundary.{uid}" for uid in foreign]
     assert gate.held_back is bool(foreign)
+
+
+# a product of hr built from hr's products: never classified below what it reads without a reason
+CLASSES = {"model.p.register": "restricted", "model.p.directory": "internal", "model.p.open": "public"}
+DOWNGRADES = [
+    ("restricted", ["model.p.register"], None, []),
+    ("confidential", ["model.p.register"], None, ["model.p.register"]),
+    ("internal", ["model.p.register", "model.p.directory"], None, ["model.p.register"]),
+    ("public", ["model.p.directory", "model.p.open"], None, ["model.p.directory"]),
+    ("public", ["model.p.open"], None, []),
+    ("internal", ["model.p.stg_register"], None, ["model.p.register"]),  # through a model, not around it
+    ("internal", ["model.p.register"], "headcounts per department", []),
+]
+
+
+@pytest.mark.parametrize(("classification", "reads", "declassified", "stricter"), DOWNGRADES)
+def test_a_product_is_not_classified_below_what_it_is_built_from(
+    classification: str, reads: list[str], declassified: str | None, stricter: list[str]
+) -> None:
+    nodes = {uid: _boundary_node(uid, [], "hr", classification=c) for uid, c in CLASSES.items()}
+    nodes["model.p.stg_register"] = _boundary_node("model.p.stg_register", ["model.p.register"], "hr")
+    nodes["model.p.new"] = _boundary_node("model.p.new", reads, "hr", classification=classification)
+    manifest = {"nodes": nodes, "sources": {}}
+    spec = ProductSpec(
+        "hr",
+        "new",
+        classification,
+        "o@city.example",
+        "",
+        (),
+        model_unique_id="model.p.new",
+        declassified=declassified,
+    )
+    assert stricter_inputs(manifest, spec) == stricter
+    run = {"results": [{"unique_id": "model.p.new", "status": "success"}]}
+    gate = gate_products(manifest, run, [spec])["hr.new"]
+    assert [c.name for c in gate.failed] == [f"classification.{uid}" for uid in stricter]

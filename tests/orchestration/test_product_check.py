@@ -119,6 +119,13 @@ def test_unscoped_needs_a_reason() -> None:
     assert [p.field for p in collect_spec(base, GROUPS)[1]] == [
         "models.backlog.config.meta.civicmesh.unscoped"
     ]
+    base["config"]["meta"]["civicmesh"]["declassified"] = " "
+    assert [p.field for p in collect_spec(base, GROUPS)[1]] == [
+        "models.backlog.config.meta.civicmesh.unscoped",
+        "models.backlog.config.meta.civicmesh.declassified",
+    ]
+    del base["config"]["meta"]["civicmesh"]["declassified"]
+    assert "declassified" not in ok.to_json()  # unset: specs published before it keep their identity
     # beside a scope column: why the product's other scope columns limit no reader
     base["config"]["meta"]["civicmesh"].update(unscoped="why", scope_column="request_id")
     ok, problems = collect_spec(base, GROUPS)
