@@ -226,3 +226,28 @@ def test_policy_diff_against_takes_only_a_commit(
     assert main(["policy", "diff", f"--against={revision}", "--manifest", str(manifest)]) == 1
     assert "is not a git revision of a commit" in capsys.readouterr().err
     assert list((policy_dir / "written:policies").iterdir()) == []
+
+
+def test_policy_diff_against_a_revision_the_lint_now_refuses(
+    policy_dir: Path, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """The committed policy grants read without discover (refused by today's lint); the change under
+    review fixes it: the diff compares with the policy as it was instead of refusing to."""
+    bad = "p, analyst, finance, **, read\n"
+    clean = (policy_dir / "policy.csv").read_text()
+    (policy_dir / "policy.csv").write_text(clean + bad)
+    repo = policy_dir.parent
+    git(repo, "init", "-q")
+    git(repo, "add", "policies")
+    git(repo, "commit", "-q", "-m", "read without discover")
+    (policy_dir / "policy.csv").write_text(clean)
+    monkeypatch.setenv("CIVICMESH_HOME", str(settings.home))
+    monkeypatch.setenv("CIVICMESH_METADATA_URL", settings.metadata_url)
+    monkeypatch.setenv("CIVICMESH_POLICIES_DIR", str(policy_dir))
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text(json.dumps(manifest_for(DEMO_PRODUCTS.values())))
+    assert main(["policy", "diff", "--against", "HEAD", "--manifest", str(manifest)]) == 0
+    assert "- policy.csv: p, analyst, finance, **, read" in capsys.readouterr().out
+    (policy_dir / "policy.csv").write_text(clean + bad)  # the new side still passes every rule
+    assert main(["policy", "diff", "--against", "HEAD", "--manifest", str(manifest)]) == 1
+    assert "read-without-discover" in capsys.readouterr().err
