@@ -16,6 +16,7 @@ from meshcore.settings import Settings
 
 if TYPE_CHECKING:
     from meshcore.catalog import CatalogEntry
+    from policies.engine import PolicyEngine
 
 POLICY_FILES = {".conf": "model.conf", ".csv": "policy.csv", ".yaml": "users.yaml", ".yml": "users.yaml"}
 
@@ -350,7 +351,7 @@ def _diff_inputs(args: argparse.Namespace, settings: Settings, tmp: Path) -> lis
     ]
 
 
-def _as_it_was(folder: Path) -> Any:
+def _as_it_was(folder: Path) -> PolicyEngine:
     """The policy files of `folder` without the lint (names still validated while parsing)."""
     from meshcore.store import utcnow
     from policies.engine import Inputs, PolicyEngine
@@ -371,7 +372,7 @@ def run_diff(args: argparse.Namespace) -> int:
     if not products:
         raise CommandError("no products to compare on: publish products or pass --manifest")
     with tempfile.TemporaryDirectory() as tmp:
-        engines = []
+        engines: list[PolicyEngine] = []
         for label, folder in _diff_inputs(args, settings, Path(tmp)):
             try:
                 # the old policy as it was, even where today's lint rules refuse it (the change
