@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -336,12 +336,20 @@ def collect_product_specs(manifest: Mapping[str, Any] | Path) -> tuple[list[Prod
             spec, found = collect_spec(node, groups)
             problems += found
             specs += [] if found else [spec]
-    seen: dict[str, str] = {}
-    for spec in specs:
-        if spec.name in seen:
-            problems.add(spec.source_file, spec.name, f"product name also declared by {seen[spec.name]}")
-        seen[spec.name] = spec.source_file
+    problems += duplicate_names(specs)
     return sorted(specs, key=lambda s: s.name), problems
+
+
+def duplicate_names(specs: Sequence[ProductSpec]) -> Problems:
+    """A problem for each product whose name another one declares too (`meta.civicmesh.product`
+    can rename a model): both would publish as one product, so a build refuses the project."""
+    problems = Problems()
+    for spec in specs:
+        others = [o.source_file for o in specs if o.name == spec.name and o is not spec]
+        if others:
+            where = f"models.{spec.model_unique_id.split('.')[2]}" if spec.model_unique_id else spec.name
+            problems.add(spec.source_file, where, f"product name also declared by {', '.join(others)}")
+    return problems
 
 
 def load_product_specs(manifest: Mapping[str, Any] | Path) -> list[ProductSpec]:

@@ -25,7 +25,7 @@ from typing import Any
 
 from lineage.classification import Column, PiiGraph, pii_findings
 from lineage.dbt import NodeColumns, warehouse_columns
-from meshcore.products import ProductSpec, ProductSpecError, collect_spec, is_product_node
+from meshcore.products import ProductSpec, ProductSpecError, collect_spec, duplicate_names, is_product_node
 from meshcore.settings import Settings
 from orchestration.authoring import CompileFailed, Finding, Scratch, compile_models
 from orchestration.gate import boundary_message, downgrade_message, foreign_inputs, stricter_inputs
@@ -269,5 +269,7 @@ def check_products(
     report.findings += pii_problems(manifest, report.specs, lineage, locate)
     report.findings += derived_scope_problems(manifest, report.specs, lineage, _scoped(settings), locate)
     every = [collect_spec(n, groups)[0] for n in manifest["nodes"].values() if is_product_node(n)]
+    checked = {s.source_file for s in report.specs}
+    report.findings += [locate.spec(p) for p in duplicate_names(every) if p.source in checked]
     report.findings += _lint(settings, every, report.specs, locate)
     return report

@@ -424,6 +424,23 @@ def test_a_product_built_from_a_restricted_one_is_not_read_by_all_staff(tmp_path
     )
 
 
+def test_check_names_a_model_that_takes_an_existing_product_name(tmp_path: Path) -> None:
+    owner = Owner(tmp_path)
+    marts = owner.project / "models" / "public_works" / "marts"
+    (marts / "impostor.sql").write_text(f"select request_id, district from {STG}\n")
+    (marts / "impostor.yml").write_text(
+        MISSCOPED_YML.replace("name: misscoped", "name: impostor")
+        .replace("scope_column: category", "scope_column: district\n          product: service_requests")
+        .replace("      - name: category\n        data_type: varchar\n", "")
+    )
+    result = owner.run("product", "check", "--no-impact", "public_works.service_requests", ok=False)
+    assert result.returncode == 1, result.stdout
+    assert (
+        f"{marts / 'service_requests.yml'}:2: spec: product name also declared by "
+        "models/public_works/marts/impostor.yml"
+    ) in result.stdout
+
+
 def test_preview_shows_nobody_what_the_pii_gate_would_hold_back(tmp_path: Path) -> None:
     """A column derived from PII without a mask is served to nobody (the build holds the product
     back), so the preview does not print it unmasked as if bob would get it: it refuses, naming it."""
