@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -70,8 +70,12 @@ class ProductSpec:
     version: int | None = None
     model_unique_id: str = ""
     # `meta.civicmesh.unscoped: "<reason>"`: the owner's reviewed decision that a product with a scope
-    # column (e.g. `district`) serves every row to scoped readers (`policies.lint`, undeclared-scope).
+    # column (e.g. `district`) serves every row to scoped readers (`policies.lint`, undeclared-scope);
+    # beside a `scope_column`, why its other scope columns limit no reader.
     unscoped: str | None = None
+    # `meta.civicmesh.declassified: "<reason>"`: the owner's reviewed decision that the product may be
+    # less strictly classified than a product it is built from (an aggregate; `orchestration.gate`).
+    declassified: str | None = None
     source_file: str = ""
     depends_on: tuple[str, ...] = field(default=())
 
@@ -90,8 +94,9 @@ class ProductSpec:
         data = asdict(self)
         # The JSON is a snapshot's spec identity (publish compares it): a field added later stays
         # out while unset, so specs published before it keep their identity.
-        if data["unscoped"] is None:
-            del data["unscoped"]
+        for later in ("unscoped", "declassified"):
+            if data[later] is None:
+                del data[later]
         return json.dumps(data, sort_keys=True)
 
     @classmethod
@@ -241,8 +246,10 @@ def _check_meta(
     unscoped = meta.get("unscoped")
     if unscoped is not None and not (isinstance(unscoped, str) and unscoped.strip()):
         problems.add(source, f"{where}.unscoped", "the reason every scoped reader may see every row (text)")
-    elif unscoped is not None and meta.get("scope_column") is not None:
-        problems.add(source, f"{where}.unscoped", "a product either declares a scope_column or is unscoped")
+    declassified = meta.get("declassified")
+    if declassified is not None and not (isinstance(declassified, str) and declassified.strip()):
+        message = "the reason it may be classified below a product it is built from (text)"
+        problems.add(source, f"{where}.declassified", message)
 
 
 def collect_spec(node: Mapping[str, Any], groups: Mapping[str, Any]) -> tuple[ProductSpec, Problems]:
@@ -297,6 +304,7 @@ def collect_spec(node: Mapping[str, Any], groups: Mapping[str, Any]) -> tuple[Pr
         source_file=source,
         depends_on=tuple((node.get("depends_on") or {}).get("nodes") or ()),
         unscoped=str(meta["unscoped"]).strip() if meta.get("unscoped") else None,
+        declassified=str(meta["declassified"]).strip() if meta.get("declassified") else None,
     )
     return spec, problems
 
@@ -328,12 +336,20 @@ def collect_product_specs(manifest: Mapping[str, Any] | Path) -> tuple[list[Prod
             spec, found = collect_spec(node, groups)
             problems += found
             specs += [] if found else [spec]
-    seen: dict[str, str] = {}
-    for spec in specs:
-        if spec.name in seen:
-            problems.add(spec.source_file, spec.name, f"product name also declared by {seen[spec.name]}")
-        seen[spec.name] = spec.source_file
+    problems += duplicate_names(specs)
     return sorted(specs, key=lambda s: s.name), problems
+
+
+def duplicate_names(specs: Sequence[ProductSpec]) -> Problems:
+    """A problem for each product whose name another one declares too (`meta.civicmesh.product`
+    can rename a model): both would publish as one product, so a build refuses the project."""
+    problems = Problems()
+    for spec in specs:
+        others = [o.source_file for o in specs if o.name == spec.name and o is not spec]
+        if others:
+            where = f"models.{spec.model_unique_id.split('.')[2]}" if spec.model_unique_id else spec.name
+            problems.add(spec.source_file, where, f"product name also declared by {', '.join(others)}")
+    return problems
 
 
 def load_product_specs(manifest: Mapping[str, Any] | Path) -> list[ProductSpec]:

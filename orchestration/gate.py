@@ -3,7 +3,9 @@
 A product is held back (status `failed`) when anything it is built from failed in this build: its
 model or an upstream model, seed or snapshot did not build; a test of severity error (generic,
 singular or unit test, anywhere in the project) failed or errored on its model or on any node
-upstream of it; or the PII gate found an undeclared or unknown PII column. A failing
+upstream of it; the PII gate found an undeclared or unknown PII column; or it reads another
+department's data other than its public products without personal data (`foreign_inputs`); or it
+is classified below a product it is built from without a `declassified` reason (`stricter_inputs`). A failing
 `severity: warn` test is recorded (status `warned`) and the product publishes. Every product that
 depends on none of it publishes in the same build: the blast radius of a failure is the product and
 what is built from it.
@@ -17,14 +19,14 @@ summary and operators only.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
 from lineage.classification import PiiFinding
 from lineage.dbt import manifest_node
-from meshcore.products import ProductSpec
+from meshcore.products import CLASSIFICATIONS, ProductSpec, column_classification, is_product_node
 
 TESTS = ("test.", "unit_test.")
 CONTRACT_FAILED = "enforced contract that failed"  # dbt's message when a model drifts from its contract
@@ -74,16 +76,97 @@ class GateResult:
         }
 
 
-def upstream(manifest: Mapping[str, Any], uid: str) -> set[str]:
-    """`uid` and every node it is built from (refs and sources, transitively)."""
+def _walk(
+    manifest: Mapping[str, Any], uid: str, stop: Callable[[Mapping[str, Any]], bool]
+) -> tuple[list[str], set[str]]:
+    """Upstream of `uid` through `depends_on`: (the nodes where `stop(node)` holds, not walked
+    beyond, sorted; every node seen, `uid` included)."""
+    found: list[str] = []
     seen, stack = {uid}, [uid]
     while stack:
         node = manifest_node(manifest, stack.pop()) or {}
         for parent in (node.get("depends_on") or {}).get("nodes") or ():
             if parent not in seen:
                 seen.add(parent)
-                stack.append(parent)
-    return seen
+                (found if stop(manifest_node(manifest, parent) or {}) else stack).append(parent)
+    return sorted(found), seen
+
+
+def upstream(manifest: Mapping[str, Any], uid: str) -> set[str]:
+    """`uid` and every node it is built from (refs and sources, transitively)."""
+    return _walk(manifest, uid, lambda node: False)[1]
+
+
+def department_of(node: Mapping[str, Any]) -> str:
+    """The department a manifest node belongs to: its dbt group, else its folder
+    `models/<department>/` (a source has no group); "" for a node outside both (a seed)."""
+    group = node.get("group") or (node.get("config") or {}).get("group")
+    parts = str(node.get("original_file_path") or "").split("/")
+    return str(group or (parts[1] if len(parts) > 2 and parts[0] == "models" else ""))
+
+
+def open_product(node: Mapping[str, Any]) -> bool:
+    """A `public` product without personal data: what any department may build on (its warehouse
+    table holds nothing its readers do not see)."""
+    columns = (node.get("columns") or {}).values()
+    return (
+        is_product_node(node)
+        and classification_of(node) == "public"
+        and not any(column_classification(c).pii for c in columns)
+    )
+
+
+def foreign_inputs(manifest: Mapping[str, Any], uid: str, department: str) -> list[str]:
+    """What model `uid` of `department` reads, transitively, from another department other than
+    its public products without personal data (`open_product`). A department's other products,
+    sources and private models hold rows and unmasked columns its own governance decides about;
+    built into a product of `department`, they would be read, unmasked (`read_pii`) and granted by
+    `department`'s owner (transforms/README.md: the cross-department case reads public products)."""
+    other, _ = _walk(manifest, uid, lambda node: department_of(node) not in (department, ""))
+    return [u for u in other if not open_product(manifest_node(manifest, u) or {})]
+
+
+def input_products(manifest: Mapping[str, Any], uid: str) -> list[str]:
+    """The products model `uid` is built from: reached through its models and sources, not through
+    another product (whose own inputs that product's gate judges)."""
+    return _walk(manifest, uid, is_product_node)[0]
+
+
+def classification_of(node: Mapping[str, Any]) -> str:
+    meta = (node.get("config") or {}).get("meta") or node.get("meta") or {}
+    return str((meta.get("civicmesh") or {}).get("classification"))
+
+
+def stricter_inputs(manifest: Mapping[str, Any], spec: ProductSpec) -> list[str]:
+    """The products `spec` is built from that are classified more strictly than it, unless its owner
+    recorded `declassified: "<reason>"`: their readers would otherwise read them through it (a
+    restricted register copied into an internal product is read by all staff)."""
+    if spec.declassified or spec.classification not in CLASSIFICATIONS:
+        return []
+    rank = CLASSIFICATIONS.index(spec.classification)
+    return [
+        uid
+        for uid in input_products(manifest, spec.model_unique_id)
+        if classification_of(manifest_node(manifest, uid) or {}) in CLASSIFICATIONS[rank + 1 :]
+    ]
+
+
+def downgrade_message(manifest: Mapping[str, Any], uid: str, spec: ProductSpec) -> str:
+    node = manifest_node(manifest, uid) or {}
+    return (
+        f"{spec.name} is {spec.classification} but built from {department_of(node)}.{node.get('name')} "
+        f"({classification_of(node)}): classify it {classification_of(node)}, or record "
+        '`declassified: "<why its rows may be read more widely>"`'
+    )
+
+
+def boundary_message(manifest: Mapping[str, Any], uid: str, department: str) -> str:
+    node = manifest_node(manifest, uid) or {}
+    kind, name = uid.split(".")[0], ".".join(uid.split(".")[2:])
+    return (
+        f"reads {kind} {name} of department {department_of(node)!r}: {department} may build only on "
+        "another department's public products without personal data (request access to read the rest)"
+    )
 
 
 def _checked_nodes(manifest: Mapping[str, Any], uid: str) -> set[str]:
@@ -155,6 +238,14 @@ def _gate_one(
         failed.append(FailedCheck(f"model {name}", f"dbt did not build model {name} ({status})", "error"))
     # A model that did not build in this run has nothing to classify (dbt compiles only what it
     # runs): why it did not build is the finding.
+    failed += [
+        FailedCheck(f"boundary.{uid}", boundary_message(manifest, uid, spec.department), "error")
+        for uid in foreign_inputs(manifest, spec.model_unique_id, spec.department)
+    ]
+    failed += [
+        FailedCheck(f"classification.{uid}", downgrade_message(manifest, uid, spec), "error")
+        for uid in stricter_inputs(manifest, spec)
+    ]
     own = [f for f in findings if f.product == spec.name and status == "success"]
     failed += [FailedCheck(f"pii_gate.{f.column}", f.message, "error") for f in own if f.blocking]
     deidentified = tuple(f for f in own if f.kind == "deidentified")

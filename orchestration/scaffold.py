@@ -28,9 +28,22 @@ from typing import Any
 
 from lineage.classification import PiiGraph
 from lineage.dbt import NodeColumns, manifest_node, warehouse_columns
-from meshcore.products import NAME_PATTERN, PLACEHOLDER, column_classification
+from meshcore.products import (
+    CLASSIFICATIONS,
+    NAME_PATTERN,
+    PLACEHOLDER,
+    column_classification,
+    is_product_node,
+)
 from meshcore.settings import Settings
 from orchestration.authoring import Scratch, compile_models
+from orchestration.gate import (
+    boundary_message,
+    classification_of,
+    department_of,
+    input_products,
+    open_product,
+)
 
 
 class ScaffoldError(ValueError):
@@ -140,7 +153,18 @@ def _key(manifest: Mapping[str, Any], uid: str, columns: Sequence[Column]) -> st
     return next((c.name for c in columns if c.name.endswith("_id")), None)
 
 
-def mart_yml(name: str, columns: Sequence[Column], key: str | None, scope: str | None) -> str:
+def _strictest(manifest: Mapping[str, Any], uid: str) -> str:
+    """The strictest classification of the products `uid` is (or is built from); `internal` when
+    none: a product is never proposed below what it reads (`orchestration.gate.stricter_inputs`)."""
+    node = manifest_node(manifest, uid) or {}
+    products = [uid] if is_product_node(node) else input_products(manifest, uid)
+    found = [classification_of(manifest_node(manifest, p) or {}) for p in products]
+    return max(["internal", *(c for c in found if c in CLASSIFICATIONS)], key=CLASSIFICATIONS.index)
+
+
+def mart_yml(
+    name: str, columns: Sequence[Column], key: str | None, scope: str | None, classification: str = "internal"
+) -> str:
     placeholder = f"{PLACEHOLDER} what one row of {name} is, what it is for, and why its classification."
     lines = [
         "models:",
@@ -149,7 +173,7 @@ def mart_yml(name: str, columns: Sequence[Column], key: str | None, scope: str |
         "    config:",
         "      meta:",
         "        civicmesh:",
-        "          classification: internal  # public | internal | confidential | restricted",
+        f"          classification: {classification}  # public | internal | confidential | restricted",
     ]
     lines += [f"          key: {key}"] if key else ["          # key: <the column that identifies a row>"]
     lines += [f"          scope_column: {scope}"] if scope else []
@@ -209,6 +233,9 @@ def scaffold(
         raise ScaffoldError(f"{targets[0]} or its yml exists already: edit it instead")
     manifest = compile_models(settings)
     uid = _find_upstream(manifest, department, name, source)
+    upstream_node = manifest_node(manifest, uid) or {}
+    if department_of(upstream_node) not in (department, "") and not open_product(upstream_node):
+        raise ScaffoldError(f"{department}.{name} {boundary_message(manifest, uid, department)}")
     columns = upstream_columns(settings, manifest, uid)
     written: list[Path] = []
     ref = (manifest_node(manifest, uid) or {}).get("name", "")
@@ -217,12 +244,13 @@ def scaffold(
         stg = folder / "staging" / ref
         if not stg.with_suffix(".sql").exists():
             written += _write({stg.with_suffix(".sql"): sql, stg.with_suffix(".yml"): yml})
+    classification = _strictest(manifest, uid)
     scope = next((c.name for c in columns if c.name in scopes), None)
     key = _key(manifest, uid, columns)
     written += _write(
         {
             targets[0]: mart_sql(department, name, ref, columns),
-            targets[1]: mart_yml(name, columns, key, scope),
+            targets[1]: mart_yml(name, columns, key, scope, classification),
         }
     )
     return written

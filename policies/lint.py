@@ -9,8 +9,9 @@ lines at its end), or a role in the directory that no line gives any right.
 Two rules catch rights that do not do what their author meant: `read` granted without `discover`
 (the subject may read rows of a product it cannot find), and, with the product list, a product that
 has a scope column (a column a `scopes:` attribute of users.yaml limits, e.g. `district`) but does
-not declare it as its `scope_column`: every scoped reader would silently see every row. The owner
-either declares it or records `meta.civicmesh.unscoped: "<why every row may be seen>"`.
+not declare it as its `scope_column`: every scoped reader would silently see every row (the gateway
+serves such a reader none, `policies.rules.row_filter`). The owner either declares it or records
+`meta.civicmesh.unscoped: "<why every row may be seen>"`.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from policies.decision import SYSTEM_ACTIONS
 from policies.directory import Directory, parse_directory
 from policies.names import GLOBAL_DOMAIN, OBJECT_TOKENS, PolicyError
 from policies.policyfile import Problem, Rule, parse_policy
+from policies.rules import undeclared_scope
 
 MODEL_FILE, POLICY_FILE, USERS_FILE = "model.conf", "policy.csv", "users.yaml"
 # Casbin matcher functions that turn names into patterns; regexMatch is only start-anchored.
@@ -88,14 +90,15 @@ def lint_rules(
     return problems
 
 
-def _covers(granted: str, obj: str) -> bool:
+def _covers(granted: str, obj: str, restricted: Collection[str]) -> bool:
     """Whether a line's object `granted` covers `obj` (`**` all, `*` all but restricted)."""
-    return granted == obj or granted == "**" or (granted == "*" and obj != "**")
+    return granted == obj or granted == "**" or (granted == "*" and obj != "**" and obj not in restricted)
 
 
-def lint_discover(rules: list[Rule]) -> list[Problem]:
+def lint_discover(rules: list[Rule], restricted: Collection[str] = ()) -> list[Problem]:
     """`read` granted without `discover` of the same products, to the subject itself or to a role
-    it holds in that domain (or in `global`)."""
+    it holds in that domain (or in `global`). `restricted`: the names of restricted products (a
+    `*` line does not cover them)."""
     roles_of: dict[tuple[str, str], set[str]] = {}
     for r in rules:
         if r.ptype == "g":
@@ -108,7 +111,8 @@ def lint_discover(rules: list[Rule]) -> list[Problem]:
         sub, dom, obj, _ = rule.fields
         subjects = {sub} | roles_of.get((sub, dom), set()) | roles_of.get((sub, GLOBAL_DOMAIN), set())
         if not any(
-            s in subjects and d in (dom, GLOBAL_DOMAIN) and _covers(o, obj) for s, d, o, _ in discover
+            s in subjects and d in (dom, GLOBAL_DOMAIN) and _covers(o, obj, restricted)
+            for s, d, o, _ in discover
         ):
             problems.append(
                 Problem(
@@ -122,20 +126,23 @@ def lint_discover(rules: list[Rule]) -> list[Problem]:
 
 
 def lint_scope(products: Iterable[ProductSpec], directory: Directory) -> list[Problem]:
-    """A product with a column some scope attribute limits (users.yaml `scopes:`) that declares
-    neither it as `scope_column` nor `unscoped: "<reason>"`: scoped readers would see every row."""
-    scoped = set(directory.scopes.values())
+    """A product with a column some scope attribute limits (users.yaml `scopes:`) that it declares
+    neither as `scope_column` nor `unscoped: "<reason>"` (`policies.rules.undeclared_scope`):
+    scoped readers would see every row, so the gateway serves them none."""
     problems = []
     for product in products:
-        if product.scope_column is not None or product.unscoped:
-            continue
-        for column in sorted(scoped & {c.name for c in product.columns}):
+        declared = (
+            f"its scope_column is {product.scope_column!r}"
+            if product.scope_column
+            else "declares no scope_column"
+        )
+        for column in undeclared_scope(product, directory.scopes):
             problems.append(
                 Problem(
                     product.source_file or product.name,
                     "undeclared-scope",
-                    f"{product.name} has column {column!r}, which scopes readers, but declares no "
-                    f"scope_column: every scoped reader would see every row. Declare "
+                    f"{product.name} has column {column!r}, which scopes readers, but {declared}: every "
+                    f"scoped reader would see every row (the gateway serves them none). Declare "
                     f'`meta.civicmesh.scope_column: {column}`, or `unscoped: "<why>"`',
                 )
             )
@@ -208,7 +215,7 @@ def lint_texts(
         rules, bad = parse_policy(texts[POLICY_FILE], POLICY_FILE)
         problems += bad
         problems += lint_rules(rules, directory, products)
-        problems += lint_discover(rules)
+        problems += lint_discover(rules, {p.name for p in products or () if p.classification == "restricted"})
         if directory is not None:
             problems += lint_coverage(rules, directory, products, previously_owned)
     if directory is not None and products is not None:

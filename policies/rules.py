@@ -6,6 +6,8 @@ Casbin policy does not hold, and because they must hold for every product withou
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from meshcore.products import ProductSpec
 from policies.decision import RowFilter
 from policies.directory import Directory, User
@@ -67,22 +69,41 @@ def denial_reason(
     return f"no rule allows {user.name} to {action} {product.name}"
 
 
+def undeclared_scope(product: ProductSpec, scopes: Mapping[str, str]) -> list[str]:
+    """The product's columns that a `scopes:` attribute limits (users.yaml, attribute -> column) but
+    that it neither declares as its `scope_column` nor records as `unscoped`: each would show every
+    row to a reader scoped by it. Column names compare as DuckDB compares identifiers (ignoring
+    case), so `District` is the `district` scope column. The lint reports these (`undeclared-scope`)
+    and `row_filter` serves no rows through them."""
+    if product.unscoped:
+        return []
+    limited = {column.lower() for column in scopes.values()}
+    declared = (product.scope_column or "").lower()
+    return sorted(c.name for c in product.columns if c.name.lower() in limited and c.name.lower() != declared)
+
+
 def row_filter(
     directory: Directory, user: User, roles: list[tuple[str, str]], product: ProductSpec
 ) -> RowFilter | None:
-    """The rows a scoped user may see, whichever rule granted the read; owners are unscoped."""
-    column = product.scope_column
-    if column is None:
-        return None
+    """The rows a scoped user may see, whichever rule granted the read; owners are unscoped. A
+    reader scoped by a column the product has but does not declare (`undeclared_scope`) sees no
+    rows: fail closed rather than every row."""
     if any(dom == product.department and directory.roles[r].owns for r, dom in roles if r in directory.roles):
         return None
     attributes = set(user.scope)
     for role, _ in roles:
         if role in directory.roles:
             attributes.update(directory.roles[role].scope)
+    limiting = {directory.scopes[a].lower() for a in attributes if a in directory.scopes}
+    for undeclared in undeclared_scope(product, directory.scopes):
+        if undeclared.lower() in limiting:
+            return RowFilter(undeclared, ())
+    column = product.scope_column
+    if column is None:
+        return None
     values: set[str] | None = None
     for attribute in sorted(attributes):
-        if directory.scopes.get(attribute) != column:
+        if (directory.scopes.get(attribute) or "").lower() != column.lower():
             continue
         mine = set(user.attributes.get(attribute, ()))
         # Several attributes on one column narrow each other; a missing attribute means no rows.

@@ -42,6 +42,23 @@ DRIFT_YML = """models:
       - name: district
         data_type: varchar
 """
+MISSCOPED_SQL = "select request_id, district, category from {{ ref('stg_public_works__service_requests') }}\n"
+MISSCOPED_YML = """models:
+  - name: misscoped
+    description: "Requests per category; declares category as its scope column, not district."
+    config:
+      meta:
+        civicmesh:
+          classification: internal
+          scope_column: category
+    columns:
+      - name: request_id
+        data_type: varchar
+      - name: district
+        data_type: varchar
+      - name: category
+        data_type: varchar
+"""
 
 
 class Owner:
@@ -114,6 +131,8 @@ def test_scaffold_check_preview_build_read_and_retire(owner: Owner) -> None:
     )
     (marts / "contract_drift.sql").write_text(DRIFT_SQL)
     (marts / "contract_drift.yml").write_text(DRIFT_YML)
+    (marts / "misscoped.sql").write_text(MISSCOPED_SQL)
+    (marts / "misscoped.yml").write_text(MISSCOPED_YML)
     checked = owner.run("product", "check", PRODUCT)
     assert checked.stdout.rstrip().endswith(f"OK: {PRODUCT}")
     assert (
@@ -163,6 +182,12 @@ def test_scaffold_check_preview_build_read_and_retire(owner: Owner) -> None:
         assert node["requesterName"] == by_id[node["requestId"]]["requester_name"]
         assert node["address"] == by_id[node["requestId"]]["address"]
 
+    # a product with a district column that declares another scope column: dana gets no rows
+    counts = query(owner, "dana", "{ publicWorks { misscoped(first: 1) { totalCount } } }")
+    assert counts["data"]["publicWorks"]["misscoped"]["totalCount"] == 0
+    counts = query(owner, "bob", "{ publicWorks { misscoped(first: 1) { totalCount } } }")
+    assert counts["data"]["publicWorks"]["misscoped"]["totalCount"] > 0
+
     # retire: owners only; gone from discovery and the schema, history kept
     refused = owner.run(
         "product", "retire", PRODUCT, "--reason", "merged into service_requests", "--as", "bob", ok=False
@@ -176,6 +201,15 @@ def test_scaffold_check_preview_build_read_and_retire(owner: Owner) -> None:
     )
     assert gone.returncode == 1 and "potholeBacklog" in json.loads(gone.stdout)["errors"][0]["message"]
     assert "retired by alice" in owner.run("snapshots", "list", PRODUCT).stdout
+    # the name is never published again: the check says so before a build would, `new` refuses it
+    again = owner.run("product", "check", "--no-impact", PRODUCT, ok=False)
+    assert again.returncode == 1
+    assert f"{marts / 'pothole_backlog.yml'}:2: retired: {PRODUCT} was retired (merged" in again.stdout
+    for path in marts.glob("pothole_backlog.*"):
+        path.unlink()
+    reused = owner.run("product", "new", "public_works", "pothole_backlog", ok=False)
+    assert reused.returncode == 1 and f"{PRODUCT} was retired" in reused.stderr
+    assert not list(marts.glob("pothole_backlog.*"))
 
 
 FIVE_ERRORS = """models:
@@ -275,6 +309,151 @@ def test_check_reports_every_problem_at_once_with_file_and_line(tmp_path: Path) 
     ), out
     assert out.rstrip().endswith("problem(s) in public_works.five_errors, public_works.leaky_contacts")
     assert "impact under" not in out  # impact only once everything is clean
+
+
+RENAMED_YML = """models:
+  - name: renamed_scope
+    description: "Requests per council district, the district column renamed."
+    config:
+      meta:
+        civicmesh:
+          classification: internal
+          scope_column: council_district
+    columns:
+      - name: request_id
+        data_type: varchar
+      - name: council_district
+        data_type: varchar
+      - name: category
+        data_type: varchar
+"""
+RENAMED_SQL = f"select request_id, district as council_district, category from {STG}\n"
+
+
+def test_check_flags_a_scope_column_under_another_name(tmp_path: Path) -> None:
+    """The row scope matches the column named `district`; declared as `council_district` it would
+    limit nobody (dana would see every district), so the check follows the column's lineage."""
+    owner = Owner(tmp_path)
+    marts = owner.project / "models" / "public_works" / "marts"
+    (marts / "renamed_scope.sql").write_text(RENAMED_SQL)
+    (marts / "renamed_scope.yml").write_text(RENAMED_YML)
+    result = owner.run("product", "check", "--no-impact", "public_works.renamed_scope", ok=False)
+    assert result.returncode == 1, result.stdout
+    line = line_of(RENAMED_YML, "name: council_district")
+    assert re.search(
+        rf"^{re.escape(str(marts / 'renamed_scope.yml'))}:{line}: undeclared-scope: "
+        r"public_works.renamed_scope.council_district is computed from .*\.district, which scopes readers",
+        result.stdout,
+        re.M,
+    ), result.stdout
+    assert result.stdout.count("undeclared-scope") == 1  # category is not computed from district
+
+
+COPY_YML = """models:
+  - name: requester_copy
+    description: "City operations' copy of public works' requests."
+    config:
+      meta:
+        civicmesh:
+          classification: internal
+          unscoped: "a test product"
+    columns:
+      - name: request_id
+        data_type: varchar
+      - name: requester_name
+        data_type: varchar
+        config:
+          tags: [pii]
+          meta: {mask: hash}
+"""
+
+
+def test_a_department_cannot_republish_another_departments_data(tmp_path: Path) -> None:
+    """Built into a city_ops product, public works' requesters would be read unmasked (read_pii) and
+    granted by city_ops' owner: only another department's public products without personal data
+    may be built on. `new` refuses the raw source, `check` flags the internal product."""
+    owner = Owner(tmp_path)
+    scaffold = owner.run(
+        "product", "new", "city_ops", "requesters", "--from", "raw_public_works.service_requests", ok=False
+    )
+    assert scaffold.returncode == 1
+    assert "reads source raw_public_works.service_requests of department 'public_works'" in scaffold.stderr
+    assert not list((owner.project / "models" / "city_ops").rglob("*requesters*"))
+    marts = owner.project / "models" / "city_ops" / "marts"
+    (marts / "requester_copy.sql").write_text(
+        "select request_id, requester_name from {{ ref('service_requests') }}\n"
+    )
+    (marts / "requester_copy.yml").write_text(COPY_YML)
+    result = owner.run("product", "check", "--no-impact", "city_ops.requester_copy", ok=False)
+    assert result.returncode == 1, result.stdout
+    assert (
+        f"{marts / 'requester_copy.yml'}:2: boundary: reads model service_requests of department "
+        "'public_works': city_ops may build only on another department's public products without "
+        "personal data"
+    ) in result.stdout
+    preview = owner.run("product", "preview", "city_ops.requester_copy", "--as", "olivia", ok=False)
+    assert (
+        preview.returncode == 1 and "city_ops.requester_copy reads model service_requests" in preview.stderr
+    )
+
+
+def test_a_product_built_from_a_restricted_one_is_not_read_by_all_staff(tmp_path: Path) -> None:
+    """`new` proposes the strictest classification of what it builds on (hr.employees is
+    restricted); downgraded to internal by hand, every staff member would read the register:
+    `check` flags it at the classification's line until the owner records why."""
+    owner = Owner(tmp_path)
+    owner.run("product", "new", "hr", "staff_directory", "--from", "employees")
+    yml = owner.project / "models" / "hr" / "marts" / "staff_directory.yml"
+    text = re.sub(r'description: "TODO\(owner\):[^"]*"', 'description: "Who works where."', yml.read_text())
+    assert "classification: restricted" in text
+    yml.write_text(text.replace("classification: restricted", "classification: internal"))
+    result = owner.run("product", "check", "--no-impact", "hr.staff_directory", ok=False)
+    line = line_of(text, "classification: restricted")
+    assert (
+        f"{yml}:{line}: classification: hr.staff_directory is internal but built from "
+        "hr.employees (restricted)"
+    ) in result.stdout, result.stdout
+    reason = (
+        'classification: internal\n          declassified: "names and titles only, published to all staff"'
+    )
+    yml.write_text(text.replace("classification: restricted", reason))
+    assert (
+        owner.run("product", "check", "--no-impact", "hr.staff_directory")
+        .stdout.rstrip()
+        .endswith("OK: hr.staff_directory")
+    )
+
+
+def test_check_names_a_model_that_takes_an_existing_product_name(tmp_path: Path) -> None:
+    owner = Owner(tmp_path)
+    marts = owner.project / "models" / "public_works" / "marts"
+    (marts / "impostor.sql").write_text(f"select request_id, district from {STG}\n")
+    (marts / "impostor.yml").write_text(
+        MISSCOPED_YML.replace("name: misscoped", "name: impostor")
+        .replace("scope_column: category", "scope_column: district\n          product: service_requests")
+        .replace("      - name: category\n        data_type: varchar\n", "")
+    )
+    result = owner.run("product", "check", "--no-impact", "public_works.service_requests", ok=False)
+    assert result.returncode == 1, result.stdout
+    assert (
+        f"{marts / 'service_requests.yml'}:2: spec: product name also declared by "
+        "models/public_works/marts/impostor.yml"
+    ) in result.stdout
+
+
+def test_preview_shows_nobody_what_the_pii_gate_would_hold_back(tmp_path: Path) -> None:
+    """A column derived from PII without a mask is served to nobody (the build holds the product
+    back), so the preview does not print it unmasked as if bob would get it: it refuses, naming it."""
+    owner = Owner(tmp_path)
+    owner.run("generate", "--rows", "1000", "--seed", "3")
+    marts = owner.project / "models" / "public_works" / "marts"
+    (marts / "leaky_contacts.sql").write_text(LEAKY_SQL)
+    (marts / "leaky_contacts.yml").write_text(LEAKY_YML)
+    result = owner.run("product", "preview", "public_works.leaky_contacts", "--as", "bob", ok=False)
+    assert result.returncode == 1, result.stdout
+    assert "the PII gate would hold public_works.leaky_contacts back" in result.stderr
+    assert "public_works.leaky_contacts.contact is derived from PII" in result.stderr
+    assert "@" not in result.stdout  # no requester e-mail printed
 
 
 @pytest.mark.parametrize(

@@ -7,12 +7,16 @@ import argparse
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from civicmesh.cli import CommandError
 from civicmesh.cli.times import moment
 from meshcore.products import ProductSpec
 from meshcore.settings import Settings
+
+if TYPE_CHECKING:
+    from meshcore.catalog import CatalogEntry
+    from policies.engine import PolicyEngine
 
 POLICY_FILES = {".conf": "model.conf", ".csv": "policy.csv", ".yaml": "users.yaml", ".yml": "users.yaml"}
 
@@ -95,6 +99,11 @@ def load_products(settings: Settings, manifest: Path | None) -> list[ProductSpec
             return load_product_specs(manifest)
         except ProductSpecError as exc:
             raise CommandError(str(exc)) from exc
+    return [entry.spec for entry in catalog_entries(settings)]
+
+
+def catalog_entries(settings: Settings, include_retired: bool = False) -> list[CatalogEntry]:
+    """The catalog's products (`Catalog.entries`); none while nothing was ever published."""
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import SQLAlchemyError
 
@@ -110,7 +119,7 @@ def load_products(settings: Settings, manifest: Path | None) -> list[ProductSpec
     try:
         if not inspect(engine).has_table("catalog_products"):
             return []  # no catalog yet (nothing published)
-        return [entry.spec for entry in Catalog(engine, settings.home).entries()]
+        return Catalog(engine, settings.home).entries(include_retired)
     except SQLAlchemyError as exc:  # e.g. a locked or unreachable store: say so, never "no products"
         raise CommandError(f"cannot read the catalog at {settings.metadata_url}: {exc}") from exc
 
@@ -310,9 +319,14 @@ def policy_at_revision(folder: Path, revision: str, dest: Path) -> Path:
     prefix = git("rev-parse", "--show-prefix")
     if prefix.returncode != 0:
         raise CommandError(f"{folder} is not inside a git work tree: {prefix.stderr.strip()}")
+    # Resolved to a commit first: an empty REV would read the index (`git show :path`), and one
+    # starting with `-` would be an option of `git show` (`--output=FILE` writes a file).
+    commit = git("rev-parse", "--verify", "--quiet", "--end-of-options", f"{revision}^{{commit}}")
+    if commit.returncode != 0:
+        raise CommandError(f"{revision!r} is not a git revision of a commit in {folder}")
     dest.mkdir(parents=True)
     for name in sorted(set(POLICY_FILES.values())):
-        shown = git("show", f"{revision}:{prefix.stdout.strip()}{name}")
+        shown = git("show", f"{commit.stdout.strip()}:{prefix.stdout.strip()}{name}")
         if shown.returncode != 0:
             raise CommandError(f"{name} at {revision}: {shown.stderr.strip()}")
         (dest / name).write_text(shown.stdout)
@@ -337,6 +351,16 @@ def _diff_inputs(args: argparse.Namespace, settings: Settings, tmp: Path) -> lis
     ]
 
 
+def _as_it_was(folder: Path) -> PolicyEngine:
+    """The policy files of `folder` without the lint (names still validated while parsing)."""
+    from meshcore.store import utcnow
+    from policies.engine import Inputs, PolicyEngine
+    from policies.lint import MODEL_FILE, POLICY_FILE, USERS_FILE
+
+    model, policy, users = ((folder / n).read_text() for n in (MODEL_FILE, POLICY_FILE, USERS_FILE))
+    return PolicyEngine.frozen(Inputs(model, policy, users, grants=()), utcnow())
+
+
 def run_diff(args: argparse.Namespace) -> int:
     from policies.engine import PolicyEngine
     from policies.explain import diff
@@ -348,10 +372,12 @@ def run_diff(args: argparse.Namespace) -> int:
     if not products:
         raise CommandError("no products to compare on: publish products or pass --manifest")
     with tempfile.TemporaryDirectory() as tmp:
-        engines = []
+        engines: list[PolicyEngine] = []
         for label, folder in _diff_inputs(args, settings, Path(tmp)):
             try:
-                engines.append(PolicyEngine.from_dir(folder))
+                # the old policy as it was, even where today's lint rules refuse it (the change
+                # under review may be the fix); the new one under every rule a reload applies
+                engines.append(PolicyEngine.from_dir(folder) if engines else _as_it_was(folder))
             except (PolicyError, OSError) as exc:
                 raise CommandError(f"policy {label} does not load: {exc}") from exc
     lines = line_changes(engines[0].files(), engines[1].files())

@@ -50,13 +50,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     retire.set_defaults(handler=run_retire)
 
 
+def _retired(settings: Settings) -> dict[str, str]:
+    """{product: reason} of the catalog's retired products: names a build refuses to publish."""
+    from civicmesh.cli.policy import catalog_entries
+
+    return {e.spec.name: str(e.retired) for e in catalog_entries(settings, include_retired=True) if e.retired}
+
+
 def run_new(args: argparse.Namespace) -> int:
     from orchestration.authoring import CompileFailed
+    from orchestration.product_check import retired_message
     from orchestration.scaffold import ScaffoldError, scaffold
     from policies.directory import parse_directory
     from policies.names import PolicyError
 
     settings = Settings.from_env()
+    name = f"{args.department}.{args.name}"
+    reason = _retired(settings).get(name)
+    if reason is not None:
+        raise CommandError(retired_message(name, reason))
     try:
         directory = parse_directory((settings.policies_dir / "users.yaml").read_text())
     except (OSError, PolicyError) as exc:
@@ -101,7 +113,7 @@ def run_check(args: argparse.Namespace) -> int:
 
     settings = Settings.from_env()
     try:
-        report = check_products(settings, args.names)
+        report = check_products(settings, args.names, _retired(settings))
     except LookupError as exc:
         raise CommandError(str(exc.args[0])) from exc
     for finding in report.findings:
@@ -119,10 +131,12 @@ def run_check(args: argparse.Namespace) -> int:
 
 def _scratch_snapshot(settings: Settings, name: str) -> tuple[Any, Any]:
     """(spec, WrittenSnapshot): the product run in scratch on the home's landing files."""
+    from lineage.dbt import NodeColumns, warehouse_columns
     from meshcore.products import collect_spec
     from meshcore.snapshots import write_snapshot
     from orchestration.authoring import CompileFailed, Scratch, compile_models, workspace
-    from orchestration.product_check import product_nodes
+    from orchestration.gate import boundary_message, foreign_inputs
+    from orchestration.product_check import Locator, pii_problems, product_nodes
     from orchestration.publish import snapshot_order
 
     try:
@@ -133,11 +147,19 @@ def _scratch_snapshot(settings: Settings, name: str) -> tuple[Any, Any]:
     spec, problems = collect_spec(node, manifest.get("groups") or {})
     if problems:
         raise CommandError(f"{problems[0]} (+{len(problems) - 1} more: civicmesh product check {name})")
+    foreign = foreign_inputs(manifest, node["unique_id"], spec.department)
+    if foreign:  # held back by every build: nobody would see these rows
+        raise CommandError(f"{name} {boundary_message(manifest, foreign[0], spec.department)}")
     scratch = Scratch(manifest, settings.landing_dir)
     try:
         scratch.stage([node["unique_id"]], tables=[node["unique_id"]])
         if scratch.findings:
             raise CommandError("; ".join(str(f) for f in scratch.findings))
+        # what the build's PII gate would hold back is shown to nobody, so not previewed either
+        columns = NodeColumns(manifest, warehouse_columns(scratch.con, manifest))
+        leaks = pii_problems(manifest, [spec], columns, Locator(settings.dbt_project_dir))
+        if leaks:
+            raise CommandError(f"the PII gate would hold {name} back: " + "; ".join(map(str, leaks)))
         folder = workspace(settings) / "snapshots" / spec.department / spec.product
         written = write_snapshot(scratch.con, node["relation_name"], folder, snapshot_order(spec))
     finally:

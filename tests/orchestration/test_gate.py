@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from lineage.classification import PiiFinding
 from meshcore.products import ColumnSpec, ProductSpec
-from orchestration.gate import gate_products
+from orchestration.gate import foreign_inputs, gate_products, stricter_inputs
 
 # raw -> stg -> requests (product) -> scorecard (product, built from requests); raw2 -> sensors (product)
 NODES = {
@@ -161,3 +163,97 @@ def test_a_model_that_did_not_build_is_held_back_for_that_reason_not_for_pii() -
     unknown = PiiFinding("dept.requests", "id", "unknown_lineage", ("requests.id",), "not described")
     outcome = _gate({"test.p.unique_stg_id.1": "fail", "model.p.requests": "skipped"}, (unknown,))
     assert outcome["requests"] == ("failed", ["unique_stg_id"])
+
+
+def _boundary_node(uid: str, parents: list[str], department: str, **product: Any) -> dict[str, Any]:
+    """A node in `models/<department>/`; `product`: classification and pii to make it a product."""
+    node = _node(uid, parents, original_file_path=f"models/{department}/x.sql")
+    if uid.startswith("model."):
+        node["group"] = department
+    if product:
+        node["access"] = "public"
+        node["config"] = {"meta": {"civicmesh": {"classification": product["classification"]}}}
+        node["columns"] = {"c": {"name": "c", "tags": ["pii"] if product.get("pii") else []}}
+    return node
+
+
+# hr's models reading public works' data: only an open product (public, no personal data) is allowed
+BOUNDARY = {
+    "source.p.raw_pw.requests": ([], "public_works", {}),
+    "source.p.raw_hr.staff": ([], "hr", {}),
+    "model.p.stg_pw": (["source.p.raw_pw.requests"], "public_works", {}),
+    "model.p.pw_open": (["model.p.stg_pw"], "public_works", {"classification": "public"}),
+    "model.p.pw_internal": (["model.p.stg_pw"], "public_works", {"classification": "internal"}),
+    "model.p.pw_public_pii": (["model.p.stg_pw"], "public_works", {"classification": "public", "pii": True}),
+    "model.p.stg_hr_copy": (["source.p.raw_pw.requests"], "hr", {}),
+}
+FOREIGN = [
+    (["source.p.raw_hr.staff"], []),
+    (["model.p.pw_open"], []),
+    (["source.p.raw_pw.requests"], ["source.p.raw_pw.requests"]),
+    (["model.p.stg_pw"], ["model.p.stg_pw"]),
+    (["model.p.pw_internal"], ["model.p.pw_internal"]),
+    (["model.p.pw_public_pii"], ["model.p.pw_public_pii"]),
+    (["model.p.stg_hr_copy"], ["source.p.raw_pw.requests"]),  # through hr's own staging model
+    (["model.p.pw_open", "source.p.raw_hr.staff", "model.p.pw_internal"], ["model.p.pw_internal"]),
+]
+
+
+@pytest.mark.parametrize(("reads", "foreign"), FOREIGN)
+def test_a_product_builds_on_another_department_only_through_its_open_products(
+    reads: list[str], foreign: list[str]
+) -> None:
+    nodes = {
+        uid: _boundary_node(uid, parents, dept, **product)
+        for uid, (parents, dept, product) in BOUNDARY.items()
+    }
+    nodes["model.p.hr_product"] = _boundary_node("model.p.hr_product", reads, "hr", classification="internal")
+    manifest = {
+        "nodes": {u: n for u, n in nodes.items() if not u.startswith("source.")},
+        "sources": {u: n for u, n in nodes.items() if u.startswith("source.")},
+    }
+    assert foreign_inputs(manifest, "model.p.hr_product", "hr") == foreign
+    spec = ProductSpec(
+        "hr", "hr_product", "internal", "o@city.example", "", (), model_unique_id="model.p.hr_product"
+    )
+    run = {"results": [{"unique_id": "model.p.hr_product", "status": "success"}]}
+    gate = gate_products(manifest, run, [spec])["hr.hr_product"]
+    assert [c.name for c in gate.failed] == [f"boundary.{uid}" for uid in foreign]
+    assert gate.held_back is bool(foreign)
+
+
+# a product of hr built from hr's products: never classified below what it reads without a reason
+CLASSES = {"model.p.register": "restricted", "model.p.directory": "internal", "model.p.open": "public"}
+DOWNGRADES = [
+    ("restricted", ["model.p.register"], None, []),
+    ("confidential", ["model.p.register"], None, ["model.p.register"]),
+    ("internal", ["model.p.register", "model.p.directory"], None, ["model.p.register"]),
+    ("public", ["model.p.directory", "model.p.open"], None, ["model.p.directory"]),
+    ("public", ["model.p.open"], None, []),
+    ("internal", ["model.p.stg_register"], None, ["model.p.register"]),  # through a model, not around it
+    ("internal", ["model.p.register"], "headcounts per department", []),
+]
+
+
+@pytest.mark.parametrize(("classification", "reads", "declassified", "stricter"), DOWNGRADES)
+def test_a_product_is_not_classified_below_what_it_is_built_from(
+    classification: str, reads: list[str], declassified: str | None, stricter: list[str]
+) -> None:
+    nodes = {uid: _boundary_node(uid, [], "hr", classification=c) for uid, c in CLASSES.items()}
+    nodes["model.p.stg_register"] = _boundary_node("model.p.stg_register", ["model.p.register"], "hr")
+    nodes["model.p.new"] = _boundary_node("model.p.new", reads, "hr", classification=classification)
+    manifest = {"nodes": nodes, "sources": {}}
+    spec = ProductSpec(
+        "hr",
+        "new",
+        classification,
+        "o@city.example",
+        "",
+        (),
+        model_unique_id="model.p.new",
+        declassified=declassified,
+    )
+    assert stricter_inputs(manifest, spec) == stricter
+    run = {"results": [{"unique_id": "model.p.new", "status": "success"}]}
+    gate = gate_products(manifest, run, [spec])["hr.new"]
+    assert [c.name for c in gate.failed] == [f"classification.{uid}" for uid in stricter]

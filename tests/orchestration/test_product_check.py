@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from meshcore.products import PLACEHOLDER, ProductSpec, collect_spec, spec_from_node
+from meshcore.products import PLACEHOLDER, ProductSpec, collect_spec, duplicate_names, spec_from_node
 from orchestration.gate import gate_products
 from orchestration.yml_lines import field_line
 
@@ -102,7 +102,7 @@ def test_the_spec_loader_collects_every_problem_and_the_build_raises_the_first()
         spec_from_node(node(), GROUPS)
 
 
-def test_unscoped_needs_a_reason_and_excludes_a_scope_column() -> None:
+def test_unscoped_needs_a_reason() -> None:
     base = node()
     base["config"]["contract"]["enforced"] = True
     base["description"] = "described"
@@ -119,8 +119,17 @@ def test_unscoped_needs_a_reason_and_excludes_a_scope_column() -> None:
     assert [p.field for p in collect_spec(base, GROUPS)[1]] == [
         "models.backlog.config.meta.civicmesh.unscoped"
     ]
+    base["config"]["meta"]["civicmesh"]["declassified"] = " "
+    assert [p.field for p in collect_spec(base, GROUPS)[1]] == [
+        "models.backlog.config.meta.civicmesh.unscoped",
+        "models.backlog.config.meta.civicmesh.declassified",
+    ]
+    del base["config"]["meta"]["civicmesh"]["declassified"]
+    assert "declassified" not in ok.to_json()  # unset: specs published before it keep their identity
+    # beside a scope column: why the product's other scope columns limit no reader
     base["config"]["meta"]["civicmesh"].update(unscoped="why", scope_column="request_id")
-    assert "either declares a scope_column or is unscoped" in str(collect_spec(base, GROUPS)[1][0])
+    ok, problems = collect_spec(base, GROUPS)
+    assert not problems and (ok.scope_column, ok.unscoped) == ("request_id", "why")
 
 
 # dbt 1.11's message when a table drifts from its enforced contract (dbt-duckdb, abridged stack)
@@ -159,3 +168,27 @@ def test_column_tags_are_sorted_so_a_spec_is_the_same_whatever_order_dbt_gives()
     one = column_classification({"name": "a", "config": {"tags": ["pii", "financial"]}, "tags": ["pii"]})
     two = column_classification({"name": "a", "config": {"tags": ["financial", "pii"]}})
     assert one.tags == two.tags == ("financial", "pii")
+
+
+def test_two_models_of_one_product_name_are_both_named() -> None:
+    """`meta.civicmesh.product` renames a model: a second model taking an existing product's name
+    would publish over it; the build refuses the project, and product check names both files."""
+    first, second = node(), node()
+    for n, uid, source in (
+        (first, "model.civicmesh.backlog", "a.yml"),
+        (second, "model.civicmesh.copy", "b.yml"),
+    ):
+        n["config"]["contract"]["enforced"] = True
+        n["config"]["meta"]["civicmesh"]["classification"] = "internal"
+        n.update(unique_id=uid, patch_path=f"civicmesh://models/public_works/marts/{source}")
+    second["name"] = "copy"
+    second["config"]["meta"]["civicmesh"]["product"] = "backlog"
+    specs = [collect_spec(n, GROUPS)[0] for n in (first, second)]
+    assert [s.name for s in specs] == ["public_works.backlog"] * 2
+    problems = duplicate_names(specs)
+    assert [(p.source, p.field) for p in problems] == [
+        ("models/public_works/marts/a.yml", "models.backlog"),
+        ("models/public_works/marts/b.yml", "models.copy"),
+    ]
+    assert "also declared by models/public_works/marts/b.yml" in problems[0].detail
+    assert duplicate_names(specs[:1]) == []

@@ -12,7 +12,9 @@ import pytest
 from policy_specs import DEMO_PRODUCTS, col, manifest_for, spec
 
 from civicmesh.cli import main
+from meshcore.products import ColumnSpec
 from meshcore.settings import Settings
+from policies.decision import RowFilter
 from policies.directory import parse_directory
 from policies.engine import PolicyEngine
 from policies.lint import lint_discover, lint_scope
@@ -48,15 +50,33 @@ def test_read_without_discover(lines: str, flagged: bool) -> None:
         assert found[0].code == "read-without-discover" and found[0].where == "policy.csv:1"
 
 
+def test_read_of_a_restricted_product_without_its_discover() -> None:
+    """`*` covers every product of the domain except restricted ones: a `*` discover line does not
+    let a reader of a restricted product find it."""
+    lines = "p, analyst, sales, sales.secret, read\np, analyst, sales, *, discover\n" + BASE
+    rules, _ = parse_policy(lines)
+    assert lint_discover(rules) == []  # without the product list: not known to be restricted
+    [found] = lint_discover(rules, {"sales.secret"})
+    assert found.code == "read-without-discover" and found.where == "policy.csv:1"
+    assert lint_discover(rules, {"sales.other"}) == []
+
+
 DIRECTORY = parse_directory("scopes:\n  districts: district\nroles: {}\nusers: {}\n")
 SCOPED = dict(
     [
         ("declared", (spec("a.declared", "internal", col("district"), scope_column="district"), False)),
         ("unscoped", (spec("a.unscoped", "public", col("district"), unscoped="an aggregate"), False)),
         ("undeclared", (spec("a.undeclared", "internal", col("district")), True)),
+        # another column declared: dana's district filter would not apply to it (every row)
         (
             "other scope",
-            (spec("a.other", "internal", col("district"), col("dept"), scope_column="dept"), False),
+            (spec("a.other", "internal", col("district"), col("dept"), scope_column="dept"), True),
+        ),
+        # DuckDB compares identifiers ignoring case: `District` is the district column
+        ("other case", (spec("a.case", "internal", col("District")), True)),
+        (
+            "declared, other case",
+            (spec("a.case2", "internal", col("District"), scope_column="District"), False),
         ),
         ("no such column", (spec("a.plain", "internal", col("ward")), False)),
     ]
@@ -71,7 +91,49 @@ def test_undeclared_scope_column(case: str) -> None:
     assert bool(found) is flagged, found
     if flagged:
         assert found[0].code == "undeclared-scope" and found[0].where == "models/a/marts/x.yml"
-        assert "'district'" in found[0].message
+        assert "'district'" in found[0].message.lower()
+
+
+# dana: supervisor of public_works scoped by `districts: [D3]`; bob: no scope; alice: its owner.
+SCOPE_DECISIONS = [
+    ("declared", "dana", col("district"), {"scope_column": "district"}, RowFilter("district", ("D3",))),
+    ("undeclared", "dana", col("district"), {}, RowFilter("district", ())),
+    (
+        "another column declared",
+        "dana",
+        col("district"),
+        {"scope_column": "category"},
+        RowFilter("district", ()),
+    ),
+    ("undeclared, other case", "dana", col("District"), {}, RowFilter("District", ())),
+    (
+        "declared, other case",
+        "dana",
+        col("District"),
+        {"scope_column": "District"},
+        RowFilter("District", ("D3",)),
+    ),
+    ("unscoped with a reason", "dana", col("district"), {"unscoped": "city-wide counts"}, None),
+    ("undeclared, reader not scoped", "bob", col("district"), {}, None),
+    ("undeclared, the owner", "alice", col("district"), {}, None),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "user", "column", "declared", "rows"), SCOPE_DECISIONS, ids=[c[0] for c in SCOPE_DECISIONS]
+)
+def test_a_scoped_reader_never_sees_every_row_of_an_undeclared_scope_column(
+    shipped_engine: PolicyEngine,
+    case: str,
+    user: str,
+    column: ColumnSpec,
+    declared: dict,
+    rows: RowFilter | None,
+) -> None:
+    """The gateway's decision fails closed where the lint flags (`undeclared_scope`): no rows."""
+    product = spec("public_works.leaky", "internal", col("request_id"), column, col("category"), **declared)
+    decision = shipped_engine.decide(user, product, "read")
+    assert decision.allowed and decision.row_filter == rows
 
 
 def test_the_engine_refuses_a_read_without_discover(policy_dir: Path) -> None:
@@ -134,3 +196,58 @@ def test_policy_diff_against_a_git_revision(
     assert "+ mallory    read      finance.vendor_payments" in capsys.readouterr().out
     assert main(["policy", "diff", "--against", "no-such-rev", "--manifest", str(manifest)]) == 1
     assert "no-such-rev" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("revision", ["", "--output=written", "HEAD:"])
+def test_policy_diff_against_takes_only_a_commit(
+    policy_dir: Path,
+    settings: Settings,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys,
+    revision: str,
+) -> None:
+    """An empty REV would compare with git's index (`git show :path`) and say nothing changed; one
+    starting with `-` is an option of `git show` (`--output=FILE` writes a file): both refused."""
+    repo = policy_dir.parent
+    git(repo, "init", "-q")
+    git(repo, "add", "policies")
+    git(repo, "commit", "-q", "-m", "policy as reviewed")
+    with (policy_dir / "policy.csv").open("a") as handle:
+        handle.write("g, mallory, analyst, finance\n")
+    git(repo, "add", "policies")  # staged: the index holds the change
+    (policy_dir / "written:policies").mkdir()
+    monkeypatch.chdir(policy_dir)
+    monkeypatch.setenv("CIVICMESH_HOME", str(settings.home))
+    monkeypatch.setenv("CIVICMESH_METADATA_URL", settings.metadata_url)
+    monkeypatch.setenv("CIVICMESH_POLICIES_DIR", str(policy_dir))
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text(json.dumps(manifest_for(DEMO_PRODUCTS.values())))
+    assert main(["policy", "diff", f"--against={revision}", "--manifest", str(manifest)]) == 1
+    assert "is not a git revision of a commit" in capsys.readouterr().err
+    assert list((policy_dir / "written:policies").iterdir()) == []
+
+
+def test_policy_diff_against_a_revision_the_lint_now_refuses(
+    policy_dir: Path, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """The committed policy grants read without discover (refused by today's lint); the change under
+    review fixes it: the diff compares with the policy as it was instead of refusing to."""
+    bad = "p, analyst, finance, **, read\n"
+    clean = (policy_dir / "policy.csv").read_text()
+    (policy_dir / "policy.csv").write_text(clean + bad)
+    repo = policy_dir.parent
+    git(repo, "init", "-q")
+    git(repo, "add", "policies")
+    git(repo, "commit", "-q", "-m", "read without discover")
+    (policy_dir / "policy.csv").write_text(clean)
+    monkeypatch.setenv("CIVICMESH_HOME", str(settings.home))
+    monkeypatch.setenv("CIVICMESH_METADATA_URL", settings.metadata_url)
+    monkeypatch.setenv("CIVICMESH_POLICIES_DIR", str(policy_dir))
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text(json.dumps(manifest_for(DEMO_PRODUCTS.values())))
+    assert main(["policy", "diff", "--against", "HEAD", "--manifest", str(manifest)]) == 0
+    assert "- policy.csv: p, analyst, finance, **, read" in capsys.readouterr().out
+    (policy_dir / "policy.csv").write_text(clean + bad)  # the new side still passes every rule
+    assert main(["policy", "diff", "--against", "HEAD", "--manifest", str(manifest)]) == 1
+    assert "read-without-discover" in capsys.readouterr().err
