@@ -136,7 +136,8 @@ def main() -> None:
 
         token = issue_token(settings, gw.USER, ttl_hours=1)
         load_before = _load()
-        server = gw.Server(settings, workers=1, governance_off=False)  # one worker: one set of caches
+        store = gw.Store("sqlite", settings, settings.audit_sink)
+        server = gw.start_server(store, workers=1)  # one worker: one set of caches
         results = asyncio.run(measure(server.port, token, args.n, args.rounds))
         report(entry.current.row_count, results, load_before)
     finally:

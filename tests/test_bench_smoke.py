@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -79,13 +80,22 @@ def test_audit_benchmark_runs_on_sqlite_and_postgresql_and_each_log_verifies() -
     assert "SQLite vs PostgreSQL, same run" in result.stdout and "PG/SQLite" in result.stdout
 
 
+@pytest.fixture(scope="module")
+def mesh_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One 20k-row mesh home for the benchmarks that serve it; the first to run builds it."""
+    return tmp_path_factory.mktemp("bench") / "home"
+
+
 @pytest.mark.slow  # builds a real 20k-row mesh (dbt + Dagster) first
-def test_gateway_benchmark_on_both_stores_seals_each_log_into_its_own_sink() -> None:
+def test_gateway_benchmark_on_both_stores_seals_each_log_into_its_own_sink(mesh_home: Path) -> None:
     """Issue 13/16: the gateway on SQLite and on PostgreSQL in one run, beside the indexed PostgreSQL
     baseline. The two stores share a home; with one sink they refused each other's checkpoints
     ("access log not sealed"), so each has its own and both logs must verify."""
     result = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "gateway.py"), *GATEWAY_SMALL, "--metadata", "both"],
+        [
+            *(sys.executable, str(ROOT / "bench" / "gateway.py"), *GATEWAY_SMALL),
+            *("--metadata", "both", "--home", str(mesh_home)),
+        ],
         capture_output=True,
         text=True,
         timeout=900,
@@ -95,3 +105,21 @@ def test_gateway_benchmark_on_both_stores_seals_each_log_into_its_own_sink() -> 
     assert "not sealed" not in result.stderr, result.stderr[-2000:]
     assert "  sqlite: OK" in result.stdout and "  postgresql: OK" in result.stdout, result.stdout
     assert "a_pg " in result.stdout and "civicmesh/PostgreSQL" in result.stdout
+
+
+@pytest.mark.slow  # serves the 20k-row mesh (built here if the gateway benchmark has not yet)
+def test_literals_benchmark_compares_inline_variables_and_cached(mesh_home: Path) -> None:
+    result = subprocess.run(
+        [
+            *(sys.executable, str(ROOT / "bench" / "literals.py"), "--rows", "20000"),
+            *("--home", str(mesh_home), "-n", "10", "--rounds", "1"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    for form in ("inline", "inline_new", "variables", "cached"):
+        assert re.search(rf"^  {form} +p50 +[0-9.]+ ms", result.stdout, re.M), result.stdout
+    assert "inline/variables:" in result.stdout
