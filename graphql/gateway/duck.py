@@ -22,6 +22,7 @@ from typing import Any
 import anyio.to_thread
 import duckdb
 
+from gateway.deadlines import Deadlines
 from gateway.errors import UNAVAILABLE, GovernedError, limit_exceeded
 from gateway.integrity import FileChecks
 
@@ -64,18 +65,6 @@ def _pseudonymiser(key: bytes):
         return int.from_bytes(mac.digest()[:7], "big")  # < 2**56: fits BIGINT and stays positive
 
     return pseudonym, pseudonym_int
-
-
-def _interrupt_after(cursor: duckdb.DuckDBPyConnection, seconds: float, done: threading.Event) -> None:
-    """Interrupt `cursor`'s query once `seconds` have passed, and again until it is `done`: an
-    interrupt that lands before DuckDB starts the query (a loaded machine) would otherwise be lost,
-    and the query would run unbounded. Interrupting frees its thread and memory inside DuckDB."""
-    if done.wait(seconds):
-        return
-    while True:
-        cursor.interrupt()
-        if done.wait(0.005):
-            return
 
 
 def _cells(result: QueryResult) -> int:
@@ -155,13 +144,12 @@ class DuckPool:
         # Every snapshot file is checked against its published checksum before this process first
         # reads it (gateway.integrity.ensure_intact, on every read path and exports).
         self.checks = FileChecks()
+        self._deadlines = Deadlines()
 
     def run(self, sql: str, params: Sequence[Any] = ()) -> QueryResult:
         cursor = self._con.cursor()
-        done = threading.Event()
-        threading.Thread(
-            target=_interrupt_after, args=(cursor, self.timeout_seconds, done), daemon=True
-        ).start()
+        # Interrupted inside DuckDB when it runs too long, freeing its thread and memory.
+        watched = self._deadlines.watch(cursor, self.timeout_seconds)
         try:
             cursor.execute(sql, list(params))
             columns = [d[0] for d in cursor.description or ()]
@@ -171,7 +159,7 @@ class DuckPool:
         except duckdb.IOException as exc:  # e.g. a snapshot file removed after its grace period
             raise GovernedError("The snapshot could not be read; try again later.", UNAVAILABLE) from exc
         finally:
-            done.set()
+            self._deadlines.done(watched)
             cursor.close()
 
     def source(self, path: str, byte_size: int) -> str | None:
