@@ -14,52 +14,33 @@ AUDIT_SMALL = ("--records", "80", "--rounds", "1", "--per-round", "20")
 GATEWAY_SMALL = ("--rows", "20000", "--workers", "1", "-n", "20", "--seconds", "0.3")
 
 
-def test_policy_benchmark_runs_and_reports_both_rates() -> None:
+def bench(script: str, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    """`python bench/<script> args…`, which must exit 0."""
     result = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "bench" / "policy.py"),
-            "--departments",
-            "5",
-            "--users",
-            "20",
-            "--decisions",
-            "200",
-        ],
+        [sys.executable, str(ROOT / "bench" / script), *args],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=timeout,
         check=False,
     )
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    return result
+
+
+def test_policy_benchmark_runs_and_reports_both_rates() -> None:
+    result = bench("policy.py", "--departments", "5", "--users", "20", "--decisions", "200", timeout=120)
     assert "uncached:" in result.stdout and "cached:" in result.stdout
 
 
 def test_integrity_benchmark_runs_and_reports_the_first_open_cost() -> None:
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "integrity.py"), "--rows", "20000", "--trials", "1"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
+    result = bench("integrity.py", "--rows", "20000", "--trials", "1", timeout=120)
     assert "checksum check on first open:" in result.stdout and "first read, checked:" in result.stdout
 
 
 def test_storage_benchmark_runs_and_reports_bytes_per_request() -> None:
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "bench" / "storage.py"),
-            *("--requests", "300", "--warmup", "100", "--archive-every", "100"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
+    result = bench(
+        "storage.py", "--requests", "300", "--warmup", "100", "--archive-every", "100", timeout=300
     )
-    assert result.returncode == 0, result.stderr
     assert "compacted / baseline:" in result.stdout and "bytes/request" in result.stdout
     assert "archived / baseline:" in result.stdout
     assert "audit verify over archive + store: OK" in result.stdout
@@ -68,14 +49,7 @@ def test_storage_benchmark_runs_and_reports_bytes_per_request() -> None:
 def test_audit_benchmark_runs_on_sqlite_and_postgresql_and_each_log_verifies() -> None:
     """Issue 13: the access-log figures on both stores in one run, side by side; the script fails
     unless `civicmesh audit verify` finds each signed server's log OK."""
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "audit.py"), *AUDIT_SMALL, "--metadata", "both"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    result = bench("audit.py", *AUDIT_SMALL, "--metadata", "both", timeout=600)
     assert result.stdout.count("civicmesh audit verify (signed server's log): OK") == 2, result.stdout
     assert "SQLite vs PostgreSQL, same run" in result.stdout and "PG/SQLite" in result.stdout
 
@@ -91,17 +65,7 @@ def test_gateway_benchmark_on_both_stores_seals_each_log_into_its_own_sink(mesh_
     """Issue 13/16: the gateway on SQLite and on PostgreSQL in one run, beside the indexed PostgreSQL
     baseline. The two stores share a home; with one sink they refused each other's checkpoints
     ("access log not sealed"), so each has its own and both logs must verify."""
-    result = subprocess.run(
-        [
-            *(sys.executable, str(ROOT / "bench" / "gateway.py"), *GATEWAY_SMALL),
-            *("--metadata", "both", "--home", str(mesh_home)),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    result = bench("gateway.py", *GATEWAY_SMALL, "--metadata", "both", "--home", str(mesh_home), timeout=900)
     assert "not sealed" not in result.stderr, result.stderr[-2000:]
     assert "  sqlite: OK" in result.stdout and "  postgresql: OK" in result.stdout, result.stdout
     assert "a_pg " in result.stdout and "civicmesh/PostgreSQL" in result.stdout
@@ -109,17 +73,9 @@ def test_gateway_benchmark_on_both_stores_seals_each_log_into_its_own_sink(mesh_
 
 @pytest.mark.slow  # serves the 20k-row mesh (built here if the gateway benchmark has not yet)
 def test_literals_benchmark_compares_inline_variables_and_cached(mesh_home: Path) -> None:
-    result = subprocess.run(
-        [
-            *(sys.executable, str(ROOT / "bench" / "literals.py"), "--rows", "20000"),
-            *("--home", str(mesh_home), "-n", "10", "--rounds", "1"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
+    result = bench(
+        "literals.py", "--rows", "20000", "--home", str(mesh_home), "-n", "10", "--rounds", "1", timeout=900
     )
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     for form in ("inline", "inline_new", "variables", "cached"):
         assert re.search(rf"^  {form} +p50 +[0-9.]+ ms", result.stdout, re.M), result.stdout
     assert "inline/variables:" in result.stdout

@@ -12,23 +12,7 @@ from test_withdraw import OWNER, SPEC, T0, _three, _written
 from meshcore.accesslog import AccessLog
 from meshcore.audit.verify import verify_report
 from meshcore.catalog import RETIRED, Catalog, SnapshotWithdrawn, WithdrawError, WithdrawRefused
-from meshcore.store import get_engine
 from policies.decision import Decision
-
-
-@pytest.fixture
-def engine(tmp_path: Path):
-    return get_engine(f"sqlite:///{tmp_path / 'meta.db'}")
-
-
-@pytest.fixture
-def catalog(engine) -> Catalog:
-    return Catalog(engine).ensure_schema()
-
-
-@pytest.fixture
-def log(engine) -> AccessLog:
-    return AccessLog(engine).ensure_schema()
 
 
 def test_a_retired_product_leaves_discovery_and_keeps_its_history(

@@ -21,7 +21,6 @@ from meshcore.catalog import (
 )
 from meshcore.products import ColumnSpec, ProductSpec
 from meshcore.snapshots import WrittenSnapshot, write_snapshot
-from meshcore.store import get_engine
 from policies.decision import Decision
 
 SPEC = ProductSpec(
@@ -37,21 +36,6 @@ SPEC = ProductSpec(
 OWNER = Decision(True, "alice", SPEC.name, "grant", "p, owner, public_works, *, *", "alice owns it", "v1")
 PII_GATE = SystemAuthority(rule="civicmesh PII gate", reason="undeclared PII in the current snapshot")
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
-
-
-@pytest.fixture
-def engine(tmp_path: Path):
-    return get_engine(f"sqlite:///{tmp_path / 'meta.db'}")
-
-
-@pytest.fixture
-def catalog(engine) -> Catalog:
-    return Catalog(engine).ensure_schema()
-
-
-@pytest.fixture
-def log(engine) -> AccessLog:
-    return AccessLog(engine).ensure_schema()
 
 
 def _written(tmp_path: Path, contact: str) -> WrittenSnapshot:
