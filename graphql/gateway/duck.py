@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import logging
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,7 +29,16 @@ from gateway.integrity import FileChecks
 
 log = logging.getLogger(__name__)
 
-HOT_EXPANSION = 6  # in-memory size / zstd Parquet size, roughly, for the budget
+# Hot snapshots live in a compressed in-memory database: a checkpoint stores their columns with
+# DuckDB's compression (dictionary, FSST, bit-packing), 1.0-2.5x their zstd Parquet size where a
+# plain in-memory table took up to 9x, and filters and aggregates run on the compressed columns
+# (a grouped count on 1M rows: 3 ms instead of 9 ms, bench/gateway.py (b)).
+HOT_DATABASE = "hot"
+HOT_EXPANSION = 1.5  # expected in-memory size / Parquet size, to admit a load; measured after it
+CHECKPOINT_PATIENCE_S = 2.0
+_HOT_BYTES_SQL = (
+    "SELECT coalesce(sum(memory_usage_bytes), 0) FROM duckdb_memory() WHERE tag = 'IN_MEMORY_TABLE'"
+)
 # DuckDB's memory for running queries (sorts, hash tables, results) beside the hot snapshots: the
 # database's memory_limit is the hot budget plus this, so a full budget never starves a query.
 WORKING_MEMORY_BYTES = 768 << 20
@@ -89,6 +99,7 @@ def _connect(
         null_handling="special",
         side_effects=False,
     )
+    con.execute(f"ATTACH ':memory:' AS {HOT_DATABASE} (COMPRESS)")
     allowed = str(snapshots_dir.resolve()).rstrip("/") + "/"
     # Order matters: allowed_directories must be set while external access is still on.
     quoted = allowed.replace("'", "''")  # SET takes no bound parameters; the path is ours
@@ -120,9 +131,10 @@ class DuckPool:
         self._con = _connect(snapshots_dir, mask_key, threads, memory_limit)
         self._limiter = anyio.CapacityLimiter(workers)
         self.timeout_seconds = timeout_seconds
-        # Hot snapshots: in-memory copies (~30% faster scans than Parquet), LRU within a budget
-        # (Settings.snapshot_memory_budget_bytes). A snapshot that does not fit is read from its
-        # Parquet file, as is one whose load failed (not retried: `_unfit`).
+        # Hot snapshots: compressed in-memory copies (faster scans than Parquet), LRU within a
+        # budget (Settings.snapshot_memory_budget_bytes) counted at their measured size. A
+        # snapshot that does not fit is read from its Parquet file, as is one whose load failed
+        # (not retried: `_unfit`).
         self.hot_budget_bytes = hot_budget_bytes
         self._hot: OrderedDict[str, tuple[str, int]] = OrderedDict()  # path -> (table, est. bytes)
         self._hot_bytes = 0
@@ -132,6 +144,7 @@ class DuckPool:
         self._loading: dict[str, tuple[threading.Thread, duckdb.DuckDBPyConnection]] = {}
         self._closed = False
         self._hot_lock = threading.Lock()
+        self._load_lock = threading.Lock()
         # Result cache. Every query reads an immutable snapshot file named in its SQL, and the SQL
         # and parameters carry the caller's masks and row filter, so (sql, params) identifies the
         # result exactly and an entry never goes stale: no invalidation needed.
@@ -163,14 +176,15 @@ class DuckPool:
             cursor.close()
 
     def source(self, path: str, byte_size: int) -> str | None:
-        """The in-memory table holding snapshot `path`, or None (read the Parquet file) while it
-        is not loaded; the first use of a snapshot that fits the budget starts loading it."""
+        """The in-memory table holding snapshot `path`, as a quoted SQL reference
+        (`hot."hot_<sha256 of path, 20 hex>"`), or None (read the Parquet file) while it is not
+        loaded; the first use of a snapshot expected to fit the budget starts loading it."""
         with self._hot_lock:
             entry = self._hot.get(path)
             if entry is not None:
                 self._hot.move_to_end(path)
                 return entry[0]
-            estimate = byte_size * HOT_EXPANSION
+            estimate = int(byte_size * HOT_EXPANSION)
             if (
                 self._closed
                 or path in self._loading
@@ -179,44 +193,83 @@ class DuckPool:
             ):
                 return None
             cursor = self._con.cursor()
-            loader = threading.Thread(
-                target=self._load, args=(path, estimate, cursor), name="duck-hot", daemon=True
-            )
+            loader = threading.Thread(target=self._load, args=(path, cursor), name="duck-hot", daemon=True)
             self._loading[path] = (loader, cursor)
         loader.start()
         return None
 
-    def _load(self, path: str, estimate: int, cursor: duckdb.DuckDBPyConnection) -> None:
-        table = "hot_" + hashlib.sha256(path.encode()).hexdigest()[:20]
+    def _load(self, path: str, cursor: duckdb.DuckDBPyConnection) -> None:
+        table = f'{HOT_DATABASE}."hot_{hashlib.sha256(path.encode()).hexdigest()[:20]}"'
         quoted = path.replace("'", "''")
         try:
-            cursor.execute(
-                f'CREATE OR REPLACE TABLE "{table}" AS '
-                f"SELECT * FROM read_parquet('{quoted}', file_row_number = true)"
-            )
-            # Past its memory limit DuckDB spills tables to a temporary folder instead of failing:
-            # a copy that did not fit in memory is no faster than the Parquet file. Drop it.
-            if cursor.execute(_SPILLED_SQL).fetchone() != (0,):
-                raise MemoryError(f"its copy outgrew memory (hot budget {self.hot_budget_bytes >> 20} MiB)")
-            with self._hot_lock:
-                self._hot[path] = (table, estimate)
-                self._hot_bytes += estimate
-                while self._hot_bytes > self.hot_budget_bytes and len(self._hot) > 1:
-                    _, (old, size) = self._hot.popitem(last=False)
-                    self._hot_bytes -= size
-                    # Safe with queries in flight: DuckDB lets a running scan finish (MVCC).
-                    cursor.execute(f'DROP TABLE IF EXISTS "{old}"')
+            with self._load_lock:  # one load at a time: its size is the change in table memory
+                before = self._table_bytes(cursor)
+                cursor.execute(
+                    f"CREATE OR REPLACE TABLE {table} AS "
+                    f"SELECT * FROM read_parquet('{quoted}', file_row_number = true)"
+                )
+                self._checkpoint(cursor)  # compresses the new table (if queries let it: see there)
+                # Past its memory limit DuckDB spills tables to a temporary folder instead of
+                # failing: a copy that did not fit in memory is no faster than the Parquet file.
+                if cursor.execute(_SPILLED_SQL).fetchone() != (0,):
+                    raise MemoryError(
+                        f"its copy outgrew memory (hot budget {self.hot_budget_bytes >> 20} MiB)"
+                    )
+                size = max(self._table_bytes(cursor) - before, 1)
+                if size > self.hot_budget_bytes:
+                    raise MemoryError(f"its copy ({size >> 20} MiB) exceeds the hot budget")
+                self._admit(path, table, size, cursor)
         except Exception as exc:  # a failed load only means the file keeps being read directly
             if not self._closed:  # close() interrupts loads on purpose
                 with self._hot_lock:
                     self._unfit.add(path)  # e.g. out of memory: trying again on every read would not help
                 with contextlib.suppress(duckdb.Error):  # a partly made table, if any
-                    cursor.execute(f'DROP TABLE IF EXISTS "{table}"')
+                    cursor.execute(f"DROP TABLE IF EXISTS {table}")
                 log.warning("could not hold %s in memory (read from its file): %s", path, exc)
         finally:
             with self._hot_lock:
                 self._loading.pop(path, None)
             cursor.close()
+
+    def _admit(self, path: str, table: str, size: int, cursor: duckdb.DuckDBPyConnection) -> None:
+        """Serve `table` for `path` from now on; drop the least recently used copies over budget."""
+        evicted: list[str] = []
+        with self._hot_lock:
+            self._hot[path] = (table, size)
+            self._hot_bytes += size
+            while self._hot_bytes > self.hot_budget_bytes and len(self._hot) > 1:
+                _, (old, old_size) = self._hot.popitem(last=False)
+                self._hot_bytes -= old_size
+                evicted.append(old)
+        for old in evicted:  # safe with queries in flight: DuckDB lets a running scan finish (MVCC)
+            cursor.execute(f"DROP TABLE IF EXISTS {old}")
+        if evicted:
+            self._checkpoint(cursor)  # returns the dropped tables' blocks
+
+    def _checkpoint(self, cursor: duckdb.DuckDBPyConnection) -> bool:
+        """Checkpoint the hot database (what compresses new tables and frees dropped ones).
+
+        DuckDB refuses a checkpoint while another transaction runs, and FORCE CHECKPOINT would
+        hold every new query until the running ones end: so try again for up to
+        `CHECKPOINT_PATIENCE_S`. False if queries kept it busy that long: the table is then
+        served uncompressed (correct, larger, and counted at its real size)."""
+        deadline = time.monotonic() + CHECKPOINT_PATIENCE_S
+        while True:
+            try:
+                cursor.execute(f"CHECKPOINT {HOT_DATABASE}")
+                return True
+            except duckdb.TransactionException:
+                if self._closed or time.monotonic() > deadline:
+                    log.info(
+                        "hot snapshots: no checkpoint within %.1f s (queries running)", CHECKPOINT_PATIENCE_S
+                    )
+                    return False
+                time.sleep(0.005)
+
+    @staticmethod
+    def _table_bytes(cursor: duckdb.DuckDBPyConnection) -> int:
+        row = cursor.execute(_HOT_BYTES_SQL).fetchone()
+        return int(row[0]) if row else 0
 
     def open_reader(self, sql: str, params: Sequence[Any], batch_rows: int) -> tuple[Any, Any]:
         """(cursor, Arrow record-batch reader) for streaming a large result; close the cursor after.

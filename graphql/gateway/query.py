@@ -191,7 +191,7 @@ class PageQuery:
     after: Cursor | None = None  # a keyset cursor: rows strictly after its sort key values
     with_keys: bool = False  # also return the sort key values (`__k0, …`) for the end cursor
     kinds: Mapping[str, str] = field(default_factory=dict)  # column -> type kind
-    table: str | None = None  # an in-memory copy of the snapshot (duck.DuckPool.source), if loaded
+    table: str | None = None  # the in-memory copy's SQL reference (duck.DuckPool.source), if loaded
 
     def __post_init__(self) -> None:
         if not self.kinds:
@@ -201,7 +201,7 @@ class PageQuery:
 
     def _source(self, row_number: bool) -> str:
         if self.table is not None:
-            return quote_ident(self.table)  # holds file_row_number as a column
+            return self.table  # a quoted reference (DuckPool.source); holds file_row_number
         path = self.path.replace("'", "''")  # a catalog path, never user input
         extra = ", file_row_number = true" if row_number else ""
         return f"read_parquet('{path}'{extra})"

@@ -1,0 +1,134 @@
+"""Hot snapshots: compressed in-memory copies, counted at their measured size, evicted least
+recently used, and loaded while queries run without changing a single answer.
+
+Real DuckDB, real Parquet files; the pool is the gateway's (`gateway.duck.DuckPool`).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from gateway.duck import DuckPool
+from gateway.query import PageQuery
+from meshcore.products import ColumnSpec, ProductSpec
+
+SPEC = ProductSpec(
+    department="d",
+    product="p",
+    classification="internal",
+    owner="o@x.example",
+    description="",
+    columns=(ColumnSpec("n", "bigint"), ColumnSpec("district", "varchar"), ColumnSpec("status", "varchar")),
+)
+IN_MEMORY_BYTES = (
+    "SELECT coalesce(sum(memory_usage_bytes), 0) FROM duckdb_memory() WHERE tag = 'IN_MEMORY_TABLE'"
+)
+
+
+def _snapshot(folder: Path, name: str, rows: int) -> Path:
+    """A Parquet file of `rows` rows of low-cardinality strings (what compresses, like city data)."""
+    path = folder / f"{name}.parquet"
+    duckdb.sql(
+        "COPY (SELECT i AS n, 'D' || (i % 9) AS district, "
+        "['open', 'closed', 'in_progress'][1 + i % 3] AS status "
+        f"FROM range({rows}) t(i)) TO '{path}' (FORMAT parquet, COMPRESSION zstd)"
+    )
+    return path
+
+
+def _plain_copy_bytes(path: Path) -> int:
+    """What an uncompressed in-memory table of `path` takes (what hot copies took before)."""
+    con = duckdb.connect()
+    try:
+        con.execute(f"CREATE TABLE t AS SELECT * FROM read_parquet('{path}', file_row_number = true)")
+        return int(con.execute(IN_MEMORY_BYTES).fetchone()[0])
+    finally:
+        con.close()
+
+
+def _hot(pool: DuckPool, path: Path) -> str:
+    """Ask for `path` until its copy serves (the first ask starts the background load)."""
+    deadline = time.monotonic() + 60
+    while (table := pool.source(str(path), path.stat().st_size)) is None:
+        assert str(path) in pool._loading or time.monotonic() < deadline, "the load failed"
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    return table
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    path = tmp_path / "snapshots"
+    path.mkdir()
+    return path
+
+
+def test_a_hot_copy_is_compressed_and_counted_at_its_measured_size(folder: Path) -> None:
+    path = _snapshot(folder, "a", 600_000)
+    pool = DuckPool(folder, "key", hot_budget_bytes=1 << 30)
+    try:
+        _hot(pool, path)
+        held = pool._hot_bytes
+        assert held == int(pool.run(IN_MEMORY_BYTES).rows[0][0])  # the measured size, not a guess
+        assert held * 3 < _plain_copy_bytes(path)  # compressed: under a third of a plain copy
+    finally:
+        pool.close()
+
+
+def test_the_budget_evicts_the_least_recently_used_copy_and_frees_its_memory(folder: Path) -> None:
+    first, second = _snapshot(folder, "first", 400_000), _snapshot(folder, "second", 400_000)
+    probe = DuckPool(folder, "key", hot_budget_bytes=1 << 30)
+    try:
+        _hot(probe, first)
+        one = probe._hot_bytes
+    finally:
+        probe.close()
+    pool = DuckPool(folder, "key", hot_budget_bytes=int(one * 1.5))  # room for one copy, not two
+    try:
+        _hot(pool, first)
+        _hot(pool, second)
+        assert pool.source(str(second), second.stat().st_size) is not None
+        assert str(first) not in pool._hot  # evicted: it was used least recently
+        assert pool._hot_bytes <= pool.hot_budget_bytes
+        assert int(pool.run(IN_MEMORY_BYTES).rows[0][0]) <= pool.hot_budget_bytes  # its memory went
+    finally:
+        pool.close()
+
+
+def test_a_copy_loaded_while_queries_run_answers_exactly_like_the_file(folder: Path) -> None:
+    """Loads and their checkpoints (which DuckDB refuses while a query runs) under a steady stream
+    of queries: every answer, from the file or the copy, is the same rows in the same order."""
+    path = _snapshot(folder, "busy", 300_000)
+    pool = DuckPool(folder, "key", hot_budget_bytes=1 << 30)
+    query = {
+        "spec": SPEC,
+        "path": str(path),
+        "columns": ["n", "district", "status"],
+        "where": {"district": {"eq": "D4"}, "status": {"eq": "closed"}},
+        "order_by": [("n", "DESC")],
+        "limit": 50,
+    }
+    expected = pool.run(*PageQuery(**query).page_sql()).rows
+    answers: list[list[tuple]] = []
+    stop = threading.Event()
+
+    def reads() -> None:
+        while not stop.is_set():
+            answers.append(pool.run(*PageQuery(**query).page_sql()).rows)
+
+    reader = threading.Thread(target=reads)
+    reader.start()
+    try:
+        table = _hot(pool, path)
+        for _ in range(20):
+            answers.append(pool.run(*PageQuery(**query, table=table).page_sql()).rows)
+    finally:
+        stop.set()
+        reader.join()
+        pool.close()
+    assert len(expected) == 51 and all(answer == expected for answer in answers)
