@@ -34,7 +34,10 @@ log = logging.getLogger(__name__)
 # plain in-memory table took up to 9x, and filters and aggregates run on the compressed columns
 # (a grouped count on 1M rows: 3 ms instead of 9 ms, bench/gateway.py (b)).
 HOT_DATABASE = "hot"
-HOT_EXPANSION = 1.5  # expected in-memory size / Parquet size, to admit a load; measured after it
+# Expected in-memory size / Parquet size, to start a load; the copy is measured as it loads and
+# dropped as soon as it cannot fit (`DuckPool._copy_size`).
+HOT_EXPANSION = 1.2
+HOT_LOAD_CHUNK_ROWS = 500_000
 CHECKPOINT_PATIENCE_S = 2.0
 _HOT_BYTES_SQL = (
     "SELECT coalesce(sum(memory_usage_bytes), 0) FROM duckdb_memory() WHERE tag = 'IN_MEMORY_TABLE'"
@@ -204,20 +207,22 @@ class DuckPool:
         try:
             with self._load_lock:  # one load at a time: its size is the change in table memory
                 before = self._table_bytes(cursor)
-                cursor.execute(
-                    f"CREATE OR REPLACE TABLE {table} AS "
-                    f"SELECT * FROM read_parquet('{quoted}', file_row_number = true)"
-                )
-                self._checkpoint(cursor)  # compresses the new table (if queries let it: see there)
-                # Past its memory limit DuckDB spills tables to a temporary folder instead of
-                # failing: a copy that did not fit in memory is no faster than the Parquet file.
-                if cursor.execute(_SPILLED_SQL).fetchone() != (0,):
-                    raise MemoryError(
-                        f"its copy outgrew memory (hot budget {self.hot_budget_bytes >> 20} MiB)"
-                    )
-                size = max(self._table_bytes(cursor) - before, 1)
-                if size > self.hot_budget_bytes:
-                    raise MemoryError(f"its copy ({size >> 20} MiB) exceeds the hot budget")
+                source = f"read_parquet('{quoted}', file_row_number = true)"
+                cursor.execute(f"CREATE OR REPLACE TABLE {table} AS SELECT * FROM {source} LIMIT 0")
+                # In chunks, each compressed by a checkpoint before the next: loaded whole, a copy
+                # that fits compressed could outgrow memory uncompressed on its way in.
+                start = 0
+                while True:
+                    added = cursor.execute(
+                        f"INSERT INTO {table} SELECT * FROM {source} "
+                        "WHERE file_row_number >= ? AND file_row_number < ?",
+                        [start, start + HOT_LOAD_CHUNK_ROWS],
+                    ).fetchone()
+                    self._checkpoint(cursor)  # compresses the chunk (if queries let it: see there)
+                    size = self._copy_size(cursor, before)
+                    start += HOT_LOAD_CHUNK_ROWS
+                    if added is None or added[0] < HOT_LOAD_CHUNK_ROWS:
+                        break
                 self._admit(path, table, size, cursor)
         except Exception as exc:  # a failed load only means the file keeps being read directly
             if not self._closed:  # close() interrupts loads on purpose
@@ -265,6 +270,17 @@ class DuckPool:
                     )
                     return False
                 time.sleep(0.005)
+
+    def _copy_size(self, cursor: duckdb.DuckDBPyConnection, before: int) -> int:
+        """The bytes the copy being loaded holds; MemoryError once it cannot fit the budget."""
+        # Past its memory limit DuckDB spills tables to a temporary folder instead of failing:
+        # a copy that did not fit in memory is no faster than the Parquet file.
+        if cursor.execute(_SPILLED_SQL).fetchone() != (0,):
+            raise MemoryError(f"its copy outgrew memory (hot budget {self.hot_budget_bytes >> 20} MiB)")
+        size = max(self._table_bytes(cursor) - before, 1)
+        if size > self.hot_budget_bytes:
+            raise MemoryError(f"its copy ({size >> 20} MiB so far) exceeds the hot budget")
+        return size
 
     @staticmethod
     def _table_bytes(cursor: duckdb.DuckDBPyConnection) -> int:

@@ -13,6 +13,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from gateway import duck
 from gateway.duck import DuckPool
 from gateway.query import PageQuery
 from meshcore.products import ColumnSpec, ProductSpec
@@ -55,7 +56,7 @@ def _hot(pool: DuckPool, path: Path) -> str:
     """Ask for `path` until its copy serves (the first ask starts the background load)."""
     deadline = time.monotonic() + 60
     while (table := pool.source(str(path), path.stat().st_size)) is None:
-        assert str(path) in pool._loading or time.monotonic() < deadline, "the load failed"
+        assert str(path) not in pool._unfit, "the load failed: the snapshot is read from its file"
         assert time.monotonic() < deadline
         time.sleep(0.02)
     return table
@@ -132,3 +133,27 @@ def test_a_copy_loaded_while_queries_run_answers_exactly_like_the_file(folder: P
         reader.join()
         pool.close()
     assert len(expected) == 51 and all(answer == expected for answer in answers)
+
+
+def test_a_copy_that_fits_compressed_is_loaded_in_chunks_it_would_outgrow_whole(
+    folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DuckDB's memory is the hot budget plus working memory; a copy loaded whole is uncompressed
+    until its checkpoint, so a snapshot whose compressed copy fits could spill and be refused.
+    Loaded a chunk at a time, each compressed before the next, it is held."""
+    path = _snapshot(folder, "big", 3_000_000)
+    probe = DuckPool(folder, "key", hot_budget_bytes=1 << 30)
+    try:
+        _hot(probe, path)
+        compressed = probe._hot_bytes
+    finally:
+        probe.close()
+    budget, working = 2 * compressed, 64 << 20
+    assert _plain_copy_bytes(path) > budget + working  # whole, it would not fit DuckDB's memory
+    monkeypatch.setattr(duck, "HOT_LOAD_CHUNK_ROWS", 250_000)
+    pool = DuckPool(folder, "key", hot_budget_bytes=budget, working_memory_bytes=working)
+    try:
+        _hot(pool, path)
+        assert pool._hot_bytes <= budget
+    finally:
+        pool.close()
