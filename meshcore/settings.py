@@ -14,6 +14,8 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # The home's folder of published snapshots; the catalog stores snapshot paths starting with it.
 SNAPSHOTS_FOLDER = "snapshots"
+# Compressed hot snapshot copies take ~1-2.5x their Parquet size: 512 MiB holds ~12M service requests.
+DEFAULT_SNAPSHOT_MEMORY_MB = 512
 
 
 def sqlite_url(home: Path) -> str:
@@ -157,11 +159,12 @@ class Settings:
 
     @property
     def snapshot_memory_budget_bytes(self) -> int:
-        """Memory per gateway process for in-memory copies of hot snapshots (faster scans; LRU):
-        CIVICMESH_SNAPSHOT_MEMORY_MB, in MiB (default 256; 0: always read the Parquet files). A
-        snapshot that does not fit is read from its Parquet file."""
+        """Memory per gateway process for compressed in-memory copies of hot snapshots (faster
+        scans; LRU): CIVICMESH_SNAPSHOT_MEMORY_MB, in MiB (default 512, about 12M service requests
+        compressed; 0: always read the Parquet files). A snapshot that does not fit is read from its
+        Parquet file."""
         value = self.extra.get("snapshot_memory_mb") or os.environ.get("CIVICMESH_SNAPSHOT_MEMORY_MB")
-        megabytes = float(value or 256)
+        megabytes = float(value or DEFAULT_SNAPSHOT_MEMORY_MB)
         if not 0 <= megabytes < 1 << 30:
             raise ValueError(f"CIVICMESH_SNAPSHOT_MEMORY_MB must be a number of MiB >= 0, not {value!r}")
         return int(megabytes * (1 << 20))

@@ -26,6 +26,7 @@ import duckdb
 from gateway.deadlines import Deadlines
 from gateway.errors import UNAVAILABLE, GovernedError, limit_exceeded
 from gateway.integrity import FileChecks
+from meshcore.settings import DEFAULT_SNAPSHOT_MEMORY_MB
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +127,7 @@ class DuckPool:
         cache_max_rows: int = 2000,
         cache_max_cells: int = 1_000_000,
         timeout_seconds: float = 10.0,
-        hot_budget_bytes: int = 256 << 20,
+        hot_budget_bytes: int = DEFAULT_SNAPSHOT_MEMORY_MB << 20,
         working_memory_bytes: int = WORKING_MEMORY_BYTES,
     ) -> None:
         snapshots_dir.mkdir(parents=True, exist_ok=True)

@@ -180,7 +180,7 @@ def test_a_snapshot_that_does_not_fit_in_memory_is_read_from_its_file(tmp_path) 
 
 
 @pytest.mark.parametrize(
-    ("value", "expected"), [(None, 256 << 20), ("0", 0), ("1024", 1 << 30), ("0.5", 1 << 19)]
+    ("value", "expected"), [(None, 512 << 20), ("0", 0), ("1024", 1 << 30), ("0.5", 1 << 19)]
 )
 def test_the_snapshot_memory_budget_is_a_setting(tmp_path, value, expected) -> None:
     from meshcore.settings import Settings
