@@ -99,6 +99,10 @@ def test_readers_of_data_derived_from_a_pii_product(server, gw_settings, publish
             break
         time.sleep(0.2)
     assert body is not None and "errors" not in body, body
+    # a reader of the source itself (this test does not rely on an earlier test having read it)
+    assert "errors" not in server.gql(
+        "{ publicWorks { serviceRequests(first: 1) { nodes { requestId } } } }", "bob"
+    )
     readers = server.gql(DERIVED, "carol", {"p": SR})["data"]["readersOfDerived"]
     assert any(r["subject"] == "mallory" and r["product"] == summary.name for r in readers)
     assert any(r["product"] == SR for r in readers)
