@@ -47,12 +47,13 @@ def test_dagster_log_records_still_carry_dagster_meta() -> None:
 
 def test_strawberry_execution_context_and_graphql_core_completion_hook() -> None:
     """gateway/fastrows.py subclasses Strawberry's execution context (not exported at top level)
-    and overrides graphql-core's `complete_object_value`."""
+    and overrides graphql-core's `complete_object_value` and `complete_list_value`."""
     assert issubclass(StrawberryGraphQLCoreExecutionContext, graphql.ExecutionContext)
     assert issubclass(FastRowsExecutionContext, StrawberryGraphQLCoreExecutionContext)
-    hook = inspect.signature(graphql.ExecutionContext.complete_object_value)
-    assert list(hook.parameters) == ["self", "return_type", "field_nodes", "info", "path", "result"]
-    assert "complete_object_value" in vars(FastRowsExecutionContext)
+    for name in ("complete_object_value", "complete_list_value"):
+        hook = inspect.signature(getattr(graphql.ExecutionContext, name))
+        assert list(hook.parameters) == ["self", "return_type", "field_nodes", "info", "path", "result"]
+        assert name in vars(FastRowsExecutionContext)
 
 
 def test_strawberry_schema_still_holds_the_graphql_core_schema_as_underscore_schema() -> None:

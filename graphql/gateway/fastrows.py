@@ -5,6 +5,11 @@ graphql-core completes each leaf of each row through the full field machinery (~
 nullable scalars with no arguments, directives or resolvers, so for them the result can be built
 directly from a per-request plan: (response key, column field, serializer). Anything the plan
 cannot express (directives, __typename aside, non-scalar fields) takes the normal path.
+
+A list of rows (`nodes`) is completed in one loop with that plan, without a `complete_value` call,
+a path entry and an awaitable check per row (~0.5 ms of event-loop CPU on a page of 100 rows); a
+list it cannot complete whole (an item that is not a row dict, a value its scalar cannot serialise)
+goes graphql-core's way item by item, so the errors and their paths are graphql-core's own.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from typing import Any
 
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
-from graphql import GraphQLObjectType, GraphQLScalarType
+from graphql import GraphQLList, GraphQLNonNull, GraphQLObjectType, GraphQLScalarType
 
 Plan = list[tuple[str, str, Any]]  # (response key, field name, serialize or None for __typename)
 
@@ -45,6 +50,40 @@ class FastRowsExecutionContext(StrawberryGraphQLCoreExecutionContext):
         plans[key] = plan
         return plan
 
+    def _complete_row(self, return_type: GraphQLObjectType, plan: Plan, result: Any) -> Any:
+        """One row dict completed with `plan`; raises on a value the plan cannot serialise."""
+        out: dict[str, Any] = {}
+        for key, name, serialize in plan:
+            if serialize is None:
+                out[key] = return_type.name
+            else:
+                value = result.get(name)
+                out[key] = None if value is None else serialize(value)
+        return out
+
+    def complete_list_value(
+        self,
+        return_type: GraphQLList[Any],
+        field_nodes: list[Any],
+        info: Any,
+        path: Any,
+        result: Any,
+    ) -> Any:
+        item_type = return_type.of_type
+        row_type = item_type.of_type if isinstance(item_type, GraphQLNonNull) else item_type
+        if (
+            type(result) is list
+            and isinstance(row_type, GraphQLObjectType)
+            and row_type.name in self.row_types
+        ):
+            plan = self._row_plan(row_type, field_nodes)
+            if plan is not None and all(type(item) is dict for item in result):
+                try:
+                    return [self._complete_row(row_type, plan, item) for item in result]
+                except Exception:  # item by item below: graphql-core locates the error
+                    pass
+        return super().complete_list_value(return_type, field_nodes, info, path, result)
+
     def complete_object_value(
         self,
         return_type: GraphQLObjectType,
@@ -57,14 +96,7 @@ class FastRowsExecutionContext(StrawberryGraphQLCoreExecutionContext):
             plan = self._row_plan(return_type, field_nodes)
             if plan is not None:
                 try:
-                    out: dict[str, Any] = {}
-                    for key, name, serialize in plan:
-                        if serialize is None:
-                            out[key] = return_type.name
-                        else:
-                            value = result.get(name)
-                            out[key] = None if value is None else serialize(value)
-                    return out
+                    return self._complete_row(return_type, plan, result)
                 except Exception:  # let the normal path produce the proper field error
                     pass
         return super().complete_object_value(return_type, field_nodes, info, path, result)
