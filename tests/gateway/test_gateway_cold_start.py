@@ -1,0 +1,133 @@
+"""Cold start (issue 16): `civicmesh serve` loads only what answering a request uses.
+
+What a new worker pays before its first answer is mostly imports. These tests pin what the serve
+path loads (behaviour, not timing: `bench/cold_start.py` measures the time): nothing of the build
+stack (Dagster, dbt, pandas, Arrow), the portal's stack (Jinja2, Authlib, rdflib), the HTTP lineage
+transport, openlineage-python or Strawberry's pydantic integration; and a started server answers a
+governed read with the cyclic garbage collector back on (it is off while `serve` starts).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+from gateway.auth import issue_token
+
+# Top-level packages (or modules) that no module of the serve path may import.
+NOT_ON_THE_SERVE_PATH = (
+    "dagster",
+    "dagster_dbt",
+    "dbt",
+    "pandas",
+    "polars",
+    "pyarrow",  # exports import it on their first request
+    "sqlglot",
+    "rdflib",  # the portal, built on its first page: jinja2, authlib, rdflib
+    "jinja2",
+    "authlib",
+    "portal.app",
+    "pyshacl",
+    "playwright",
+    "httpx",  # the HTTP lineage transport, on its first send
+    "openlineage",  # read events are written as plain data (lineage/read_events.py)
+    "attr",
+    "websockets",  # no WebSocket route: uvicorn runs with ws="none"
+    "strawberry.experimental.pydantic",  # Strawberry's pydantic integration (graphql/gateway/__init__.py)
+    "pydantic.v1",
+)
+# DuckDB 2.0.1 imports numpy whenever a Python function is registered, native ones included
+# (duckdb/duckdb-python#538): the pseudonym functions of the masks make the start-up load it.
+NOT_IMPORTED_BY_THE_SERVING_MODULES = (*NOT_ON_THE_SERVE_PATH, "numpy")
+
+_LOADED = "[m for m in {names!r} if sys.modules.get(m) is not None]"  # None: an import blocked
+
+# What `civicmesh serve` imports before the app starts: every CLI command's module (the parser),
+# uvicorn, the app factory and the protocol classes uvicorn loads for the gateway's options.
+_IMPORTS = """
+import sys
+from civicmesh.cli import build_parser
+build_parser()
+import uvicorn
+from gateway.serving import uvicorn_options
+config = uvicorn.Config("civicmesh.asgi:create_app", factory=True, **uvicorn_options())
+config.load()
+print({loaded})
+"""
+
+# `civicmesh serve` itself in this process's main thread; a probe thread posts one governed read
+# over HTTP (the standard library's client: httpx must stay out), reports, and stops the server.
+_SERVE = """
+import gc, http.client, json, os, signal, sys, threading, time
+from civicmesh.cli import main
+
+def probe():
+    while True:
+        try:
+            connection = http.client.HTTPConnection("127.0.0.1", {port}, timeout=30)
+            connection.request("POST", "/graphql", {body!r},
+                               {{"Authorization": "Bearer {token}", "Content-Type": "application/json"}})
+            response = connection.getresponse()
+            break
+        except OSError:
+            time.sleep(0.05)
+    report = {{"status": response.status, "body": json.loads(response.read()),
+              "gc_enabled": gc.isenabled(), "frozen": gc.get_freeze_count(), "loaded": {loaded}}}
+    print(json.dumps(report), flush=True)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+threading.Thread(target=probe, daemon=True).start()
+main(["serve", "--port", "{port}"])
+"""
+
+
+def _run(code: str, settings) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "CIVICMESH_HOME": str(settings.home)}
+    env["CIVICMESH_METADATA_URL"] = settings.metadata_url
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_the_serving_modules_import_no_build_portal_or_lineage_stack(gw_settings) -> None:
+    loaded = _LOADED.format(names=NOT_IMPORTED_BY_THE_SERVING_MODULES)
+    done = _run(_IMPORTS.format(loaded=loaded), gw_settings)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_gateway_app_alone_imports_none_of_them_either(gw_settings) -> None:
+    """The gateway without the CLI or the portal's session reader (how tests and benches build it)."""
+    code = f"import sys, gateway.app; print({_LOADED.format(names=NOT_IMPORTED_BY_THE_SERVING_MODULES)})"
+    done = _run(code, gw_settings)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+def test_serve_answers_a_masked_governed_read_with_the_collector_back_on(gw_settings) -> None:
+    query = "{ publicWorks { serviceRequests(first: 3) { nodes { requestId district requesterName } } } }"
+    body = json.dumps({"query": query})
+    code = _SERVE.format(
+        port=_free_port(),
+        body=body,
+        token=issue_token(gw_settings, "dana", 1),
+        loaded=_LOADED.format(names=NOT_ON_THE_SERVE_PATH),
+    )
+    done = _run(code, gw_settings)
+    reports = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    assert reports, f"no answer: {done.stderr[-3000:]}"
+    report = json.loads(reports[-1])
+    assert report["status"] == 200 and "errors" not in report["body"], report["body"]
+    nodes = report["body"]["data"]["publicWorks"]["serviceRequests"]["nodes"]
+    # dana: district D3 only; the name pseudonymised by the DuckDB function registered at start-up
+    assert nodes and all(n["district"] == "D3" and n["requesterName"].startswith("p_") for n in nodes)
+    assert report["gc_enabled"] is True  # `serve` turned it off while starting; the lifespan back on
+    assert report["frozen"] > 0  # the start-up's objects were frozen out of its reach
+    assert report["loaded"] == []
