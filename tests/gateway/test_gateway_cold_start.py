@@ -1,21 +1,31 @@
 """Cold start (issue 16): `civicmesh serve` loads only what answering a request uses.
 
-What a new worker pays before its first answer is mostly imports. These tests pin what the serve
-path loads (behaviour, not timing: `bench/cold_start.py` measures the time): nothing of the build
-stack (Dagster, dbt, pandas, Arrow), the portal's stack (Jinja2, Authlib, rdflib), the HTTP lineage
-transport, openlineage-python or Strawberry's pydantic integration; and a started server answers a
-governed read with the cyclic garbage collector back on (it is off while `serve` starts).
+What a new worker pays before its first answer is mostly imports and schema builds. These tests pin
+what the serve path loads (behaviour, not timing: `bench/cold_start.py` measures the time): nothing
+of the build stack (Dagster, dbt, pandas, Arrow), the portal's stack (Jinja2, Authlib, rdflib), the
+HTTP lineage transport, openlineage-python or Strawberry's pydantic integration; a started server
+answers a governed read with the cyclic garbage collector back on (it is off while `serve` starts);
+and the schema of a caller's discoverable set, built on that caller's first request, reuses the
+product types of the catalog's schema, while a changed product spec gets types of its own.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import socket
 import subprocess
 import sys
 
+from strawberry.schema.schema_converter import GraphQLCoreConverter
+
 from gateway.auth import issue_token
+from gateway.context import CatalogState
+from gateway.schema import build_schema
+from meshcore.catalog import Catalog
+from meshcore.products import ColumnSpec
+from meshcore.store import get_engine
 
 # Top-level packages (or modules) that no module of the serve path may import.
 NOT_ON_THE_SERVE_PATH = (
@@ -131,3 +141,33 @@ def test_serve_answers_a_masked_governed_read_with_the_collector_back_on(gw_sett
     assert report["gc_enabled"] is True  # `serve` turned it off while starting; the lifespan back on
     assert report["frozen"] > 0  # the start-up's objects were frozen out of its reach
     assert report["loaded"] == []
+
+
+def _definition(schema, type_name: str):
+    """The Strawberry definition behind a GraphQL type of `schema`."""
+    return schema._schema.type_map[type_name].extensions[GraphQLCoreConverter.DEFINITION_BACKREF]
+
+
+def test_caller_schemas_reuse_product_types_and_a_changed_spec_gets_its_own(gw_settings) -> None:
+    catalog = Catalog(get_engine(gw_settings.metadata_url), gw_settings.home)
+    entries = {entry.spec.name: entry for entry in catalog.entries()}
+    full = build_schema(CatalogState(version=catalog.version(), entries=entries), False)
+    # dana's set: every product but the restricted one
+    subset = full.callers._build(frozenset(name for name in entries if name != "hr.salaries"))
+    assert subset is not full and "HrSalariesRow" not in subset._schema.type_map
+    for row in ("PublicWorksServiceRequestsRow", "EnvironmentAirQualityRow"):
+        assert _definition(subset, row) is _definition(full, row)
+
+    # The next catalog state: service requests gained a column; air quality is unchanged.
+    entry = entries["public_works.service_requests"]
+    wider = dataclasses.replace(entry.spec, columns=(*entry.spec.columns, ColumnSpec("ward", "varchar")))
+    changed = {**entries, entry.spec.name: dataclasses.replace(entry, spec=wider)}
+    version = (catalog.version()[0] + 1, "next")
+    rebuilt = build_schema(CatalogState(version=version, entries=changed), False)
+    row = "PublicWorksServiceRequestsRow"
+    assert "ward" in rebuilt._schema.type_map[row].fields
+    assert "ward" not in full._schema.type_map[row].fields
+    assert _definition(rebuilt, row) is not _definition(full, row)
+    assert _definition(rebuilt, "EnvironmentAirQualityRow") is _definition(full, "EnvironmentAirQualityRow")
+    narrow = rebuilt.callers._build(frozenset(name for name in changed if name != "hr.salaries"))
+    assert "ward" in narrow._schema.type_map[row].fields
