@@ -5,8 +5,10 @@ what the serve path loads (behaviour, not timing: `bench/cold_start.py` measures
 of the build stack (Dagster, dbt, pandas, Arrow), the portal's stack (Jinja2, Authlib, rdflib), the
 HTTP lineage transport, openlineage-python or Strawberry's pydantic integration; a started server
 answers a governed read with the cyclic garbage collector back on (it is off while `serve` starts);
-and the schema of a caller's discoverable set, built on that caller's first request, reuses the
-product types of the catalog's schema, while a changed product spec gets types of its own.
+the schema of a caller's discoverable set, built on that caller's first request, reuses the
+product types of the catalog's schema, while a changed product spec gets types of its own; and
+`make install` compiles every module the serve path imports (a process that may not write bytecode,
+PYTHONDONTWRITEBYTECODE or a read-only tree, compiled the leaf core at each start).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import os
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 from strawberry.schema.schema_converter import GraphQLCoreConverter
 
@@ -26,6 +29,8 @@ from gateway.schema import build_schema
 from meshcore.catalog import Catalog
 from meshcore.products import ColumnSpec
 from meshcore.store import get_engine
+
+REPO = Path(__file__).resolve().parents[2]
 
 # Top-level packages (or modules) that no module of the serve path may import.
 NOT_ON_THE_SERVE_PATH = (
@@ -94,8 +99,26 @@ main(["serve", "--port", "{port}"])
 """
 
 
-def _run(code: str, settings) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "CIVICMESH_HOME": str(settings.home)}
+# The serve path's imports in a process that may not write bytecode: which of the repository's
+# modules (outside the venv) had to be compiled from source.
+_COMPILED = """
+import builtins, sys
+compiled, compile_ = [], builtins.compile
+def compile_and_note(source, filename, *args, **kwargs):
+    if isinstance(filename, str) and filename.startswith({repo!r}) and "/.venv/" not in filename:
+        compiled.append(filename[len({repo!r}) + 1:])
+    return compile_(source, filename, *args, **kwargs)
+builtins.compile = compile_and_note
+from civicmesh.cli import build_parser
+build_parser()
+import civicmesh.asgi, uvicorn
+builtins.compile = compile_
+print(compiled)
+"""
+
+
+def _run(code: str, settings, **extra: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "CIVICMESH_HOME": str(settings.home), **extra}
     env["CIVICMESH_METADATA_URL"] = settings.metadata_url
     return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
 
@@ -119,6 +142,17 @@ def test_gateway_app_alone_imports_none_of_them_either(gw_settings) -> None:
     done = _run(code, gw_settings)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_the_install_compiles_every_module_the_serve_path_imports(gw_settings) -> None:
+    recipe = subprocess.run(
+        ["make", "--dry-run", "--silent", "compile"], cwd=REPO, capture_output=True, text=True, check=True
+    )
+    compile_all = next(line for line in recipe.stdout.splitlines() if "compileall" in line)
+    subprocess.run(compile_all, shell=True, cwd=REPO, check=True, timeout=300)  # make install's step
+    done = _run(_COMPILED.format(repo=str(REPO)), gw_settings, PYTHONDONTWRITEBYTECODE="1")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]"
 
 
 def test_serve_answers_a_masked_governed_read_with_the_collector_back_on(gw_settings) -> None:
