@@ -29,8 +29,11 @@ $(STAMP): uv.lock pyproject.toml
 # Bytecode compiled once at install: a process that may not write it (PYTHONDONTWRITEBYTECODE, a
 # read-only tree) compiled every module at each start, two thirds of a cold start (bench/cold_start.py).
 # The project's own modules are compiled on every install; a changed file is recompiled when imported.
+# Every package of the repository (a folder with an __init__.py): a list by name had left the leaf
+# core (meshcore) out, compiled at every start of `civicmesh serve` (30-55 ms measured).
+PACKAGES := $(dir $(wildcard */__init__.py graphql/*/__init__.py))
 compile: $(STAMP)
-	@$(BIN)/python -m compileall -q -j 0 civicmesh graphql/gateway graphql/portal lineage policies orchestration >/dev/null
+	@$(BIN)/python -m compileall -q -j 0 $(PACKAGES) >/dev/null
 
 $(IDE_STAMP): $(IDE)/package.json $(IDE)/package-lock.json
 	@if command -v npm >/dev/null 2>&1; then \

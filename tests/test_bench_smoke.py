@@ -37,6 +37,12 @@ def test_integrity_benchmark_runs_and_reports_the_first_open_cost() -> None:
     assert "checksum check on first open:" in result.stdout and "first read, checked:" in result.stdout
 
 
+def test_cold_start_benchmark_runs_on_one_product_and_on_the_demo_catalog() -> None:
+    result = bench("cold_start.py", "--runs", "1", timeout=300)
+    assert "catalog 'one':" in result.stdout and "catalog 'demo':" in result.stdout, result.stdout
+    assert result.stdout.count("target: first answer <= 1.5 s") == 2
+
+
 def test_storage_benchmark_runs_and_reports_bytes_per_request() -> None:
     result = bench(
         "storage.py", "--requests", "300", "--warmup", "100", "--archive-every", "100", timeout=300

@@ -7,6 +7,7 @@ that `civicmesh token` does not pay for loading Dagster.
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import sys
 from collections.abc import Sequence
@@ -53,8 +54,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    # Building the parser imports most of the code base: the cyclic collector would walk those
+    # long-lived modules and classes again and again for nothing (~0.1 s of a start).
+    gc.disable()
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+    finally:
+        gc.enable()
     try:
         return int(args.handler(args) or 0)
     except CommandError as exc:

@@ -33,8 +33,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000, workers: int = 1) -> int:
     import faulthandler
+    import gc
     import os
 
+    if workers == 1:
+        # Starting the app (its imports, schema, policy) allocates long-lived objects almost only:
+        # the cyclic collector stays off until the lifespan freezes them and turns it back on
+        # (gateway.app.settle_heap). With workers, the app starts in each worker process instead.
+        gc.disable()
     import uvicorn
 
     # A fatal signal (e.g. SIGBUS from a memory-mapped file turned unwritable) is reported on stderr

@@ -82,9 +82,11 @@ class HeaderTimeoutH11Protocol(H11Protocol):
 
 def uvicorn_options(protocol: type[H11Protocol] = HeaderTimeoutH11Protocol) -> dict[str, Any]:
     """Keyword arguments for `uvicorn.run` / `uvicorn.Config`: the protocol above, keep-alive and
-    head-size limits, and a bound on concurrent connections."""
+    head-size limits, a bound on concurrent connections, and no WebSocket protocol: no route
+    of the gateway or the portal is a WebSocket, and uvicorn would import one at every start."""
     return {
         "http": protocol,
+        "ws": "none",
         "timeout_keep_alive": KEEP_ALIVE_S,
         "h11_max_incomplete_event_size": MAX_HEAD_BYTES,
         "limit_concurrency": MAX_CONCURRENCY,

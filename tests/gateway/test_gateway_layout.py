@@ -22,15 +22,6 @@ def test_graphql_is_graphql_core_and_gateway_lives_inside_it() -> None:
     assert Path(gateway.__file__).parent == REPO / "graphql" / "gateway"
 
 
-def test_start_up_imports_nothing_a_graphql_request_does_not_use() -> None:
-    """Cold start (issue 16): the portal, exports (Arrow), the HTTP lineage transport (httpx) and
-    openlineage-python (the request path writes read events as plain data) load on first use."""
-    deferred = ("portal.app", "jinja2", "authlib", "rdflib", "pyarrow", "httpx", "openlineage", "attr")
-    probe = f"import sys, gateway.app; print([m for m in {deferred!r} if m in sys.modules])"
-    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
-    assert loaded.stdout.strip() == "[]"
-
-
 def _cli(settings, *args: str) -> subprocess.CompletedProcess[str]:
     env = {
         **os.environ,
