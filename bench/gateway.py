@@ -381,7 +381,7 @@ async def measure(
         for query in (QUERY_A, QUERY_B):
             await load(server.port, token, query, 8, 0.5, None)
             await load(server.port, token, query, 8, 1.0, 10_000_000)
-    await asyncio.sleep(3)  # hot copies finish loading in the background
+    await asyncio.sleep(10)  # hot copies finish loading in the background (compressed: 2-8 s for 1M rows)
     for server in servers.values():
         for query in (QUERY_A, QUERY_B):
             await load(server.port, token, query, 8, 0.5, 20_000_000)

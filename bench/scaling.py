@@ -62,7 +62,7 @@ async def warm(port: int, token: str, start: int) -> None:
         await load(port, token, query, 8, 0.5, None)
         await load(port, token, query, 8, 1.5, start)
         start += 1_000_000
-    await asyncio.sleep(3)
+    await asyncio.sleep(10)  # compressed hot copies load in chunks: 2-8 s per 1M rows under load
     for query in (QUERY_A, QUERY_B):
         await load(port, token, query, 8, 0.5, start)
         start += 1_000_000
