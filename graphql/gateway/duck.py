@@ -204,46 +204,38 @@ class DuckPool:
 
     def _load(self, path: str, cursor: duckdb.DuckDBPyConnection) -> None:
         table = f'{HOT_DATABASE}."hot_{hashlib.sha256(path.encode()).hexdigest()[:20]}"'
+        quoted = path.replace("'", "''")
         try:
             with self._load_lock:  # one load at a time: its size is the change in table memory
-                try:
-                    self._admit(path, table, self._copy(path, table, cursor), cursor)
-                except Exception:
-                    with contextlib.suppress(duckdb.Error):  # a partly made table, if any
-                        cursor.execute(f"DROP TABLE IF EXISTS {table}")
-                        self._checkpoint(cursor)  # its blocks go before the next load measures
-                    raise
+                before = self._table_bytes(cursor)
+                source = f"read_parquet('{quoted}', file_row_number = true)"
+                cursor.execute(f"CREATE OR REPLACE TABLE {table} AS SELECT * FROM {source} LIMIT 0")
+                # In chunks, each compressed by a checkpoint before the next: loaded whole, a copy
+                # that fits compressed could outgrow memory uncompressed on its way in.
+                start = 0
+                while True:
+                    added = cursor.execute(
+                        f"INSERT INTO {table} SELECT * FROM {source} "
+                        "WHERE file_row_number >= ? AND file_row_number < ?",
+                        [start, start + HOT_LOAD_CHUNK_ROWS],
+                    ).fetchone()
+                    self._checkpoint(cursor)  # compresses the chunk (if queries let it: see there)
+                    size = self._copy_size(cursor, before)
+                    start += HOT_LOAD_CHUNK_ROWS
+                    if added is None or added[0] < HOT_LOAD_CHUNK_ROWS:
+                        break
+                self._admit(path, table, size, cursor)
         except Exception as exc:  # a failed load only means the file keeps being read directly
             if not self._closed:  # close() interrupts loads on purpose
                 with self._hot_lock:
                     self._unfit.add(path)  # e.g. out of memory: trying again on every read would not help
+                with contextlib.suppress(duckdb.Error):  # a partly made table, if any
+                    cursor.execute(f"DROP TABLE IF EXISTS {table}")
                 log.warning("could not hold %s in memory (read from its file): %s", path, exc)
         finally:
             with self._hot_lock:
                 self._loading.pop(path, None)
             cursor.close()
-
-    def _copy(self, path: str, table: str, cursor: duckdb.DuckDBPyConnection) -> int:
-        """Copy snapshot `path` into `table`; returns the bytes it holds (MemoryError: it cannot fit).
-
-        In chunks, each compressed by a checkpoint before the next: loaded whole, a copy that fits
-        compressed could outgrow memory uncompressed on its way in."""
-        before = self._table_bytes(cursor)
-        quoted = path.replace("'", "''")
-        source = f"read_parquet('{quoted}', file_row_number = true)"
-        cursor.execute(f"CREATE OR REPLACE TABLE {table} AS SELECT * FROM {source} LIMIT 0")
-        start = 0
-        while True:
-            added = cursor.execute(
-                f"INSERT INTO {table} SELECT * FROM {source} "
-                "WHERE file_row_number >= ? AND file_row_number < ?",
-                [start, start + HOT_LOAD_CHUNK_ROWS],
-            ).fetchone()
-            self._checkpoint(cursor)  # compresses the chunk (if queries let it: see there)
-            size = self._copy_size(cursor, before)
-            start += HOT_LOAD_CHUNK_ROWS
-            if added is None or added[0] < HOT_LOAD_CHUNK_ROWS:
-                return size
 
     def _admit(self, path: str, table: str, size: int, cursor: duckdb.DuckDBPyConnection) -> None:
         """Serve `table` for `path` from now on; drop the least recently used copies over budget."""
