@@ -11,7 +11,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
+import itertools
 import logging
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -49,6 +51,9 @@ WORKING_MEMORY_BYTES = 768 << 20
 _SPILLED_SQL = (
     "SELECT coalesce(sum(temporary_storage_bytes), 0) FROM duckdb_memory() WHERE tag = 'IN_MEMORY_TABLE'"
 )
+# A hot copy's reference: the snapshot path's digest and the load's number, so a reload of an
+# evicted copy never reuses the name a queued query may still hold (`DuckPool.run`).
+_HOT_TABLE = re.compile(rf'{HOT_DATABASE}\."hot_([0-9a-f]{{20}})_[0-9]+"')
 PSEUDONYM_FUNCTION = "cm_pseudonym"
 PSEUDONYM_INT_FUNCTION = "cm_pseudonym_int"
 
@@ -143,6 +148,8 @@ class DuckPool:
         self._hot: OrderedDict[str, tuple[str, int]] = OrderedDict()  # path -> (table, est. bytes)
         self._hot_bytes = 0
         self._unfit: set[str] = set()
+        self._paths: dict[str, str] = {}  # path digest -> path, of every snapshot ever loaded
+        self._loads = itertools.count()
         # Each background load owns its connection (a cursor) and is interrupted and joined by
         # close(): closing the database under a running load aborts the process (ARCHITECTURE §2b).
         self._loading: dict[str, tuple[threading.Thread, duckdb.DuckDBPyConnection]] = {}
@@ -164,6 +171,32 @@ class DuckPool:
         self._deadlines = Deadlines()
 
     def run(self, sql: str, params: Sequence[Any] = ()) -> QueryResult:
+        """Run `sql` with the query deadline. A hot copy it names that was evicted after `source`
+        gave it out (the query waited for a worker) is read from its Parquet file instead."""
+        try:
+            return self._execute(sql, params)
+        except duckdb.CatalogException:
+            from_file = self._from_files(sql)
+            if from_file is None:
+                raise
+            return self._execute(from_file, params)
+
+    def _from_files(self, sql: str) -> str | None:
+        """`sql` reading each evicted hot copy it names from the copy's Parquet file (the same
+        rows and order, `file_row_number` included), or None if it names none."""
+        with self._hot_lock:
+            served = {table for table, _ in self._hot.values()}
+            paths = dict(self._paths)
+
+        def file(match: re.Match[str]) -> str:
+            if match[0] in served or match[1] not in paths:
+                return match[0]
+            return "read_parquet('{}', file_row_number = true)".format(paths[match[1]].replace("'", "''"))
+
+        rerouted = _HOT_TABLE.sub(file, sql)
+        return rerouted if rerouted != sql else None
+
+    def _execute(self, sql: str, params: Sequence[Any]) -> QueryResult:
         cursor = self._con.cursor()
         # Interrupted inside DuckDB when it runs too long, freeing its thread and memory.
         watched = self._deadlines.watch(cursor, self.timeout_seconds)
@@ -181,7 +214,7 @@ class DuckPool:
 
     def source(self, path: str, byte_size: int) -> str | None:
         """The in-memory table holding snapshot `path`, as a quoted SQL reference
-        (`hot."hot_<sha256 of path, 20 hex>"`), or None (read the Parquet file) while it is not
+        (`hot."hot_<sha256 of path, 20 hex>_<load number>"`), or None (read the Parquet file) while it is not
         loaded; the first use of a snapshot expected to fit the budget starts loading it."""
         with self._hot_lock:
             entry = self._hot.get(path)
@@ -196,14 +229,17 @@ class DuckPool:
                 or estimate > self.hot_budget_bytes
             ):
                 return None
+            digest = hashlib.sha256(path.encode()).hexdigest()[:20]
+            self._paths[digest] = path
+            table = f'{HOT_DATABASE}."hot_{digest}_{next(self._loads)}"'
             cursor = self._con.cursor()
-            loader = threading.Thread(target=self._load, args=(path, cursor), name="duck-hot", daemon=True)
+            args = (path, table, cursor)
+            loader = threading.Thread(target=self._load, args=args, name="duck-hot", daemon=True)
             self._loading[path] = (loader, cursor)
         loader.start()
         return None
 
-    def _load(self, path: str, cursor: duckdb.DuckDBPyConnection) -> None:
-        table = f'{HOT_DATABASE}."hot_{hashlib.sha256(path.encode()).hexdigest()[:20]}"'
+    def _load(self, path: str, table: str, cursor: duckdb.DuckDBPyConnection) -> None:
         quoted = path.replace("'", "''")
         try:
             with self._load_lock:  # one load at a time: its size is the change in table memory

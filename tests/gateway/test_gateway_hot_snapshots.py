@@ -157,3 +157,37 @@ def test_a_copy_that_fits_compressed_is_loaded_in_chunks_it_would_outgrow_whole(
         assert pool._hot_bytes <= budget
     finally:
         pool.close()
+
+
+def test_a_query_holding_an_evicted_copy_answers_like_the_file_even_while_it_reloads(
+    folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A request takes a copy's name (`source`) before its query runs (it may wait for a worker):
+    the copy evicted meanwhile, and reloaded chunk by chunk, must not fail the query nor serve
+    it a partly loaded table."""
+    monkeypatch.setattr(duck, "HOT_LOAD_CHUNK_ROWS", 100_000)
+    monkeypatch.setattr(duck, "HOT_EXPANSION", 0.01)  # the budget below holds one measured copy
+    first, second = _snapshot(folder, "first", 450_000), _snapshot(folder, "second", 450_000)
+    probe = DuckPool(folder, "key", hot_budget_bytes=1 << 30)
+    try:
+        _hot(probe, first)
+        one = probe._hot_bytes
+    finally:
+        probe.close()
+    pool = DuckPool(folder, "key", hot_budget_bytes=int(one * 1.5))
+    query = {"spec": SPEC, "path": str(first), "columns": ["n", "status"], "order_by": [("n", "DESC")]}
+    try:
+        expected = [
+            pool.run(*PageQuery(**query).count_sql()).rows,
+            pool.run(*PageQuery(**query).page_sql()).rows,
+        ]
+        held = PageQuery(**query, table=_hot(pool, first))
+        _hot(pool, second)
+        assert str(first) not in pool._hot
+        answers = [[pool.run(*held.count_sql()).rows, pool.run(*held.page_sql()).rows]]
+        while pool.source(str(first), first.stat().st_size) is None:  # reloading, chunk by chunk
+            assert str(first) not in pool._unfit
+            answers.append([pool.run(*held.count_sql()).rows, pool.run(*held.page_sql()).rows])
+    finally:
+        pool.close()
+    assert expected[0] == [(450_000,)] and all(answer == expected for answer in answers)
