@@ -250,6 +250,8 @@ class DuckPool:
                 # that fits compressed could outgrow memory uncompressed on its way in.
                 start = 0
                 while True:
+                    if self._closed:  # close()'s interrupt is lost if it lands between statements
+                        raise duckdb.InterruptException("the pool is closing")
                     added = cursor.execute(
                         f"INSERT INTO {table} SELECT * FROM {source} "
                         "WHERE file_row_number >= ? AND file_row_number < ?",
@@ -260,6 +262,8 @@ class DuckPool:
                     start += HOT_LOAD_CHUNK_ROWS
                     if added is None or added[0] < HOT_LOAD_CHUNK_ROWS:
                         break
+                if self._closed:
+                    raise duckdb.InterruptException("the pool is closing")
                 self._admit(path, table, size, cursor)
         except Exception as exc:  # a failed load only means the file keeps being read directly
             if not self._closed:  # close() interrupts loads on purpose

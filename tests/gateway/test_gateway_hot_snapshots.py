@@ -96,6 +96,8 @@ def test_the_budget_evicts_the_least_recently_used_copy_and_frees_its_memory(fol
         assert pool.source(str(second), second.stat().st_size) is not None
         assert str(first) not in pool._hot  # evicted: it was used least recently
         assert pool._hot_bytes <= pool.hot_budget_bytes
+        while pool._loading:  # the loader drops the evicted copy just after serving the new one
+            time.sleep(0.01)
         assert int(pool.run(IN_MEMORY_BYTES).rows[0][0]) <= pool.hot_budget_bytes  # its memory went
     finally:
         pool.close()
@@ -191,3 +193,25 @@ def test_a_query_holding_an_evicted_copy_answers_like_the_file_even_while_it_rel
     finally:
         pool.close()
     assert expected[0] == [(450_000,)] and all(answer == expected for answer in answers)
+
+
+def test_closing_the_pool_stops_a_load_at_its_next_chunk_and_admits_nothing(
+    folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """close() interrupts the load's cursor, but between statements (measuring, or waiting for a
+    checkpoint that running queries refuse) there is nothing to interrupt: the load must still
+    stop, not load every remaining chunk (a shutdown held for a whole snapshot) and admit it."""
+    monkeypatch.setattr(duck, "HOT_LOAD_CHUNK_ROWS", 10_000)
+    path = _snapshot(folder, "long", 3_000_000)  # 300 chunks
+    pool = DuckPool(folder, "key", hot_budget_bytes=1 << 30)
+    reader = pool._con.cursor()  # a transaction open on the hot database: every checkpoint waits
+    reader.execute("CREATE TABLE hot.other (i INTEGER)")
+    reader.execute("BEGIN")
+    reader.execute("SELECT count(*) FROM hot.other").fetchall()
+    assert pool.source(str(path), path.stat().st_size) is None  # starts the load
+    while not pool.run("SELECT count(*) FROM duckdb_tables() WHERE table_name LIKE 'hot_%'").rows[0][0]:
+        time.sleep(0.01)
+    reader.execute("COMMIT")  # checkpoints now succeed: the load would run on to the end
+    reader.close()
+    pool.close()
+    assert str(path) not in pool._hot and not pool._loading
