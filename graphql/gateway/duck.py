@@ -148,6 +148,7 @@ class DuckPool:
         self._hot: OrderedDict[str, tuple[str, int]] = OrderedDict()  # path -> (table, est. bytes)
         self._hot_bytes = 0
         self._unfit: set[str] = set()
+        self._provisional: set[str] = set()  # copies counted uncompressed (see `_baseline`)
         self._paths: dict[str, str] = {}  # path digest -> path, of every snapshot ever loaded
         self._loads = itertools.count()
         # Each background load owns its connection (a cursor) and is interrupted and joined by
@@ -243,7 +244,7 @@ class DuckPool:
         quoted = path.replace("'", "''")
         try:
             with self._load_lock:  # one load at a time: its size is the change in table memory
-                before = self._table_bytes(cursor)
+                before = self._baseline(cursor)
                 source = f"read_parquet('{quoted}', file_row_number = true)"
                 cursor.execute(f"CREATE OR REPLACE TABLE {table} AS SELECT * FROM {source} LIMIT 0")
                 # In chunks, each compressed by a checkpoint before the next: loaded whole, a copy
@@ -257,13 +258,16 @@ class DuckPool:
                         "WHERE file_row_number >= ? AND file_row_number < ?",
                         [start, start + HOT_LOAD_CHUNK_ROWS],
                     ).fetchone()
-                    self._checkpoint(cursor)  # compresses the chunk (if queries let it: see there)
+                    compressed = self._checkpoint(cursor)  # the chunk (if queries let it: see there)
                     size = self._copy_size(cursor, before)
                     start += HOT_LOAD_CHUNK_ROWS
                     if added is None or added[0] < HOT_LOAD_CHUNK_ROWS:
                         break
                 if self._closed:
                     raise duckdb.InterruptException("the pool is closing")
+                if not compressed:  # counted uncompressed until the next load's baseline
+                    with self._hot_lock:
+                        self._provisional.add(path)
                 self._admit(path, table, size, cursor)
         except Exception as exc:  # a failed load only means the file keeps being read directly
             if not self._closed:  # close() interrupts loads on purpose
@@ -284,8 +288,9 @@ class DuckPool:
             self._hot[path] = (table, size)
             self._hot_bytes += size
             while self._hot_bytes > self.hot_budget_bytes and len(self._hot) > 1:
-                _, (old, old_size) = self._hot.popitem(last=False)
+                old_path, (old, old_size) = self._hot.popitem(last=False)
                 self._hot_bytes -= old_size
+                self._provisional.discard(old_path)
                 evicted.append(old)
         for old in evicted:  # safe with queries in flight: DuckDB lets a running scan finish (MVCC)
             cursor.execute(f"DROP TABLE IF EXISTS {old}")
@@ -297,8 +302,8 @@ class DuckPool:
 
         DuckDB refuses a checkpoint while another transaction runs, and FORCE CHECKPOINT would
         hold every new query until the running ones end: so try again for up to
-        `CHECKPOINT_PATIENCE_S`. False if queries kept it busy that long: the table is then
-        served uncompressed (correct, larger, and counted at its real size)."""
+        `CHECKPOINT_PATIENCE_S`. False if queries kept it busy that long: a chunk then stays
+        uncompressed until a later checkpoint (a copy is admitted only compressed: `_load`)."""
         deadline = time.monotonic() + CHECKPOINT_PATIENCE_S
         while True:
             try:
@@ -311,6 +316,29 @@ class DuckPool:
                     )
                     return False
                 time.sleep(0.005)
+
+    def _baseline(self, cursor: duckdb.DuckDBPyConnection) -> int:
+        """The hot tables' bytes before a load, with every copy compressed: a copy admitted
+        uncompressed (its checkpoints refused) would otherwise shrink in this load's checkpoint
+        and the shrinkage be taken off this copy's size. Such copies are re-counted here (their
+        measured total, shared evenly). Waits for a checkpoint while there are any."""
+        with self._hot_lock:
+            provisional = [path for path in self._provisional if path in self._hot]
+        if not provisional:
+            return self._table_bytes(cursor)
+        while not self._checkpoint(cursor):
+            if self._closed:
+                raise duckdb.InterruptException("the pool is closing")
+        total = self._table_bytes(cursor)
+        with self._hot_lock:
+            settled = sum(size for path, (_, size) in self._hot.items() if path not in provisional)
+            share = max((total - settled) // len(provisional), 1)
+            for path in provisional:
+                table, size = self._hot[path]  # only this thread evicts (under the load lock)
+                self._hot[path] = (table, share)
+                self._hot_bytes += share - size
+            self._provisional.clear()
+        return total
 
     def _copy_size(self, cursor: duckdb.DuckDBPyConnection, before: int) -> int:
         """The bytes the copy being loaded holds; MemoryError once it cannot fit the budget."""

@@ -215,3 +215,34 @@ def test_closing_the_pool_stops_a_load_at_its_next_chunk_and_admits_nothing(
     reader.close()
     pool.close()
     assert str(path) not in pool._hot and not pool._loading
+
+
+def test_a_copy_is_counted_at_its_own_size_when_its_checkpoint_also_compresses_another(
+    folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A copy whose checkpoints running queries refused is counted uncompressed; the next load's
+    checkpoint compresses it too. That shrinkage is not the new copy's: counted as its share,
+    the new copy would be counted at ~nothing and, once the first is evicted, the budget would
+    no longer bound memory."""
+    monkeypatch.setattr(duck, "CHECKPOINT_PATIENCE_S", 0.0)
+    first, second = _snapshot(folder, "first", 600_000), _snapshot(folder, "second", 600_000)
+    probe = DuckPool(folder, "key", hot_budget_bytes=1 << 30)
+    try:
+        _hot(probe, second)
+        alone = probe._hot_bytes
+    finally:
+        probe.close()
+    pool = DuckPool(folder, "key", hot_budget_bytes=1 << 30)
+    try:
+        reader = pool._con.cursor()  # a transaction open on the hot database: checkpoints refused
+        reader.execute("CREATE TABLE hot.other (i INTEGER)")
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM hot.other").fetchall()
+        _hot(pool, first)
+        reader.execute("COMMIT")
+        reader.close()
+        _hot(pool, second)
+        assert pool._hot[str(second)][1] >= alone * 0.9
+        assert pool._hot_bytes >= int(pool.run(IN_MEMORY_BYTES).rows[0][0])
+    finally:
+        pool.close()
