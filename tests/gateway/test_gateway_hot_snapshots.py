@@ -62,6 +62,26 @@ def _hot(pool: DuckPool, path: Path) -> str:
     return table
 
 
+def _measured(folder: Path, path: Path) -> int:
+    """The measured size of `path`'s hot copy, alone in a pool."""
+    probe = DuckPool(folder, "key", hot_budget_bytes=1 << 30)
+    try:
+        _hot(probe, path)
+        return probe._hot_bytes
+    finally:
+        probe.close()
+
+
+def _open_transaction(pool: DuckPool) -> duckdb.DuckDBPyConnection:
+    """A cursor of `pool` with a transaction open on the hot database (DuckDB then refuses a
+    checkpoint, as it does while a query runs); COMMIT and close it to end that."""
+    reader = pool._con.cursor()
+    reader.execute("CREATE TABLE hot.other (i INTEGER)")
+    reader.execute("BEGIN")
+    reader.execute("SELECT count(*) FROM hot.other").fetchall()
+    return reader
+
+
 @pytest.fixture
 def folder(tmp_path: Path) -> Path:
     path = tmp_path / "snapshots"
@@ -83,12 +103,7 @@ def test_a_hot_copy_is_compressed_and_counted_at_its_measured_size(folder: Path)
 
 def test_the_budget_evicts_the_least_recently_used_copy_and_frees_its_memory(folder: Path) -> None:
     first, second = _snapshot(folder, "first", 400_000), _snapshot(folder, "second", 400_000)
-    probe = DuckPool(folder, "key", hot_budget_bytes=1 << 30)
-    try:
-        _hot(probe, first)
-        one = probe._hot_bytes
-    finally:
-        probe.close()
+    one = _measured(folder, first)
     pool = DuckPool(folder, "key", hot_budget_bytes=int(one * 1.5))  # room for one copy, not two
     try:
         _hot(pool, first)
@@ -144,12 +159,7 @@ def test_a_copy_that_fits_compressed_is_loaded_in_chunks_it_would_outgrow_whole(
     until its checkpoint, so a snapshot whose compressed copy fits could spill and be refused.
     Loaded a chunk at a time, each compressed before the next, it is held."""
     path = _snapshot(folder, "big", 3_000_000)
-    probe = DuckPool(folder, "key", hot_budget_bytes=1 << 30)
-    try:
-        _hot(probe, path)
-        compressed = probe._hot_bytes
-    finally:
-        probe.close()
+    compressed = _measured(folder, path)
     budget, working = 2 * compressed, 64 << 20
     assert _plain_copy_bytes(path) > budget + working  # whole, it would not fit DuckDB's memory
     monkeypatch.setattr(duck, "HOT_LOAD_CHUNK_ROWS", 250_000)
@@ -170,12 +180,7 @@ def test_a_query_holding_an_evicted_copy_answers_like_the_file_even_while_it_rel
     monkeypatch.setattr(duck, "HOT_LOAD_CHUNK_ROWS", 100_000)
     monkeypatch.setattr(duck, "HOT_EXPANSION", 0.01)  # the budget below holds one measured copy
     first, second = _snapshot(folder, "first", 450_000), _snapshot(folder, "second", 450_000)
-    probe = DuckPool(folder, "key", hot_budget_bytes=1 << 30)
-    try:
-        _hot(probe, first)
-        one = probe._hot_bytes
-    finally:
-        probe.close()
+    one = _measured(folder, first)
     pool = DuckPool(folder, "key", hot_budget_bytes=int(one * 1.5))
     query = {"spec": SPEC, "path": str(first), "columns": ["n", "status"], "order_by": [("n", "DESC")]}
     try:
@@ -204,10 +209,7 @@ def test_closing_the_pool_stops_a_load_at_its_next_chunk_and_admits_nothing(
     monkeypatch.setattr(duck, "HOT_LOAD_CHUNK_ROWS", 10_000)
     path = _snapshot(folder, "long", 3_000_000)  # 300 chunks
     pool = DuckPool(folder, "key", hot_budget_bytes=1 << 30)
-    reader = pool._con.cursor()  # a transaction open on the hot database: every checkpoint waits
-    reader.execute("CREATE TABLE hot.other (i INTEGER)")
-    reader.execute("BEGIN")
-    reader.execute("SELECT count(*) FROM hot.other").fetchall()
+    reader = _open_transaction(pool)  # every checkpoint of the hot database waits
     assert pool.source(str(path), path.stat().st_size) is None  # starts the load
     while not pool.run("SELECT count(*) FROM duckdb_tables() WHERE table_name LIKE 'hot_%'").rows[0][0]:
         time.sleep(0.01)
@@ -226,18 +228,10 @@ def test_a_copy_is_counted_at_its_own_size_when_its_checkpoint_also_compresses_a
     no longer bound memory."""
     monkeypatch.setattr(duck, "CHECKPOINT_PATIENCE_S", 0.0)
     first, second = _snapshot(folder, "first", 600_000), _snapshot(folder, "second", 600_000)
-    probe = DuckPool(folder, "key", hot_budget_bytes=1 << 30)
-    try:
-        _hot(probe, second)
-        alone = probe._hot_bytes
-    finally:
-        probe.close()
+    alone = _measured(folder, second)
     pool = DuckPool(folder, "key", hot_budget_bytes=1 << 30)
     try:
-        reader = pool._con.cursor()  # a transaction open on the hot database: checkpoints refused
-        reader.execute("CREATE TABLE hot.other (i INTEGER)")
-        reader.execute("BEGIN")
-        reader.execute("SELECT count(*) FROM hot.other").fetchall()
+        reader = _open_transaction(pool)  # every checkpoint of the hot database waits
         _hot(pool, first)
         reader.execute("COMMIT")
         reader.close()
