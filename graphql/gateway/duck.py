@@ -234,16 +234,19 @@ class DuckPool:
             self._paths[digest] = path
             table = f'{HOT_DATABASE}."hot_{digest}_{next(self._loads)}"'
             cursor = self._con.cursor()
-            args = (path, table, cursor)
+            args = (path, table, estimate, cursor)
             loader = threading.Thread(target=self._load, args=args, name="duck-hot", daemon=True)
             self._loading[path] = (loader, cursor)
         loader.start()
         return None
 
-    def _load(self, path: str, table: str, cursor: duckdb.DuckDBPyConnection) -> None:
+    def _load(self, path: str, table: str, estimate: int, cursor: duckdb.DuckDBPyConnection) -> None:
         quoted = path.replace("'", "''")
         try:
             with self._load_lock:  # one load at a time: its size is the change in table memory
+                # Room first: loaded beside a full budget, a copy that fits it alone could outgrow
+                # DuckDB's memory (budget + working memory) and be refused for good.
+                self._evict(cursor, estimate)
                 before = self._baseline(cursor)
                 source = f"read_parquet('{quoted}', file_row_number = true)"
                 cursor.execute(f"CREATE OR REPLACE TABLE {table} AS SELECT * FROM {source} LIMIT 0")
@@ -282,12 +285,17 @@ class DuckPool:
             cursor.close()
 
     def _admit(self, path: str, table: str, size: int, cursor: duckdb.DuckDBPyConnection) -> None:
-        """Serve `table` for `path` from now on; drop the least recently used copies over budget."""
-        evicted: list[str] = []
+        """Serve `table` for `path` from now on, within the budget (`size` <= it: `_copy_size`)."""
+        self._evict(cursor, size)
         with self._hot_lock:
             self._hot[path] = (table, size)
             self._hot_bytes += size
-            while self._hot_bytes > self.hot_budget_bytes and len(self._hot) > 1:
+
+    def _evict(self, cursor: duckdb.DuckDBPyConnection, room: int) -> None:
+        """Drop the least recently used copies until `room` more bytes fit the budget."""
+        evicted: list[str] = []
+        with self._hot_lock:
+            while self._hot and self._hot_bytes + room > self.hot_budget_bytes:
                 old_path, (old, old_size) = self._hot.popitem(last=False)
                 self._hot_bytes -= old_size
                 self._provisional.discard(old_path)

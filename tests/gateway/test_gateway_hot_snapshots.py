@@ -240,3 +240,22 @@ def test_a_copy_is_counted_at_its_own_size_when_its_checkpoint_also_compresses_a
         assert pool._hot_bytes >= int(pool.run(IN_MEMORY_BYTES).rows[0][0])
     finally:
         pool.close()
+
+
+def test_a_copy_that_fits_the_budget_alone_is_loaded_when_the_budget_is_full_of_others(
+    folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Loaded beside a budget full of other copies, a copy outgrows DuckDB's memory (budget plus
+    working memory) and would be refused for good although it fits the budget alone: room is made
+    (least recently used first) before it loads."""
+    monkeypatch.setattr(duck, "HOT_LOAD_CHUNK_ROWS", 100_000)
+    first, second = _snapshot(folder, "first", 3_000_000), _snapshot(folder, "second", 3_000_000)
+    one = _measured(folder, first)
+    monkeypatch.setattr(duck, "HOT_EXPANSION", one / second.stat().st_size)  # a true estimate
+    pool = DuckPool(folder, "key", hot_budget_bytes=int(one * 1.5), working_memory_bytes=one)
+    try:
+        _hot(pool, first)
+        _hot(pool, second)
+        assert list(pool._hot) == [str(second)] and pool._hot_bytes <= pool.hot_budget_bytes
+    finally:
+        pool.close()
