@@ -11,7 +11,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
+import itertools
 import logging
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -49,6 +51,9 @@ WORKING_MEMORY_BYTES = 768 << 20
 _SPILLED_SQL = (
     "SELECT coalesce(sum(temporary_storage_bytes), 0) FROM duckdb_memory() WHERE tag = 'IN_MEMORY_TABLE'"
 )
+# A hot copy's reference: the snapshot path's digest and the load's number, so a reload of an
+# evicted copy never reuses the name a queued query may still hold (`DuckPool.run`).
+_HOT_TABLE = re.compile(rf'{HOT_DATABASE}\."hot_([0-9a-f]{{20}})_[0-9]+"')
 PSEUDONYM_FUNCTION = "cm_pseudonym"
 PSEUDONYM_INT_FUNCTION = "cm_pseudonym_int"
 
@@ -143,6 +148,9 @@ class DuckPool:
         self._hot: OrderedDict[str, tuple[str, int]] = OrderedDict()  # path -> (table, est. bytes)
         self._hot_bytes = 0
         self._unfit: set[str] = set()
+        self._provisional: set[str] = set()  # copies counted uncompressed (see `_baseline`)
+        self._paths: dict[str, str] = {}  # path digest -> path, of every snapshot ever loaded
+        self._loads = itertools.count()
         # Each background load owns its connection (a cursor) and is interrupted and joined by
         # close(): closing the database under a running load aborts the process (ARCHITECTURE §2b).
         self._loading: dict[str, tuple[threading.Thread, duckdb.DuckDBPyConnection]] = {}
@@ -164,6 +172,32 @@ class DuckPool:
         self._deadlines = Deadlines()
 
     def run(self, sql: str, params: Sequence[Any] = ()) -> QueryResult:
+        """Run `sql` with the query deadline. A hot copy it names that was evicted after `source`
+        gave it out (the query waited for a worker) is read from its Parquet file instead."""
+        try:
+            return self._execute(sql, params)
+        except duckdb.CatalogException:
+            from_file = self._from_files(sql)
+            if from_file is None:
+                raise
+            return self._execute(from_file, params)
+
+    def _from_files(self, sql: str) -> str | None:
+        """`sql` reading each evicted hot copy it names from the copy's Parquet file (the same
+        rows and order, `file_row_number` included), or None if it names none."""
+        with self._hot_lock:
+            served = {table for table, _ in self._hot.values()}
+            paths = dict(self._paths)
+
+        def file(match: re.Match[str]) -> str:
+            if match[0] in served or match[1] not in paths:
+                return match[0]
+            return "read_parquet('{}', file_row_number = true)".format(paths[match[1]].replace("'", "''"))
+
+        rerouted = _HOT_TABLE.sub(file, sql)
+        return rerouted if rerouted != sql else None
+
+    def _execute(self, sql: str, params: Sequence[Any]) -> QueryResult:
         cursor = self._con.cursor()
         # Interrupted inside DuckDB when it runs too long, freeing its thread and memory.
         watched = self._deadlines.watch(cursor, self.timeout_seconds)
@@ -181,7 +215,7 @@ class DuckPool:
 
     def source(self, path: str, byte_size: int) -> str | None:
         """The in-memory table holding snapshot `path`, as a quoted SQL reference
-        (`hot."hot_<sha256 of path, 20 hex>"`), or None (read the Parquet file) while it is not
+        (`hot."hot_<sha256 of path, 20 hex>_<load number>"`), or None (read the Parquet file) while it is not
         loaded; the first use of a snapshot expected to fit the budget starts loading it."""
         with self._hot_lock:
             entry = self._hot.get(path)
@@ -196,34 +230,47 @@ class DuckPool:
                 or estimate > self.hot_budget_bytes
             ):
                 return None
+            digest = hashlib.sha256(path.encode()).hexdigest()[:20]
+            self._paths[digest] = path
+            table = f'{HOT_DATABASE}."hot_{digest}_{next(self._loads)}"'
             cursor = self._con.cursor()
-            loader = threading.Thread(target=self._load, args=(path, cursor), name="duck-hot", daemon=True)
+            args = (path, table, estimate, cursor)
+            loader = threading.Thread(target=self._load, args=args, name="duck-hot", daemon=True)
             self._loading[path] = (loader, cursor)
         loader.start()
         return None
 
-    def _load(self, path: str, cursor: duckdb.DuckDBPyConnection) -> None:
-        table = f'{HOT_DATABASE}."hot_{hashlib.sha256(path.encode()).hexdigest()[:20]}"'
+    def _load(self, path: str, table: str, estimate: int, cursor: duckdb.DuckDBPyConnection) -> None:
         quoted = path.replace("'", "''")
         try:
             with self._load_lock:  # one load at a time: its size is the change in table memory
-                before = self._table_bytes(cursor)
+                # Room first: loaded beside a full budget, a copy that fits it alone could outgrow
+                # DuckDB's memory (budget + working memory) and be refused for good.
+                self._evict(cursor, estimate)
+                before = self._baseline(cursor)
                 source = f"read_parquet('{quoted}', file_row_number = true)"
                 cursor.execute(f"CREATE OR REPLACE TABLE {table} AS SELECT * FROM {source} LIMIT 0")
                 # In chunks, each compressed by a checkpoint before the next: loaded whole, a copy
                 # that fits compressed could outgrow memory uncompressed on its way in.
                 start = 0
                 while True:
+                    if self._closed:  # close()'s interrupt is lost if it lands between statements
+                        raise duckdb.InterruptException("the pool is closing")
                     added = cursor.execute(
                         f"INSERT INTO {table} SELECT * FROM {source} "
                         "WHERE file_row_number >= ? AND file_row_number < ?",
                         [start, start + HOT_LOAD_CHUNK_ROWS],
                     ).fetchone()
-                    self._checkpoint(cursor)  # compresses the chunk (if queries let it: see there)
+                    compressed = self._checkpoint(cursor)  # the chunk (if queries let it: see there)
                     size = self._copy_size(cursor, before)
                     start += HOT_LOAD_CHUNK_ROWS
                     if added is None or added[0] < HOT_LOAD_CHUNK_ROWS:
                         break
+                if self._closed:
+                    raise duckdb.InterruptException("the pool is closing")
+                if not compressed:  # counted uncompressed until the next load's baseline
+                    with self._hot_lock:
+                        self._provisional.add(path)
                 self._admit(path, table, size, cursor)
         except Exception as exc:  # a failed load only means the file keeps being read directly
             if not self._closed:  # close() interrupts loads on purpose
@@ -238,14 +285,20 @@ class DuckPool:
             cursor.close()
 
     def _admit(self, path: str, table: str, size: int, cursor: duckdb.DuckDBPyConnection) -> None:
-        """Serve `table` for `path` from now on; drop the least recently used copies over budget."""
-        evicted: list[str] = []
+        """Serve `table` for `path` from now on, within the budget (`size` <= it: `_copy_size`)."""
+        self._evict(cursor, size)
         with self._hot_lock:
             self._hot[path] = (table, size)
             self._hot_bytes += size
-            while self._hot_bytes > self.hot_budget_bytes and len(self._hot) > 1:
-                _, (old, old_size) = self._hot.popitem(last=False)
+
+    def _evict(self, cursor: duckdb.DuckDBPyConnection, room: int) -> None:
+        """Drop the least recently used copies until `room` more bytes fit the budget."""
+        evicted: list[str] = []
+        with self._hot_lock:
+            while self._hot and self._hot_bytes + room > self.hot_budget_bytes:
+                old_path, (old, old_size) = self._hot.popitem(last=False)
                 self._hot_bytes -= old_size
+                self._provisional.discard(old_path)
                 evicted.append(old)
         for old in evicted:  # safe with queries in flight: DuckDB lets a running scan finish (MVCC)
             cursor.execute(f"DROP TABLE IF EXISTS {old}")
@@ -257,8 +310,8 @@ class DuckPool:
 
         DuckDB refuses a checkpoint while another transaction runs, and FORCE CHECKPOINT would
         hold every new query until the running ones end: so try again for up to
-        `CHECKPOINT_PATIENCE_S`. False if queries kept it busy that long: the table is then
-        served uncompressed (correct, larger, and counted at its real size)."""
+        `CHECKPOINT_PATIENCE_S`. False if queries kept it busy that long: a chunk then stays
+        uncompressed until a later checkpoint (a copy is admitted only compressed: `_load`)."""
         deadline = time.monotonic() + CHECKPOINT_PATIENCE_S
         while True:
             try:
@@ -271,6 +324,29 @@ class DuckPool:
                     )
                     return False
                 time.sleep(0.005)
+
+    def _baseline(self, cursor: duckdb.DuckDBPyConnection) -> int:
+        """The hot tables' bytes before a load, with every copy compressed: a copy admitted
+        uncompressed (its checkpoints refused) would otherwise shrink in this load's checkpoint
+        and the shrinkage be taken off this copy's size. Such copies are re-counted here (their
+        measured total, shared evenly). Waits for a checkpoint while there are any."""
+        with self._hot_lock:
+            provisional = [path for path in self._provisional if path in self._hot]
+        if not provisional:
+            return self._table_bytes(cursor)
+        while not self._checkpoint(cursor):
+            if self._closed:
+                raise duckdb.InterruptException("the pool is closing")
+        total = self._table_bytes(cursor)
+        with self._hot_lock:
+            settled = sum(size for path, (_, size) in self._hot.items() if path not in provisional)
+            share = max((total - settled) // len(provisional), 1)
+            for path in provisional:
+                table, size = self._hot[path]  # only this thread evicts (under the load lock)
+                self._hot[path] = (table, share)
+                self._hot_bytes += share - size
+            self._provisional.clear()
+        return total
 
     def _copy_size(self, cursor: duckdb.DuckDBPyConnection, before: int) -> int:
         """The bytes the copy being loaded holds; MemoryError once it cannot fit the budget."""
