@@ -85,6 +85,7 @@ class Gateway:
         # Each fault that makes this process unfit to serve registers a check here (see readiness.py).
         self.readiness = Readiness()
         self.readiness.add("snapshots", lambda: snapshots_check(self.catalog, self.duck.checks))
+        self.readiness.add("snapshot_memory", lambda: CheckResult(True, self.duck.memory_report()))
         self.sealer = Sealer.from_settings(settings, self.access_log) if self.access_log.signer else None
         self.readiness.add("policy", lambda: CheckResult(*self.policy.status()))
         if self.sealer is not None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+import time
+
 from gateway.readiness import CheckResult, Readiness
 
 
@@ -51,3 +54,29 @@ def test_readyz_names_no_server_path(server) -> None:
     checks = response.json()["checks"]
     assert checks["probe"]["detail"] == "cannot read .../sink.jsonl: gone"
     assert "checkpoints.jsonl" in checks["audit"]["detail"]  # the sink's name, not where it is
+
+
+def test_readyz_shows_the_snapshots_held_in_memory_and_those_still_loading(server) -> None:
+    """A snapshot's in-memory copy loads in the background after its first read (seconds for
+    millions of rows): `/readyz` shows the progress, and it never makes the gateway unready."""
+    pool = server.server.config.app.state.gateway.duck
+    before = server.client.get("/readyz").json()["checks"]["snapshot_memory"]
+    assert before["ok"] is True and before["detail"] == pool.memory_report()
+    held = len(pool._hot)
+    body = server.gql("{ publicWorks { serviceRequests(first: 1) { nodes { requestId } } } }", "alice")
+    assert "errors" not in body, body
+    deadline = time.monotonic() + 30
+    while True:
+        response = server.client.get("/readyz")
+        detail = response.json()["checks"]["snapshot_memory"]["detail"]
+        assert response.status_code == 200, response.text  # loading or not, the gateway is ready
+        if len(pool._hot) > held or held:  # loaded now, or by an earlier test of this server
+            break
+        assert time.monotonic() < deadline, detail
+        time.sleep(0.05)
+    detail = server.client.get("/readyz").json()["checks"]["snapshot_memory"]["detail"]
+    assert re.fullmatch(
+        r"[1-9]\d* snapshots? in memory \(\d+ MiB of \d+ MiB\), \d+ loading, "
+        r"0 read from their files \(did not fit\)",
+        detail,
+    ), detail
