@@ -58,6 +58,14 @@ PSEUDONYM_FUNCTION = "cm_pseudonym"
 PSEUDONYM_INT_FUNCTION = "cm_pseudonym_int"
 
 
+def parquet_source(path: str, row_number: bool = True) -> str:
+    """The SQL relation reading snapshot file `path` (a catalog path, never user input), with its
+    `file_row_number` column when `row_number`: what hot copies hold, so a copy and its file answer
+    the same query alike (`PageQuery`, hot loads, and queries rerouted from an evicted copy)."""
+    extra = ", file_row_number = true" if row_number else ""
+    return "read_parquet('{}'{})".format(path.replace("'", "''"), extra)
+
+
 @dataclass(frozen=True)
 class QueryResult:
     columns: list[str]
@@ -192,7 +200,7 @@ class DuckPool:
         def file(match: re.Match[str]) -> str:
             if match[0] in served or match[1] not in paths:
                 return match[0]
-            return "read_parquet('{}', file_row_number = true)".format(paths[match[1]].replace("'", "''"))
+            return parquet_source(paths[match[1]])
 
         rerouted = _HOT_TABLE.sub(file, sql)
         return rerouted if rerouted != sql else None
@@ -241,14 +249,13 @@ class DuckPool:
         return None
 
     def _load(self, path: str, table: str, estimate: int, cursor: duckdb.DuckDBPyConnection) -> None:
-        quoted = path.replace("'", "''")
         try:
             with self._load_lock:  # one load at a time: its size is the change in table memory
                 # Room first: loaded beside a full budget, a copy that fits it alone could outgrow
                 # DuckDB's memory (budget + working memory) and be refused for good.
                 self._evict(cursor, estimate)
                 before = self._baseline(cursor)
-                source = f"read_parquet('{quoted}', file_row_number = true)"
+                source = parquet_source(path)
                 cursor.execute(f"CREATE OR REPLACE TABLE {table} AS SELECT * FROM {source} LIMIT 0")
                 # In chunks, each compressed by a checkpoint before the next: loaded whole, a copy
                 # that fits compressed could outgrow memory uncompressed on its way in.

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
-from gateway.duck import PSEUDONYM_FUNCTION, PSEUDONYM_INT_FUNCTION
+from gateway.duck import PSEUDONYM_FUNCTION, PSEUDONYM_INT_FUNCTION, parquet_source
 from gateway.errors import bad_input, limit_exceeded
 from meshcore.products import ProductSpec
 from meshcore.snapshots import quote_ident
@@ -202,9 +202,7 @@ class PageQuery:
     def _source(self, row_number: bool) -> str:
         if self.table is not None:
             return self.table  # a quoted reference (DuckPool.source); holds file_row_number
-        path = self.path.replace("'", "''")  # a catalog path, never user input
-        extra = ", file_row_number = true" if row_number else ""
-        return f"read_parquet('{path}'{extra})"
+        return parquet_source(self.path, row_number)
 
     def _filter(self, params: list[Any]) -> str:
         clauses: list[str] = []

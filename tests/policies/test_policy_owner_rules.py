@@ -169,20 +169,32 @@ def git(repo: Path, *args: str) -> str:
     ).stdout
 
 
-def test_policy_diff_against_a_git_revision(
-    policy_dir: Path, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
-) -> None:
+def _commit_policies(policy_dir: Path, message: str) -> Path:
+    """A git repository around `policy_dir` with its policy committed; returns the repository."""
     repo = policy_dir.parent
     git(repo, "init", "-q")
     git(repo, "add", "policies")
-    git(repo, "commit", "-q", "-m", "policy as reviewed")
-    with (policy_dir / "policy.csv").open("a") as handle:
-        handle.write("g, mallory, analyst, finance\n")
+    git(repo, "commit", "-q", "-m", message)
+    return repo
+
+
+def _diff_env(policy_dir: Path, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """`policy diff`'s environment (home, store, policies) and a manifest of the demo products."""
     monkeypatch.setenv("CIVICMESH_HOME", str(settings.home))
     monkeypatch.setenv("CIVICMESH_METADATA_URL", settings.metadata_url)
     monkeypatch.setenv("CIVICMESH_POLICIES_DIR", str(policy_dir))
     manifest = tmp_path / "manifest.json"
     manifest.write_text(json.dumps(manifest_for(DEMO_PRODUCTS.values())))
+    return manifest
+
+
+def test_policy_diff_against_a_git_revision(
+    policy_dir: Path, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    repo = _commit_policies(policy_dir, "policy as reviewed")
+    with (policy_dir / "policy.csv").open("a") as handle:
+        handle.write("g, mallory, analyst, finance\n")
+    manifest = _diff_env(policy_dir, settings, tmp_path, monkeypatch)
     code = main(["policy", "diff", "--against", "HEAD", "--manifest", str(manifest), "--exit-code"])
     out = capsys.readouterr().out
     assert code == 1, out
@@ -209,20 +221,13 @@ def test_policy_diff_against_takes_only_a_commit(
 ) -> None:
     """An empty REV would compare with git's index (`git show :path`) and say nothing changed; one
     starting with `-` is an option of `git show` (`--output=FILE` writes a file): both refused."""
-    repo = policy_dir.parent
-    git(repo, "init", "-q")
-    git(repo, "add", "policies")
-    git(repo, "commit", "-q", "-m", "policy as reviewed")
+    repo = _commit_policies(policy_dir, "policy as reviewed")
     with (policy_dir / "policy.csv").open("a") as handle:
         handle.write("g, mallory, analyst, finance\n")
     git(repo, "add", "policies")  # staged: the index holds the change
     (policy_dir / "written:policies").mkdir()
     monkeypatch.chdir(policy_dir)
-    monkeypatch.setenv("CIVICMESH_HOME", str(settings.home))
-    monkeypatch.setenv("CIVICMESH_METADATA_URL", settings.metadata_url)
-    monkeypatch.setenv("CIVICMESH_POLICIES_DIR", str(policy_dir))
-    manifest = tmp_path / "manifest.json"
-    manifest.write_text(json.dumps(manifest_for(DEMO_PRODUCTS.values())))
+    manifest = _diff_env(policy_dir, settings, tmp_path, monkeypatch)
     assert main(["policy", "diff", f"--against={revision}", "--manifest", str(manifest)]) == 1
     assert "is not a git revision of a commit" in capsys.readouterr().err
     assert list((policy_dir / "written:policies").iterdir()) == []
@@ -236,16 +241,9 @@ def test_policy_diff_against_a_revision_the_lint_now_refuses(
     bad = "p, analyst, finance, **, read\n"
     clean = (policy_dir / "policy.csv").read_text()
     (policy_dir / "policy.csv").write_text(clean + bad)
-    repo = policy_dir.parent
-    git(repo, "init", "-q")
-    git(repo, "add", "policies")
-    git(repo, "commit", "-q", "-m", "read without discover")
+    _commit_policies(policy_dir, "read without discover")
     (policy_dir / "policy.csv").write_text(clean)
-    monkeypatch.setenv("CIVICMESH_HOME", str(settings.home))
-    monkeypatch.setenv("CIVICMESH_METADATA_URL", settings.metadata_url)
-    monkeypatch.setenv("CIVICMESH_POLICIES_DIR", str(policy_dir))
-    manifest = tmp_path / "manifest.json"
-    manifest.write_text(json.dumps(manifest_for(DEMO_PRODUCTS.values())))
+    manifest = _diff_env(policy_dir, settings, tmp_path, monkeypatch)
     assert main(["policy", "diff", "--against", "HEAD", "--manifest", str(manifest)]) == 0
     assert "- policy.csv: p, analyst, finance, **, read" in capsys.readouterr().out
     (policy_dir / "policy.csv").write_text(clean + bad)  # the new side still passes every rule
