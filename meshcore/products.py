@@ -209,7 +209,7 @@ def _owner(
     node: Mapping[str, Any], groups: Mapping[str, Any], group: str, source: str, problems: Problems
 ) -> str:
     group_node = groups.get(f"group.{node['package_name']}.{group}") or {}
-    owner = (group_node.get("owner") or {}).get("email") or _civicmesh_meta(node).get("owner")
+    owner = (group_node.get("owner") or {}).get("email") or civicmesh_meta(node).get("owner")
     group_file = group_node.get("original_file_path") or source
     if not owner:
         problems.add(group_file, f"groups.{group}.owner.email", "every department group needs an owner email")
@@ -218,7 +218,9 @@ def _owner(
     return str(owner or "")
 
 
-def _civicmesh_meta(node: Mapping[str, Any]) -> dict[str, Any]:
+def civicmesh_meta(node: Mapping[str, Any]) -> dict[str, Any]:
+    """A dbt node's `meta.civicmesh` (node `meta` with its `config.meta` over it): the product
+    metadata (README, "Shipping a data product")."""
     return _model_meta(node).get("civicmesh") or {}
 
 
@@ -258,7 +260,7 @@ def collect_spec(node: Mapping[str, Any], groups: Mapping[str, Any]) -> tuple[Pr
     problems = Problems()
     source = _properties_file(node)
     model = node["name"]
-    meta = _civicmesh_meta(node)
+    meta = civicmesh_meta(node)
     group = node.get("group") or (node.get("config") or {}).get("group")
     if not group:
         problems.add(source, f"models.{model}.config.group", "a product must belong to a department group")

@@ -26,7 +26,13 @@ from typing import Any
 
 from lineage.classification import PiiFinding
 from lineage.dbt import manifest_node
-from meshcore.products import CLASSIFICATIONS, ProductSpec, column_classification, is_product_node
+from meshcore.products import (
+    CLASSIFICATIONS,
+    ProductSpec,
+    civicmesh_meta,
+    column_classification,
+    is_product_node,
+)
 
 TESTS = ("test.", "unit_test.")
 CONTRACT_FAILED = "enforced contract that failed"  # dbt's message when a model drifts from its contract
@@ -133,8 +139,7 @@ def input_products(manifest: Mapping[str, Any], uid: str) -> list[str]:
 
 
 def classification_of(node: Mapping[str, Any]) -> str:
-    meta = (node.get("config") or {}).get("meta") or node.get("meta") or {}
-    return str((meta.get("civicmesh") or {}).get("classification"))
+    return str(civicmesh_meta(node).get("classification"))
 
 
 def stricter_inputs(manifest: Mapping[str, Any], spec: ProductSpec) -> list[str]:
