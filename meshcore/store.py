@@ -28,6 +28,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -60,6 +61,7 @@ def as_utc(value: datetime | None) -> datetime | None:
     return value
 
 
+SQLITE_BUSY_TIMEOUT_S = 30  # how long a connection waits for another's lock before "database is locked"
 _engines: dict[str, Engine] = {}
 _lock = threading.Lock()
 
@@ -76,18 +78,37 @@ def _sqlite_pragmas(journal_mode: str) -> Callable[[Any, Any], None]:
         cursor = dbapi_connection.cursor()
         try:
             # NORMAL is durable across process crashes (WAL: and consistent across power loss).
-            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_S * 1000}")
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA foreign_keys=ON")
             # No memory-mapped I/O of the database file: a mapped page of a file that turns
             # unwritable or shrinks under us is a SIGBUS, not an error.
             cursor.execute("PRAGMA mmap_size=0")
-            # Persistent in the file; switching out of WAL waits until no other process has it open.
-            cursor.execute(f"PRAGMA journal_mode={journal_mode}")
+            _set_journal_mode(cursor, journal_mode)
         finally:
             cursor.close()
 
     return connect
+
+
+def _set_journal_mode(cursor: sqlite3.Cursor, mode: str) -> None:
+    """Switch the file to `mode` (WAL is persistent in the file: usually it is there already).
+
+    Switching takes the file's exclusive lock, and SQLite answers "database is locked" at once,
+    without its busy handler, while another connection holds the file: processes opening a new store
+    together (`civicmesh serve --workers N`) failed at start-up. So try again for as long as the
+    busy timeout would wait; switching out of WAL waits until no other process has it open."""
+    if cursor.execute("PRAGMA journal_mode").fetchone() == (mode,):
+        return
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_S
+    while True:
+        try:
+            cursor.execute(f"PRAGMA journal_mode={mode}")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
 
 
 def is_fault(exc: BaseException) -> bool:
@@ -153,7 +174,7 @@ def _sqlite_engine(parsed: URL) -> Engine:
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(
         parsed.set(query=query),
-        connect_args={"timeout": 30, "check_same_thread": False},
+        connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S, "check_same_thread": False},
         pool_pre_ping=True,
     )
     event.listen(engine, "connect", _sqlite_pragmas(journal_mode))
