@@ -66,7 +66,7 @@ QUERY = (
 def _snapshot(folder: Path, rows: int) -> Snapshot:
     con = duckdb.connect()
     con.execute(f"CREATE TABLE t AS {ROWS_SQL}", [rows])
-    written = write_snapshot(con, "t", folder, order_by=("district", "request_id"))
+    written = write_snapshot(con, "t", folder, order_by=(("district", "ASC"), ("request_id", "ASC")))
     con.close()
     return Snapshot(
         id="bench@1",

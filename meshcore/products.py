@@ -76,6 +76,10 @@ class ProductSpec:
     # `meta.civicmesh.declassified: "<reason>"`: the owner's reviewed decision that the product may be
     # less strictly classified than a product it is built from (an aggregate; `orchestration.gate`).
     declassified: str | None = None
+    # `meta.civicmesh.cluster_by: ["opened_at desc", ...]`: the order (after the scope column, before
+    # the key) the snapshot is written in, so the reads it fits stop after one page's rows
+    # (`snapshot_order`, `gateway.query.PageQuery.presorted`).
+    cluster_by: tuple[tuple[str, str], ...] = ()
     source_file: str = ""
     depends_on: tuple[str, ...] = field(default=())
 
@@ -94,8 +98,8 @@ class ProductSpec:
         data = asdict(self)
         # The JSON is a snapshot's spec identity (publish compares it): a field added later stays
         # out while unset, so specs published before it keep their identity.
-        for later in ("unscoped", "declassified"):
-            if data[later] is None:
+        for later in ("unscoped", "declassified", "cluster_by"):
+            if data[later] is None or data[later] == ():
                 del data[later]
         return json.dumps(data, sort_keys=True)
 
@@ -105,6 +109,7 @@ class ProductSpec:
         columns = tuple(ColumnSpec(**{**c, "tags": tuple(c.get("tags", ()))}) for c in data.pop("columns"))
         for key in ("tags", "depends_on"):
             data[key] = tuple(data.get(key, ()))
+        data["cluster_by"] = tuple((str(c), str(d)) for c, d in data.get("cluster_by", ()))
         return cls(columns=columns, **data)
 
 
@@ -252,6 +257,35 @@ def _check_meta(
     if declassified is not None and not (isinstance(declassified, str) and declassified.strip()):
         message = "the reason it may be classified below a product it is built from (text)"
         problems.add(source, f"{where}.declassified", message)
+    for message in parse_cluster_by(meta.get("cluster_by"), names)[1]:
+        problems.add(source, f"{where}.cluster_by", message)
+
+
+CLUSTER_DIRECTIONS = ("ASC", "DESC")
+
+
+def parse_cluster_by(value: Any, names: set[str]) -> tuple[tuple[tuple[str, str], ...], list[str]]:
+    """`cluster_by: ["opened_at desc", "category"]` as ((column, ASC|DESC), ...) and what is wrong
+    with it: not a list, an entry other than "<column> [asc|desc]", a column outside the contract
+    (`names`) or named twice (such entries are left out)."""
+    if value is None:
+        return (), []
+    if not isinstance(value, list):
+        return (), ['a list such as ["opened_at desc"]']
+    out: dict[str, str] = {}
+    wrong: list[str] = []
+    for entry in value:
+        words = entry.split() if isinstance(entry, str) else []
+        direction = words[1].upper() if len(words) == 2 else "ASC"
+        if not words or len(words) > 2 or direction not in CLUSTER_DIRECTIONS:
+            wrong.append(f'{entry!r} is not "<column> [asc|desc]"')
+        elif words[0] not in names:
+            wrong.append(f"column {words[0]!r} is not in the contract")
+        elif words[0] in out:
+            wrong.append(f"column {words[0]!r} is named twice")
+        else:
+            out[words[0]] = direction
+    return tuple(out.items()), wrong
 
 
 def collect_spec(node: Mapping[str, Any], groups: Mapping[str, Any]) -> tuple[ProductSpec, Problems]:
@@ -307,6 +341,7 @@ def collect_spec(node: Mapping[str, Any], groups: Mapping[str, Any]) -> tuple[Pr
         depends_on=tuple((node.get("depends_on") or {}).get("nodes") or ()),
         unscoped=str(meta["unscoped"]).strip() if meta.get("unscoped") else None,
         declassified=str(meta["declassified"]).strip() if meta.get("declassified") else None,
+        cluster_by=parse_cluster_by(meta.get("cluster_by"), {c.name for c in columns})[0],
     )
     return spec, problems
 

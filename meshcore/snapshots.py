@@ -4,14 +4,23 @@ a file still holds what was published (its SHA-256, stored in the catalog at pub
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
 
+from meshcore.products import ProductSpec
+
 ROW_GROUP_SIZE = 32_768  # small enough that a district/category filter prunes most row groups
+# Parquet key-value metadata naming the order the rows were written in: [[column, "ASC"|"DESC"], ...],
+# NULLs last in both directions. Absent (files written before it): the order is unknown.
+SORT_ORDER_KEY = "civicmesh_sort_order"
+
+SortOrder = tuple[tuple[str, str], ...]  # ((column, ASC|DESC), ...), NULLs last
 
 
 @dataclass(frozen=True)
@@ -59,28 +68,63 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def sort_order(con: duckdb.DuckDBPyConnection, path: str | Path) -> SortOrder:
+    """The order snapshot file `path` states its rows were written in (`write_snapshot`), or ()
+    when it states none or an unreadable one: callers then must not assume any order."""
+    quoted = str(path).replace("'", "''")
+    rows = con.execute(
+        f"SELECT value FROM parquet_kv_metadata('{quoted}') WHERE key = ?", [SORT_ORDER_KEY.encode()]
+    ).fetchall()
+    try:
+        terms = json.loads(rows[0][0]) if len(rows) == 1 else []
+        order = tuple((str(c), str(d)) for c, d in terms if isinstance(c, str) and d in ("ASC", "DESC"))
+    except (ValueError, TypeError):
+        return ()
+    return order if len(order) == len(terms) else ()
+
+
 def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
+
+
+def snapshot_order(spec: ProductSpec) -> SortOrder:
+    """The order a snapshot is written in: the scope column (a scoped reader's rows share row
+    groups), then the spec's `cluster_by` (e.g. newest first: a scoped read of the newest rows
+    stops after its page), then the key (a total order, as the gateway's pages are)."""
+    terms = [(spec.scope_column, "ASC"), *spec.cluster_by, (spec.key, "ASC")]
+    order: dict[str, str] = {}
+    for column, direction in terms:
+        if column and column not in order:
+            order[column] = direction
+    return tuple(order.items())
 
 
 def write_snapshot(
     con: duckdb.DuckDBPyConnection,
     relation: str,
     dest_dir: Path,
-    order_by: tuple[str, ...] = (),
+    order_by: Sequence[tuple[str, str]] = (),
 ) -> WrittenSnapshot:
     """Copy `relation` (a table or view name) into `dest_dir` as one immutable Parquet file.
 
     Written to a temp file in the same folder, fsynced, then renamed: a reader sees either no file
-    or the whole file. Sorting by the scope and most-filtered columns lets row groups be pruned.
+    or the whole file. Rows are written in `order_by` ((column, ASC|DESC), NULLs last), which the
+    file names in its metadata (`SORT_ORDER_KEY`, read by `sort_order`): sorted by the scope
+    column first, a scoped reader's rows share row groups, and a read in the written order can
+    stop after its page (`gateway.query.PageQuery.presorted`).
     """
     dest_dir.mkdir(parents=True, exist_ok=True)
     tmp = dest_dir / f".tmp-{uuid.uuid4().hex}.parquet"
-    order = f" ORDER BY {', '.join(quote_ident(c) for c in order_by)}" if order_by else ""
+    terms = [(column, direction.upper()) for column, direction in order_by]
+    if any(direction not in ("ASC", "DESC") for _, direction in terms):
+        raise ValueError(f"sort directions are ASC or DESC: {order_by!r}")
+    order = ", ".join(f"{quote_ident(c)} {d} NULLS LAST" for c, d in terms)
+    stated = json.dumps([list(t) for t in terms]).replace("'", "''")  # names come from the spec
     try:
         con.execute(
-            f"COPY (SELECT * FROM {relation}{order}) TO '{tmp}' "
-            f"(FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {ROW_GROUP_SIZE})"
+            f"COPY (SELECT * FROM {relation}{' ORDER BY ' + order if order else ''}) TO '{tmp}' "
+            f"(FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {ROW_GROUP_SIZE}, "
+            f"KV_METADATA {{{SORT_ORDER_KEY}: '{stated}'}})"
         )
         with tmp.open("rb") as handle:
             os.fsync(handle.fileno())

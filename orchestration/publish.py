@@ -17,7 +17,7 @@ from lineage.naming import duckdb_dataset
 from meshcore.catalog import Catalog, Snapshot
 from meshcore.products import ProductSpec
 from meshcore.settings import Settings
-from meshcore.snapshots import write_snapshot
+from meshcore.snapshots import snapshot_order, write_snapshot
 from meshcore.store import utcnow
 from orchestration.lineage_hooks import dagster_parent, record
 from orchestration.resources import MeshResource
@@ -27,12 +27,6 @@ PUBLISH_PREFIX = "published"
 
 def publish_key(spec: ProductSpec) -> dg.AssetKey:
     return dg.AssetKey([PUBLISH_PREFIX, spec.department, spec.product])
-
-
-def snapshot_order(spec: ProductSpec) -> tuple[str, ...]:
-    """Sort by scope column first so a scoped reader's rows share row groups, then the key."""
-    order = [c for c in (spec.scope_column, spec.key) if c]
-    return tuple(dict.fromkeys(order))
 
 
 def _held_back(quality: dict, run_id: str) -> list[str]:

@@ -133,11 +133,10 @@ def _scratch_snapshot(settings: Settings, name: str) -> tuple[Any, Any]:
     """(spec, WrittenSnapshot): the product run in scratch on the home's landing files."""
     from lineage.dbt import NodeColumns, warehouse_columns
     from meshcore.products import collect_spec
-    from meshcore.snapshots import write_snapshot
+    from meshcore.snapshots import snapshot_order, write_snapshot
     from orchestration.authoring import CompileFailed, Scratch, compile_models, workspace
     from orchestration.gate import boundary_message, foreign_inputs
     from orchestration.product_check import Locator, pii_problems, product_nodes
-    from orchestration.publish import snapshot_order
 
     try:
         manifest = compile_models(settings, [name.split(".")[-1]])

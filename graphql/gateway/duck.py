@@ -29,6 +29,7 @@ from gateway.deadlines import Deadlines
 from gateway.errors import UNAVAILABLE, GovernedError, limit_exceeded
 from gateway.integrity import FileChecks
 from meshcore.settings import DEFAULT_SNAPSHOT_MEMORY_MB
+from meshcore.snapshots import SortOrder, sort_order
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +124,9 @@ def _connect(
     con.execute(f"SET allowed_directories = ['{quoted}']")
     con.execute("SET enable_external_access = false")
     con.execute("SET parquet_metadata_cache = true")
+    # Results without ORDER BY keep the order rows are stored in (DuckDB's default, pinned here):
+    # pages read in a snapshot's stored order rely on it (`PageQuery.presorted`).
+    con.execute("SET preserve_insertion_order = true")
     con.execute("SET lock_configuration = true")
     return con
 
@@ -158,6 +162,7 @@ class DuckPool:
         self._unfit: set[str] = set()
         self._provisional: set[str] = set()  # copies counted uncompressed (see `_baseline`)
         self._paths: dict[str, str] = {}  # path digest -> path, of every snapshot ever loaded
+        self._orders: dict[str, SortOrder] = {}  # path -> the order its file states (read by its load)
         self._loads = itertools.count()
         # Each background load owns its connection (a cursor) and is interrupted and joined by
         # close(): closing the database under a running load aborts the process (ARCHITECTURE §2b).
@@ -250,6 +255,9 @@ class DuckPool:
 
     def _load(self, path: str, table: str, estimate: int, cursor: duckdb.DuckDBPyConnection) -> None:
         try:
+            order = sort_order(cursor, path)  # the copy keeps it: loaded in file order, chunk by chunk
+            with self._hot_lock:
+                self._orders[path] = order
             with self._load_lock:  # one load at a time: its size is the change in table memory
                 # Room first: loaded beside a full budget, a copy that fits it alone could outgrow
                 # DuckDB's memory (budget + working memory) and be refused for good.
@@ -290,6 +298,12 @@ class DuckPool:
             with self._hot_lock:
                 self._loading.pop(path, None)
             cursor.close()
+
+    def sort_order(self, path: str) -> SortOrder:
+        """The order snapshot `path` stores its rows in, its hot copy and its file alike, as its
+        file states it (`meshcore.snapshots.sort_order`); () until a load has read it, or when the
+        file states none."""
+        return self._orders.get(path, ())
 
     def _admit(self, path: str, table: str, size: int, cursor: duckdb.DuckDBPyConnection) -> None:
         """Serve `table` for `path` from now on, within the budget (`size` <= it: `_copy_size`)."""

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from meshcore.products import ProductSpec, ProductSpecError, load_product_specs
+from meshcore.products import ProductSpec, ProductSpecError, load_product_specs, parse_cluster_by
 
 # Tests on the real manifest are `slow`: `dbt parse` of the project takes ~7 s (once per session).
 
@@ -131,6 +131,38 @@ def test_cross_department_product_reads_only_other_departments_public_products(
 def test_spec_survives_the_catalog_json_round_trip(specs: dict[str, ProductSpec]) -> None:
     spec = specs["hr.employees"]
     assert ProductSpec.from_json(spec.to_json()) == spec
+    clustered = specs["public_works.service_requests"]
+    assert clustered.cluster_by == (("opened_at", "DESC"),)
+    assert ProductSpec.from_json(clustered.to_json()) == clustered
+    # A spec without `cluster_by` keeps the identity it had before the field existed.
+    assert "cluster_by" not in json.loads(spec.to_json())
+
+
+NAMES = {"opened_at", "category", "district"}
+
+
+@pytest.mark.parametrize(
+    ("declared", "order", "problems"),
+    [
+        (None, (), []),
+        (["opened_at desc"], (("opened_at", "DESC"),), []),
+        (["category", "opened_at DESC"], (("category", "ASC"), ("opened_at", "DESC")), []),
+        (["opened_at  Asc"], (("opened_at", "ASC"),), []),
+        ("opened_at desc", (), ['a list such as ["opened_at desc"]']),
+        (["opened_at newest"], (), ["'opened_at newest' is not \"<column> [asc|desc]\""]),
+        (["opened_at desc nulls"], (), ["'opened_at desc nulls' is not \"<column> [asc|desc]\""]),
+        ([""], (), ["'' is not \"<column> [asc|desc]\""]),
+        ([{"opened_at": "desc"}], (), ["{'opened_at': 'desc'} is not \"<column> [asc|desc]\""]),
+        (["ward desc"], (), ["column 'ward' is not in the contract"]),
+        (
+            ["opened_at desc", "opened_at asc"],
+            (("opened_at", "DESC"),),
+            ["column 'opened_at' is named twice"],
+        ),
+    ],
+)
+def test_cluster_by_is_read_as_columns_and_directions(declared: Any, order: Any, problems: list[str]) -> None:
+    assert parse_cluster_by(declared, NAMES) == (order, problems)
 
 
 def _node(m: dict[str, Any]) -> dict[str, Any]:
@@ -207,6 +239,16 @@ INVALID = {
         _set_meta("scope_column", "ward"),
         SERVICE_REQUESTS_YML,
         "models.service_requests.config.meta.civicmesh.scope_column",
+    ),
+    "cluster_by column not in contract": (
+        _set_meta("cluster_by", ["ward desc"]),
+        SERVICE_REQUESTS_YML,
+        "models.service_requests.config.meta.civicmesh.cluster_by",
+    ),
+    "cluster_by direction": (
+        _set_meta("cluster_by", ["opened_at newest"]),
+        SERVICE_REQUESTS_YML,
+        "models.service_requests.config.meta.civicmesh.cluster_by",
     ),
     "missing owner": (_drop_owner_email, "models/groups.yml", "groups.public_works.owner.email"),
     "unenforced contract": (

@@ -31,7 +31,7 @@ from gateway.serving import uvicorn_options
 from meshcore.catalog import Catalog
 from meshcore.products import ColumnSpec, ProductSpec
 from meshcore.settings import Settings
-from meshcore.snapshots import write_snapshot
+from meshcore.snapshots import snapshot_order, write_snapshot
 from meshcore.store import dispose_all, get_engine
 
 if TYPE_CHECKING:
@@ -47,6 +47,7 @@ SERVICE_REQUESTS = ProductSpec(
     description="Citizen service requests: potholes, graffiti, streetlights.",
     key="request_id",
     scope_column="district",
+    cluster_by=(("created_at", "DESC"),),  # written newest first within a district, as publish does
     freshness_sla_hours=24,
     tags=("operations",),
     columns=(
@@ -129,7 +130,9 @@ def publish(settings: Settings, spec: ProductSpec, sql: str) -> Any:
     con = duckdb.connect()
     try:
         con.execute(f"CREATE TABLE t AS {sql}")
-        written = write_snapshot(con, "t", settings.snapshots_dir / spec.department / spec.product)
+        written = write_snapshot(
+            con, "t", settings.snapshots_dir / spec.department / spec.product, snapshot_order(spec)
+        )
     finally:
         con.close()
     return Catalog(get_engine(settings.metadata_url), settings.home).ensure_schema().publish(spec, written)

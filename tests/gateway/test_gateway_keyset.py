@@ -106,3 +106,16 @@ def test_offset_cursor_still_read(server) -> None:
     legacy = encode({"s": snapshot, "o": 10})
     got = page(server, f'first: 5, after: "{legacy}"')
     assert [n["requestId"] for n in got["nodes"]] == whole[10:15]
+
+
+def test_scoped_newest_first_pages_list_the_district_newest_first(server) -> None:
+    """The snapshot is stored by (district, createdAt DESC, key): dana's newest-first pages are
+    read in that order without ORDER BY (`PageQuery.presorted`), and must still be exactly her
+    districts' rows, newest first, as sorting everyone's rows says."""
+    everything = page(server, "first: 1000")["nodes"]
+    districts = {n["district"] for n in page(server, "first: 1000", "dana")["nodes"]}
+    mine = [n for n in everything if n["district"] in districts]
+    expected = [n["requestId"] for n in sorted(mine, key=lambda n: n["createdAt"], reverse=True)]
+    assert 0 < len(expected) < 90
+    for sizes in ([1000], [4], [3, 11]):
+        assert walk(server, "[{createdAt: DESC}]", sizes, user="dana") == expected
