@@ -34,7 +34,7 @@ def _write(tmp_path: Path, values: list[tuple[str, float]]):
     con = duckdb.connect()
     con.execute("CREATE TABLE t (station_id VARCHAR, pm25 DOUBLE)")
     con.executemany("INSERT INTO t VALUES (?, ?)", values)
-    return write_snapshot(con, "t", tmp_path / "snapshots", order_by=("station_id",))
+    return write_snapshot(con, "t", tmp_path / "snapshots", order_by=(("station_id", "ASC"),))
 
 
 def test_publish_makes_snapshot_current_with_metadata(tmp_path: Path, catalog: Catalog) -> None:
