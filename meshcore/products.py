@@ -230,10 +230,15 @@ def civicmesh_meta(node: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _check_meta(
-    source: str, model: str, meta: Mapping[str, Any], names: set[str], problems: Problems
+    source: str,
+    model: str,
+    meta: Mapping[str, Any],
+    columns: Sequence[ColumnSpec],
+    problems: Problems,
 ) -> None:
     """The product fields under `config.meta.civicmesh` that name columns or hold numbers."""
     where = f"models.{model}.config.meta.civicmesh"
+    names = {c.name for c in columns}
     if meta.get("classification") not in CLASSIFICATIONS:
         problems.add(
             source,
@@ -257,30 +262,38 @@ def _check_meta(
     if declassified is not None and not (isinstance(declassified, str) and declassified.strip()):
         message = "the reason it may be classified below a product it is built from (text)"
         problems.add(source, f"{where}.declassified", message)
-    for message in parse_cluster_by(meta.get("cluster_by"), names)[1]:
+    for message in parse_cluster_by(meta.get("cluster_by"), columns)[1]:
         problems.add(source, f"{where}.cluster_by", message)
 
 
 CLUSTER_DIRECTIONS = ("ASC", "DESC")
 
 
-def parse_cluster_by(value: Any, names: set[str]) -> tuple[tuple[tuple[str, str], ...], list[str]]:
+def parse_cluster_by(
+    value: Any, columns: Sequence[ColumnSpec]
+) -> tuple[tuple[tuple[str, str], ...], list[str]]:
     """`cluster_by: ["opened_at desc", "category"]` as ((column, ASC|DESC), ...) and what is wrong
     with it: not a list, an entry other than "<column> [asc|desc]", a column outside the contract
-    (`names`) or named twice (such entries are left out)."""
+    or named twice, or personal data (such entries are left out). Personal data is refused
+    because rows come back in stored order where no other order decides (a product without a
+    key pages by file row number): a reader who sees the column masked would learn its order."""
     if value is None:
         return (), []
     if not isinstance(value, list):
         return (), ['a list such as ["opened_at desc"]']
+    declared = {c.name: c for c in columns}
     out: dict[str, str] = {}
     wrong: list[str] = []
     for entry in value:
         words = entry.split() if isinstance(entry, str) else []
         direction = words[1].upper() if len(words) == 2 else "ASC"
+        column = declared.get(words[0]) if words else None
         if not words or len(words) > 2 or direction not in CLUSTER_DIRECTIONS:
             wrong.append(f'{entry!r} is not "<column> [asc|desc]"')
-        elif words[0] not in names:
+        elif column is None:
             wrong.append(f"column {words[0]!r} is not in the contract")
+        elif column.pii:
+            wrong.append(f"column {words[0]!r} is personal data: its order would show through its mask")
         elif words[0] in out:
             wrong.append(f"column {words[0]!r} is named twice")
         else:
@@ -307,7 +320,7 @@ def collect_spec(node: Mapping[str, Any], groups: Mapping[str, Any]) -> tuple[Pr
     columns = tuple(_column_spec(source, model, c, problems) for c in (node.get("columns") or {}).values())
     if not columns:
         problems.add(source, f"models.{model}.columns", "a product must declare its columns")
-    _check_meta(source, model, meta, {c.name for c in columns}, problems)
+    _check_meta(source, model, meta, columns, problems)
     product = meta.get("product") or model
     if not NAME_PATTERN.match(product):
         problems.add(
@@ -341,7 +354,7 @@ def collect_spec(node: Mapping[str, Any], groups: Mapping[str, Any]) -> tuple[Pr
         depends_on=tuple((node.get("depends_on") or {}).get("nodes") or ()),
         unscoped=str(meta["unscoped"]).strip() if meta.get("unscoped") else None,
         declassified=str(meta["declassified"]).strip() if meta.get("declassified") else None,
-        cluster_by=parse_cluster_by(meta.get("cluster_by"), {c.name for c in columns})[0],
+        cluster_by=parse_cluster_by(meta.get("cluster_by"), columns)[0],
     )
     return spec, problems
 

@@ -10,7 +10,13 @@ from typing import Any
 
 import pytest
 
-from meshcore.products import ProductSpec, ProductSpecError, load_product_specs, parse_cluster_by
+from meshcore.products import (
+    ColumnSpec,
+    ProductSpec,
+    ProductSpecError,
+    load_product_specs,
+    parse_cluster_by,
+)
 
 # Tests on the real manifest are `slow`: `dbt parse` of the project takes ~7 s (once per session).
 
@@ -138,7 +144,12 @@ def test_spec_survives_the_catalog_json_round_trip(specs: dict[str, ProductSpec]
     assert "cluster_by" not in json.loads(spec.to_json())
 
 
-NAMES = {"opened_at", "category", "district"}
+COLUMNS = (
+    ColumnSpec("opened_at", "timestamp"),
+    ColumnSpec("category", "varchar"),
+    ColumnSpec("district", "varchar"),
+    ColumnSpec("requester_name", "varchar", tags=("pii",), mask="hash"),
+)
 
 
 @pytest.mark.parametrize(
@@ -155,6 +166,11 @@ NAMES = {"opened_at", "category", "district"}
         ([{"opened_at": "desc"}], (), ["{'opened_at': 'desc'} is not \"<column> [asc|desc]\""]),
         (["ward desc"], (), ["column 'ward' is not in the contract"]),
         (
+            ["requester_name"],
+            (),
+            ["column 'requester_name' is personal data: its order would show through its mask"],
+        ),
+        (
             ["opened_at desc", "opened_at asc"],
             (("opened_at", "DESC"),),
             ["column 'opened_at' is named twice"],
@@ -162,7 +178,7 @@ NAMES = {"opened_at", "category", "district"}
     ],
 )
 def test_cluster_by_is_read_as_columns_and_directions(declared: Any, order: Any, problems: list[str]) -> None:
-    assert parse_cluster_by(declared, NAMES) == (order, problems)
+    assert parse_cluster_by(declared, COLUMNS) == (order, problems)
 
 
 def _node(m: dict[str, Any]) -> dict[str, Any]:
