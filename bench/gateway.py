@@ -38,11 +38,14 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import shutil
 import statistics
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -215,6 +218,38 @@ async def load(port: int, token: str, query: str, clients: int, seconds: float, 
     return done[0] / (time.perf_counter() - t0)
 
 
+_HOT = re.compile(r"(\d+) snapshots? in memory .*?, (\d+) loading, (\d+) read from their files")
+
+
+def _hot_state(port: int) -> tuple[int, int, int] | None:
+    """(held, loading, read from files) from one worker's `/readyz` `snapshot_memory` check."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as answer:
+            body = answer.read()
+    except urllib.error.HTTPError as refused:  # 503 while another check fails: still has the detail
+        body = refused.read()
+    detail = json.loads(body)["checks"]["snapshot_memory"]["detail"]
+    found = _HOT.search(detail)
+    return (int(found[1]), int(found[2]), int(found[3])) if found else None
+
+
+async def hot_copies_settled(port: int, timeout: float = 600.0, agreeing: int = 20) -> float:
+    """Wait until every worker's hot copies have finished loading: `agreeing` `/readyz` answers in
+    a row (each from one worker, new connection each) say nothing is loading and something was
+    loaded or left to its file. Returns the seconds waited; RuntimeError after `timeout`.
+    A fixed sleep measured part of the 10M run on Parquet while its copy was still loading."""
+    t0 = time.perf_counter()
+    settled = 0
+    while settled < agreeing:
+        if time.perf_counter() - t0 > timeout:
+            raise RuntimeError(f"hot copies still loading after {timeout:.0f} s")
+        state = await asyncio.to_thread(_hot_state, port)
+        done = state is not None and state[1] == 0 and state[0] + state[2] > 0
+        settled = settled + 1 if done else 0
+        await asyncio.sleep(0.05 if done else 0.5)
+    return time.perf_counter() - t0
+
+
 # -- servers ------------------------------------------------------------------------------------
 
 
@@ -381,7 +416,9 @@ async def measure(
         for query in (QUERY_A, QUERY_B):
             await load(server.port, token, query, 8, 0.5, None)
             await load(server.port, token, query, 8, 1.0, 10_000_000)
-    await asyncio.sleep(10)  # hot copies finish loading in the background (compressed: 2-8 s for 1M rows)
+    for server in servers.values():
+        waited = await hot_copies_settled(server.port)
+        print(f"hot copies loaded in every worker after {waited:.1f} s more")
     for server in servers.values():
         for query in (QUERY_A, QUERY_B):
             await load(server.port, token, query, 8, 0.5, 20_000_000)

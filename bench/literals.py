@@ -89,7 +89,7 @@ async def _run(port: int, token: str, body: Body, start: int, n: int) -> list[fl
 async def measure(port: int, token: str, n: int, rounds: int) -> dict[str, gw.Latency]:
     for k, body in enumerate(FORMS.values()):  # hot snapshot, caches, the shape of `inline`
         await _run(port, token, body, 1_000_000 * (k + 1), 20)
-    await asyncio.sleep(8)  # the hot copy finishes loading in the background (compressed, in chunks)
+    await gw.hot_copies_settled(port)  # the hot copy loads in the background (compressed, in chunks)
     samples: dict[str, list[float]] = {name: [] for name in FORMS}
     seq = 10_000_000
     for _ in range(rounds):

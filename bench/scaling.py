@@ -42,6 +42,7 @@ from bench.gateway import (  # noqa: E402
     Store,
     build,
     fmt,
+    hot_copies_settled,
     latency,
     load,
     ratio,
@@ -62,7 +63,7 @@ async def warm(port: int, token: str, start: int) -> None:
         await load(port, token, query, 8, 0.5, None)
         await load(port, token, query, 8, 1.5, start)
         start += 1_000_000
-    await asyncio.sleep(10)  # compressed hot copies load in chunks: 2-8 s per 1M rows under load
+    await hot_copies_settled(port)  # a 10M copy loads for tens of seconds: measure it served hot
     for query in (QUERY_A, QUERY_B):
         await load(port, token, query, 8, 0.5, start)
         start += 1_000_000
