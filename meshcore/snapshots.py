@@ -90,11 +90,17 @@ def quote_ident(name: str) -> str:
 def snapshot_order(spec: ProductSpec) -> SortOrder:
     """The order a snapshot is written in: the scope column (a scoped reader's rows share row
     groups), then the spec's `cluster_by` (e.g. newest first: a scoped read of the newest rows
-    stops after its page), then the key (a total order, as the gateway's pages are)."""
+    stops after its page), then the key (a total order, as the gateway's pages are).
+
+    Personal data never orders the file: a reader who sees a column masked pages by the key or,
+    when the key is masked too, by file row number, so a PII key (or scope column) here would
+    list that reader's rows in its raw values' order (`parse_cluster_by` refuses PII for the same
+    reason)."""
     terms = [(spec.scope_column, "ASC"), *spec.cluster_by, (spec.key, "ASC")]
+    personal = spec.pii_columns
     order: dict[str, str] = {}
     for column, direction in terms:
-        if column and column not in order:
+        if column and column not in order and column not in personal:
             order[column] = direction
     return tuple(order.items())
 
