@@ -40,11 +40,12 @@ def _spec(columns: tuple[ColumnSpec, ...], key: str | None, cluster_by: Any = ()
     )
 
 
-def _publish(folder: Path, spec: ProductSpec, sql: str) -> str:
-    """`sql` written as `spec`'s snapshot in its product's order, as publish writes it."""
+def _publish(folder: Path, spec: ProductSpec, sql: str, prelude: str = "") -> str:
+    """`sql` (after the statements `prelude`) written as `spec`'s snapshot in its product's order,
+    as publish writes a mart."""
     con = duckdb.connect()
     try:
-        con.execute(f"CREATE TABLE t AS {sql}")
+        con.execute(f"{prelude}CREATE TABLE t AS {sql}")
         return str(write_snapshot(con, "t", folder, snapshot_order(spec)).path)
     finally:
         con.close()
@@ -55,28 +56,43 @@ def _stated(path: str) -> Any:
         return sort_order(con, path)
 
 
-REQUESTS = _spec(
-    (
+def _clustered(column: str, data_type: str, direction: str) -> ProductSpec:
+    """Service requests (key request_id, scope district) clustered by `column`."""
+    columns = (
         ColumnSpec("request_id", "varchar"),
         ColumnSpec("district", "varchar"),
-        ColumnSpec("opened_at", "timestamp"),
-    ),
-    key="request_id",
-    cluster_by=(("opened_at", "DESC"),),
-)
+        ColumnSpec(column, data_type),
+    )
+    return _spec(columns, key="request_id", cluster_by=((column, direction),))
 
 
-def _both_ways(folder: Path, sql: str, **kwargs: Any) -> tuple[list[list[tuple[Any, ...]]], bool]:
-    """District D1's page of `sql` published as REQUESTS: read in the order its file states (read
+REQUESTS = _clustered("opened_at", "timestamp", "DESC")
+CATEGORIES = _clustered("category", "varchar", "ASC")
+
+
+def _both_ways(
+    folder: Path,
+    sql: str,
+    spec: ProductSpec = REQUESTS,
+    prelude: str = "",
+    shown: str = "request_id",
+    **kwargs: Any,
+) -> tuple[list[list[tuple[Any, ...]]], bool]:
+    """District D1's page of `sql` published as `spec`: read in the order its file states (read
     without ORDER BY where `presorted` allows), then with ORDER BY (no stated order); and whether
-    the first was read without ORDER BY."""
-    path = _publish(folder, REQUESTS, sql)
+    the first was read without ORDER BY. The page holds column `shown`."""
+    path = _publish(folder, spec, sql, prelude)
     pool = DuckPool(folder, "key", threads=2)
     try:
         pages, fast = [], False
         for stored in (_stated(path), ()):
             query = PageQuery(
-                spec=REQUESTS, path=path, columns=["request_id"], row_filter=D1, sort_order=stored, **kwargs
+                spec=spec,
+                path=path,
+                columns=[shown],
+                row_filter=D1,
+                sort_order=stored,
+                **kwargs,
             )
             pages.append(pool.run(*query.page_sql()).rows)
             fast = fast if stored == () else query.presorted()
@@ -111,6 +127,41 @@ def test_an_instant_that_two_local_times_equal_does_not_pin_the_page_order(
     )
     assert pages[1] == [("SR-1",), ("SR-2",)]  # both local times are the instant asked for
     assert pages[0] == pages[1]
+
+
+BY_CATEGORY = "SELECT request_id, district, {category} AS category FROM (VALUES ('SR-1', 'D1', 'b'), "
+BY_CATEGORY += (
+    "('SR-2', 'D1', 'B'), ('SR-3', 'D1', 'a'), ('SR-4', 'D1', 'A')) v(request_id, district, category)"
+)
+
+
+def test_a_collated_mart_column_is_written_in_the_order_the_gateway_sorts_by(tmp_path: Path) -> None:
+    """A mart whose column carries a collation (`category COLLATE NOCASE` in the model's SQL: DuckDB
+    keeps it in the warehouse table, `DESCRIBE` still says VARCHAR). Sorted by it, the file holds
+    'a', 'A', 'b', 'B'; the gateway's ORDER BY (the file's plain VARCHAR) sorts 'A', 'B', 'a', 'b'.
+    The file must be written in the order it states, in the gateway's (byte) order."""
+    sql = BY_CATEGORY.format(category="category COLLATE NOCASE")
+    pages, fast = _both_ways(tmp_path, sql, CATEGORIES, shown="category", order_by=[("category", "ASC")])
+    assert pages[1] == [("A",), ("B",), ("a",), ("b",)]
+    assert fast and pages[0] == pages[1]
+
+
+def test_an_enum_mart_column_states_no_order_it_is_not_read_in(tmp_path: Path) -> None:
+    """A mart column of an ENUM type sorts by the type's declared order ('b' before 'a' here); the
+    file holds it as VARCHAR, which the gateway sorts as text. The file must not state an order by
+    it (the file's order up to it is still stated: the scope column)."""
+    prelude = "CREATE TYPE category AS ENUM ('b', 'B', 'a', 'A'); "
+    pages, fast = _both_ways(
+        tmp_path,
+        BY_CATEGORY.format(category="CAST(category AS category)"),
+        CATEGORIES,
+        prelude,
+        shown="category",
+        order_by=[("category", "ASC")],
+    )
+    assert pages[1] == [("A",), ("B",), ("a",), ("b",)]
+    assert not fast and pages[0] == pages[1]
+    assert _stated(next(str(p) for p in tmp_path.glob("*.parquet"))) == (("district", "ASC"),)
 
 
 EMAILS = """
