@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -90,13 +91,39 @@ def quote_ident(name: str) -> str:
 def snapshot_order(spec: ProductSpec) -> SortOrder:
     """The order a snapshot is written in: the scope column (a scoped reader's rows share row
     groups), then the spec's `cluster_by` (e.g. newest first: a scoped read of the newest rows
-    stops after its page), then the key (a total order, as the gateway's pages are)."""
+    stops after its page), then the key (a total order, as the gateway's pages are).
+
+    Personal data never orders the file: a reader who sees a column masked pages by the key or,
+    when the key is masked too, by file row number, so a PII key (or scope column) here would
+    list that reader's rows in its raw values' order (`parse_cluster_by` refuses PII for the same
+    reason)."""
     terms = [(spec.scope_column, "ASC"), *spec.cluster_by, (spec.key, "ASC")]
+    personal = spec.pii_columns
     order: dict[str, str] = {}
     for column, direction in terms:
-        if column and column not in order:
+        if column and column not in order and column not in personal:
             order[column] = direction
     return tuple(order.items())
+
+
+# Column types (DESCRIBE's names) that a Parquet file gives back with the same values and order;
+# others are read back differently (an ENUM as VARCHAR in text order, a HUGEINT as DOUBLE).
+SORTS_AS_READ = re.compile(
+    r"VARCHAR|BOOLEAN|U?(TINYINT|SMALLINT|INTEGER|BIGINT)|FLOAT|DOUBLE|DECIMAL\(\d+,\d+\)|DATE"
+    r"|TIMESTAMP(_S|_MS|_NS| WITH TIME ZONE)?|UUID"
+)
+
+
+def _sorts_as_read(terms: Sequence[tuple[str, str]], types: dict[str, str]) -> list[tuple[str, str]]:
+    """The longest start of `terms` the gateway, reading the file, sorts as the writer does: a
+    file sorted by it and then by nothing is sorted by it and then its row number, so it is a
+    true statement of the file's order (`sort_order`)."""
+    out: list[tuple[str, str]] = []
+    for column, direction in terms:
+        if not SORTS_AS_READ.fullmatch(types.get(column, "")):
+            break
+        out.append((column, direction))
+    return out
 
 
 def write_snapshot(
@@ -108,8 +135,10 @@ def write_snapshot(
     """Copy `relation` (a table or view name) into `dest_dir` as one immutable Parquet file.
 
     Written to a temp file in the same folder, fsynced, then renamed: a reader sees either no file
-    or the whole file. Rows are written in `order_by` ((column, ASC|DESC), NULLs last), which the
-    file names in its metadata (`SORT_ORDER_KEY`, read by `sort_order`): sorted by the scope
+    or the whole file. Rows are written in `order_by` ((column, ASC|DESC), NULLs last, text in
+    byte order whatever collation the relation's column has), which the file names in its
+    metadata (`SORT_ORDER_KEY`, read by `sort_order`) up to its first column whose type a reader
+    of the file sorts otherwise (`SORTS_AS_READ`, e.g. an ENUM): sorted by the scope
     column first, a scoped reader's rows share row groups, and a read in the written order can
     stop after its page (`gateway.query.PageQuery.presorted`).
     """
@@ -118,8 +147,16 @@ def write_snapshot(
     terms = [(column, direction.upper()) for column, direction in order_by]
     if any(direction not in ("ASC", "DESC") for _, direction in terms):
         raise ValueError(f"sort directions are ASC or DESC: {order_by!r}")
-    order = ", ".join(f"{quote_ident(c)} {d} NULLS LAST" for c, d in terms)
-    stated = json.dumps([list(t) for t in terms]).replace("'", "''")  # names come from the spec
+    types = dict(
+        con.execute(f"SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM {relation})").fetchall()
+    )
+    # Text in byte order (`COLLATE C`), as the gateway sorts the file's plain VARCHAR: a mart
+    # column can carry a collation (`x COLLATE NOCASE` in a model; DESCRIBE still says VARCHAR).
+    order = ", ".join(
+        f"{quote_ident(c)}{' COLLATE C' if types.get(c) == 'VARCHAR' else ''} {d} NULLS LAST"
+        for c, d in terms
+    )
+    stated = json.dumps([list(t) for t in _sorts_as_read(terms, types)]).replace("'", "''")
     try:
         con.execute(
             f"COPY (SELECT * FROM {relation}{' ORDER BY ' + order if order else ''}) TO '{tmp}' "

@@ -311,7 +311,9 @@ class PageQuery:
     def pinned(self) -> set[str]:
         """Columns the filter holds to one value on every row it passes: the row filter's column
         when it allows one value, and `where` columns with `eq` (or a one-value `in`) at the top
-        level or under `and`, of kinds whose `=` means the same value (not floats: -0.0 = 0.0)."""
+        level or under `and`, of kinds whose `=` means the same value (not floats: -0.0 = 0.0;
+        not a timestamp compared with an instant: a `timestamp` column is cast to the session's
+        time zone, where two local times, one of them skipped by daylight saving, are one instant)."""
         pinned: set[str] = set()
         if self.row_filter is not None and len(self.row_filter.values) == 1:
             pinned.add(self.row_filter.column)
@@ -323,7 +325,8 @@ class PageQuery:
                         visit(inner)
                 elif isinstance(value, Mapping) and self.kinds.get(key) in EXACT_KINDS:
                     one = value.get("in_")
-                    if value.get("eq") is not None or (one is not None and len(one) == 1):
+                    values = (value.get("eq"), one[0] if one is not None and len(one) == 1 else None)
+                    if any(v is not None and not _instant(v) for v in values):
                         pinned.add(key)
 
         visit(self.where or {})
@@ -426,6 +429,11 @@ class PageQuery:
         params: list[Any] = []
         where = self._filter(params)
         return f"SELECT count(*) FROM {self._source(False)}{where}", params
+
+
+def _instant(value: Any) -> bool:
+    """True for a time-zone-aware datetime (an instant, not one local time)."""
+    return isinstance(value, datetime) and value.tzinfo is not None
 
 
 def _in_clause(expr: str, values: list[Any], params: list[Any]) -> str:

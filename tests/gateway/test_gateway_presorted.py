@@ -13,7 +13,7 @@ Real DuckDB and real Parquet files; the pool is the gateway's (`gateway.duck.Duc
 from __future__ import annotations
 
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -150,6 +150,8 @@ CASES: list[tuple[RowFilter | None, dict[str, Any] | None, list[tuple[str, str]]
     (None, None, [("district", "DESC"), ("opened_at", "DESC")], False),
     (D1, {"opened_at": {"eq": TIE}}, [], True),  # district and opened_at pinned: key order
     (D1, {"opened_at": {"eq": TIE}}, [("request_id", "DESC")], False),
+    # An instant pins no `timestamp` column: two local times can be one instant (daylight saving).
+    (D1, {"opened_at": {"eq": TIE.replace(tzinfo=UTC)}}, [], False),
     (None, {"request_id": {"eq": "SR-00042"}}, [("priority", "DESC")], False),  # no rule for one row
     (D1, {"response_hours": {"eq": 2.0}}, [("opened_at", "DESC")], True),
     # A float `eq` pins nothing (-0.0 = 0.0): response_hours still orders the page.
