@@ -41,6 +41,7 @@ from bench.gateway import (  # noqa: E402
     Latency,
     Store,
     build,
+    drain_lineage,
     fmt,
     hot_copies_settled,
     latency,
@@ -78,6 +79,7 @@ def one_size(settings: Settings, n: int, seq: int) -> dict[str, object]:
         server = start_server(store, workers)
         try:
             asyncio.run(warm(server.port, token, seq))
+            asyncio.run(drain_lineage(settings))  # the warm-up's read events, delivered first
             seq += 10_000_000
             if workers == 1:
                 for name, query in (("a", QUERY_A), ("b", QUERY_B)):
