@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from meshcore.settings import REPO_ROOT, Settings
+from meshcore.settings import REPO_ROOT, Settings, available_cpus
 
 
 def mesh_settings(home: Path) -> Settings:
@@ -102,6 +102,8 @@ class UvicornServer:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         environ = {k: v for k, v in os.environ.items() if k != "CIVICMESH_DEMO"}
+        # As `civicmesh serve --workers N` does: each worker its share of the CPUs for DuckDB.
+        environ.setdefault("CIVICMESH_DUCKDB_THREADS", str(max(1, available_cpus() // workers)))
         command = [
             sys.executable, "-m", "uvicorn", factory, "--factory", "--app-dir", str(REPO_ROOT),
             "--host", "127.0.0.1", "--port", str(self.port), "--workers", str(workers),

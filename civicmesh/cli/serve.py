@@ -55,6 +55,12 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000, workers
     os.environ["CIVICMESH_METADATA_URL"] = settings.metadata_url
     if settings.demo_mode:
         os.environ["CIVICMESH_DEMO"] = "1"
+    # Each worker its share of the CPUs for DuckDB, unless set: N workers of every core each would
+    # run N times more query threads than there are cores.
+    try:
+        os.environ["CIVICMESH_DUCKDB_THREADS"] = str(settings.duckdb_threads_for(workers))
+    except ValueError as exc:
+        raise CommandError(str(exc)) from exc
     settings.jwt_secret  # noqa: B018 - create the stored secret once, before workers race for it
     settings.mask_key  # noqa: B018
     try:  # the access log's signing key, before workers race for it

@@ -68,6 +68,7 @@ class Gateway:
         self.duck = DuckPool(
             settings.snapshots_dir,
             settings.mask_key,
+            threads=settings.duckdb_threads,
             timeout_seconds=settings.query_timeout_s,
             hot_budget_bytes=settings.snapshot_memory_budget_bytes,
         )

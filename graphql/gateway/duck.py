@@ -150,6 +150,7 @@ class DuckPool:
         snapshots_dir.mkdir(parents=True, exist_ok=True)
         memory_limit = f"{(hot_budget_bytes + working_memory_bytes) >> 20}MiB"
         self._con = _connect(snapshots_dir, mask_key, threads, memory_limit)
+        self.threads = threads
         self._limiter = anyio.CapacityLimiter(workers)
         self.timeout_seconds = timeout_seconds
         # Hot snapshots: compressed in-memory copies (faster scans than Parquet), LRU within a
@@ -417,13 +418,14 @@ class DuckPool:
     def memory_report(self) -> str:
         """What the hot budget holds, for `/readyz` (a copy is only a speed-up: never a reason to
         be unready): "2 snapshots in memory (45 MiB of 512 MiB), 1 loading, 0 read from their files
-        (did not fit)"."""
+        (did not fit); queries on 2 DuckDB threads"."""
         with self._hot_lock:
             held, used, loading, unfit = len(self._hot), self._hot_bytes, len(self._loading), len(self._unfit)
         return (
             f"{held} snapshot{'s' if held != 1 else ''} in memory ({used >> 20} MiB of "
             f"{self.hot_budget_bytes >> 20} MiB), {loading} loading, "
-            f"{unfit} read from their files (did not fit)"
+            f"{unfit} read from their files (did not fit); "
+            f"queries on {self.threads} DuckDB thread{'s' if self.threads != 1 else ''}"
         )
 
     def close(self) -> None:

@@ -194,3 +194,22 @@ def test_the_snapshot_memory_budget_is_a_setting(tmp_path, value, expected) -> N
         _ = Settings(
             home=tmp_path, metadata_url="sqlite://", extra={"snapshot_memory_mb": "-1"}
         ).snapshot_memory_budget_bytes
+
+
+def test_duckdb_threads_are_a_setting_shared_out_among_workers(tmp_path, monkeypatch) -> None:
+    from meshcore.settings import Settings, available_cpus
+
+    monkeypatch.delenv("CIVICMESH_DUCKDB_THREADS", raising=False)
+    cpus = available_cpus()
+
+    def settings(value: str | None) -> Settings:
+        extra = {} if value is None else {"duckdb_threads": value}
+        return Settings(home=tmp_path, metadata_url="sqlite://", extra=extra)
+
+    assert settings(None).duckdb_threads == cpus
+    assert settings(None).duckdb_threads_for(2) == max(1, cpus // 2)
+    assert settings(None).duckdb_threads_for(4 * cpus) == 1  # never none
+    assert settings("3").duckdb_threads_for(2) == 3  # an explicit setting is every worker's
+    for wrong in ("0", "-1", "two", "1.5", "1025"):
+        with pytest.raises(ValueError, match="CIVICMESH_DUCKDB_THREADS must be a whole number"):
+            _ = settings(wrong).duckdb_threads

@@ -18,6 +18,7 @@ import pytest
 from gateway.auth import issue_token
 from meshcore.accesslog import AccessLog
 from meshcore.audit.verify import verify_report
+from meshcore.settings import available_cpus
 from meshcore.store import get_engine
 from tests.pg import on_both_backends
 
@@ -55,7 +56,7 @@ def test_two_worker_processes_keep_one_chain(server, tmp_path) -> None:
     gw_settings = server.settings  # the home and store of this backend's session server
     port = _free_port()
     env = {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if k != "CIVICMESH_DUCKDB_THREADS"},
         "CIVICMESH_HOME": str(gw_settings.home),
         "CIVICMESH_METADATA_URL": gw_settings.metadata_url,
     }
@@ -80,6 +81,11 @@ def test_two_worker_processes_keep_one_chain(server, tmp_path) -> None:
                 tail = (tmp_path / "server.log").read_text()[-2000:]
                 raise AssertionError(f"server did not start: {tail}")
             time.sleep(0.2)
+        # Each worker runs DuckDB on its share of the CPUs (gateway/duck.py memory_report).
+        threads = max(1, available_cpus() // 2)
+        for _ in range(6):  # a new connection each time: either worker may answer
+            detail = httpx.get(f"{base}/readyz", timeout=10).json()["checks"]["snapshot_memory"]["detail"]
+            assert detail.endswith(f"queries on {threads} DuckDB thread{'s' if threads != 1 else ''}")
         log = AccessLog(get_engine(gw_settings.metadata_url))
         before = log.head()
         users = ["alice", "bob", "dana", "mallory"]
@@ -114,3 +120,18 @@ def test_two_worker_processes_keep_one_chain(server, tmp_path) -> None:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(30)
         server_log.close()
+
+
+def test_serve_refuses_a_duckdb_thread_count_that_is_not_one(tmp_path) -> None:
+    env = {**os.environ, "CIVICMESH_HOME": str(tmp_path), "CIVICMESH_DUCKDB_THREADS": "lots"}
+    done = subprocess.run(
+        [sys.executable, "-m", "civicmesh", "serve", "--workers", "2", "--port", str(_free_port())],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode != 0
+    assert "CIVICMESH_DUCKDB_THREADS must be a whole number from 1 to 1024, not 'lots'" in done.stderr
+    assert "Traceback" not in done.stderr
