@@ -10,10 +10,12 @@ import contextlib
 import logging
 import os
 import shutil
+import signal
 import sys
+import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -215,6 +217,25 @@ def _collect(
     return published, publish_failed
 
 
+@contextlib.contextmanager
+def sigterm_kept() -> Iterator[None]:
+    """Give SIGTERM back its handler once an in-process Dagster run ends.
+
+    Dagster maps SIGTERM to SIGINT's handler as its run ends (`dagster._utils.interrupts`). A
+    process started in the background by a shell (`make demo &`, nohup, cron) ignores SIGINT, so
+    SIGTERM ended up ignored too: `kill` no longer stopped it, and every child it started from
+    then on inherited the ignored signal. Only the main thread can set handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = signal.getsignal(signal.SIGTERM)
+    try:
+        yield
+    finally:
+        if before is not None:
+            signal.signal(signal.SIGTERM, before)
+
+
 def run_build(
     settings: Settings,
     selection: str | None = None,
@@ -258,6 +279,7 @@ def _run_locked(
         report.log_path.open("w") as log_file,
         contextlib.redirect_stdout(log_file),
         dg.DagsterInstance.get() as instance,
+        sigterm_kept(),
     ):
         graph = defs.resolve_asset_graph()
         job_keys = (

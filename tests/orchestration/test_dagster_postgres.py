@@ -14,7 +14,7 @@ import psycopg
 import pytest
 from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, PostgresScheduleStorage
 
-from orchestration.build import DAGSTER_YAML
+from orchestration.build import DAGSTER_YAML, sigterm_kept
 from tests.pg import PgCluster
 
 pytestmark = pytest.mark.slow
@@ -45,7 +45,8 @@ def test_materialisations_are_stored_in_postgres_and_seen_by_another_process(
         assert isinstance(instance.run_storage, PostgresRunStorage)
         assert isinstance(instance.event_log_storage, PostgresEventLogStorage)
         assert isinstance(instance.schedule_storage, PostgresScheduleStorage)
-        result = job.execute_in_process(instance=instance, tags={"civicmesh/trigger": "cli"})  # as builds run
+        with sigterm_kept():  # as builds run
+            result = job.execute_in_process(instance=instance, tags={"civicmesh/trigger": "cli"})
         assert result.success
     # The rows are in PostgreSQL itself, not in DAGSTER_HOME.
     with psycopg.connect(url.replace("+psycopg2", "")) as conn:

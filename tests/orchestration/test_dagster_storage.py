@@ -18,7 +18,7 @@ from dagster._core.events.log import EventLogEntry
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
 from dagster_dbt import DbtCliResource
 
-from orchestration.build import DAGSTER_YAML
+from orchestration.build import DAGSTER_YAML, sigterm_kept
 from orchestration.dagster_storage import PooledSqliteEventLogStorage
 from orchestration.project import MeshDbtCliResource, configure_dbt_environment
 from tests.mesh import isolated_settings
@@ -79,7 +79,8 @@ def test_repository_dagster_yaml_uses_it_and_runs_stay_queryable(
         storage = instance.event_log_storage
         assert isinstance(storage, PooledSqliteEventLogStorage)
         assert Path(storage._base_dir) == tmp_path / "history" / "runs"
-        result = dg.materialize([probe], instance=instance)
+        with sigterm_kept():  # as builds run: this test process may start servers afterwards
+            result = dg.materialize([probe], instance=instance)
         assert result.success
     # A fresh instance (another process, e.g. the webserver) reads the run and the materialization.
     with dg.DagsterInstance.get() as instance:
