@@ -266,7 +266,7 @@ def _check_meta(
         problems.add(source, f"{where}.cluster_by", message)
 
 
-CLUSTER_DIRECTIONS = ("ASC", "DESC")
+SORT_DIRECTIONS = ("ASC", "DESC")  # of `cluster_by` and of the order a snapshot states
 
 
 def parse_cluster_by(
@@ -288,7 +288,7 @@ def parse_cluster_by(
         words = entry.split() if isinstance(entry, str) else []
         direction = words[1].upper() if len(words) == 2 else "ASC"
         column = declared.get(words[0]) if words else None
-        if not words or len(words) > 2 or direction not in CLUSTER_DIRECTIONS:
+        if not words or len(words) > 2 or direction not in SORT_DIRECTIONS:
             wrong.append(f'{entry!r} is not "<column> [asc|desc]"')
         elif column is None:
             wrong.append(f"column {words[0]!r} is not in the contract")

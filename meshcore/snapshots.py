@@ -14,7 +14,7 @@ from pathlib import Path
 
 import duckdb
 
-from meshcore.products import ProductSpec
+from meshcore.products import SORT_DIRECTIONS, ProductSpec
 
 ROW_GROUP_SIZE = 32_768  # small enough that a district/category filter prunes most row groups
 # Parquet key-value metadata naming the order the rows were written in: [[column, "ASC"|"DESC"], ...],
@@ -78,7 +78,7 @@ def sort_order(con: duckdb.DuckDBPyConnection, path: str | Path) -> SortOrder:
     ).fetchall()
     try:
         terms = json.loads(rows[0][0]) if len(rows) == 1 else []
-        order = tuple((str(c), str(d)) for c, d in terms if isinstance(c, str) and d in ("ASC", "DESC"))
+        order = tuple((str(c), str(d)) for c, d in terms if isinstance(c, str) and d in SORT_DIRECTIONS)
     except (ValueError, TypeError):
         return ()
     return order if len(order) == len(terms) else ()
@@ -145,7 +145,7 @@ def write_snapshot(
     dest_dir.mkdir(parents=True, exist_ok=True)
     tmp = dest_dir / f".tmp-{uuid.uuid4().hex}.parquet"
     terms = [(column, direction.upper()) for column, direction in order_by]
-    if any(direction not in ("ASC", "DESC") for _, direction in terms):
+    if any(direction not in SORT_DIRECTIONS for _, direction in terms):
         raise ValueError(f"sort directions are ASC or DESC: {order_by!r}")
     types = dict(
         con.execute(f"SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM {relation})").fetchall()

@@ -352,9 +352,9 @@ class PageQuery:
     def _order(self) -> tuple[str, bool]:
         """ORDER BY clause (NULLs last in both directions, as the keyset predicate assumes) and
         whether it needs the file row number; no clause when the stored order is the page's."""
-        terms = self.sort_terms()
         if self.presorted():
             return "", False
+        terms = self.sort_terms()
         sql = ", ".join(f"{quote_ident(c)} {d} NULLS LAST" for c, d in terms)
         return " ORDER BY " + sql, any(c == ROW_NUMBER for c, _ in terms)
 
