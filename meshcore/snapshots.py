@@ -8,7 +8,7 @@ import json
 import os
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,8 +20,30 @@ ROW_GROUP_SIZE = 32_768  # small enough that a district/category filter prunes m
 # Parquet key-value metadata naming the order the rows were written in: [[column, "ASC"|"DESC"], ...],
 # NULLs last in both directions. Absent (files written before it): the order is unknown.
 SORT_ORDER_KEY = "civicmesh_sort_order"
+# ... and what that order depends on: {"columns": [every column the rows were sorted by],
+# "total": whether no two rows tie on them}. Absent: it may depend on any column.
+ORDERED_BY_KEY = "civicmesh_ordered_by"
 
 SortOrder = tuple[tuple[str, str], ...]  # ((column, ASC|DESC), ...), NULLs last
+
+
+@dataclass(frozen=True)
+class FileOrder:
+    """How a snapshot file's rows are ordered, as the file states it (`write_snapshot`).
+
+    `stated`: the order a reader can rely on (a start of the written order; () if none).
+    `ordered_by`: every column the rows' order depends on, when the file was sorted by them into
+    a total order (no two rows tie, so nothing else decided their places); None when the file
+    does not say so (written before, elsewhere, or with ties left in input order)."""
+
+    stated: SortOrder = ()
+    ordered_by: frozenset[str] | None = None
+
+    def reveals(self, hidden: Iterable[str]) -> bool:
+        """True if the rows' places in the file (their row numbers) may show something of the
+        `hidden` columns (masked for a reader): the file may be ordered by one of them."""
+        hidden = set(hidden)
+        return bool(hidden) and (self.ordered_by is None or not self.ordered_by.isdisjoint(hidden))
 
 
 @dataclass(frozen=True)
@@ -69,19 +91,41 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def sort_order(con: duckdb.DuckDBPyConnection, path: str | Path) -> SortOrder:
-    """The order snapshot file `path` states its rows were written in (`write_snapshot`), or ()
-    when it states none or an unreadable one: callers then must not assume any order."""
+def file_order(con: duckdb.DuckDBPyConnection, path: str | Path) -> FileOrder:
+    """The order snapshot file `path` states (`write_snapshot`): FileOrder() when it states none
+    or an unreadable one, so callers assume no order and that it may depend on any column."""
     quoted = str(path).replace("'", "''")
-    rows = con.execute(
-        f"SELECT value FROM parquet_kv_metadata('{quoted}') WHERE key = ?", [SORT_ORDER_KEY.encode()]
-    ).fetchall()
+    rows = dict(
+        con.execute(
+            f"SELECT key, value FROM parquet_kv_metadata('{quoted}') WHERE key IN (?, ?)",
+            [SORT_ORDER_KEY.encode(), ORDERED_BY_KEY.encode()],
+        ).fetchall()
+    )
+    return FileOrder(
+        _stated(rows.get(SORT_ORDER_KEY.encode())), _ordered_by(rows.get(ORDERED_BY_KEY.encode()))
+    )
+
+
+def _stated(value: bytes | None) -> SortOrder:
     try:
-        terms = json.loads(rows[0][0]) if len(rows) == 1 else []
+        terms = json.loads(value) if value is not None else []
         order = tuple((str(c), str(d)) for c, d in terms if isinstance(c, str) and d in SORT_DIRECTIONS)
     except (ValueError, TypeError):
         return ()
     return order if len(order) == len(terms) else ()
+
+
+def _ordered_by(value: bytes | None) -> frozenset[str] | None:
+    try:
+        stated = json.loads(value) if value is not None else {}
+        columns = stated.get("columns")
+        if stated.get("total") is not True or not isinstance(columns, list):
+            return None
+        if not all(isinstance(c, str) for c in columns):
+            return None
+        return frozenset(columns)
+    except (ValueError, TypeError, AttributeError):
+        return None
 
 
 def quote_ident(name: str) -> str:
@@ -91,7 +135,9 @@ def quote_ident(name: str) -> str:
 def snapshot_order(spec: ProductSpec) -> SortOrder:
     """The order a snapshot is written in: the scope column (a scoped reader's rows share row
     groups), then the spec's `cluster_by` (e.g. newest first: a scoped read of the newest rows
-    stops after its page), then the key (a total order, as the gateway's pages are).
+    stops after its page), then the key (a total order, as the gateway's pages are). Without a
+    key, or with a personal one, then every other column: a reader pages such a product by file
+    row number, which `write_snapshot` can then state depends on nothing else.
 
     Personal data never orders the file: a reader who sees a column masked pages by the key or,
     when the key is masked too, by file row number, so a PII key (or scope column) here would
@@ -99,6 +145,8 @@ def snapshot_order(spec: ProductSpec) -> SortOrder:
     reason)."""
     terms = [(spec.scope_column, "ASC"), *spec.cluster_by, (spec.key, "ASC")]
     personal = spec.pii_columns
+    if not spec.key or spec.key in personal:
+        terms += [(column.name, "ASC") for column in spec.columns]
     order: dict[str, str] = {}
     for column, direction in terms:
         if column and column not in order and column not in personal:
@@ -117,7 +165,7 @@ SORTS_AS_READ = re.compile(
 def _sorts_as_read(terms: Sequence[tuple[str, str]], types: dict[str, str]) -> list[tuple[str, str]]:
     """The longest start of `terms` the gateway, reading the file, sorts as the writer does: a
     file sorted by it and then by nothing is sorted by it and then its row number, so it is a
-    true statement of the file's order (`sort_order`)."""
+    true statement of the file's order (`file_order`)."""
     out: list[tuple[str, str]] = []
     for column, direction in terms:
         if not SORTS_AS_READ.fullmatch(types.get(column, "")):
@@ -137,10 +185,12 @@ def write_snapshot(
     Written to a temp file in the same folder, fsynced, then renamed: a reader sees either no file
     or the whole file. Rows are written in `order_by` ((column, ASC|DESC), NULLs last, text in
     byte order whatever collation the relation's column has), which the file names in its
-    metadata (`SORT_ORDER_KEY`, read by `sort_order`) up to its first column whose type a reader
+    metadata (`SORT_ORDER_KEY`, read by `file_order`) up to its first column whose type a reader
     of the file sorts otherwise (`SORTS_AS_READ`, e.g. an ENUM): sorted by the scope
     column first, a scoped reader's rows share row groups, and a read in the written order can
-    stop after its page (`gateway.query.PageQuery.presorted`).
+    stop after its page (`gateway.query.PageQuery.presorted`). The metadata also says whether
+    no two rows tie on `order_by` (`ORDERED_BY_KEY`): then a row's place in the file depends on
+    those columns only, and pages by file row number show nothing of any other column.
     """
     dest_dir.mkdir(parents=True, exist_ok=True)
     tmp = dest_dir / f".tmp-{uuid.uuid4().hex}.parquet"
@@ -152,16 +202,18 @@ def write_snapshot(
     )
     # Text in byte order (`COLLATE C`), as the gateway sorts the file's plain VARCHAR: a mart
     # column can carry a collation (`x COLLATE NOCASE` in a model; DESCRIBE still says VARCHAR).
-    order = ", ".join(
-        f"{quote_ident(c)}{' COLLATE C' if types.get(c) == 'VARCHAR' else ''} {d} NULLS LAST"
-        for c, d in terms
+    values = [f"{quote_ident(c)}{' COLLATE C' if types.get(c) == 'VARCHAR' else ''}" for c, _ in terms]
+    order = ", ".join(f"{v} {d} NULLS LAST" for v, (_, d) in zip(values, terms, strict=True))
+    stated = json.dumps([list(t) for t in _sorts_as_read(terms, types)])
+    ordered_by = json.dumps({"columns": [c for c, _ in terms], "total": _no_ties(con, relation, values)})
+    metadata = ", ".join(
+        f"{key}: '{value.replace(chr(39), chr(39) * 2)}'"
+        for key, value in ((SORT_ORDER_KEY, stated), (ORDERED_BY_KEY, ordered_by))
     )
-    stated = json.dumps([list(t) for t in _sorts_as_read(terms, types)]).replace("'", "''")
     try:
         con.execute(
             f"COPY (SELECT * FROM {relation}{' ORDER BY ' + order if order else ''}) TO '{tmp}' "
-            f"(FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {ROW_GROUP_SIZE}, "
-            f"KV_METADATA {{{SORT_ORDER_KEY}: '{stated}'}})"
+            f"(FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {ROW_GROUP_SIZE}, KV_METADATA {{{metadata}}})"
         )
         with tmp.open("rb") as handle:
             os.fsync(handle.fileno())
@@ -180,3 +232,16 @@ def write_snapshot(
         byte_size=final.stat().st_size,
         schema=tuple((str(r[0]), str(r[1])) for r in described),
     )
+
+
+def _no_ties(con: duckdb.DuckDBPyConnection, relation: str, values: Sequence[str]) -> bool:
+    """True if no two rows of `relation` agree on every one of `values` (SQL expressions; NULLs
+    agree with NULLs, as they sort together)."""
+    if not values:
+        rows = con.execute(f"SELECT count(*) <= 1 FROM {relation}").fetchone()
+    else:
+        group = ", ".join(values)
+        rows = con.execute(
+            f"SELECT NOT EXISTS (SELECT 1 FROM {relation} GROUP BY {group} HAVING count(*) > 1)"
+        ).fetchone()
+    return bool(rows and rows[0])

@@ -191,9 +191,11 @@ def run_preview(args: argparse.Namespace) -> int:
                 found = engine.decide(user, spec, "discover").allowed
                 print(f"\n--as {user}: DENY read ({decision.reason}); discover: {'yes' if found else 'no'}")
                 continue
+            path = str(written.path.resolve())
             query = PageQuery(
                 spec=spec,
-                path=str(written.path.resolve()),
+                path=path,
+                file_order=pool.read_file_order(path),
                 columns=[c.name for c in spec.columns],
                 masks=decision.masks,
                 row_filter=decision.row_filter,

@@ -29,7 +29,7 @@ from gateway.deadlines import Deadlines
 from gateway.errors import UNAVAILABLE, GovernedError, limit_exceeded
 from gateway.integrity import FileChecks
 from meshcore.settings import DEFAULT_SNAPSHOT_MEMORY_MB
-from meshcore.snapshots import SortOrder, sort_order
+from meshcore.snapshots import FileOrder, file_order
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +163,7 @@ class DuckPool:
         self._unfit: set[str] = set()
         self._provisional: set[str] = set()  # copies counted uncompressed (see `_baseline`)
         self._paths: dict[str, str] = {}  # path digest -> path, of every snapshot ever loaded
-        self._orders: dict[str, SortOrder] = {}  # path -> the order its file states (read by its load)
+        self._orders: dict[str, FileOrder] = {}  # path -> the order its file states (`file_order`)
         self._loads = itertools.count()
         # Each background load owns its connection (a cursor) and is interrupted and joined by
         # close(): closing the database under a running load aborts the process (ARCHITECTURE §2b).
@@ -256,9 +256,7 @@ class DuckPool:
 
     def _load(self, path: str, table: str, estimate: int, cursor: duckdb.DuckDBPyConnection) -> None:
         try:
-            order = sort_order(cursor, path)  # the copy keeps it: loaded in file order, chunk by chunk
-            with self._hot_lock:
-                self._orders[path] = order
+            self.read_file_order(path, cursor)  # the copy keeps it: loaded in file order, chunk by chunk
             with self._load_lock:  # one load at a time: its size is the change in table memory
                 # Room first: loaded beside a full budget, a copy that fits it alone could outgrow
                 # DuckDB's memory (budget + working memory) and be refused for good.
@@ -300,11 +298,32 @@ class DuckPool:
                 self._loading.pop(path, None)
             cursor.close()
 
-    def sort_order(self, path: str) -> SortOrder:
+    async def file_order(self, path: str) -> FileOrder:
         """The order snapshot `path` stores its rows in, its hot copy and its file alike, as its
-        file states it (`meshcore.snapshots.sort_order`); () until a load has read it, or when the
-        file states none."""
-        return self._orders.get(path, ())
+        file states it (`meshcore.snapshots.file_order`): read once per file, off the event loop."""
+        known = self._orders.get(path)
+        if known is not None:
+            return known
+        return await anyio.to_thread.run_sync(self.read_file_order, path)
+
+    def read_file_order(self, path: str, cursor: duckdb.DuckDBPyConnection | None = None) -> FileOrder:
+        """`file_order` in this thread; FileOrder() (no order, may depend on any column) if the
+        file cannot be read, not kept: the next read tries again."""
+        known = self._orders.get(path)
+        if known is not None:
+            return known
+        reader = cursor or self._con.cursor()
+        try:
+            order = file_order(reader, path)
+        except duckdb.Error as exc:
+            log.warning("could not read the stated order of %s: %s", path, exc)
+            return FileOrder()
+        finally:
+            if cursor is None:
+                reader.close()
+        with self._hot_lock:
+            self._orders[path] = order
+        return order
 
     def _admit(self, path: str, table: str, size: int, cursor: duckdb.DuckDBPyConnection) -> None:
         """Serve `table` for `path` from now on, within the budget (`size` <= it: `_copy_size`)."""

@@ -98,9 +98,11 @@ async def _prepare(
     arguments = read_arguments(ctx.schema, name, request.query_params)
     snap, served = await serve_snapshot(ctx, entry, decision, touch, None, arguments.as_of)
     columns = list(served.columns)
+    path = str(Path(snap.path).resolve())
     query = PageQuery(
         spec=snap.spec,
-        path=str(Path(snap.path).resolve()),
+        path=path,
+        file_order=await ctx.duck.file_order(path),
         columns=columns,
         masks=served.masks,
         row_filter=touch.row_filter,

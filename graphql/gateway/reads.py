@@ -266,7 +266,7 @@ async def read_page(
             spec=snap.spec,
             path=path,
             table=ctx.duck.source(path, snap.byte_size),
-            sort_order=ctx.duck.sort_order(path),
+            file_order=await ctx.duck.file_order(path),
             columns=columns,
             masks=masks,
             row_filter=touch.row_filter,

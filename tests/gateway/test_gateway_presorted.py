@@ -25,7 +25,7 @@ from gateway.duck import DuckPool
 from gateway.query import PageQuery
 from meshcore import snapshots
 from meshcore.products import ColumnSpec, ProductSpec
-from meshcore.snapshots import snapshot_order, sort_order, write_snapshot
+from meshcore.snapshots import FileOrder, file_order, snapshot_order, write_snapshot
 from policies.decision import RowFilter
 
 SPEC = ProductSpec(
@@ -90,7 +90,7 @@ def _query(path: str, table: str | None, order: Any, **kwargs: Any) -> PageQuery
         spec=SPEC,
         path=path,
         table=table,
-        sort_order=order,
+        file_order=FileOrder(order),
         columns=["request_id", "district", "opened_at", "priority", "requester_name"],
         masks={"requester_name": "hash"},
         with_keys=True,
@@ -101,7 +101,7 @@ def _query(path: str, table: str | None, order: Any, **kwargs: Any) -> PageQuery
 def test_the_product_order_is_written_and_stated_in_the_file(pool: Any) -> None:
     p, path, _ = pool
     assert snapshot_order(SPEC) == STORED
-    assert p.sort_order(path) == STORED
+    assert p.read_file_order(path) == FileOrder(STORED, frozenset(c for c, _ in STORED))
     rows = duckdb.sql(f"SELECT district, opened_at, request_id FROM read_parquet('{path}')").fetchall()
     # NULLs last in both directions, as the gateway's ORDER BY puts them.
     expected = sorted(
@@ -120,7 +120,7 @@ def test_a_file_without_a_stated_order_is_read_with_order_by(tmp_path: Path) -> 
         f'KV_METADATA {{{snapshots.SORT_ORDER_KEY}: \'[["district", "SIDEWAYS"]]\'}})'
     )
     con = duckdb.connect()
-    assert sort_order(con, plain) == () and sort_order(con, garbled) == ()
+    assert file_order(con, plain) == FileOrder() and file_order(con, garbled).stated == ()
     query = _query(
         str(plain), None, (), row_filter=RowFilter("district", ("D1",)), order_by=[("opened_at", "DESC")]
     )

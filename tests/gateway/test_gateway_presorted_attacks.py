@@ -20,7 +20,7 @@ import pytest
 from gateway.duck import DuckPool
 from gateway.query import Cursor, PageQuery
 from meshcore.products import ColumnSpec, ProductSpec
-from meshcore.snapshots import snapshot_order, sort_order, write_snapshot
+from meshcore.snapshots import FileOrder, file_order, snapshot_order, write_snapshot
 from policies.decision import RowFilter
 
 D1 = RowFilter("district", ("D1",))
@@ -51,9 +51,9 @@ def _publish(folder: Path, spec: ProductSpec, sql: str, prelude: str = "") -> st
         con.close()
 
 
-def _stated(path: str) -> Any:
+def _stated(path: str) -> FileOrder:
     with duckdb.connect() as con:
-        return sort_order(con, path)
+        return file_order(con, path)
 
 
 def _clustered(column: str, data_type: str, direction: str) -> ProductSpec:
@@ -85,17 +85,17 @@ def _both_ways(
     pool = DuckPool(folder, "key", threads=2)
     try:
         pages, fast = [], False
-        for stored in (_stated(path), ()):
+        for stored in (_stated(path), FileOrder()):
             query = PageQuery(
                 spec=spec,
                 path=path,
                 columns=[shown],
                 row_filter=D1,
-                sort_order=stored,
+                file_order=stored,
                 **kwargs,
             )
             pages.append(pool.run(*query.page_sql()).rows)
-            fast = fast if stored == () else query.presorted()
+            fast = fast if stored == FileOrder() else query.presorted()
         return pages, fast
     finally:
         pool.close()
@@ -161,7 +161,7 @@ def test_an_enum_mart_column_states_no_order_it_is_not_read_in(tmp_path: Path) -
     )
     assert pages[1] == [("A",), ("B",), ("a",), ("b",)]
     assert not fast and pages[0] == pages[1]
-    assert _stated(next(str(p) for p in tmp_path.glob("*.parquet"))) == (("district", "ASC"),)
+    assert _stated(next(str(p) for p in tmp_path.glob("*.parquet"))).stated == (("district", "ASC"),)
 
 
 EMAILS = """
@@ -186,7 +186,7 @@ def _in_email_order(folder: Path, spec: ProductSpec) -> bool:
             masks={"email": "hash"},
             row_filter=D1,
             limit=1000,
-            sort_order=_stated(path),
+            file_order=_stated(path),
         )
         rows = pool.run(*query.page_sql()).rows
     finally:
@@ -206,23 +206,126 @@ def test_a_masked_key_does_not_order_the_rows_a_reader_sees(tmp_path: Path) -> N
     assert not _in_email_order(tmp_path, spec)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a snapshot written while a column was not personal data, clustered by it, is paged "
-    "in its file order after the column becomes PII (asOf, or until the next publish): the gateway "
-    "would have to refuse (or re-order) file-row-number pages over a file whose stated order holds "
-    "a column masked for the reader",
-)
 def test_a_column_made_personal_after_it_clustered_a_snapshot_does_not_order_the_rows(tmp_path: Path) -> None:
     """A keyless product clustered by `email` while it was not tagged PII; the owner then tags it
-    (the current spec masks it, `reads.served_columns`). Pages of the snapshot written before go by
-    file row number, which is the raw e-mail order."""
+    (the current spec masks it, `reads.served_columns`). The snapshot written before states it is
+    ordered by `email`, so its row numbers do not order a reader who sees `email` masked."""
     columns = (
         ColumnSpec("ticket", "integer"),
         ColumnSpec("district", "varchar"),
         ColumnSpec("email", "varchar"),
     )
     assert not _in_email_order(tmp_path, _spec(columns, key=None, cluster_by=(("email", "ASC"),)))
+
+
+KEYLESS = _spec(
+    (
+        ColumnSpec("ticket", "integer"),
+        ColumnSpec("district", "varchar"),
+        ColumnSpec("email", "varchar", tags=("pii",), mask="hash"),
+    ),
+    key=None,
+)
+
+
+def _masked_pages(path: str, order: FileOrder, page: int = 1000) -> tuple[list[Any], list[PageQuery]]:
+    """Every D1 row of KEYLESS at `path` (ticket, hashed e-mail) as a reader who sees `email`
+    hashed, page by page with keyset cursors; and the queries run."""
+    pool = DuckPool(Path(path).parent, "key", threads=2)
+    tickets: list[Any] = []
+    queries: list[PageQuery] = []
+    after = None
+    try:
+        while True:
+            query = PageQuery(
+                spec=KEYLESS,
+                path=path,
+                columns=["ticket", "email"],
+                masks={"email": "hash"},
+                row_filter=D1,
+                limit=page,
+                after=after,
+                with_keys=True,
+                file_order=order,
+            )
+            queries.append(query)
+            result = pool.run(*query.page_sql())
+            rows = result.rows[:page]
+            tickets += [r[:2] for r in rows]
+            if len(result.rows) <= page:
+                return tickets, queries
+            after = query.end_cursor("s", rows[-1][2:], 0)
+    finally:
+        pool.close()
+
+
+def _email_order(path: str) -> list[int]:
+    return [
+        r[0]
+        for r in duckdb.sql(f"SELECT ticket FROM '{path}' WHERE district = 'D1' ORDER BY email").fetchall()
+    ]
+
+
+def test_a_file_that_states_no_order_does_not_order_a_masked_readers_rows(tmp_path: Path) -> None:
+    """A snapshot written before files stated their order (or by another tool), its rows sorted
+    by the e-mail: a reader who sees the e-mail hashed pages the keyless product in an order that
+    is not the e-mails', and the cursors carry no row numbers (which would give the file order)."""
+    path = str(tmp_path / "old.parquet")
+    duckdb.sql(f"COPY ({EMAILS} ORDER BY email) TO '{path}' (FORMAT parquet)")
+    con = duckdb.connect()
+    assert file_order(con, path) == FileOrder()
+    rows, queries = _masked_pages(path, FileOrder(), page=1000)
+    tickets = [r[0] for r in rows]
+    assert sorted(tickets) == sorted(_email_order(path)) and tickets != _email_order(path)
+    assert queries[0].sort_terms() == [("__row_shuffle", "ASC")]
+
+
+def test_shuffled_pages_follow_each_other_without_gaps_or_repeats(tmp_path: Path) -> None:
+    """The same reader pages 200 rows 7 at a time with keyset cursors: every row once, in the
+    order one page of all of them gives, and no cursor holds a row number."""
+    path = str(tmp_path / "old.parquet")
+    duckdb.sql(f"COPY ({EMAILS} ORDER BY email) TO '{path}' (FORMAT parquet)")
+    whole, _ = _masked_pages(path, FileOrder(), page=1000)
+    paged, queries = _masked_pages(path, FileOrder(), page=7)
+    assert paged == whole and len(paged) == 200
+    positions = set(range(400))
+    for query in queries[1:]:
+        assert query.after is not None and query.after.keys is not None
+        assert not positions & set(query.after.keys)  # pseudonyms (< 2**56), not row numbers
+
+
+def test_rows_that_tie_on_every_visible_column_are_not_left_in_the_input_order(tmp_path: Path) -> None:
+    """A keyless product whose rows differ only in the masked e-mail (every visible column ties):
+    written in its product's order, the file cannot say its order depends on visible columns only
+    (ties keep much of the mart's e-mail order), so a masked reader's pages are not in file order."""
+    con = duckdb.connect()
+    con.execute(f"CREATE TABLE t AS SELECT 7 AS ticket, district, email FROM ({EMAILS}) ORDER BY email")
+    path = str(write_snapshot(con, "t", tmp_path, snapshot_order(KEYLESS)).path)
+    order = file_order(con, path)
+    assert order.ordered_by is None and order.stated == (("district", "ASC"), ("ticket", "ASC"))
+    rows, _ = _masked_pages(path, order)
+    pool = DuckPool(tmp_path, "key")
+    try:  # the hashed e-mails in file (e-mail) order
+        in_file = [
+            r[0] for r in pool.run(f"SELECT cm_pseudonym(email) FROM '{path}' WHERE district = 'D1'").rows
+        ]
+    finally:
+        pool.close()
+    shown = [r[1] for r in rows]
+    assert sorted(shown) == sorted(in_file) and shown != in_file
+
+
+def test_a_keyless_product_written_in_its_order_is_paged_by_row_number(tmp_path: Path) -> None:
+    """Its visible columns tell every row apart: the file states its order depends on them only,
+    and a masked reader pages it by row number (no shuffle), in visible-column order."""
+    con = duckdb.connect()
+    con.execute(f"CREATE TABLE t AS {EMAILS} ORDER BY email")
+    path = str(write_snapshot(con, "t", tmp_path, snapshot_order(KEYLESS)).path)
+    order = file_order(con, path)
+    assert order.ordered_by == {"district", "ticket"}
+    rows, queries = _masked_pages(path, order)
+    assert queries[0].sort_terms() == [("file_row_number", "ASC")]
+    assert [r[0] for r in rows] == sorted(r[0] for r in rows)
 
 
 def test_offset_cursor_pages_in_stored_order_are_the_order_by_pages(tmp_path: Path) -> None:

@@ -1,0 +1,79 @@
+"""Truth table: the last sort term of a page (`PageQuery.sort_terms`), which decides the order of
+rows that tie on everything asked for, and whether it may be the file row number (issue 16).
+
+The file row number shows where a row sits in the snapshot file; it may order a reader's rows
+only when the file states its order depends on columns that reader sees in clear
+(`FileOrder.reveals`). Otherwise the rows tie-break on a keyed pseudonym of it (`__row_shuffle`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from gateway.query import PageQuery
+from meshcore.products import ColumnSpec, ProductSpec
+from meshcore.snapshots import ORDERED_BY_KEY, FileOrder, file_order
+
+COLUMNS = (ColumnSpec("ticket", "integer"), ColumnSpec("district", "varchar"), ColumnSpec("email", "varchar"))
+UNKNOWN = FileOrder()
+BY_VISIBLE = FileOrder((("district", "ASC"),), frozenset({"district", "ticket"}))
+BY_EMAIL = FileOrder((("district", "ASC"),), frozenset({"district", "email"}))
+
+# (key, masks, file order) -> last sort term
+CASES = [
+    ("ticket", {}, UNKNOWN, "ticket"),
+    ("ticket", {"email": "hash"}, UNKNOWN, "ticket"),  # a visible key is a total order by itself
+    ("ticket", {"email": "hash"}, BY_EMAIL, "ticket"),
+    (None, {}, UNKNOWN, "file_row_number"),  # nothing masked: the file order hides nothing
+    (None, {}, BY_EMAIL, "file_row_number"),
+    (None, {"email": "hash"}, UNKNOWN, "__row_shuffle"),  # may be ordered by the e-mail
+    (None, {"email": "hash"}, BY_VISIBLE, "file_row_number"),
+    (None, {"email": "hash"}, BY_EMAIL, "__row_shuffle"),
+    ("email", {"email": "hash"}, BY_VISIBLE, "file_row_number"),  # a masked key cannot order
+    ("email", {"email": "hash"}, BY_EMAIL, "__row_shuffle"),
+    ("email", {"email": "hash"}, UNKNOWN, "__row_shuffle"),
+    (None, {"ticket": "redact"}, BY_VISIBLE, "__row_shuffle"),  # a masked column ordered the file
+]
+
+
+@pytest.mark.parametrize(("key", "masks", "order", "last"), CASES)
+def test_the_tie_breaker(key: str | None, masks: dict[str, str], order: FileOrder, last: str) -> None:
+    spec = ProductSpec(
+        department="public_works",
+        product="tickets",
+        classification="internal",
+        owner="o@x.example",
+        description="",
+        columns=COLUMNS,
+        key=key,
+        scope_column="district",
+    )
+    query = PageQuery(spec=spec, path="/x.parquet", columns=["ticket"], masks=masks, file_order=order)
+    assert query.sort_terms()[-1] == (last, "ASC")
+    sql, _ = query.page_sql()
+    assert ("cm_pseudonym_int(file_row_number)" in sql) == (last == "__row_shuffle")
+
+
+@pytest.mark.parametrize(
+    ("stated", "expected"),
+    [
+        ('{"columns": ["district", "ticket"], "total": true}', frozenset({"district", "ticket"})),
+        ('{"columns": ["district"], "total": false}', None),  # ties: the rest is the input's order
+        ('{"columns": ["district"], "total": "yes"}', None),
+        ('{"columns": ["district", 7], "total": true}', None),
+        ('{"columns": "district", "total": true}', None),
+        ('["district"]', None),
+        ("not json", None),
+    ],
+)
+def test_what_a_file_says_its_order_depends_on(tmp_path: Path, stated: str, expected: object) -> None:
+    """Anything but a clear statement that the order is total on named columns reads as "may
+    depend on any column"."""
+    path = tmp_path / "f.parquet"
+    metadata = f"{ORDERED_BY_KEY}: '{stated.replace(chr(39), chr(39) * 2)}'"
+    duckdb.sql(f"COPY (SELECT 1 AS ticket) TO '{path}' (FORMAT parquet, KV_METADATA {{{metadata}}})")
+    with duckdb.connect() as con:
+        assert file_order(con, path).ordered_by == expected
