@@ -16,9 +16,10 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from pathlib import Path
 from typing import Any
 
-from gateway.duck import PSEUDONYM_FUNCTION, PSEUDONYM_INT_FUNCTION, parquet_source
+from gateway.duck import PSEUDONYM_FUNCTION, PSEUDONYM_INT_FUNCTION, ROW_SHUFFLE_FUNCTION, parquet_source
 from gateway.errors import bad_input, limit_exceeded
 from meshcore.products import ProductSpec
 from meshcore.snapshots import FileOrder, quote_ident
@@ -96,10 +97,10 @@ def mask_expression(column: str, kind: str, mask: str) -> str:
 
 ROW_NUMBER = "file_row_number"  # the tie-breaker when a product has no usable key
 # ... unless the file's order may show a column masked for the reader (`FileOrder.reveals`): then
-# rows tie-break on a keyed pseudonym of their row number, an order that shows nothing of the
-# file's, stable within the snapshot. Its cursor values are those pseudonyms, never row numbers.
+# rows tie-break on a keyed pseudonym of their row number and the file's name (`duck.ROW_SHUFFLE_FUNCTION`),
+# an order that shows nothing of the file's, stable within the snapshot. Its cursor values are those
+# pseudonyms, never row numbers.
 ROW_SHUFFLE = "__row_shuffle"
-_SHUFFLED = f"{PSEUDONYM_INT_FUNCTION}({ROW_NUMBER})"
 
 
 @dataclass(frozen=True)
@@ -307,10 +308,13 @@ class PageQuery:
     def _kind(self, column: str) -> str:
         return BIGINT if column in (ROW_NUMBER, ROW_SHUFFLE) else self.kinds[column]
 
-    @staticmethod
-    def _term(column: str) -> str:
-        """A sort term's SQL expression."""
-        return _SHUFFLED if column == ROW_SHUFFLE else quote_ident(column)
+    def _term(self, column: str) -> str:
+        """A sort term's SQL expression. The shuffle is keyed by the file's name (a snapshot's is its
+        checksum), the same for its hot copy and its file, and for a path moved with its folder."""
+        if column != ROW_SHUFFLE:
+            return quote_ident(column)
+        name = Path(self.path).name.replace("'", "''")
+        return f"{ROW_SHUFFLE_FUNCTION}('{name}', {ROW_NUMBER})"
 
     def order_signature(self) -> str:
         text = ";".join(f"{c} {d}" for c, d in self.sort_terms())
