@@ -63,6 +63,7 @@ def type_kind(data_type: str) -> str:
 COMPARABLE = {STRING, INT, BIGINT, FLOAT, DATE, DATETIME}
 EXACT_KINDS = {STRING, INT, BIGINT, BOOL, DATE, DATETIME}  # `x = v` holds for one stored value only
 JSON_KINDS = {STRING, INT, BIGINT, FLOAT, BOOL, DATE, DATETIME}  # sort keys a keyset cursor can carry
+HUGEINT_BOUND = 2**127  # a cursor's integers are bound as DuckDB HUGEINT at most
 OPERATORS = ("eq", "ne", "in_", "lt", "lte", "gt", "gte", "between", "is_null", "contains", "starts_with")
 
 
@@ -170,9 +171,11 @@ def _from_json(value: Any, kind: str) -> Any:
     if kind == STRING and isinstance(value, str):
         return value
     if kind in (INT, BIGINT) and isinstance(value, int) and not isinstance(value, bool):
+        if not -HUGEINT_BOUND <= value < HUGEINT_BOUND:  # DuckDB binds no wider integer
+            raise ValueError(f"not a {kind} value")
         return value
     if kind == FLOAT and isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
+        return float(value)  # OverflowError past a double's range
     if kind == BOOL and isinstance(value, bool):
         return value
     if kind == DATE and isinstance(value, str):
@@ -383,7 +386,7 @@ class PageQuery:
             raise bad_input("The cursor in `after` belongs to a different `orderBy`.")
         try:
             values = [_from_json(v, self._kind(c)) for v, (c, _) in zip(self.after.keys, terms, strict=True)]
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, OverflowError) as exc:
             raise bad_input("Invalid cursor in `after`.") from exc
         ors: list[str] = []
         for i, (column, direction) in enumerate(terms):

@@ -8,6 +8,9 @@ repeats. Real DuckDB (the gateway's pool) over real Parquet files.
 
 from __future__ import annotations
 
+import base64
+import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -158,3 +161,112 @@ def test_pages_of_a_product_whose_key_is_not_unique_skip_no_rows(tmp_path: Path)
     finally:
         pool.close()
     assert len(rows) == 2000
+
+
+# Through real HTTP: a keyless product of the gateway's home whose rows tie on every visible
+# column, the mart in e-mail order; bob (analyst of transportation: reads and exports, no
+# `read_pii`) sees the e-mail hashed.
+CONTACTS = ProductSpec(
+    department="transportation",
+    product="contacts",
+    classification="internal",
+    owner="tomas@city.example",
+    description="Who to call back about a ticket.",
+    scope_column="district",
+    columns=(
+        ColumnSpec("ticket", "integer", "Ticket"),
+        ColumnSpec("district", "varchar", "City district"),
+        ColumnSpec("email", "varchar", "Contact email", ("pii",), "hash"),
+    ),
+)
+CONTACTS_SQL = TIED.format(n=300)
+
+
+@pytest.fixture(scope="module")
+def contacts(server: Any, gw_settings: Any, publish_product: Any) -> Any:
+    publish_product(gw_settings, CONTACTS, CONTACTS_SQL)
+    for _ in range(50):  # the new product is served within a second
+        if "errors" not in _contacts(server, "first: 1"):
+            return server
+        time.sleep(0.1)
+    raise AssertionError("the product was not served")
+
+
+def _contacts(server: Any, args: str) -> dict[str, Any]:
+    return _read(server, "transportation { contacts", args, "email", "bob")
+
+
+def _read(server: Any, field: str, args: str, fields: str, user: str) -> dict[str, Any]:
+    """`user`'s page of `field` ("<department> { <product>"): `fields` of its nodes, and pageInfo."""
+    page = f"nodes {{ {fields} }} pageInfo {{ hasNextPage endCursor }}"
+    response = server.post(f"{{ {field}({args}) {{ {page} }} }} }}", user)
+    assert response.status_code in (200, 400), response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def _cursor(text: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+    return data
+
+
+def _hashed_in_file_order(server: Any) -> list[str]:
+    path = next((server.settings.snapshots_dir / "transportation" / "contacts").glob("*.parquet"))
+    pool = DuckPool(path.parent, server.settings.mask_key, threads=1)
+    try:
+        return [r[0] for r in pool.run(f"SELECT cm_pseudonym(email) FROM '{path}'").rows]
+    finally:
+        pool.close()
+
+
+def test_a_masked_reader_pages_a_keyless_product_once_over_and_not_in_file_order(contacts: Any) -> None:
+    """Held: bob pages every row 7 at a time with the end cursors: each row once, in the order
+    one big page gives, which is not the file's (the e-mails'), and no cursor holds a row number."""
+    whole = _contacts(contacts, "first: 1000")["data"]["transportation"]["contacts"]["nodes"]
+    paged: list[str] = []
+    after = ""
+    while True:
+        got = _contacts(contacts, f"first: 7{after}")["data"]["transportation"]["contacts"]
+        paged += [n["email"] for n in got["nodes"]]
+        cursor = _cursor(got["pageInfo"]["endCursor"])
+        assert not set(cursor["k"]) & set(range(300))  # pseudonyms, not row numbers
+        if not got["pageInfo"]["hasNextPage"]:
+            break
+        after = f', after: "{got["pageInfo"]["endCursor"]}"'
+    in_file = _hashed_in_file_order(contacts)
+    assert paged == [n["email"] for n in whole] and sorted(paged) == sorted(in_file)
+    assert paged != in_file
+
+
+def _forged(cursor: dict[str, Any], keys: list[Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps({**cursor, "k": keys}).encode()).decode().rstrip("=")
+
+
+def test_a_forged_cursor_with_a_number_out_of_range_is_bad_input(contacts: Any) -> None:
+    """Anyone can write a cursor. Its shuffle value (a BIGINT) set to 2**130, more than DuckDB's
+    128-bit integers hold; a `responseHours` (double) value of 10**400, more than a double holds.
+    A 400 BAD_USER_INPUT, not a 500 (the first was a DuckDB InvalidInputException, the second an
+    OverflowError)."""
+    got = _contacts(contacts, "first: 1")["data"]["transportation"]["contacts"]
+    cursor = _cursor(got["pageInfo"]["endCursor"])
+    for value in (2**130, -(2**130)):
+        body = _contacts(contacts, f'first: 1, after: "{_forged(cursor, [value])}"')
+        assert body["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT", body
+    order = "orderBy: [{responseHours: DESC}]"
+    requests = "publicWorks { serviceRequests"
+    got = _read(contacts, requests, f"first: 1, {order}", "requestId", "dana")
+    cursor = _cursor(got["data"]["publicWorks"]["serviceRequests"]["pageInfo"]["endCursor"])
+    after = _forged(cursor, [10**400, cursor["k"][1]])
+    body = _read(contacts, requests, f'first: 1, {order}, after: "{after}"', "requestId", "dana")
+    assert body["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT", body
+
+
+def test_an_export_of_a_keyless_product_is_not_in_file_order(contacts: Any) -> None:
+    """Held: an export (no `read_pii`) lists the rows in the shuffled order, not the e-mails'."""
+    response = contacts.client.get(
+        "/exports/transportation.contacts.json", headers={"Authorization": f"Bearer {contacts.token('bob')}"}
+    )
+    assert response.status_code == 200, response.text
+    shown = [json.loads(line)["email"] for line in response.text.splitlines()]
+    in_file = _hashed_in_file_order(contacts)
+    assert sorted(shown) == sorted(in_file) and shown != in_file
