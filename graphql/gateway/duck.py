@@ -130,7 +130,7 @@ def _connect(
         null_handling="special",
         side_effects=False,
     )
-    con.create_function(  # type: ignore[call-overload]  # duckdb's stub lacks this overload
+    con.create_function(
         ROW_SHUFFLE_FUNCTION, row_shuffle, ["VARCHAR", "BIGINT"], "BIGINT", side_effects=False
     )
     con.execute(f"ATTACH ':memory:' AS {HOT_DATABASE} (COMPRESS)")
