@@ -57,6 +57,12 @@ _SPILLED_SQL = (
 _HOT_TABLE = re.compile(rf'{HOT_DATABASE}\."hot_([0-9a-f]{{20}})_[0-9]+"')
 PSEUDONYM_FUNCTION = "cm_pseudonym"
 PSEUDONYM_INT_FUNCTION = "cm_pseudonym_int"
+# cm_row_shuffle(file name, file_row_number): the order rows that tie on everything a reader may
+# sort by are paged in (`gateway.query.ROW_SHUFFLE`). Keyed apart from the masks' pseudonyms, and by
+# the file: one function of the row number for every file would let a reader who pages files of
+# different lengths learn which values belong to the first rows of a file (the values of a 60-row
+# file are those of rows 0..59 of any file), and so where a row sits in it.
+ROW_SHUFFLE_FUNCTION = "cm_row_shuffle"
 
 
 def parquet_source(path: str, row_number: bool = True) -> str:
@@ -92,7 +98,14 @@ def _pseudonymiser(key: bytes):
         mac.update(str(value).encode())
         return int.from_bytes(mac.digest()[:7], "big")  # < 2**56: fits BIGINT and stays positive
 
-    return pseudonym, pseudonym_int
+    shuffled = hmac.new(hmac.digest(key, b"civicmesh row shuffle", "sha256"), digestmod=hashlib.sha256)
+
+    def row_shuffle(file: str, row: int) -> int:
+        mac = shuffled.copy()
+        mac.update(f"{file}\x00{row}".encode())
+        return int.from_bytes(mac.digest()[:7], "big")  # < 2**56, as pseudonym_int
+
+    return pseudonym, pseudonym_int, row_shuffle
 
 
 def _cells(result: QueryResult) -> int:
@@ -105,7 +118,7 @@ def _connect(
     """The process's in-memory database: the pseudonym functions of the masks, reads only under
     `snapshots_dir`, no other external access, and a configuration locked against queries."""
     con = duckdb.connect(":memory:", config={"threads": threads, "memory_limit": memory_limit})
-    pseudonym, pseudonym_int = _pseudonymiser(mask_key.encode())
+    pseudonym, pseudonym_int, row_shuffle = _pseudonymiser(mask_key.encode())
     con.create_function(  # type: ignore[call-overload]  # duckdb's stub lacks this overload
         PSEUDONYM_FUNCTION, pseudonym, ["VARCHAR"], "VARCHAR", null_handling="special", side_effects=False
     )
@@ -116,6 +129,9 @@ def _connect(
         "BIGINT",
         null_handling="special",
         side_effects=False,
+    )
+    con.create_function(
+        ROW_SHUFFLE_FUNCTION, row_shuffle, ["VARCHAR", "BIGINT"], "BIGINT", side_effects=False
     )
     con.execute(f"ATTACH ':memory:' AS {HOT_DATABASE} (COMPRESS)")
     allowed = str(snapshots_dir.resolve()).rstrip("/") + "/"

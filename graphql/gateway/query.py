@@ -16,9 +16,10 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from pathlib import Path
 from typing import Any
 
-from gateway.duck import PSEUDONYM_FUNCTION, PSEUDONYM_INT_FUNCTION, parquet_source
+from gateway.duck import PSEUDONYM_FUNCTION, PSEUDONYM_INT_FUNCTION, ROW_SHUFFLE_FUNCTION, parquet_source
 from gateway.errors import bad_input, limit_exceeded
 from meshcore.products import ProductSpec
 from meshcore.snapshots import FileOrder, quote_ident
@@ -62,6 +63,7 @@ def type_kind(data_type: str) -> str:
 COMPARABLE = {STRING, INT, BIGINT, FLOAT, DATE, DATETIME}
 EXACT_KINDS = {STRING, INT, BIGINT, BOOL, DATE, DATETIME}  # `x = v` holds for one stored value only
 JSON_KINDS = {STRING, INT, BIGINT, FLOAT, BOOL, DATE, DATETIME}  # sort keys a keyset cursor can carry
+HUGEINT_BOUND = 2**127  # a cursor's integers are bound as DuckDB HUGEINT at most
 OPERATORS = ("eq", "ne", "in_", "lt", "lte", "gt", "gte", "between", "is_null", "contains", "starts_with")
 
 
@@ -96,10 +98,10 @@ def mask_expression(column: str, kind: str, mask: str) -> str:
 
 ROW_NUMBER = "file_row_number"  # the tie-breaker when a product has no usable key
 # ... unless the file's order may show a column masked for the reader (`FileOrder.reveals`): then
-# rows tie-break on a keyed pseudonym of their row number, an order that shows nothing of the
-# file's, stable within the snapshot. Its cursor values are those pseudonyms, never row numbers.
+# rows tie-break on a keyed pseudonym of their row number and the file's name (`duck.ROW_SHUFFLE_FUNCTION`),
+# an order that shows nothing of the file's, stable within the snapshot. Its cursor values are those
+# pseudonyms, never row numbers.
 ROW_SHUFFLE = "__row_shuffle"
-_SHUFFLED = f"{PSEUDONYM_INT_FUNCTION}({ROW_NUMBER})"
 
 
 @dataclass(frozen=True)
@@ -169,9 +171,11 @@ def _from_json(value: Any, kind: str) -> Any:
     if kind == STRING and isinstance(value, str):
         return value
     if kind in (INT, BIGINT) and isinstance(value, int) and not isinstance(value, bool):
+        if not -HUGEINT_BOUND <= value < HUGEINT_BOUND:  # DuckDB binds no wider integer
+            raise ValueError(f"not a {kind} value")
         return value
     if kind == FLOAT and isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
+        return float(value)  # OverflowError past a double's range
     if kind == BOOL and isinstance(value, bool):
         return value
     if kind == DATE and isinstance(value, str):
@@ -307,10 +311,13 @@ class PageQuery:
     def _kind(self, column: str) -> str:
         return BIGINT if column in (ROW_NUMBER, ROW_SHUFFLE) else self.kinds[column]
 
-    @staticmethod
-    def _term(column: str) -> str:
-        """A sort term's SQL expression."""
-        return _SHUFFLED if column == ROW_SHUFFLE else quote_ident(column)
+    def _term(self, column: str) -> str:
+        """A sort term's SQL expression. The shuffle is keyed by the file's name (a snapshot's is its
+        checksum), the same for its hot copy and its file, and for a path moved with its folder."""
+        if column != ROW_SHUFFLE:
+            return quote_ident(column)
+        name = Path(self.path).name.replace("'", "''")
+        return f"{ROW_SHUFFLE_FUNCTION}('{name}', {ROW_NUMBER})"
 
     def order_signature(self) -> str:
         text = ";".join(f"{c} {d}" for c, d in self.sort_terms())
@@ -379,7 +386,7 @@ class PageQuery:
             raise bad_input("The cursor in `after` belongs to a different `orderBy`.")
         try:
             values = [_from_json(v, self._kind(c)) for v, (c, _) in zip(self.after.keys, terms, strict=True)]
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, OverflowError) as exc:
             raise bad_input("Invalid cursor in `after`.") from exc
         ors: list[str] = []
         for i, (column, direction) in enumerate(terms):

@@ -54,7 +54,7 @@ def test_the_tie_breaker(key: str | None, masks: dict[str, str], order: FileOrde
     query = PageQuery(spec=spec, path="/x.parquet", columns=["ticket"], masks=masks, file_order=order)
     assert query.sort_terms()[-1] == (last, "ASC")
     sql, _ = query.page_sql()
-    assert ("cm_pseudonym_int(file_row_number)" in sql) == (last == "__row_shuffle")
+    assert ("cm_row_shuffle('x.parquet', file_row_number)" in sql) == (last == "__row_shuffle")
 
 
 @pytest.mark.parametrize(
