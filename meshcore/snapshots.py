@@ -234,6 +234,15 @@ def write_snapshot(
     )
 
 
+def repeated_values(con: duckdb.DuckDBPyConnection, relation: str, column: str) -> int:
+    """How many values of `column` stand on more than one row of `relation` (NULL counts as one
+    value, as NULLs sort together): 0 when the column is a key."""
+    rows = con.execute(
+        f"SELECT count(*) FROM (SELECT 1 FROM {relation} GROUP BY {quote_ident(column)} HAVING count(*) > 1)"
+    ).fetchone()
+    return int(rows[0]) if rows else 0
+
+
 def _no_ties(con: duckdb.DuckDBPyConnection, relation: str, values: Sequence[str]) -> bool:
     """True if no two rows of `relation` agree on every one of `values` (SQL expressions; NULLs
     agree with NULLs, as they sort together)."""

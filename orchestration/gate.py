@@ -5,7 +5,8 @@ model or an upstream model, seed or snapshot did not build; a test of severity e
 singular or unit test, anywhere in the project) failed or errored on its model or on any node
 upstream of it; the PII gate found an undeclared or unknown PII column; or it reads another
 department's data other than its public products without personal data (`foreign_inputs`); or it
-is classified below a product it is built from without a `declassified` reason (`stricter_inputs`). A failing
+is classified below a product it is built from without a `declassified` reason (`stricter_inputs`);
+or its declared `key` is not unique in the built mart (`key_message`). A failing
 `severity: warn` test is recorded (status `warned`) and the product publishes. Every product that
 depends on none of it publishes in the same build: the blast radius of a failure is the product and
 what is built from it.
@@ -221,12 +222,22 @@ def _failure(manifest: Mapping[str, Any], result: Mapping[str, Any], target: str
     )
 
 
+def key_message(spec: ProductSpec, repeated: int) -> str:
+    return (
+        f"key {spec.key!r} is not unique: {repeated} of its values stand on more than one row. The "
+        "gateway pages and resumes cursors by the key, so readers would see rows skipped or in an "
+        "order the key does not decide; declare a unique key (a dbt `unique` test names the values) "
+        "or none"
+    )
+
+
 def _gate_one(
     manifest: Mapping[str, Any],
     results: Mapping[str, Mapping[str, Any]],
     failures: Mapping[str, FailedCheck],
     spec: ProductSpec,
     findings: Sequence[PiiFinding],
+    repeated_keys: Mapping[str, int],
 ) -> GateResult:
     built_from = upstream(manifest, spec.model_unique_id)
     failed: list[FailedCheck] = []
@@ -251,6 +262,8 @@ def _gate_one(
         FailedCheck(f"classification.{uid}", downgrade_message(manifest, uid, spec), "error")
         for uid in stricter_inputs(manifest, spec)
     ]
+    if status == "success" and repeated_keys.get(spec.name):
+        failed.append(FailedCheck(f"key.{spec.key}", key_message(spec, repeated_keys[spec.name]), "error"))
     own = [f for f in findings if f.product == spec.name and status == "success"]
     failed += [FailedCheck(f"pii_gate.{f.column}", f.message, "error") for f in own if f.blocking]
     deidentified = tuple(f for f in own if f.kind == "deidentified")
@@ -264,16 +277,20 @@ def gate_products(
     specs: Iterable[ProductSpec],
     findings: Sequence[PiiFinding] = (),
     target: str | None = None,
+    repeated_keys: Mapping[str, int] | None = None,
 ) -> dict[str, GateResult]:
     """{product name: GateResult} for `specs` after one `dbt build` (`run_results.json`).
 
     `findings`: the PII gate's (`lineage.classification.pii_findings`); `target`: the dbt target
-    folder, to point at compiled SQL. A product built from another product that is held back is
-    held back too: what it publishes could not be reconciled with what its input serves."""
+    folder, to point at compiled SQL; `repeated_keys`: {product: how many values of its declared
+    key stand on more than one row of its built mart} (`meshcore.snapshots.repeated_values`).
+    A product built from another product that is held back is held back too: what it publishes
+    could not be reconciled with what its input serves."""
     results = {r["unique_id"]: r for r in run_results.get("results") or ()}
     failures = {uid: _failure(manifest, r, target) for uid, r in results.items() if r.get("status") in BAD}
     specs = list(specs)
-    gates = {s.name: _gate_one(manifest, results, failures, s, findings) for s in specs}
+    repeated = repeated_keys or {}
+    gates = {s.name: _gate_one(manifest, results, failures, s, findings, repeated) for s in specs}
     held = {s.model_unique_id: s.name for s in specs if gates[s.name].held_back}
     for spec in specs:
         gate = gates[spec.name]

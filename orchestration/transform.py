@@ -5,6 +5,7 @@ the one dbt step would otherwise stop every product's publish. The gate (`orches
 decides per product from dbt's run results and the PII gate, and each publish step obeys it.
 """
 
+import contextlib
 import json
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -20,6 +21,7 @@ from meshcore.accesslog import AccessLog
 from meshcore.catalog import Catalog
 from meshcore.products import ProductSpec, is_product_node, load_product_specs
 from meshcore.settings import Settings
+from meshcore.snapshots import repeated_values
 from meshcore.store import utcnow
 from orchestration.gate import GateResult, gate_products
 from orchestration.lineage_hooks import dagster_parent, record
@@ -90,17 +92,33 @@ def classify_columns(settings: Settings, manifest: Mapping[str, Any]) -> NodeCol
         return NodeColumns(manifest, warehouse_columns(con, manifest))
 
 
+def repeated_keys(
+    settings: Settings, manifest: Mapping[str, Any], specs: list[ProductSpec]
+) -> dict[str, int]:
+    """{product: values of its declared key on more than one row of its mart} (read-only, after
+    dbt); a mart that cannot be read is left out: its model's own status holds it back."""
+    counts: dict[str, int] = {}
+    with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
+        for spec in specs:
+            node = manifest["nodes"][spec.model_unique_id]
+            if spec.key and node.get("relation_name"):
+                with contextlib.suppress(duckdb.Error):
+                    counts[spec.name] = repeated_values(con, node["relation_name"], spec.key)
+    return counts
+
+
 def gate(
     manifest: Mapping[str, Any],
     run_results: Mapping[str, Any],
     specs: list[ProductSpec],
     columns: NodeColumns,
     target: str,
+    repeated: Mapping[str, int],
 ) -> dict[str, GateResult]:
-    """dbt's results and the PII gate, one decision per product (`orchestration.gate`)."""
+    """dbt's results, the PII gate and key uniqueness, one decision per product (`orchestration.gate`)."""
     names = {s.model_unique_id: s.name for s in load_product_specs(manifest)}
     findings = pii_findings(manifest, specs, columns, products=names)
-    return gate_products(manifest, run_results, specs, findings, target)
+    return gate_products(manifest, run_results, specs, findings, target, repeated)
 
 
 def record_gates(
@@ -155,7 +173,8 @@ def dbt_transform_assets(project: DbtProject, translator: DagsterDbtTranslator) 
         manifest, run_results = read_build(project, invocation)
         specs = selected_specs(context, translator, manifest)
         columns = classify_columns(settings, manifest)
-        gates = gate(manifest, run_results, specs, columns, str(project.target_path))
+        repeated = repeated_keys(settings, manifest, specs)
+        gates = gate(manifest, run_results, specs, columns, str(project.target_path), repeated)
         gates = quarantine_leaks(catalog, AccessLog.from_settings(settings), gates, context.run_id)
         record_gates(context, catalog, specs, gates)
         record_dbt_lineage(context, settings, project, (manifest, run_results), columns)

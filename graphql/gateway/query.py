@@ -324,8 +324,10 @@ class PageQuery:
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def keyset(self) -> bool:
-        """True if cursors for this order can carry its key values (every kind has a JSON form)."""
-        return all(self._kind(c) in JSON_KINDS for c, _ in self.sort_terms())
+        """True if cursors for this order can carry its key values: every kind has a JSON form,
+        and no term is the file row number, which would tell a reader where their rows sit in the
+        file, and so how many rows they may not see come before (offset cursors count theirs only)."""
+        return all(c != ROW_NUMBER and self._kind(c) in JSON_KINDS for c, _ in self.sort_terms())
 
     def pinned(self) -> set[str]:
         """Columns the filter holds to one value on every row it passes: the row filter's column

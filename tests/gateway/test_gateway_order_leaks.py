@@ -18,7 +18,7 @@ import duckdb
 import pytest
 
 from gateway.duck import DuckPool
-from gateway.query import PageQuery
+from gateway.query import Cursor, PageQuery
 from meshcore.products import ColumnSpec, ProductSpec
 from meshcore.snapshots import file_order, snapshot_order, write_snapshot
 from policies.decision import RowFilter
@@ -126,7 +126,12 @@ def _by_ticket(rows: list[tuple[Any, Any, Any]]) -> dict[Any, list[Any]]:
     return out
 
 
-@pytest.mark.xfail(strict=True, reason="open: the gateway takes a declared key for a total order")
+@pytest.mark.xfail(
+    strict=True,
+    reason="open for snapshots published before builds checked keys: a build now holds back a mart "
+    "that repeats its declared key (orchestration.gate, `key.<column>`), but the gateway still takes "
+    "an older snapshot's key for a total order",
+)
 def test_rows_sharing_a_non_unique_key_are_not_listed_in_the_masked_columns_order(tmp_path: Path) -> None:
     """The key (`ticket`) is visible, so it is the last sort term and no shuffle follows it; a
     scoped reader's default page is read in stored order (`presorted`), and rows that share a
@@ -148,7 +153,11 @@ def test_rows_sharing_a_non_unique_key_are_not_listed_in_the_masked_columns_orde
     assert len(in_email_order) < 20  # 5 rows in order by chance: 1 in 120 (~3 of 400; 76 seen)
 
 
-@pytest.mark.xfail(strict=True, reason="open: a keyset cursor on a non-unique key skips its other rows")
+@pytest.mark.xfail(
+    strict=True,
+    reason="open for snapshots published before builds checked keys (see above): a keyset cursor on "
+    "a repeated key skips its other rows",
+)
 def test_pages_of_a_product_whose_key_is_not_unique_skip_no_rows(tmp_path: Path) -> None:
     """The same product paged 3 rows at a time with keyset cursors: the cursor holds the last
     row's ticket, and the next page starts after it (`ticket > 0`), dropping the ticket's other
@@ -272,13 +281,12 @@ def test_an_export_of_a_keyless_product_is_not_in_file_order(contacts: Any) -> N
     assert sorted(shown) == sorted(in_file) and shown != in_file
 
 
-@pytest.mark.xfail(strict=True, reason="open: row-number cursors count the rows a row filter hides")
 def test_a_scoped_readers_cursors_do_not_count_the_rows_of_other_districts(tmp_path: Path) -> None:
     """A keyless product whose visible columns tell every row apart (the file states its order
     depends on them only, so rows tie-break on the file row number, no shuffle). A supervisor of
-    D3 pages her rows; the file holds D1's 137 rows first. Her cursors carry file row numbers:
-    the first is 137, how many rows of a district she may not read exist (her `totalCount` never
-    includes them)."""
+    D3 pages her rows; the file holds D1's 137 rows first. Cursors carrying file row numbers would
+    start at 137, how many rows of a district she may not read exist (her `totalCount` never
+    includes them): hers count her own rows only (offset form), and page through them all once."""
     spec = _spec(key=None)
     path = _publish(
         tmp_path,
@@ -291,26 +299,33 @@ def test_a_scoped_readers_cursors_do_not_count_the_rows_of_other_districts(tmp_p
     assert order.ordered_by == {"district", "ticket"}
     pool = DuckPool(tmp_path, "key", threads=1)
     cursors: list[Any] = []
+    tickets: list[int] = []
     try:
-        after = None
-        for _ in range(3):
+        offset = 0
+        while True:
             query = PageQuery(
                 spec=spec,
                 path=path,
                 columns=["ticket"],
                 masks={"email": "hash"},
                 row_filter=RowFilter("district", ("D3",)),
-                limit=1,
-                after=after,
+                limit=10,
+                offset=offset,
                 with_keys=True,
                 file_order=order,
             )
             rows = pool.run(*query.page_sql()).rows
-            after = query.end_cursor("s", rows[0][1:], 0)
-            cursors.append(after.keys)
+            assert all(len(r) == 1 for r in rows)  # no sort key values come back
+            tickets += [r[0] for r in rows[:10]]
+            if len(rows) <= 10:
+                break
+            cursor = Cursor.decode(query.end_cursor("s", None, offset + 10).encode())
+            cursors.append(cursor)
+            offset = cursor.offset
     finally:
         pool.close()
-    assert all(137 + i not in keys for i, keys in enumerate(cursors)), cursors
+    assert tickets == list(range(137, 200))
+    assert all(c.keys is None and c.offset == 10 * (i + 1) for i, c in enumerate(cursors)), cursors
 
 
 def test_the_hot_copy_and_the_file_page_in_one_shuffled_order(tmp_path: Path) -> None:

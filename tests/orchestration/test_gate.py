@@ -3,6 +3,7 @@ built from it (the real builds in test_gate_builds.py show the same end to end).
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -257,3 +258,26 @@ def test_a_product_is_not_classified_below_what_it_is_built_from(
     run = {"results": [{"unique_id": "model.p.new", "status": "success"}]}
     gate = gate_products(manifest, run, [spec])["hr.new"]
     assert [c.name for c in gate.failed] == [f"classification.{uid}" for uid in stricter]
+
+
+def test_a_declared_key_that_is_not_unique_holds_back_the_product_and_what_is_built_from_it() -> None:
+    """The gateway pages and resumes cursors by the key: repeated values would skip rows."""
+    specs = [dataclasses.replace(s, key="id") for s in SPECS]
+    repeated = {"dept.requests": 2, "dept.sensors": 0}
+    gates = gate_products(_manifest(TESTS), _run({}), specs, repeated_keys=repeated)
+    outcome = {n.removeprefix("dept."): (g.status, [c.name for c in g.failed]) for n, g in gates.items()}
+    assert outcome == {
+        "requests": ("failed", ["key.id"]),
+        "scorecard": ("failed", ["upstream dept.requests"]),
+        "sensors": ("passed", []),
+    }
+    (check,) = gates["dept.requests"].failed
+    assert check.message.startswith("key 'id' is not unique: 2 of its values stand on more than one row")
+
+
+def test_a_model_that_did_not_build_is_not_judged_on_its_stale_key() -> None:
+    specs = [dataclasses.replace(s, key="id") for s in SPECS]
+    run = _run({"model.p.requests": "error", "model.p.scorecard": "skipped"})
+    gates = gate_products(_manifest(TESTS), run, specs, repeated_keys={"dept.requests": 5})
+    assert "key.id" not in {c.name for c in gates["dept.requests"].failed}
+    assert gates["dept.requests"].status == "failed"

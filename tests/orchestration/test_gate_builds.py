@@ -90,6 +90,8 @@ REQUESTERS = (
     ["district", "requesters"],
 )
 REQUESTERS_REASON = "a count of distinct requesters per district identifies no one"
+# A declared key the mart repeats (every category stands on many requests).
+DUPLICATE_KEY = ("kinds", f"select category as kind, district from {STG}", ["kind", "district"])
 # Published while its source did not yet declare requester_phone as PII; the next build knows better.
 CALLBACKS = (
     "callbacks",
@@ -116,8 +118,11 @@ class Built:
         return next(p for p in self.report.products if p.product == product)
 
 
-def _write_mart(project: Path, name: str, sql: str, columns: list[str], deidentified: str = "") -> None:
-    """A public mart with varchar contract columns; `deidentified` declares the last one so."""
+def _write_mart(
+    project: Path, name: str, sql: str, columns: list[str], deidentified: str = "", key: str = ""
+) -> None:
+    """A public mart with varchar contract columns; `deidentified` declares the last one so; `key`
+    its declared key."""
     marts = project / "models" / "public_works" / "marts"
     (marts / f"{name}.sql").write_text(sql + "\n")
     yml = "".join(f"      - name: {c}\n        data_type: varchar\n" for c in columns)
@@ -125,7 +130,9 @@ def _write_mart(project: Path, name: str, sql: str, columns: list[str], deidenti
         yml += f"        config:\n          meta:\n            deidentified: '{deidentified}'\n"
     (marts / f"{name}.yml").write_text(
         f"models:\n  - name: {name}\n    description: 'A public mart an owner might write.'\n"
-        f"    config:\n      meta:\n        civicmesh:\n          classification: public\n    columns:\n{yml}"
+        f"    config:\n      meta:\n        civicmesh:\n          classification: public\n"
+        + (f"          key: {key}\n" if key else "")
+        + f"    columns:\n{yml}"
     )
 
 
@@ -140,6 +147,7 @@ def leaky(built_mesh: BuiltMesh, tmp_path_factory: pytest.TempPathFactory) -> Bu
     _write_mart(repo / "transforms", *BROKEN)
     _write_mart(repo / "transforms", *CALLBACKS)
     _write_mart(repo / "transforms", *REQUESTERS, deidentified=REQUESTERS_REASON)
+    _write_mart(repo / "transforms", *DUPLICATE_KEY, key="kind")
     _declare_phone(repo, pii=False)
     settings, catalog = rebuild_copy(built_mesh.settings, tmp, repo)
     report, _ = build(settings)
@@ -192,7 +200,15 @@ def test_every_other_product_of_the_same_build_publishes(leaky: Built, built_mes
     for name in {*PRODUCTS, "public_works.callbacks", "public_works.requesters_by_district"}:
         assert leaky.outcome(name).outcome == "published", leaky.outcome(name)
         assert leaky.catalog.entry(name).quality_status == "passed"
-    assert len(leaky.report.held_back) == len(LEAKS) + 1
+    assert len(leaky.report.held_back) == len(LEAKS) + 2  # and broken_model, kinds
+
+
+def test_a_declared_key_the_mart_repeats_is_held_back(leaky: Built) -> None:
+    outcome = leaky.outcome("public_works.kinds")
+    (reason,) = outcome.reasons
+    assert not outcome.published and reason.startswith("key 'kind' is not unique: ")
+    entry = leaky.catalog.entry("public_works.kinds")
+    assert entry.current is None and [c["name"] for c in entry.quality["failed_checks"]] == ["key.kind"]
 
 
 @pytest.fixture(scope="module")
