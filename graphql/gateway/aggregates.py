@@ -7,10 +7,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from gateway.context import RequestContext, Touch
+from gateway.duck import resolved
 from gateway.errors import bad_input, limit_exceeded
 from gateway.query import BIGINT, DATE, DATETIME, FLOAT, INT, PageQuery
 from gateway.reads import authorize_read, record_failure
@@ -128,7 +128,7 @@ async def read_aggregate(
         missing = [c for c in touch.columns_requested if c not in present]
         if missing:
             raise bad_input(f"Columns {missing} are not in the snapshot read (see `asOf`).")
-        path = str(Path(snap.path).resolve())
+        path = resolved(str(snap.path))
         query = AggregateQuery(
             spec=snap.spec,
             path=path,

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import anyio.to_thread
@@ -23,7 +22,7 @@ from starlette.responses import Response, StreamingResponse
 from gateway import errors
 from gateway.arguments import read_arguments
 from gateway.context import RequestContext, Touch
-from gateway.duck import DuckPool
+from gateway.duck import DuckPool, resolved
 from gateway.errors import NOT_AVAILABLE, GovernedError, bad_input, forbidden, limit_exceeded
 from gateway.export_formats import encoder
 from gateway.pipeline import request_context
@@ -98,7 +97,7 @@ async def _prepare(
     arguments = read_arguments(ctx.schema, name, request.query_params)
     snap, served = await serve_snapshot(ctx, entry, decision, touch, None, arguments.as_of)
     columns = list(served.columns)
-    path = str(Path(snap.path).resolve())
+    path = resolved(str(snap.path))
     query = PageQuery(
         spec=snap.spec,
         path=path,

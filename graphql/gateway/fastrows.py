@@ -18,9 +18,10 @@ from typing import Any
 
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
-from graphql import GraphQLList, GraphQLNonNull, GraphQLObjectType, GraphQLScalarType
+from graphql import GraphQLList, GraphQLNonNull, GraphQLObjectType, GraphQLScalarType, GraphQLString
 
 Plan = list[tuple[str, str, Any]]  # (response key, field name, serialize or None for __typename)
+_SERIALIZE_STRING = GraphQLString.serialize
 
 
 class FastRowsExecutionContext(StrawberryGraphQLCoreExecutionContext):
@@ -51,14 +52,19 @@ class FastRowsExecutionContext(StrawberryGraphQLCoreExecutionContext):
         return plan
 
     def _complete_row(self, return_type: GraphQLObjectType, plan: Plan, result: Any) -> Any:
-        """One row dict completed with `plan`; raises on a value the plan cannot serialise."""
+        """One row dict completed with `plan`; raises on a value the plan cannot serialise. A
+        `str` in a String field is its own serialisation (`serialize_string`), taken as is."""
         out: dict[str, Any] = {}
+        get = result.get
         for key, name, serialize in plan:
             if serialize is None:
                 out[key] = return_type.name
+                continue
+            value = get(name)
+            if value is None or (serialize is _SERIALIZE_STRING and type(value) is str):
+                out[key] = value
             else:
-                value = result.get(name)
-                out[key] = None if value is None else serialize(value)
+                out[key] = serialize(value)
         return out
 
     def complete_list_value(

@@ -10,12 +10,12 @@ import asyncio
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import anyio.to_thread
 
 from gateway.context import RequestContext, Touch
+from gateway.duck import resolved
 from gateway.errors import NOT_AVAILABLE, UNAVAILABLE, GovernedError, bad_input, forbidden, limit_exceeded
 from gateway.integrity import ensure_intact
 from gateway.naming import camel
@@ -261,7 +261,7 @@ async def read_page(
         snap, masks = await authorize_read(ctx, entry, touch, cursor, as_of)
         present = {name for name, _ in snap.schema}
         columns = [c for c in wanted.columns if c in present]
-        path = str(Path(snap.path).resolve())
+        path = resolved(str(snap.path))
         query = PageQuery(
             spec=snap.spec,
             path=path,
