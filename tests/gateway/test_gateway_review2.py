@@ -10,6 +10,7 @@ answer as the slow ones. Real DuckDB over real Parquet files, real HTTP through 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import json
 import os
@@ -275,3 +276,58 @@ def test_complete_row_serialises_as_graphql_core(value: Any) -> None:
     got = FastRowsExecutionContext._complete_row(None, row, plan, {"name": value})  # type: ignore[arg-type]
     want = None if value is None else GraphQLString.serialize(value)
     assert got == {"name": want} and type(got["name"]) is type(want)
+
+
+def test_offset_pages_of_the_file_and_of_its_hot_copy_are_the_same_rows(tmp_path: Path) -> None:
+    """Held: an offset walk that starts on the file and goes on in the hot copy (loaded meanwhile)
+    neither repeats nor skips rows: both hold the file's rows in the file's order (stored order
+    read without ORDER BY, `presorted`, and by `file_row_number` otherwise)."""
+    spec = dataclasses.replace(STOPS, key=None)
+    with duckdb.connect() as con:
+        con.execute(f"CREATE TABLE t AS {STOPS_SQL.replace('range(60)', 'range(3000)')}")
+        path = str(write_snapshot(con, "t", tmp_path, snapshot_order(spec)).path)
+        order = file_order(con, path)
+    pool = DuckPool(tmp_path, "key", threads=1)
+    try:
+        deadline = time.monotonic() + 60
+        while (table := pool.source(path, Path(path).stat().st_size)) is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        walks = []
+        for sources in ((None, table), (table, None), (None, None)):
+            rows: list[Any] = []
+            for order_by in ((), (("name", "DESC"),)):
+                for page, source in enumerate(sources * 10):
+                    query = PageQuery(
+                        spec=spec,
+                        path=path,
+                        table=source,
+                        columns=["stop"],
+                        order_by=order_by,
+                        limit=150,
+                        offset=150 * page,
+                        file_order=order,
+                    )
+                    rows += [r[0] for r in pool.run(*query.page_sql()).rows[:150]]
+            walks.append(rows)
+    finally:
+        pool.close()
+    assert walks[0] == walks[1] == walks[2] and sorted(walks[0][:3000]) == list(range(3000))
+
+
+def test_a_cursor_pages_its_snapshot_after_a_new_one_is_published(
+    stops: Any, gw_settings: Any, publish_product: Any
+) -> None:
+    """Held: bob's offset cursor pins its snapshot; a new snapshot (rows in another order, more of
+    them) published between two pages does not shift his second page."""
+    first = _page(_stops(stops, "first: 5"))
+    before = _page(_stops(stops, f'first: 5, after: "{first["pageInfo"]["endCursor"]}"'))
+    publish_product(gw_settings, STOPS, STOPS_SQL.replace("range(60) t(i)", "range(90) t(i) ORDER BY i DESC"))
+    for _ in range(50):  # the new snapshot is current within a second
+        if len(_page(_stops(stops, "first: 1000"))["nodes"]) == 90:
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError("the new snapshot was not served")
+    after = _page(_stops(stops, f'first: 5, after: "{first["pageInfo"]["endCursor"]}"'))
+    assert after["nodes"] == before["nodes"]
