@@ -222,7 +222,14 @@ def _failure(manifest: Mapping[str, Any], result: Mapping[str, Any], target: str
     )
 
 
-def key_message(spec: ProductSpec, repeated: int) -> str:
+def key_message(spec: ProductSpec, repeated: int | None) -> str:
+    """Why `spec`'s key holds it back: `repeated` values stand on more than one row, or (None) its
+    mart could not be read to tell. Counts only: messages are served to whoever may discover it."""
+    if repeated is None:
+        return (
+            f"key {spec.key!r} could not be checked: the built mart could not be read (see the run's "
+            "log); a key that may repeat would skip rows in the gateway's pages"
+        )
     return (
         f"key {spec.key!r} is not unique: {repeated} of its values stand on more than one row. The "
         "gateway pages and resumes cursors by the key, so readers would see rows skipped or in an "
@@ -237,7 +244,7 @@ def _gate_one(
     failures: Mapping[str, FailedCheck],
     spec: ProductSpec,
     findings: Sequence[PiiFinding],
-    repeated_keys: Mapping[str, int],
+    repeated_keys: Mapping[str, int | None],
 ) -> GateResult:
     built_from = upstream(manifest, spec.model_unique_id)
     failed: list[FailedCheck] = []
@@ -262,7 +269,7 @@ def _gate_one(
         FailedCheck(f"classification.{uid}", downgrade_message(manifest, uid, spec), "error")
         for uid in stricter_inputs(manifest, spec)
     ]
-    if status == "success" and repeated_keys.get(spec.name):
+    if status == "success" and spec.name in repeated_keys and repeated_keys[spec.name] != 0:
         failed.append(FailedCheck(f"key.{spec.key}", key_message(spec, repeated_keys[spec.name]), "error"))
     own = [f for f in findings if f.product == spec.name and status == "success"]
     failed += [FailedCheck(f"pii_gate.{f.column}", f.message, "error") for f in own if f.blocking]
@@ -277,13 +284,14 @@ def gate_products(
     specs: Iterable[ProductSpec],
     findings: Sequence[PiiFinding] = (),
     target: str | None = None,
-    repeated_keys: Mapping[str, int] | None = None,
+    repeated_keys: Mapping[str, int | None] | None = None,
 ) -> dict[str, GateResult]:
     """{product name: GateResult} for `specs` after one `dbt build` (`run_results.json`).
 
     `findings`: the PII gate's (`lineage.classification.pii_findings`); `target`: the dbt target
     folder, to point at compiled SQL; `repeated_keys`: {product: how many values of its declared
-    key stand on more than one row of its built mart} (`meshcore.snapshots.repeated_values`).
+    key stand on more than one row of its built mart, None when it could not be read}
+    (`orchestration.transform.repeated_keys`).
     A product built from another product that is held back is held back too: what it publishes
     could not be reconciled with what its input serves."""
     results = {r["unique_id"]: r for r in run_results.get("results") or ()}

@@ -5,8 +5,8 @@ the one dbt step would otherwise stop every product's publish. The gate (`orches
 decides per product from dbt's run results and the PII gate, and each publish step obeys it.
 """
 
-import contextlib
 import json
+import logging
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -27,6 +27,8 @@ from orchestration.gate import GateResult, gate_products
 from orchestration.lineage_hooks import dagster_parent, record
 from orchestration.quarantine import quarantine_leaks
 from orchestration.resources import MeshResource
+
+log = logging.getLogger(__name__)
 
 
 class MeshTranslator(DagsterDbtTranslator):
@@ -94,16 +96,22 @@ def classify_columns(settings: Settings, manifest: Mapping[str, Any]) -> NodeCol
 
 def repeated_keys(
     settings: Settings, manifest: Mapping[str, Any], specs: list[ProductSpec]
-) -> dict[str, int]:
+) -> dict[str, int | None]:
     """{product: values of its declared key on more than one row of its mart} (read-only, after
-    dbt); a mart that cannot be read is left out: its model's own status holds it back."""
-    counts: dict[str, int] = {}
+    dbt), for products that declare a key; None when the mart could not be read (no relation, or
+    DuckDB raised: out of memory, a view over a file gone): the gate then holds the product back
+    if its model built (fail closed), and the error is logged, not shown (it can quote data)."""
+    counts: dict[str, int | None] = {}
     with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
         for spec in specs:
-            node = manifest["nodes"][spec.model_unique_id]
-            if spec.key and node.get("relation_name"):
-                with contextlib.suppress(duckdb.Error):
-                    counts[spec.name] = repeated_values(con, node["relation_name"], spec.key)
+            relation = manifest["nodes"][spec.model_unique_id].get("relation_name")
+            if not spec.key:
+                continue
+            counts[spec.name] = None
+            try:
+                counts[spec.name] = repeated_values(con, relation, spec.key) if relation else None
+            except duckdb.Error:
+                log.warning("key check of %s could not read %s", spec.name, relation, exc_info=True)
     return counts
 
 
@@ -113,7 +121,7 @@ def gate(
     specs: list[ProductSpec],
     columns: NodeColumns,
     target: str,
-    repeated: Mapping[str, int],
+    repeated: Mapping[str, int | None],
 ) -> dict[str, GateResult]:
     """dbt's results, the PII gate and key uniqueness, one decision per product (`orchestration.gate`)."""
     names = {s.model_unique_id: s.name for s in load_product_specs(manifest)}

@@ -63,6 +63,7 @@ def type_kind(data_type: str) -> str:
 COMPARABLE = {STRING, INT, BIGINT, FLOAT, DATE, DATETIME}
 EXACT_KINDS = {STRING, INT, BIGINT, BOOL, DATE, DATETIME}  # `x = v` holds for one stored value only
 JSON_KINDS = {STRING, INT, BIGINT, FLOAT, BOOL, DATE, DATETIME}  # sort keys a keyset cursor can carry
+NON_FINITE = ("inf", "-inf", "nan")  # a double sort key's text in a cursor when it is no JSON number
 HUGEINT_BOUND = 2**127  # a cursor's integers are bound as DuckDB HUGEINT at most
 OPERATORS = ("eq", "ne", "in_", "lt", "lte", "gt", "gte", "between", "is_null", "contains", "starts_with")
 
@@ -111,7 +112,8 @@ class Cursor:
     Keyset form: the sort key values of the last row (`keys`) and a signature of the order they
     belong to (`order`), so the next page is `WHERE (sort key) > (last values)` — no OFFSET scan,
     and the same rows whatever page size is asked next. The offset form is still read (cursors
-    issued before keyset paging) and used for orders whose values have no JSON form.
+    issued before keyset paging) and used for orders whose values have no JSON form, or that end
+    in the file row number; it names its order too (`order`, absent from cursors issued before).
     """
 
     snapshot_id: str
@@ -123,9 +125,10 @@ class Cursor:
         data: dict[str, Any] = {"s": self.snapshot_id}
         if self.keys is not None:
             data["k"] = list(self.keys)
-            data["h"] = self.order
         else:
             data["o"] = self.offset
+        if self.order is not None:
+            data["h"] = self.order
         raw = json.dumps(data, separators=(",", ":")).encode()
         return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
@@ -140,7 +143,10 @@ class Cursor:
                     raise ValueError("bad keyset cursor")
                 cursor = cls(snapshot_id=str(data["s"]), keys=tuple(keys), order=data["h"])
             else:
-                cursor = cls(snapshot_id=str(data["s"]), offset=int(data["o"]))
+                order = data.get("h")
+                if order is not None and not isinstance(order, str):
+                    raise ValueError("bad offset cursor")
+                cursor = cls(snapshot_id=str(data["s"]), offset=int(data["o"]), order=order)
         except (ValueError, KeyError, TypeError, AttributeError, binascii.Error) as exc:
             raise bad_input("Invalid cursor in `after`.") from exc
         if cursor.offset < 0:
@@ -154,8 +160,8 @@ def _to_json(value: Any, kind: str) -> Any:
         return value
     if kind in (INT, BIGINT) and isinstance(value, int) and not isinstance(value, bool):
         return value
-    if kind == FLOAT and isinstance(value, float) and math.isfinite(value):
-        return value
+    if kind == FLOAT and isinstance(value, float):
+        return value if math.isfinite(value) else str(value)  # 'inf', '-inf', 'nan': no JSON number
     if kind == BOOL and isinstance(value, bool):
         return value
     if kind == DATE and isinstance(value, date) and not isinstance(value, datetime):
@@ -176,6 +182,8 @@ def _from_json(value: Any, kind: str) -> Any:
         return value
     if kind == FLOAT and isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)  # OverflowError past a double's range
+    if kind == FLOAT and value in NON_FINITE:
+        return float(value)
     if kind == BOOL and isinstance(value, bool):
         return value
     if kind == DATE and isinstance(value, str):
@@ -198,7 +206,7 @@ class PageQuery:
     order_by: Sequence[tuple[str, str]] = ()  # (column, ASC|DESC)
     limit: int = 100
     offset: int = 0
-    after: Cursor | None = None  # a keyset cursor: rows strictly after its sort key values
+    after: Cursor | None = None  # keyset: rows strictly after its sort key values; offset: `offset`
     with_keys: bool = False  # also return the sort key values (`__k0, …`) for the end cursor
     kinds: Mapping[str, str] = field(default_factory=dict)  # column -> type kind
     table: str | None = None  # the in-memory copy's SQL reference (duck.DuckPool.source), if loaded
@@ -386,6 +394,8 @@ class PageQuery:
         terms = self.sort_terms()
         if self.after.order != self.order_signature() or len(self.after.keys) != len(terms):
             raise bad_input("The cursor in `after` belongs to a different `orderBy`.")
+        if not self.keyset():  # a file row number (cursors issued before 0c0ec2e): where rows sit
+            raise bad_input("The cursor in `after` is no longer valid; start again without `after`.")
         try:
             values = [_from_json(v, self._kind(c)) for v, (c, _) in zip(self.after.keys, terms, strict=True)]
         except (ValueError, TypeError, OverflowError) as exc:
@@ -416,7 +426,7 @@ class PageQuery:
                 return Cursor(snapshot_id, keys=keys, order=self.order_signature())
             except TypeError:
                 pass
-        return Cursor(snapshot_id, offset=offset)
+        return Cursor(snapshot_id, offset=offset, order=self.order_signature())
 
     # -- statements ------------------------------------------------------------------------------
 
@@ -427,6 +437,8 @@ class PageQuery:
         where = self._filter(params)
         if self.after is not None and self.after.keys is not None:
             where = (where + " AND " if where else " WHERE ") + self._after(params)
+        elif self.after is not None and self.after.order not in (None, self.order_signature()):
+            raise bad_input("The cursor in `after` belongs to a different `orderBy`.")
         order, row_number = self._order()
         keys = [self._term(c) for c, _ in self.sort_terms()] if self.with_keys and self.keyset() else []
         raw = ", ".join(

@@ -274,7 +274,7 @@ async def read_page(
             order_by=order_by,
             limit=limit,
             offset=cursor.offset if cursor else 0,
-            after=cursor if cursor is not None and cursor.keys is not None else None,
+            after=cursor,
             with_keys=wanted.page_info,
         )
         page, count = await _run_page(ctx, query, wanted)
