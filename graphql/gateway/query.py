@@ -64,6 +64,9 @@ COMPARABLE = {STRING, INT, BIGINT, FLOAT, DATE, DATETIME}
 EXACT_KINDS = {STRING, INT, BIGINT, BOOL, DATE, DATETIME}  # `x = v` holds for one stored value only
 JSON_KINDS = {STRING, INT, BIGINT, FLOAT, BOOL, DATE, DATETIME}  # sort keys a keyset cursor can carry
 NON_FINITE = ("inf", "-inf", "nan")  # a double sort key's text in a cursor when it is no JSON number
+# Nanosecond timestamps reach Python as microsecond datetimes: rows a microsecond apart compare
+# equal in a cursor, so keyset pages over them could repeat forever.
+COARSER_IN_PYTHON = frozenset({"timestamp_ns", "timestamp(9)"})
 HUGEINT_BOUND = 2**127  # a cursor's integers are bound as DuckDB HUGEINT at most
 OPERATORS = ("eq", "ne", "in_", "lt", "lte", "gt", "gte", "between", "is_null", "contains", "starts_with")
 
@@ -334,8 +337,13 @@ class PageQuery:
     def keyset(self) -> bool:
         """True if cursors for this order can carry its key values: every kind has a JSON form,
         and no term is the file row number, which would tell a reader where their rows sit in the
-        file, and so how many rows they may not see come before (offset cursors count theirs only)."""
-        return all(c != ROW_NUMBER and self._kind(c) in JSON_KINDS for c, _ in self.sort_terms())
+        file, and so how many rows they may not see come before (offset cursors count theirs only),
+        nor a column whose values reach Python coarser than DuckDB sorts them (`COARSER_IN_PYTHON`:
+        a cursor would resume before rows it served)."""
+        coarse = {c.name for c in self.spec.columns if c.data_type.lower().strip() in COARSER_IN_PYTHON}
+        return all(
+            c != ROW_NUMBER and c not in coarse and self._kind(c) in JSON_KINDS for c, _ in self.sort_terms()
+        )
 
     def pinned(self) -> set[str]:
         """Columns the filter holds to one value on every row it passes: the row filter's column
@@ -419,7 +427,7 @@ class PageQuery:
 
     def end_cursor(self, snapshot_id: str, last_keys: Sequence[Any] | None, offset: int) -> Cursor:
         """The cursor after a page: keyset when the last row's sort values have a JSON form."""
-        if last_keys is not None:
+        if last_keys is not None and self.keyset():
             try:
                 terms = self.sort_terms()
                 keys = tuple(_to_json(v, self._kind(c)) for v, (c, _) in zip(last_keys, terms, strict=True))
