@@ -94,7 +94,7 @@ def _query(pool: DuckPool, table: str | None, path: Path, cutoff: datetime, orde
         order_by=[("opened_at", "DESC")],
         limit=100,
         table=table,
-        file_order=pool.read_file_order(str(path)),
+        file_order=pool.read_file_order(str(path), key=ORDERED.key if ordered else None),
     )
 
 

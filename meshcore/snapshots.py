@@ -23,8 +23,14 @@ SORT_ORDER_KEY = "civicmesh_sort_order"
 # ... and what that order depends on: {"columns": [every column the rows were sorted by],
 # "total": whether no two rows tie on them}. Absent: it may depend on any column.
 ORDERED_BY_KEY = "civicmesh_ordered_by"
+# [columns no two rows share a value of (NULL counting as a value)], checked as the file was written.
+UNIQUE_KEY = "civicmesh_unique"
 
 SortOrder = tuple[tuple[str, str], ...]  # ((column, ASC|DESC), ...), NULLs last
+
+
+class RepeatedValues(ValueError):
+    """A column declared unique repeats a value (`write_snapshot`); the message quotes no value."""
 
 
 @dataclass(frozen=True)
@@ -32,12 +38,15 @@ class FileOrder:
     """How a snapshot file's rows are ordered, as the file states it (`write_snapshot`).
 
     `stated`: the order a reader can rely on (a start of the written order; () if none).
+    `unique`: columns no two rows share a value of, as checked when the file was written (or by
+    a reader since: `gateway.duck.DuckPool.read_file_order`).
     `ordered_by`: every column the rows' order depends on, when the file was sorted by them into
     a total order (no two rows tie, so nothing else decided their places); None when the file
     does not say so (written before, elsewhere, or with ties left in input order)."""
 
     stated: SortOrder = ()
     ordered_by: frozenset[str] | None = None
+    unique: frozenset[str] = frozenset()  # columns known to repeat no value (`UNIQUE_KEY`)
 
     def reveals(self, hidden: Iterable[str]) -> bool:
         """True if the rows' places in the file (their row numbers) may show something of the
@@ -97,13 +106,25 @@ def file_order(con: duckdb.DuckDBPyConnection, path: str | Path) -> FileOrder:
     quoted = str(path).replace("'", "''")
     rows = dict(
         con.execute(
-            f"SELECT key, value FROM parquet_kv_metadata('{quoted}') WHERE key IN (?, ?)",
-            [SORT_ORDER_KEY.encode(), ORDERED_BY_KEY.encode()],
+            f"SELECT key, value FROM parquet_kv_metadata('{quoted}') WHERE key IN (?, ?, ?)",
+            [SORT_ORDER_KEY.encode(), ORDERED_BY_KEY.encode(), UNIQUE_KEY.encode()],
         ).fetchall()
     )
     return FileOrder(
-        _stated(rows.get(SORT_ORDER_KEY.encode())), _ordered_by(rows.get(ORDERED_BY_KEY.encode()))
+        _stated(rows.get(SORT_ORDER_KEY.encode())),
+        _ordered_by(rows.get(ORDERED_BY_KEY.encode())),
+        _names(rows.get(UNIQUE_KEY.encode())),
     )
+
+
+def _names(value: bytes | None) -> frozenset[str]:
+    try:
+        names = json.loads(value) if value is not None else []
+    except ValueError:
+        return frozenset()
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        return frozenset()
+    return frozenset(names)
 
 
 def _stated(value: bytes | None) -> SortOrder:
@@ -179,6 +200,7 @@ def write_snapshot(
     relation: str,
     dest_dir: Path,
     order_by: Sequence[tuple[str, str]] = (),
+    unique: Sequence[str] = (),
 ) -> WrittenSnapshot:
     """Copy `relation` (a table or view name) into `dest_dir` as one immutable Parquet file.
 
@@ -191,6 +213,10 @@ def write_snapshot(
     stop after its page (`gateway.query.PageQuery.presorted`). The metadata also says whether
     no two rows tie on `order_by` (`ORDERED_BY_KEY`): then a row's place in the file depends on
     those columns only, and pages by file row number show nothing of any other column.
+
+    `unique`: columns (a product's key) no two rows may share a value of; checked on the rows
+    written and stated in the file (`UNIQUE_KEY`). Raises RepeatedValues, writing nothing, if one
+    repeats (the gateway pages and resumes cursors by the key).
     """
     dest_dir.mkdir(parents=True, exist_ok=True)
     tmp = dest_dir / f".tmp-{uuid.uuid4().hex}.parquet"
@@ -206,9 +232,16 @@ def write_snapshot(
     order = ", ".join(f"{v} {d} NULLS LAST" for v, (_, d) in zip(values, terms, strict=True))
     stated = json.dumps([list(t) for t in _sorts_as_read(terms, types)])
     ordered_by = json.dumps({"columns": [c for c, _ in terms], "total": _no_ties(con, relation, values)})
+    for column in unique:
+        if repeated := repeated_values(con, relation, column):
+            raise RepeatedValues(f"{column!r} repeats {repeated} value(s): it is declared unique (the key)")
     metadata = ", ".join(
         f"{key}: '{value.replace(chr(39), chr(39) * 2)}'"
-        for key, value in ((SORT_ORDER_KEY, stated), (ORDERED_BY_KEY, ordered_by))
+        for key, value in (
+            (SORT_ORDER_KEY, stated),
+            (ORDERED_BY_KEY, ordered_by),
+            (UNIQUE_KEY, json.dumps(list(unique))),
+        )
     )
     try:
         con.execute(

@@ -74,9 +74,9 @@ def write_and_publish(
     failure the publish run is recorded as failed in lineage and the error raised."""
     try:
         with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
-            written = write_snapshot(
-                con, relation, settings.snapshots_dir / spec.department / spec.product, snapshot_order(spec)
-            )
+            folder = settings.snapshots_dir / spec.department / spec.product
+            unique = (spec.key,) if spec.key else ()
+            written = write_snapshot(con, relation, folder, snapshot_order(spec), unique)
         return catalog.publish(spec, written, quality=quality, run_id=run_id)
     except Exception as exc:
         record_failed(settings, str(exc), lineage)

@@ -195,7 +195,7 @@ def run_preview(args: argparse.Namespace) -> int:
             query = PageQuery(
                 spec=spec,
                 path=path,
-                file_order=pool.read_file_order(path),
+                file_order=pool.read_file_order(path, key=spec.key),
                 columns=[c.name for c in spec.columns],
                 masks=decision.masks,
                 row_filter=decision.row_filter,

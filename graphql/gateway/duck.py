@@ -9,6 +9,7 @@ checked against their published checksums first (`DuckPool.checks`, see gateway/
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import hmac
@@ -30,7 +31,7 @@ from gateway.deadlines import Deadlines
 from gateway.errors import UNAVAILABLE, GovernedError, limit_exceeded
 from gateway.integrity import FileChecks
 from meshcore.settings import DEFAULT_SNAPSHOT_MEMORY_MB
-from meshcore.snapshots import FileOrder, file_order
+from meshcore.snapshots import FileOrder, file_order, repeated_values
 
 log = logging.getLogger(__name__)
 
@@ -189,6 +190,7 @@ class DuckPool:
         self._provisional: set[str] = set()  # copies counted uncompressed (see `_baseline`)
         self._paths: dict[str, str] = {}  # path digest -> path, of every snapshot ever loaded
         self._orders: dict[str, FileOrder] = {}  # path -> the order its file states (`file_order`)
+        self._repeated: set[tuple[str, str]] = set()  # (path, column): found to repeat a value
         self._loads = itertools.count()
         # Each background load owns its connection (a cursor) and is interrupted and joined by
         # close(): closing the database under a running load aborts the process (ARCHITECTURE §2b).
@@ -323,26 +325,41 @@ class DuckPool:
                 self._loading.pop(path, None)
             cursor.close()
 
-    async def file_order(self, path: str) -> FileOrder:
+    async def file_order(self, path: str, key: str | None = None) -> FileOrder:
         """The order snapshot `path` stores its rows in, its hot copy and its file alike, as its
-        file states it (`meshcore.snapshots.file_order`): read once per file, off the event loop."""
+        file states it (`meshcore.snapshots.file_order`), with `key` among its unique columns if
+        no two rows share a value of it: read and checked once per file, off the event loop."""
         known = self._orders.get(path)
-        if known is not None:
+        if known is not None and self._key_known(path, known, key):
             return known
-        return await anyio.to_thread.run_sync(self.read_file_order, path)
+        return await anyio.to_thread.run_sync(self.read_file_order, path, None, key)
 
-    def read_file_order(self, path: str, cursor: duckdb.DuckDBPyConnection | None = None) -> FileOrder:
-        """`file_order` in this thread; FileOrder() (no order, may depend on any column) if the
-        file cannot be read, not kept: the next read tries again."""
+    def _key_known(self, path: str, order: FileOrder, key: str | None) -> bool:
+        return key is None or key in order.unique or (path, key) in self._repeated
+
+    def read_file_order(
+        self, path: str, cursor: duckdb.DuckDBPyConnection | None = None, key: str | None = None
+    ) -> FileOrder:
+        """`file_order` in this thread. A file that does not state `key` unique (written before
+        builds checked keys) is checked here, once (a GROUP BY over the file). FileOrder() (no
+        order, may depend on any column, nothing unique) if the file cannot be read, not kept: the
+        next read tries again."""
         known = self._orders.get(path)
-        if known is not None:
+        if known is not None and self._key_known(path, known, key):
             return known
         reader = cursor or self._con.cursor()
         try:
-            order = file_order(reader, path)
+            order = known or file_order(reader, path)
+            if not self._key_known(path, order, key):
+                assert key is not None
+                if repeated_values(reader, parquet_source(path, row_number=False), key):
+                    with self._hot_lock:
+                        self._repeated.add((path, key))
+                else:
+                    order = dataclasses.replace(order, unique=order.unique | {key})
         except duckdb.Error as exc:
             log.warning("could not read the stated order of %s: %s", path, exc)
-            return FileOrder()
+            return known or FileOrder()
         finally:
             if cursor is None:
                 reader.close()

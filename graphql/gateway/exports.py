@@ -101,7 +101,7 @@ async def _prepare(
     query = PageQuery(
         spec=snap.spec,
         path=path,
-        file_order=await ctx.duck.file_order(path),
+        file_order=await ctx.duck.file_order(path, snap.spec.key),
         columns=columns,
         masks=served.masks,
         row_filter=touch.row_filter,

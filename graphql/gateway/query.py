@@ -304,19 +304,20 @@ class PageQuery:
         return out
 
     def sort_terms(self) -> list[tuple[str, str]]:
-        """(column, ASC|DESC): the requested order, then the key (or the file row number) as the
-        final tie-breaker — a total order, so pages are stable within an immutable snapshot."""
+        """(column, ASC|DESC): the requested order, then the key, when visible, and the file row
+        number (or its keyed shuffle) unless the key is known unique — a total order, so pages are
+        stable within an immutable snapshot."""
         terms = [(c, d) for c, d in self.order_by]
         for c, _ in terms:
             self._column(c, "sort")
-        key = self.spec.key
-        if key and key in self.kinds and key not in self.masks:
-            if key not in {c for c, _ in terms}:
-                terms.append((key, "ASC"))
-        elif self.file_order.reveals(self.masks):
-            terms.append((ROW_SHUFFLE, "ASC"))
-        else:
-            terms.append((ROW_NUMBER, "ASC"))
+        key = self.spec.key if self.spec.key in self.kinds and self.spec.key not in self.masks else None
+        if key is not None and key not in {c for c, _ in terms}:
+            terms.append((key, "ASC"))
+        if key is not None and key in self.file_order.unique:
+            return terms
+        # No key, a masked one, or one not known unique (a snapshot older than the build's check
+        # that repeats it): rows that tie on everything above are ordered by their place.
+        terms.append((ROW_SHUFFLE if self.file_order.reveals(self.masks) else ROW_NUMBER, "ASC"))
         return terms
 
     def _kind(self, column: str) -> str:

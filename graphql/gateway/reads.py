@@ -266,7 +266,7 @@ async def read_page(
             spec=snap.spec,
             path=path,
             table=ctx.duck.source(path, snap.byte_size),
-            file_order=await ctx.duck.file_order(path),
+            file_order=await ctx.duck.file_order(path, snap.spec.key),
             columns=columns,
             masks=masks,
             row_filter=touch.row_filter,

@@ -90,7 +90,7 @@ def _query(path: str, table: str | None, order: Any, **kwargs: Any) -> PageQuery
         spec=SPEC,
         path=path,
         table=table,
-        file_order=FileOrder(order),
+        file_order=FileOrder(order, unique=frozenset({"request_id"})),  # the key: unique
         columns=["request_id", "district", "opened_at", "priority", "requester_name"],
         masks={"requester_name": "hash"},
         with_keys=True,

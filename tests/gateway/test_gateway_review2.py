@@ -146,8 +146,8 @@ def _walk(tmp_path: Path, column: ColumnSpec, sql: str, size: int = 3, pages: in
         con.execute(
             f"CREATE TABLE t AS SELECT CAST(i AS INTEGER) AS id, {sql} AS {column.name} FROM range(10) t(i)"
         )
-        path = str(write_snapshot(con, "t", tmp_path, snapshot_order(spec)).path)
-        order = file_order(con, path)
+        path = str(write_snapshot(con, "t", tmp_path, snapshot_order(spec), unique=("id",)).path)
+        order = file_order(con, path)  # as publish writes it: the key stated unique
     pool = DuckPool(tmp_path, "key", threads=1)
     seen: list[int] = []
     cursor: Cursor | None = None
