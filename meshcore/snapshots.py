@@ -230,19 +230,7 @@ def write_snapshot(
     # column can carry a collation (`x COLLATE NOCASE` in a model; DESCRIBE still says VARCHAR).
     values = [f"{quote_ident(c)}{' COLLATE C' if types.get(c) == 'VARCHAR' else ''}" for c, _ in terms]
     order = ", ".join(f"{v} {d} NULLS LAST" for v, (_, d) in zip(values, terms, strict=True))
-    stated = json.dumps([list(t) for t in _sorts_as_read(terms, types)])
-    ordered_by = json.dumps({"columns": [c for c, _ in terms], "total": _no_ties(con, relation, values)})
-    for column in unique:
-        if repeated := repeated_values(con, relation, column):
-            raise RepeatedValues(f"{column!r} repeats {repeated} value(s): it is declared unique (the key)")
-    metadata = ", ".join(
-        f"{key}: '{value.replace(chr(39), chr(39) * 2)}'"
-        for key, value in (
-            (SORT_ORDER_KEY, stated),
-            (ORDERED_BY_KEY, ordered_by),
-            (UNIQUE_KEY, json.dumps(list(unique))),
-        )
-    )
+    metadata = _order_metadata(con, relation, terms, types, values, unique)
     try:
         con.execute(
             f"COPY (SELECT * FROM {relation}{' ORDER BY ' + order if order else ''}) TO '{tmp}' "
@@ -264,6 +252,31 @@ def write_snapshot(
         row_count=int(rows[0]) if rows else 0,
         byte_size=final.stat().st_size,
         schema=tuple((str(r[0]), str(r[1])) for r in described),
+    )
+
+
+def _order_metadata(
+    con: duckdb.DuckDBPyConnection,
+    relation: str,
+    terms: Sequence[tuple[str, str]],
+    types: dict[str, str],
+    values: Sequence[str],
+    unique: Sequence[str],
+) -> str:
+    """The file's KV_METADATA (COPY option text): its stated order, what its order depends on and
+    its unique columns, checked on `relation` (RepeatedValues if a `unique` column repeats)."""
+    for column in unique:
+        if repeated := repeated_values(con, relation, column):
+            raise RepeatedValues(f"{column!r} repeats {repeated} value(s): it is declared unique (the key)")
+    stated = json.dumps([list(t) for t in _sorts_as_read(terms, types)])
+    ordered_by = json.dumps({"columns": [c for c, _ in terms], "total": _no_ties(con, relation, values)})
+    return ", ".join(
+        f"{key}: '{value.replace(chr(39), chr(39) * 2)}'"
+        for key, value in (
+            (SORT_ORDER_KEY, stated),
+            (ORDERED_BY_KEY, ordered_by),
+            (UNIQUE_KEY, json.dumps(list(unique))),
+        )
     )
 
 
