@@ -97,6 +97,17 @@ def _assertions(manifest: Mapping[str, Any], run_results: Mapping[str, Any]) -> 
     return grouped
 
 
+def relation_name(node: Mapping[str, Any]) -> str:
+    """The SQL name of a node's relation: dbt's `relation_name`, else `"database"."schema"."table"`
+    (the alias, identifier or name), quoted as dbt quotes it on DuckDB."""
+    name = node.get("relation_name")
+    if name:
+        return str(name)
+    table = node.get("alias") or node.get("identifier") or node["name"]
+    parts = (node.get("database"), node.get("schema"), table)
+    return ".".join('"' + str(part).replace('"', '""') + '"' for part in parts if part)
+
+
 def relation_key(node: Mapping[str, Any]) -> str:
     """`database.schema.table` of a node, lower-case: how `sql_lineage` names relations."""
     table = node.get("alias") or node.get("identifier") or node["name"]
@@ -168,7 +179,7 @@ def warehouse_columns(
                 sql = (node.get("compiled_code") or "").strip().rstrip(";")
                 query = f"DESCRIBE SELECT * FROM (\n{sql}\n) AS model" if sql else None
             elif uid.startswith(("seed.", "snapshot.", "source.")):
-                query = f"DESCRIBE {node.get('relation_name') or relation_key(node)}"
+                query = f"DESCRIBE {relation_name(node)}"
             else:
                 continue
             try:

@@ -30,7 +30,7 @@ from typing import Any
 
 import duckdb
 
-from lineage.dbt import manifest_node
+from lineage.dbt import manifest_node, relation_name
 from meshcore.settings import Settings
 from orchestration.gate import upstream
 from orchestration.landing import discover_landing_tables
@@ -120,10 +120,6 @@ def compile_models(settings: Settings, select: Sequence[str] = ()) -> dict[str, 
             os.environ["CIVICMESH_WAREHOUSE"] = served
 
 
-def _relation(node: Mapping[str, Any]) -> str:
-    return str(node.get("relation_name") or f'"{node["database"]}"."{node["schema"]}"."{node["alias"]}"')
-
-
 def _source_table(node: Mapping[str, Any]) -> str | None:
     """`CREATE TABLE` column list from a source's yml, or None when a column has no usable type."""
     columns = []
@@ -165,7 +161,7 @@ class Scratch:
         if landing is not None:
             limit = "" if self.rows else " LIMIT 0"
             self.con.execute(
-                f"CREATE TABLE {_relation(node)} AS SELECT * FROM read_parquet(?){limit}", [str(landing)]
+                f"CREATE TABLE {relation_name(node)} AS SELECT * FROM read_parquet(?){limit}", [str(landing)]
             )
             return
         columns = _source_table(node)
@@ -175,7 +171,7 @@ class Scratch:
                 Finding(where, None, "source-type", f"{uid}: every column needs a data_type to be checked")
             )
             return
-        self.con.execute(f"CREATE TABLE {_relation(node)} ({columns})")
+        self.con.execute(f"CREATE TABLE {relation_name(node)} ({columns})")
 
     def _create_model(self, uid: str, node: Mapping[str, Any], table: bool) -> None:
         if (node.get("config") or {}).get("materialized") == "ephemeral":
@@ -183,7 +179,7 @@ class Scratch:
         sql = (node.get("compiled_code") or "").strip().rstrip(";")
         kind = "TABLE" if table else "VIEW"
         try:
-            self.con.execute(f"CREATE OR REPLACE {kind} {_relation(node)} AS\n{sql}")
+            self.con.execute(f"CREATE OR REPLACE {kind} {relation_name(node)} AS\n{sql}")
         except duckdb.Error as exc:
             message = str(exc).splitlines()[0]
             self.findings.append(

@@ -12,6 +12,7 @@ import dagster as dg
 import duckdb
 from dagster_dbt import DagsterDbtTranslator
 
+from lineage.dbt import relation_name
 from lineage.events import new_run_id, publish_events
 from lineage.naming import duckdb_dataset
 from meshcore.catalog import Catalog, Snapshot
@@ -146,6 +147,5 @@ def publish_assets(manifest: dict, translator: DagsterDbtTranslator, specs: list
     assets = []
     for spec in specs:
         node = manifest["nodes"][spec.model_unique_id]
-        relation = node.get("relation_name") or f"{node['schema']}.{node['alias']}"
-        assets.append(publish_asset(spec, translator.get_asset_key(node), relation))
+        assets.append(publish_asset(spec, translator.get_asset_key(node), relation_name(node)))
     return assets

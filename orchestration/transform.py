@@ -15,7 +15,7 @@ import duckdb
 from dagster_dbt import DagsterDbtTranslator, DbtCliInvocation, DbtCliResource, DbtProject, dbt_assets
 
 from lineage.classification import pii_findings
-from lineage.dbt import NodeColumns, events_from_dbt_run, fill_compiled_code, warehouse_columns
+from lineage.dbt import NodeColumns, events_from_dbt_run, fill_compiled_code, relation_name, warehouse_columns
 from lineage.events import new_run_id
 from meshcore.accesslog import AccessLog
 from meshcore.catalog import Catalog
@@ -98,18 +98,18 @@ def repeated_keys(
     settings: Settings, manifest: Mapping[str, Any], specs: list[ProductSpec]
 ) -> dict[str, int | None]:
     """{product: values of its declared key on more than one row of its mart} (read-only, after
-    dbt), for products that declare a key; None when the mart could not be read (no relation, or
-    DuckDB raised: out of memory, a view over a file gone): the gate then holds the product back
+    dbt), for products that declare a key; None when the mart could not be read (DuckDB
+    raised: out of memory, a view over a file gone): the gate then holds the product back
     if its model built (fail closed), and the error is logged, not shown (it can quote data)."""
     counts: dict[str, int | None] = {}
     with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
         for spec in specs:
-            relation = manifest["nodes"][spec.model_unique_id].get("relation_name")
             if not spec.key:
                 continue
+            relation = relation_name(manifest["nodes"][spec.model_unique_id])
             counts[spec.name] = None
             try:
-                counts[spec.name] = repeated_values(con, relation, spec.key) if relation else None
+                counts[spec.name] = repeated_values(con, relation, spec.key)
             except duckdb.Error:
                 log.warning("key check of %s could not read %s", spec.name, relation, exc_info=True)
     return counts

@@ -131,7 +131,7 @@ def run_check(args: argparse.Namespace) -> int:
 
 def _scratch_snapshot(settings: Settings, name: str) -> tuple[Any, Any]:
     """(spec, WrittenSnapshot): the product run in scratch on the home's landing files."""
-    from lineage.dbt import NodeColumns, warehouse_columns
+    from lineage.dbt import NodeColumns, relation_name, warehouse_columns
     from meshcore.products import collect_spec
     from meshcore.snapshots import snapshot_order, write_snapshot
     from orchestration.authoring import CompileFailed, Scratch, compile_models, workspace
@@ -160,7 +160,7 @@ def _scratch_snapshot(settings: Settings, name: str) -> tuple[Any, Any]:
         if leaks:
             raise CommandError(f"the PII gate would hold {name} back: " + "; ".join(map(str, leaks)))
         folder = workspace(settings) / "snapshots" / spec.department / spec.product
-        written = write_snapshot(scratch.con, node["relation_name"], folder, snapshot_order(spec))
+        written = write_snapshot(scratch.con, relation_name(node), folder, snapshot_order(spec))
     finally:
         scratch.close()
     return spec, written
