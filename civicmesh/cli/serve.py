@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import sys
 from typing import Any
@@ -112,7 +113,9 @@ async def _query_in_process(settings: Settings, token: str, payload: dict[str, A
 
     from civicmesh.asgi import create_app
 
-    app = create_app(settings)
+    # One query, then the process ends: no in-memory snapshot copy (its load would be work for
+    # nothing, and a load DuckDB is still running as the interpreter exits can abort it).
+    app = create_app(dataclasses.replace(settings, extra={**settings.extra, "snapshot_memory_mb": "0"}))
     # The real app through ASGI: same auth, governance and access log as over the network.
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 0))
