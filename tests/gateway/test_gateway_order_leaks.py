@@ -22,6 +22,7 @@ from gateway.query import Cursor, PageQuery
 from meshcore.products import ColumnSpec, ProductSpec
 from meshcore.snapshots import file_order, snapshot_order, write_snapshot
 from policies.decision import RowFilter
+from tests.gateway.masked_pages import masked_walk
 
 D1 = RowFilter("district", ("D1",))
 EMAIL = ColumnSpec("email", "varchar", tags=("pii",), mask="hash")
@@ -53,30 +54,14 @@ def _walk(pool: DuckPool, spec: ProductSpec, path: str, size: int) -> list[tuple
     row when `size` is 1) as a reader who sees `email` hashed, `size` rows a page, each page after
     the previous page's keyset cursor, as `reads.read_page` pages (the file's order as the pool
     reads it for `reads.read_page`: the product's key checked if the file does not state it unique)."""
-    order = pool.read_file_order(path, key=spec.key)
     out: list[tuple[Any, Any]] = []
-    after = None
-    while True:
-        query = PageQuery(
-            spec=spec,
-            path=path,
-            columns=["ticket", "email"],
-            masks={"email": "hash"},
-            row_filter=D1,
-            limit=size,
-            after=after,
-            with_keys=True,
-            file_order=order,
-        )
-        result = pool.run(*query.page_sql())
-        rows = result.rows[:size]
+    for query, rows in masked_walk(pool, spec, path, pool.read_file_order(path, key=spec.key), size):
         if not rows:
-            return out
+            break
         after = query.end_cursor("s", rows[-1][2:], 0)
         assert after.keys is not None
         out += [(r[0], r[1], after.keys[-1]) for r in rows]
-        if len(result.rows) <= size:
-            return out
+    return out
 
 
 # Rows a masked reader cannot tell apart (same ticket, same district): only the e-mail differs,

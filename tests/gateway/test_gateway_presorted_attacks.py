@@ -22,6 +22,7 @@ from gateway.query import Cursor, PageQuery
 from meshcore.products import ColumnSpec, ProductSpec
 from meshcore.snapshots import FileOrder, file_order, snapshot_order, write_snapshot
 from policies.decision import RowFilter
+from tests.gateway.masked_pages import masked_walk
 
 D1 = RowFilter("district", ("D1",))
 
@@ -232,31 +233,11 @@ def _masked_pages(path: str, order: FileOrder, page: int = 1000) -> tuple[list[A
     """Every D1 row of KEYLESS at `path` (ticket, hashed e-mail) as a reader who sees `email`
     hashed, page by page with keyset cursors; and the queries run."""
     pool = DuckPool(Path(path).parent, "key", threads=2)
-    tickets: list[Any] = []
-    queries: list[PageQuery] = []
-    after = None
     try:
-        while True:
-            query = PageQuery(
-                spec=KEYLESS,
-                path=path,
-                columns=["ticket", "email"],
-                masks={"email": "hash"},
-                row_filter=D1,
-                limit=page,
-                after=after,
-                with_keys=True,
-                file_order=order,
-            )
-            queries.append(query)
-            result = pool.run(*query.page_sql())
-            rows = result.rows[:page]
-            tickets += [r[:2] for r in rows]
-            if len(result.rows) <= page:
-                return tickets, queries
-            after = query.end_cursor("s", rows[-1][2:], 0)
+        pages = masked_walk(pool, KEYLESS, path, order, page)
     finally:
         pool.close()
+    return [r[:2] for _, rows in pages for r in rows], [query for query, _ in pages]
 
 
 def _email_order(path: str) -> list[int]:
