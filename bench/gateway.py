@@ -218,7 +218,7 @@ async def load(port: int, token: str, query: str, clients: int, seconds: float, 
     return done[0] / (time.perf_counter() - t0)
 
 
-_HOT = re.compile(r"(\d+) snapshots? in memory .*?, (\d+) loading, (\d+) read from their files")
+_HOT = re.compile(r"(\d+) snapshots? in local copies .*?, (\d+) loading, (\d+) read from their files")
 
 
 def _hot_state(port: int) -> tuple[int, int, int] | None:

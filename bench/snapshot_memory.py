@@ -1,15 +1,15 @@
-"""The in-memory snapshot budget (CIVICMESH_SNAPSHOT_MEMORY_MB): what a hot copy buys, and the path
-when a snapshot does not fit.
+"""The snapshot copy budget (CIVICMESH_SNAPSHOT_MEMORY_MB): what a hot copy (a local DuckDB copy of
+the snapshot, gateway/copies.py) buys, and the path when a snapshot does not fit.
 
 One snapshot of `--rows` service requests (zstd Parquet, in no stated order), three gateway DuckDB
 pools in this process:
-- "hot": a budget the copy fits in (it is loaded, then queried in memory);
+- "hot": a budget the copy fits in (it is built and attached, then queried);
 - "file": budget 0 (every read from the Parquet file: the baseline);
 - "unfit": a budget the estimate fits in but the copy outgrows (dropped, read from the file);
 and the same rows written as publish writes them (`write_snapshot` in the product's order: district,
 then `cluster_by` opened_at DESC, then the key), read with the order the file states
 (`DuckPool.read_file_order`, so the page is read without ORDER BY: `PageQuery.presorted`):
-- "hot+order": in memory; "file+order": budget 0, from the file (a snapshot too big for the budget).
+- "hot+order": from its copy; "file+order": budget 0, from the file (a snapshot too big for the budget).
 Query (a) of issue 16, "the 100 newest potholes in D3" with a distinct bound cut-off per request
 (unique parameters: the result cache never answers), through the gateway's own `PageQuery`;
 p50 per pool, interleaved, and the ratio to the file baseline.
@@ -135,7 +135,7 @@ def main() -> int:
                 name: _hot(pool, files[name], 1 if name == "unfit" else files[name].stat().st_size)
                 for name, pool in pools.items()
             }
-            print("in memory: " + ", ".join(f"{n}={'yes' if t else 'no'}" for n, t in tables.items()))
+            print("attached copy: " + ", ".join(f"{n}={'yes' if t else 'no'}" for n, t in tables.items()))
             samples: dict[str, list[float]] = {name: [] for name in pools}
             start = datetime(2021, 6, 1)
             for i in range(args.requests):

@@ -23,6 +23,12 @@ def available_cpus() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+def snapshot_copies_dir(snapshots_dir: Path) -> Path:
+    """The local DuckDB copies of the snapshots under `snapshots_dir`: `<home>/cache/snapshot_copies`
+    (outside the snapshots folder, so backups leave these derived files out)."""
+    return snapshots_dir.parent / "cache" / "snapshot_copies"
+
+
 def sqlite_url(home: Path) -> str:
     """The SQLAlchemy URL of the default metadata store: SQLite at `<home>/metadata.db`."""
     return f"sqlite:///{home / 'metadata.db'}"
@@ -163,11 +169,16 @@ class Settings:
         return float(value or 1.0)
 
     @property
+    def snapshot_copies_dir(self) -> Path:
+        """Where the gateway keeps local DuckDB copies of snapshots (gateway/copies.py)."""
+        return snapshot_copies_dir(self.snapshots_dir)
+
+    @property
     def snapshot_memory_budget_bytes(self) -> int:
-        """Memory per gateway process for compressed in-memory copies of hot snapshots (faster
-        scans; LRU): CIVICMESH_SNAPSHOT_MEMORY_MB, in MiB (default 512, about 12M service requests
-        compressed; 0: always read the Parquet files). A snapshot that does not fit is read from its
-        Parquet file."""
+        """Bytes of local DuckDB copies of hot snapshots each gateway process reads (faster scans;
+        LRU; one file per snapshot shared by a host's workers through the OS page cache):
+        CIVICMESH_SNAPSHOT_MEMORY_MB, in MiB (default 512, about 10M service requests; 0: always
+        read the Parquet files). A snapshot whose copy does not fit is read from its Parquet file."""
         value = self.extra.get("snapshot_memory_mb") or os.environ.get("CIVICMESH_SNAPSHOT_MEMORY_MB")
         megabytes = float(value or DEFAULT_SNAPSHOT_MEMORY_MB)
         if not 0 <= megabytes < 1 << 30:

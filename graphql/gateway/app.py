@@ -71,6 +71,7 @@ class Gateway:
             threads=settings.duckdb_threads,
             timeout_seconds=settings.query_timeout_s,
             hot_budget_bytes=settings.snapshot_memory_budget_bytes,
+            copies_dir=settings.snapshot_copies_dir,
         )
         self.responses = ResponseCache()
         self.tokens = TokenCache()

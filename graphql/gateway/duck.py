@@ -8,7 +8,6 @@ checked against their published checksums first (`DuckPool.checks`, see gateway/
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -17,7 +16,6 @@ import itertools
 import logging
 import re
 import threading
-import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,36 +25,25 @@ from typing import Any
 import anyio.to_thread
 import duckdb
 
+from gateway.copies import COPY_TABLE, CopyInterrupted, SnapshotCopies, copy_name
 from gateway.deadlines import Deadlines
 from gateway.errors import UNAVAILABLE, GovernedError, limit_exceeded
 from gateway.integrity import FileChecks
-from meshcore.settings import DEFAULT_SNAPSHOT_MEMORY_MB
+from meshcore.settings import DEFAULT_SNAPSHOT_MEMORY_MB, snapshot_copies_dir
 from meshcore.snapshots import FileOrder, file_order, repeated_values
 
 log = logging.getLogger(__name__)
 
-# Hot snapshots live in a compressed in-memory database: a checkpoint stores their columns with
-# DuckDB's compression (dictionary, FSST, bit-packing), 1.0-2.5x their zstd Parquet size where a
-# plain in-memory table took up to 9x, and filters and aggregates run on the compressed columns
-# (a grouped count on 1M rows: 3 ms instead of 9 ms, bench/gateway.py (b)).
-HOT_DATABASE = "hot"
-# Expected in-memory size / Parquet size, to start a load; the copy is measured as it loads and
-# dropped as soon as it cannot fit (`DuckPool._copy_size`).
-HOT_EXPANSION = 1.2
-HOT_LOAD_CHUNK_ROWS = 500_000
-CHECKPOINT_PATIENCE_S = 2.0
-_HOT_BYTES_SQL = (
-    "SELECT coalesce(sum(memory_usage_bytes), 0) FROM duckdb_memory() WHERE tag = 'IN_MEMORY_TABLE'"
-)
-# DuckDB's memory for running queries (sorts, hash tables, results) beside the hot snapshots: the
-# database's memory_limit is the hot budget plus this, so a full budget never starves a query.
+# Hot snapshots are read from local DuckDB copies (gateway/copies.py), one file per snapshot shared
+# by the host's workers, each attached READ_ONLY under its own name.
+# Expected copy size / Parquet size, to decide before building whether a copy can fit the budget.
+HOT_EXPANSION = 1.3
+# DuckDB's memory for running queries (sorts, hash tables, results) beside the blocks of the copies
+# it caches: the database's memory_limit is the hot budget plus this.
 WORKING_MEMORY_BYTES = 768 << 20
-_SPILLED_SQL = (
-    "SELECT coalesce(sum(temporary_storage_bytes), 0) FROM duckdb_memory() WHERE tag = 'IN_MEMORY_TABLE'"
-)
-# A hot copy's reference: the snapshot path's digest and the load's number, so a reload of an
+# A hot copy's reference: the snapshot path's digest and the attach's number, so a re-attach of an
 # evicted copy never reuses the name a queued query may still hold (`DuckPool.run`).
-_HOT_TABLE = re.compile(rf'{HOT_DATABASE}\."hot_([0-9a-f]{{20}})_[0-9]+"')
+_HOT_TABLE = re.compile(rf'"hot_([0-9a-f]{{20}})_[0-9]+"\.{COPY_TABLE}')
 PSEUDONYM_FUNCTION = "cm_pseudonym"
 PSEUDONYM_INT_FUNCTION = "cm_pseudonym_int"
 # cm_row_shuffle(file name, file_row_number): the order rows that tie on everything a reader may
@@ -123,10 +110,11 @@ def _cells(result: QueryResult) -> int:
 
 
 def _connect(
-    snapshots_dir: Path, mask_key: str, threads: int, memory_limit: str
+    readable: Sequence[Path], mask_key: str, threads: int, memory_limit: str
 ) -> duckdb.DuckDBPyConnection:
     """The process's in-memory database: the pseudonym functions of the masks, reads only under
-    `snapshots_dir`, no other external access, and a configuration locked against queries."""
+    the `readable` folders (snapshots, their copies), no other external access, and a
+    configuration locked against queries."""
     con = duckdb.connect(":memory:", config={"threads": threads, "memory_limit": memory_limit})
     pseudonym, pseudonym_int, row_shuffle = _pseudonymiser(mask_key.encode())
     con.create_function(  # type: ignore[call-overload]  # duckdb's stub lacks this overload
@@ -143,11 +131,10 @@ def _connect(
     con.create_function(
         ROW_SHUFFLE_FUNCTION, row_shuffle, ["VARCHAR", "BIGINT"], "BIGINT", side_effects=False
     )
-    con.execute(f"ATTACH ':memory:' AS {HOT_DATABASE} (COMPRESS)")
-    allowed = str(snapshots_dir.resolve()).rstrip("/") + "/"
-    # Order matters: allowed_directories must be set while external access is still on.
-    quoted = allowed.replace("'", "''")  # SET takes no bound parameters; the path is ours
-    con.execute(f"SET allowed_directories = ['{quoted}']")
+    # SET takes no bound parameters; the paths are ours. Order matters: allowed_directories must
+    # be set while external access is still on.
+    allowed = ", ".join(_sql_text(str(folder.resolve()).rstrip("/") + "/") for folder in readable)
+    con.execute(f"SET allowed_directories = [{allowed}]")
     con.execute("SET enable_external_access = false")
     con.execute("SET parquet_metadata_cache = true")
     # Results without ORDER BY keep the order rows are stored in (DuckDB's default, pinned here):
@@ -155,6 +142,29 @@ def _connect(
     con.execute("SET preserve_insertion_order = true")
     con.execute("SET lock_configuration = true")
     return con
+
+
+@dataclass
+class _Load:
+    """A background attach: its cursor on the pool's database, and the copy's builder while one
+    runs; both interrupted by `DuckPool.close` (closing the database under a running statement
+    aborts the process: ARCHITECTURE §2b)."""
+
+    cursor: duckdb.DuckDBPyConnection
+    thread: threading.Thread = dataclasses.field(init=False)
+    builder: duckdb.DuckDBPyConnection | None = None
+
+    def building(self, builder: duckdb.DuckDBPyConnection | None) -> None:
+        self.builder = builder
+
+    def interrupt(self) -> None:
+        self.cursor.interrupt()
+        if (builder := self.builder) is not None:
+            builder.interrupt()
+
+
+def _sql_text(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
 
 
 class DuckPool:
@@ -172,29 +182,33 @@ class DuckPool:
         timeout_seconds: float = 10.0,
         hot_budget_bytes: int = DEFAULT_SNAPSHOT_MEMORY_MB << 20,
         working_memory_bytes: int = WORKING_MEMORY_BYTES,
+        copies_dir: Path | None = None,
     ) -> None:
-        snapshots_dir.mkdir(parents=True, exist_ok=True)
+        copies_dir = copies_dir or snapshot_copies_dir(snapshots_dir)
+        for folder in (snapshots_dir, copies_dir):
+            folder.mkdir(parents=True, exist_ok=True)
         memory_limit = f"{(hot_budget_bytes + working_memory_bytes) >> 20}MiB"
-        self._con = _connect(snapshots_dir, mask_key, threads, memory_limit)
+        self._con = _connect((snapshots_dir, copies_dir), mask_key, threads, memory_limit)
         self.threads = threads
         self._limiter = anyio.CapacityLimiter(workers)
         self.timeout_seconds = timeout_seconds
-        # Hot snapshots: compressed in-memory copies (faster scans than Parquet), LRU within a
-        # budget (Settings.snapshot_memory_budget_bytes) counted at their measured size. A
-        # snapshot that does not fit is read from its Parquet file, as is one whose load failed
-        # (not retried: `_unfit`).
+        # Hot snapshots: local DuckDB copies (gateway/copies.py; faster scans than Parquet),
+        # attached LRU within a budget (Settings.snapshot_memory_budget_bytes) counted at their
+        # file size. A snapshot that does not fit is read from its Parquet file, as is one whose
+        # copy failed (not retried: `_unfit`).
         self.hot_budget_bytes = hot_budget_bytes
-        self._hot: OrderedDict[str, tuple[str, int]] = OrderedDict()  # path -> (table, est. bytes)
+        copy_key = hmac.digest(mask_key.encode(), b"civicmesh snapshot copy", "sha256")
+        self.copies = SnapshotCopies(copies_dir, copy_key, threads, f"{working_memory_bytes >> 20}MiB")
+        self._hot: OrderedDict[str, tuple[str, int]] = OrderedDict()  # path -> (table, bytes)
         self._hot_bytes = 0
         self._unfit: set[str] = set()
-        self._provisional: set[str] = set()  # copies counted uncompressed (see `_baseline`)
         self._paths: dict[str, str] = {}  # path digest -> path, of every snapshot ever loaded
         self._orders: dict[str, FileOrder] = {}  # path -> the order its file states (`file_order`)
         self._repeated: set[tuple[str, str]] = set()  # (path, column): found to repeat a value
         self._loads = itertools.count()
         # Each background load owns its connection (a cursor) and is interrupted and joined by
         # close(): closing the database under a running load aborts the process (ARCHITECTURE §2b).
-        self._loading: dict[str, tuple[threading.Thread, duckdb.DuckDBPyConnection]] = {}
+        self._loading: dict[str, _Load] = {}
         self._closed = False
         self._hot_lock = threading.Lock()
         self._load_lock = threading.Lock()
@@ -255,9 +269,10 @@ class DuckPool:
             cursor.close()
 
     def source(self, path: str, byte_size: int) -> str | None:
-        """The in-memory table holding snapshot `path`, as a quoted SQL reference
-        (`hot."hot_<sha256 of path, 20 hex>_<load number>"`), or None (read the Parquet file) while it is not
-        loaded; the first use of a snapshot expected to fit the budget starts loading it."""
+        """The attached copy of snapshot `path`, as a quoted SQL reference
+        (`"hot_<sha256 of path, 20 hex>_<attach number>".snapshot`), or None (read the Parquet
+        file) while it is not attached; the first use of a snapshot expected to fit the budget
+        starts attaching it (building the host's copy first if no worker has)."""
         with self._hot_lock:
             entry = self._hot.get(path)
             if entry is not None:
@@ -271,59 +286,43 @@ class DuckPool:
                 or estimate > self.hot_budget_bytes
             ):
                 return None
-            digest = hashlib.sha256(path.encode()).hexdigest()[:20]
+            digest = copy_name(path)
             self._paths[digest] = path
-            table = f'{HOT_DATABASE}."hot_{digest}_{next(self._loads)}"'
-            cursor = self._con.cursor()
-            args = (path, table, estimate, cursor)
-            loader = threading.Thread(target=self._load, args=args, name="duck-hot", daemon=True)
-            self._loading[path] = (loader, cursor)
-        loader.start()
+            alias = f'"hot_{digest}_{next(self._loads)}"'
+            load = _Load(self._con.cursor())
+            load.thread = threading.Thread(
+                target=self._load, args=(path, alias, load), name="duck-hot", daemon=True
+            )
+            self._loading[path] = load
+        load.thread.start()
         return None
 
-    def _load(self, path: str, table: str, estimate: int, cursor: duckdb.DuckDBPyConnection) -> None:
+    def _load(self, path: str, alias: str, load: _Load) -> None:
         try:
-            self.read_file_order(path, cursor)  # the copy keeps it: loaded in file order, chunk by chunk
-            with self._load_lock:  # one load at a time: its size is the change in table memory
-                # Room first: loaded beside a full budget, a copy that fits it alone could outgrow
-                # DuckDB's memory (budget + working memory) and be refused for good.
-                self._evict(cursor, estimate)
-                before = self._baseline(cursor)
-                source = parquet_source(path)
-                cursor.execute(f"CREATE OR REPLACE TABLE {table} AS SELECT * FROM {source} LIMIT 0")
-                # In chunks, each compressed by a checkpoint before the next: loaded whole, a copy
-                # that fits compressed could outgrow memory uncompressed on its way in.
-                start = 0
-                while True:
-                    if self._closed:  # close()'s interrupt is lost if it lands between statements
-                        raise duckdb.InterruptException("the pool is closing")
-                    added = cursor.execute(
-                        f"INSERT INTO {table} SELECT * FROM {source} "
-                        "WHERE file_row_number >= ? AND file_row_number < ?",
-                        [start, start + HOT_LOAD_CHUNK_ROWS],
-                    ).fetchone()
-                    compressed = self._checkpoint(cursor)  # the chunk (if queries let it: see there)
-                    size = self._copy_size(cursor, before)
-                    start += HOT_LOAD_CHUNK_ROWS
-                    if added is None or added[0] < HOT_LOAD_CHUNK_ROWS:
-                        break
+            self.read_file_order(path, load.cursor)  # the copy keeps it: written in file order
+            copy = self.copies.ensure(path, parquet_source(path), lambda: self._closed, load.building)
+            size = copy.stat().st_size
+            if size > self.hot_budget_bytes:
+                raise MemoryError(f"its copy ({size >> 20} MiB) exceeds the hot budget")
+            with self._load_lock:  # one attach at a time: the budget is counted in order
                 if self._closed:
-                    raise duckdb.InterruptException("the pool is closing")
-                if not compressed:  # counted uncompressed until the next load's baseline
-                    with self._hot_lock:
-                        self._provisional.add(path)
-                self._admit(path, table, size, cursor)
-        except Exception as exc:  # a failed load only means the file keeps being read directly
-            if not self._closed:  # close() interrupts loads on purpose
+                    raise CopyInterrupted
+                self._evict(load.cursor, size)
+                load.cursor.execute(f"ATTACH {_sql_text(str(copy))} AS {alias} (READ_ONLY)")
                 with self._hot_lock:
-                    self._unfit.add(path)  # e.g. out of memory: trying again on every read would not help
-                with contextlib.suppress(duckdb.Error):  # a partly made table, if any
-                    cursor.execute(f"DROP TABLE IF EXISTS {table}")
-                log.warning("could not hold %s in memory (read from its file): %s", path, exc)
+                    self._hot[path] = (f"{alias}.{COPY_TABLE}", size)
+                    self._hot_bytes += size
+        except CopyInterrupted:
+            pass
+        except Exception as exc:  # a failed copy only means the file keeps being read directly
+            if not self._closed:  # close() interrupts builds on purpose
+                with self._hot_lock:
+                    self._unfit.add(path)  # e.g. no room: trying again on every read would not help
+                log.warning("no local copy of %s (read from its file): %s", path, exc)
         finally:
             with self._hot_lock:
                 self._loading.pop(path, None)
-            cursor.close()
+            load.cursor.close()
 
     async def file_order(self, path: str, key: str | None = None) -> FileOrder:
         """The order snapshot `path` stores its rows in, its hot copy and its file alike, as its
@@ -367,85 +366,17 @@ class DuckPool:
             self._orders[path] = order
         return order
 
-    def _admit(self, path: str, table: str, size: int, cursor: duckdb.DuckDBPyConnection) -> None:
-        """Serve `table` for `path` from now on, within the budget (`size` <= it: `_copy_size`)."""
-        self._evict(cursor, size)
-        with self._hot_lock:
-            self._hot[path] = (table, size)
-            self._hot_bytes += size
-
     def _evict(self, cursor: duckdb.DuckDBPyConnection, room: int) -> None:
-        """Drop the least recently used copies until `room` more bytes fit the budget."""
+        """Detach the least recently used copies until `room` more bytes fit the budget. Their
+        files stay for the host's other workers (removed with their snapshot: `copies.sweep`)."""
         evicted: list[str] = []
         with self._hot_lock:
             while self._hot and self._hot_bytes + room > self.hot_budget_bytes:
-                old_path, (old, old_size) = self._hot.popitem(last=False)
+                _, (old, old_size) = self._hot.popitem(last=False)
                 self._hot_bytes -= old_size
-                self._provisional.discard(old_path)
-                evicted.append(old)
-        for old in evicted:  # safe with queries in flight: DuckDB lets a running scan finish (MVCC)
-            cursor.execute(f"DROP TABLE IF EXISTS {old}")
-        if evicted:
-            self._checkpoint(cursor)  # returns the dropped tables' blocks
-
-    def _checkpoint(self, cursor: duckdb.DuckDBPyConnection) -> bool:
-        """Checkpoint the hot database (what compresses new tables and frees dropped ones).
-
-        DuckDB refuses a checkpoint while another transaction runs, and FORCE CHECKPOINT would
-        hold every new query until the running ones end: so try again for up to
-        `CHECKPOINT_PATIENCE_S`. False if queries kept it busy that long: a chunk then stays
-        uncompressed until a later checkpoint (a copy is admitted only compressed: `_load`)."""
-        deadline = time.monotonic() + CHECKPOINT_PATIENCE_S
-        while True:
-            try:
-                cursor.execute(f"CHECKPOINT {HOT_DATABASE}")
-                return True
-            except duckdb.TransactionException:
-                if self._closed or time.monotonic() > deadline:
-                    log.info(
-                        "hot snapshots: no checkpoint within %.1f s (queries running)", CHECKPOINT_PATIENCE_S
-                    )
-                    return False
-                time.sleep(0.005)
-
-    def _baseline(self, cursor: duckdb.DuckDBPyConnection) -> int:
-        """The hot tables' bytes before a load, with every copy compressed: a copy admitted
-        uncompressed (its checkpoints refused) would otherwise shrink in this load's checkpoint
-        and the shrinkage be taken off this copy's size. Such copies are re-counted here (their
-        measured total, shared evenly). Waits for a checkpoint while there are any."""
-        with self._hot_lock:
-            provisional = [path for path in self._provisional if path in self._hot]
-        if not provisional:
-            return self._table_bytes(cursor)
-        while not self._checkpoint(cursor):
-            if self._closed:
-                raise duckdb.InterruptException("the pool is closing")
-        total = self._table_bytes(cursor)
-        with self._hot_lock:
-            settled = sum(size for path, (_, size) in self._hot.items() if path not in provisional)
-            share = max((total - settled) // len(provisional), 1)
-            for path in provisional:
-                table, size = self._hot[path]  # only this thread evicts (under the load lock)
-                self._hot[path] = (table, share)
-                self._hot_bytes += share - size
-            self._provisional.clear()
-        return total
-
-    def _copy_size(self, cursor: duckdb.DuckDBPyConnection, before: int) -> int:
-        """The bytes the copy being loaded holds; MemoryError once it cannot fit the budget."""
-        # Past its memory limit DuckDB spills tables to a temporary folder instead of failing:
-        # a copy that did not fit in memory is no faster than the Parquet file.
-        if cursor.execute(_SPILLED_SQL).fetchone() != (0,):
-            raise MemoryError(f"its copy outgrew memory (hot budget {self.hot_budget_bytes >> 20} MiB)")
-        size = max(self._table_bytes(cursor) - before, 1)
-        if size > self.hot_budget_bytes:
-            raise MemoryError(f"its copy ({size >> 20} MiB so far) exceeds the hot budget")
-        return size
-
-    @staticmethod
-    def _table_bytes(cursor: duckdb.DuckDBPyConnection) -> int:
-        row = cursor.execute(_HOT_BYTES_SQL).fetchone()
-        return int(row[0]) if row else 0
+                evicted.append(old.rsplit(".", 1)[0])
+        for alias in evicted:  # safe with queries in flight: a running scan keeps its database
+            cursor.execute(f"DETACH DATABASE IF EXISTS {alias}")
 
     def open_reader(self, sql: str, params: Sequence[Any], batch_rows: int) -> tuple[Any, Any]:
         """(cursor, Arrow record-batch reader) for streaming a large result; close the cursor after.
@@ -478,14 +409,14 @@ class DuckPool:
 
     def memory_report(self) -> str:
         """What the hot budget holds, for `/readyz` (a copy is only a speed-up: never a reason to
-        be unready): "2 snapshots in memory (45 MiB of 512 MiB), 1 loading, 0 read from their files
-        (did not fit); queries on 2 DuckDB threads"."""
+        be unready): "2 snapshots in local copies (45 MiB of 512 MiB), 1 loading, 0 read from
+        their files (no copy); queries on 2 DuckDB threads"."""
         with self._hot_lock:
             held, used, loading, unfit = len(self._hot), self._hot_bytes, len(self._loading), len(self._unfit)
         return (
-            f"{held} snapshot{'s' if held != 1 else ''} in memory ({used >> 20} MiB of "
+            f"{held} snapshot{'s' if held != 1 else ''} in local copies ({used >> 20} MiB of "
             f"{self.hot_budget_bytes >> 20} MiB), {loading} loading, "
-            f"{unfit} read from their files (did not fit); "
+            f"{unfit} read from their files (no copy); "
             f"queries on {self.threads} DuckDB thread{'s' if self.threads != 1 else ''}"
         )
 
@@ -494,8 +425,8 @@ class DuckPool:
         with self._hot_lock:
             self._closed = True
             loaders = list(self._loading.values())
-        for _, cursor in loaders:
-            cursor.interrupt()
-        for loader, _ in loaders:
-            loader.join()
+        for load in loaders:
+            load.interrupt()
+        for load in loaders:
+            load.thread.join()
         self._con.close()

@@ -1,11 +1,15 @@
-"""Hot snapshots: compressed in-memory copies, counted at their measured size, evicted least
-recently used, and loaded while queries run without changing a single answer.
+"""Hot snapshots: local DuckDB copies (gateway/copies.py), built once per host and shared by its
+workers, checked before use, counted at their file size, detached least recently used, and
+attached while queries run without changing a single answer.
 
-Real DuckDB, real Parquet files; the pool is the gateway's (`gateway.duck.DuckPool`).
+Real DuckDB, real Parquet files; the pool is the gateway's (`gateway.duck.DuckPool`); several
+pools on one folder stand for a host's workers (`fcntl` locks work between them as between
+processes).
 """
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from pathlib import Path
@@ -13,7 +17,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from gateway import duck
+from gateway import copies, duck
 from gateway.duck import DuckPool
 from gateway.query import PageQuery
 from meshcore.products import ColumnSpec, ProductSpec
@@ -25,9 +29,6 @@ SPEC = ProductSpec(
     owner="o@x.example",
     description="",
     columns=(ColumnSpec("n", "bigint"), ColumnSpec("district", "varchar"), ColumnSpec("status", "varchar")),
-)
-IN_MEMORY_BYTES = (
-    "SELECT coalesce(sum(memory_usage_bytes), 0) FROM duckdb_memory() WHERE tag = 'IN_MEMORY_TABLE'"
 )
 
 
@@ -42,16 +43,6 @@ def _snapshot(folder: Path, name: str, rows: int) -> Path:
     return path
 
 
-def _plain_copy_bytes(path: Path) -> int:
-    """What an uncompressed in-memory table of `path` takes (what hot copies took before)."""
-    con = duckdb.connect()
-    try:
-        con.execute(f"CREATE TABLE t AS SELECT * FROM read_parquet('{path}', file_row_number = true)")
-        return int(con.execute(IN_MEMORY_BYTES).fetchone()[0])
-    finally:
-        con.close()
-
-
 def _hot(pool: DuckPool, path: Path) -> str:
     """Ask for `path` until its copy serves (the first ask starts the background load)."""
     deadline = time.monotonic() + 60
@@ -63,7 +54,7 @@ def _hot(pool: DuckPool, path: Path) -> str:
 
 
 def _measured(folder: Path, path: Path) -> int:
-    """The measured size of `path`'s hot copy, alone in a pool."""
+    """The size of `path`'s copy (built by a pool of its own if none has yet)."""
     probe = DuckPool(folder, "key", hot_budget_bytes=1 << 30)
     try:
         _hot(probe, path)
@@ -72,14 +63,13 @@ def _measured(folder: Path, path: Path) -> int:
         probe.close()
 
 
-def _open_transaction(pool: DuckPool) -> duckdb.DuckDBPyConnection:
-    """A cursor of `pool` with a transaction open on the hot database (DuckDB then refuses a
-    checkpoint, as it does while a query runs); COMMIT and close it to end that."""
-    reader = pool._con.cursor()
-    reader.execute("CREATE TABLE hot.other (i INTEGER)")
-    reader.execute("BEGIN")
-    reader.execute("SELECT count(*) FROM hot.other").fetchall()
-    return reader
+def _copy(folder: Path, path: Path) -> Path:
+    return duck.snapshot_copies_dir(folder) / f"{copies.copy_name(str(path))}.duckdb"
+
+
+def _rows(pool: DuckPool, path: Path, table: str | None) -> list[tuple]:
+    query = {"spec": SPEC, "path": str(path), "columns": ["n", "district", "status"], "limit": 10_000_000}
+    return pool.run(*PageQuery(**query, table=table).page_sql()).rows
 
 
 @pytest.fixture
@@ -89,19 +79,22 @@ def folder(tmp_path: Path) -> Path:
     return path
 
 
-def test_a_hot_copy_is_compressed_and_counted_at_its_measured_size(folder: Path) -> None:
-    path = _snapshot(folder, "a", 600_000)
+def test_a_copy_holds_the_files_rows_in_its_order_in_small_row_groups(folder: Path) -> None:
+    path = _snapshot(folder, "a", 100_000)
     pool = DuckPool(folder, "key", hot_budget_bytes=1 << 30)
     try:
-        _hot(pool, path)
-        held = pool._hot_bytes
-        assert held == int(pool.run(IN_MEMORY_BYTES).rows[0][0])  # the measured size, not a guess
-        assert held * 3 < _plain_copy_bytes(path)  # compressed: under a third of a plain copy
+        table = _hot(pool, path)
+        assert _rows(pool, path, table) == _rows(pool, path, None)  # same rows, same order
+        assert pool._hot_bytes == _copy(folder, path).stat().st_size  # counted at its size
+        groups = pool.run(
+            f"SELECT count(DISTINCT row_group_id) FROM pragma_storage_info('{table.replace(chr(34), '')}')"
+        ).rows[0][0]
+        assert groups == -(-100_000 // copies.COPY_ROW_GROUP_ROWS)
     finally:
         pool.close()
 
 
-def test_the_budget_evicts_the_least_recently_used_copy_and_frees_its_memory(folder: Path) -> None:
+def test_the_budget_detaches_the_least_recently_used_copy(folder: Path) -> None:
     first, second = _snapshot(folder, "first", 400_000), _snapshot(folder, "second", 400_000)
     one = _measured(folder, first)
     pool = DuckPool(folder, "key", hot_budget_bytes=int(one * 1.5))  # room for one copy, not two
@@ -109,18 +102,100 @@ def test_the_budget_evicts_the_least_recently_used_copy_and_frees_its_memory(fol
         _hot(pool, first)
         _hot(pool, second)
         assert pool.source(str(second), second.stat().st_size) is not None
-        assert str(first) not in pool._hot  # evicted: it was used least recently
+        assert str(first) not in pool._hot  # detached: it was used least recently
         assert pool._hot_bytes <= pool.hot_budget_bytes
-        while pool._loading:  # the loader drops the evicted copy just after serving the new one
-            time.sleep(0.01)
-        assert int(pool.run(IN_MEMORY_BYTES).rows[0][0]) <= pool.hot_budget_bytes  # its memory went
+        attached = {row[0] for row in pool.run("SELECT database_name FROM duckdb_databases()").rows}
+        assert sum(name.startswith("hot_") for name in attached) == 1
+        assert _copy(folder, first).exists()  # the host's other workers may still read it
+    finally:
+        pool.close()
+
+
+def test_workers_of_a_host_build_one_copy_and_share_it(folder: Path) -> None:
+    """Two pools (a host's workers) ask for the same snapshot at once: one builds, the other
+    waits for it and attaches the same file."""
+    path = _snapshot(folder, "shared", 300_000)
+    pools = [DuckPool(folder, "key", hot_budget_bytes=1 << 30) for _ in range(2)]
+    try:
+        for pool in pools:
+            assert pool.source(str(path), path.stat().st_size) is None  # both start at once
+        tables = [_hot(pool, path) for pool in pools]
+        built = _copy(folder, path).stat()
+        assert all(
+            _rows(pool, path, table) == _rows(pool, path, None)
+            for pool, table in zip(pools, tables, strict=True)
+        )
+        assert sorted(p.name for p in _copy(folder, path).parent.iterdir()) == sorted(
+            f"{_copy(folder, path).stem}{suffix}" for suffix in (".duckdb", ".json", ".lock")
+        )  # no second copy, no partial file left
+        third = DuckPool(folder, "key", hot_budget_bytes=1 << 30)
+        _hot(third, path)
+        third.close()
+        assert _copy(folder, path).stat().st_ino == built.st_ino  # a later worker reuses it
+    finally:
+        for pool in pools:
+            pool.close()
+
+
+@pytest.mark.parametrize("damage", ["flip a byte", "truncate", "forge the sidecar", "drop the sidecar"])
+def test_a_damaged_copy_is_never_read_but_rebuilt(folder: Path, damage: str) -> None:
+    """Fail closed: a copy whose bytes do not match its sidecar's HMAC (under a key only the server
+    knows) is rebuilt from the snapshot file before any query reads it."""
+    path = _snapshot(folder, "target", 200_000)
+    _measured(folder, path)
+    copy, sidecar = _copy(folder, path), _copy(folder, path).with_suffix(".json")
+    if damage == "flip a byte":
+        with copy.open("r+b") as handle:
+            handle.seek(copy.stat().st_size // 2)
+            byte = handle.read(1)
+            handle.seek(-1, 1)
+            handle.write(bytes([byte[0] ^ 0xFF]))
+    elif damage == "truncate":
+        with copy.open("r+b") as handle:
+            handle.truncate(copy.stat().st_size // 2)
+    elif damage == "forge the sidecar":  # a MAC under another key (what a forger can compute)
+        forged = copies.SnapshotCopies(copy.parent, b"guessed key")._mac(copy)
+        sidecar.write_text(sidecar.read_text().replace(json.loads(sidecar.read_text())["mac"], forged))
+    else:
+        sidecar.unlink()
+    damaged = copy.stat().st_mtime_ns
+    pool = DuckPool(folder, "key", hot_budget_bytes=1 << 30)
+    try:
+        table = _hot(pool, path)
+        assert copy.stat().st_mtime_ns != damaged  # rebuilt
+        assert _rows(pool, path, table) == _rows(pool, path, None)
+    finally:
+        pool.close()
+
+
+def test_the_copy_of_a_removed_snapshot_is_swept_by_the_next_build(folder: Path) -> None:
+    old, new = _snapshot(folder, "old", 50_000), _snapshot(folder, "new", 50_000)
+    _measured(folder, old)
+    old.unlink()  # retention removed the snapshot
+    _measured(folder, new)
+    assert not _copy(folder, old).exists() and not _copy(folder, old).with_suffix(".json").exists()
+    assert _copy(folder, new).exists()
+
+
+def test_copies_live_outside_the_snapshots_folder_and_queries_read_nothing_else(folder: Path) -> None:
+    """The copies folder is readable by the pool's locked-down connection (as the snapshots are)
+    and nothing beside them; backups (which copy the snapshots folder) leave copies out."""
+    path = _snapshot(folder, "x", 10_000)
+    pool = DuckPool(folder, "key", hot_budget_bytes=1 << 30)
+    try:
+        _hot(pool, path)
+        assert not _copy(folder, path).is_relative_to(folder)
+        outside = folder.parent / "outside.duckdb"
+        duckdb.connect(str(outside)).close()
+        with pytest.raises(duckdb.PermissionException):
+            pool.run(f"ATTACH '{outside}' AS stolen (READ_ONLY)")
     finally:
         pool.close()
 
 
 def test_a_copy_loaded_while_queries_run_answers_exactly_like_the_file(folder: Path) -> None:
-    """Loads and their checkpoints (which DuckDB refuses while a query runs) under a steady stream
-    of queries: every answer, from the file or the copy, is the same rows in the same order."""
+    """A build and an attach under a steady stream of queries: every answer, from the file or the
+    copy, is the same rows in the same order."""
     path = _snapshot(folder, "busy", 300_000)
     pool = DuckPool(folder, "key", hot_budget_bytes=1 << 30)
     query = {
@@ -152,32 +227,11 @@ def test_a_copy_loaded_while_queries_run_answers_exactly_like_the_file(folder: P
     assert len(expected) == 51 and all(answer == expected for answer in answers)
 
 
-def test_a_copy_that_fits_compressed_is_loaded_in_chunks_it_would_outgrow_whole(
-    folder: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """DuckDB's memory is the hot budget plus working memory; a copy loaded whole is uncompressed
-    until its checkpoint, so a snapshot whose compressed copy fits could spill and be refused.
-    Loaded a chunk at a time, each compressed before the next, it is held."""
-    path = _snapshot(folder, "big", 3_000_000)
-    compressed = _measured(folder, path)
-    budget, working = 2 * compressed, 64 << 20
-    assert _plain_copy_bytes(path) > budget + working  # whole, it would not fit DuckDB's memory
-    monkeypatch.setattr(duck, "HOT_LOAD_CHUNK_ROWS", 250_000)
-    pool = DuckPool(folder, "key", hot_budget_bytes=budget, working_memory_bytes=working)
-    try:
-        _hot(pool, path)
-        assert pool._hot_bytes <= budget
-    finally:
-        pool.close()
-
-
 def test_a_query_holding_an_evicted_copy_answers_like_the_file_even_while_it_reloads(
     folder: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A request takes a copy's name (`source`) before its query runs (it may wait for a worker):
-    the copy evicted meanwhile, and reloaded chunk by chunk, must not fail the query nor serve
-    it a partly loaded table."""
-    monkeypatch.setattr(duck, "HOT_LOAD_CHUNK_ROWS", 100_000)
+    the copy detached meanwhile, and attached again under a new name, must not fail the query."""
     monkeypatch.setattr(duck, "HOT_EXPANSION", 0.01)  # the budget below holds one measured copy
     first, second = _snapshot(folder, "first", 450_000), _snapshot(folder, "second", 450_000)
     one = _measured(folder, first)
@@ -192,7 +246,7 @@ def test_a_query_holding_an_evicted_copy_answers_like_the_file_even_while_it_rel
         _hot(pool, second)
         assert str(first) not in pool._hot
         answers = [[pool.run(*held.count_sql()).rows, pool.run(*held.page_sql()).rows]]
-        while pool.source(str(first), first.stat().st_size) is None:  # reloading, chunk by chunk
+        while pool.source(str(first), first.stat().st_size) is None:  # attaching again
             assert str(first) not in pool._unfit
             answers.append([pool.run(*held.count_sql()).rows, pool.run(*held.page_sql()).rows])
     finally:
@@ -200,59 +254,32 @@ def test_a_query_holding_an_evicted_copy_answers_like_the_file_even_while_it_rel
     assert expected[0] == [(450_000,)] and all(answer == expected for answer in answers)
 
 
-def test_closing_the_pool_stops_a_load_at_its_next_chunk_and_admits_nothing(
-    folder: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """close() interrupts the load's cursor, but between statements (measuring, or waiting for a
-    checkpoint that running queries refuse) there is nothing to interrupt: the load must still
-    stop, not load every remaining chunk (a shutdown held for a whole snapshot) and admit it."""
-    monkeypatch.setattr(duck, "HOT_LOAD_CHUNK_ROWS", 10_000)
-    path = _snapshot(folder, "long", 3_000_000)  # 300 chunks
+def test_closing_the_pool_interrupts_a_build_and_attaches_nothing(folder: Path) -> None:
+    """close() interrupts the copy's builder: the shutdown is not held for a whole snapshot, nothing
+    is attached, and no file appears under the copy's final name."""
+    path = _snapshot(folder, "long", 6_000_000)
     pool = DuckPool(folder, "key", hot_budget_bytes=1 << 30)
-    reader = _open_transaction(pool)  # every checkpoint of the hot database waits
-    assert pool.source(str(path), path.stat().st_size) is None  # starts the load
-    while not pool.run("SELECT count(*) FROM duckdb_tables() WHERE table_name LIKE 'hot_%'").rows[0][0]:
-        time.sleep(0.01)
-    reader.execute("COMMIT")  # checkpoints now succeed: the load would run on to the end
-    reader.close()
+    assert pool.source(str(path), path.stat().st_size) is None  # starts the build
+    deadline = time.monotonic() + 30
+    while not any(load.builder is not None for load in list(pool._loading.values())):
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    started = time.monotonic()
     pool.close()
+    assert time.monotonic() - started < 5
     assert str(path) not in pool._hot and not pool._loading
+    assert not _copy(folder, path).exists()
 
 
-def test_a_copy_is_counted_at_its_own_size_when_its_checkpoint_also_compresses_another(
+def test_a_copy_that_fits_the_budget_alone_is_attached_when_the_budget_is_full_of_others(
     folder: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A copy whose checkpoints running queries refused is counted uncompressed; the next load's
-    checkpoint compresses it too. That shrinkage is not the new copy's: counted as its share,
-    the new copy would be counted at ~nothing and, once the first is evicted, the budget would
-    no longer bound memory."""
-    monkeypatch.setattr(duck, "CHECKPOINT_PATIENCE_S", 0.0)
-    first, second = _snapshot(folder, "first", 600_000), _snapshot(folder, "second", 600_000)
-    alone = _measured(folder, second)
-    pool = DuckPool(folder, "key", hot_budget_bytes=1 << 30)
-    try:
-        reader = _open_transaction(pool)  # every checkpoint of the hot database waits
-        _hot(pool, first)
-        reader.execute("COMMIT")
-        reader.close()
-        _hot(pool, second)
-        assert pool._hot[str(second)][1] >= alone * 0.9
-        assert pool._hot_bytes >= int(pool.run(IN_MEMORY_BYTES).rows[0][0])
-    finally:
-        pool.close()
-
-
-def test_a_copy_that_fits_the_budget_alone_is_loaded_when_the_budget_is_full_of_others(
-    folder: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Loaded beside a budget full of other copies, a copy outgrows DuckDB's memory (budget plus
-    working memory) and would be refused for good although it fits the budget alone: room is made
-    (least recently used first) before it loads."""
-    monkeypatch.setattr(duck, "HOT_LOAD_CHUNK_ROWS", 100_000)
-    first, second = _snapshot(folder, "first", 3_000_000), _snapshot(folder, "second", 3_000_000)
+    """Attached beside a budget full of other copies, a copy that fits the budget alone is not
+    refused: room is made (least recently used first) first."""
+    first, second = _snapshot(folder, "first", 1_000_000), _snapshot(folder, "second", 1_000_000)
     one = _measured(folder, first)
     monkeypatch.setattr(duck, "HOT_EXPANSION", one / second.stat().st_size)  # a true estimate
-    pool = DuckPool(folder, "key", hot_budget_bytes=int(one * 1.5), working_memory_bytes=one)
+    pool = DuckPool(folder, "key", hot_budget_bytes=int(one * 1.5))
     try:
         _hot(pool, first)
         _hot(pool, second)

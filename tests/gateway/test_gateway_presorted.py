@@ -20,7 +20,7 @@ from typing import Any
 import duckdb
 import pytest
 
-from gateway import duck
+from gateway import copies
 from gateway.duck import DuckPool
 from gateway.query import PageQuery
 from meshcore import snapshots
@@ -67,11 +67,11 @@ TIE = datetime(2026, 1, 1, 5)  # an opened_at many rows share
 @pytest.fixture(scope="module")
 def pool(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """A pool holding the snapshot, written in its product's order in row groups of 256 rows and
-    loaded in chunks of 500 (so scans run in parallel and copies hold several chunks)."""
+    copied in row groups of 2,048 (so scans run in parallel and copies hold several groups)."""
     folder = tmp_path_factory.mktemp("snapshots")
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(snapshots, "ROW_GROUP_SIZE", 256)
-        mp.setattr(duck, "HOT_LOAD_CHUNK_ROWS", 500)
+        mp.setattr(copies, "COPY_ROW_GROUP_ROWS", 2048)
         con = duckdb.connect()
         con.execute(f"CREATE TABLE t AS {DATA}")
         path = write_snapshot(con, "t", folder, snapshot_order(SPEC)).path

@@ -76,7 +76,7 @@ def test_readyz_shows_the_snapshots_held_in_memory_and_those_still_loading(serve
         time.sleep(0.05)
     detail = server.client.get("/readyz").json()["checks"]["snapshot_memory"]["detail"]
     assert re.fullmatch(
-        r"[1-9]\d* snapshots? in memory \(\d+ MiB of \d+ MiB\), \d+ loading, "
-        r"0 read from their files \(did not fit\); queries on [1-9]\d* DuckDB threads?",
+        r"[1-9]\d* snapshots? in local copies \(\d+ MiB of \d+ MiB\), \d+ loading, "
+        r"0 read from their files \(no copy\); queries on [1-9]\d* DuckDB threads?",
         detail,
     ), detail

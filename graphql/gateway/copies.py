@@ -1,0 +1,175 @@
+"""Local DuckDB copies of snapshots: one file per snapshot and host, shared by every gateway worker.
+
+A query on a snapshot's Parquet file decodes every row group it touches; a DuckDB database file
+holding the same rows (in the same order, `file_row_number` included) is scanned in DuckDB's own
+compressed format, and it is written with row groups of `COPY_ROW_GROUP_ROWS` rows, so a selective
+top-N on a clustered snapshot touches a few thousand rows instead of 122,880 (DuckDB's default
+group, which in-memory databases cannot change). Measured on 1M service requests (2026-11-30,
+DuckDB 2.0.1, one thread): query (a) 1.15 ms against 2.77 ms on an in-memory copy; (b) 2.3 against
+2.6 ms; the file 1.25x the Parquet size.
+
+The file is attached READ_ONLY by each worker, so its pages live once in the operating system's
+page cache for all of them, and each worker's DuckDB holds only the blocks it reads.
+
+Guarantees:
+- **Intact or not used.** Each copy has a sidecar (`<name>.json`: the snapshot's path, the copy's
+  size and an HMAC-SHA256 of its bytes under a key derived from the mask key). A process checks it
+  once before it first attaches the copy; a copy that fails is rebuilt from the snapshot file
+  (itself checked against its published checksum before any read: gateway/integrity.py).
+- **Built once.** Workers take an exclusive `flock` on `<name>.lock` while they check or build a
+  copy; the file appears under its final name only complete (written beside it, then renamed).
+- **No garbage kept.** Copies of snapshots whose file is gone (retention) are removed by the next
+  build on the host (their empty lock files stay).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import hmac
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+
+log = logging.getLogger(__name__)
+
+COPY_ROW_GROUP_ROWS = 32_768  # 16k: 2x the Parquet size, no faster; 64k: (a) 1.7 ms (see above)
+COPY_TABLE = "snapshot"
+_CHUNK = 1 << 20
+
+
+class CopyInterrupted(Exception):
+    """The pool closed while a copy was being waited for or built."""
+
+
+def copy_name(snapshot: str) -> str:
+    """The file stem of `snapshot`'s copy: the first 20 hex digits of SHA-256 of its path."""
+    return hashlib.sha256(snapshot.encode()).hexdigest()[:20]
+
+
+@dataclass(frozen=True)
+class SnapshotCopies:
+    """The copies folder of one host (`Settings.snapshot_copies_dir`), keyed by `mac_key`."""
+
+    folder: Path
+    mac_key: bytes
+    threads: int = 1
+    memory_limit: str = "512MiB"
+
+    def ensure(
+        self,
+        snapshot: str,
+        source_sql: str,
+        closing: Callable[[], bool],
+        building: Callable[[duckdb.DuckDBPyConnection | None], None],
+    ) -> Path:
+        """The intact copy of `snapshot` (read as `source_sql`), built first if it is missing or
+        fails its check. `closing()` true stops the wait or build (CopyInterrupted); `building`
+        is told the builder's connection (so a closing pool can interrupt it), then None.
+        Raises duckdb.Error or OSError if the copy cannot be built (the caller reads the file)."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        name = copy_name(snapshot)
+        copy = self.folder / f"{name}.duckdb"
+        with self._locked(name, closing):
+            if self._intact(copy, snapshot):
+                return copy
+            self._build(copy, snapshot, source_sql, building)
+        self.sweep()
+        return copy
+
+    @contextlib.contextmanager
+    def _locked(self, name: str, closing: Callable[[], bool]) -> Iterator[None]:
+        with open(self.folder / f"{name}.lock", "a") as lock:
+            while True:  # polled, not blocking: a closing pool must not wait for another worker
+                try:
+                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if closing():
+                        raise CopyInterrupted from None
+                    time.sleep(0.05)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _mac(self, copy: Path) -> str:
+        mac = hmac.new(self.mac_key, digestmod=hashlib.sha256)
+        with copy.open("rb") as handle:
+            while chunk := handle.read(_CHUNK):
+                mac.update(chunk)
+        return mac.hexdigest()
+
+    def _intact(self, copy: Path, snapshot: str) -> bool:
+        sidecar = copy.with_suffix(".json")
+        try:
+            stated = json.loads(sidecar.read_text())
+            if stated.get("snapshot") != snapshot or stated.get("bytes") != copy.stat().st_size:
+                return False
+            return hmac.compare_digest(str(stated.get("mac")), self._mac(copy))
+        except (OSError, ValueError, AttributeError):
+            return False
+
+    def _build(
+        self,
+        copy: Path,
+        snapshot: str,
+        source_sql: str,
+        building: Callable[[duckdb.DuckDBPyConnection | None], None],
+    ) -> None:
+        started = time.monotonic()
+        partial = copy.with_name(f"{copy.name}.partial")
+        for leftover in (partial, partial.with_name(partial.name + ".wal")):
+            leftover.unlink(missing_ok=True)  # a build that died: this process holds the lock now
+        builder = duckdb.connect(
+            ":memory:", config={"threads": self.threads, "memory_limit": self.memory_limit}
+        )
+        building(builder)
+        try:
+            builder.execute(f"ATTACH '{_quoted(partial)}' AS copy (ROW_GROUP_SIZE {COPY_ROW_GROUP_ROWS})")
+            # Insertion order is kept (DuckDB's default, preserve_insertion_order): the file's order.
+            builder.execute(f"CREATE TABLE copy.{COPY_TABLE} AS SELECT * FROM {source_sql}")
+            builder.execute("CHECKPOINT copy")
+            builder.execute("DETACH copy")
+        finally:
+            building(None)
+            builder.close()
+        with partial.open("rb") as handle:
+            os.fsync(handle.fileno())
+        size = partial.stat().st_size
+        copy.with_suffix(".json").write_text(
+            json.dumps({"snapshot": snapshot, "bytes": size, "mac": self._mac(partial)})
+        )
+        os.replace(partial, copy)
+        took = time.monotonic() - started
+        log.info("snapshot copy of %s built: %d MiB in %.1f s", snapshot, size >> 20, took)
+
+    def sweep(self) -> None:
+        """Remove the copies of snapshots whose file is gone (and their sidecars and locks), unless
+        another process is building or checking one right now."""
+        for sidecar in self.folder.glob("*.json"):
+            try:
+                gone = not Path(json.loads(sidecar.read_text())["snapshot"]).exists()
+            except (OSError, ValueError, KeyError, TypeError):
+                gone = False  # being written, or not ours: left alone
+            if not gone:
+                continue
+            with open(sidecar.with_suffix(".lock"), "a") as lock:
+                try:
+                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue
+                # The lock file stays (empty): unlinked, a builder could lock a new one meanwhile.
+                for path in (sidecar.with_suffix(".duckdb"), sidecar):
+                    path.unlink(missing_ok=True)
+
+
+def _quoted(path: Path) -> str:
+    return str(path).replace("'", "''")
