@@ -12,10 +12,13 @@ a mesh home is built (or reused under `--homes`) and the governed gateway served
   2 workers   warm-up by 8 clients (so each worker loads its own copy), then the memory
 
 Memory is summed over the server's process tree (uvicorn's supervisor and its workers): RSS, and
-PSS, which splits pages that processes share among them (Linux /proc/<pid>/smaps_rollup).
+PSS, which splits pages that processes share among them (Linux /proc/<pid>/smaps_rollup); plus the
+bytes of the snapshot copies (`<home>/cache/snapshot_copies`, gateway/copies.py), which sit once
+in the OS page cache for all workers and in no process's RSS: "host" = PSS + copies, the memory the
+host spends, is what the verdict judges.
 Prints the growth of each p50 from one size to the next and from the first to the last, and issue
 16's verdicts: (a) grows <= 1.5x and (b) <= 3x from 100k to 10M rows (judged on the first and last
-size of the series), two workers use <= 1.3x the memory (RSS) of one, at every size.
+size of the series), two workers use <= 1.3x the memory (host: PSS + copies) of one, at every size.
 """
 
 from __future__ import annotations
@@ -70,8 +73,14 @@ async def warm(port: int, token: str, start: int) -> None:
         start += 1_000_000
 
 
+def copies_bytes(settings: Settings) -> int:
+    """Bytes of the snapshot copies on this host (shared by every worker through the page cache)."""
+    folder = settings.snapshot_copies_dir
+    return sum(p.stat().st_size for p in folder.glob("*.duckdb")) if folder.is_dir() else 0
+
+
 def one_size(settings: Settings, n: int, seq: int) -> dict[str, object]:
-    """p50 of uncached (a) and (b) with 1 worker, and (RSS, PSS) with 1 and with 2 workers."""
+    """p50 of uncached (a) and (b) with 1 worker, and (RSS, PSS, copies) with 1 and 2 workers."""
     store = Store("sqlite", settings, str(settings.audit_dir / "checkpoints.jsonl"))
     token = issue_token(settings, USER, ttl_hours=1)
     out: dict[str, object] = {}
@@ -85,7 +94,7 @@ def one_size(settings: Settings, n: int, seq: int) -> dict[str, object]:
                 for name, query in (("a", QUERY_A), ("b", QUERY_B)):
                     out[name] = latency(asyncio.run(single_client(server.port, token, query, n, seq)))
                     seq += n
-            out[f"memory_{workers}"] = server.memory()
+            out[f"memory_{workers}"] = (*server.memory(), copies_bytes(settings))
         finally:
             server.stop()
     return out
@@ -98,10 +107,12 @@ def report(figures: dict[int, dict[str, object]], load_before: str) -> None:
         f"  {'rows':>12}  {'(a) single client':<32}  {'(b) single client':<32}  memory 1 worker -> 2 workers"
     )
     for rows, r in figures.items():
-        (rss1, pss1), (rss2, pss2) = r["memory_1"], r["memory_2"]  # type: ignore[misc]
+        (rss1, pss1, cp1), (rss2, pss2, cp2) = r["memory_1"], r["memory_2"]  # type: ignore[misc]
         rss = f"RSS {rss1 / MIB:6.0f} -> {rss2 / MIB:6.0f} MiB ({ratio(rss2, rss1)})"
         pss = f"PSS {pss1 / MIB:6.0f} -> {pss2 / MIB:6.0f} MiB ({ratio(pss2, pss1)})"
-        print(f"  {rows:>12,}  {fmt(r['a']):<32}  {fmt(r['b']):<32}  {rss}, {pss}")
+        host1, host2 = pss1 + cp1, pss2 + cp2
+        host = f"host {host1 / MIB:6.0f} -> {host2 / MIB:6.0f} MiB ({ratio(host2, host1)})"
+        print(f"  {rows:>12,}  {fmt(r['a']):<32}  {fmt(r['b']):<32}  {rss}, {pss}, {host}")
     sizes = list(figures)
 
     def p50(rows: int, name: str) -> float:
@@ -121,11 +132,11 @@ def report(figures: dict[int, dict[str, object]], load_before: str) -> None:
         ok = verdict(growth <= wanted)
         print(f"  ({name}) {first:,} -> {last:,} rows grows <= {wanted}x: {growth:5.2f}x  {ok}")
     for rows, r in figures.items():
-        (rss1, _), (rss2, _) = r["memory_1"], r["memory_2"]  # type: ignore[misc]
-        wanted = TARGETS["two_workers_memory"]
+        (_, pss1, cp1), (_, pss2, cp2) = r["memory_1"], r["memory_2"]  # type: ignore[misc]
+        wanted, grown = TARGETS["two_workers_memory"], (pss2 + cp2) / (pss1 + cp1)
         print(
-            f"  {rows:,} rows: two workers <= {wanted}x the memory (RSS) of one: "
-            f"{rss2 / rss1:5.2f}x  {verdict(rss2 / rss1 <= wanted)}"
+            f"  {rows:,} rows: two workers <= {wanted}x the memory (host: PSS + copies) of one: "
+            f"{grown:5.2f}x  {verdict(grown <= wanted)}"
         )
 
 

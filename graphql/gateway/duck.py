@@ -300,11 +300,12 @@ class DuckPool:
     def _load(self, path: str, alias: str, load: _Load) -> None:
         try:
             self.read_file_order(path, load.cursor)  # the copy keeps it: written in file order
-            copy = self.copies.ensure(path, parquet_source(path), lambda: self._closed, load.building)
-            size = copy.stat().st_size
-            if size > self.hot_budget_bytes:
-                raise MemoryError(f"its copy ({size >> 20} MiB) exceeds the hot budget")
-            with self._load_lock:  # one attach at a time: the budget is counted in order
+            # One copy at a time per process (each build takes working memory); in budget order.
+            with self._load_lock:
+                copy = self.copies.ensure(path, parquet_source(path), lambda: self._closed, load.building)
+                size = copy.stat().st_size
+                if size > self.hot_budget_bytes:
+                    raise MemoryError(f"its copy ({size >> 20} MiB) exceeds the hot budget")
                 if self._closed:
                     raise CopyInterrupted
                 self._evict(load.cursor, size)
