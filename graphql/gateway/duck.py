@@ -73,6 +73,7 @@ PSEUDONYM_INT_FUNCTION = "cm_pseudonym_int"
 # k_f never appears in SQL text: queries carry a `RowShuffleKey` naming the file among their
 # parameters, and the pool binds k_f in its place only as it hands the statement to DuckDB
 # (`DuckPool._bind`): SQL, parameters, the result cache, logs and errors hold the file name only.
+# (DuckDB's EXPLAIN and profiler print bound values: no surface may offer them for these queries.)
 ROW_SHUFFLE_SQL = "CAST('0x' || left(sha256(? || CAST(file_row_number AS VARCHAR)), 14) AS BIGINT)"
 _SHUFFLE_KEY_HEX = 32  # k_f: 128 bits as hex, so k_f and a row number fit one SHA-256 block (~40% faster)
 
