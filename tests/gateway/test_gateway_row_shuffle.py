@@ -10,6 +10,7 @@ DuckDB over real Parquet files, and a real server over HTTP.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import logging
 import sqlite3
@@ -22,7 +23,8 @@ import duckdb
 import pytest
 
 from gateway.duck import DuckPool, RowShuffleKey
-from gateway.query import PageQuery
+from gateway.errors import BAD_USER_INPUT, GovernedError
+from gateway.query import Cursor, PageQuery
 from meshcore.products import ColumnSpec, ProductSpec
 from meshcore.snapshots import FileOrder, file_order, snapshot_order, write_snapshot
 from policies.decision import RowFilter
@@ -133,6 +135,28 @@ def test_pages_follow_one_order_across_the_hot_copy_and_the_file(tmp_path: Path)
     finally:
         pool.close()
     assert len(set(whole)) == 100
+
+
+def test_a_cursor_of_the_old_python_shuffle_is_refused(tmp_path: Path) -> None:
+    """A cursor issued before this shuffle (its order signed "__row_shuffle ASC" alone) holds a value
+    of the old order: resumed here it would skip and repeat rows. A 400 BAD_USER_INPUT; a cursor
+    of this shuffle resumes."""
+    path = _publish(tmp_path, TIED.format(ticket=7, n=30))
+    order = _order(path)
+    old = hashlib.sha256(b"__row_shuffle ASC").hexdigest()[:16]
+    query = _page(path, order, 10)
+    pool = DuckPool(tmp_path, "key", threads=1)
+    try:
+        rows = pool.run(*query.page_sql()).rows
+        after = query.end_cursor("s", rows[9][1:], 0)
+        assert after.keys is not None and after.order != old
+        resumed = pool.run(*_page(path, order, 10, after=after).page_sql()).rows
+    finally:
+        pool.close()
+    assert len(resumed) == 11 and not {r[0] for r in resumed} & {r[0] for r in rows[:10]}
+    with pytest.raises(GovernedError) as refused:
+        _page(path, order, 10, after=Cursor("s", keys=after.keys, order=old)).page_sql()
+    assert refused.value.code == BAD_USER_INPUT
 
 
 def test_the_key_is_bound_by_the_pool_only(tmp_path: Path) -> None:
