@@ -29,7 +29,7 @@ sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 import duckdb  # noqa: E402
 
-from gateway.duck import ROW_SHUFFLE_SQL, DuckPool, RowShuffleKey, parquet_source  # noqa: E402
+from gateway.duck import DuckPool, RowShuffleKey  # noqa: E402
 from gateway.query import ROW_SHUFFLE, PageQuery  # noqa: E402
 from meshcore.products import ColumnSpec, ProductSpec  # noqa: E402
 from meshcore.snapshots import FileOrder, quote_ident, snapshot_order, write_snapshot  # noqa: E402
@@ -68,8 +68,8 @@ def old_row_shuffle(key: bytes):
     return row_shuffle
 
 
-def page(path: str, order: FileOrder, i: int) -> tuple[str, list[Any]]:
-    query = PageQuery(
+def page(path: str, order: FileOrder, i: int) -> PageQuery:
+    return PageQuery(
         spec=SPEC,
         path=path,
         columns=["ticket", "email"],
@@ -80,18 +80,17 @@ def page(path: str, order: FileOrder, i: int) -> tuple[str, list[Any]]:
         with_keys=True,
         file_order=order,
     )
-    return query.page_sql()
 
 
 def old_page(path: str, i: int) -> tuple[str, list[Any]]:
     """The shuffled page as the gateway wrote it with the old UDF: the UDF call in place of the
     shuffle column wherever the page names it (sort key and ORDER BY), on the file itself."""
-    sql, params = page(path, SHUFFLED, i)
-    source = parquet_source(path)
-    shuffled = f"(SELECT *, {ROW_SHUFFLE_SQL} AS {quote_ident(ROW_SHUFFLE)} FROM {source}) AS shuffled"
+    query = page(path, SHUFFLED, i)
+    sql, params = query.page_sql()
+    shuffled, plain = query._source(True, []), query._source(True)
     assert shuffled in sql and isinstance(params[0], RowShuffleKey)
     call = f"{OLD_UDF}('{Path(path).name}', file_row_number)"
-    return sql.replace(shuffled, source).replace(quote_ident(ROW_SHUFFLE), call), params[1:]
+    return sql.replace(shuffled, plain).replace(quote_ident(ROW_SHUFFLE), call), params[1:]
 
 
 def main() -> int:
@@ -111,8 +110,8 @@ def main() -> int:
         udf = old_row_shuffle(b"bench key")  # registered as the gateway registered it
         pool._con.create_function(OLD_UDF, udf, ["VARCHAR", "BIGINT"], "BIGINT", side_effects=False)
         forms = {
-            "row number": lambda i: page(path, BY_ROW_NUMBER, i),
-            "shuffle (SHA-256 in DuckDB)": lambda i: page(path, SHUFFLED, i),
+            "row number": lambda i: page(path, BY_ROW_NUMBER, i).page_sql(),
+            "shuffle (SHA-256 in DuckDB)": lambda i: page(path, SHUFFLED, i).page_sql(),
             "old Python UDF": lambda i: old_page(path, i),
         }
         times: dict[str, list[float]] = {name: [] for name in forms}

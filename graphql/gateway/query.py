@@ -237,7 +237,9 @@ class PageQuery:
         if not shuffled or params is None:
             return source
         params.append(RowShuffleKey(Path(self.path).name))
-        return f"(SELECT *, {ROW_SHUFFLE_SQL} AS {quote_ident(ROW_SHUFFLE)} FROM {source}) AS shuffled"
+        # Any column of the file by that name is left out: the order would be the file's column's.
+        others = f"COLUMNS(lambda c: c <> '{ROW_SHUFFLE}')"
+        return f"(SELECT {others}, {ROW_SHUFFLE_SQL} AS {quote_ident(ROW_SHUFFLE)} FROM {source}) AS shuffled"
 
     def _filter(self, params: list[Any]) -> str:
         clauses: list[str] = []

@@ -108,6 +108,25 @@ def test_two_files_of_the_same_rows_are_shuffled_apart(tmp_path: Path) -> None:
     assert sum(a == b for a, b in zip(*orders, strict=True)) < 10
 
 
+def test_a_file_column_named_like_the_shuffle_does_not_order_the_rows(tmp_path: Path) -> None:
+    """An owner's mart with a column `__row_shuffle` (not in the spec) numbering the rows in e-mail
+    order: the page must not sort by it (it did, silently: a column of the file wins over the one
+    a query adds by the same name), so masked readers are not served the e-mails' order."""
+    path = _publish(
+        tmp_path,
+        "SELECT *, row_number() OVER (ORDER BY email) AS __row_shuffle FROM ("
+        + TIED.format(ticket=7, n=100)
+        + ") ORDER BY email",
+    )
+    pool = DuckPool(tmp_path, "key", threads=1)
+    try:
+        by_email = [r[0] for r in pool.run(f"SELECT cm_pseudonym(email) FROM '{path}' ORDER BY email").rows]
+        shuffled = _shuffled(pool, path)
+    finally:
+        pool.close()
+    assert sorted(shuffled) == sorted(by_email) and shuffled != by_email
+
+
 def test_pages_follow_one_order_across_the_hot_copy_and_the_file(tmp_path: Path) -> None:
     """Pages of 7, each after the previous page's keyset cursor, read alternately from the hot copy
     and from the file: every row once, in the order of one big page, twice over (stable)."""
