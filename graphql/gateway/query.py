@@ -339,9 +339,9 @@ class PageQuery:
         return BIGINT if column in (ROW_NUMBER, ROW_SHUFFLE) else self.kinds[column]
 
     def order_signature(self) -> str:
-        """16 hex digits naming this order in cursors. A shuffled order's names how the shuffle is
-        computed too: a cursor of another shuffle (the Python UDF's, before) would resume at a
-        value of a different order, skipping and repeating rows; it is refused instead."""
+        """16 hex digits naming this order in cursors. A shuffled order's signature names how the
+        shuffle is computed too: a cursor of another shuffle (the Python UDF's, before) would resume
+        at a value of a different order, skipping and repeating rows; it is refused instead."""
         terms = self.sort_terms()
         text = ";".join(f"{c} {d}" for c, d in terms)
         if (ROW_SHUFFLE, "ASC") in terms:
