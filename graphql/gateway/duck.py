@@ -8,6 +8,7 @@ checked against their published checksums first (`DuckPool.checks`, see gateway/
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -17,7 +18,7 @@ import logging
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,12 +47,31 @@ WORKING_MEMORY_BYTES = 768 << 20
 _HOT_TABLE = re.compile(rf'"hot_([0-9a-f]{{20}})_[0-9]+"\.{COPY_TABLE}')
 PSEUDONYM_FUNCTION = "cm_pseudonym"
 PSEUDONYM_INT_FUNCTION = "cm_pseudonym_int"
-# cm_row_shuffle(file name, file_row_number): the order rows that tie on everything a reader may
-# sort by are paged in (`gateway.query.ROW_SHUFFLE`). Keyed apart from the masks' pseudonyms, and by
-# the file: one function of the row number for every file would let a reader who pages files of
-# different lengths learn which values belong to the first rows of a file (the values of a 60-row
-# file are those of rows 0..59 of any file), and so where a row sits in it.
-ROW_SHUFFLE_FUNCTION = "cm_row_shuffle"
+# The order rows that tie on everything a reader may sort by are paged in (`gateway.query.ROW_SHUFFLE`):
+# a keyed pseudonym of the file row number, by DuckDB's own (vectorised) SHA-256, keyed per file.
+# - stable within a snapshot: the key depends on the mask key and the file's name only (a snapshot's is
+#   its checksum), so a hot copy and its file, and every page, share one order;
+# - different per file: one function of the row number for every file would let a reader who pages
+#   files of different lengths learn which values belong to the first rows of a file (the values of
+#   a 60-row file are those of rows 0..59 of any file), and so where a row sits in it;
+# - shows nothing of the file's order and is not computable by a reader: SHA-256(k_f || decimal row
+#   number) with k_f secret and of fixed length, and messages of digits only (no message is a length
+#   extension of another), is a PRF (as NMAC, on SHA-256's compression function); readers see its
+#   first 56 bits in cursors, never k_f.
+# k_f never appears in SQL text: queries carry a `RowShuffleKey` naming the file among their
+# parameters, and the pool binds k_f in its place only as it hands the statement to DuckDB
+# (`DuckPool._bind`): SQL, parameters, the result cache, logs and errors hold the file name only.
+# (DuckDB's EXPLAIN and profiler print bound values: no surface may offer them for these queries.)
+ROW_SHUFFLE_SQL = "CAST('0x' || left(sha256(? || CAST(file_row_number AS VARCHAR)), 14) AS BIGINT)"
+_SHUFFLE_KEY_HEX = 32  # k_f: 128 bits as hex, so k_f and a row number fit one SHA-256 block (~40% faster)
+
+
+@dataclass(frozen=True)
+class RowShuffleKey:
+    """Stands for the row-shuffle key of snapshot file `file` (its name) among a query's bound
+    parameters, for the one `?` of `ROW_SHUFFLE_SQL`; `DuckPool` binds the key in its place."""
+
+    file: str
 
 
 @functools.lru_cache(maxsize=4096)
@@ -95,14 +115,32 @@ def _pseudonymiser(key: bytes):
         mac.update(str(value).encode())
         return int.from_bytes(mac.digest()[:7], "big")  # < 2**56: fits BIGINT and stays positive
 
+    return pseudonym, pseudonym_int
+
+
+def _row_shuffle_keys(key: bytes):
+    """file name -> k_f = HMAC-SHA256(shuffle key, file name) as 32 hex digits, the shuffle key
+    being HMAC-SHA256(mask key, "civicmesh row shuffle"): apart from the masks' pseudonyms."""
     shuffled = hmac.new(hmac.digest(key, b"civicmesh row shuffle", "sha256"), digestmod=hashlib.sha256)
 
-    def row_shuffle(file: str, row: int) -> int:
+    def row_shuffle_key(file: str) -> str:
         mac = shuffled.copy()
-        mac.update(f"{file}\x00{row}".encode())
-        return int.from_bytes(mac.digest()[:7], "big")  # < 2**56, as pseudonym_int
+        mac.update(file.encode())
+        return mac.hexdigest()[:_SHUFFLE_KEY_HEX]
 
-    return pseudonym, pseudonym_int, row_shuffle
+    return row_shuffle_key
+
+
+@contextlib.contextmanager
+def _withheld(keys: Sequence[str]) -> Iterator[None]:
+    """Re-raise a DuckDB error whose message holds a bound row-shuffle key (DuckDB may print a
+    statement's expressions with their bound values) without it, and without the original."""
+    try:
+        yield
+    except duckdb.Error as exc:
+        if any(key in str(exc) for key in keys):
+            raise type(exc)("DuckDB's message quoted a secret bound value; withheld") from None
+        raise
 
 
 def _cells(result: QueryResult) -> int:
@@ -116,7 +154,7 @@ def _connect(
     the `readable` folders (snapshots, their copies), no other external access, and a
     configuration locked against queries."""
     con = duckdb.connect(":memory:", config={"threads": threads, "memory_limit": memory_limit})
-    pseudonym, pseudonym_int, row_shuffle = _pseudonymiser(mask_key.encode())
+    pseudonym, pseudonym_int = _pseudonymiser(mask_key.encode())
     con.create_function(  # type: ignore[call-overload]  # duckdb's stub lacks this overload
         PSEUDONYM_FUNCTION, pseudonym, ["VARCHAR"], "VARCHAR", null_handling="special", side_effects=False
     )
@@ -127,9 +165,6 @@ def _connect(
         "BIGINT",
         null_handling="special",
         side_effects=False,
-    )
-    con.create_function(
-        ROW_SHUFFLE_FUNCTION, row_shuffle, ["VARCHAR", "BIGINT"], "BIGINT", side_effects=False
     )
     # SET takes no bound parameters; the paths are ours. Order matters: allowed_directories must
     # be set while external access is still on.
@@ -189,6 +224,7 @@ class DuckPool:
             folder.mkdir(parents=True, exist_ok=True)
         memory_limit = f"{(hot_budget_bytes + working_memory_bytes) >> 20}MiB"
         self._con = _connect((snapshots_dir, copies_dir), mask_key, threads, memory_limit)
+        self._row_shuffle_key = _row_shuffle_keys(mask_key.encode())
         self.threads = threads
         self._limiter = anyio.CapacityLimiter(workers)
         self.timeout_seconds = timeout_seconds
@@ -252,12 +288,20 @@ class DuckPool:
         rerouted = _HOT_TABLE.sub(file, sql)
         return rerouted if rerouted != sql else None
 
+    def _bind(self, params: Sequence[Any]) -> tuple[list[Any], list[str]]:
+        """`params` with each `RowShuffleKey` replaced by its file's key, and the keys bound."""
+        keys = {p.file: self._row_shuffle_key(p.file) for p in params if isinstance(p, RowShuffleKey)}
+        bound = [keys[p.file] if isinstance(p, RowShuffleKey) else p for p in params]
+        return bound, list(keys.values())
+
     def _execute(self, sql: str, params: Sequence[Any]) -> QueryResult:
         cursor = self._con.cursor()
+        bound, keys = self._bind(params)
         # Interrupted inside DuckDB when it runs too long, freeing its thread and memory.
         watched = self._deadlines.watch(cursor, self.timeout_seconds)
         try:
-            cursor.execute(sql, list(params))
+            with _withheld(keys):
+                cursor.execute(sql, bound)
             columns = [d[0] for d in cursor.description or ()]
             return QueryResult(columns=columns, rows=cursor.fetchall())
         except duckdb.InterruptException as exc:
@@ -383,9 +427,11 @@ class DuckPool:
         """(cursor, Arrow record-batch reader) for streaming a large result; close the cursor after.
         No timeout here: an export may legitimately run long, and it streams as it goes."""
         cursor = self._con.cursor()
+        bound, keys = self._bind(params)
         try:
             # A relation's reader streams without the extra copy a DB-API result's reader makes.
-            return cursor, cursor.sql(sql, params=list(params)).to_arrow_reader(batch_rows)
+            with _withheld(keys):
+                return cursor, cursor.sql(sql, params=bound).to_arrow_reader(batch_rows)
         except Exception:
             cursor.close()
             raise

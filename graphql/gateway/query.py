@@ -19,7 +19,13 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-from gateway.duck import PSEUDONYM_FUNCTION, PSEUDONYM_INT_FUNCTION, ROW_SHUFFLE_FUNCTION, parquet_source
+from gateway.duck import (
+    PSEUDONYM_FUNCTION,
+    PSEUDONYM_INT_FUNCTION,
+    ROW_SHUFFLE_SQL,
+    RowShuffleKey,
+    parquet_source,
+)
 from gateway.errors import bad_input, limit_exceeded
 from meshcore.products import ProductSpec
 from meshcore.snapshots import FileOrder, quote_ident
@@ -102,9 +108,9 @@ def mask_expression(column: str, kind: str, mask: str) -> str:
 
 ROW_NUMBER = "file_row_number"  # the tie-breaker when a product has no usable key
 # ... unless the file's order may show a column masked for the reader (`FileOrder.reveals`): then
-# rows tie-break on a keyed pseudonym of their row number and the file's name (`duck.ROW_SHUFFLE_FUNCTION`),
-# an order that shows nothing of the file's, stable within the snapshot. Its cursor values are those
-# pseudonyms, never row numbers.
+# rows tie-break on a pseudonym of their row number keyed by the file (`duck.ROW_SHUFFLE_SQL`), an
+# order that shows nothing of the file's, stable within the snapshot: a column the source adds
+# (`PageQuery._source`). Its cursor values are those pseudonyms, never row numbers.
 ROW_SHUFFLE = "__row_shuffle"
 
 
@@ -221,10 +227,19 @@ class PageQuery:
 
     # -- pieces ----------------------------------------------------------------------------------
 
-    def _source(self, row_number: bool) -> str:
-        if self.table is not None:
-            return self.table  # a quoted reference (DuckPool.source); holds file_row_number
-        return parquet_source(self.path, row_number)
+    def _source(self, row_number: bool, params: list[Any] | None = None) -> str:
+        """The hot copy or the file; with the `ROW_SHUFFLE` column when the order ends in it (its
+        key, a `RowShuffleKey` of the file's name, appended to `params`: the same for a hot copy
+        and its file, and for a path moved with its folder)."""
+        shuffled = params is not None and (ROW_SHUFFLE, "ASC") in self.sort_terms()
+        # A hot copy: a quoted reference (DuckPool.source); holds file_row_number.
+        source = self.table if self.table is not None else parquet_source(self.path, row_number or shuffled)
+        if not shuffled or params is None:
+            return source
+        params.append(RowShuffleKey(Path(self.path).name))
+        # Any column of the file by that name is left out: the order would be the file's column's.
+        others = f"COLUMNS(lambda c: c <> '{ROW_SHUFFLE}')"
+        return f"(SELECT {others}, {ROW_SHUFFLE_SQL} AS {quote_ident(ROW_SHUFFLE)} FROM {source}) AS shuffled"
 
     def _filter(self, params: list[Any]) -> str:
         clauses: list[str] = []
@@ -323,16 +338,14 @@ class PageQuery:
     def _kind(self, column: str) -> str:
         return BIGINT if column in (ROW_NUMBER, ROW_SHUFFLE) else self.kinds[column]
 
-    def _term(self, column: str) -> str:
-        """A sort term's SQL expression. The shuffle is keyed by the file's name (a snapshot's is its
-        checksum), the same for its hot copy and its file, and for a path moved with its folder."""
-        if column != ROW_SHUFFLE:
-            return quote_ident(column)
-        name = Path(self.path).name.replace("'", "''")
-        return f"{ROW_SHUFFLE_FUNCTION}('{name}', {ROW_NUMBER})"
-
     def order_signature(self) -> str:
-        text = ";".join(f"{c} {d}" for c, d in self.sort_terms())
+        """16 hex digits naming this order in cursors. A shuffled order's signature names how the
+        shuffle is computed too: a cursor of another shuffle (the Python UDF's, before) would resume
+        at a value of a different order, skipping and repeating rows; it is refused instead."""
+        terms = self.sort_terms()
+        text = ";".join(f"{c} {d}" for c, d in terms)
+        if (ROW_SHUFFLE, "ASC") in terms:
+            text += ";" + ROW_SHUFFLE_SQL
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def keyset(self) -> bool:
@@ -393,7 +406,7 @@ class PageQuery:
         if self.presorted():
             return "", False
         terms = self.sort_terms()
-        sql = ", ".join(f"{self._term(c)} {d} NULLS LAST" for c, d in terms)
+        sql = ", ".join(f"{quote_ident(c)} {d} NULLS LAST" for c, d in terms)
         return " ORDER BY " + sql, any(c in (ROW_NUMBER, ROW_SHUFFLE) for c, _ in terms)
 
     def _after(self, params: list[Any]) -> str:
@@ -416,11 +429,11 @@ class PageQuery:
             ands: list[str] = []
             for (c, _), v in zip(terms[:i], values[:i], strict=True):
                 if v is None:
-                    ands.append(f"{self._term(c)} IS NULL")
+                    ands.append(f"{quote_ident(c)} IS NULL")
                 else:
-                    ands.append(f"{self._term(c)} = ?")
+                    ands.append(f"{quote_ident(c)} = ?")
                     params.append(v)
-            x = self._term(column)
+            x = quote_ident(column)
             ands.append(f"({x} {'>' if direction == 'ASC' else '<'} ? OR {x} IS NULL)")
             params.append(values[i])
             ors.append("(" + " AND ".join(ands) + ")")
@@ -443,17 +456,18 @@ class PageQuery:
         """Rows after the cursor (keyset) or from `offset`, `limit`+1 of them (to know whether a next
         page exists), masked. The sort key values follow the output columns as `__k0, __k1, …`."""
         params: list[Any] = []
+        order, row_number = self._order()
+        source = self._source(row_number, params)  # its parameter, if any, comes before the filter's
         where = self._filter(params)
         if self.after is not None and self.after.keys is not None:
             where = (where + " AND " if where else " WHERE ") + self._after(params)
         elif self.after is not None and self.after.order not in (None, self.order_signature()):
             raise bad_input("The cursor in `after` belongs to a different `orderBy`.")
-        order, row_number = self._order()
-        keys = [self._term(c) for c, _ in self.sort_terms()] if self.with_keys and self.keyset() else []
+        keys = [quote_ident(c) for c, _ in self.sort_terms()] if self.with_keys and self.keyset() else []
         raw = ", ".join(
             [quote_ident(c) for c in self.columns] + [f'{k} AS "__k{i}"' for i, k in enumerate(keys)]
         )
-        inner = f"SELECT {raw or '1 AS _none'} FROM {self._source(row_number)}{where}{order} LIMIT ? OFFSET ?"
+        inner = f"SELECT {raw or '1 AS _none'} FROM {source}{where}{order} LIMIT ? OFFSET ?"
         params.extend([self.limit + 1, self.offset])  # last two, always (exports rewrite the limit)
         outer = ", ".join(
             [

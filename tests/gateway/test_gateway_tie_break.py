@@ -14,7 +14,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from gateway.duck import DuckPool
+from gateway.duck import DuckPool, RowShuffleKey
 from gateway.query import PageQuery
 from meshcore.products import ColumnSpec, ProductSpec
 from meshcore.snapshots import (
@@ -71,8 +71,9 @@ def test_the_tie_breaker(key: str | None, masks: dict[str, str], order: FileOrde
     )
     query = PageQuery(spec=spec, path="/x.parquet", columns=["ticket"], masks=masks, file_order=order)
     assert query.sort_terms()[-1] == (last, "ASC")
-    sql, _ = query.page_sql()
-    assert ("cm_row_shuffle('x.parquet', file_row_number)" in sql) == (last == "__row_shuffle")
+    sql, params = query.page_sql()
+    assert (RowShuffleKey("x.parquet") in params) == (last == "__row_shuffle")
+    assert ("sha256(" in sql) == (last == "__row_shuffle")
 
 
 @pytest.mark.parametrize(
