@@ -235,16 +235,19 @@ def _hot_state(port: int) -> tuple[int, int, int] | None:
 
 async def hot_copies_settled(port: int, timeout: float = 600.0, agreeing: int = 20) -> float:
     """Wait until every worker's hot copies have finished loading: `agreeing` `/readyz` answers in
-    a row (each from one worker, new connection each) say nothing is loading and something was
-    loaded or left to its file. Returns the seconds waited; RuntimeError after `timeout`.
+    a row (each from one worker, new connection each) say nothing is loading, once one said
+    something was loaded or left to its file. Returns the seconds waited; RuntimeError after `timeout`.
     A fixed sleep measured part of the 10M run on Parquet while its copy was still loading."""
     t0 = time.perf_counter()
-    settled = 0
+    settled, served = 0, False
     while settled < agreeing:
         if time.perf_counter() - t0 > timeout:
             raise RuntimeError(f"hot copies still loading after {timeout:.0f} s")
         state = await asyncio.to_thread(_hot_state, port)
-        done = state is not None and state[1] == 0 and state[0] + state[2] > 0
+        # A worker may have had no read at all (the warm-up's keep-alive connections can all land
+        # on one worker): it loads nothing, and waiting for it to hold a copy would never end.
+        served = served or (state is not None and state[0] + state[2] > 0)
+        done = served and state is not None and state[1] == 0
         settled = settled + 1 if done else 0
         await asyncio.sleep(0.05 if done else 0.5)
     return time.perf_counter() - t0
