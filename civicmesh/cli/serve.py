@@ -113,8 +113,8 @@ async def _query_in_process(settings: Settings, token: str, payload: dict[str, A
 
     from civicmesh.asgi import create_app
 
-    # One query, then the process ends: no in-memory snapshot copy (its load would be work for
-    # nothing, and a load DuckDB is still running as the interpreter exits can abort it).
+    # One query, then the process ends: no local snapshot copy (its build would be work for
+    # nothing, and a build DuckDB is still running as the interpreter exits can abort it).
     app = create_app(dataclasses.replace(settings, extra={**settings.extra, "snapshot_memory_mb": "0"}))
     # The real app through ASGI: same auth, governance and access log as over the network.
     async with app.router.lifespan_context(app):

@@ -2,7 +2,8 @@
 
 Opening a connection costs ~13 ms, so one is opened at start-up and each query takes a cursor
 (cheap, shares the database and its registered functions). The connection can read only the
-snapshots folder and cannot change its own configuration afterwards. The files it reads are
+snapshots folder and their local copies (gateway/copies.py), and cannot change its own
+configuration afterwards. The files it reads are
 checked against their published checksums first (`DuckPool.checks`, see gateway/integrity.py).
 """
 

@@ -218,7 +218,7 @@ class PageQuery:
     after: Cursor | None = None  # keyset: rows strictly after its sort key values; offset: `offset`
     with_keys: bool = False  # also return the sort key values (`__k0, …`) for the end cursor
     kinds: Mapping[str, str] = field(default_factory=dict)  # column -> type kind
-    table: str | None = None  # the in-memory copy's SQL reference (duck.DuckPool.source), if loaded
+    table: str | None = None  # the attached local copy's SQL reference (duck.DuckPool.source), if any
     file_order: FileOrder = field(default_factory=FileOrder)  # how the file stores its rows (DuckPool)
 
     def __post_init__(self) -> None:
