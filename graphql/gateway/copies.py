@@ -13,7 +13,8 @@ page cache for all of them, and each worker's DuckDB holds only the blocks it re
 
 Guarantees:
 - **Intact or not used.** Each copy has a sidecar (`<name>.json`: the snapshot's path, the copy's
-  size and an HMAC-SHA256 of its bytes under a key derived from the mask key). A process checks it
+  size and an HMAC-SHA256 of the snapshot's path and the copy's bytes under a key derived from the
+  mask key, so a copy checks only as the copy of its own snapshot). A process checks it
   once before it first attaches the copy; a copy that fails is rebuilt from the snapshot file
   (itself checked against its published checksum before any read: gateway/integrity.py).
 - **Built once.** Workers take an exclusive `flock` on `<name>.lock` while they check or build a
@@ -100,8 +101,10 @@ class SnapshotCopies:
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
-    def _mac(self, copy: Path) -> str:
-        mac = hmac.new(self.mac_key, digestmod=hashlib.sha256)
+    def _mac(self, copy: Path, snapshot: str) -> str:
+        """HMAC-SHA256 of `snapshot`'s path, a NUL (never in a path), then the copy's bytes: a valid
+        copy of another snapshot, its sidecar renamed and edited, fails the check of this one."""
+        mac = hmac.new(self.mac_key, snapshot.encode() + b"\0", digestmod=hashlib.sha256)
         with copy.open("rb") as handle:
             while chunk := handle.read(_CHUNK):
                 mac.update(chunk)
@@ -113,7 +116,7 @@ class SnapshotCopies:
             stated = json.loads(sidecar.read_text())
             if stated.get("snapshot") != snapshot or stated.get("bytes") != copy.stat().st_size:
                 return False
-            return hmac.compare_digest(str(stated.get("mac")), self._mac(copy))
+            return hmac.compare_digest(str(stated.get("mac")), self._mac(copy, snapshot))
         except (OSError, ValueError, AttributeError):
             return False
 
@@ -145,7 +148,7 @@ class SnapshotCopies:
             os.fsync(handle.fileno())
         size = partial.stat().st_size
         copy.with_suffix(".json").write_text(
-            json.dumps({"snapshot": snapshot, "bytes": size, "mac": self._mac(partial)})
+            json.dumps({"snapshot": snapshot, "bytes": size, "mac": self._mac(partial, snapshot)})
         )
         os.replace(partial, copy)
         took = time.monotonic() - started

@@ -154,7 +154,7 @@ def test_a_damaged_copy_is_never_read_but_rebuilt(folder: Path, damage: str) -> 
         with copy.open("r+b") as handle:
             handle.truncate(copy.stat().st_size // 2)
     elif damage == "forge the sidecar":  # a MAC under another key (what a forger can compute)
-        forged = copies.SnapshotCopies(copy.parent, b"guessed key")._mac(copy)
+        forged = copies.SnapshotCopies(copy.parent, b"guessed key")._mac(copy, str(path))
         sidecar.write_text(sidecar.read_text().replace(json.loads(sidecar.read_text())["mac"], forged))
     else:
         sidecar.unlink()
@@ -284,5 +284,33 @@ def test_a_copy_that_fits_the_budget_alone_is_attached_when_the_budget_is_full_o
         _hot(pool, first)
         _hot(pool, second)
         assert list(pool._hot) == [str(second)] and pool._hot_bytes <= pool.hot_budget_bytes
+    finally:
+        pool.close()
+
+
+def _other(folder: Path, name: str, rows: int) -> Path:
+    """A snapshot of `_snapshot`'s schema with other values (another product's, or another version)."""
+    path = folder / f"{name}.parquet"
+    duckdb.sql(
+        f"COPY (SELECT -i AS n, 'X' AS district, 'secret' AS status FROM range({rows}) t(i)) "
+        f"TO '{path}' (FORMAT parquet)"
+    )
+    return path
+
+
+def test_another_snapshots_valid_copy_under_this_snapshots_name_is_never_read(folder: Path) -> None:
+    """Attack: copy B's intact copy over A's, and B's sidecar with its `snapshot` field rewritten to
+    A's path (no key needed to edit it). The check must bind the copy to its snapshot: A's queries
+    read A's rows (the copy is rebuilt), never B's."""
+    a, b = _snapshot(folder, "a", 20_000), _other(folder, "b", 20_000)
+    _measured(folder, a)
+    _measured(folder, b)
+    sidecar = json.loads(_copy(folder, b).with_suffix(".json").read_text())
+    _copy(folder, a).write_bytes(_copy(folder, b).read_bytes())
+    _copy(folder, a).with_suffix(".json").write_text(json.dumps({**sidecar, "snapshot": str(a)}))
+    pool = DuckPool(folder, "key", hot_budget_bytes=1 << 30)
+    try:
+        table = _hot(pool, a)
+        assert _rows(pool, a, table) == _rows(pool, a, None)
     finally:
         pool.close()
