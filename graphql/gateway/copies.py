@@ -19,7 +19,8 @@ Guarantees:
   (itself checked against its published checksum before any read: gateway/integrity.py).
 - **Built once.** Workers take an exclusive `flock` on `<name>.lock` while they check or build a
   copy; the file appears under its final name only complete (written beside it, then renamed).
-- **No garbage kept.** Copies of snapshots whose file is gone (retention) are removed by the next
+- **No garbage kept.** A build that fails (a full disk, an interrupt) removes what it wrote; copies
+  of snapshots whose file is gone (retention) and what a killed build left are removed by the next
   build on the host (their empty lock files stay).
 """
 
@@ -127,10 +128,34 @@ class SnapshotCopies:
         source_sql: str,
         building: Callable[[duckdb.DuckDBPyConnection | None], None],
     ) -> None:
+        """Write the copy beside its final name, then its sidecar, then rename the copy. Whatever
+        stops it (a full disk, an interrupt) removes what it wrote: a full disk must not stay full
+        of a copy no one will use."""
         started = time.monotonic()
         partial = copy.with_name(f"{copy.name}.partial")
-        for leftover in (partial, partial.with_name(partial.name + ".wal")):
-            leftover.unlink(missing_ok=True)  # a build that died: this process holds the lock now
+        _remove(_unfinished(copy))  # a build that died: this process holds the lock now
+        try:
+            self._write(partial, source_sql, building)
+            with partial.open("rb") as handle:
+                os.fsync(handle.fileno())
+            size = partial.stat().st_size
+            stated = {"snapshot": snapshot, "bytes": size, "mac": self._mac(partial, snapshot)}
+            sidecar = copy.with_name(f"{copy.stem}.json.partial")
+            sidecar.write_text(json.dumps(stated))
+            os.replace(sidecar, copy.with_suffix(".json"))  # replaces a link, never writes through it
+            os.replace(partial, copy)
+        except BaseException:
+            _remove(_unfinished(copy))
+            raise
+        took = time.monotonic() - started
+        log.info("snapshot copy of %s built: %d MiB in %.1f s", snapshot, size >> 20, took)
+
+    def _write(
+        self,
+        partial: Path,
+        source_sql: str,
+        building: Callable[[duckdb.DuckDBPyConnection | None], None],
+    ) -> None:
         builder = duckdb.connect(
             ":memory:", config={"threads": self.threads, "memory_limit": self.memory_limit}
         )
@@ -144,34 +169,40 @@ class SnapshotCopies:
         finally:
             building(None)
             builder.close()
-        with partial.open("rb") as handle:
-            os.fsync(handle.fileno())
-        size = partial.stat().st_size
-        copy.with_suffix(".json").write_text(
-            json.dumps({"snapshot": snapshot, "bytes": size, "mac": self._mac(partial, snapshot)})
-        )
-        os.replace(partial, copy)
-        took = time.monotonic() - started
-        log.info("snapshot copy of %s built: %d MiB in %.1f s", snapshot, size >> 20, took)
 
     def sweep(self) -> None:
-        """Remove the copies of snapshots whose file is gone (and their sidecars and locks), unless
-        another process is building or checking one right now."""
+        """Remove the copies of snapshots whose file is gone (and their sidecars), and what builds
+        that died left (a crash), unless another process is building or checking one right now."""
+        gone: set[str] = set()
         for sidecar in self.folder.glob("*.json"):
             try:
-                gone = not Path(json.loads(sidecar.read_text())["snapshot"]).exists()
+                if not Path(json.loads(sidecar.read_text())["snapshot"]).exists():
+                    gone.add(sidecar.stem)
             except (OSError, ValueError, KeyError, TypeError):
-                gone = False  # being written, or not ours: left alone
-            if not gone:
-                continue
-            with open(sidecar.with_suffix(".lock"), "a") as lock:
+                pass  # being written, or not ours: left alone
+        died = {partial.name.split(".")[0] for partial in self.folder.glob("*.partial*")}
+        for name in gone | died:
+            with open(self.folder / f"{name}.lock", "a") as lock:
                 try:
                     fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:
                     continue
                 # The lock file stays (empty): unlinked, a builder could lock a new one meanwhile.
-                for path in (sidecar.with_suffix(".duckdb"), sidecar):
-                    path.unlink(missing_ok=True)
+                copy = self.folder / f"{name}.duckdb"
+                _remove(_unfinished(copy))
+                if name in gone:
+                    _remove((copy, copy.with_suffix(".json")))
+
+
+def _unfinished(copy: Path) -> tuple[Path, ...]:
+    """The files a build of `copy` writes before it completes (DuckDB's WAL among them)."""
+    partial = copy.with_name(f"{copy.name}.partial")
+    return partial, partial.with_name(f"{partial.name}.wal"), copy.with_name(f"{copy.stem}.json.partial")
+
+
+def _remove(paths: tuple[Path, ...]) -> None:
+    for path in paths:
+        path.unlink(missing_ok=True)
 
 
 def _quoted(path: Path) -> str:

@@ -10,6 +10,10 @@ processes).
 from __future__ import annotations
 
 import json
+import resource
+import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -269,6 +273,7 @@ def test_closing_the_pool_interrupts_a_build_and_attaches_nothing(folder: Path) 
     assert time.monotonic() - started < 5
     assert str(path) not in pool._hot and not pool._loading
     assert not _copy(folder, path).exists()
+    assert not list(_copy(folder, path).parent.glob("*.partial*"))  # nor the unfinished file
 
 
 def test_a_copy_that_fits_the_budget_alone_is_attached_when_the_budget_is_full_of_others(
@@ -314,3 +319,71 @@ def test_another_snapshots_valid_copy_under_this_snapshots_name_is_never_read(fo
         assert _rows(pool, a, table) == _rows(pool, a, None)
     finally:
         pool.close()
+
+
+def test_a_build_that_fills_the_disk_leaves_nothing_behind_and_the_file_keeps_answering(folder: Path) -> None:
+    """Fault: the disk fills up mid-build (here: the process may not grow a file past 1 MiB,
+    RLIMIT_FSIZE, so writes fail with EFBIG as they would with ENOSPC). The copy is given up,
+    its unfinished file removed (a full disk must not stay full of it), queries read the file,
+    and /readyz's report says so."""
+    path = _snapshot(folder, "big", 1_000_000)
+    pool = DuckPool(folder, "key", hot_budget_bytes=1 << 30)
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a failed write, not a killed process
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, hard))
+    try:
+        assert pool.source(str(path), path.stat().st_size) is None  # starts the build
+        deadline = time.monotonic() + 60
+        while str(path) not in pool._unfit:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, previous)
+    try:
+        assert not list(_copy(folder, path).parent.glob("*.partial*"))
+        assert not _copy(folder, path).exists()
+        assert len(_rows(pool, path, pool.source(str(path), path.stat().st_size))) == 1_000_000
+        assert "1 read from their files (no copy)" in pool.memory_report()
+    finally:
+        pool.close()
+
+
+def test_what_a_crashed_build_left_is_swept_once_its_snapshot_is_gone(folder: Path) -> None:
+    """Fault: a worker is killed (SIGKILL) mid-build, then retention removes the snapshot: no later
+    build ever writes that copy again, so the next build on the host removes the dead build's files."""
+    path = _snapshot(folder, "killed", 6_000_000)
+    script = (
+        "import sys, time; from pathlib import Path; from gateway.duck import DuckPool\n"
+        "pool = DuckPool(Path(sys.argv[1]), 'key', hot_budget_bytes=1 << 30)\n"
+        "pool.source(sys.argv[2], Path(sys.argv[2]).stat().st_size)\n"
+        "time.sleep(600)\n"
+    )
+    worker = subprocess.Popen([sys.executable, "-c", script, str(folder), str(path)])
+    partial = _copy(folder, path).with_name(_copy(folder, path).name + ".partial")
+    try:
+        deadline = time.monotonic() + 60
+        while not partial.exists():
+            assert time.monotonic() < deadline and worker.poll() is None
+            time.sleep(0.01)
+    finally:
+        worker.kill()
+        worker.wait()
+    assert partial.exists()  # the crash left it
+    path.unlink()  # retention removed the snapshot
+    _measured(folder, _snapshot(folder, "next", 1_000))
+    assert not list(partial.parent.glob(f"{_copy(folder, path).stem}.*partial*"))
+
+
+def test_a_build_never_writes_through_a_link_planted_in_the_copies_folder(folder: Path) -> None:
+    """Attack: the sidecar's name is a symbolic link to a file outside (a careless operator's, or
+    a planted one). The build replaces the link; the file it pointed to is untouched."""
+    path = _snapshot(folder, "linked", 10_000)
+    victim = folder.parent / "victim.txt"
+    victim.write_text("keep me")
+    copies_dir = _copy(folder, path).parent
+    copies_dir.mkdir(parents=True)
+    _copy(folder, path).with_suffix(".json").symlink_to(victim)
+    _measured(folder, path)
+    assert victim.read_text() == "keep me"
+    assert not _copy(folder, path).with_suffix(".json").is_symlink()
