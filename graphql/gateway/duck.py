@@ -220,8 +220,9 @@ class DuckPool:
         copies_dir: Path | None = None,
     ) -> None:
         copies_dir = copies_dir or snapshot_copies_dir(snapshots_dir)
-        for folder in (snapshots_dir, copies_dir):
-            folder.mkdir(parents=True, exist_ok=True)
+        # The copies folder is made by the first build (`SnapshotCopies.ensure`): a home where it
+        # cannot be (read-only, full) only leaves every snapshot read from its file.
+        snapshots_dir.mkdir(parents=True, exist_ok=True)
         memory_limit = f"{(hot_budget_bytes + working_memory_bytes) >> 20}MiB"
         self._con = _connect((snapshots_dir, copies_dir), mask_key, threads, memory_limit)
         self._row_shuffle_key = _row_shuffle_keys(mask_key.encode())

@@ -387,3 +387,22 @@ def test_a_build_never_writes_through_a_link_planted_in_the_copies_folder(folder
     _measured(folder, path)
     assert victim.read_text() == "keep me"
     assert not _copy(folder, path).with_suffix(".json").is_symlink()
+
+
+def test_a_copies_folder_that_cannot_be_made_leaves_the_gateway_answering_from_files(folder: Path) -> None:
+    """Fault: the copies folder cannot be created (here `<home>/cache` is a file; likewise a
+    read-only home). Copies are only a speed-up: the pool starts, reads the snapshot from its
+    file, and its report (/readyz) says the snapshot has no copy."""
+    (folder.parent / "cache").write_text("not a folder")
+    path = _snapshot(folder, "plain", 10_000)
+    pool = DuckPool(folder, "key", hot_budget_bytes=1 << 30)
+    try:
+        assert pool.source(str(path), path.stat().st_size) is None
+        deadline = time.monotonic() + 30
+        while str(path) not in pool._unfit:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        assert len(_rows(pool, path, pool.source(str(path), path.stat().st_size))) == 10_000
+        assert "1 read from their files (no copy)" in pool.memory_report()
+    finally:
+        pool.close()
