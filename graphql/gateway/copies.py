@@ -82,7 +82,7 @@ class SnapshotCopies:
         with self._locked(name, closing):
             if self._intact(copy, snapshot):
                 return copy
-            self._build(copy, snapshot, source_sql, building)
+            self._build(copy, snapshot, source_sql, closing, building)
         self.sweep()
         return copy
 
@@ -126,6 +126,7 @@ class SnapshotCopies:
         copy: Path,
         snapshot: str,
         source_sql: str,
+        closing: Callable[[], bool],
         building: Callable[[duckdb.DuckDBPyConnection | None], None],
     ) -> None:
         """Write the copy beside its final name, then its sidecar, then rename the copy. Whatever
@@ -135,7 +136,7 @@ class SnapshotCopies:
         partial = copy.with_name(f"{copy.name}.partial")
         _remove(_unfinished(copy))  # a build that died: this process holds the lock now
         try:
-            self._write(partial, source_sql, building)
+            self._write(partial, source_sql, closing, building)
             with partial.open("rb") as handle:
                 os.fsync(handle.fileno())
             size = partial.stat().st_size
@@ -154,6 +155,7 @@ class SnapshotCopies:
         self,
         partial: Path,
         source_sql: str,
+        closing: Callable[[], bool],
         building: Callable[[duckdb.DuckDBPyConnection | None], None],
     ) -> None:
         builder = duckdb.connect(
@@ -161,6 +163,8 @@ class SnapshotCopies:
         )
         building(builder)
         try:
+            if closing():  # closed before `building` handed it the builder: nothing interrupts it
+                raise CopyInterrupted
             builder.execute(f"ATTACH '{_quoted(partial)}' AS copy (ROW_GROUP_SIZE {COPY_ROW_GROUP_ROWS})")
             # Insertion order is kept (DuckDB's default, preserve_insertion_order): the file's order.
             builder.execute(f"CREATE TABLE copy.{COPY_TABLE} AS SELECT * FROM {source_sql}")

@@ -347,6 +347,8 @@ class DuckPool:
             self.read_file_order(path, load.cursor)  # the copy keeps it: written in file order
             # One copy at a time per process (each build takes working memory); in budget order.
             with self._load_lock:
+                if self._closed:  # queued behind a build that close() interrupted
+                    raise CopyInterrupted
                 copy = self.copies.ensure(path, parquet_source(path), lambda: self._closed, load.building)
                 size = copy.stat().st_size
                 if size > self.hot_budget_bytes:

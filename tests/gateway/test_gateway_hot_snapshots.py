@@ -406,3 +406,21 @@ def test_a_copies_folder_that_cannot_be_made_leaves_the_gateway_answering_from_f
         assert "1 read from their files (no copy)" in pool.memory_report()
     finally:
         pool.close()
+
+
+def test_closing_the_pool_stops_the_builds_still_queued_behind_the_running_one(folder: Path) -> None:
+    """At start-up every product's first read queues a build (one runs at a time per process).
+    close() must stop them all, not run each queued build to its end before it returns."""
+    paths = [_snapshot(folder, f"queued{i}", 4_000_000) for i in range(3)]
+    pool = DuckPool(folder, "key", hot_budget_bytes=1 << 30)
+    for path in paths:
+        assert pool.source(str(path), path.stat().st_size) is None
+    deadline = time.monotonic() + 30
+    while not any(load.builder is not None for load in list(pool._loading.values())):
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    started = time.monotonic()
+    pool.close()
+    assert time.monotonic() - started < 5
+    assert not pool._hot and not pool._loading
+    assert not [path for path in paths if _copy(folder, path).exists()]
