@@ -193,9 +193,10 @@ class _Load:
         self.builder = builder
 
     def interrupt(self) -> None:
-        self.cursor.interrupt()
-        if (builder := self.builder) is not None:
-            builder.interrupt()
+        for connection in (self.cursor, self.builder):
+            if connection is not None:
+                with contextlib.suppress(duckdb.Error):  # closed by its load meanwhile: it ended
+                    connection.interrupt()
 
 
 def _sql_text(text: str) -> str:
@@ -471,12 +472,14 @@ class DuckPool:
         )
 
     def close(self) -> None:
-        """Stop background loads (interrupt, then wait for each), then close the database."""
+        """Stop background loads (interrupt each until it ends), then close the database."""
         with self._hot_lock:
             self._closed = True
             loaders = list(self._loading.values())
-        for load in loaders:
-            load.interrupt()
-        for load in loaders:
-            load.thread.join()
+        # Again until they end: an interrupt that lands before a statement starts is lost (DuckDB
+        # clears it as a query begins), e.g. as a load hands over its builder.
+        while loaders := [load for load in loaders if load.thread.is_alive()]:
+            for load in loaders:
+                load.interrupt()
+            loaders[0].thread.join(0.05)
         self._con.close()
