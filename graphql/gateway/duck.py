@@ -266,7 +266,16 @@ class DuckPool:
 
     def run(self, sql: str, params: Sequence[Any] = ()) -> QueryResult:
         """Run `sql` with the query deadline. A hot copy it names that was evicted after `source`
-        gave it out (the query waited for a worker) is read from its Parquet file instead."""
+        gave it out (the query waited for a worker) is read from its Parquet file instead. A query
+        that fails on hot copies in any other way (DuckDB's block checksums caught a copy damaged
+        on disk since its check) is run again on their files, and if those answer, the copies are
+        given up by this process (`_give_up`): a derived copy never breaks a snapshot's reads."""
+        try:
+            return self._run(sql, params)
+        except duckdb.IOException as exc:  # e.g. a snapshot file removed after its grace period
+            raise GovernedError("The snapshot could not be read; try again later.", UNAVAILABLE) from exc
+
+    def _run(self, sql: str, params: Sequence[Any]) -> QueryResult:
         try:
             return self._execute(sql, params)
         except duckdb.CatalogException:
@@ -274,21 +283,42 @@ class DuckPool:
             if from_file is None:
                 raise
             return self._execute(from_file, params)
+        except duckdb.Error:  # not a timeout: `_execute` turns those into LIMIT_EXCEEDED
+            from_files = self._from_files(sql, every=True)
+            if from_files is None:
+                raise
+            result = self._execute(from_files, params)  # the files' own error if they fail too
+            self._give_up(sql)
+            return result
 
-    def _from_files(self, sql: str) -> str | None:
-        """`sql` reading each evicted hot copy it names from the copy's Parquet file (the same
-        rows and order, `file_row_number` included), or None if it names none."""
+    def _from_files(self, sql: str, every: bool = False) -> str | None:
+        """`sql` reading each evicted hot copy it names (`every`: each hot copy) from the copy's
+        Parquet file (the same rows and order, `file_row_number` included), or None if none."""
         with self._hot_lock:
             served = {table for table, _ in self._hot.values()}
             paths = dict(self._paths)
 
         def file(match: re.Match[str]) -> str:
-            if match[0] in served or match[1] not in paths:
+            if (match[0] in served and not every) or match[1] not in paths:
                 return match[0]
             return parquet_source(paths[match[1]])
 
         rerouted = _HOT_TABLE.sub(file, sql)
         return rerouted if rerouted != sql else None
+
+    def _give_up(self, sql: str) -> None:
+        """Detach the hot copies `sql` names, not to be attached again by this process (their
+        snapshots are read from their files; a new process checks the copy and rebuilds it)."""
+        named = {match[0] for match in _HOT_TABLE.finditer(sql)}
+        with self._hot_lock:
+            given = [(path, table) for path, (table, _) in self._hot.items() if table in named]
+            for path, _ in given:
+                self._hot_bytes -= self._hot.pop(path)[1]
+                self._unfit.add(path)
+        for path, table in given:
+            log.warning("the local copy of %s failed a query its file answered: read from the file", path)
+            with contextlib.closing(self._con.cursor()) as cursor:
+                cursor.execute(f"DETACH DATABASE IF EXISTS {table.rsplit('.', 1)[0]}")
 
     def _bind(self, params: Sequence[Any]) -> tuple[list[Any], list[str]]:
         """`params` with each `RowShuffleKey` replaced by its file's key, and the keys bound."""
@@ -308,8 +338,6 @@ class DuckPool:
             return QueryResult(columns=columns, rows=cursor.fetchall())
         except duckdb.InterruptException as exc:
             raise limit_exceeded(f"The query took longer than {self.timeout_seconds:g} s.") from exc
-        except duckdb.IOException as exc:  # e.g. a snapshot file removed after its grace period
-            raise GovernedError("The snapshot could not be read; try again later.", UNAVAILABLE) from exc
         finally:
             self._deadlines.done(watched)
             cursor.close()

@@ -424,3 +424,30 @@ def test_closing_the_pool_stops_the_builds_still_queued_behind_the_running_one(f
     assert time.monotonic() - started < 5
     assert not pool._hot and not pool._loading
     assert not [path for path in paths if _copy(folder, path).exists()]
+
+
+@pytest.mark.parametrize("damage", ["flip bytes", "truncate"])
+def test_a_copy_damaged_while_attached_gives_way_to_the_file(folder: Path, damage: str) -> None:
+    """Fault: an attached copy is damaged in place (bit rot, an operator's `cp` over it, a
+    truncation). DuckDB's block checksums catch it on read; the query is answered from the
+    snapshot's file (intact: checked against its checksum), and the copy is not used again by
+    this process, rather than every read of the snapshot failing (500 or 503) until a restart."""
+    path = _snapshot(folder, "rotten", 1_000_000)
+    pool = DuckPool(folder, "key", hot_budget_bytes=1 << 30)
+    try:
+        table = _hot(pool, path)  # attached, no block of it read yet
+        copy = _copy(folder, path)
+        size = copy.stat().st_size
+        with copy.open("r+b") as handle:
+            if damage == "truncate":
+                handle.truncate(size // 3)
+            for offset in range(size // 4, size // 3, 4096) if damage == "flip bytes" else ():
+                handle.seek(offset)
+                byte = handle.read(1)
+                handle.seek(offset)
+                handle.write(bytes([byte[0] ^ 0xFF]))
+        assert _rows(pool, path, table) == _rows(pool, path, None)
+        assert pool.source(str(path), path.stat().st_size) is None  # given up in this process
+        assert "1 read from their files (no copy)" in pool.memory_report()
+    finally:
+        pool.close()
