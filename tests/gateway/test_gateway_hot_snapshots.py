@@ -451,3 +451,27 @@ def test_a_copy_damaged_while_attached_gives_way_to_the_file(folder: Path, damag
         assert "1 read from their files (no copy)" in pool.memory_report()
     finally:
         pool.close()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a copy is bound to its snapshot's path, not to the checksum its file was checked "
+    "against: the background build reads the file again, after the request's check",
+)
+def test_a_copy_built_from_a_file_swapped_after_its_check_is_not_served_once_the_file_is_back(
+    folder: Path,
+) -> None:
+    """Attack: a request checks the snapshot's file (gateway.integrity.ensure_intact) and starts
+    the background build; the file is swapped before the build reads it, and put back after. The
+    copy, HMAC'd by the server, holds the swapped rows; the file verifies again, so every worker
+    and every later process would serve them with no check failing."""
+    path = _snapshot(folder, "laundered", 20_000)
+    original = path.read_bytes()
+    _other(folder, "laundered", 20_000)  # swapped in place after the check, before the build
+    _measured(folder, path)  # the build reads the swapped file
+    path.write_bytes(original)  # put back: its checksum verifies again
+    pool = DuckPool(folder, "key", hot_budget_bytes=1 << 30)
+    try:
+        assert _rows(pool, path, _hot(pool, path)) == _rows(pool, path, None)
+    finally:
+        pool.close()
