@@ -475,3 +475,27 @@ def test_a_copy_built_from_a_file_swapped_after_its_check_is_not_served_once_the
         assert _rows(pool, path, _hot(pool, path)) == _rows(pool, path, None)
     finally:
         pool.close()
+
+
+def test_a_copy_built_on_many_threads_from_many_row_groups_keeps_the_files_order(folder: Path) -> None:
+    """Pages read without ORDER BY (`PageQuery.presorted`) rely on the copy holding the file's rows
+    in the file's order: built by 4 threads from 400 row groups, read by 4, every row sits where
+    it sits in the file, and a filtered page past many row groups is the file's page."""
+    path = folder / "wide.parquet"
+    duckdb.sql(
+        "COPY (SELECT i AS n, 'D' || (hash(i) % 9) AS district, 'open' AS status FROM range(2000000) t(i)) "
+        f"TO '{path}' (FORMAT parquet, ROW_GROUP_SIZE 5000)"
+    )
+    pool = DuckPool(folder, "key", threads=4, hot_budget_bytes=1 << 30)
+    try:
+        table = _hot(pool, path)
+        misplaced = (
+            f"SELECT count(*) FROM (SELECT file_row_number, row_number() OVER () - 1 AS i FROM {table})"
+        )
+        assert pool.run(misplaced + " WHERE file_row_number <> i").rows == [(0,)]
+        page = "SELECT file_row_number, n FROM {} WHERE district = 'D3' LIMIT 1000 OFFSET 150000"
+        from_copy = pool.run(page.format(table)).rows
+        assert len(from_copy) == 1000
+        assert from_copy == pool.run(page.format(duck.parquet_source(str(path)))).rows
+    finally:
+        pool.close()
