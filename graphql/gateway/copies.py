@@ -15,8 +15,9 @@ Guarantees:
 - **Intact or not used.** Each copy has a sidecar (`<name>.json`: the snapshot's path, the copy's
   size and an HMAC-SHA256 of the snapshot's path and the copy's bytes under a key derived from the
   mask key, so a copy checks only as the copy of its own snapshot). A process checks it
-  once before it first attaches the copy; a copy that fails is rebuilt from the snapshot file
-  (itself checked against its published checksum before any read: gateway/integrity.py).
+  before it attaches the copy; a copy that fails is rebuilt from the snapshot file (itself checked
+  against its published checksum before any read: gateway/integrity.py), and kept only if the
+  file is still, once read, the one the caller checked (`unchanged`: its stat, ctime included).
 - **Built once.** Workers take an exclusive `flock` on `<name>.lock` while they check or build a
   copy; the file appears under its final name only complete (written beside it, then renamed).
 - **No garbage kept.** A build that fails (a full disk, an interrupt) removes what it wrote; copies
@@ -51,6 +52,10 @@ class CopyInterrupted(Exception):
     """The pool closed while a copy was being waited for or built."""
 
 
+class SnapshotChanged(Exception):
+    """The snapshot file changed after it was checked, before its copy was complete."""
+
+
 def copy_name(snapshot: str) -> str:
     """The file stem of `snapshot`'s copy: the first 20 hex digits of SHA-256 of its path."""
     return hashlib.sha256(snapshot.encode()).hexdigest()[:20]
@@ -69,20 +74,23 @@ class SnapshotCopies:
         self,
         snapshot: str,
         source_sql: str,
+        unchanged: Callable[[], bool],
         closing: Callable[[], bool],
         building: Callable[[duckdb.DuckDBPyConnection | None], None],
     ) -> Path:
         """The intact copy of `snapshot` (read as `source_sql`), built first if it is missing or
-        fails its check. `closing()` true stops the wait or build (CopyInterrupted); `building`
-        is told the builder's connection (so a closing pool can interrupt it), then None.
-        Raises duckdb.Error or OSError if the copy cannot be built (the caller reads the file)."""
+        fails its check. A build is kept only if `unchanged()` (the snapshot file is still the one
+        checked against its checksum) holds once it has read the file: SnapshotChanged if not.
+        `closing()` true stops the wait or build (CopyInterrupted); `building` is told the
+        builder's connection (so a closing pool can interrupt it), then None. Raises duckdb.Error
+        or OSError if the copy cannot be built (the caller reads the file)."""
         self.folder.mkdir(parents=True, exist_ok=True)
         name = copy_name(snapshot)
         copy = self.folder / f"{name}.duckdb"
         with self._locked(name, closing):
             if self._intact(copy, snapshot):
                 return copy
-            self._build(copy, snapshot, source_sql, closing, building)
+            self._build(copy, snapshot, source_sql, unchanged, closing, building)
         self.sweep()
         return copy
 
@@ -126,6 +134,7 @@ class SnapshotCopies:
         copy: Path,
         snapshot: str,
         source_sql: str,
+        unchanged: Callable[[], bool],
         closing: Callable[[], bool],
         building: Callable[[duckdb.DuckDBPyConnection | None], None],
     ) -> None:
@@ -137,6 +146,8 @@ class SnapshotCopies:
         _remove(_unfinished(copy))  # a build that died: this process holds the lock now
         try:
             self._write(partial, source_sql, closing, building)
+            if not unchanged():  # swapped (and maybe put back later): its rows are not the checked ones
+                raise SnapshotChanged("the snapshot file changed after its check")
             with partial.open("rb") as handle:
                 os.fsync(handle.fileno())
             size = partial.stat().st_size

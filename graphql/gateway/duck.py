@@ -29,7 +29,7 @@ import duckdb
 from gateway.copies import COPY_TABLE, CopyInterrupted, SnapshotCopies, copy_name
 from gateway.deadlines import Deadlines
 from gateway.errors import UNAVAILABLE, GovernedError, limit_exceeded
-from gateway.integrity import FileChecks
+from gateway.integrity import FileChecks, FileStat, file_stat
 from meshcore.settings import DEFAULT_SNAPSHOT_MEMORY_MB, snapshot_copies_dir
 from meshcore.snapshots import FileOrder, file_order, repeated_values
 
@@ -363,22 +363,30 @@ class DuckPool:
             digest = copy_name(path)
             self._paths[digest] = path
             alias = f'"hot_{digest}_{next(self._loads)}"'
+            # The file as the request's integrity check left it (`ensure_intact`, just before): the
+            # build, maybe minutes later, copies it only if it is still that file.
             load = _Load(self._con.cursor())
             load.thread = threading.Thread(
-                target=self._load, args=(path, alias, load), name="duck-hot", daemon=True
+                target=self._load, args=(path, alias, load, file_stat(path)), name="duck-hot", daemon=True
             )
             self._loading[path] = load
         load.thread.start()
         return None
 
-    def _load(self, path: str, alias: str, load: _Load) -> None:
+    def _load(self, path: str, alias: str, load: _Load, checked: FileStat | None) -> None:
         try:
             self.read_file_order(path, load.cursor)  # the copy keeps it: written in file order
             # One copy at a time per process (each build takes working memory); in budget order.
             with self._load_lock:
                 if self._closed:  # queued behind a build that close() interrupted
                     raise CopyInterrupted
-                copy = self.copies.ensure(path, parquet_source(path), lambda: self._closed, load.building)
+                copy = self.copies.ensure(
+                    path,
+                    parquet_source(path),
+                    lambda: checked is not None and file_stat(path) == checked,
+                    lambda: self._closed,
+                    load.building,
+                )
                 size = copy.stat().st_size
                 if size > self.hot_budget_bytes:
                     raise MemoryError(f"its copy ({size >> 20} MiB) exceeds the hot budget")

@@ -40,7 +40,8 @@ DETECTED_BY = f"gateway {socket.gethostname()} pid {os.getpid()}"
 FileStat = tuple[int, int, int, int]  # size, mtime (ns), inode, ctime (ns)
 
 
-def _stat(path: str) -> FileStat | None:
+def file_stat(path: str) -> FileStat | None:
+    """The state a check holds a file to (None if it cannot be stat'ed): any write changes it."""
     try:
         st = os.stat(path)
     except OSError:
@@ -62,7 +63,7 @@ class FileChecks:
     async def problem(self, snap: Snapshot) -> tuple[str | None, bool]:
         """(what is wrong with `snap`'s file or None, whether it was hashed just now)."""
         path = str(snap.path)  # os.stat follows links itself: one system call on the hot path
-        stat = _stat(path)
+        stat = file_stat(path)
         if stat is not None and snap.broken is None and self._ok.get(snap.id) == stat:
             return None, False
         failed = self._failed.get(snap.id)
