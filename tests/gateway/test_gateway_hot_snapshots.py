@@ -454,6 +454,15 @@ def test_a_copy_damaged_while_attached_gives_way_to_the_file(folder: Path, damag
         pool.close()
 
 
+def _assert_a_later_copy_answers_like_the_file(folder: Path, path: Path) -> None:
+    """A later worker's copy of `path` (the one on disk, or rebuilt) holds the file's rows."""
+    later = DuckPool(folder, "key", hot_budget_bytes=1 << 30)
+    try:
+        assert _rows(later, path, _hot(later, path)) == _rows(later, path, None)
+    finally:
+        later.close()
+
+
 def test_a_file_swapped_while_its_build_waits_is_never_copied(folder: Path) -> None:
     """Attack: a request checks the snapshot's file and starts its build, which waits (here for
     another worker's lock on the copy; likewise behind other builds); the file is swapped in place
@@ -479,11 +488,7 @@ def test_a_file_swapped_while_its_build_waits_is_never_copied(folder: Path) -> N
     finally:
         pool.close()
     path.write_bytes(original)  # put back: its checksum verifies again
-    later = DuckPool(folder, "key", hot_budget_bytes=1 << 30)
-    try:
-        assert _rows(later, path, _hot(later, path)) == _rows(later, path, None)
-    finally:
-        later.close()
+    _assert_a_later_copy_answers_like_the_file(folder, path)
 
 
 @pytest.mark.xfail(
@@ -505,11 +510,7 @@ def test_a_copy_built_from_a_file_swapped_after_its_check_is_not_served_once_the
     _other(folder, "laundered", 20_000)  # swapped in place after the check, before the build
     _measured(folder, path)  # the build reads the swapped file
     path.write_bytes(original)  # put back: its checksum verifies again
-    pool = DuckPool(folder, "key", hot_budget_bytes=1 << 30)
-    try:
-        assert _rows(pool, path, _hot(pool, path)) == _rows(pool, path, None)
-    finally:
-        pool.close()
+    _assert_a_later_copy_answers_like_the_file(folder, path)
 
 
 def test_a_copy_built_on_many_threads_from_many_row_groups_keeps_the_files_order(folder: Path) -> None:
