@@ -13,12 +13,15 @@ page cache for all of them, and each worker's DuckDB holds only the blocks it re
 
 Guarantees:
 - **Intact or not used.** Each copy has a sidecar (`<name>.json`: the snapshot's path, the copy's
-  size and an HMAC-SHA256 of its bytes under a key derived from the mask key). A process checks it
-  once before it first attaches the copy; a copy that fails is rebuilt from the snapshot file
-  (itself checked against its published checksum before any read: gateway/integrity.py).
+  size and an HMAC-SHA256 of the snapshot's path and the copy's bytes under a key derived from the
+  mask key, so a copy checks only as the copy of its own snapshot). A process checks it
+  before it attaches the copy; a copy that fails is rebuilt from the snapshot file (itself checked
+  against its published checksum before any read: gateway/integrity.py), and kept only if the
+  file is still, once read, the one the caller checked (`unchanged`: its stat, ctime included).
 - **Built once.** Workers take an exclusive `flock` on `<name>.lock` while they check or build a
   copy; the file appears under its final name only complete (written beside it, then renamed).
-- **No garbage kept.** Copies of snapshots whose file is gone (retention) are removed by the next
+- **No garbage kept.** A build that fails (a full disk, an interrupt) removes what it wrote; copies
+  of snapshots whose file is gone (retention) and what a killed build left are removed by the next
   build on the host (their empty lock files stay).
 """
 
@@ -49,6 +52,10 @@ class CopyInterrupted(Exception):
     """The pool closed while a copy was being waited for or built."""
 
 
+class SnapshotChanged(Exception):
+    """The snapshot file changed after it was checked, before its copy was complete."""
+
+
 def copy_name(snapshot: str) -> str:
     """The file stem of `snapshot`'s copy: the first 20 hex digits of SHA-256 of its path."""
     return hashlib.sha256(snapshot.encode()).hexdigest()[:20]
@@ -67,20 +74,23 @@ class SnapshotCopies:
         self,
         snapshot: str,
         source_sql: str,
+        unchanged: Callable[[], bool],
         closing: Callable[[], bool],
         building: Callable[[duckdb.DuckDBPyConnection | None], None],
     ) -> Path:
         """The intact copy of `snapshot` (read as `source_sql`), built first if it is missing or
-        fails its check. `closing()` true stops the wait or build (CopyInterrupted); `building`
-        is told the builder's connection (so a closing pool can interrupt it), then None.
-        Raises duckdb.Error or OSError if the copy cannot be built (the caller reads the file)."""
+        fails its check. A build is kept only if `unchanged()` (the snapshot file is still the one
+        checked against its checksum) holds once it has read the file: SnapshotChanged if not.
+        `closing()` true stops the wait or build (CopyInterrupted); `building` is told the
+        builder's connection (so a closing pool can interrupt it), then None. Raises duckdb.Error
+        or OSError if the copy cannot be built (the caller reads the file)."""
         self.folder.mkdir(parents=True, exist_ok=True)
         name = copy_name(snapshot)
         copy = self.folder / f"{name}.duckdb"
         with self._locked(name, closing):
             if self._intact(copy, snapshot):
                 return copy
-            self._build(copy, snapshot, source_sql, building)
+            self._build(copy, snapshot, source_sql, unchanged, closing, building)
         self.sweep()
         return copy
 
@@ -100,8 +110,10 @@ class SnapshotCopies:
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
-    def _mac(self, copy: Path) -> str:
-        mac = hmac.new(self.mac_key, digestmod=hashlib.sha256)
+    def _mac(self, copy: Path, snapshot: str) -> str:
+        """HMAC-SHA256 of `snapshot`'s path, a NUL (never in a path), then the copy's bytes: a valid
+        copy of another snapshot, its sidecar renamed and edited, fails the check of this one."""
+        mac = hmac.new(self.mac_key, snapshot.encode() + b"\0", digestmod=hashlib.sha256)
         with copy.open("rb") as handle:
             while chunk := handle.read(_CHUNK):
                 mac.update(chunk)
@@ -113,7 +125,7 @@ class SnapshotCopies:
             stated = json.loads(sidecar.read_text())
             if stated.get("snapshot") != snapshot or stated.get("bytes") != copy.stat().st_size:
                 return False
-            return hmac.compare_digest(str(stated.get("mac")), self._mac(copy))
+            return hmac.compare_digest(str(stated.get("mac")), self._mac(copy, snapshot))
         except (OSError, ValueError, AttributeError):
             return False
 
@@ -122,17 +134,48 @@ class SnapshotCopies:
         copy: Path,
         snapshot: str,
         source_sql: str,
+        unchanged: Callable[[], bool],
+        closing: Callable[[], bool],
         building: Callable[[duckdb.DuckDBPyConnection | None], None],
     ) -> None:
+        """Write the copy beside its final name, then its sidecar, then rename the copy. Whatever
+        stops it (a full disk, an interrupt) removes what it wrote: a full disk must not stay full
+        of a copy no one will use."""
         started = time.monotonic()
         partial = copy.with_name(f"{copy.name}.partial")
-        for leftover in (partial, partial.with_name(partial.name + ".wal")):
-            leftover.unlink(missing_ok=True)  # a build that died: this process holds the lock now
+        _remove(_unfinished(copy))  # a build that died: this process holds the lock now
+        try:
+            self._write(partial, source_sql, closing, building)
+            if not unchanged():  # swapped (and maybe put back later): its rows are not the checked ones
+                raise SnapshotChanged("the snapshot file changed after its check")
+            with partial.open("rb") as handle:
+                os.fsync(handle.fileno())
+            size = partial.stat().st_size
+            stated = {"snapshot": snapshot, "bytes": size, "mac": self._mac(partial, snapshot)}
+            sidecar = copy.with_name(f"{copy.stem}.json.partial")
+            sidecar.write_text(json.dumps(stated))
+            os.replace(sidecar, copy.with_suffix(".json"))  # replaces a link, never writes through it
+            os.replace(partial, copy)
+        except BaseException:
+            _remove(_unfinished(copy))
+            raise
+        took = time.monotonic() - started
+        log.info("snapshot copy of %s built: %d MiB in %.1f s", snapshot, size >> 20, took)
+
+    def _write(
+        self,
+        partial: Path,
+        source_sql: str,
+        closing: Callable[[], bool],
+        building: Callable[[duckdb.DuckDBPyConnection | None], None],
+    ) -> None:
         builder = duckdb.connect(
             ":memory:", config={"threads": self.threads, "memory_limit": self.memory_limit}
         )
         building(builder)
         try:
+            if closing():  # closed before `building` handed it the builder: nothing interrupts it
+                raise CopyInterrupted
             builder.execute(f"ATTACH '{_quoted(partial)}' AS copy (ROW_GROUP_SIZE {COPY_ROW_GROUP_ROWS})")
             # Insertion order is kept (DuckDB's default, preserve_insertion_order): the file's order.
             builder.execute(f"CREATE TABLE copy.{COPY_TABLE} AS SELECT * FROM {source_sql}")
@@ -141,34 +184,40 @@ class SnapshotCopies:
         finally:
             building(None)
             builder.close()
-        with partial.open("rb") as handle:
-            os.fsync(handle.fileno())
-        size = partial.stat().st_size
-        copy.with_suffix(".json").write_text(
-            json.dumps({"snapshot": snapshot, "bytes": size, "mac": self._mac(partial)})
-        )
-        os.replace(partial, copy)
-        took = time.monotonic() - started
-        log.info("snapshot copy of %s built: %d MiB in %.1f s", snapshot, size >> 20, took)
 
     def sweep(self) -> None:
-        """Remove the copies of snapshots whose file is gone (and their sidecars and locks), unless
-        another process is building or checking one right now."""
+        """Remove the copies of snapshots whose file is gone (and their sidecars), and what builds
+        that died left (a crash), unless another process is building or checking one right now."""
+        gone: set[str] = set()
         for sidecar in self.folder.glob("*.json"):
             try:
-                gone = not Path(json.loads(sidecar.read_text())["snapshot"]).exists()
+                if not Path(json.loads(sidecar.read_text())["snapshot"]).exists():
+                    gone.add(sidecar.stem)
             except (OSError, ValueError, KeyError, TypeError):
-                gone = False  # being written, or not ours: left alone
-            if not gone:
-                continue
-            with open(sidecar.with_suffix(".lock"), "a") as lock:
+                pass  # being written, or not ours: left alone
+        died = {partial.name.split(".")[0] for partial in self.folder.glob("*.partial*")}
+        for name in gone | died:
+            with open(self.folder / f"{name}.lock", "a") as lock:
                 try:
                     fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:
                     continue
                 # The lock file stays (empty): unlinked, a builder could lock a new one meanwhile.
-                for path in (sidecar.with_suffix(".duckdb"), sidecar):
-                    path.unlink(missing_ok=True)
+                copy = self.folder / f"{name}.duckdb"
+                _remove(_unfinished(copy))
+                if name in gone:
+                    _remove((copy, copy.with_suffix(".json")))
+
+
+def _unfinished(copy: Path) -> tuple[Path, ...]:
+    """The files a build of `copy` writes before it completes (DuckDB's WAL among them)."""
+    partial = copy.with_name(f"{copy.name}.partial")
+    return partial, partial.with_name(f"{partial.name}.wal"), copy.with_name(f"{copy.stem}.json.partial")
+
+
+def _remove(paths: tuple[Path, ...]) -> None:
+    for path in paths:
+        path.unlink(missing_ok=True)
 
 
 def _quoted(path: Path) -> str:

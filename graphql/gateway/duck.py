@@ -30,7 +30,7 @@ import duckdb
 from gateway.copies import COPY_TABLE, CopyInterrupted, SnapshotCopies, copy_name
 from gateway.deadlines import Deadlines
 from gateway.errors import UNAVAILABLE, GovernedError, limit_exceeded
-from gateway.integrity import FileChecks
+from gateway.integrity import FileChecks, FileStat, file_stat
 from meshcore.settings import DEFAULT_SNAPSHOT_MEMORY_MB, snapshot_copies_dir
 from meshcore.snapshots import FileOrder, file_order, repeated_values
 
@@ -194,9 +194,10 @@ class _Load:
         self.builder = builder
 
     def interrupt(self) -> None:
-        self.cursor.interrupt()
-        if (builder := self.builder) is not None:
-            builder.interrupt()
+        for connection in (self.cursor, self.builder):
+            if connection is not None:
+                with contextlib.suppress(duckdb.Error):  # closed by its load meanwhile: it ended
+                    connection.interrupt()
 
 
 def _sql_text(text: str) -> str:
@@ -221,8 +222,9 @@ class DuckPool:
         copies_dir: Path | None = None,
     ) -> None:
         copies_dir = copies_dir or snapshot_copies_dir(snapshots_dir)
-        for folder in (snapshots_dir, copies_dir):
-            folder.mkdir(parents=True, exist_ok=True)
+        # The copies folder is made by the first build (`SnapshotCopies.ensure`): a home where it
+        # cannot be (read-only, full) only leaves every snapshot read from its file.
+        snapshots_dir.mkdir(parents=True, exist_ok=True)
         memory_limit = f"{(hot_budget_bytes + working_memory_bytes) >> 20}MiB"
         self._con = _connect((snapshots_dir, copies_dir), mask_key, threads, memory_limit)
         self._row_shuffle_key = _row_shuffle_keys(mask_key.encode())
@@ -265,7 +267,16 @@ class DuckPool:
 
     def run(self, sql: str, params: Sequence[Any] = ()) -> QueryResult:
         """Run `sql` with the query deadline. A hot copy it names that was evicted after `source`
-        gave it out (the query waited for a worker) is read from its Parquet file instead."""
+        gave it out (the query waited for a worker) is read from its Parquet file instead. A query
+        that fails on hot copies in any other way (DuckDB's block checksums caught a copy damaged
+        on disk since its check) is run again on their files, and if those answer, the copies are
+        given up by this process (`_give_up`): a derived copy never breaks a snapshot's reads."""
+        try:
+            return self._run(sql, params)
+        except duckdb.IOException as exc:  # e.g. a snapshot file removed after its grace period
+            raise GovernedError("The snapshot could not be read; try again later.", UNAVAILABLE) from exc
+
+    def _run(self, sql: str, params: Sequence[Any]) -> QueryResult:
         try:
             return self._execute(sql, params)
         except duckdb.CatalogException:
@@ -273,21 +284,42 @@ class DuckPool:
             if from_file is None:
                 raise
             return self._execute(from_file, params)
+        except duckdb.Error:  # not a timeout: `_execute` turns those into LIMIT_EXCEEDED
+            from_files = self._from_files(sql, every=True)
+            if from_files is None:
+                raise
+            result = self._execute(from_files, params)  # the files' own error if they fail too
+            self._give_up(sql)
+            return result
 
-    def _from_files(self, sql: str) -> str | None:
-        """`sql` reading each evicted hot copy it names from the copy's Parquet file (the same
-        rows and order, `file_row_number` included), or None if it names none."""
+    def _from_files(self, sql: str, every: bool = False) -> str | None:
+        """`sql` reading each evicted hot copy it names (`every`: each hot copy) from the copy's
+        Parquet file (the same rows and order, `file_row_number` included), or None if none."""
         with self._hot_lock:
             served = {table for table, _ in self._hot.values()}
             paths = dict(self._paths)
 
         def file(match: re.Match[str]) -> str:
-            if match[0] in served or match[1] not in paths:
+            if (match[0] in served and not every) or match[1] not in paths:
                 return match[0]
             return parquet_source(paths[match[1]])
 
         rerouted = _HOT_TABLE.sub(file, sql)
         return rerouted if rerouted != sql else None
+
+    def _give_up(self, sql: str) -> None:
+        """Detach the hot copies `sql` names, not to be attached again by this process (their
+        snapshots are read from their files; a new process checks the copy and rebuilds it)."""
+        named = {match[0] for match in _HOT_TABLE.finditer(sql)}
+        with self._hot_lock:
+            given = [(path, table) for path, (table, _) in self._hot.items() if table in named]
+            for path, _ in given:
+                self._hot_bytes -= self._hot.pop(path)[1]
+                self._unfit.add(path)
+        for path, table in given:
+            log.warning("the local copy of %s failed a query its file answered: read from the file", path)
+            with contextlib.closing(self._con.cursor()) as cursor:
+                cursor.execute(f"DETACH DATABASE IF EXISTS {table.rsplit('.', 1)[0]}")
 
     def _bind(self, params: Sequence[Any]) -> tuple[list[Any], list[str]]:
         """`params` with each `RowShuffleKey` replaced by its file's key, and the keys bound."""
@@ -307,8 +339,6 @@ class DuckPool:
             return QueryResult(columns=columns, rows=cursor.fetchall())
         except duckdb.InterruptException as exc:
             raise limit_exceeded(f"The query took longer than {self.timeout_seconds:g} s.") from exc
-        except duckdb.IOException as exc:  # e.g. a snapshot file removed after its grace period
-            raise GovernedError("The snapshot could not be read; try again later.", UNAVAILABLE) from exc
         finally:
             self._deadlines.done(watched)
             cursor.close()
@@ -334,20 +364,30 @@ class DuckPool:
             digest = copy_name(path)
             self._paths[digest] = path
             alias = f'"hot_{digest}_{next(self._loads)}"'
+            # The file as the request's integrity check left it (`ensure_intact`, just before): the
+            # build, maybe minutes later, copies it only if it is still that file.
             load = _Load(self._con.cursor())
             load.thread = threading.Thread(
-                target=self._load, args=(path, alias, load), name="duck-hot", daemon=True
+                target=self._load, args=(path, alias, load, file_stat(path)), name="duck-hot", daemon=True
             )
             self._loading[path] = load
         load.thread.start()
         return None
 
-    def _load(self, path: str, alias: str, load: _Load) -> None:
+    def _load(self, path: str, alias: str, load: _Load, checked: FileStat | None) -> None:
         try:
             self.read_file_order(path, load.cursor)  # the copy keeps it: written in file order
             # One copy at a time per process (each build takes working memory); in budget order.
             with self._load_lock:
-                copy = self.copies.ensure(path, parquet_source(path), lambda: self._closed, load.building)
+                if self._closed:  # queued behind a build that close() interrupted
+                    raise CopyInterrupted
+                copy = self.copies.ensure(
+                    path,
+                    parquet_source(path),
+                    lambda: checked is not None and file_stat(path) == checked,
+                    lambda: self._closed,
+                    load.building,
+                )
                 size = copy.stat().st_size
                 if size > self.hot_budget_bytes:
                     raise MemoryError(f"its copy ({size >> 20} MiB) exceeds the hot budget")
@@ -469,12 +509,14 @@ class DuckPool:
         )
 
     def close(self) -> None:
-        """Stop background loads (interrupt, then wait for each), then close the database."""
+        """Stop background loads (interrupt each until it ends), then close the database."""
         with self._hot_lock:
             self._closed = True
             loaders = list(self._loading.values())
-        for load in loaders:
-            load.interrupt()
-        for load in loaders:
-            load.thread.join()
+        # Again until they end: an interrupt that lands before a statement starts is lost (DuckDB
+        # clears it as a query begins), e.g. as a load hands over its builder.
+        while loaders := [load for load in loaders if load.thread.is_alive()]:
+            for load in loaders:
+                load.interrupt()
+            loaders[0].thread.join(0.05)
         self._con.close()

@@ -2,10 +2,12 @@
 
 Cost off the hot path: a process hashes a snapshot's file the first time it opens it (streaming,
 in a worker thread; concurrent first reads share one hash; see bench/integrity.py for the cost on
-a 1M-row snapshot) and then trusts it while the file's (size, mtime, inode) stay the same: one
-`os.stat` per read. A file rewritten or truncated after its check is hashed again on its next read;
-so is a snapshot the catalog marks broken (another gateway or `civicmesh snapshots verify` found it).
-A failed check is remembered for `retry_seconds` (a broken file is not re-hashed per request).
+a 1M-row snapshot) and then trusts it while the file's (size, mtime, inode, ctime) stay the same:
+one `os.stat` per read (the ctime, which only the kernel sets, changes with any write, even one whose
+mtime was set back with `os.utime`). A file rewritten or truncated after its check is hashed again
+on its next read; so is a snapshot the catalog marks broken (another gateway or `civicmesh
+snapshots verify` found it). A failed check is remembered for `retry_seconds` (a broken file is
+not re-hashed per request).
 
 A mismatch is never served: the read or export fails with `UNAVAILABLE` naming the product (never
 the file), the request's access-log record carries that code, the server log names the file, and
@@ -35,15 +37,16 @@ log = logging.getLogger(__name__)
 RETRY_SECONDS = 30.0
 DETECTED_BY = f"gateway {socket.gethostname()} pid {os.getpid()}"
 
-FileStat = tuple[int, int, int]  # size, mtime (ns), inode
+FileStat = tuple[int, int, int, int]  # size, mtime (ns), inode, ctime (ns)
 
 
-def _stat(path: str) -> FileStat | None:
+def file_stat(path: str) -> FileStat | None:
+    """The state a check holds a file to (None if it cannot be stat'ed): any write changes it."""
     try:
         st = os.stat(path)
     except OSError:
         return None
-    return st.st_size, st.st_mtime_ns, st.st_ino
+    return st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns
 
 
 class FileChecks:
@@ -60,7 +63,7 @@ class FileChecks:
     async def problem(self, snap: Snapshot) -> tuple[str | None, bool]:
         """(what is wrong with `snap`'s file or None, whether it was hashed just now)."""
         path = str(snap.path)  # os.stat follows links itself: one system call on the hot path
-        stat = _stat(path)
+        stat = file_stat(path)
         if stat is not None and snap.broken is None and self._ok.get(snap.id) == stat:
             return None, False
         failed = self._failed.get(snap.id)

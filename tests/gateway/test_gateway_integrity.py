@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 import shutil
 import time
 from collections.abc import Iterator
@@ -173,6 +174,25 @@ def test_a_file_truncated_after_its_first_check_is_checked_again_and_refused(
     _assert_marked_broken(server, snapshot, f"size {len(data) // 2} B, expected {len(data)} B")
     assert cli(["snapshots", "verify"]) == 1
     assert f"BROKEN  {snapshot.id}  {snapshot.path}: size" in capsys.readouterr().out
+
+
+def test_a_file_changed_in_place_with_its_mtime_put_back_is_checked_again_and_refused(
+    server, snapshot, tmp_path: Path
+) -> None:
+    """Attack: change the file after its first check keeping its size, inode and mtime (`os.utime`
+    sets it back), all the per-read `os.stat` compared. Its ctime, which only the kernel sets,
+    still tells: the file is checked again and refused."""
+    server.gql(ROWS % _unique_where(), "mallory")  # opened (and checked) by this process by now
+    before = snapshot.path.stat()
+    _flip_a_byte_silently(snapshot.path, tmp_path / "scratch.parquet")
+    os.utime(snapshot.path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = snapshot.path.stat()
+    assert (after.st_size, after.st_mtime_ns, after.st_ino) == (
+        before.st_size,
+        before.st_mtime_ns,
+        before.st_ino,
+    )
+    _assert_refused(server, snapshot)
 
 
 def test_a_restored_file_serves_again_and_the_mark_is_lifted(
