@@ -364,11 +364,13 @@ class DuckPool:
             digest = copy_name(path)
             self._paths[digest] = path
             alias = f'"hot_{digest}_{next(self._loads)}"'
-            # The file as the request's integrity check left it (`ensure_intact`, just before): the
+            # The file as this process's integrity check hashed it (`ensure_intact`, on every read
+            # path; as found now for callers that check nothing, e.g. `product preview`): the
             # build, maybe minutes later, copies it only if it is still that file.
+            checked = self.checks.verified.get(path) or file_stat(path)
             load = _Load(self._con.cursor())
             load.thread = threading.Thread(
-                target=self._load, args=(path, alias, load, file_stat(path)), name="duck-hot", daemon=True
+                target=self._load, args=(path, alias, load, checked), name="duck-hot", daemon=True
             )
             self._loading[path] = load
         load.thread.start()

@@ -55,6 +55,9 @@ class FileChecks:
     def __init__(self, retry_seconds: float = RETRY_SECONDS) -> None:
         self.retry_seconds = retry_seconds
         self._ok: dict[str, FileStat] = {}
+        # Real path -> the file's stat when it last hashed right: what a copy of it may be built
+        # from (`DuckPool.source`), however long after the check the build runs.
+        self.verified: dict[str, FileStat] = {}
         self._failed: dict[str, tuple[FileStat | None, float, str]] = {}  # id -> (stat, when, detail)
         self._pending: dict[tuple[str, FileStat | None], asyncio.Future[str | None]] = {}
         self.unrecorded: dict[str, str] = {}  # failures not yet marked in the catalog: id -> product
@@ -82,6 +85,7 @@ class FileChecks:
         detail = await anyio.to_thread.run_sync(integrity_problem, Path(path), snap.checksum, snap.byte_size)
         if detail is None:
             self._ok[snap.id] = stat  # type: ignore[assignment]  # a file that hashed has a stat
+            self.verified[os.path.realpath(path)] = stat  # type: ignore[assignment]
             self._failed.pop(snap.id, None)
         else:
             self._ok.pop(snap.id, None)

@@ -9,8 +9,10 @@ processes).
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import json
+import os
 import resource
 import signal
 import subprocess
@@ -18,6 +20,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import duckdb
 import pytest
@@ -26,6 +29,7 @@ from gateway import copies, duck
 from gateway.duck import DuckPool
 from gateway.query import PageQuery
 from meshcore.products import ColumnSpec, ProductSpec
+from meshcore.snapshots import file_checksum
 
 SPEC = ProductSpec(
     department="d",
@@ -491,24 +495,29 @@ def test_a_file_swapped_while_its_build_waits_is_never_copied(folder: Path) -> N
     _assert_a_later_copy_answers_like_the_file(folder, path)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a copy is bound to the file as `source()` found it (its stat), not to the checksum "
-    "it was checked against: a swap between the request's `ensure_intact` and its `source()` (a few "
-    "awaits in reads.serve_snapshot/read_page) is still copied; the fix: `source()` takes the "
-    "snapshot's checksum and the build hashes the file against it under the same stat guard",
-)
-def test_a_copy_built_from_a_file_swapped_after_its_check_is_not_served_once_the_file_is_back(
-    folder: Path,
-) -> None:
-    """Attack: a request checks the snapshot's file (gateway.integrity.ensure_intact); the file is
-    swapped before the request asks for its copy (`source`), and put back after the build. The
-    copy, HMAC'd by the server, holds the swapped rows; the file verifies again, so every worker
-    and every later process would serve them with no check failing."""
+def test_a_copy_built_from_a_file_swapped_after_its_check_is_never_made(folder: Path) -> None:
+    """Attack: a request checks the snapshot's file (gateway.integrity.ensure_intact: the pool's
+    `checks`); the file is swapped before the request asks for its copy (`source`), and put back
+    after. A copy of the swapped rows, HMAC'd by the server, would be served by every worker and
+    every later process once the file verifies again: the build copies only the file as the check
+    hashed it, so nothing is copied, and a later copy holds the file's rows."""
     path = _snapshot(folder, "laundered", 20_000)
     original = path.read_bytes()
-    _other(folder, "laundered", 20_000)  # swapped in place after the check, before the build
-    _measured(folder, path)  # the build reads the swapped file
+    snap = SimpleNamespace(
+        id="s1", path=path, checksum=file_checksum(path), byte_size=len(original), broken=None
+    )
+    pool = DuckPool(folder, "key", hot_budget_bytes=1 << 30)
+    try:
+        assert asyncio.run(pool.checks.problem(snap))[0] is None  # type: ignore[arg-type]  # the check
+        _other(folder, "laundered", 20_000)  # swapped in place after the check, before `source`
+        assert pool.source(os.path.realpath(path), path.stat().st_size) is None  # starts the build
+        deadline = time.monotonic() + 60
+        while pool._loading:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert not pool._hot and not _copy(folder, path).exists()
+    finally:
+        pool.close()
     path.write_bytes(original)  # put back: its checksum verifies again
     _assert_a_later_copy_answers_like_the_file(folder, path)
 
