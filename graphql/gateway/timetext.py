@@ -49,9 +49,9 @@ _FORMS = {
     TIMESTAMP: re.compile(_DATE + _TIME),
     TIMESTAMPTZ: re.compile(_DATE + _TIME + _OFFSET),
 }
-# Years inside DuckDB's range in both eras, a year short of its ends (dates reach 5881580 AD and
-# 5877642 BC; timestamps 294247 AD and 290308 BC), so no accepted text overflows in the cast.
-_MAX_YEAR = {DATE: 5_877_641, TIMESTAMP: 290_307, TIMESTAMPTZ: 290_307}
+# The last whole years of DuckDB's range (AD, BC): dates reach 5881580-07-10 and 5877642-06-25 BC,
+# timestamps 294247-01-10 and 290308-12-22 BC; a key in those partial years has no cursor text.
+_MAX_YEAR = {DATE: (5_881_579, 5_877_641), TIMESTAMP: (294_246, 290_307), TIMESTAMPTZ: (294_246, 290_307)}
 _MAX_OFFSET_HOURS = 15  # DuckDB's widest zone offset is +14:00 (Pacific/Kiritimati)
 
 
@@ -74,7 +74,7 @@ def checked(text: object, cast: str) -> str:
     part = {k: int(v) for k, v in match.groupdict().items() if v is not None and k != "bc"}
     year, month = part["year"], part["month"]
     astronomical = 1 - year if match["bc"] else year  # 1 BC is year 0, a leap year
-    if not (1 <= year <= _MAX_YEAR[cast] and 1 <= month <= 12):
+    if not (1 <= year <= _MAX_YEAR[cast][bool(match["bc"])] and 1 <= month <= 12):
         raise ValueError(f"not {cast} text")
     days = calendar.monthrange(2000 if calendar.isleap(astronomical) else 2001, month)[1]  # same calendar
     clock = part.get("hour", 0) < 24 and part.get("minute", 0) < 60 and part.get("second", 0) < 60
