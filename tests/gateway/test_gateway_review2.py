@@ -158,12 +158,17 @@ def _walk(
     direction: str = "ASC",
     hot: bool = False,
     count: int = 10,
+    zone: str | None = None,
 ) -> list[int]:
     """Every row's `id`, ordered by `column` in `direction`, `size` rows a page, each page after the
     previous page's end cursor (through its JSON text), as `reads.read_page` pages (at most `pages`);
-    `hot`: the pages alternate between the snapshot's hot copy and its file."""
+    `hot`: the pages alternate between the snapshot's hot copy and its file; `zone`: pages run in a
+    session of that time zone (the pool's configuration is locked), with the file."""
     spec, path, order = _snapshot(tmp_path, column, sql, count)
     pool = DuckPool(tmp_path, "key", threads=1)
+    session = duckdb.connect() if zone else None
+    if session is not None:
+        session.execute(f"SET TimeZone = '{zone}'")
     seen: list[int] = []
     cursor: Cursor | None = None
     try:
@@ -187,7 +192,8 @@ def _walk(
                 with_keys=True,
                 file_order=order,
             )
-            rows = pool.run(*query.page_sql()).rows
+            sql, params = query.page_sql()
+            rows = session.execute(sql, params).fetchall() if session else pool.run(sql, params).rows
             seen += [r[0] for r in rows[:size]]
             if len(rows) <= size:
                 break
@@ -195,6 +201,8 @@ def _walk(
             cursor = Cursor.decode(end.encode())
     finally:
         pool.close()
+        if session is not None:
+            session.close()
     return seen
 
 
@@ -274,6 +282,20 @@ def test_infinite_and_extreme_dates_and_timestamps_page_each_row_once(
     expected = ranked + [i for i in rows if _EDGE_ROWS[i] is None]
     walked = _walk(tmp_path, ColumnSpec("t", data_type), _edges_sql(data_type), size, 40, direction, count=12)
     assert walked == expected
+
+
+@pytest.mark.parametrize("zone", ["America/New_York", "Asia/Kolkata", "Pacific/Kiritimati", "UTC"])
+def test_timestamptz_keys_page_alike_in_any_session_zone(tmp_path: Path, zone: str) -> None:
+    """The cursor text of a timestamptz names its offset: the two 01:30 of New York's fall-back
+    night stay two instants, a microsecond after the first is between them, whatever the zone."""
+    sql = (
+        "CASE i WHEN 0 THEN TIMESTAMPTZ '2020-11-01 01:30:00-04' "
+        "WHEN 1 THEN TIMESTAMPTZ '2020-11-01 01:30:00-05' WHEN 2 THEN 'infinity'::TIMESTAMPTZ "
+        "WHEN 3 THEN TIMESTAMPTZ '2020-11-01 05:30:00.000001+00' END"
+    )
+    for direction, expected in (("ASC", [0, 3, 1, 2]), ("DESC", [2, 1, 3, 0])):
+        walked = _walk(tmp_path, ColumnSpec("t", "timestamptz"), sql, 1, 10, direction, count=4, zone=zone)
+        assert walked == expected
 
 
 def test_the_hot_copy_and_the_file_page_infinity_alike(tmp_path: Path) -> None:
