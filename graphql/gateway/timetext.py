@@ -23,8 +23,8 @@ DATE, TIMESTAMP, TIMESTAMPTZ = "DATE", "TIMESTAMP", "TIMESTAMPTZ"
 
 # Contract type names (lower case) of the columns whose values round-trip as DuckDB text, and the
 # type each binds back as. TIMESTAMP_S/_MS columns compare exactly with a (microsecond) TIMESTAMP.
-# Other date-time types (timestamp_ns: finer than a cursor's microseconds in Python before this,
-# still paged with offsets) have none: their orders page with offset cursors.
+# Other date-time types have none, and orders by them page with offset cursors: timestamp_ns
+# (nine fraction digits and a narrower range than the forms below) and any name not listed.
 CAST_TYPES = {
     "date": DATE,
     "timestamp": TIMESTAMP,
