@@ -131,19 +131,24 @@ def test_an_offset_cursor_of_another_order_is_bad_input(stops: Any) -> None:
 # -- keyset pages through values with no JSON form ------------------------------------------------
 
 
-def _snapshot(tmp_path: Path, column: ColumnSpec, sql: str, count: int) -> tuple[ProductSpec, str, FileOrder]:
-    """A product keyed by `id` (0..count-1) with `column` holding `sql` (over `i`), published."""
+def _snapshot(
+    tmp_path: Path, column: ColumnSpec, sql: str, count: int, first: tuple[ColumnSpec, str] | None = None
+) -> tuple[ProductSpec, str, FileOrder]:
+    """A product keyed by `id` (0..count-1) with `column` holding `sql` (over `i`), and the
+    column `first` holding its SQL if given, published."""
+    columns = [(column, sql), *([first] if first else [])]
     spec = ProductSpec(
         department="d",
         product="p",
         classification="internal",
         owner="o@x.example",
         description="",
-        columns=(ColumnSpec("id", "integer"), column),
+        columns=(ColumnSpec("id", "integer"), *(c for c, _ in columns)),
         key="id",
     )
     with duckdb.connect() as con:
-        select = f"SELECT CAST(i AS INTEGER) AS id, {sql} AS {column.name} FROM range({count}) t(i)"
+        values = ", ".join(f"{s} AS {c.name}" for c, s in columns)
+        select = f"SELECT CAST(i AS INTEGER) AS id, {values} FROM range({count}) t(i)"
         con.execute(f"CREATE TABLE t AS {select}")
         path = str(write_snapshot(con, "t", tmp_path, snapshot_order(spec), unique=("id",)).path)
         return spec, path, file_order(con, path)  # as publish writes it: the key stated unique
@@ -159,12 +164,14 @@ def _walk(
     hot: bool = False,
     count: int = 10,
     zone: str | None = None,
+    first: tuple[ColumnSpec, str] | None = None,
 ) -> list[int]:
     """Every row's `id`, ordered by `column` in `direction`, `size` rows a page, each page after the
     previous page's end cursor (through its JSON text), as `reads.read_page` pages (at most `pages`);
     `hot`: the pages alternate between the snapshot's hot copy and its file; `zone`: pages run in a
-    session of that time zone (the pool's configuration is locked), with the file."""
-    spec, path, order = _snapshot(tmp_path, column, sql, count)
+    session of that time zone (the pool's configuration is locked), with the file; `first`: a
+    column (and its SQL) the rows are ordered by, ascending, before `column`."""
+    spec, path, order = _snapshot(tmp_path, column, sql, count, first)
     pool = DuckPool(tmp_path, "key", threads=1)
     session = duckdb.connect() if zone else None
     if session is not None:
@@ -185,7 +192,7 @@ def _walk(
                 path=path,
                 table=sources[page % len(sources)],
                 columns=["id"],
-                order_by=[(column.name, direction)],
+                order_by=[*([(first[0].name, "ASC")] if first else []), (column.name, direction)],
                 limit=size,
                 offset=cursor.offset if cursor else 0,
                 after=cursor,
@@ -383,6 +390,17 @@ def test_a_cursor_issued_before_text_keys_that_may_mean_infinity_is_bad_input(
     with pytest.raises(GovernedError) as refused:
         _cursor_page(tmp_path, data_type, [key, 7], version=1)
     assert refused.value.code == "BAD_USER_INPUT" and "infinity" in str(refused.value)
+
+
+def test_a_decimal_order_after_another_column_serves_each_row_once(tmp_path: Path) -> None:
+    """Ordered by a text column, then a decimal (NULL on every other row): a page ending on a NULL
+    decimal got a keyset cursor, the next one, ending on a Decimal (no JSON number), an offset
+    cursor counted from that page only, and the walk went back to the top for ever (rows 0 and 3
+    over and over). Orders by decimals page with offsets from the start."""
+    first = (ColumnSpec("a", "varchar"), "CAST(i // 2 AS VARCHAR)")
+    sql = "CASE WHEN i % 2 = 0 THEN NULL ELSE CAST(i AS DECIMAL(10, 2)) END"
+    walked = _walk(tmp_path, ColumnSpec("d", "decimal(10,2)"), sql, 1, 20, "DESC", first=first)
+    assert walked == [1, 0, 3, 2, 5, 4, 7, 6, 9, 8]
 
 
 def test_a_nanosecond_timestamp_order_ends(tmp_path: Path) -> None:
