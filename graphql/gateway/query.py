@@ -65,8 +65,9 @@ COMPARABLE = {STRING, INT, BIGINT, FLOAT, DATE, DATETIME}
 EXACT_KINDS = {STRING, INT, BIGINT, BOOL, DATE, DATETIME}  # `x = v` holds for one stored value only
 JSON_KINDS = {STRING, INT, BIGINT, FLOAT, BOOL, DATE, DATETIME}  # sort keys a keyset cursor can carry
 NON_FINITE = ("inf", "-inf", "nan")  # a double sort key's text in a cursor when it is no JSON number
-# Decimals reach Python as Decimal, no JSON number: orders by them page with offset cursors.
-DECIMAL_TYPES = ("decimal", "numeric")
+# Types whose values reach Python with no JSON form (Decimal, UUID): orders by them page with
+# offset cursors.
+NO_JSON_TYPES = ("decimal", "numeric", "uuid")
 TEXT_KINDS = {DATE, DATETIME}  # sort keys a keyset cursor carries as DuckDB's text (`timetext`)
 TEXT_KEYS = 2  # the version of keyset cursors that carry them so (`Cursor.version`)
 HUGEINT_BOUND = 2**127  # a cursor's integers are bound as DuckDB HUGEINT at most
@@ -351,14 +352,14 @@ class PageQuery:
         nanoseconds a cursor would lose and so resume before rows it served), and no term is the
         file row number, which would tell a reader where their rows sit in the file, and so how many
         rows they may not see come before (offset cursors count theirs only). Decided by the order's
-        types, never by a page's values: a page ending on a value with no cursor form (a Decimal,
-        after a NULL one had made keyset cursors) fell back to an offset counted from that page,
-        and rows were served again."""
-        decimal = {c.name for c in self.spec.columns if c.data_type.lower().strip().startswith(DECIMAL_TYPES)}
+        types, never by a page's values: a page ending on a value with no cursor form (a Decimal
+        or a UUID, after a NULL one had made keyset cursors) fell back to an offset counted from
+        that page, and rows were served again (`NO_JSON_TYPES`)."""
+        no_json = {c.name for c in self.spec.columns if c.data_type.lower().strip().startswith(NO_JSON_TYPES)}
         return all(
             c != ROW_NUMBER
             and self._kind(c) in JSON_KINDS
-            and c not in decimal
+            and c not in no_json
             and (c not in self.casts or self.casts[c] is not None)
             for c, _ in self.sort_terms()
         )

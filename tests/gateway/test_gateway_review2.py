@@ -392,14 +392,23 @@ def test_a_cursor_issued_before_text_keys_that_may_mean_infinity_is_bad_input(
     assert refused.value.code == "BAD_USER_INPUT" and "infinity" in str(refused.value)
 
 
-def test_a_decimal_order_after_another_column_serves_each_row_once(tmp_path: Path) -> None:
-    """Ordered by a text column, then a decimal (NULL on every other row): a page ending on a NULL
-    decimal got a keyset cursor, the next one, ending on a Decimal (no JSON number), an offset
+@pytest.mark.parametrize(
+    ("data_type", "value"),
+    [
+        ("decimal(10,2)", "CAST(i AS DECIMAL(10, 2))"),
+        ("uuid", "CAST(printf('00000000-0000-0000-0000-%012d', i) AS UUID)"),
+    ],
+)
+def test_a_decimal_or_uuid_order_after_another_column_serves_each_row_once(
+    tmp_path: Path, data_type: str, value: str
+) -> None:
+    """Ordered by a text column, then a decimal (or a uuid), NULL on every other row: a page ending
+    on a NULL got a keyset cursor, the next one, ending on a Decimal (a UUID: no JSON form), an offset
     cursor counted from that page only, and the walk went back to the top for ever (rows 0 and 3
-    over and over). Orders by decimals page with offsets from the start."""
+    over and over). Orders by such columns page with offsets from the start."""
     first = (ColumnSpec("a", "varchar"), "CAST(i // 2 AS VARCHAR)")
-    sql = "CASE WHEN i % 2 = 0 THEN NULL ELSE CAST(i AS DECIMAL(10, 2)) END"
-    walked = _walk(tmp_path, ColumnSpec("d", "decimal(10,2)"), sql, 1, 20, "DESC", first=first)
+    sql = f"CASE WHEN i % 2 = 0 THEN NULL ELSE {value} END"
+    walked = _walk(tmp_path, ColumnSpec("d", data_type), sql, 1, 20, "DESC", first=first)
     assert walked == [1, 0, 3, 2, 5, 4, 7, 6, 9, 8]
 
 
