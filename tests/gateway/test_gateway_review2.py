@@ -412,6 +412,64 @@ def test_a_decimal_or_uuid_order_after_another_column_serves_each_row_once(
     assert walked == [1, 0, 3, 2, 5, 4, 7, 6, 9, 8]
 
 
+# Trips of bob's department whose departure is 'infinity' (rows 0..3), '-infinity' (4, 5), the
+# value Python is handed for 'infinity' (6, 7) or an hour apart (the rest).
+TIMETABLE = dataclasses.replace(
+    STOPS,
+    product="timetable",
+    description="Trips.",
+    key="trip",
+    columns=(
+        ColumnSpec("trip", "integer", "Trip"),
+        ColumnSpec("district", "varchar", "City district"),
+        ColumnSpec("departs", "timestamp", "Departure"),
+    ),
+)
+TIMETABLE_SQL = (
+    "SELECT CAST(i AS INTEGER) AS trip, 'D' || (i % 3 + 1) AS district, CASE WHEN i < 4 THEN "
+    "'infinity'::TIMESTAMP WHEN i < 6 THEN '-infinity'::TIMESTAMP WHEN i < 8 THEN "
+    "TIMESTAMP '9999-12-31 23:59:59.999999' ELSE TIMESTAMP '2026-01-01' + INTERVAL (i) HOUR END AS departs "
+    "FROM range(30) t(i)"
+)
+
+
+@pytest.mark.parametrize("direction", ["ASC", "DESC"])
+def test_a_timestamp_order_through_infinity_pages_each_row_once_over_http(
+    server: Any, gw_settings: Any, publish_product: Any, direction: str
+) -> None:
+    """Through GraphQL (reads.read_page, the result cache): bob's walk 1, 2 and 3 rows a page by
+    departure, twice (the second walk answered from the cache), is one big page's rows, each once."""
+    publish_product(gw_settings, TIMETABLE, TIMETABLE_SQL)
+
+    def trips(args: str) -> dict[str, Any]:
+        query = (
+            f"{{ transportation {{ timetable({args}, orderBy: [{{departs: {direction}}}]) "
+            "{ nodes { trip } pageInfo { hasNextPage endCursor } } } }"
+        )
+        body = server.gql(query, "bob")
+        for _ in range(50):  # the new product is served within a second
+            if "errors" not in body:
+                break
+            time.sleep(0.1)
+            body = server.gql(query, "bob")
+        assert "errors" not in body, body
+        page: dict[str, Any] = body["data"]["transportation"]["timetable"]
+        return page
+
+    whole = [n["trip"] for n in trips("first: 1000")["nodes"]]
+    assert len(whole) == len(set(whole)) > 8 and {0, 4, 6} & set(whole)
+    for size in (1, 2, 3, 1):
+        paged: list[int] = []
+        after = ""
+        for _ in range(len(whole) + 1):  # a walk that repeats rows would never end
+            got = trips(f"first: {size}{after}")
+            paged += [n["trip"] for n in got["nodes"]]
+            if not got["pageInfo"]["hasNextPage"]:
+                break
+            after = f', after: "{got["pageInfo"]["endCursor"]}"'
+        assert paged == whole, size
+
+
 def test_a_nanosecond_timestamp_order_ends(tmp_path: Path) -> None:
     """Ten rows one nanosecond apart, ordered by that column: keyset cursors made the walk endless
     (each end cursor the same truncated microsecond; 40 pages served rows 1..3 over and over).
