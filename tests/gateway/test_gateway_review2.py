@@ -437,8 +437,9 @@ TIMETABLE_SQL = (
 def test_a_timestamp_order_through_infinity_pages_each_row_once_over_http(
     server: Any, gw_settings: Any, publish_product: Any, direction: str
 ) -> None:
-    """Through GraphQL (reads.read_page, the result cache): bob's walk 1, 2 and 3 rows a page by
-    departure, twice (the second walk answered from the cache), is one big page's rows, each once."""
+    """Through GraphQL (reads.read_page, the result cache): bob's walks by departure, 1, 2 and 3
+    rows a page, then 1 again (the same requests: answered from the result cache), are each one
+    big page's rows, each once."""
     publish_product(gw_settings, TIMETABLE, TIMETABLE_SQL)
 
     def trips(args: str) -> dict[str, Any]:
