@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -119,3 +120,54 @@ def test_scoped_newest_first_pages_list_the_district_newest_first(server) -> Non
     assert 0 < len(expected) < 90
     for sizes in ([1000], [4], [3, 11]):
         assert walk(server, "[{createdAt: DESC}]", sizes, user="dana") == expected
+
+
+def _after(server, order: str, cursor: dict[str, Any]) -> Any:
+    query = (
+        f'{{ publicWorks {{ serviceRequests(first: 5, orderBy: {order}, after: "{encode(cursor)}") '
+        f"{{ nodes {{ {FIELDS} }} }} }} }}"
+    )
+    return server.post(query, "alice")
+
+
+def test_a_timestamp_cursor_carries_duckdbs_text_and_old_cursors_still_page(server) -> None:
+    """Date and timestamp keys travel as DuckDB's text (version 2: 'infinity' stays 'infinity');
+    a cursor issued before (no version, Python's ISO text) resumes at the same row."""
+    order = "[{createdAt: DESC}, {closedOn: ASC}]"
+    got = page(server, f"first: 7, orderBy: {order}")
+    cursor, last = decode(got["pageInfo"]["endCursor"]), got["nodes"][-1]
+    assert cursor["v"] == 2 and " " in cursor["k"][0]  # DuckDB's form, not Python's ISO 'T'
+    assert datetime.fromisoformat(cursor["k"][0]) == datetime.fromisoformat(last["createdAt"])
+    assert cursor["k"][1] == last["closedOn"]  # None or 'YYYY-MM-DD'
+    following = page(server, f'first: 5, orderBy: {order}, after: "{encode(cursor)}"')["nodes"]
+    old = {key: value for key, value in cursor.items() if key != "v"}
+    old["k"] = [datetime.fromisoformat(cursor["k"][0]).isoformat(), *cursor["k"][1:]]
+    response = _after(server, order, old)
+    assert (
+        response.status_code == 200
+        and response.json()["data"]["publicWorks"]["serviceRequests"]["nodes"] == following
+    )
+
+
+@pytest.mark.parametrize(
+    ("version", "text", "reason"),
+    [
+        (2, "2026-02-30 00:00:00", "Invalid cursor"),  # no such day: DuckDB would fail the cast
+        (2, "2026-01-01T00:00:00", "Invalid cursor"),  # Python's form in a version 2 cursor
+        (1, "9999-12-31T23:59:59.999999", "infinity"),  # an old cursor that may have meant infinity
+    ],
+)
+def test_a_timestamp_cursor_that_cannot_be_resumed_is_bad_input(
+    server, version: int, text: str, reason: str
+) -> None:
+    """The field is refused with BAD_USER_INPUT and why (a GraphQL field error: HTTP 200, as every
+    refused field; never an internal error, never a guess at where to resume)."""
+    order = "[{createdAt: DESC}]"
+    cursor = decode(page(server, f"first: 5, orderBy: {order}")["pageInfo"]["endCursor"])
+    forged = {key: value for key, value in cursor.items() if key != "v"} | {"k": [text, *cursor["k"][1:]]}
+    if version != 1:
+        forged["v"] = version
+    response = _after(server, order, forged)
+    error = response.json()["errors"][0]
+    assert response.status_code == 200 and error["extensions"]["code"] == "BAD_USER_INPUT", response.text
+    assert reason in error["message"] and response.json()["data"]["publicWorks"]["serviceRequests"] is None
