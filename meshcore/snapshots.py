@@ -103,10 +103,9 @@ def fsync_dir(path: Path) -> None:
 def file_order(con: duckdb.DuckDBPyConnection, path: str | Path) -> FileOrder:
     """The order snapshot file `path` states (`write_snapshot`): FileOrder() when it states none
     or an unreadable one, so callers assume no order and that it may depend on any column."""
-    quoted = str(path).replace("'", "''")
     rows = dict(
         con.execute(
-            f"SELECT key, value FROM parquet_kv_metadata('{quoted}') WHERE key IN (?, ?, ?)",
+            f"SELECT key, value FROM parquet_kv_metadata({quote_literal(path)}) WHERE key IN (?, ?, ?)",
             [SORT_ORDER_KEY.encode(), ORDERED_BY_KEY.encode(), UNIQUE_KEY.encode()],
         ).fetchall()
     )
@@ -151,6 +150,12 @@ def _ordered_by(value: bytes | None) -> frozenset[str] | None:
 
 def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
+
+
+def quote_literal(text: str | Path) -> str:
+    """`text` as an SQL string literal (for statements that take no bound parameters: paths in
+    ATTACH, SET and table functions)."""
+    return "'" + str(text).replace("'", "''") + "'"
 
 
 def snapshot_order(spec: ProductSpec) -> SortOrder:

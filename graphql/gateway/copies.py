@@ -41,6 +41,8 @@ from pathlib import Path
 
 import duckdb
 
+from meshcore.snapshots import quote_literal
+
 log = logging.getLogger(__name__)
 
 COPY_ROW_GROUP_ROWS = 32_768  # 16k: 2x the Parquet size, no faster; 64k: (a) 1.7 ms (see above)
@@ -176,7 +178,7 @@ class SnapshotCopies:
         try:
             if closing():  # closed before `building` handed it the builder: nothing interrupts it
                 raise CopyInterrupted
-            builder.execute(f"ATTACH '{_quoted(partial)}' AS copy (ROW_GROUP_SIZE {COPY_ROW_GROUP_ROWS})")
+            builder.execute(f"ATTACH {quote_literal(partial)} AS copy (ROW_GROUP_SIZE {COPY_ROW_GROUP_ROWS})")
             # Insertion order is kept (DuckDB's default, preserve_insertion_order): the file's order.
             builder.execute(f"CREATE TABLE copy.{COPY_TABLE} AS SELECT * FROM {source_sql}")
             builder.execute("CHECKPOINT copy")
@@ -218,7 +220,3 @@ def _unfinished(copy: Path) -> tuple[Path, ...]:
 def _remove(paths: tuple[Path, ...]) -> None:
     for path in paths:
         path.unlink(missing_ok=True)
-
-
-def _quoted(path: Path) -> str:
-    return str(path).replace("'", "''")

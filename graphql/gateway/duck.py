@@ -32,7 +32,7 @@ from gateway.deadlines import Deadlines
 from gateway.errors import UNAVAILABLE, GovernedError, limit_exceeded
 from gateway.integrity import FileChecks, FileStat, file_stat
 from meshcore.settings import DEFAULT_SNAPSHOT_MEMORY_MB, snapshot_copies_dir
-from meshcore.snapshots import FileOrder, file_order, repeated_values
+from meshcore.snapshots import FileOrder, file_order, quote_literal, repeated_values
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ def parquet_source(path: str, row_number: bool = True) -> str:
     `file_row_number` column when `row_number`: what hot copies hold, so a copy and its file answer
     the same query alike (`PageQuery`, hot loads, and queries rerouted from an evicted copy)."""
     extra = ", file_row_number = true" if row_number else ""
-    return "read_parquet('{}'{})".format(path.replace("'", "''"), extra)
+    return f"read_parquet({quote_literal(path)}{extra})"
 
 
 @dataclass(frozen=True)
@@ -169,7 +169,7 @@ def _connect(
     )
     # SET takes no bound parameters; the paths are ours. Order matters: allowed_directories must
     # be set while external access is still on.
-    allowed = ", ".join(_sql_text(str(folder.resolve()).rstrip("/") + "/") for folder in readable)
+    allowed = ", ".join(quote_literal(str(folder.resolve()).rstrip("/") + "/") for folder in readable)
     con.execute(f"SET allowed_directories = [{allowed}]")
     con.execute("SET enable_external_access = false")
     con.execute("SET parquet_metadata_cache = true")
@@ -198,10 +198,6 @@ class _Load:
             if connection is not None:
                 with contextlib.suppress(duckdb.Error):  # closed by its load meanwhile: it ended
                     connection.interrupt()
-
-
-def _sql_text(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
 
 
 class DuckPool:
@@ -396,7 +392,7 @@ class DuckPool:
                 if self._closed:
                     raise CopyInterrupted
                 self._evict(load.cursor, size)
-                load.cursor.execute(f"ATTACH {_sql_text(str(copy))} AS {alias} (READ_ONLY)")
+                load.cursor.execute(f"ATTACH {quote_literal(copy)} AS {alias} (READ_ONLY)")
                 with self._hot_lock:
                     self._hot[path] = (f"{alias}.{COPY_TABLE}", size)
                     self._hot_bytes += size

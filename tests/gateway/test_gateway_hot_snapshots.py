@@ -76,6 +76,17 @@ def _copy(folder: Path, path: Path) -> Path:
     return duck.snapshot_copies_dir(folder) / f"{copies.copy_name(str(path))}.duckdb"
 
 
+def _close_mid_build(pool: DuckPool) -> None:
+    """Close `pool` once one of its copy builds runs: close() must return within 5 s."""
+    deadline = time.monotonic() + 30
+    while not any(load.builder is not None for load in list(pool._loading.values())):
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    started = time.monotonic()
+    pool.close()
+    assert time.monotonic() - started < 5
+
+
 def _rows(pool: DuckPool, path: Path, table: str | None) -> list[tuple]:
     query = {"spec": SPEC, "path": str(path), "columns": ["n", "district", "status"], "limit": 10_000_000}
     return pool.run(*PageQuery(**query, table=table).page_sql()).rows
@@ -269,13 +280,7 @@ def test_closing_the_pool_interrupts_a_build_and_attaches_nothing(folder: Path) 
     path = _snapshot(folder, "long", 6_000_000)
     pool = DuckPool(folder, "key", hot_budget_bytes=1 << 30)
     assert pool.source(str(path), path.stat().st_size) is None  # starts the build
-    deadline = time.monotonic() + 30
-    while not any(load.builder is not None for load in list(pool._loading.values())):
-        assert time.monotonic() < deadline
-        time.sleep(0.005)
-    started = time.monotonic()
-    pool.close()
-    assert time.monotonic() - started < 5
+    _close_mid_build(pool)
     assert str(path) not in pool._hot and not pool._loading
     assert not _copy(folder, path).exists()
     assert not list(_copy(folder, path).parent.glob("*.partial*"))  # nor the unfinished file
@@ -420,13 +425,7 @@ def test_closing_the_pool_stops_the_builds_still_queued_behind_the_running_one(f
     pool = DuckPool(folder, "key", hot_budget_bytes=1 << 30)
     for path in paths:
         assert pool.source(str(path), path.stat().st_size) is None
-    deadline = time.monotonic() + 30
-    while not any(load.builder is not None for load in list(pool._loading.values())):
-        assert time.monotonic() < deadline
-        time.sleep(0.005)
-    started = time.monotonic()
-    pool.close()
-    assert time.monotonic() - started < 5
+    _close_mid_build(pool)
     assert not pool._hot and not pool._loading
     assert not [path for path in paths if _copy(folder, path).exists()]
 
