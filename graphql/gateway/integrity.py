@@ -6,7 +6,7 @@ a 1M-row snapshot) and then trusts it while the file's (size, mtime, inode, ctim
 one `os.stat` per read (the ctime, which only the kernel sets, changes with any write, even one whose
 mtime was set back with `os.utime`). A file rewritten or truncated after its check is hashed again
 on its next read; so is a snapshot the catalog marks broken (another gateway or `civicmesh
-snapshots verify` found it). A failed check is remembered for `retry_seconds` (a broken file is
+snapshots verify` found it), once per mark. A failed check is remembered for `retry_seconds` (a broken file is
 not re-hashed per request).
 
 A mismatch is never served: the read or export fails with `UNAVAILABLE` naming the product (never
@@ -62,12 +62,16 @@ class FileChecks:
         self._pending: dict[tuple[str, FileStat | None], asyncio.Future[str | None]] = {}
         self.unrecorded: dict[str, str] = {}  # failures not yet marked in the catalog: id -> product
         self.hashed: Counter[str] = Counter()  # snapshot id -> times its file was hashed here
+        # Snapshot id -> the broken mark (detail, when) a fresh hash here found intact. The catalog
+        # view a request holds lags a lifted mark by up to a poll: without this every read in that
+        # window would hash the whole file again.
+        self._answered: dict[str, tuple[str, object]] = {}
 
     async def problem(self, snap: Snapshot) -> tuple[str | None, bool]:
         """(what is wrong with `snap`'s file or None, whether it was hashed just now)."""
         path = str(snap.path)  # os.stat follows links itself: one system call on the hot path
         stat = file_stat(path)
-        if stat is not None and snap.broken is None and self._ok.get(snap.id) == stat:
+        if stat is not None and self._ok.get(snap.id) == stat and self._trusts_mark(snap):
             return None, False
         failed = self._failed.get(snap.id)
         if failed is not None and failed[0] == stat and time.monotonic() - failed[1] < self.retry_seconds:
@@ -75,22 +79,38 @@ class FileChecks:
         key = (snap.id, stat)
         future = self._pending.get(key)
         if future is None:
-            future = asyncio.ensure_future(self._check(snap, path, stat))
+            future = asyncio.ensure_future(self._check(snap, path, stat, _mark(snap)))
             self._pending[key] = future
             future.add_done_callback(lambda _: self._pending.pop(key, None))
         return await asyncio.shield(future), True
 
-    async def _check(self, snap: Snapshot, path: str, stat: FileStat | None) -> str | None:
+    def _trusts_mark(self, snap: Snapshot) -> bool:
+        """Whether `snap`'s broken mark, if any, was already answered by a fresh hash here (a mark
+        from another process or `snapshots verify` forces one: bit rot leaves the stat alone)."""
+        mark = _mark(snap)
+        return mark is None or self._answered.get(snap.id) == mark
+
+    async def _check(
+        self, snap: Snapshot, path: str, stat: FileStat | None, mark: tuple[str, object] | None
+    ) -> str | None:
         self.hashed[snap.id] += 1
         detail = await anyio.to_thread.run_sync(integrity_problem, Path(path), snap.checksum, snap.byte_size)
         if detail is None:
             self._ok[snap.id] = stat  # type: ignore[assignment]  # a file that hashed has a stat
+            if mark is not None:
+                self._answered[snap.id] = mark
             self.verified[os.path.realpath(path)] = stat  # type: ignore[assignment]
             self._failed.pop(snap.id, None)
         else:
             self._ok.pop(snap.id, None)
             self._failed[snap.id] = (stat, time.monotonic(), detail)
         return detail
+
+
+def _mark(snap: Snapshot) -> tuple[str, object] | None:
+    """`snap`'s broken mark as (detail, when marked), None while unmarked: a mark made again,
+    even with the same detail, is a new one."""
+    return None if snap.broken is None else (snap.broken, snap.broken_at)
 
 
 async def ensure_intact(checks: FileChecks, catalog: Catalog, snap: Snapshot) -> None:

@@ -85,3 +85,19 @@ def test_a_catalog_broken_mark_forces_a_fresh_check(tmp_path: Path) -> None:
     marked = replace(snap, broken="checksum mismatch (found by another gateway)")
     detail, fresh = asyncio.run(checks.problem(marked))
     assert fresh and detail is not None and detail.startswith("checksum mismatch")
+
+
+def test_a_mark_found_intact_is_answered_once_not_per_read(tmp_path: Path) -> None:
+    """A request's catalog view lags a lifted mark by up to a poll: reads in that window must not
+    hash the whole file again each (the CI failure of stop 22). A mark made again is a new one."""
+    snap, checks = _snapshot(tmp_path), FileChecks(retry_seconds=0)
+    at = datetime(2026, 12, 1, 1, 45, tzinfo=UTC)
+    marked = replace(snap, broken="checksum mismatch", broken_at=at)
+    assert asyncio.run(checks.problem(marked)) == (None, True)  # restored since: intact
+    for _ in range(5):  # the same stale mark, the same file: trusted
+        assert asyncio.run(checks.problem(marked)) == (None, False)
+    assert asyncio.run(checks.problem(snap)) == (None, False)  # the view caught up
+    assert checks.hashed.total() == 1
+    again = replace(marked, broken_at=datetime(2026, 12, 1, 1, 46, tzinfo=UTC))
+    assert asyncio.run(checks.problem(again)) == (None, True)  # marked again: hashed again
+    assert checks.hashed.total() == 2
