@@ -7,7 +7,10 @@ replaced, measured in the same run on the same store:
   former `SELECT seq ... ORDER BY seq DESC` without a LIMIT (PostgreSQL sent every seq over);
 - "already sealed?" (`seal_legacy`: checkpoints and seals with limit 1), baseline every row of both;
 - the newest policy load (`AccessLog.latest`, on the action index) and the grant records
-  (`of_actions(approve, revoke)`): already indexed, shown for completeness.
+  (`of_actions(approve, revoke)`): already indexed, shown for completeness;
+- on a lineage outbox of `--events` read events all younger than the retention (a full window):
+  the bound of a compaction pass (`lineage.outbox.recorded_before`, run by every worker's first pass
+  at start and every 5 minutes), baseline the former `max(seq) WHERE created_at < cutoff`.
 
     .venv/bin/python bench/store_queries.py --records 300000
 """
@@ -25,11 +28,17 @@ from pathlib import Path
 
 sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-from sqlalchemy import select  # noqa: E402
+from datetime import UTC, datetime, timedelta  # noqa: E402
 
+from sqlalchemy import func, select  # noqa: E402
+
+from lineage.events import new_run_id, read_event_dict  # noqa: E402
+from lineage.outbox import Outbox, outbox_table, recorded_before  # noqa: E402
 from meshcore.accesslog import AccessLog, AccessRecord, access_log_table  # noqa: E402
+from meshcore.products import ProductSpec  # noqa: E402
 from meshcore.seals.signing import Signer  # noqa: E402
 from meshcore.store import dispose_all, get_engine  # noqa: E402
+from policies.decision import Decision  # noqa: E402
 
 BATCH = 2000
 
@@ -92,23 +101,58 @@ def measure(name: str, url: str, records: int, repeat: int) -> None:
     dispose_all()
 
 
+def measure_outbox(name: str, url: str, count: int, repeat: int) -> None:
+    outbox = Outbox(get_engine(url)).ensure_schema()
+    spec = ProductSpec("public_works", "service_requests", "internal", "alice@city.example", "Requests.", ())
+    decision = Decision(True, "dana", spec.name, "read", "p, x", "because", "v1")
+    started = time.perf_counter()
+    for begin in range(0, count, BATCH):
+        outbox.append(
+            [
+                read_event_dict(new_run_id(), "dana", spec, "snap-1", ["request_id"], decision, i % 100)
+                for i in range(begin, min(count, begin + BATCH))
+            ]
+        )
+    print(f"  outbox: {count} read events written in {time.perf_counter() - started:.1f} s")
+    cutoff = datetime.now(UTC) - timedelta(days=7)  # the default retention: nothing is that old
+
+    def old() -> int:
+        with outbox.engine.connect() as conn:
+            query = select(func.max(outbox_table.c.seq)).where(outbox_table.c.created_at < cutoff)
+            return int(conn.execute(query).scalar() or 0)
+
+    def new() -> int:
+        with outbox.engine.connect() as conn:
+            return recorded_before(conn, cutoff)
+
+    assert new() == old() == 0
+    now, before = _median_ms(new, repeat), _median_ms(old, repeat)
+    label = "compaction bound"
+    print(f"  {label:<18} {now:8.2f} ms   baseline {before:8.2f} ms   ratio {now / before:.3f}")
+    dispose_all()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--records", type=int, default=300_000)
+    parser.add_argument("--events", type=int, default=100_000, help="lineage read events in the outbox")
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--no-postgres", action="store_true")
     args = parser.parse_args()
     print(f"load average at start: {os.getloadavg()}")
     with tempfile.TemporaryDirectory(prefix="civicmesh-queries-") as tmp:
         measure("SQLite (WAL)", f"sqlite:///{Path(tmp) / 'metadata.db'}", args.records, args.repeat)
+        measure_outbox("SQLite (WAL)", f"sqlite:///{Path(tmp) / 'metadata.db'}", args.events, args.repeat)
     if not args.no_postgres:
         from bench._pg import durable_cluster  # the tests' throwaway cluster
 
         cluster = durable_cluster()
         try:
-            measure("PostgreSQL", cluster.create_database(), args.records, args.repeat)
+            url = cluster.create_database()
+            measure("PostgreSQL", url, args.records, args.repeat)
+            measure_outbox("PostgreSQL", url, args.events, args.repeat)
         finally:
             cluster.destroy()
     print(f"load average at end: {os.getloadavg()}")

@@ -27,11 +27,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, select
 
 from lineage import naming
 from lineage.graph import CONSUMER_PREFIX
-from lineage.outbox import Outbox, cursor_table, outbox_table
+from lineage.outbox import Outbox, cursor_table, outbox_table, recorded_before
 from lineage.receiver import is_external
 
 log = logging.getLogger("civicmesh.lineage")
@@ -66,10 +66,8 @@ class Compactor:
             )
             if set(floors) != set(transports):
                 return 0
-            aged = conn.execute(
-                select(func.max(outbox_table.c.seq)).where(outbox_table.c.created_at < cutoff)
-            ).scalar()
-        return min(int(aged or 0), *(int(f) for f in floors.values()))
+            aged = recorded_before(conn, cutoff)
+        return min(aged, *(int(f) for f in floors.values()))
 
     def run(self, transports: Sequence[str], now: datetime | None = None) -> int:
         """One pass: delete the consumer events made redundant since the last one. Returns how many.

@@ -25,6 +25,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    Select,
     String,
     Table,
     Text,
@@ -90,8 +91,27 @@ cursor_table = Table(
 
 Index("ix_lineage_outbox_job", outbox_table.c.job_namespace, outbox_table.c.job_name)
 # Compaction's retention cutoff and, on PostgreSQL, the delivery floor's visibility lag look rows up
-# by age: without it each scanned the outbox.
+# by age (`recorded_before`): without it each scanned the outbox.
 CREATED_INDEX = Index("ix_lineage_outbox_created_at", outbox_table.c.created_at)
+
+
+def newest_before(cutoff: datetime) -> Select[Any]:
+    """The seq of the newest event recorded before `cutoff`: one seek on
+    `ix_lineage_outbox_created_at` (see `recorded_before`)."""
+    return (
+        select(outbox_table.c.seq)
+        .where(outbox_table.c.created_at < cutoff)
+        .order_by(outbox_table.c.created_at.desc(), outbox_table.c.seq.desc())
+        .limit(1)
+    )
+
+
+def recorded_before(conn: Connection, cutoff: datetime) -> int:
+    """The seq of the newest event recorded before `cutoff` (0: none). Never above the largest seq
+    recorded before it (what `max(seq) WHERE created_at < cutoff` says), so a bound taken from it is
+    as safe; that form walked every event newer than the cutoff, a whole retention window of reads
+    (issue 16)."""
+    return int(conn.execute(newest_before(cutoff)).scalar() or 0)
 
 
 @dataclass(frozen=True)
@@ -355,12 +375,7 @@ class Outbox:
         else:
             candidate = int(first_pending) - 1
         if self.visibility_lag:
-            settled = conn.execute(
-                select(func.max(outbox_table.c.seq)).where(
-                    outbox_table.c.created_at < now - self.visibility_lag
-                )
-            ).scalar()
-            candidate = min(candidate, int(settled or 0))
+            candidate = min(candidate, recorded_before(conn, now - self.visibility_lag))
         if candidate <= floor:
             return
         if conn.execute(

@@ -52,6 +52,13 @@ def test_storage_benchmark_runs_and_reports_bytes_per_request() -> None:
     assert "audit verify over archive + store: OK" in result.stdout
 
 
+def test_store_queries_benchmark_runs_on_both_stores_and_times_the_compaction_bound() -> None:
+    result = bench("store_queries.py", "--records", "2000", "--events", "2000", "--repeat", "1", timeout=300)
+    assert result.stdout.count("compaction bound") == 2 and result.stdout.count("chain head") == 2, (
+        result.stdout
+    )
+
+
 def test_audit_benchmark_runs_on_sqlite_and_postgresql_and_each_log_verifies() -> None:
     """Issue 13: the access-log figures on both stores in one run, side by side; the script fails
     unless `civicmesh audit verify` finds each signed server's log OK."""
