@@ -20,6 +20,11 @@ Guarantees:
   file is still, once read, the one the caller checked (`unchanged`: its stat, ctime included).
 - **Built once.** Workers take an exclusive `flock` on `<name>.lock` while they check or build a
   copy; the file appears under its final name only complete (written beside it, then renamed).
+- **Tried again later.** A process whose copy of a snapshot failed (a full disk, a file changed
+  mid-build, a copy damaged while attached) reads that snapshot from its file and tries the copy
+  again after `COPY_RETRY_SECONDS`, doubling with each failure in a row up to
+  `COPY_RETRY_MAX_SECONDS` (`Backoff`): a passing fault does not cost the speed-up until a restart,
+  and a lasting one does not cost a build per read.
 - **No garbage kept.** A build that fails (a full disk, an interrupt) removes what it wrote; copies
   of snapshots whose file is gone (retention) and what a killed build left are removed by the next
   build on the host (their empty lock files stay).
@@ -47,6 +52,8 @@ log = logging.getLogger(__name__)
 
 COPY_ROW_GROUP_ROWS = 32_768  # 16k: 2x the Parquet size, no faster; 64k: (a) 1.7 ms (see above)
 COPY_TABLE = "snapshot"
+COPY_RETRY_SECONDS = 60.0  # the wait after a first failed copy; doubled per failure in a row
+COPY_RETRY_MAX_SECONDS = 3600.0
 _CHUNK = 1 << 20
 
 
@@ -56,6 +63,43 @@ class CopyInterrupted(Exception):
 
 class SnapshotChanged(Exception):
     """The snapshot file changed after it was checked, before its copy was complete."""
+
+
+class Backoff:
+    """The snapshots (by path) whose copy failed in this process, and when each may be tried again:
+    `first` seconds after its first failure, twice as long after each further one in a row, at
+    most `most`. `path in backoff` while it has no copy since its last failure. Not locked: the
+    pool calls it under its own lock."""
+
+    def __init__(
+        self,
+        first: float = COPY_RETRY_SECONDS,
+        most: float = COPY_RETRY_MAX_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.first, self.most, self.clock = first, most, clock
+        self._failed: dict[str, tuple[float, int]] = {}  # path -> (may try again at, failures)
+
+    def failed(self, path: str) -> float:
+        """Record a failure of `path`'s copy; returns the seconds until it may be tried again."""
+        failures = self._failed.get(path, (0.0, 0))[1] + 1
+        wait = min(self.first * 2 ** (failures - 1), self.most)
+        self._failed[path] = (self.clock() + wait, failures)
+        return wait
+
+    def waiting(self, path: str) -> bool:
+        """True while `path`'s copy may not be tried again yet."""
+        failed = self._failed.get(path)
+        return failed is not None and self.clock() < failed[0]
+
+    def succeeded(self, path: str) -> None:
+        self._failed.pop(path, None)
+
+    def __contains__(self, path: object) -> bool:
+        return path in self._failed
+
+    def __len__(self) -> int:
+        return len(self._failed)
 
 
 def copy_name(snapshot: str) -> str:

@@ -27,7 +27,7 @@ from typing import Any
 import anyio.to_thread
 import duckdb
 
-from gateway.copies import COPY_TABLE, CopyInterrupted, SnapshotCopies, copy_name
+from gateway.copies import COPY_RETRY_SECONDS, COPY_TABLE, Backoff, CopyInterrupted, SnapshotCopies, copy_name
 from gateway.deadlines import Deadlines
 from gateway.errors import UNAVAILABLE, GovernedError, limit_exceeded
 from gateway.integrity import FileChecks, FileStat, file_stat
@@ -216,6 +216,7 @@ class DuckPool:
         hot_budget_bytes: int = DEFAULT_SNAPSHOT_MEMORY_MB << 20,
         working_memory_bytes: int = WORKING_MEMORY_BYTES,
         copies_dir: Path | None = None,
+        copy_retry_seconds: float = COPY_RETRY_SECONDS,
     ) -> None:
         copies_dir = copies_dir or snapshot_copies_dir(snapshots_dir)
         # The copies folder is made by the first build (`SnapshotCopies.ensure`): a home where it
@@ -230,13 +231,13 @@ class DuckPool:
         # Hot snapshots: local DuckDB copies (gateway/copies.py; faster scans than Parquet),
         # attached LRU within a budget (Settings.snapshot_memory_budget_bytes) counted at their
         # file size. A snapshot that does not fit is read from its Parquet file, as is one whose
-        # copy failed (not retried: `_unfit`).
+        # copy failed, until its copy is tried again (`_unfit`: copies.Backoff).
         self.hot_budget_bytes = hot_budget_bytes
         copy_key = hmac.digest(mask_key.encode(), b"civicmesh snapshot copy", "sha256")
         self.copies = SnapshotCopies(copies_dir, copy_key, threads, f"{working_memory_bytes >> 20}MiB")
         self._hot: OrderedDict[str, tuple[str, int]] = OrderedDict()  # path -> (table, bytes)
         self._hot_bytes = 0
-        self._unfit: set[str] = set()
+        self._unfit = Backoff(copy_retry_seconds)
         self._paths: dict[str, str] = {}  # path digest -> path, of every snapshot ever loaded
         self._orders: dict[str, FileOrder] = {}  # path -> the order its file states (`file_order`)
         self._repeated: set[tuple[str, str]] = set()  # (path, column): found to repeat a value
@@ -304,14 +305,14 @@ class DuckPool:
         return rerouted if rerouted != sql else None
 
     def _give_up(self, sql: str) -> None:
-        """Detach the hot copies `sql` names, not to be attached again by this process (their
-        snapshots are read from their files; a new process checks the copy and rebuilds it)."""
+        """Detach the hot copies `sql` names: their snapshots are read from their files until the
+        copy is tried again (`_unfit`), when it is checked, found damaged and rebuilt."""
         named = {match[0] for match in _HOT_TABLE.finditer(sql)}
         with self._hot_lock:
             given = [(path, table) for path, (table, _) in self._hot.items() if table in named]
             for path, _ in given:
                 self._hot_bytes -= self._hot.pop(path)[1]
-                self._unfit.add(path)
+                self._unfit.failed(path)
         for path, table in given:
             log.warning("the local copy of %s failed a query its file answered: read from the file", path)
             with contextlib.closing(self._con.cursor()) as cursor:
@@ -353,7 +354,7 @@ class DuckPool:
             if (
                 self._closed
                 or path in self._loading
-                or path in self._unfit
+                or self._unfit.waiting(path)
                 or estimate > self.hot_budget_bytes
             ):
                 return None
@@ -396,13 +397,16 @@ class DuckPool:
                 with self._hot_lock:
                     self._hot[path] = (f"{alias}.{COPY_TABLE}", size)
                     self._hot_bytes += size
+                    self._unfit.succeeded(path)
         except CopyInterrupted:
             pass
         except Exception as exc:  # a failed copy only means the file keeps being read directly
             if not self._closed:  # close() interrupts builds on purpose
                 with self._hot_lock:
-                    self._unfit.add(path)  # e.g. no room: trying again on every read would not help
-                log.warning("no local copy of %s (read from its file): %s", path, exc)
+                    wait = self._unfit.failed(path)  # e.g. no room: not tried again on every read
+                log.warning(
+                    "no local copy of %s (read from its file, tried again in %.0f s): %s", path, wait, exc
+                )
         finally:
             with self._hot_lock:
                 self._loading.pop(path, None)

@@ -418,6 +418,51 @@ def test_a_copies_folder_that_cannot_be_made_leaves_the_gateway_answering_from_f
         pool.close()
 
 
+def test_a_failed_copy_is_tried_again_after_a_wait_that_doubles_up_to_an_hour() -> None:
+    """`copies.Backoff` as a table: (failures in a row) -> the wait before the next try."""
+    now = [1000.0]
+    backoff = copies.Backoff(60, 3600, clock=lambda: now[0])
+    assert "p" not in backoff and not backoff.waiting("p")
+    waits = [backoff.failed("p") for _ in range(8)]
+    assert waits == [60, 120, 240, 480, 960, 1920, 3600, 3600]
+    assert "p" in backoff and backoff.waiting("p") and len(backoff) == 1
+    now[0] += 3599
+    assert backoff.waiting("p")
+    now[0] += 1
+    assert not backoff.waiting("p") and "p" in backoff  # may be tried; still read from its file
+    backoff.succeeded("p")
+    assert "p" not in backoff and backoff.failed("p") == 60  # a new run of failures starts over
+
+
+def test_a_copy_that_failed_for_a_passing_reason_is_built_once_its_wait_is_over(folder: Path) -> None:
+    """Fault that clears: the copies folder cannot be made (`<home>/cache` is a file), then the
+    operator removes the file. The snapshot is read from its file meanwhile, with no new build per
+    read; once the wait is over the next read builds the copy and later reads are served from it.
+    (Before, a process read that snapshot from its file until it restarted.)"""
+    cache = folder.parent / "cache"
+    cache.write_text("not a folder")
+    path = _snapshot(folder, "later", 10_000)
+    pool = DuckPool(folder, "key", hot_budget_bytes=1 << 30)
+    try:
+        assert pool.source(str(path), path.stat().st_size) is None
+        deadline = time.monotonic() + 30
+        while str(path) not in pool._unfit or str(path) in pool._loading:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        for _ in range(5):  # waiting: read from the file, and no build started per read
+            assert pool.source(str(path), path.stat().st_size) is None and str(path) not in pool._loading
+        cache.unlink()  # the operator's fix
+        clock = pool._unfit.clock
+        pool._unfit.clock = lambda: clock() + copies.COPY_RETRY_SECONDS  # a minute later
+        while (table := pool.source(str(path), path.stat().st_size)) is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        assert _rows(pool, path, table) == _rows(pool, path, None)
+        assert str(path) not in pool._unfit and "0 read from their files (no copy)" in pool.memory_report()
+    finally:
+        pool.close()
+
+
 def test_closing_the_pool_stops_the_builds_still_queued_behind_the_running_one(folder: Path) -> None:
     """At start-up every product's first read queues a build (one runs at a time per process).
     close() must stop them all, not run each queued build to its end before it returns."""
