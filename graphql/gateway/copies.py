@@ -15,7 +15,8 @@ Guarantees:
 - **Intact or not used.** Each copy has a sidecar (`<name>.json`: the snapshot's path, the copy's
   size and an HMAC-SHA256 of the snapshot's path and the copy's bytes under a key derived from the
   mask key, so a copy checks only as the copy of its own snapshot). A process checks it
-  before it attaches the copy; a copy that fails is rebuilt from the snapshot file (itself checked
+  before it first attaches the copy, and again if its stat changed (a re-attach after the budget
+  detached it costs no second hash of an unchanged file); a copy that fails is rebuilt from the snapshot file (itself checked
   against its published checksum before any read: gateway/integrity.py), and kept only if the
   file is still, once read, the one the caller checked (`unchanged`: its stat, ctime included).
 - **Built once.** Workers take an exclusive `flock` on `<name>.lock` while they check or build a
@@ -41,11 +42,12 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
 
+from gateway.integrity import FileStat, file_stat
 from meshcore.snapshots import quote_literal
 
 log = logging.getLogger(__name__)
@@ -115,6 +117,9 @@ class SnapshotCopies:
     mac_key: bytes
     threads: int = 1
     memory_limit: str = "512MiB"
+    # Snapshot path -> the stat of its copy when this process last checked or built it: a copy
+    # detached and attached again (the budget's LRU) is not hashed again while that stat holds.
+    _trusted: dict[str, FileStat] = field(default_factory=dict, compare=False, repr=False)
 
     def ensure(
         self,
@@ -125,7 +130,8 @@ class SnapshotCopies:
         building: Callable[[duckdb.DuckDBPyConnection | None], None],
     ) -> Path:
         """The intact copy of `snapshot` (read as `source_sql`), built first if it is missing or
-        fails its check. A build is kept only if `unchanged()` (the snapshot file is still the one
+        fails its check (skipped when this process checked or built it and its stat, ctime
+        included, has not changed since). A build is kept only if `unchanged()` (the snapshot file is still the one
         checked against its checksum) holds once it has read the file: SnapshotChanged if not.
         `closing()` true stops the wait or build (CopyInterrupted); `building` is told the
         builder's connection (so a closing pool can interrupt it), then None. Raises duckdb.Error
@@ -134,11 +140,21 @@ class SnapshotCopies:
         name = copy_name(snapshot)
         copy = self.folder / f"{name}.duckdb"
         with self._locked(name, closing):
-            if self._intact(copy, snapshot):
+            stat = file_stat(str(copy))
+            if stat is not None and (self._trusted.get(snapshot) == stat or self._intact(copy, snapshot)):
+                self._trusted[snapshot] = stat
                 return copy
+            self._trusted.pop(snapshot, None)
             self._build(copy, snapshot, source_sql, unchanged, closing, building)
+            built = file_stat(str(copy))  # after the rename, which moves the ctime
+            if built is not None:
+                self._trusted[snapshot] = built
         self.sweep()
         return copy
+
+    def distrust(self, snapshot: str) -> None:
+        """Check `snapshot`'s copy in full before its next use (it failed a query here)."""
+        self._trusted.pop(snapshot, None)
 
     @contextlib.contextmanager
     def _locked(self, name: str, closing: Callable[[], bool]) -> Iterator[None]:

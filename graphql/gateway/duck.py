@@ -313,6 +313,7 @@ class DuckPool:
             for path, _ in given:
                 self._hot_bytes -= self._hot.pop(path)[1]
                 self._unfit.failed(path)
+                self.copies.distrust(path)
         for path, table in given:
             log.warning("the local copy of %s failed a query its file answered: read from the file", path)
             with contextlib.closing(self._con.cursor()) as cursor:

@@ -131,6 +131,44 @@ def test_the_budget_detaches_the_least_recently_used_copy(folder: Path) -> None:
         pool.close()
 
 
+def test_a_copy_detached_by_the_budget_is_attached_again_without_a_second_hash(
+    folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The LRU detaches and re-attaches copies as reads move between snapshots: each re-attach
+    hashed the whole copy again (a 10M-row copy: ~400 MiB read per swap). A process now trusts a
+    copy it checked or built while its stat holds; a copy changed in between (here: rewritten with
+    bytes flipped in place, its mtime put back) is hashed, refused and rebuilt."""
+    hashed: list[str] = []
+    mac = copies.SnapshotCopies._mac
+    monkeypatch.setattr(copies.SnapshotCopies, "_mac", lambda self, c, s: hashed.append(s) or mac(self, c, s))
+    first, second = _snapshot(folder, "first", 400_000), _snapshot(folder, "second", 400_000)
+    one = _measured(folder, first)
+    _measured(folder, second)
+    pool = DuckPool(folder, "key", hot_budget_bytes=int(one * 1.5))  # room for one copy, not two
+    try:
+        hashed.clear()
+        for _ in range(3):  # first, second, first, second, ...: each swap detaches the other
+            for path in (first, second):
+                table = _hot(pool, path)
+        assert hashed.count(str(first)) == 1 and hashed.count(str(second)) == 1, hashed
+        assert _rows(pool, second, table) == _rows(pool, second, None)
+        copy = _copy(folder, first)
+        before = copy.stat()
+        with copy.open("r+b") as handle:
+            for offset in range(before.st_size // 4, before.st_size // 3, 4096):
+                handle.seek(offset)
+                byte = handle.read(1)
+                handle.seek(offset)
+                handle.write(bytes([byte[0] ^ 0xFF]))
+        os.utime(copy, ns=(before.st_atime_ns, before.st_mtime_ns))
+        assert (copy.stat().st_size, copy.stat().st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+        table = _hot(pool, first)
+        assert hashed.count(str(first)) >= 2  # checked again: its ctime moved
+        assert _rows(pool, first, table) == _rows(pool, first, None)  # refused, rebuilt from the file
+    finally:
+        pool.close()
+
+
 def test_workers_of_a_host_build_one_copy_and_share_it(folder: Path) -> None:
     """Two pools (a host's workers) ask for the same snapshot at once: one builds, the other
     waits for it and attaches the same file."""
