@@ -92,18 +92,21 @@ def test_a_catalog_broken_mark_forces_a_fresh_check(tmp_path: Path) -> None:
     assert fresh and detail is not None and detail.startswith("checksum mismatch")
 
 
-def test_a_mark_found_intact_is_answered_once_not_per_read(tmp_path: Path) -> None:
+def test_a_mark_found_intact_is_answered_once_not_per_read(tmp_path: Path, metadata_url: str) -> None:
     """A request's catalog view lags a lifted mark by up to a poll: reads in that window must not
     hash the whole file again each (the CI failure of stop 22). A mark made again is a new one."""
-    snap, checks = _snapshot(tmp_path), FileChecks(retry_seconds=0)
-    at = datetime(2026, 12, 1, 1, 45, tzinfo=UTC)
-    marked = replace(snap, broken="checksum mismatch", broken_at=at)
-    assert asyncio.run(checks.problem(marked)) == (None, True)  # restored since: intact
+    catalog, snap = _catalogued(tmp_path, metadata_url)
+    catalog.mark_broken(snap.id, PROBLEM, "civicmesh snapshots verify")
+    checks, marked = FileChecks(retry_seconds=0), _view(catalog, snap.id)
+    asyncio.run(ensure_intact(checks, catalog, marked))  # restored since: intact, and the mark lifted
+    assert _view(catalog, snap.id).broken is None
     for _ in range(5):  # the same stale mark, the same file: trusted
         assert asyncio.run(checks.problem(marked)) == (None, False)
-    assert asyncio.run(checks.problem(snap)) == (None, False)  # the view caught up
+    assert asyncio.run(checks.problem(_view(catalog, snap.id))) == (None, False)  # the view caught up
     assert checks.hashed.total() == 1
-    again = replace(marked, broken_at=datetime(2026, 12, 1, 1, 46, tzinfo=UTC))
+    catalog.mark_broken(snap.id, PROBLEM, "civicmesh snapshots verify")
+    again = _view(catalog, snap.id)
+    assert again.broken_at != marked.broken_at
     assert asyncio.run(checks.problem(again)) == (None, True)  # marked again: hashed again
     assert checks.hashed.total() == 2
 
@@ -113,12 +116,12 @@ def test_a_mark_found_intact_is_answered_once_not_per_read(tmp_path: Path) -> No
 PROBLEM = "unreadable (Input/output error)"  # what a failing medium makes `integrity_problem` say
 
 
-def _catalogued(tmp_path: Path) -> tuple[Catalog, Snapshot]:
-    """A published snapshot in a SQLite catalog of its own."""
+def _catalogued(tmp_path: Path, metadata_url: str) -> tuple[Catalog, Snapshot]:
+    """A published snapshot in a catalog of its own (SQLite and PostgreSQL: `metadata_url`)."""
     con = duckdb.connect()
     con.execute("CREATE TABLE t AS SELECT CAST(i AS INTEGER) AS reading_id FROM range(1000) t(i)")
     written = write_snapshot(con, "t", tmp_path / "snapshots")
-    catalog = Catalog(get_engine(f"sqlite:///{tmp_path / 'catalog.db'}"), tmp_path).ensure_schema()
+    catalog = Catalog(get_engine(metadata_url), tmp_path).ensure_schema()
     return catalog, catalog.publish(SPEC, written)
 
 
@@ -150,8 +153,10 @@ async def _cancel_once_hashing(checks: FileChecks, snap: Snapshot, catalog: Cata
         await read
 
 
-def test_a_mark_whose_lifting_read_was_cancelled_is_lifted_by_the_next_read(tmp_path: Path) -> None:
-    catalog, snap = _catalogued(tmp_path)
+def test_a_mark_whose_lifting_read_was_cancelled_is_lifted_by_the_next_read(
+    tmp_path: Path, metadata_url: str
+) -> None:
+    catalog, snap = _catalogued(tmp_path, metadata_url)
     catalog.mark_broken(snap.id, PROBLEM, "civicmesh snapshots verify")  # a passing medium error
     checks, marked = FileChecks(retry_seconds=0), _view(catalog, snap.id)
     asyncio.run(_cancel_once_hashing(checks, marked, catalog))
@@ -160,10 +165,10 @@ def test_a_mark_whose_lifting_read_was_cancelled_is_lifted_by_the_next_read(tmp_
     assert _view(catalog, snap.id).broken is None
 
 
-def test_a_mark_left_standing_and_found_again_by_verify_is_refused(tmp_path: Path) -> None:
+def test_a_mark_left_standing_and_found_again_by_verify_is_refused(tmp_path: Path, metadata_url: str) -> None:
     """The file verified here while the mark stood, then failed again the same way: `snapshots
     verify` finds the mark it would make already there, so the mark keeps its time. Never served."""
-    catalog, snap = _catalogued(tmp_path)
+    catalog, snap = _catalogued(tmp_path, metadata_url)
     catalog.mark_broken(snap.id, PROBLEM, "civicmesh snapshots verify")
     checks, marked = FileChecks(retry_seconds=0), _view(catalog, snap.id)
     asyncio.run(_cancel_once_hashing(checks, marked, catalog))
@@ -175,9 +180,9 @@ def test_a_mark_left_standing_and_found_again_by_verify_is_refused(tmp_path: Pat
 
 
 def test_concurrent_reads_of_a_marked_intact_file_lift_the_mark_once_and_log_it_once(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, metadata_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    catalog, snap = _catalogued(tmp_path)
+    catalog, snap = _catalogued(tmp_path, metadata_url)
     catalog.mark_broken(snap.id, PROBLEM, "civicmesh snapshots verify")
     checks, marked = FileChecks(retry_seconds=0), _view(catalog, snap.id)
 
@@ -194,10 +199,12 @@ def test_concurrent_reads_of_a_marked_intact_file_lift_the_mark_once_and_log_it_
     ]
 
 
-def test_a_read_seeing_a_newer_mark_does_not_share_a_hash_begun_before_it(tmp_path: Path) -> None:
+def test_a_read_seeing_a_newer_mark_does_not_share_a_hash_begun_before_it(
+    tmp_path: Path, metadata_url: str
+) -> None:
     """A hash begun under one mark (or none) may have read the file before whatever the newer mark
     found: a read that sees the newer mark waits for a hash of its own."""
-    catalog, snap = _catalogued(tmp_path)
+    catalog, snap = _catalogued(tmp_path, metadata_url)
     checks = FileChecks(retry_seconds=0)
     catalog.mark_broken(snap.id, PROBLEM, "gateway a")
     first = _view(catalog, snap.id)
@@ -213,10 +220,10 @@ def test_a_read_seeing_a_newer_mark_does_not_share_a_hash_begun_before_it(tmp_pa
     assert checks.hashed.total() == 2
 
 
-def test_a_read_lifts_only_the_mark_its_hash_answered(tmp_path: Path) -> None:
+def test_a_read_lifts_only_the_mark_its_hash_answered(tmp_path: Path, metadata_url: str) -> None:
     """The request's view lags the catalog: the mark it shows was replaced by a newer finding since.
     Its hash answers the mark it saw; the newer one stays until a read that sees it hashes again."""
-    catalog, snap = _catalogued(tmp_path)
+    catalog, snap = _catalogued(tmp_path, metadata_url)
     checks = FileChecks(retry_seconds=0)
     catalog.mark_broken(snap.id, PROBLEM, "gateway a")
     stale = _view(catalog, snap.id)
