@@ -273,16 +273,17 @@ def test_a_cutoff_in_another_time_zone_is_the_same_instant(lagless: Outbox, zone
             recorded_before(conn, base.replace(tzinfo=None))
 
 
-def test_reads_younger_than_the_retention_stay_when_clocks_disagree(lagless: Outbox, tmp_path: Path) -> None:
+def test_reads_younger_than_the_retention_stay_when_a_later_event_carries_an_older_time(
+    lagless: Outbox, tmp_path: Path
+) -> None:
     """Two reads of the same product by the same caller (the older one is what a pass removes),
-    recorded 55 minutes ago; then a publish from a process whose clock runs 10 minutes behind. With
-    a retention of an hour, neither read may go yet, though the later event looks older."""
-    now = datetime.now(UTC)
-    recorded = now - timedelta(minutes=55)
+    recorded 10 s short of the retention; then a publish whose time is 20 s older than theirs though
+    it was stored after them (it waited that long for the store's write lock after `prepare` took
+    its time, or another host's clock runs behind). Neither read may go yet."""
+    now, retention = datetime.now(UTC), timedelta(hours=1)
+    recorded = now - retention + timedelta(seconds=10)
     young = _write_recorded_at(lagless, [_read("dana", SPECS[0]), _read("dana", SPECS[0])], [recorded] * 2)
-    _write_recorded_at(
-        lagless, _publish(SPECS[0])[:1], [recorded + timedelta(seconds=1) - timedelta(minutes=10)]
-    )
+    _write_recorded_at(lagless, _publish(SPECS[0])[:1], [recorded - timedelta(seconds=20)])
     _deliver(lagless, FileTransport(tmp_path / "events.jsonl"))
-    assert Compactor(lagless, timedelta(hours=1)).run(["file"], now=now) == 0
+    assert Compactor(lagless, retention).run(["file"], now=now) == 0
     assert set(young) <= {e.seq for e in lagless.events()}
