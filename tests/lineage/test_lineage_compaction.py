@@ -279,11 +279,16 @@ def test_reads_younger_than_the_retention_stay_when_a_later_event_carries_an_old
     """Two reads of the same product by the same caller (the older one is what a pass removes),
     recorded 10 s short of the retention; then a publish whose time is 20 s older than theirs though
     it was stored after them (it waited that long for the store's write lock after `prepare` took
-    its time, or another host's clock runs behind). Neither read may go yet."""
+    its time, or another host's clock runs behind). Neither read may go yet; once aged, the older
+    one goes."""
     now, retention = datetime.now(UTC), timedelta(hours=1)
     recorded = now - retention + timedelta(seconds=10)
     young = _write_recorded_at(lagless, [_read("dana", SPECS[0]), _read("dana", SPECS[0])], [recorded] * 2)
     _write_recorded_at(lagless, _publish(SPECS[0])[:1], [recorded - timedelta(seconds=20)])
     _deliver(lagless, FileTransport(tmp_path / "events.jsonl"))
-    assert Compactor(lagless, retention).run(["file"], now=now) == 0
+    compactor = Compactor(lagless, retention)
+    assert compactor.run(["file"], now=now) == 0
     assert set(young) <= {e.seq for e in lagless.events()}
+    # Once aged, the same process (which judged past them) still removes the older read.
+    assert compactor.run(["file"], now=now + timedelta(seconds=20)) == 1
+    assert {e.seq for e in lagless.events()} & set(young) == {young[1]}
