@@ -17,7 +17,7 @@ from gateway.errors import UNAVAILABLE, GovernedError
 from gateway.integrity import FileChecks, ensure_intact, file_stat
 from meshcore.catalog import Catalog, Snapshot
 from meshcore.products import ColumnSpec, ProductSpec
-from meshcore.snapshots import write_snapshot
+from meshcore.snapshots import integrity_problem, write_snapshot
 from meshcore.store import get_engine
 
 SPEC = ProductSpec(
@@ -177,6 +177,24 @@ def test_a_mark_left_standing_and_found_again_by_verify_is_refused(tmp_path: Pat
     with pytest.raises(GovernedError) as refused:
         asyncio.run(ensure_intact(checks, catalog, _view(catalog, snap.id)))
     assert refused.value.code == UNAVAILABLE
+
+
+def test_a_file_rotten_after_its_mark_was_answered_and_marked_again_by_verify_is_refused(
+    tmp_path: Path, metadata_url: str
+) -> None:
+    catalog, snap = _catalogued(tmp_path, metadata_url)
+    catalog.mark_broken(snap.id, PROBLEM, "civicmesh snapshots verify")
+    checks, marked = FileChecks(retry_seconds=0), _view(catalog, snap.id)
+    asyncio.run(ensure_intact(checks, catalog, marked))  # intact: lifted and answered
+    _rot_in_place(checks, snap)
+    assert asyncio.run(checks.problem(marked)) == (None, False)  # the stale view: nothing can tell yet
+    detail = integrity_problem(snap.path, snap.checksum, snap.byte_size)  # what verify finds
+    assert detail is not None
+    catalog.mark_broken(snap.id, detail, "civicmesh snapshots verify")
+    with pytest.raises(GovernedError) as refused:
+        asyncio.run(ensure_intact(checks, catalog, _view(catalog, snap.id)))
+    assert refused.value.code == UNAVAILABLE
+    assert _view(catalog, snap.id).broken == detail  # still marked
 
 
 def test_concurrent_reads_of_a_marked_intact_file_lift_the_mark_once_and_log_it_once(
