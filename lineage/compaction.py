@@ -33,6 +33,7 @@ from lineage import naming
 from lineage.graph import CONSUMER_PREFIX
 from lineage.outbox import Outbox, cursor_table, outbox_table, recorded_before
 from lineage.receiver import is_external
+from meshcore.store import as_utc
 
 log = logging.getLogger("civicmesh.lineage")
 
@@ -71,15 +72,23 @@ class Compactor:
 
     def run(self, transports: Sequence[str], now: datetime | None = None) -> int:
         """One pass: delete the consumer events made redundant since the last one. Returns how many.
-        Reads and deletes a page at a time, newest first, so memory stays bounded by a page."""
+        Reads and deletes a page at a time, newest first, so memory stays bounded by a page.
+
+        An event at or below the bound that is still younger than the retention (stored after an
+        event whose time is older: a write that waited for the lock, another host's clock) is left
+        alone, and the next pass judges again from just below it."""
+        now = now or datetime.now(UTC)
         bound = self.bound(transports, now)
         if bound <= self.done_through:
             return 0
-        removed = 0
+        cutoff, removed, judged_through = now - self.retention, 0, bound
         judged: set[_Key] = set()
         for page in self._pages(self.done_through, bound):
             doomed: list[int] = []
-            for seq, event_type, inputs, job in page:
+            for seq, event_type, inputs, job, recorded in page:
+                if recorded >= cutoff:
+                    judged_through = seq - 1  # pages run newest first: ends at the lowest such seq
+                    continue
                 key = (job, inputs)
                 if event_type != "COMPLETE" or key in judged:
                     doomed.append(seq)  # a denied read, or an older read of the same inputs
@@ -90,21 +99,21 @@ class Compactor:
                     doomed.append(older)
                 self.kept[key] = seq
             removed += self._delete(doomed)
-        self.done_through = bound
+        self.done_through = judged_through
         if removed:
             log.info("lineage: compacted %d delivered read events (through seq %d)", removed, bound)
         return removed
 
     def _pages(
         self, after: int, upto: int
-    ) -> Iterator[list[tuple[int, str, tuple[tuple[str, str], ...], str]]]:
-        """Pages of (seq, event type, inputs, job) of civicmesh's consumer events in (after, upto],
-        newest first."""
+    ) -> Iterator[list[tuple[int, str, tuple[tuple[str, str], ...], str, datetime]]]:
+        """Pages of (seq, event type, inputs, job, when recorded) of civicmesh's consumer events in
+        (after, upto], newest first."""
         t = outbox_table
         below = upto + 1
         while True:
             query = (
-                select(t.c.seq, t.c.event_type, t.c.job_name, t.c.event_json)
+                select(t.c.seq, t.c.event_type, t.c.job_name, t.c.event_json, t.c.created_at)
                 .where(
                     t.c.seq > after,
                     t.c.seq < below,
@@ -117,10 +126,10 @@ class Compactor:
             with self.outbox.engine.connect() as conn:
                 rows: list[Any] = list(conn.execute(query).all())
             page = []
-            for seq, event_type, job, text in rows:
+            for seq, event_type, job, text, recorded in rows:
                 event = orjson.loads(text)
                 if not is_external(event):  # the receiver refuses these; never judge one anyway
-                    page.append((int(seq), str(event_type), _inputs(event), str(job)))
+                    page.append((int(seq), str(event_type), _inputs(event), str(job), as_utc(recorded)))
             yield page
             if len(rows) < PAGE:
                 return

@@ -96,11 +96,14 @@ CREATED_INDEX = Index("ix_lineage_outbox_created_at", outbox_table.c.created_at)
 
 
 def newest_before(cutoff: datetime) -> Select[Any]:
-    """The seq of the newest event recorded before `cutoff`: one seek on
-    `ix_lineage_outbox_created_at` (see `recorded_before`)."""
+    """The seq of the newest event recorded before `cutoff` (timezone-aware, else ValueError): one
+    seek on `ix_lineage_outbox_created_at` (see `recorded_before`)."""
+    if cutoff.tzinfo is None:
+        raise ValueError(f"cutoff {cutoff} has no time zone: which instant is meant cannot be told")
     return (
         select(outbox_table.c.seq)
-        .where(outbox_table.c.created_at < cutoff)
+        # SQLite compares the stored UTC text: a cutoff in another zone must be that instant in UTC.
+        .where(outbox_table.c.created_at < cutoff.astimezone(UTC))
         .order_by(outbox_table.c.created_at.desc(), outbox_table.c.seq.desc())
         .limit(1)
     )

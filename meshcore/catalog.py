@@ -747,13 +747,22 @@ class Catalog:
             )
         return True
 
-    def clear_broken(self, snapshot_id: str, now: datetime | None = None) -> bool:
-        """Lift the mark once the file verifies again (e.g. restored from backup); True if one was lifted."""
+    def clear_broken(
+        self, snapshot_id: str, now: datetime | None = None, marked_at: datetime | None = None
+    ) -> bool:
+        """Lift the mark once the file verifies again (e.g. restored from backup); True if one was
+        lifted. With `marked_at` (the `broken_at` the verifying check saw before it hashed), only
+        that mark is lifted: one made since (a newer finding) stays."""
+        mark = broken_table.c
         with self.engine.begin() as conn:
             snap = _snapshot_in(conn, snapshot_id, self.home)
             if snap is None or snap.broken is None:
                 return False
-            conn.execute(broken_table.delete().where(broken_table.c.snapshot_id == snapshot_id))
+            lift = broken_table.delete().where(mark.snapshot_id == snapshot_id)
+            if marked_at is not None:
+                lift = lift.where(mark.detected_at == marked_at)
+            if conn.execute(lift).rowcount == 0:
+                return False
             conn.execute(
                 update(products_table)
                 .where(products_table.c.name == snap.product)

@@ -6,8 +6,10 @@ a 1M-row snapshot) and then trusts it while the file's (size, mtime, inode, ctim
 one `os.stat` per read (the ctime, which only the kernel sets, changes with any write, even one whose
 mtime was set back with `os.utime`). A file rewritten or truncated after its check is hashed again
 on its next read; so is a snapshot the catalog marks broken (another gateway or `civicmesh
-snapshots verify` found it), once per mark. A failed check is remembered for `retry_seconds` (a broken file is
-not re-hashed per request).
+snapshots verify` found it), once per mark: a hash that found the file intact answers the mark the
+reads that started it saw (never one made since), and only once that mark is lifted are later reads
+showing it (a catalog view lags a lifted mark by up to a poll) trusted. A failed check is remembered
+for `retry_seconds` (a broken file is not re-hashed per request).
 
 A mismatch is never served: the read or export fails with `UNAVAILABLE` naming the product (never
 the file), the request's access-log record carries that code, the server log names the file, and
@@ -18,11 +20,13 @@ the snapshot is marked broken in the catalog, which makes every gateway's `/read
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import socket
 import time
 from collections import Counter
+from datetime import datetime
 from pathlib import Path
 
 import anyio.to_thread
@@ -38,6 +42,7 @@ RETRY_SECONDS = 30.0
 DETECTED_BY = f"gateway {socket.gethostname()} pid {os.getpid()}"
 
 FileStat = tuple[int, int, int, int]  # size, mtime (ns), inode, ctime (ns)
+Mark = tuple[str, datetime | None]  # a catalog broken mark: (detail, when marked)
 
 
 def file_stat(path: str) -> FileStat | None:
@@ -59,13 +64,15 @@ class FileChecks:
         # from (`DuckPool.source`), however long after the check the build runs.
         self.verified: dict[str, FileStat] = {}
         self._failed: dict[str, tuple[FileStat | None, float, str]] = {}  # id -> (stat, when, detail)
-        self._pending: dict[tuple[str, FileStat | None], asyncio.Future[str | None]] = {}
+        # Reads that see another mark (or none) do not share a hash: it may have read the file
+        # before what a newer mark found.
+        self._pending: dict[tuple[str, FileStat | None, Mark | None], asyncio.Future[str | None]] = {}
         self.unrecorded: dict[str, str] = {}  # failures not yet marked in the catalog: id -> product
         self.hashed: Counter[str] = Counter()  # snapshot id -> times its file was hashed here
-        # Snapshot id -> the broken mark (detail, when) a fresh hash here found intact. The catalog
-        # view a request holds lags a lifted mark by up to a poll: without this every read in that
-        # window would hash the whole file again.
-        self._answered: dict[str, tuple[str, object]] = {}
+        # Snapshot id -> the broken mark a fresh hash here found intact and `ensure_intact` lifted.
+        # The catalog view a request holds lags a lifted mark by up to a poll: without this every
+        # read in that window would hash the whole file again.
+        self._answered: dict[str, Mark] = {}
 
     async def problem(self, snap: Snapshot) -> tuple[str | None, bool]:
         """(what is wrong with `snap`'s file or None, whether it was hashed just now)."""
@@ -76,29 +83,34 @@ class FileChecks:
         failed = self._failed.get(snap.id)
         if failed is not None and failed[0] == stat and time.monotonic() - failed[1] < self.retry_seconds:
             return failed[2], False
-        key = (snap.id, stat)
+        key = (snap.id, stat, _mark(snap))
         future = self._pending.get(key)
         if future is None:
-            future = asyncio.ensure_future(self._check(snap, path, stat, _mark(snap)))
+            future = asyncio.ensure_future(self._check(snap, path, stat))
             self._pending[key] = future
             future.add_done_callback(lambda _: self._pending.pop(key, None))
         return await asyncio.shield(future), True
 
-    def _trusts_mark(self, snap: Snapshot) -> bool:
-        """Whether `snap`'s broken mark, if any, was already answered by a fresh hash here (a mark
-        from another process or `snapshots verify` forces one: bit rot leaves the stat alone)."""
+    def answered(self, snap: Snapshot) -> None:
+        """Record that `snap`'s mark was lifted after a fresh hash here found its file intact: later
+        reads still showing that mark trust the file while its stat holds. Called only once the
+        mark is off the catalog (a mark left standing, e.g. by a cancelled read, is hashed again)."""
         mark = _mark(snap)
-        return mark is None or self._answered.get(snap.id) == mark
+        if mark is not None:
+            self._answered[snap.id] = mark
 
-    async def _check(
-        self, snap: Snapshot, path: str, stat: FileStat | None, mark: tuple[str, object] | None
-    ) -> str | None:
+    def _trusts_mark(self, snap: Snapshot) -> bool:
+        """Whether `snap` is unmarked or shows a mark already answered here (a mark from another
+        process or `snapshots verify` forces a fresh hash: bit rot leaves the stat alone). A mark
+        without a time cannot be told from the same mark made again: never trusted."""
+        mark = _mark(snap)
+        return mark is None or (mark[1] is not None and self._answered.get(snap.id) == mark)
+
+    async def _check(self, snap: Snapshot, path: str, stat: FileStat | None) -> str | None:
         self.hashed[snap.id] += 1
         detail = await anyio.to_thread.run_sync(integrity_problem, Path(path), snap.checksum, snap.byte_size)
         if detail is None:
             self._ok[snap.id] = stat  # type: ignore[assignment]  # a file that hashed has a stat
-            if mark is not None:
-                self._answered[snap.id] = mark
             self.verified[os.path.realpath(path)] = stat  # type: ignore[assignment]
             self._failed.pop(snap.id, None)
         else:
@@ -107,7 +119,7 @@ class FileChecks:
         return detail
 
 
-def _mark(snap: Snapshot) -> tuple[str, object] | None:
+def _mark(snap: Snapshot) -> Mark | None:
     """`snap`'s broken mark as (detail, when marked), None while unmarked: a mark made again,
     even with the same detail, is a new one."""
     return None if snap.broken is None else (snap.broken, snap.broken_at)
@@ -118,9 +130,11 @@ async def ensure_intact(checks: FileChecks, catalog: Catalog, snap: Snapshot) ->
     UNAVAILABLE. `checks` is the process's file checks (`DuckPool.checks`)."""
     detail, fresh = await checks.problem(snap)
     if detail is None:
-        if fresh and snap.broken is not None:  # restored since it was marked: lift the mark
-            await anyio.to_thread.run_sync(catalog.clear_broken, snap.id)
-            log.warning("snapshot %s of %s verifies again; broken mark lifted", snap.id, snap.product)
+        if fresh and snap.broken is not None:  # restored since it was marked: lift that mark only
+            lift = functools.partial(catalog.clear_broken, snap.id, marked_at=snap.broken_at)
+            if await anyio.to_thread.run_sync(lift):
+                log.warning("snapshot %s of %s verifies again; broken mark lifted", snap.id, snap.product)
+            checks.answered(snap)
         return
     if fresh or snap.id in checks.unrecorded:
         log.error("snapshot %s of %s is not served: %s (file %s)", snap.id, snap.product, detail, snap.path)

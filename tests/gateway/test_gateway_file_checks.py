@@ -4,16 +4,21 @@ only when the file changes or the catalog marks it broken, and a failure is not 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
+import pytest
 
-from gateway.integrity import FileChecks, file_stat
-from meshcore.catalog import Snapshot
+from gateway.errors import UNAVAILABLE, GovernedError
+from gateway.integrity import FileChecks, ensure_intact, file_stat
+from meshcore.catalog import Catalog, Snapshot
 from meshcore.products import ColumnSpec, ProductSpec
-from meshcore.snapshots import write_snapshot
+from meshcore.snapshots import integrity_problem, write_snapshot
+from meshcore.store import get_engine
 
 SPEC = ProductSpec(
     department="environment",
@@ -87,17 +92,172 @@ def test_a_catalog_broken_mark_forces_a_fresh_check(tmp_path: Path) -> None:
     assert fresh and detail is not None and detail.startswith("checksum mismatch")
 
 
-def test_a_mark_found_intact_is_answered_once_not_per_read(tmp_path: Path) -> None:
+def test_a_mark_found_intact_is_answered_once_not_per_read(tmp_path: Path, metadata_url: str) -> None:
     """A request's catalog view lags a lifted mark by up to a poll: reads in that window must not
     hash the whole file again each (the CI failure of stop 22). A mark made again is a new one."""
-    snap, checks = _snapshot(tmp_path), FileChecks(retry_seconds=0)
-    at = datetime(2026, 12, 1, 1, 45, tzinfo=UTC)
-    marked = replace(snap, broken="checksum mismatch", broken_at=at)
-    assert asyncio.run(checks.problem(marked)) == (None, True)  # restored since: intact
+    catalog, snap = _catalogued(tmp_path, metadata_url)
+    catalog.mark_broken(snap.id, PROBLEM, "civicmesh snapshots verify")
+    checks, marked = FileChecks(retry_seconds=0), _view(catalog, snap.id)
+    asyncio.run(ensure_intact(checks, catalog, marked))  # restored since: intact, and the mark lifted
+    assert _view(catalog, snap.id).broken is None
     for _ in range(5):  # the same stale mark, the same file: trusted
         assert asyncio.run(checks.problem(marked)) == (None, False)
-    assert asyncio.run(checks.problem(snap)) == (None, False)  # the view caught up
+    assert asyncio.run(checks.problem(_view(catalog, snap.id))) == (None, False)  # the view caught up
     assert checks.hashed.total() == 1
-    again = replace(marked, broken_at=datetime(2026, 12, 1, 1, 46, tzinfo=UTC))
+    catalog.mark_broken(snap.id, PROBLEM, "civicmesh snapshots verify")
+    again = _view(catalog, snap.id)
+    assert again.broken_at != marked.broken_at
     assert asyncio.run(checks.problem(again)) == (None, True)  # marked again: hashed again
     assert checks.hashed.total() == 2
+
+
+# -- the catalog's broken mark and ensure_intact, against a real catalog ------------------------------
+
+PROBLEM = "unreadable (Input/output error)"  # what a failing medium makes `integrity_problem` say
+
+
+def _catalogued(tmp_path: Path, metadata_url: str) -> tuple[Catalog, Snapshot]:
+    """A published snapshot in a catalog of its own (SQLite and PostgreSQL: `metadata_url`)."""
+    con = duckdb.connect()
+    con.execute("CREATE TABLE t AS SELECT CAST(i AS INTEGER) AS reading_id FROM range(1000) t(i)")
+    written = write_snapshot(con, "t", tmp_path / "snapshots")
+    catalog = Catalog(get_engine(metadata_url), tmp_path).ensure_schema()
+    return catalog, catalog.publish(SPEC, written)
+
+
+def _view(catalog: Catalog, snapshot_id: str) -> Snapshot:
+    """The snapshot as a request reads it from the catalog."""
+    snap = catalog.snapshot(snapshot_id)
+    assert snap is not None
+    return snap
+
+
+def _rot_in_place(checks: FileChecks, snap: Snapshot) -> None:
+    """Corrupt `snap`'s file with nothing visible changed (see the broken-mark test above)."""
+    data = bytearray(snap.path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    snap.path.write_bytes(bytes(data))
+    checks._ok[snap.id] = file_stat(str(snap.path))  # type: ignore[assignment]
+
+
+async def _cancel_once_hashing(checks: FileChecks, snap: Snapshot, catalog: Catalog) -> None:
+    """A read of `snap` whose request is cancelled (client gone, a deadline) while its file is hashed;
+    returns once that hash is over."""
+    read = asyncio.ensure_future(ensure_intact(checks, catalog, snap))
+    while not checks._pending:
+        await asyncio.sleep(0)
+    read.cancel()
+    while checks._pending:
+        await asyncio.sleep(0.001)
+    with contextlib.suppress(asyncio.CancelledError):
+        await read
+
+
+def test_a_mark_whose_lifting_read_was_cancelled_is_lifted_by_the_next_read(
+    tmp_path: Path, metadata_url: str
+) -> None:
+    catalog, snap = _catalogued(tmp_path, metadata_url)
+    catalog.mark_broken(snap.id, PROBLEM, "civicmesh snapshots verify")  # a passing medium error
+    checks, marked = FileChecks(retry_seconds=0), _view(catalog, snap.id)
+    asyncio.run(_cancel_once_hashing(checks, marked, catalog))
+    assert _view(catalog, snap.id).broken == PROBLEM  # the cancelled read did not lift it
+    asyncio.run(ensure_intact(checks, catalog, marked))  # the file is intact: this read lifts it
+    assert _view(catalog, snap.id).broken is None
+
+
+def test_a_mark_left_standing_and_found_again_by_verify_is_refused(tmp_path: Path, metadata_url: str) -> None:
+    """The file verified here while the mark stood, then failed again the same way: `snapshots
+    verify` finds the mark it would make already there, so the mark keeps its time. Never served."""
+    catalog, snap = _catalogued(tmp_path, metadata_url)
+    catalog.mark_broken(snap.id, PROBLEM, "civicmesh snapshots verify")
+    checks, marked = FileChecks(retry_seconds=0), _view(catalog, snap.id)
+    asyncio.run(_cancel_once_hashing(checks, marked, catalog))
+    _rot_in_place(checks, snap)
+    catalog.mark_broken(snap.id, PROBLEM, "civicmesh snapshots verify")  # found again
+    with pytest.raises(GovernedError) as refused:
+        asyncio.run(ensure_intact(checks, catalog, _view(catalog, snap.id)))
+    assert refused.value.code == UNAVAILABLE
+
+
+def test_a_file_rotten_after_its_mark_was_answered_and_marked_again_by_verify_is_refused(
+    tmp_path: Path, metadata_url: str
+) -> None:
+    catalog, snap = _catalogued(tmp_path, metadata_url)
+    catalog.mark_broken(snap.id, PROBLEM, "civicmesh snapshots verify")
+    checks, marked = FileChecks(retry_seconds=0), _view(catalog, snap.id)
+    asyncio.run(ensure_intact(checks, catalog, marked))  # intact: lifted and answered
+    _rot_in_place(checks, snap)
+    assert asyncio.run(checks.problem(marked)) == (None, False)  # the stale view: nothing can tell yet
+    detail = integrity_problem(snap.path, snap.checksum, snap.byte_size)  # what verify finds
+    assert detail is not None
+    catalog.mark_broken(snap.id, detail, "civicmesh snapshots verify")
+    with pytest.raises(GovernedError) as refused:
+        asyncio.run(ensure_intact(checks, catalog, _view(catalog, snap.id)))
+    assert refused.value.code == UNAVAILABLE
+    assert _view(catalog, snap.id).broken == detail  # still marked
+
+
+def test_concurrent_reads_of_a_marked_intact_file_lift_the_mark_once_and_log_it_once(
+    tmp_path: Path, metadata_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    catalog, snap = _catalogued(tmp_path, metadata_url)
+    catalog.mark_broken(snap.id, PROBLEM, "civicmesh snapshots verify")
+    checks, marked = FileChecks(retry_seconds=0), _view(catalog, snap.id)
+
+    async def reads() -> None:
+        await asyncio.gather(*(ensure_intact(checks, catalog, marked) for _ in range(5)))
+
+    with caplog.at_level(logging.WARNING, logger="gateway.integrity"):
+        asyncio.run(reads())
+        asyncio.run(reads())  # the stale view of the lifted mark: neither hashed nor lifted again
+    assert _view(catalog, snap.id).broken is None
+    assert checks.hashed.total() == 1
+    assert [r.getMessage() for r in caplog.records] == [
+        f"snapshot {snap.id} of {snap.product} verifies again; broken mark lifted"
+    ]
+
+
+def test_a_read_seeing_a_newer_mark_does_not_share_a_hash_begun_before_it(
+    tmp_path: Path, metadata_url: str
+) -> None:
+    """A hash begun under one mark (or none) may have read the file before whatever the newer mark
+    found: a read that sees the newer mark waits for a hash of its own."""
+    catalog, snap = _catalogued(tmp_path, metadata_url)
+    checks = FileChecks(retry_seconds=0)
+    catalog.mark_broken(snap.id, PROBLEM, "gateway a")
+    first = _view(catalog, snap.id)
+    catalog.clear_broken(snap.id)
+    catalog.mark_broken(snap.id, PROBLEM, "civicmesh snapshots verify")
+    again = _view(catalog, snap.id)
+    assert again.broken_at != first.broken_at
+
+    async def reads() -> list[tuple[str | None, bool]]:
+        return list(await asyncio.gather(checks.problem(first), checks.problem(again)))
+
+    assert asyncio.run(reads()) == [(None, True), (None, True)]
+    assert checks.hashed.total() == 2
+
+
+def test_a_read_lifts_only_the_mark_its_hash_answered(tmp_path: Path, metadata_url: str) -> None:
+    """The request's view lags the catalog: the mark it shows was replaced by a newer finding since.
+    Its hash answers the mark it saw; the newer one stays until a read that sees it hashes again."""
+    catalog, snap = _catalogued(tmp_path, metadata_url)
+    checks = FileChecks(retry_seconds=0)
+    catalog.mark_broken(snap.id, PROBLEM, "gateway a")
+    stale = _view(catalog, snap.id)
+    catalog.mark_broken(snap.id, "checksum mismatch (sha256 0123456789ab..., expected ...)", "verify")
+    asyncio.run(ensure_intact(checks, catalog, stale))
+    assert _view(catalog, snap.id).broken is not None
+    asyncio.run(ensure_intact(checks, catalog, _view(catalog, snap.id)))
+    assert _view(catalog, snap.id).broken is None
+    assert checks.hashed.total() == 2
+
+
+def test_a_mark_without_a_time_is_never_taken_as_answered(tmp_path: Path) -> None:
+    """A mark whose time is unknown cannot be told from the same mark made again: always hashed."""
+    snap, checks = _snapshot(tmp_path), FileChecks(retry_seconds=0)
+    marked = replace(snap, broken=PROBLEM, broken_at=None)
+    assert asyncio.run(checks.problem(marked)) == (None, True)
+    _rot_in_place(checks, snap)
+    detail, fresh = asyncio.run(checks.problem(marked))
+    assert fresh and detail is not None and detail.startswith("checksum mismatch")

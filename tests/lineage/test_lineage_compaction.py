@@ -6,7 +6,7 @@ built from what compaction leaves must equal the graph built from every event, r
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -222,3 +222,73 @@ def test_the_retention_bound_is_one_index_seek_not_a_walk_over_newer_reads(lagle
     assert costs[1] <= costs[0] + 5, costs  # one seek: the second batch of newer events costs nothing
     with lagless.engine.connect() as conn:
         assert recorded_before(conn, datetime(2000, 1, 1, tzinfo=UTC)) == 0  # none that old
+
+
+def _write_recorded_at(outbox: Outbox, events_: list, at: list[datetime]) -> list[int]:
+    """Store `events_` as processes whose clocks read `at` when they recorded them (one
+    transaction each, in list order); returns their seqs."""
+    for event, when in zip(events_, at, strict=True):
+        rows = outbox.prepare([event])
+        rows[0]["created_at"] = when
+        outbox.write(rows)
+    return [e.seq for e in outbox.events()][-len(events_) :]
+
+
+def test_the_retention_bound_is_never_above_the_newest_seq_recorded_before_the_cutoff(
+    lagless: Outbox,
+) -> None:
+    """Times out of seq order (clocks of several processes, a write that waited for the lock), equal
+    times, a cutoff equal to a recorded time, one before all and one after: the bound is the seq of
+    the newest event recorded before the cutoff (the highest seq among equals), never above
+    `max(seq) WHERE created_at < cutoff`."""
+    with lagless.engine.connect() as conn:
+        assert recorded_before(conn, datetime.now(UTC)) == 0  # an empty outbox
+    base = datetime(2026, 11, 1, tzinfo=UTC)
+    offsets = [5, 3, 3, 9, 1, 3, 7, 0, 9, 2]
+    seqs = _write_recorded_at(
+        lagless, [_read("dana", SPECS[0])] * len(offsets), [base + timedelta(seconds=s) for s in offsets]
+    )
+    recorded = list(zip(offsets, seqs, strict=True))
+    for cutoff in range(-1, 11):
+        before = [(at, seq) for at, seq in recorded if at < cutoff]
+        with lagless.engine.connect() as conn:
+            bound = recorded_before(conn, base + timedelta(seconds=cutoff))
+        assert bound == (max(before)[1] if before else 0), cutoff
+        assert bound <= max((seq for _, seq in before), default=0)
+
+
+@pytest.mark.parametrize("zone", [timezone(timedelta(hours=5)), timezone(timedelta(hours=-8))])
+def test_a_cutoff_in_another_time_zone_is_the_same_instant(lagless: Outbox, zone: timezone) -> None:
+    """The outbox holds UTC; a cutoff given in another zone means the same instant on both stores
+    (SQLite compares the stored text: an unconverted cutoff would be off by the zone's offset), and
+    one without a zone is refused."""
+    base = datetime(2026, 11, 1, 12, tzinfo=UTC)
+    seqs = _write_recorded_at(
+        lagless, [_read("dana", SPECS[0])] * 3, [base - timedelta(hours=9), base, base + timedelta(hours=9)]
+    )
+    with lagless.engine.connect() as conn:
+        assert recorded_before(conn, base.astimezone(zone)) == seqs[0]
+        assert recorded_before(conn, (base + timedelta(seconds=1)).astimezone(zone)) == seqs[1]
+        with pytest.raises(ValueError, match="time zone"):  # which instant is meant cannot be told
+            recorded_before(conn, base.replace(tzinfo=None))
+
+
+def test_reads_younger_than_the_retention_stay_when_a_later_event_carries_an_older_time(
+    lagless: Outbox, tmp_path: Path
+) -> None:
+    """Two reads of the same product by the same caller (the older one is what a pass removes),
+    recorded 10 s short of the retention; then a publish whose time is 20 s older than theirs though
+    it was stored after them (it waited that long for the store's write lock after `prepare` took
+    its time, or another host's clock runs behind). Neither read may go yet; once aged, the older
+    one goes."""
+    now, retention = datetime.now(UTC), timedelta(hours=1)
+    recorded = now - retention + timedelta(seconds=10)
+    young = _write_recorded_at(lagless, [_read("dana", SPECS[0]), _read("dana", SPECS[0])], [recorded] * 2)
+    _write_recorded_at(lagless, _publish(SPECS[0])[:1], [recorded - timedelta(seconds=20)])
+    _deliver(lagless, FileTransport(tmp_path / "events.jsonl"))
+    compactor = Compactor(lagless, retention)
+    assert compactor.run(["file"], now=now) == 0
+    assert set(young) <= {e.seq for e in lagless.events()}
+    # Once aged, the same process (which judged past them) still removes the older read.
+    assert compactor.run(["file"], now=now + timedelta(seconds=20)) == 1
+    assert {e.seq for e in lagless.events()} & set(young) == {young[1]}

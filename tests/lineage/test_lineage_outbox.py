@@ -6,7 +6,10 @@ import subprocess
 import sys
 import textwrap
 import threading
+from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from sqlalchemy import select
@@ -16,6 +19,9 @@ from lineage.outbox import Outbox, delivery_table
 from lineage.recorder import LineageRecorder
 from meshcore.settings import Settings
 from meshcore.store import dispose_all, get_engine
+
+if TYPE_CHECKING:
+    from tests.pg import PgCluster
 
 
 def _run_events(n_runs: int = 3) -> list:
@@ -143,3 +149,27 @@ def test_shared_recorder_is_one_per_store(settings: Settings, tmp_path: Path) ->
     other = Settings(home=tmp_path / "b", metadata_url=f"sqlite:///{tmp_path}/b.db")
     assert LineageRecorder.shared(other) is not first
     dispose_all()
+
+
+@pytest.fixture
+def pg_outbox(postgres: PgCluster) -> Iterator[Outbox]:
+    """An outbox on PostgreSQL with its default visibility lag (300 s)."""
+    with postgres.scratch_schema() as url:
+        yield Outbox(get_engine(url)).ensure_schema()
+
+
+def test_an_event_committed_late_is_delivered_when_a_later_one_carries_an_older_time(
+    pg_outbox: Outbox,
+) -> None:
+    """PostgreSQL: a transaction holds a seq while a later seq commits, written by a process whose
+    clock runs 10 minutes behind (beyond the visibility lag). The floor must not pass the open
+    transaction's seq: once it commits, that event is still delivered."""
+    outbox = pg_outbox
+    with outbox.engine.connect() as late:
+        with late.begin():
+            [uid] = outbox.append(_run_events(1)[:1], connection=late)  # still open
+            rows = outbox.prepare(_run_events(1)[:1])
+            rows[0]["created_at"] -= timedelta(minutes=10)  # the slow clock
+            outbox.write(rows)
+            outbox.mark_delivered("file", [e.seq for e in outbox.pending("file")])
+        assert [e.event_uid for e in outbox.pending("file")] == [uid]
