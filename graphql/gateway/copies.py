@@ -16,9 +16,10 @@ Guarantees:
   size and an HMAC-SHA256 of the snapshot's path and the copy's bytes under a key derived from the
   mask key, so a copy checks only as the copy of its own snapshot). A process checks it
   before it first attaches the copy, and again if its stat changed (a re-attach after the budget
-  detached it costs no second hash of an unchanged file); a copy that fails is rebuilt from the snapshot file (itself checked
-  against its published checksum before any read: gateway/integrity.py), and kept only if the
-  file is still, once read, the one the caller checked (`unchanged`: its stat, ctime included).
+  detached it costs no second hash of an unchanged file); a copy that fails is rebuilt from the
+  snapshot file (itself checked against its published checksum before any read:
+  gateway/integrity.py), and kept only if the file is still, once read, the one the caller
+  checked (`unchanged`: its stat, ctime included).
 - **Built once.** Workers take an exclusive `flock` on `<name>.lock` while they check or build a
   copy; the file appears under its final name only complete (written beside it, then renamed).
 - **Tried again later.** A process whose copy of a snapshot failed (a full disk, a file changed
@@ -131,8 +132,9 @@ class SnapshotCopies:
     ) -> Path:
         """The intact copy of `snapshot` (read as `source_sql`), built first if it is missing or
         fails its check (skipped when this process checked or built it and its stat, ctime
-        included, has not changed since). A build is kept only if `unchanged()` (the snapshot file is still the one
-        checked against its checksum) holds once it has read the file: SnapshotChanged if not.
+        included, has not changed since). A build is kept only if `unchanged()` (the snapshot
+        file is still the one checked against its checksum) holds once it has read the file:
+        SnapshotChanged if not.
         `closing()` true stops the wait or build (CopyInterrupted); `building` is told the
         builder's connection (so a closing pool can interrupt it), then None. Raises duckdb.Error
         or OSError if the copy cannot be built (the caller reads the file)."""
