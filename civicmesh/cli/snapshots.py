@@ -145,8 +145,8 @@ def run_verify(args: argparse.Namespace) -> int:
                 continue
             checked += 1
             problem = integrity_problem(snap.path, snap.checksum, snap.byte_size)
-            if problem is None:
-                lifted = catalog.clear_broken(snap.id)
+            if problem is None:  # lift the mark this check answered, never one made since it began
+                lifted = snap.broken is not None and catalog.clear_broken(snap.id, marked_at=snap.broken_at)
                 print(f"ok      {snap.id}" + ("  (verifies again: broken mark lifted)" if lifted else ""))
                 continue
             broken += 1

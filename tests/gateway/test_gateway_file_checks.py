@@ -3,6 +3,7 @@ only when the file changes or the catalog marks it broken, and a failure is not 
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import logging
@@ -13,6 +14,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from civicmesh.cli import snapshots as snapshots_cli
 from gateway.errors import UNAVAILABLE, GovernedError
 from gateway.integrity import FileChecks, ensure_intact, file_stat
 from meshcore.catalog import Catalog, Snapshot
@@ -261,3 +263,27 @@ def test_a_mark_without_a_time_is_never_taken_as_answered(tmp_path: Path) -> Non
     _rot_in_place(checks, snap)
     detail, fresh = asyncio.run(checks.problem(marked))
     assert fresh and detail is not None and detail.startswith("checksum mismatch")
+
+
+def test_verify_lifts_only_the_mark_it_saw_not_one_a_gateway_made_while_it_hashed(
+    tmp_path: Path, metadata_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`civicmesh snapshots verify` lists the snapshots, then hashes each file. A gateway that
+    finds the file broken meanwhile marks it: verify's own (earlier) finding that the file was
+    intact must not lift that newer mark."""
+    catalog, snap = _catalogued(tmp_path, metadata_url)
+    found = "checksum mismatch (found by a gateway while verify hashed)"
+
+    def hash_while_a_gateway_marks(*args: object) -> str | None:
+        catalog.mark_broken(snap.id, found, "gateway b")
+        return integrity_problem(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(snapshots_cli, "integrity_problem", hash_while_a_gateway_marks)
+    monkeypatch.setenv("CIVICMESH_HOME", str(tmp_path))
+    monkeypatch.setattr(snapshots_cli, "_catalog", lambda _: catalog)
+    assert snapshots_cli.run_verify(argparse.Namespace(product=SPEC.name)) == 0
+    assert "broken mark lifted" not in capsys.readouterr().out
+    assert _view(catalog, snap.id).broken == found
+    monkeypatch.setattr(snapshots_cli, "integrity_problem", integrity_problem)
+    assert snapshots_cli.run_verify(argparse.Namespace(product=SPEC.name)) == 0  # it saw that mark
+    assert "broken mark lifted" in capsys.readouterr().out and _view(catalog, snap.id).broken is None
