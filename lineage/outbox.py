@@ -117,6 +117,26 @@ def recorded_before(conn: Connection, cutoff: datetime) -> int:
     return int(conn.execute(newest_before(cutoff)).scalar() or 0)
 
 
+def _insert(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    """Insert prepared outbox rows. On PostgreSQL each is dated by the server's clock as it is
+    inserted, not by its writer's (`prepare`): the visibility lag compares those dates with the
+    server's clock (`_clock`), so a host whose clock runs behind cannot date an event past the lag
+    and let the delivery floor pass a seq still in an open transaction (that event was then never
+    delivered). SQLite is one host's file: its rows keep the writer's time."""
+    if conn.dialect.name != "postgresql":
+        insert_rows(conn, outbox_table, rows)
+        return
+    undated = [{k: v for k, v in row.items() if k != "created_at"} for row in rows]
+    insert_rows(conn, outbox_table, undated, {"created_at": func.clock_timestamp()})
+
+
+def _clock(conn: Connection, now: datetime) -> datetime:
+    """The time outbox rows are dated by: PostgreSQL's clock there (`_insert`), else `now`."""
+    if conn.dialect.name != "postgresql":
+        return now
+    return as_utc(conn.execute(select(func.clock_timestamp())).scalar_one()) or now
+
+
 @dataclass(frozen=True)
 class OutboxEvent:
     seq: int
@@ -207,10 +227,10 @@ class Outbox:
         if not rows:
             return []
         if connection is not None:
-            insert_rows(connection, outbox_table, rows)
+            _insert(connection, rows)
         else:
             with self.engine.begin() as conn:
-                insert_rows(conn, outbox_table, rows)
+                _insert(conn, rows)
         return [r["event_uid"] for r in rows]
 
     # -- delivering ------------------------------------------------------------------------------
@@ -378,7 +398,7 @@ class Outbox:
         else:
             candidate = int(first_pending) - 1
         if self.visibility_lag:
-            candidate = min(candidate, recorded_before(conn, now - self.visibility_lag))
+            candidate = min(candidate, recorded_before(conn, _clock(conn, now) - self.visibility_lag))
         if candidate <= floor:
             return
         if conn.execute(

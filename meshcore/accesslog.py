@@ -21,7 +21,7 @@ import contextlib
 import hashlib
 import json
 import threading
-from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
@@ -235,15 +235,21 @@ class _InsertPlan:
     processors: tuple[tuple[str, Callable[[Any], Any]], ...]  # (column, bind processor)
 
 
-_insert_plans: dict[tuple[int, str, str, str, tuple[str, ...]], _InsertPlan] = {}
+_insert_plans: dict[tuple[int, str, str, str, tuple[str, ...], tuple[str, ...]], _InsertPlan] = {}
 
 
-def _insert_plan(dialect: Dialect, table: Table, columns: tuple[str, ...]) -> _InsertPlan:
-    key = (id(table), dialect.name, dialect.driver, dialect.paramstyle, columns)
+def _insert_plan(
+    dialect: Dialect, table: Table, columns: tuple[str, ...], sql_values: Mapping[str, Any] | None = None
+) -> _InsertPlan:
+    sql_values = sql_values or {}
+    key = (id(table), dialect.name, dialect.driver, dialect.paramstyle, columns, tuple(sql_values))
     plan = _insert_plans.get(key)
     if plan is None:
         # inline(): no implicit RETURNING of generated keys (PostgreSQL would add it; nobody reads it)
-        compiled = table.insert().inline().compile(dialect=dialect, column_keys=list(columns))
+        statement = table.insert().inline()
+        if sql_values:
+            statement = statement.values(dict(sql_values))
+        compiled = statement.compile(dialect=dialect, column_keys=list(columns))
         positional = bool(compiled.positional)
         names = tuple(compiled.positiontup or ()) if positional else columns
         if set(names) != set(columns):  # a default or an unexpected bind: not a plain insert
@@ -271,13 +277,20 @@ def fetch_one(conn: Connection, sql: str) -> tuple[Any, ...] | None:
     return None if row is None else tuple(row)
 
 
-def insert_rows(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
+def insert_rows(
+    conn: Connection,
+    table: Table,
+    rows: Sequence[dict[str, Any]],
+    sql_values: Mapping[str, Any] | None = None,
+) -> None:
     """INSERT `rows` (dicts with the same keys: column names) in `conn`'s open transaction with one
-    DBAPI `executemany`. Errors are raised as SQLAlchemy's (e.g. `IntegrityError`), as with Core."""
+    DBAPI `executemany`; `sql_values` sets other columns to SQL expressions evaluated per row (one
+    column name always to the same expression: the plan is cached by the names). Errors are raised
+    as SQLAlchemy's (e.g. `IntegrityError`), as with Core."""
     if not rows:
         return
     dialect = conn.dialect
-    plan = _insert_plan(dialect, table, tuple(rows[0]))
+    plan = _insert_plan(dialect, table, tuple(rows[0]), sql_values)
     if plan.processors:
         rows = [dict(row) for row in rows]
         for row in rows:

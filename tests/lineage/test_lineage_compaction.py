@@ -225,12 +225,14 @@ def test_the_retention_bound_is_one_index_seek_not_a_walk_over_newer_reads(lagle
 
 
 def _write_recorded_at(outbox: Outbox, events_: list, at: list[datetime]) -> list[int]:
-    """Store `events_` as processes whose clocks read `at` when they recorded them (one
-    transaction each, in list order); returns their seqs."""
+    """Store `events_` (one transaction each, in list order) as recorded at `at`: the times their
+    rows hold, out of seq order as clocks and waits make them (SQLite keeps each writer's clock;
+    PostgreSQL's own clock can still date a later seq earlier, between two sessions' inserts, or
+    after a step of its clock); returns their seqs."""
     for event, when in zip(events_, at, strict=True):
-        rows = outbox.prepare([event])
-        rows[0]["created_at"] = when
-        outbox.write(rows)
+        [uid] = outbox.append([event])
+        with outbox.engine.begin() as conn:
+            conn.execute(update(outbox_table).where(outbox_table.c.event_uid == uid).values(created_at=when))
     return [e.seq for e in outbox.events()][-len(events_) :]
 
 

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 
 import pytest
 from ol_schema import validate
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
@@ -167,6 +167,9 @@ def test_insert_plans_follow_the_dialect() -> None:
     pg = _insert_plan(postgresql.dialect(), outbox_table, (*columns, "event_json", "created_at"))
     assert not pg.positional and "%(event_uid)s" in pg.sql
     assert "seq" not in pg.sql and "RETURNING" not in pg.sql.upper()  # the server numbers rows
+    server_dated = {"created_at": func.clock_timestamp()}  # lineage.outbox's rows on PostgreSQL
+    dated = _insert_plan(postgresql.dialect(), outbox_table, (*columns, "event_json"), server_dated)
+    assert "clock_timestamp()" in dated.sql and "created_at" not in dated.names
 
 
 def test_lean_insert_errors_are_sqlalchemy_errors_and_roll_back(tmp_path) -> None:
