@@ -6,6 +6,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -171,5 +172,25 @@ def test_an_event_committed_late_is_delivered_when_a_later_one_carries_an_older_
             rows = outbox.prepare(_run_events(1)[:1])
             rows[0]["created_at"] -= timedelta(minutes=10)  # the slow clock
             outbox.write(rows)
+            outbox.mark_delivered("file", [e.seq for e in outbox.pending("file")])
+        assert [e.event_uid for e in outbox.pending("file")] == [uid]
+
+
+def test_an_event_held_open_past_the_visibility_lag_is_delivered_once_committed(
+    pg_outbox: Outbox,
+) -> None:
+    """PostgreSQL: a transaction inserts an event and stays open beyond the visibility lag (a commit
+    stalled on synchronous replication, a caller's long transaction with `connection=`) while a
+    later seq commits and is delivered. The floor must not pass the open transaction's seq: a row
+    is dated when it is inserted, not when it commits, so its age alone says nothing about whether
+    a lower seq is still in flight. The lag is 0.5 s here; each wait only has to outlast it."""
+    outbox = Outbox(pg_outbox.engine, visibility_lag_s=0.5)
+    with outbox.engine.connect() as held:
+        with held.begin():
+            [uid] = outbox.append(_run_events(1)[:1], connection=held)
+            time.sleep(0.6)  # held open past the lag
+            [later] = outbox.append(_run_events(1)[:1])
+            time.sleep(0.6)  # the later event is older than the lag too
+            assert [e.event_uid for e in outbox.pending("file")] == [later]
             outbox.mark_delivered("file", [e.seq for e in outbox.pending("file")])
         assert [e.event_uid for e in outbox.pending("file")] == [uid]
