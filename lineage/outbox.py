@@ -35,6 +35,7 @@ from sqlalchemy import (
     func,
     or_,
     select,
+    text,
     update,
 )
 from sqlalchemy.exc import IntegrityError
@@ -120,9 +121,9 @@ def recorded_before(conn: Connection, cutoff: datetime) -> int:
 def _insert(conn: Connection, rows: list[dict[str, Any]]) -> None:
     """Insert prepared outbox rows. On PostgreSQL each is dated by the server's clock as it is
     inserted, not by its writer's (`prepare`): the visibility lag compares those dates with the
-    server's clock (`_clock`), so a host whose clock runs behind cannot date an event past the lag
-    and let the delivery floor pass a seq still in an open transaction (that event was then never
-    delivered). SQLite is one host's file: its rows keep the writer's time."""
+    server's clock (`_settled_before`), so a host whose clock runs behind cannot date an event past
+    the lag and let the delivery floor pass a seq still in an open transaction (that event was then
+    never delivered). SQLite is one host's file: its rows keep the writer's time."""
     if conn.dialect.name != "postgresql":
         insert_rows(conn, outbox_table, rows)
         return
@@ -130,11 +131,40 @@ def _insert(conn: Connection, rows: list[dict[str, Any]]) -> None:
     insert_rows(conn, outbox_table, undated, {"created_at": func.clock_timestamp()})
 
 
-def _clock(conn: Connection, now: datetime) -> datetime:
-    """The time outbox rows are dated by: PostgreSQL's clock there (`_insert`), else `now`."""
+# Who may still hold an uncommitted seq: every transaction that wrote to the outbox holds its
+# RowExclusiveLock until it ends, taken before its insert draws a seq (pg_locks lists them, prepared
+# transactions with no pid). A writer whose start cannot be read (another role's session without
+# pg_read_all_stats, a prepared transaction) is unknown.
+_WRITERS_SQL = """
+SELECT clock_timestamp(),
+       min(a.xact_start),
+       bool_or(a.xact_start IS NULL)
+FROM pg_locks AS l
+LEFT JOIN pg_stat_activity AS a ON a.pid = l.pid
+WHERE l.locktype = 'relation' AND l.mode = 'RowExclusiveLock'
+  AND l.relation = CAST(:outbox AS regclass)
+  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+  AND l.pid IS DISTINCT FROM pg_backend_pid()
+"""
+
+
+def _settled_before(conn: Connection, now: datetime, lag: timedelta) -> datetime | None:
+    """An instant before which every outbox seq is committed or gone (None: cannot be told).
+
+    SQLite: `now - lag` (the writer's clock dates rows). PostgreSQL: the server's clock minus the
+    lag (rows are dated by it, `_insert`), and no later than the start of the oldest transaction
+    still writing to the outbox: a row is dated when inserted, not when it commits, so a
+    transaction open longer than the lag (a commit waiting on synchronous replication, a caller's
+    transaction with `connection=`) still holds a seq below rows older than the lag."""
     if conn.dialect.name != "postgresql":
-        return now
-    return as_utc(conn.execute(select(func.clock_timestamp())).scalar_one()) or now
+        return now - lag
+    row = conn.execute(text(_WRITERS_SQL), {"outbox": outbox_table.name}).one()
+    clock: datetime = row[0]
+    oldest: datetime | None = row[1]
+    if row[2]:
+        return None
+    cutoff = as_utc(clock) - lag
+    return cutoff if oldest is None else min(cutoff, as_utc(oldest))
 
 
 @dataclass(frozen=True)
@@ -398,7 +428,8 @@ class Outbox:
         else:
             candidate = int(first_pending) - 1
         if self.visibility_lag:
-            candidate = min(candidate, recorded_before(conn, _clock(conn, now) - self.visibility_lag))
+            settled = _settled_before(conn, now, self.visibility_lag)
+            candidate = floor if settled is None else min(candidate, recorded_before(conn, settled))
         if candidate <= floor:
             return
         if conn.execute(

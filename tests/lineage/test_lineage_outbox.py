@@ -194,3 +194,18 @@ def test_an_event_held_open_past_the_visibility_lag_is_delivered_once_committed(
             assert [e.event_uid for e in outbox.pending("file")] == [later]
             outbox.mark_delivered("file", [e.seq for e in outbox.pending("file")])
         assert [e.event_uid for e in outbox.pending("file")] == [uid]
+
+
+def test_the_floor_passes_delivered_events_older_than_the_lag_when_no_writer_is_open(
+    pg_outbox: Outbox,
+) -> None:
+    """PostgreSQL: the in-flight writer bound does not freeze the floor: with no transaction writing
+    to the outbox, delivered events older than the lag (0.5 s) are passed and their rows pruned."""
+    outbox = Outbox(pg_outbox.engine, visibility_lag_s=0.5)
+    outbox.append(_run_events(1))
+    time.sleep(0.6)
+    seqs = [e.seq for e in outbox.pending("file")]
+    outbox.mark_delivered("file", seqs)
+    with outbox.engine.connect() as conn:
+        assert outbox._floor(conn, "file") == max(seqs)
+        assert conn.execute(select(delivery_table.c.seq)).all() == []
