@@ -172,6 +172,18 @@ def test_insert_plans_follow_the_dialect() -> None:
     assert "clock_timestamp()" in dated.sql and "created_at" not in dated.names
 
 
+def test_an_insert_plan_is_never_reused_for_another_sql_value_of_the_same_column() -> None:
+    """The plan cache must key `sql_values` by what they say, not only which columns they set: a
+    second caller dating rows by `now()` (the transaction's start) must not get a plan that dates
+    them by `clock_timestamp()`, nor the reverse: the wrong SQL, silently."""
+    columns = ("event_uid", "run_id", "job_namespace", "job_name", "event_type", "event_time", "event_json")
+    dialect = postgresql.dialect()
+    by_clock = _insert_plan(dialect, outbox_table, columns, {"created_at": func.clock_timestamp()})
+    by_start = _insert_plan(dialect, outbox_table, columns, {"created_at": func.now()})
+    assert "clock_timestamp()" in by_clock.sql and "now()" in by_start.sql
+    assert _insert_plan(dialect, outbox_table, columns, {"created_at": func.clock_timestamp()}) == by_clock
+
+
 def test_lean_insert_errors_are_sqlalchemy_errors_and_roll_back(tmp_path) -> None:
     engine = get_engine(f"sqlite:///{tmp_path}/m.db")
     log = AccessLog(engine).ensure_schema()
