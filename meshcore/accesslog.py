@@ -235,14 +235,17 @@ class _InsertPlan:
     processors: tuple[tuple[str, Callable[[Any], Any]], ...]  # (column, bind processor)
 
 
-_insert_plans: dict[tuple[int, str, str, str, tuple[str, ...], tuple[str, ...]], _InsertPlan] = {}
+_insert_plans: dict[tuple[int, str, str, str, tuple[str, ...], tuple[tuple[str, str], ...]], _InsertPlan] = {}
 
 
 def _insert_plan(
     dialect: Dialect, table: Table, columns: tuple[str, ...], sql_values: Mapping[str, Any] | None = None
 ) -> _InsertPlan:
     sql_values = sql_values or {}
-    key = (id(table), dialect.name, dialect.driver, dialect.paramstyle, columns, tuple(sql_values))
+    # Each SQL value by its text (bind-free: checked below), so a column set to another expression
+    # gets its own plan, never the first one's.
+    said = tuple((name, str(value)) for name, value in sql_values.items())
+    key = (id(table), dialect.name, dialect.driver, dialect.paramstyle, columns, said)
     plan = _insert_plans.get(key)
     if plan is None:
         # inline(): no implicit RETURNING of generated keys (PostgreSQL would add it; nobody reads it)
@@ -252,7 +255,8 @@ def _insert_plan(
         compiled = statement.compile(dialect=dialect, column_keys=list(columns))
         positional = bool(compiled.positional)
         names = tuple(compiled.positiontup or ()) if positional else columns
-        if set(names) != set(columns):  # a default or an unexpected bind: not a plain insert
+        # A default or an unexpected bind (e.g. a literal in a SQL value): not a plain insert.
+        if set(names) != set(columns) or set(compiled.bind_names.values()) != set(columns):
             raise ValueError(f"cannot plan a plain insert of {columns} into {table.name}")
         processors = []
         for name in columns:
@@ -284,9 +288,9 @@ def insert_rows(
     sql_values: Mapping[str, Any] | None = None,
 ) -> None:
     """INSERT `rows` (dicts with the same keys: column names) in `conn`'s open transaction with one
-    DBAPI `executemany`; `sql_values` sets other columns to SQL expressions evaluated per row (one
-    column name always to the same expression: the plan is cached by the names). Errors are raised
-    as SQLAlchemy's (e.g. `IntegrityError`), as with Core."""
+    DBAPI `executemany`; `sql_values` sets other columns to bind-free SQL expressions evaluated per
+    row (ValueError if one holds a bound value). Errors are raised as SQLAlchemy's (e.g.
+    `IntegrityError`), as with Core."""
     if not rows:
         return
     dialect = conn.dialect

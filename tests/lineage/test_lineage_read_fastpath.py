@@ -8,7 +8,7 @@ and the lean inserts must store what Core inserts stored (types processed, error
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from ol_schema import validate
@@ -225,3 +225,11 @@ def test_lean_inserts_store_what_core_stored(tmp_path) -> None:
     }
     assert stored[0]["latency_ms"] == 1.235 and stored[1]["prev_hash"] == stored[0]["hash"]
     engine.dispose()
+
+
+def test_an_sql_value_holding_a_bound_value_is_refused() -> None:
+    """Its plan would be keyed by its text, the same for every bound value: refused, not cached."""
+    columns = ("event_uid", "run_id")
+    ago = {"created_at": func.now() - timedelta(minutes=1)}
+    with pytest.raises(ValueError, match="plain insert"):
+        _insert_plan(postgresql.dialect(), outbox_table, columns, ago)
