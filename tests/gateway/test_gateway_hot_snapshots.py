@@ -169,6 +169,54 @@ def test_a_copy_detached_by_the_budget_is_attached_again_without_a_second_hash(
         pool.close()
 
 
+def test_a_copy_written_to_after_its_build_hashed_it_is_checked_before_it_is_attached_again(
+    folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Attack on the trusted stat: a build hashes its copy, then writes the sidecar and renames the
+    copy into place; a write into the copy in that window (bytes flipped in place) is in the stat
+    the build trusts. Neither then nor once the budget detached it may the copy be attached
+    unchecked: what is attached is always bytes that match the sidecar's HMAC."""
+    first, second = _snapshot(folder, "first", 400_000), _snapshot(folder, "second", 400_000)
+    one = _measured(folder, first)
+    _measured(folder, second)
+    copy = _copy(folder, first)
+    copy.unlink()  # this pool builds it again, with the write below in its window
+    mac = copies.SnapshotCopies._mac
+    tampered: list[Path] = []
+
+    def hashed_then_written(self: copies.SnapshotCopies, target: Path, snapshot: str) -> str:
+        digest = mac(self, target, snapshot)
+        if target.name.endswith(".partial") and not tampered:
+            with target.open("r+b") as handle:
+                for offset in range(target.stat().st_size // 4, target.stat().st_size // 3, 4096):
+                    handle.seek(offset)
+                    byte = handle.read(1)
+                    handle.seek(offset)
+                    handle.write(bytes([byte[0] ^ 0xFF]))
+            tampered.append(target)
+        return digest
+
+    monkeypatch.setattr(copies.SnapshotCopies, "_mac", hashed_then_written)
+    pool = DuckPool(folder, "key", hot_budget_bytes=int(one * 1.5))  # room for one copy, not two
+    try:
+        assert pool.source(str(first), first.stat().st_size) is None  # the build starts
+        deadline = time.monotonic() + 60
+        while str(first) in pool._loading:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        assert tampered
+        if str(first) in pool._hot:  # attached: it must be the checked bytes
+            assert pool.copies._intact(copy, str(first)), "a copy changed after its hash was attached"
+            _hot(pool, second)  # the budget detaches first
+        clock = pool._unfit.clock
+        pool._unfit.clock = lambda: clock() + copies.COPY_RETRY_SECONDS  # if it failed: a minute later
+        _hot(pool, first)  # attached again
+        assert pool.copies._intact(copy, str(first)), "an unchecked copy was attached"
+        assert _rows(pool, first, _hot(pool, first)) == _rows(pool, first, None)
+    finally:
+        pool.close()
+
+
 def test_workers_of_a_host_build_one_copy_and_share_it(folder: Path) -> None:
     """Two pools (a host's workers) ask for the same snapshot at once: one builds, the other
     waits for it and attaches the same file."""
