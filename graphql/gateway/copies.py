@@ -147,10 +147,12 @@ class SnapshotCopies:
                 self._trusted[snapshot] = stat
                 return copy
             self._trusted.pop(snapshot, None)
-            self._build(copy, snapshot, source_sql, unchanged, closing, building)
-            built = file_stat(str(copy))  # after the rename, which moves the ctime
-            if built is not None:
-                self._trusted[snapshot] = built
+            hashed = self._build(copy, snapshot, source_sql, unchanged, closing, building)
+            built = file_stat(str(copy))
+            # The rename moves only the ctime: a copy written to after its hash is checked as found.
+            if built is None or (built[:3] != hashed[:3] and not self._intact(copy, snapshot)):
+                raise OSError(f"the copy of {snapshot} changed after it was hashed")
+            self._trusted[snapshot] = built
         self.sweep()
         return copy
 
@@ -201,10 +203,10 @@ class SnapshotCopies:
         unchanged: Callable[[], bool],
         closing: Callable[[], bool],
         building: Callable[[duckdb.DuckDBPyConnection | None], None],
-    ) -> None:
-        """Write the copy beside its final name, then its sidecar, then rename the copy. Whatever
-        stops it (a full disk, an interrupt) removes what it wrote: a full disk must not stay full
-        of a copy no one will use."""
+    ) -> FileStat:
+        """Write the copy beside its final name, then its sidecar, then rename the copy; returns
+        the copy's stat before it was hashed. Whatever stops it (a full disk, an interrupt) removes
+        what it wrote: a full disk must not stay full of a copy no one will use."""
         started = time.monotonic()
         partial = copy.with_name(f"{copy.name}.partial")
         _remove(_unfinished(copy))  # a build that died: this process holds the lock now
@@ -214,7 +216,10 @@ class SnapshotCopies:
                 raise SnapshotChanged("the snapshot file changed after its check")
             with partial.open("rb") as handle:
                 os.fsync(handle.fileno())
-            size = partial.stat().st_size
+            hashed = file_stat(str(partial))
+            if hashed is None:
+                raise OSError(f"the copy of {snapshot} vanished while it was built")
+            size = hashed[0]
             stated = {"snapshot": snapshot, "bytes": size, "mac": self._mac(partial, snapshot)}
             sidecar = copy.with_name(f"{copy.stem}.json.partial")
             sidecar.write_text(json.dumps(stated))
@@ -225,6 +230,7 @@ class SnapshotCopies:
             raise
         took = time.monotonic() - started
         log.info("snapshot copy of %s built: %d MiB in %.1f s", snapshot, size >> 20, took)
+        return hashed
 
     def _write(
         self,
