@@ -590,6 +590,43 @@ def test_a_copy_damaged_while_attached_gives_way_to_the_file(folder: Path, damag
         pool.close()
 
 
+def _flip_in_place(copy: Path) -> None:
+    size = copy.stat().st_size
+    with copy.open("r+b") as handle:
+        for offset in range(size // 4, size // 3, 4096):
+            handle.seek(offset)
+            byte = handle.read(1)
+            handle.seek(offset)
+            handle.write(bytes([byte[0] ^ 0xFF]))
+
+
+def test_a_copy_that_fails_its_queries_again_after_each_retry_waits_twice_as_long_each_time(
+    folder: Path,
+) -> None:
+    """Lasting fault: every copy of a snapshot is damaged soon after it is attached (a failing disk
+    region). Each failure in a row must double the wait (copies.Backoff), as for a build that
+    fails: attaching a copy that then fails its first query is not a success. Else the process
+    rebuilds (or hashes) the copy every minute for as long as the fault lasts."""
+    path = _snapshot(folder, "failing", 200_000)
+    pool = DuckPool(folder, "key", hot_budget_bytes=1 << 30)
+    clock, later = pool._unfit.clock, [0.0]
+    pool._unfit.clock = lambda: clock() + later[0]
+    try:
+        table = _hot(pool, path)
+        for waited in (60.0, 120.0):  # the wait after the first and the second failure
+            _flip_in_place(_copy(folder, path))
+            assert _rows(pool, path, table) == _rows(pool, path, None)  # given up: read from the file
+            later[0] += waited - 1
+            assert pool.source(str(path), path.stat().st_size) is None and pool._unfit.waiting(str(path))
+            later[0] += 1
+            deadline = time.monotonic() + 60
+            while (table := pool.source(str(path), path.stat().st_size)) is None:  # tried again
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
+    finally:
+        pool.close()
+
+
 def _assert_a_later_copy_answers_like_the_file(folder: Path, path: Path) -> None:
     """A later worker's copy of `path` (the one on disk, or rebuilt) holds the file's rows."""
     later = DuckPool(folder, "key", hot_budget_bytes=1 << 30)
