@@ -71,8 +71,10 @@ class SnapshotChanged(Exception):
 class Backoff:
     """The snapshots (by path) whose copy failed in this process, and when each may be tried again:
     `first` seconds after its first failure, twice as long after each further one in a row, at
-    most `most`. `path in backoff` while it has no copy since its last failure. Not locked: the
-    pool calls it under its own lock."""
+    most `most`. A copy attached again is on trial: one that fails before it has served as long as
+    its last wait (damaged again, its queries fail again) continues the run, so a lasting fault
+    does not cost a rebuild per `first` seconds. `path in backoff` while it has no copy since its
+    last failure. Not locked: the pool calls it under its own lock."""
 
     def __init__(
         self,
@@ -82,12 +84,17 @@ class Backoff:
     ) -> None:
         self.first, self.most, self.clock = first, most, clock
         self._failed: dict[str, tuple[float, int]] = {}  # path -> (may try again at, failures)
+        self._trial: dict[str, tuple[float, int]] = {}  # path -> (trial over at, failures)
 
     def failed(self, path: str) -> float:
         """Record a failure of `path`'s copy; returns the seconds until it may be tried again."""
-        failures = self._failed.get(path, (0.0, 0))[1] + 1
-        wait = min(self.first * 2 ** (failures - 1), self.most)
-        self._failed[path] = (self.clock() + wait, failures)
+        now = self.clock()
+        failures = self._failed.get(path, (0.0, 0))[1]
+        trial = self._trial.pop(path, None)
+        if trial is not None and now < trial[0]:
+            failures = trial[1]
+        wait = self._wait(failures + 1)
+        self._failed[path] = (now + wait, failures + 1)
         return wait
 
     def waiting(self, path: str) -> bool:
@@ -96,7 +103,13 @@ class Backoff:
         return failed is not None and self.clock() < failed[0]
 
     def succeeded(self, path: str) -> None:
-        self._failed.pop(path, None)
+        """`path`'s copy is attached: on trial for as long as its last wait."""
+        failed = self._failed.pop(path, None)
+        if failed is not None:
+            self._trial[path] = (self.clock() + self._wait(failed[1]), failed[1])
+
+    def _wait(self, failures: int) -> float:
+        return min(self.first * 2 ** (failures - 1), self.most)
 
     def __contains__(self, path: object) -> bool:
         return path in self._failed

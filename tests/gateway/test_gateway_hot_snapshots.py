@@ -507,7 +507,8 @@ def test_a_copies_folder_that_cannot_be_made_leaves_the_gateway_answering_from_f
 
 
 def test_a_failed_copy_is_tried_again_after_a_wait_that_doubles_up_to_an_hour() -> None:
-    """`copies.Backoff` as a table: (failures in a row) -> the wait before the next try."""
+    """`copies.Backoff` as a table: (failures in a row) -> the wait before the next try; a copy
+    attached again and failing before it served as long as its last wait continues the run."""
     now = [1000.0]
     backoff = copies.Backoff(60, 3600, clock=lambda: now[0])
     assert "p" not in backoff and not backoff.waiting("p")
@@ -518,8 +519,14 @@ def test_a_failed_copy_is_tried_again_after_a_wait_that_doubles_up_to_an_hour() 
     assert backoff.waiting("p")
     now[0] += 1
     assert not backoff.waiting("p") and "p" in backoff  # may be tried; still read from its file
+    backoff.succeeded("p")  # attached: on trial for its last wait (an hour)
+    assert "p" not in backoff and not backoff.waiting("p")
+    now[0] += 3599
+    assert backoff.failed("p") == 3600  # failed again on trial: the run goes on
+    now[0] += 3600
     backoff.succeeded("p")
-    assert "p" not in backoff and backoff.failed("p") == 60  # a new run of failures starts over
+    now[0] += 3600
+    assert backoff.failed("p") == 60  # served as long as its last wait: a new run starts over
 
 
 def test_a_copy_that_failed_for_a_passing_reason_is_built_once_its_wait_is_over(folder: Path) -> None:
@@ -609,16 +616,16 @@ def test_a_copy_that_fails_its_queries_again_after_each_retry_waits_twice_as_lon
     rebuilds (or hashes) the copy every minute for as long as the fault lasts."""
     path = _snapshot(folder, "failing", 200_000)
     pool = DuckPool(folder, "key", hot_budget_bytes=1 << 30)
-    clock, later = pool._unfit.clock, [0.0]
-    pool._unfit.clock = lambda: clock() + later[0]
+    now = [pool._unfit.clock()]
+    pool._unfit.clock = lambda: now[0]  # stands still but when moved below
     try:
         table = _hot(pool, path)
         for waited in (60.0, 120.0):  # the wait after the first and the second failure
             _flip_in_place(_copy(folder, path))
             assert _rows(pool, path, table) == _rows(pool, path, None)  # given up: read from the file
-            later[0] += waited - 1
+            now[0] += waited - 1
             assert pool.source(str(path), path.stat().st_size) is None and pool._unfit.waiting(str(path))
-            later[0] += 1
+            now[0] += 1
             deadline = time.monotonic() + 60
             while (table := pool.source(str(path), path.stat().st_size)) is None:  # tried again
                 assert time.monotonic() < deadline
