@@ -27,6 +27,8 @@ Guarantees:
   again after `COPY_RETRY_SECONDS`, doubling with each failure in a row up to
   `COPY_RETRY_MAX_SECONDS` (`Backoff`): a passing fault does not cost the speed-up until a restart,
   and a lasting one does not cost a build per read.
+- **The service's alone.** A copy holds what its snapshot holds, personal data among them: it is
+  written 0600 in a folder made 0700, whatever the umask.
 - **No garbage kept.** A build that fails (a full disk, an interrupt) removes what it wrote; copies
   of snapshots whose file is gone (retention) and what a killed build left are removed by the next
   build on the host (their empty lock files stay).
@@ -151,7 +153,7 @@ class SnapshotCopies:
         `closing()` true stops the wait or build (CopyInterrupted); `building` is told the
         builder's connection (so a closing pool can interrupt it), then None. Raises duckdb.Error
         or OSError if the copy cannot be built (the caller reads the file)."""
-        self.folder.mkdir(parents=True, exist_ok=True)
+        self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)  # copies hold what snapshots hold
         name = copy_name(snapshot)
         copy = self.folder / f"{name}.duckdb"
         with self._locked(name, closing):
@@ -225,6 +227,7 @@ class SnapshotCopies:
         _remove(_unfinished(copy))  # a build that died: this process holds the lock now
         try:
             self._write(partial, source_sql, closing, building)
+            os.chmod(partial, 0o600)  # the snapshot's rows, personal data among them: the service's alone
             if not unchanged():  # swapped (and maybe put back later): its rows are not the checked ones
                 raise SnapshotChanged("the snapshot file changed after its check")
             with partial.open("rb") as handle:

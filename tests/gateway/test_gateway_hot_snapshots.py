@@ -219,6 +219,19 @@ def test_a_copy_written_to_after_its_build_hashed_it_is_checked_before_it_is_att
         pool.close()
 
 
+def test_a_copy_and_its_folder_are_the_services_alone_whatever_the_umask(folder: Path) -> None:
+    """A copy holds the snapshot's rows (personal data among them): readable by no other local
+    user, even under a permissive umask."""
+    path = _snapshot(folder, "private", 10_000)
+    previous = os.umask(0o002)
+    try:
+        _measured(folder, path)
+    finally:
+        os.umask(previous)
+    assert _copy(folder, path).stat().st_mode & 0o777 == 0o600
+    assert _copy(folder, path).parent.stat().st_mode & 0o777 == 0o700
+
+
 def test_workers_of_a_host_build_one_copy_and_share_it(folder: Path) -> None:
     """Two pools (a host's workers) ask for the same snapshot at once: one builds, the other
     waits for it and attaches the same file."""
