@@ -131,10 +131,7 @@ async def ensure_intact(checks: FileChecks, catalog: Catalog, snap: Snapshot) ->
     detail, fresh = await checks.problem(snap)
     if detail is None:
         if fresh and snap.broken is not None:  # restored since it was marked: lift that mark only
-            lift = functools.partial(catalog.clear_broken, snap.id, marked_at=snap.broken_at)
-            if await anyio.to_thread.run_sync(lift):
-                log.warning("snapshot %s of %s verifies again; broken mark lifted", snap.id, snap.product)
-            checks.answered(snap)
+            await _lift(checks, catalog, snap)
         return
     if fresh or snap.id in checks.unrecorded:
         log.error("snapshot %s of %s is not served: %s (file %s)", snap.id, snap.product, detail, snap.path)
@@ -147,6 +144,23 @@ async def ensure_intact(checks: FileChecks, catalog: Catalog, snap: Snapshot) ->
     raise GovernedError(
         f"{snap.product} cannot be served right now: its data failed an integrity check.", UNAVAILABLE
     )
+
+
+async def _lift(checks: FileChecks, catalog: Catalog, snap: Snapshot) -> None:
+    """Lift the mark `snap` shows, its file having just hashed intact. If the store refuses the
+    write, the file is still served (a fresh hash vouches for it) and the mark stays unanswered:
+    the next read hashes again and retries the lift, and `/readyz` fails while the mark stands."""
+    lift = functools.partial(catalog.clear_broken, snap.id, marked_at=snap.broken_at)
+    try:
+        lifted = await anyio.to_thread.run_sync(lift)
+    except Exception:
+        log.exception(
+            "snapshot %s of %s verifies again, but its broken mark could not be lifted", snap.id, snap.product
+        )
+        return
+    if lifted:
+        log.warning("snapshot %s of %s verifies again; broken mark lifted", snap.id, snap.product)
+    checks.answered(snap)
 
 
 def snapshots_check(catalog: Catalog, checks: FileChecks) -> CheckResult:

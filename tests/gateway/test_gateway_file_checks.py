@@ -167,6 +167,30 @@ def test_a_mark_whose_lifting_read_was_cancelled_is_lifted_by_the_next_read(
     assert _view(catalog, snap.id).broken is None
 
 
+def test_an_intact_file_is_served_when_its_mark_cannot_be_lifted_and_the_lift_is_retried(
+    tmp_path: Path, metadata_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Fault: the store refuses the write that lifts a mark (locked, read-only, down) just after a
+    fresh hash found the file intact. The read is served (the hash vouches for the file), not
+    failed as an internal error; the failure is logged; the mark is not taken as answered, so the
+    next read hashes again and lifts it once the store accepts writes."""
+    catalog, snap = _catalogued(tmp_path, metadata_url)
+    catalog.mark_broken(snap.id, PROBLEM, "civicmesh snapshots verify")
+    checks, marked = FileChecks(retry_seconds=0), _view(catalog, snap.id)
+    lift = catalog.clear_broken
+
+    def refused(*args: object, **kwargs: object) -> bool:
+        raise OSError("database is locked")
+
+    monkeypatch.setattr(catalog, "clear_broken", refused)
+    with caplog.at_level(logging.ERROR, logger="gateway.integrity"):
+        asyncio.run(ensure_intact(checks, catalog, marked))  # served: no exception
+    assert "could not be lifted" in caplog.text and _view(catalog, snap.id).broken == PROBLEM
+    monkeypatch.setattr(catalog, "clear_broken", lift)
+    asyncio.run(ensure_intact(checks, catalog, marked))
+    assert _view(catalog, snap.id).broken is None and checks.hashed.total() == 2
+
+
 def test_a_mark_left_standing_and_found_again_by_verify_is_refused(tmp_path: Path, metadata_url: str) -> None:
     """The file verified here while the mark stood, then failed again the same way: `snapshots
     verify` finds the mark it would make already there, so the mark keeps its time. Never served."""
