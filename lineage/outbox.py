@@ -118,6 +118,9 @@ def recorded_before(conn: Connection, cutoff: datetime) -> int:
     return int(conn.execute(newest_before(cutoff)).scalar() or 0)
 
 
+_SERVER_DATED = {"created_at": func.clock_timestamp()}  # one expression: its plan key is rendered once
+
+
 def _insert(conn: Connection, rows: list[dict[str, Any]]) -> None:
     """Insert prepared outbox rows. On PostgreSQL each is dated by the server's clock as it is
     inserted, not by its writer's (`prepare`): the visibility lag compares those dates with the
@@ -128,7 +131,7 @@ def _insert(conn: Connection, rows: list[dict[str, Any]]) -> None:
         insert_rows(conn, outbox_table, rows)
         return
     undated = [{k: v for k, v in row.items() if k != "created_at"} for row in rows]
-    insert_rows(conn, outbox_table, undated, {"created_at": func.clock_timestamp()})
+    insert_rows(conn, outbox_table, undated, _SERVER_DATED)
 
 
 # Who may still hold an uncommitted seq: every transaction that wrote to the outbox holds its
