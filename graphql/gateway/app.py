@@ -198,7 +198,7 @@ class Gateway:
             return await self.recorder.finish(ctx, response, list(hit.touches), None)
         setattr(request.state, CONTEXT_KEY, ctx)
         try:
-            response = await view.run(request, context=ctx)  # type: ignore[call-overload]  # Strawberry's view.run stub omits `context`
+            response = await view.answer_plain(request, ctx) or await view.run(request, context=ctx)  # type: ignore[call-overload]  # Strawberry's view.run stub omits `context`
         except HTTPException as exc:  # malformed HTTP-level request (content type, JSON, method)
             raise GovernedError(exc.reason, errors.BAD_USER_INPUT, status=exc.status_code) from None
         request_error = ctx.error_codes[0] if ctx.error_codes else None

@@ -7,7 +7,7 @@ it — and then applied in SQL (row filter as bound parameters, masks as express
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -46,19 +46,25 @@ def wanted_from(info: Any, column_by_field: Mapping[str, str]) -> Wanted:
     whose selections merge (GraphQL spec §5.3.2), so both sets of columns are read; a column that
     `@skip`/`@include` leave out is not (`selection.py`)."""
     fields = selected(info)
-    names = {field.name for field in fields}
+    below_nodes = [sub.name for field in fields if field.name == "nodes" for sub in below(info, field)]
+    return wanted([field.name for field in fields], below_nodes, column_by_field)
+
+
+def wanted(names: Iterable[str], below_nodes: Iterable[str], column_by_field: Mapping[str, str]) -> Wanted:
+    """The `Wanted` of a rows field whose selection names the fields `names` and, under `nodes`,
+    the row fields `below_nodes` (GraphQL field names, in the order written): the columns in that
+    order, each once."""
     columns: list[str] = []
-    for field in fields:
-        if field.name == "nodes":
-            for sub in below(info, field):
-                column = column_by_field.get(sub.name)
-                if column is not None and column not in columns:
-                    columns.append(column)
+    for name in below_nodes:
+        column = column_by_field.get(name)
+        if column is not None and column not in columns:
+            columns.append(column)
+    selected_names = set(names)
     return Wanted(
         columns=columns,
-        nodes="nodes" in names,
-        total_count="totalCount" in names,
-        page_info="pageInfo" in names,
+        nodes="nodes" in selected_names,
+        total_count="totalCount" in selected_names,
+        page_info="pageInfo" in selected_names,
     )
 
 

@@ -26,7 +26,9 @@ from strawberry.extensions import (
 from strawberry.extensions.disable_introspection import DisableIntrospection
 from strawberry.schema.config import StrawberryConfig
 from strawberry.tools import create_type
+from strawberry.types import ExecutionResult
 from strawberry.types.field import StrawberryField
+from strawberry.types.graphql import OperationType
 
 from gateway import plain_arguments
 from gateway import types as t
@@ -34,14 +36,15 @@ from gateway.access_fields import AccessMutation, AccessRequestQuery
 from gateway.aggregates_schema import aggregate_field
 from gateway.audit_fields import AuditQuery
 from gateway.catalog_fields import CatalogQuery
+from gateway.compiled import Plans, RowsField
 from gateway.context import CatalogState, RequestContext
 from gateway.errors import MASKED_MESSAGE, bad_input, should_mask
 from gateway.fastrows import execution_context_for
-from gateway.limits import MAX_TOKENS, CheapLimits
+from gateway.limits import MAX_TOKENS, CheapLimits, parsed
 from gateway.lineage_fields import LineageQuery
 from gateway.naming import camel, pascal, valid
 from gateway.query import BIGINT, BOOL, DATE, DATETIME, FLOAT, INT, OPERATORS, STRING, type_kind
-from gateway.reads import read_page, wanted_from
+from gateway.reads import Wanted, read_page, wanted_from
 from gateway.visibility import CallerSchemas, scrub_suggestions
 from meshcore.catalog import CatalogEntry
 from meshcore.products import ColumnSpec, ProductSpec
@@ -50,6 +53,7 @@ log = logging.getLogger(__name__)
 
 MAX_DEPTH = 10
 MAX_ALIASES = 30
+_MASK_ERRORS = functools.partial(MaskErrors, should_mask_error=should_mask, error_message=MASKED_MESSAGE)
 
 _SCALARS: dict[str, tuple[Any, Any]] = {  # kind -> (output type, filter input)
     STRING: (str, t.StringFilter),
@@ -220,6 +224,33 @@ def _read_signature(where_type: Any, order_type: Any, connection: Any) -> inspec
     )
 
 
+async def read_rows(
+    name: str,
+    read: ProductInputs,
+    ctx: RequestContext,
+    wanted: Wanted,
+    where: dict[str, Any] | None = None,
+    order_by: list[dict[str, Any]] | None = None,
+    first: int | None = None,
+    after: str | None = None,
+    as_of: dt.datetime | None = None,
+) -> dict[str, Any]:
+    """The rows field of product `name` (arguments by Python name, as `plain_arguments` gives
+    them): its resolver and the compiled path (`compiled.py`) both read through this."""
+    current = ctx.state.entries[name]
+    return await read_page(ctx, current, wanted, read.where(where), read.order(order_by), first, after, as_of)
+
+
+def _rows_fields(inputs: dict[str, ProductInputs]) -> dict[tuple[str, str], RowsField]:
+    """(department type, field name) -> the rows field of each product, for compiled reads."""
+    return {
+        (read.department_type, read.field_name): RowsField(
+            functools.partial(read_rows, name, read), {camel(c.name): c.name for c in read.columns}
+        )
+        for name, read in inputs.items()
+    }
+
+
 def _product_fields(
     entry: CatalogEntry, row_types: list[str], inputs: dict[str, ProductInputs]
 ) -> list[StrawberryField]:
@@ -246,18 +277,8 @@ def _product_fields(
         after: str | None = None,
         as_of: dt.datetime | None = None,
     ) -> Any:
-        ctx: RequestContext = info.context
-        current = ctx.state.entries[name]
-        return await read_page(
-            ctx,
-            current,
-            wanted_from(info, column_by_field),
-            read.where(where),
-            read.order(order_by),
-            first,
-            after,
-            as_of,
-        )
+        wanted = wanted_from(info, column_by_field)
+        return await read_rows(name, read, info.context, wanted, where, order_by, first, after, as_of)
 
     resolve.__name__ = f"resolve_{spec.department}__{spec.product}"
     resolve.__signature__ = _read_signature(where_type, order_type, connection)  # type: ignore[attr-defined]
@@ -314,16 +335,39 @@ class GatewaySchema(strawberry.Schema):
 
     callers: CallerSchemas | None = None
     product_inputs: dict[str, ProductInputs]  # product name -> its rows field's arguments
+    plans: Plans  # compiled reads of this schema (compiled.py)
 
     def process_errors(self, errors: list[Any], execution_context: Any = None) -> None:
-        # Governed errors and invalid queries are the caller's business, not the operator's: only
-        # internal failures are logged (with their traceback), and only here, never to the caller.
-        request_id = getattr(getattr(execution_context, "context", None), "request_id", None)
-        for error in errors:
-            if should_mask(error):
-                log.error(
-                    "internal error in a resolver (request %s)", request_id, exc_info=error.original_error
-                )
+        _log_internal(errors, getattr(execution_context, "context", None))
+
+    async def _execute_here(
+        self,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Any:
+        """This schema's answer: a compiled read when the document has one (compiled.py), else
+        Strawberry's execution, after which a document that ran clean is compiled."""
+        query, variables, context, root, operation_name = args
+        allowed = kwargs["allowed_operation_types"]
+        plain = (
+            root is None
+            and not kwargs["operation_extensions"]
+            and isinstance(query, str)
+            and (allowed is None or OperationType.QUERY in allowed)
+        )
+        plan = self.plans.get(query, operation_name) if plain else None
+        answer = await plan.run(self._schema, context, variables) if plan is not None else None
+        if answer is not None:
+            data, errors = answer
+            if errors:
+                _log_internal(errors, context)
+                errors = _MASK_ERRORS()._process_errors(errors)
+            return ExecutionResult(data=data, errors=errors or None, extensions={})
+        result = await super().execute(*args, **kwargs)
+        document = parsed(query) if plain and not result.errors and result.data is not None else None
+        if document is not None:
+            self.plans.learn(self._schema, query, operation_name, document)
+        return result
 
     async def execute(
         self,
@@ -343,7 +387,7 @@ class GatewaySchema(strawberry.Schema):
         callers = self.callers
         target = self if callers is None else await callers.schema_for(context_value)
         if target is self:
-            result = await super().execute(*args, **kwargs)
+            result = await self._execute_here(args, kwargs)
         else:
             result = await target.execute(*args, **kwargs)
         scrub_suggestions(result.errors)
@@ -392,6 +436,15 @@ class GatewaySchema(strawberry.Schema):
         return result
 
 
+def _log_internal(errors: list[Any], ctx: Any) -> None:
+    """Governed errors and invalid queries are the caller's business, not the operator's: only
+    internal failures are logged (with their traceback), and only here, never to the caller."""
+    request_id = getattr(ctx, "request_id", None)
+    for error in errors:
+        if should_mask(error):
+            log.error("internal error in a resolver (request %s)", request_id, exc_info=error.original_error)
+
+
 def _default_resolver(obj: Any, name: str) -> Any:
     return obj.get(name) if type(obj) is dict else getattr(obj, name)
 
@@ -425,7 +478,7 @@ def _build_one(state: CatalogState, demo_mode: bool) -> GatewaySchema:
         functools.partial(MaxTokensLimiter, max_token_count=MAX_TOKENS),
         functools.partial(QueryDepthLimiter, max_depth=MAX_DEPTH),
         functools.partial(MaxAliasesLimiter, max_alias_count=MAX_ALIASES),
-        functools.partial(MaskErrors, should_mask_error=should_mask, error_message=MASKED_MESSAGE),
+        _MASK_ERRORS,
     ]
     if not demo_mode:
         extensions.append(DisableIntrospection)
@@ -439,6 +492,7 @@ def _build_one(state: CatalogState, demo_mode: bool) -> GatewaySchema:
     _fast_row_fields(schema, row_types)
     plain_arguments.install(schema, _read_fields(inputs), strawberry.Info)
     schema.product_inputs = inputs
+    schema.plans = Plans(_rows_fields(inputs))
     return schema
 
 

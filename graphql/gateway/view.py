@@ -11,14 +11,21 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from strawberry.asgi import GraphQL
+from strawberry.exceptions import MissingQueryError
 from strawberry.http import GraphQLHTTPResponse
+from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 from strawberry.types import ExecutionResult
+from strawberry.types.graphql import OperationType
 
 from gateway import ide
 from gateway.context import RequestContext
 from gateway.errors import INTERNAL, error_code
 
 CONTEXT_KEY = "civicmesh_context"
+_PLAIN_KEYS = frozenset({"query", "variables", "operationName", "extensions"})
+_OBJECT_OR_NULL = (dict, type(None))
+_TEXTS = (str, type(None))
+_POST_OPERATIONS = OperationType.from_http("POST")
 
 
 class GatewayView(GraphQL):
@@ -46,6 +53,40 @@ class GatewayView(GraphQL):
 
     async def process_result(self, request: Request, result: ExecutionResult) -> GraphQLHTTPResponse:
         return response_body(result, getattr(request.state, CONTEXT_KEY, None))
+
+    async def answer_plain(self, request: Request, ctx: RequestContext) -> Response | None:
+        """The answer `run` gives a plain JSON POST (what nearly every client sends: content type
+        exactly `application/json`, one operation as `query`, `variables` and `operationName`),
+        without Strawberry's HTTP layer: the body as the pipeline parsed it (`ctx.payload`), the
+        same execution and the same response. None for any other request, and for one Strawberry
+        refuses before executing it (no operation, an operation name not in the document, an
+        operation type POST does not allow): `run` answers those, with nothing done twice but a
+        cached parse (~0.3 ms of event-loop CPU per request saved, issue 16)."""
+        payload = ctx.payload
+        if request.method != "POST" or request.headers.get("content-type") != "application/json":
+            return None
+        if (
+            type(payload) is not dict
+            or not payload.keys() <= _PLAIN_KEYS
+            or payload.get("extensions") is not None
+        ):
+            return None
+        query, variables, name = payload.get("query"), payload.get("variables"), payload.get("operationName")
+        if type(query) is not str or type(variables) not in _OBJECT_OR_NULL or type(name) not in _TEXTS:
+            return None
+        if self._get_stream_transport_from_headers(request.headers) is not None:
+            return None
+        try:
+            result = await self.schema.execute(
+                query,
+                variable_values=variables,
+                context_value=ctx,
+                operation_name=name,
+                allowed_operation_types=_POST_OPERATIONS,
+            )
+        except (CannotGetOperationTypeError, InvalidOperationTypeError, MissingQueryError):
+            return None
+        return Response(self.encode_json(response_body(result, ctx)), media_type="application/json")
 
 
 def response_body(result: ExecutionResult, ctx: RequestContext | None) -> GraphQLHTTPResponse:

@@ -1,0 +1,283 @@
+"""Compiled reads (`gateway/compiled.py`) answer exactly as the full path does.
+
+Each document runs twice on one in-process gateway with the same variables: the first run takes
+Strawberry's execution (and compiles the document if it ran clean), the second the compiled plan.
+The two answers and the two access-log records must be equal, errors included: a read refused by
+the product (limits, bad cursors, masked columns in `where`), variables that fail coercion (the plan
+hands those back to the full path), and a value its scalar cannot serialise (graphql-core completes
+it and locates the error). Documents outside the compiled form never get a plan.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+import pytest
+
+from gateway.app import Gateway
+from gateway.auth import Principal
+from gateway.compiled import ReadPlan
+from gateway.view import GatewayView
+from meshcore.accesslog import AccessLog, decode_row
+from meshcore.products import ColumnSpec, ProductSpec
+from meshcore.settings import Settings
+from meshcore.store import dispose, get_engine
+
+pytestmark = pytest.mark.timeout(300)
+
+ROWS = """
+query Rows($where: PublicWorksServiceRequestsWhere, $first: Int, $after: String) {
+  publicWorks {
+    serviceRequests(where: $where, orderBy: [{createdAt: DESC}], first: $first, after: $after) {
+      totalCount
+      nodes { requestId createdAt closedOn district priority responseHours requesterName address }
+      pageInfo { hasNextPage endCursor }
+      snapshot { id publishedAt rowCount }
+    }
+  }
+}"""
+ALIASED = """
+query Aliased($first: Int) {
+  pw: publicWorks {
+    sr: serviceRequests(first: $first, where: {category: {eq: "pothole"}}) {
+      rows: nodes { id: requestId name: requesterName id2: district }
+      page: pageInfo { more: hasNextPage }
+    }
+  }
+}"""
+PER_REQUEST = {"seq", "ts", "hash", "prev_hash", "request_id", "latency_ms", "client"}
+NAN_READINGS = ProductSpec(
+    department="environment",
+    product="nan_readings",
+    classification="public",
+    owner="erin@city.example",
+    description="Readings, one of them not a number.",
+    key="reading_id",
+    unscoped="measured city-wide: stations do not belong to one district",
+    columns=(ColumnSpec("reading_id", "integer", "Reading id"), ColumnSpec("pm25", "double", "PM2.5")),
+)
+
+
+@pytest.fixture(scope="module")
+def home(
+    tmp_path_factory: pytest.TempPathFactory, gateway_home: Any, publish_product: Any
+) -> Iterator[Settings]:
+    path = tmp_path_factory.mktemp("compiled")
+    url = f"sqlite:///{path / 'metadata.db'}"
+    settings = gateway_home(path, url)
+    publish_product(
+        settings,
+        NAN_READINGS,
+        "SELECT CAST(i AS INTEGER) AS reading_id, CASE WHEN i = 1 THEN 'nan'::DOUBLE ELSE i END AS pm25 "
+        "FROM range(3) t(i)",
+    )
+    yield settings
+    dispose(url)
+
+
+@pytest.fixture
+def gateway(home: Settings) -> Iterator[Gateway]:
+    gw = Gateway(home)
+    yield gw
+    gw.close()
+
+
+def _observe(monkeypatch: pytest.MonkeyPatch, owner: type, name: str) -> list[bool]:
+    """One entry per call of the coroutine method `owner.name`: whether it answered (not None)."""
+    answered: list[bool] = []
+    method = getattr(owner, name)
+
+    async def observed(self: Any, *args: Any) -> Any:
+        answer = await method(self, *args)
+        answered.append(answer is not None)
+        return answer
+
+    monkeypatch.setattr(owner, name, observed)
+    return answered
+
+
+@pytest.fixture
+def compiled(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """One entry per request given a plan: True when the plan answered it."""
+    return _observe(monkeypatch, ReadPlan, "run")
+
+
+def _run(gateway: Gateway, user: str, query: str, variables: dict[str, Any] | None, rid: str) -> Any:
+    principal = Principal(subject=user, claims={"sub": user})
+    return asyncio.run(gateway.execute(principal, query, variables, request_id=rid, client="10.0.0.9"))
+
+
+def _record(settings: Settings, request_id: str) -> list[dict[str, Any]]:
+    rows = [
+        decode_row(r)
+        for r in AccessLog(get_engine(settings.metadata_url)).rows()
+        if r["request_id"] == request_id
+    ]
+    return [{k: v for k, v in row.items() if k not in PER_REQUEST} for row in rows]
+
+
+def _without_request_id(body: dict[str, Any]) -> dict[str, Any]:
+    """The body with each internal error's `requestId` (the key to that request's log) left out."""
+    errors = [
+        {**e, "extensions": {k: v for k, v in e["extensions"].items() if k != "requestId"}}
+        for e in body.get("errors", ())
+    ]
+    return {**body, "errors": errors} if errors else body
+
+
+def _twice(home: Settings, gateway: Gateway, user: str, query: str, variables: Any, name: str) -> Any:
+    """The answer of the full path, after checking the next run of the same request equals it."""
+    first = _run(gateway, user, query, variables, f"{name}-1")
+    second = _run(gateway, user, query, variables, f"{name}-2")
+    assert _without_request_id(second) == _without_request_id(first)
+    assert _record(home, f"{name}-2") == _record(home, f"{name}-1") != []
+    return first
+
+
+@pytest.mark.parametrize("user", ["alice", "bob", "dana"])
+def test_a_page_with_masks_and_row_scope_is_answered_alike(
+    home: Settings, gateway: Gateway, compiled: list[bool], user: str
+) -> None:
+    variables = {"where": {"priority": {"gte": 2}}, "first": 4}
+    body = _twice(home, gateway, user, ROWS, variables, f"page-{user}")
+    assert compiled == [True]
+    connection = body["data"]["publicWorks"]["serviceRequests"]
+    assert len(connection["nodes"]) == 4 and connection["pageInfo"]["hasNextPage"] is True
+    assert "governance" in body["extensions"]
+    after = {**variables, "after": connection["pageInfo"]["endCursor"]}
+    next_page = _twice(home, gateway, user, ROWS, after, f"next-{user}")
+    assert compiled == [True, True, True]  # the first page's plan, also for its next page
+    next_ids = {n["requestId"] for n in next_page["data"]["publicWorks"]["serviceRequests"]["nodes"]}
+    assert next_ids and not next_ids & {n["requestId"] for n in connection["nodes"]}
+
+
+def test_aliases_and_literals_are_answered_alike(
+    home: Settings, gateway: Gateway, compiled: list[bool]
+) -> None:
+    body = _twice(home, gateway, "bob", ALIASED, {"first": 3}, "aliased")
+    assert compiled == [True]
+    rows = body["data"]["pw"]["sr"]["rows"]
+    assert (
+        len(rows) == 3 and set(rows[0]) == {"id", "name", "id2"} and body["data"]["pw"]["sr"]["page"]["more"]
+    )
+
+
+@pytest.mark.parametrize(
+    ("variables", "code", "by_plan"),
+    [
+        ({"first": 5000}, "LIMIT_EXCEEDED", True),  # refused by the read
+        ({"first": -1}, "BAD_USER_INPUT", True),
+        ({"after": "not-a-cursor"}, "BAD_USER_INPUT", True),
+        ({"where": {"requesterName": {"eq": "Person 7"}}}, "BAD_USER_INPUT", True),  # masked for bob
+        ({"first": "five"}, "BAD_USER_INPUT", False),  # fails coercion: the plan hands it back
+        ({"where": {"nope": {"eq": 1}}}, "BAD_USER_INPUT", False),
+    ],
+)
+def test_errors_are_the_full_paths_errors(
+    home: Settings,
+    gateway: Gateway,
+    compiled: list[bool],
+    variables: dict[str, Any],
+    code: str,
+    by_plan: bool,
+) -> None:
+    _twice(home, gateway, "bob", ROWS, {"first": 1}, f"clean-{code}-{sorted(variables)}")  # compiles it
+    body = _twice(home, gateway, "bob", ROWS, variables, f"error-{code}-{sorted(variables)}")
+    assert compiled == [True, by_plan, by_plan]
+    assert [e["extensions"]["code"] for e in body["errors"]] == [code]
+
+
+def test_coercion_errors_take_the_full_path(home: Settings, gateway: Gateway, compiled: list[bool]) -> None:
+    _twice(home, gateway, "bob", ROWS, {"first": 1}, "coerce-clean")
+    body = _run(gateway, "bob", ROWS, {"first": "five"}, "coerce-bad")
+    assert compiled[-1] is False  # handed back before any read
+    assert body["data"] is None and body["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+
+
+def test_a_value_its_scalar_cannot_serialise_is_located_by_graphql_core(
+    home: Settings, gateway: Gateway, compiled: list[bool]
+) -> None:
+    query = "query N($first: Int) { environment { nanReadings(first: $first) { nodes { readingId pm25 } } } }"
+    clean = _twice(home, gateway, "bob", query, {"first": 1}, "nan-clean")
+    assert clean["data"]["environment"]["nanReadings"]["nodes"] == [{"readingId": 0, "pm25": 0.0}]
+    body = _twice(home, gateway, "bob", query, {"first": 3}, "nan")
+    assert compiled == [True, True, True]
+    nodes = body["data"]["environment"]["nanReadings"]["nodes"]
+    assert {n["readingId"]: n["pm25"] for n in nodes} == {0: 0.0, 1: None, 2: 2.0}
+    [error] = body["errors"]  # the value is the store's fault, not the caller's: masked
+    assert error["path"] == ["environment", "nanReadings", "nodes", 1, "pm25"]
+    assert (error["message"], error["extensions"]["code"]) == ("Internal error.", "INTERNAL_SERVER_ERROR")
+    assert error["extensions"]["requestId"] == "nan-1"
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "{ publicWorks { serviceRequests(first: 1) { nodes { requestId } } } me { user } }",
+        "{ publicWorks { serviceRequests(first: 1) { nodes { requestId __typename } } } }",
+        "{ publicWorks { serviceRequests(first: 1) { nodes { ...R } } } } "
+        "fragment R on PublicWorksServiceRequestsRow { requestId }",
+        "query Q($s: Boolean!) { publicWorks { serviceRequests(first: 1) { "
+        "nodes { requestId @include(if: $s) } } } }",
+        "{ publicWorks { serviceRequestsAggregate { groups { count } } } }",
+        "{ publicWorks { serviceRequests(first: 1) { nodes { requestId } nodes { district } } } }",
+    ],
+)
+def test_documents_outside_the_compiled_form_get_no_plan(
+    home: Settings, gateway: Gateway, compiled: list[bool], query: str
+) -> None:
+    variables = {"s": True} if "$s" in query else None
+    first = _run(gateway, "bob", query, variables, "outside-1")
+    assert "errors" not in first, first
+    assert _run(gateway, "bob", query, variables, "outside-2") == first
+    assert compiled == []
+
+
+PLAIN = "application/json"
+NOT_PLAIN = "application/json; charset=utf-8"  # Strawberry's own HTTP layer answers this one
+
+
+@pytest.fixture
+def plain_answers(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """One entry per request offered to `GatewayView.answer_plain`: True when it answered."""
+    return _observe(monkeypatch, GatewayView, "answer_plain")
+
+
+@pytest.mark.parametrize(
+    ("payload", "plain"),
+    [
+        ({"query": ROWS, "variables": {"first": 2}}, True),
+        ({"query": ROWS, "variables": {"first": 2}, "operationName": "Rows"}, True),
+        ({"query": ROWS, "variables": {"first": 2}, "operationName": "Other"}, False),  # run: 400
+        ({"query": ROWS, "variables": {"first": "two"}}, True),
+        ({"query": "{ publicWorks { nope } }"}, True),
+        ({"query": "{ me { user } }", "variables": None, "operationName": None}, True),
+        ({"query": 'mutation { requestAccess(product: "x", reason: "y") { id } }'}, True),
+        ({"query": "subscription { x }"}, True),  # a validation error: no subscriptions
+        ({"query": ROWS, "extensions": {"persistedQuery": {}}}, False),
+        ({"query": None}, False),
+        ({"query": ROWS, "variables": [1]}, False),
+        ({"query": ROWS, "operationName": 7}, False),
+        ({"query": ROWS, "other": 1}, False),
+    ],
+)
+def test_a_plain_json_post_gets_strawberrys_answer(
+    server: Any, plain_answers: list[bool], payload: dict[str, Any], plain: bool
+) -> None:
+    token = f"Bearer {server.token('bob')}"
+    answers = [
+        server.client.post(
+            "/graphql", content=orjson.dumps(payload), headers={"Authorization": token, "Content-Type": kind}
+        )
+        for kind in (PLAIN, NOT_PLAIN)
+    ]
+    assert plain_answers == [plain, False] if plain else plain_answers[:1] == [False]
+    assert answers[0].status_code == answers[1].status_code
+    assert answers[0].headers["content-type"] == answers[1].headers["content-type"]
+    if answers[0].headers["content-type"] == PLAIN:
+        assert _without_request_id(answers[0].json()) == _without_request_id(answers[1].json())
+    else:
+        assert answers[0].text == answers[1].text
