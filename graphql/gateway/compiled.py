@@ -104,6 +104,7 @@ class _Object:
     fields: tuple[_Leaf | _Object, ...]
     non_null: bool
     many: bool  # a non-null list of non-null objects (the rows' `nodes`)
+    write_many: Callable[[Any], list[dict[str, Any]]] | None = None  # `_many_writer`, for rows
 
     def write(self, value: Any) -> Any:
         if value is None:
@@ -113,6 +114,8 @@ class _Object:
         if self.many:
             if type(value) is not list:
                 raise _Incomplete
+            if self.write_many is not None:
+                return self.write_many(value)
             return [self._one(item) for item in value]
         return self._one(value)
 
@@ -121,6 +124,39 @@ class _Object:
             raise _Incomplete
         get = value.get
         return {field.key: field.write(get(field.source)) for field in self.fields}
+
+
+def _many_writer(fields: tuple[_Leaf | _Object, ...]) -> Callable[[Any], list[dict[str, Any]]] | None:
+    """`_Object.write` of a list of rows, as one generated function (like `dataclasses` builds
+    `__init__`): a page is ~100 rows x ~8 columns, and a method call per cell cost ~0.3 ms of
+    event-loop CPU per request. A nullable String leaf is inlined (a `str` is its own
+    serialisation, `None` is null); every other leaf calls its `_Leaf.write`. None when a field is
+    not a leaf (the generic writer serves it). Keys and sources are written with `repr`, so no
+    name can inject code (GraphQL names are `[_A-Za-z][_0-9A-Za-z]*` in any case)."""
+    if not all(isinstance(field, _Leaf) for field in fields):
+        return None
+    namespace: dict[str, Any] = {"_Incomplete": _Incomplete}
+    cells = []
+    for n, field in enumerate(fields):
+        assert isinstance(field, _Leaf)
+        namespace[f"leaf{n}"] = field.write
+        get = f"get({field.source!r})"
+        if field.serialize is _SERIALIZE_STRING and not field.non_null:
+            cells.append(f"{field.key!r}: (v if (v := {get}) is None or type(v) is str else leaf{n}(v))")
+        else:
+            cells.append(f"{field.key!r}: leaf{n}({get})")
+    source = (
+        "def write_many(items):\n"
+        "    out = []\n"
+        "    for item in items:\n"
+        "        if type(item) is not dict:\n"
+        "            raise _Incomplete\n"
+        "        get = item.get\n"
+        f"        out.append({{{', '.join(cells)}}})\n"
+        "    return out\n"
+    )
+    exec(compile(source, "<compiled rows writer>", "exec"), namespace)  # generated from the plan above
+    return namespace["write_many"]
 
 
 @dataclass(frozen=True)
@@ -304,7 +340,8 @@ def _object_plan(node: FieldNode, definition: GraphQLField, source: str) -> _Obj
         if plan is None:
             return None
         plans.append(plan)
-    return _Object(_key(node), source, tuple(plans), non_null, many)
+    written = tuple(plans)
+    return _Object(_key(node), source, written, non_null, many, _many_writer(written) if many else None)
 
 
 def _field_plan(node: FieldNode, definition: GraphQLField, source: str) -> _Leaf | _Object | None:
