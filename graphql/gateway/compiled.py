@@ -30,8 +30,8 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from dataclasses import dataclass, replace
 from typing import Any
 
 from graphql.execution.execute import ExecutionContext
@@ -39,12 +39,15 @@ from graphql.execution.values import get_argument_values, get_variable_values
 from graphql.pyutils import Path, Undefined
 from strawberry.schema.schema_converter import GraphQLCoreConverter
 
-from gateway.limits import MAX_VARIABLE_VALUES, variable_values
+from gateway.limits import MAX_VARIABLE_VALUES, parsed_with_shape, shape_valid, variable_values
 from gateway.plain_arguments import argument_names, plain_arguments
 from gateway.reads import Wanted, wanted
+from gateway.shapes import Lexed, LiteralTypes, check_literals, lex, literal_types
 from graphql import (
+    ArgumentNode,
     DocumentNode,
     FieldNode,
+    FloatValueNode,
     GraphQLError,
     GraphQLField,
     GraphQLList,
@@ -53,10 +56,17 @@ from graphql import (
     GraphQLScalarType,
     GraphQLSchema,
     GraphQLString,
+    IntValueNode,
+    ListValueNode,
+    ObjectFieldNode,
+    ObjectValueNode,
     OperationDefinitionNode,
     OperationType,
     SelectionSetNode,
+    StringValueNode,
+    ValueNode,
     located_error,
+    parse,
 )
 
 BACKREF = GraphQLCoreConverter.DEFINITION_BACKREF
@@ -161,9 +171,15 @@ def _many_writer(fields: tuple[_Leaf | _Object, ...]) -> Callable[[Any], list[di
 
 @dataclass(frozen=True)
 class ReadPlan:
-    """One compiled document: `run` answers a request of it, or returns None (full path)."""
+    """One compiled document: `run` answers a request of it, or returns None (full path).
+
+    `literals` are the template's Int, Float and String value nodes in token order when every one
+    of them stands in the rows field's arguments and the shape fixes each one's input type
+    (`literal_types`): then a document of the same shape is answered by this plan with its own
+    literals put in their places (`run` with `lexed`)."""
 
     operation: OperationDefinitionNode
+    operation_name: str | None
     department_key: str
     department_type: GraphQLObjectType
     rows_nodes: tuple[FieldNode, ...]
@@ -172,23 +188,19 @@ class ReadPlan:
     argument_names: dict[str, str]
     wanted: Wanted
     writer: _Object
+    literals: tuple[ValueNode, ...] | None = None
+    literal_types: LiteralTypes | None = None
 
     async def run(
-        self, schema: GraphQLSchema, ctx: Any, variables: Any
+        self, schema: GraphQLSchema, ctx: Any, variables: Any, lexed: Lexed | None = None
     ) -> tuple[Any, list[GraphQLError]] | None:
-        """(data, errors) of one request, or None when its variables or arguments have errors
-        (the caller runs the full path, which reports them); nothing is read before that."""
-        if variables is not None and type(variables) is not dict:
+        """(data, errors) of one request, or None when its variables, literals or arguments have
+        errors (the caller runs the full path, which reports them): nothing is read before that.
+        `lexed`: the request's document when it is not this plan's text but of its shape."""
+        arguments = self._arguments(schema, variables, lexed)
+        if arguments is None:
             return None
-        if variables and variable_values(variables) > MAX_VARIABLE_VALUES:
-            return None
-        coerced = get_variable_values(schema, self.operation.variable_definitions or (), variables or {})
-        if isinstance(coerced, list):
-            return None
-        try:
-            raw = get_argument_values(self.rows_definition, self.rows_nodes[0], coerced)
-        except GraphQLError:
-            return None
+        coerced, raw = arguments
         path = Path(None, self.department_key, "Query").add_key(self.writer.key, self.department_type.name)
         executor: ExecutionContext | None = None
         try:
@@ -196,18 +208,68 @@ class ReadPlan:
                 ctx, self.wanted, **plain_arguments(self.rows_definition, raw, self.argument_names)
             )
         except Exception as exc:
-            executor = self._executor(schema, ctx, coerced)
-            error = located_error(exc, list(self.rows_nodes), path.as_list())
+            plan = self._located(schema, lexed)
+            executor = plan._executor(schema, ctx, coerced)
+            error = located_error(exc, list(plan.rows_nodes), path.as_list())
             executor.handle_field_error(error, self.rows_definition.type, path)
             out = None
         else:
             try:
                 out = self.writer.write(value)
             except Exception:  # graphql-core completes it and locates the error
-                executor = self._executor(schema, ctx, coerced)
-                out = self._complete(executor, value, path)
+                plan = self._located(schema, lexed)
+                executor = plan._executor(schema, ctx, coerced)
+                out = plan._complete(executor, value, path)
         data = {self.department_key: {self.writer.key: out}}
         return data, list(executor.collected_errors.errors) if executor is not None else []
+
+    def _arguments(
+        self, schema: GraphQLSchema, variables: Any, lexed: Lexed | None
+    ) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        """(coerced variables, the rows field's argument values), or None on any error."""
+        if variables is not None and type(variables) is not dict:
+            return None
+        if variables and variable_values(variables) > MAX_VARIABLE_VALUES:
+            return None
+        coerced = get_variable_values(schema, self.operation.variable_definitions or (), variables or {})
+        if isinstance(coerced, list):
+            return None
+        rows_node = self.rows_nodes[0] if lexed is None else self._with_literals(lexed)
+        if rows_node is None:
+            return None
+        try:
+            return coerced, get_argument_values(self.rows_definition, rows_node, coerced)
+        except GraphQLError:
+            return None
+
+    def _with_literals(self, lexed: Lexed) -> FieldNode | None:
+        """The rows field node with `lexed`'s literals in place of the template's, or None when
+        they fail ValuesOfCorrectType (what the full validation of that document would say)."""
+        if self.literals is None or self.literal_types is None:
+            return None
+        errors = check_literals(lexed.literals, self.literal_types)
+        if errors is None or errors:
+            return None
+        new = {id(old): node for old, node in zip(self.literals, lexed.literals, strict=True)}
+        node = self.rows_nodes[0]
+        return FieldNode(
+            alias=node.alias,
+            name=node.name,
+            arguments=tuple(_substituted(argument, new) for argument in node.arguments),
+            directives=node.directives,
+            selection_set=node.selection_set,
+            loc=node.loc,
+        )
+
+    def _located(self, schema: GraphQLSchema, lexed: Lexed | None) -> ReadPlan:
+        """The plan whose nodes carry the request's own locations, for its errors: this one, or
+        for a document of its shape, the plan of that document parsed (errors only: rare)."""
+        if lexed is None:
+            return self
+        rows = {(self.department_type.name, self.rows_nodes[0].name.value): self.rows}
+        plan = compile_read(schema, parse(lexed.source), self.operation_name, rows)
+        assert plan is not None  # the same tokens as this plan's document, literals aside
+        return plan
 
     def _executor(self, schema: GraphQLSchema, ctx: Any, coerced: dict[str, Any]) -> ExecutionContext:
         built = ExecutionContext.build(schema, DocumentNode(definitions=(self.operation,)), None, ctx)
@@ -223,6 +285,37 @@ class ReadPlan:
         except Exception as exc:
             executor.handle_field_error(located_error(exc, nodes, path.as_list()), definition.type, path)
             return None
+
+
+def _substituted(node: Any, new: Mapping[int, ValueNode]) -> Any:
+    """`node` (an argument or value node) with the value nodes whose ids are in `new` replaced;
+    the parts holding none are shared, not copied."""
+    replacement = new.get(id(node))
+    if replacement is not None:
+        return replacement
+    if isinstance(node, (ArgumentNode, ObjectFieldNode)):
+        value = _substituted(node.value, new)
+        return node if value is node.value else type(node)(name=node.name, value=value, loc=node.loc)
+    if isinstance(node, ObjectValueNode):
+        fields = tuple(_substituted(field, new) for field in node.fields)
+        return ObjectValueNode(fields=fields, loc=node.loc)
+    if isinstance(node, ListValueNode):
+        return ListValueNode(values=tuple(_substituted(value, new) for value in node.values), loc=node.loc)
+    return node
+
+
+def _value_nodes(node: Any) -> Iterator[ValueNode]:
+    """The Int, Float and String value nodes under an argument or value node, in document order."""
+    if isinstance(node, (ArgumentNode, ObjectFieldNode)):
+        yield from _value_nodes(node.value)
+    elif isinstance(node, ObjectValueNode):
+        for field in node.fields:
+            yield from _value_nodes(field)
+    elif isinstance(node, ListValueNode):
+        for value in node.values:
+            yield from _value_nodes(value)
+    elif isinstance(node, (IntValueNode, FloatValueNode, StringValueNode)):
+        yield node
 
 
 def compile_read(
@@ -259,6 +352,7 @@ def compile_read(
         return None
     return ReadPlan(
         operation=operation,
+        operation_name=operation_name,
         department_key=_key(department),
         department_type=department_type,
         rows_nodes=(rows_node,),
@@ -365,42 +459,85 @@ def _wanted(rows_node: FieldNode, column_by_field: Mapping[str, str]) -> Wanted:
     return wanted([field.name.value for field in fields], below_nodes, column_by_field)
 
 
-PLAN_CACHE = 512  # documents per schema
-_NOT_COMPILED = object()  # a document known not to have the compiled form
+PLAN_CACHE = 512  # documents per schema, and shapes per schema
+SHAPE_TEXT_LIMIT = 4096  # longer documents are not lexed on the event loop to look for a shape
 
 
 class Plans:
-    """The plans of one schema by (document text, operation name), a bounded LRU that also
-    remembers the documents that do not compile (so each is tried once). Thread-safe."""
+    """The plans of one schema: by (document text, operation name), and by (shape, operation
+    name) for plans that take other literals (`ReadPlan.literals`). Bounded LRUs; the texts that
+    do not compile are remembered apart (each is tried once, and cannot push plans out).
+    Thread-safe."""
 
     def __init__(self, rows_fields: Mapping[tuple[str, str], RowsField], size: int = PLAN_CACHE) -> None:
         self.rows_fields = rows_fields
         self.size = size
-        self._plans: OrderedDict[tuple[str, str | None], Any] = OrderedDict()
+        self._by_text: OrderedDict[tuple[str, str | None], ReadPlan] = OrderedDict()
+        self._by_shape: OrderedDict[tuple[bytes, str | None], ReadPlan] = OrderedDict()
+        self._not_compiled: OrderedDict[tuple[str, str | None], None] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, text: str, operation_name: str | None) -> ReadPlan | None:
+    def get(self, text: str, operation_name: str | None) -> tuple[ReadPlan, Lexed | None] | None:
+        """The plan for this text, else (lexing it, if short) the plan for its shape with the
+        text's literals; None if there is neither."""
         with self._lock:
-            plan = self._plans.get((text, operation_name))
-            if not isinstance(plan, ReadPlan):
+            plan = _lookup(self._by_text, (text, operation_name))
+            if plan is not None:
+                return plan, None
+            if not self._by_shape or len(text) > SHAPE_TEXT_LIMIT:
                 return None
-            self._plans.move_to_end((text, operation_name))
-        return plan
+        lexed = lex(text)
+        if lexed is None:
+            return None
+        with self._lock:
+            plan = _lookup(self._by_shape, (lexed.shape, operation_name))
+        return (plan, lexed) if plan is not None else None
 
-    def learn(
-        self, schema: GraphQLSchema, text: str, operation_name: str | None, document: DocumentNode
-    ) -> None:
-        """Compile `document` (the text that just ran clean on `schema`), once."""
+    def learn(self, schema: GraphQLSchema, text: str, operation_name: str | None) -> None:
+        """Compile the document of `text` (which just ran clean on `schema`), once; a plan whose
+        literals all stand in the rows field's arguments serves its whole shape too."""
         key = (text, operation_name)
+        parsed = parsed_with_shape(text)
         with self._lock:
-            if key in self._plans:
+            if parsed is None or key in self._by_text or key in self._not_compiled:
                 return
+        document, document_shape, literals = parsed
         plan = compile_read(schema, document, operation_name, self.rows_fields)
+        if plan is not None and shape_valid(schema, document_shape):
+            plan = _with_shape(plan, schema, document, literals)
         with self._lock:
-            self._plans[key] = plan if plan is not None else _NOT_COMPILED
-            while len(self._plans) > self.size:
-                self._plans.popitem(last=False)
+            if plan is None:
+                _store(self._not_compiled, key, None, self.size)
+                return
+            _store(self._by_text, key, plan, self.size)
+            if plan.literals is not None:
+                _store(self._by_shape, (document_shape, operation_name), plan, self.size)
 
     def __len__(self) -> int:
         with self._lock:
-            return sum(isinstance(plan, ReadPlan) for plan in self._plans.values())
+            return len(self._by_text) + len(self._by_shape)
+
+
+def _with_shape(
+    plan: ReadPlan, schema: GraphQLSchema, document: DocumentNode, literals: tuple[ValueNode, ...]
+) -> ReadPlan:
+    """`plan` able to take the literals of other documents of its shape, when all its literals
+    are in the rows field's arguments and their input types are fixed by the shape."""
+    in_arguments = [id(node) for argument in plan.rows_nodes[0].arguments for node in _value_nodes(argument)]
+    if in_arguments != [id(node) for node in literals]:
+        return plan
+    types = literal_types(schema, document, literals)
+    return plan if types is None else replace(plan, literals=literals, literal_types=types)
+
+
+def _lookup(table: OrderedDict[Any, ReadPlan], key: Any) -> ReadPlan | None:
+    plan = table.get(key)
+    if plan is not None:
+        table.move_to_end(key)
+    return plan
+
+
+def _store(table: OrderedDict[Any, Any], key: Any, value: Any, size: int) -> None:
+    table[key] = value
+    while len(table) > size:
+        table.popitem(last=False)

@@ -248,6 +248,11 @@ class _Results:
             self.hits += 1
             return table[key]
 
+    def holds(self, schema: Any, key: Any) -> bool:
+        """Whether `key` is cached, without counting a hit or marking it used."""
+        with self._lock:
+            return key in self._table(schema)
+
     def put(self, schema: Any, key: Any, value: Any) -> None:
         with self._lock:
             table = self._table(schema)
@@ -286,6 +291,20 @@ def parsed(text: str) -> DocumentNode | None:
     """The document `CheapLimits` parsed from `text`, if it is still cached (never parses)."""
     entry = _PARSED.get(None, text)
     return entry.document if entry is not None else None
+
+
+def parsed_with_shape(text: str) -> tuple[DocumentNode, Shape, tuple[ValueNode, ...]] | None:
+    """What `CheapLimits` parsed from `text` (document, shape, literal value nodes in token order),
+    if it is still cached (never parses)."""
+    entry = _PARSED.get(None, text)
+    return (entry.document, entry.shape, entry.literals) if entry is not None else None
+
+
+def shape_valid(schema: Any, document_shape: Shape) -> bool:
+    """True if a document of this shape passed every rule on `schema` (graphql-core's schema),
+    the rules being ones that answer every document of a shape alike (`shapes.shape_invariant`):
+    a new document of the shape then needs ValuesOfCorrectType alone."""
+    return SHAPES.holds(schema, document_shape)
 
 
 async def _in_thread(function: Any, *args: Any) -> Any:
@@ -364,7 +383,7 @@ def _check(schema: Any, document: DocumentNode, parsed: _Parsed | None, rules: A
     if refused is not None:
         return [refused]
     errors = validate_document(schema, document, rules)
-    if not errors and parsed is not None:
+    if not errors and parsed is not None and shape_invariant(rules):  # else never read
         SHAPES.put(schema, parsed.shape, _Valid())
     return errors
 

@@ -40,7 +40,7 @@ from gateway.compiled import Plans, RowsField
 from gateway.context import CatalogState, RequestContext
 from gateway.errors import MASKED_MESSAGE, bad_input, should_mask
 from gateway.fastrows import execution_context_for
-from gateway.limits import MAX_TOKENS, CheapLimits, parsed
+from gateway.limits import MAX_TOKENS, CheapLimits
 from gateway.lineage_fields import LineageQuery
 from gateway.naming import camel, pascal, valid
 from gateway.query import BIGINT, BOOL, DATE, DATETIME, FLOAT, INT, OPERATORS, STRING, type_kind
@@ -355,8 +355,8 @@ class GatewaySchema(strawberry.Schema):
             and isinstance(query, str)
             and (allowed is None or OperationType.QUERY in allowed)
         )
-        plan = self.plans.get(query, operation_name) if plain else None
-        answer = await plan.run(self._schema, context, variables) if plan is not None else None
+        found = self.plans.get(query, operation_name) if plain else None
+        answer = await found[0].run(self._schema, context, variables, found[1]) if found else None
         if answer is not None:
             data, errors = answer
             if errors:
@@ -364,9 +364,8 @@ class GatewaySchema(strawberry.Schema):
                 errors = _MASK_ERRORS()._process_errors(errors)
             return ExecutionResult(data=data, errors=errors or None, extensions={})
         result = await super().execute(*args, **kwargs)
-        document = parsed(query) if plain and not result.errors and result.data is not None else None
-        if document is not None:
-            self.plans.learn(self._schema, query, operation_name, document)
+        if plain and not result.errors and result.data is not None:
+            self.plans.learn(self._schema, query, operation_name)
         return result
 
     async def execute(

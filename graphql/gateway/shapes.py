@@ -34,16 +34,25 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
 from typing import Any
+
+from graphql.error import GraphQLSyntaxError
+from graphql.language.ast import Location
+from graphql.language.lexer import Lexer
 
 from graphql import (
     DocumentNode,
+    FloatValueNode,
     GraphQLError,
     GraphQLInputType,
     GraphQLSchema,
+    IntValueNode,
     ListValueNode,
     NoSchemaIntrospectionCustomRule,
     ObjectValueNode,
+    Source,
+    StringValueNode,
     Token,
     TokenKind,
     TypeInfo,
@@ -90,6 +99,48 @@ def shape(start: Token) -> Shape:
             items.append(kind.value)
         token = token.next
     return hashlib.sha256(" ".join(items).encode()).digest()
+
+
+@dataclass(frozen=True)
+class Lexed:
+    """A document read by graphql-core's lexer alone (no parse): its shape, and its Int, Float and
+    String tokens in order (the literals the shape leaves out), each a value node as the parser
+    would make it (`literal_node`)."""
+
+    source: Source
+    shape: Shape
+    literals: tuple[ValueNode, ...]
+
+
+def lex(text: str) -> Lexed | None:
+    """`text` lexed (None if it does not lex: the parser will say why). About 0.2 ms for query (a)
+    of bench/gateway.py, where parsing takes ~0.5 ms."""
+    source = Source(text)
+    lexer = Lexer(source)
+    start = lexer.token
+    try:
+        while lexer.advance().kind is not TokenKind.EOF:
+            pass
+    except GraphQLSyntaxError:
+        return None
+    literals = []
+    token = start.next
+    while token is not None:
+        if token.kind in LITERALS:
+            literals.append(literal_node(token, source))
+        token = token.next
+    return Lexed(source, shape(start), tuple(literals))
+
+
+def literal_node(token: Token, source: Source) -> ValueNode:
+    """The value node graphql-core's parser makes of an Int, Float or String token (`parse_int`,
+    `parse_float`, `parse_string_literal`), located in `source`."""
+    loc = Location(token, token, source)
+    if token.kind is TokenKind.INT:
+        return IntValueNode(value=token.value, loc=loc)
+    if token.kind is TokenKind.FLOAT:
+        return FloatValueNode(value=token.value, loc=loc)
+    return StringValueNode(value=token.value, block=token.kind is TokenKind.BLOCK_STRING, loc=loc)
 
 
 class _Types(Visitor):

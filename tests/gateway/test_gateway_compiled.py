@@ -281,3 +281,47 @@ def test_a_plain_json_post_gets_strawberrys_answer(
         assert _without_request_id(answers[0].json()) == _without_request_id(answers[1].json())
     else:
         assert answers[0].text == answers[1].text
+
+
+SHAPED = (
+    "{ publicWorks { serviceRequests(where: {district: {in: [%s]}}, first: %s) "
+    "{ nodes { requestId district } } } }"
+)
+NAN = "{ environment { nanReadings(first: %s) { nodes { readingId pm25 } } } }"
+
+
+@pytest.mark.parametrize(
+    ("learned", "asked", "user", "tried"),
+    [
+        (SHAPED % ('"D3"', "2"), SHAPED % ('"D4"', "3"), "alice", [True]),
+        (SHAPED % ('"D3"', "2"), SHAPED % ('"D4"', "3"), "dana", [True]),  # her row scope: D3 only
+        (SHAPED % ('"D3"', "2"), SHAPED % ('"D30"', "5000"), "alice", [True]),  # refused by the read
+        (SHAPED % ('"D3"', "2"), SHAPED % ('"D3"', "99999999999"), "alice", [False]),  # not an Int
+        (SHAPED % ('"D3"', "2"), SHAPED % ('"D3"', '"2"'), "alice", []),  # a String token: another shape
+        (NAN % "1", NAN % "10", "bob", [True]),  # a value graphql-core locates, after a longer literal
+    ],
+)
+def test_a_document_of_a_known_shape_is_answered_with_its_own_literals(
+    home: Settings,
+    gateway: Gateway,
+    compiled: list[bool],
+    learned: str,
+    asked: str,
+    user: str,
+    tried: list[bool],
+) -> None:
+    """`asked` answered on a gateway that never saw its shape, then on one that compiled `learned`
+    (tried: the plan answered it, handed it back, or was never offered it)."""
+    name = f"shaped-{user}-{asked[-70:]}"
+    fresh = Gateway(home)
+    try:
+        full = _run(fresh, user, asked, None, f"{name}-full")
+    finally:
+        fresh.close()
+    compiled.clear()
+    assert "errors" not in _run(gateway, user, learned, None, f"{name}-learned")
+    assert compiled == []
+    by_shape = _run(gateway, user, asked, None, f"{name}-shape")
+    assert compiled == tried
+    assert _without_request_id(by_shape) == _without_request_id(full)
+    assert _record(home, f"{name}-shape") == _record(home, f"{name}-full")
