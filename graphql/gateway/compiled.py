@@ -160,7 +160,7 @@ class ReadPlan:
                 ctx, self.wanted, **plain_arguments(self.rows_definition, raw, self.argument_names)
             )
         except Exception as exc:
-            executor = self._executor(schema, ctx, coerced)
+            executor = self._executor(schema, ctx, variables)
             error = located_error(exc, list(self.rows_nodes), path.as_list())
             executor.handle_field_error(error, self.rows_definition.type, path)
             out = None
@@ -168,15 +168,19 @@ class ReadPlan:
             try:
                 out = self.writer.write(value)
             except Exception:  # graphql-core completes it and locates the error
-                executor = self._executor(schema, ctx, coerced)
+                executor = self._executor(schema, ctx, variables)
                 out = self._complete(executor, value, path)
         data = {self.department_key: {self.writer.key: out}}
         return data, list(executor.collected_errors.errors) if executor is not None else []
 
-    def _executor(self, schema: GraphQLSchema, ctx: Any, coerced: dict[str, Any]) -> ExecutionContext:
-        built = ExecutionContext.build(schema, DocumentNode(definitions=(self.operation,)), None, ctx)
-        assert isinstance(built, ExecutionContext)  # no variables passed: none to coerce
-        built.variable_values = coerced
+    def _executor(
+        self, schema: GraphQLSchema, ctx: Any, variables: dict[str, Any] | None
+    ) -> ExecutionContext:
+        # The request's own variables: a required one (`$first: Int!`) is missing from none.
+        built = ExecutionContext.build(
+            schema, DocumentNode(definitions=(self.operation,)), None, ctx, variables
+        )
+        assert isinstance(built, ExecutionContext)  # these variables have just coerced without errors
         return built
 
     def _complete(self, executor: ExecutionContext, value: Any, path: Path) -> Any:
