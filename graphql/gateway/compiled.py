@@ -197,10 +197,9 @@ class ReadPlan:
         """(data, errors) of one request, or None when its variables, literals or arguments have
         errors (the caller runs the full path, which reports them): nothing is read before that.
         `lexed`: the request's document when it is not this plan's text but of its shape."""
-        arguments = self._arguments(schema, variables, lexed)
-        if arguments is None:
+        raw = self._arguments(schema, variables, lexed)
+        if raw is None:
             return None
-        coerced, raw = arguments
         path = Path(None, self.department_key, "Query").add_key(self.writer.key, self.department_type.name)
         executor: ExecutionContext | None = None
         try:
@@ -209,7 +208,7 @@ class ReadPlan:
             )
         except Exception as exc:
             plan = self._located(schema, lexed)
-            executor = plan._executor(schema, ctx, coerced)
+            executor = plan._executor(schema, ctx, variables)
             error = located_error(exc, list(plan.rows_nodes), path.as_list())
             executor.handle_field_error(error, self.rows_definition.type, path)
             out = None
@@ -218,15 +217,13 @@ class ReadPlan:
                 out = self.writer.write(value)
             except Exception:  # graphql-core completes it and locates the error
                 plan = self._located(schema, lexed)
-                executor = plan._executor(schema, ctx, coerced)
+                executor = plan._executor(schema, ctx, variables)
                 out = plan._complete(executor, value, path)
         data = {self.department_key: {self.writer.key: out}}
         return data, list(executor.collected_errors.errors) if executor is not None else []
 
-    def _arguments(
-        self, schema: GraphQLSchema, variables: Any, lexed: Lexed | None
-    ) -> tuple[dict[str, Any], dict[str, Any]] | None:
-        """(coerced variables, the rows field's argument values), or None on any error."""
+    def _arguments(self, schema: GraphQLSchema, variables: Any, lexed: Lexed | None) -> dict[str, Any] | None:
+        """The rows field's argument values, or None on any error (variables, literals)."""
         if variables is not None and type(variables) is not dict:
             return None
         if variables and variable_values(variables) > MAX_VARIABLE_VALUES:
@@ -238,7 +235,7 @@ class ReadPlan:
         if rows_node is None:
             return None
         try:
-            return coerced, get_argument_values(self.rows_definition, rows_node, coerced)
+            return get_argument_values(self.rows_definition, rows_node, coerced)
         except GraphQLError:
             return None
 
@@ -271,10 +268,14 @@ class ReadPlan:
         assert plan is not None  # the same tokens as this plan's document, literals aside
         return plan
 
-    def _executor(self, schema: GraphQLSchema, ctx: Any, coerced: dict[str, Any]) -> ExecutionContext:
-        built = ExecutionContext.build(schema, DocumentNode(definitions=(self.operation,)), None, ctx)
-        assert isinstance(built, ExecutionContext)  # no variables passed: none to coerce
-        built.variable_values = coerced
+    def _executor(
+        self, schema: GraphQLSchema, ctx: Any, variables: dict[str, Any] | None
+    ) -> ExecutionContext:
+        # The request's own variables: a required one (`$first: Int!`) is missing from none.
+        built = ExecutionContext.build(
+            schema, DocumentNode(definitions=(self.operation,)), None, ctx, variables
+        )
+        assert isinstance(built, ExecutionContext)  # these variables have just coerced without errors
         return built
 
     def _complete(self, executor: ExecutionContext, value: Any, path: Path) -> Any:
@@ -459,8 +460,10 @@ def _wanted(rows_node: FieldNode, column_by_field: Mapping[str, str]) -> Wanted:
     return wanted([field.name.value for field in fields], below_nodes, column_by_field)
 
 
-PLAN_CACHE = 512  # documents per schema, and shapes per schema
-SHAPE_TEXT_LIMIT = 4096  # longer documents are not lexed on the event loop to look for a shape
+PLAN_CACHE = 256  # documents per schema, and shapes per schema
+# Longer documents are never compiled, nor lexed on the event loop to look for a shape: a plan
+# holds its document's nodes and tokens (~8x the text), and the common form is a few hundred bytes.
+TEXT_LIMIT = 4096
 
 
 class Plans:
@@ -484,7 +487,7 @@ class Plans:
             plan = _lookup(self._by_text, (text, operation_name))
             if plan is not None:
                 return plan, None
-            if not self._by_shape or len(text) > SHAPE_TEXT_LIMIT:
+            if not self._by_shape or len(text) > TEXT_LIMIT:
                 return None
         lexed = lex(text)
         if lexed is None:
@@ -497,7 +500,7 @@ class Plans:
         """Compile the document of `text` (which just ran clean on `schema`), once; a plan whose
         literals all stand in the rows field's arguments serves its whole shape too."""
         key = (text, operation_name)
-        parsed = parsed_with_shape(text)
+        parsed = parsed_with_shape(text) if len(text) <= TEXT_LIMIT else None
         with self._lock:
             if parsed is None or key in self._by_text or key in self._not_compiled:
                 return

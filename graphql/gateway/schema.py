@@ -353,6 +353,7 @@ class GatewaySchema(strawberry.Schema):
             root is None
             and not kwargs["operation_extensions"]
             and isinstance(query, str)
+            and isinstance(operation_name, (str, type(None)))  # JSON may send a list: a plan key hashes it
             and (allowed is None or OperationType.QUERY in allowed)
         )
         found = self.plans.get(query, operation_name) if plain else None

@@ -19,7 +19,7 @@ import pytest
 
 from gateway.app import Gateway
 from gateway.auth import Principal
-from gateway.compiled import ReadPlan
+from gateway.compiled import TEXT_LIMIT, ReadPlan
 from gateway.view import GatewayView
 from meshcore.accesslog import AccessLog, decode_row
 from meshcore.products import ColumnSpec, ProductSpec
@@ -190,6 +190,42 @@ def test_errors_are_the_full_paths_errors(
     assert [e["extensions"]["code"] for e in body["errors"]] == [code]
 
 
+REQUIRED = """
+query Required($first: Int!, $where: PublicWorksServiceRequestsWhere) {
+  publicWorks { serviceRequests(first: $first, where: $where) { totalCount nodes { requestId district } } }
+}"""
+NAN_REQUIRED = (
+    "query N($first: Int!) { environment { nanReadings(first: $first) { nodes { readingId pm25 } } } }"
+)
+
+
+@pytest.mark.parametrize(
+    ("query", "variables", "code"),
+    [
+        (REQUIRED, {"first": 5000}, "LIMIT_EXCEEDED"),  # refused by the read
+        (REQUIRED, {"first": 1, "where": {"requesterName": {"eq": "Person 7"}}}, "BAD_USER_INPUT"),
+        (NAN_REQUIRED, {"first": 3}, "INTERNAL_SERVER_ERROR"),  # completed again by graphql-core
+    ],
+    ids=["limit", "masked-filter", "unserialisable"],
+)
+def test_errors_of_an_operation_with_a_required_variable_are_the_full_paths_errors(
+    home: Settings,
+    gateway: Gateway,
+    compiled: list[bool],
+    query: str,
+    variables: dict[str, Any],
+    code: str,
+) -> None:
+    """A non-null variable without a default (`$first: Int!`, the usual way to write one) must not
+    turn a field error of the plan into an internal failure of the whole request."""
+    name = f"required-{code}"
+    _twice(home, gateway, "bob", query, {"first": 1}, f"{name}-clean")  # compiles it
+    body = _twice(home, gateway, "bob", query, variables, name)
+    assert compiled == [True, True, True]
+    assert [e["extensions"]["code"] for e in body["errors"]] == [code]
+    assert body["data"] is not None
+
+
 def test_coercion_errors_take_the_full_path(home: Settings, gateway: Gateway, compiled: list[bool]) -> None:
     _twice(home, gateway, "bob", ROWS, {"first": 1}, "coerce-clean")
     body = _run(gateway, "bob", ROWS, {"first": "five"}, "coerce-bad")
@@ -325,3 +361,26 @@ def test_a_document_of_a_known_shape_is_answered_with_its_own_literals(
     assert compiled == tried
     assert _without_request_id(by_shape) == _without_request_id(full)
     assert _record(home, f"{name}-shape") == _record(home, f"{name}-full")
+
+
+@pytest.mark.parametrize("operation_name", [["Rows"], {"name": "Rows"}])
+def test_an_operation_name_that_is_not_a_string_is_bad_input(server: Any, operation_name: Any) -> None:
+    """Strawberry passes `operationName` through unchecked; a list or object names no operation
+    (HTTP 400 `BAD_USER_INPUT`, as for `7`), never an internal error (the plan cache's key)."""
+    payload = {"query": ROWS, "variables": {"first": 1}, "operationName": operation_name}
+    for kind in (PLAIN, NOT_PLAIN):
+        response = server.client.post(
+            "/graphql",
+            content=orjson.dumps(payload),
+            headers={"Authorization": f"Bearer {server.token('bob')}", "Content-Type": kind},
+        )
+        assert response.status_code == 400, response.text
+        assert response.json()["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+
+
+def test_a_long_document_is_never_compiled(home: Settings, gateway: Gateway, compiled: list[bool]) -> None:
+    """A plan holds its document's nodes and tokens: documents over `TEXT_LIMIT` keep none."""
+    query = ROWS + "\n#" + "x" * TEXT_LIMIT
+    first = _twice(home, gateway, "bob", query, {"first": 2}, "long")
+    assert compiled == [] and len(first["data"]["publicWorks"]["serviceRequests"]["nodes"]) == 2
+    assert _twice(home, gateway, "bob", ROWS, {"first": 2}, "short") and compiled == [True]
