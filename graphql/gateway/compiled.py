@@ -87,6 +87,10 @@ class _Incomplete(Exception):
     """A value the writer does not complete itself (graphql-core completes it instead)."""
 
 
+def _incomplete() -> Any:
+    raise _Incomplete
+
+
 @dataclass(frozen=True)
 class _Leaf:
     key: str
@@ -139,22 +143,34 @@ class _Object:
 def _many_writer(fields: tuple[_Leaf | _Object, ...]) -> Callable[[Any], list[dict[str, Any]]] | None:
     """`_Object.write` of a list of rows, as one generated function (like `dataclasses` builds
     `__init__`): a page is ~100 rows x ~8 columns, and a method call per cell cost ~0.3 ms of
-    event-loop CPU per request. A nullable String leaf is inlined (a `str` is its own
-    serialisation, `None` is null); every other leaf calls its `_Leaf.write`. None when a field is
-    not a leaf (the generic writer serves it). Keys and sources are written with `repr`, so no
-    name can inject code (GraphQL names are `[_A-Za-z][_0-9A-Za-z]*` in any case)."""
+    event-loop CPU per request. Each nullable leaf is inlined: null stays null, a `str` in a String
+    field is its own serialisation, any other value goes through the type's `serialize`, whose
+    null or Undefined result raises `_Incomplete` (graphql-core's `complete_leaf_value` refuses
+    those). A non-null leaf calls its `_Leaf.write`. None when a field is not a leaf (the generic
+    writer serves it). Keys and sources are written with `repr`, so no name can inject code
+    (GraphQL names are `[_A-Za-z][_0-9A-Za-z]*` in any case)."""
     if not all(isinstance(field, _Leaf) for field in fields):
         return None
-    namespace: dict[str, Any] = {"_Incomplete": _Incomplete}
+    namespace: dict[str, Any] = {
+        "_Incomplete": _Incomplete,
+        "_incomplete": _incomplete,
+        "Undefined": Undefined,
+    }
     cells = []
     for n, field in enumerate(fields):
         assert isinstance(field, _Leaf)
-        namespace[f"leaf{n}"] = field.write
+        namespace[f"leaf{n}"], namespace[f"serialize{n}"] = field.write, field.serialize
         get = f"get({field.source!r})"
-        if field.serialize is _SERIALIZE_STRING and not field.non_null:
-            cells.append(f"{field.key!r}: (v if (v := {get}) is None or type(v) is str else leaf{n}(v))")
+        if field.non_null:
+            cell = f"leaf{n}({get})"
+        elif field.serialize is _SERIALIZE_STRING:
+            cell = f"(v if (v := {get}) is None or type(v) is str else leaf{n}(v))"
         else:
-            cells.append(f"{field.key!r}: leaf{n}({get})")
+            cell = (
+                f"(None if (v := {get}) is None else "
+                f"(_incomplete() if (s := serialize{n}(v)) is None or s is Undefined else s))"
+            )
+        cells.append(f"{field.key!r}: {cell}")
     source = (
         "def write_many(items):\n"
         "    out = []\n"
