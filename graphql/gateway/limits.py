@@ -307,7 +307,7 @@ def shape_valid(schema: Any, document_shape: Shape) -> bool:
     return SHAPES.holds(schema, document_shape)
 
 
-async def _in_thread(function: Any, *args: Any) -> Any:
+async def in_thread(function: Any, *args: Any) -> Any:
     """`function(*args)` in a worker thread of the validation limiter (not the default pool, which
     DuckDB queries use: hostile documents queue here, never in front of reads)."""
     if not _LIMITER:
@@ -425,7 +425,7 @@ class CheapLimits(SchemaExtension):
         if entry is None:
             schema, max_tokens = context.schema._schema, context.parse_options.get("max_tokens")
             rules = context.validation_rules
-            entry, errors = await _in_thread(_parse_and_check, text, max_tokens, schema, rules)
+            entry, errors = await in_thread(_parse_and_check, text, max_tokens, schema, rules)
             _PARSED.put(None, text, entry)
             _VALIDATED.put(schema, text, errors)
         context.graphql_document, self._parsed = entry.document, entry
@@ -444,7 +444,7 @@ class CheapLimits(SchemaExtension):
             document, parsed = context.graphql_document, self._parsed
             if parsed is not None and parsed.document is not document:
                 parsed = None  # another document than the one parsed here: its shape is unknown
-            errors = await _in_thread(_check, schema, document, parsed, context.validation_rules)
+            errors = await in_thread(_check, schema, document, parsed, context.validation_rules)
             _VALIDATED.put(schema, text, errors)
         context.pre_execution_errors = errors
         yield

@@ -356,7 +356,7 @@ class GatewaySchema(strawberry.Schema):
             and isinstance(operation_name, (str, type(None)))  # JSON may send a list: a plan key hashes it
             and (allowed is None or OperationType.QUERY in allowed)
         )
-        found = self.plans.get(query, operation_name) if plain else None
+        found = await self.plans.find(query, operation_name) if plain else None
         answer = await found[0].run(self._schema, context, variables, found[1]) if found else None
         if answer is not None:
             data, errors = answer
