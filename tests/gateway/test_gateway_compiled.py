@@ -335,6 +335,19 @@ NAN = "{ environment { nanReadings(first: %s) { nodes { readingId pm25 } } } }"
         (SHAPED % ('"D3"', "2"), SHAPED % ('"D3"', "99999999999"), "alice", [False]),  # not an Int
         (SHAPED % ('"D3"', "2"), SHAPED % ('"D3"', '"2"'), "alice", []),  # a String token: another shape
         (NAN % "1", NAN % "10", "bob", [True]),  # a value graphql-core locates, after a longer literal
+        # comments count toward the parser's token limit (graphql-core 3.2.14): the full path refuses
+        (NAN % "1", "#\n" * 1990 + NAN % "2", "bob", []),
+        # `\\"""` in a block string: an escaped `"""` after a backslash (GraphQL spec §2.9.4), so the
+        # brackets after it are the string's, not nesting
+        (SHAPED % ('"""D3"""', "2"), SHAPED % ('"""D\\\\"""' + "[" * 64 + '"""', "2"), "alice", [True]),
+        # CRLF, tabs and escapes: the read's error located on the request's own lines
+        (
+            SHAPED % ('"D3"', "2"),
+            '{\r\n\tpublicWorks {\r\n\t\tserviceRequests(where: {district: {in: ["\\u0044\\u0033"]}},'
+            "\r\n\t\t\tfirst: 5000) { nodes { requestId district } } } }",
+            "alice",
+            [True],
+        ),
     ],
 )
 def test_a_document_of_a_known_shape_is_answered_with_its_own_literals(
@@ -348,7 +361,7 @@ def test_a_document_of_a_known_shape_is_answered_with_its_own_literals(
 ) -> None:
     """`asked` answered on a gateway that never saw its shape, then on one that compiled `learned`
     (tried: the plan answered it, handed it back, or was never offered it)."""
-    name = f"shaped-{user}-{asked[-70:]}"
+    name = f"shaped-{user}-{len(asked)}-{asked[-70:]}"
     fresh = Gateway(home)
     try:
         full = _run(fresh, user, asked, None, f"{name}-full")
