@@ -16,11 +16,15 @@ from typing import Any
 
 import orjson
 import pytest
+from graphql.language.lexer import Lexer
 
+from gateway import compiled as compiled_module
 from gateway.app import Gateway
 from gateway.auth import Principal
 from gateway.compiled import TEXT_LIMIT, ReadPlan
+from gateway.limits import MAX_NESTING, nesting
 from gateway.view import GatewayView
+from graphql import Source, TokenKind
 from meshcore.accesslog import AccessLog, decode_row
 from meshcore.products import ColumnSpec, ProductSpec
 from meshcore.settings import Settings
@@ -374,6 +378,52 @@ def test_a_document_of_a_known_shape_is_answered_with_its_own_literals(
     assert compiled == tried
     assert _without_request_id(by_shape) == _without_request_id(full)
     assert _record(home, f"{name}-shape") == _record(home, f"{name}-full")
+
+
+def test_a_text_outside_the_compiled_form_is_lexed_once(
+    gateway: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once a shape plan exists, a text without a plan of its own is lexed to look for its shape; a
+    text that ran clean and did not compile has no compiled shape, and is not lexed again."""
+    lexed: list[str] = []
+    lex = compiled_module.lex
+    monkeypatch.setattr(compiled_module, "lex", lambda text, *limit: lexed.append(text) or lex(text, *limit))
+    assert "errors" not in _run(gateway, "bob", SHAPED % ('"D3"', "2"), None, "lexed-learned")
+    outside = (
+        "{ publicWorks { serviceRequests(first: 1) { nodes { ...R } } } } "
+        "fragment R on PublicWorksServiceRequestsRow { requestId }"
+    )
+    for n in range(3):
+        assert "errors" not in _run(gateway, "bob", outside, None, f"lexed-outside-{n}")
+    assert lexed == [outside]
+
+
+def _lexed_depth(text: str) -> int:
+    depth = deepest = 0
+    lexer = Lexer(Source(text))
+    while (token := lexer.advance()).kind is not TokenKind.EOF:
+        if token.kind.value in "{[(":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif token.kind.value in "}])":
+            depth -= 1
+    return deepest
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{ a(s: """x\\\\"""' + "[" * 70 + '""") }',  # a backslash, then an escaped `"""`
+        '{ a(s: """x\\"""[[""") }',
+        '{ a(s: "x\\"[[") }',
+        "{ a #\r" + "{ b " * 3 + "}" * 3 + "\n}",  # a comment ends at CR
+        "#\r" + "[" * 70,
+    ],
+)
+def test_nesting_counts_the_brackets_the_lexer_reads(text: str) -> None:
+    """A shape plan skips the bracket count, so it must be a function of the tokens: a document of
+    a known shape nests as deep as the one that compiled (`limits.nesting`, step 1)."""
+    assert nesting(text) == min(_lexed_depth(text), MAX_NESTING + 1)
 
 
 @pytest.mark.parametrize("operation_name", [["Rows"], {"name": "Rows"}])
