@@ -39,7 +39,7 @@ from graphql.execution.values import get_argument_values, get_variable_values
 from graphql.pyutils import Path, Undefined
 from strawberry.schema.schema_converter import GraphQLCoreConverter
 
-from gateway.limits import MAX_VARIABLE_VALUES, parsed_with_shape, shape_valid, variable_values
+from gateway.limits import MAX_TOKENS, MAX_VARIABLE_VALUES, parsed_with_shape, shape_valid, variable_values
 from gateway.plain_arguments import argument_names, plain_arguments
 from gateway.reads import Wanted, wanted
 from gateway.shapes import Lexed, LiteralTypes, check_literals, lex, literal_types
@@ -489,7 +489,7 @@ class Plans:
                 return plan, None
             if not self._by_shape or len(text) > TEXT_LIMIT:
                 return None
-        lexed = lex(text)
+        lexed = lex(text, MAX_TOKENS)  # the parser's limit (schema.py's MaxTokensLimiter)
         if lexed is None:
             return None
         with self._lock:
