@@ -487,7 +487,9 @@ class Plans:
             plan = _lookup(self._by_text, (text, operation_name))
             if plan is not None:
                 return plan, None
-            if not self._by_shape or len(text) > TEXT_LIMIT:
+            # A text that ran clean and did not compile has no compiled form, so no shape of one:
+            # it is not lexed again (a repeated query outside the form pays no lex per request).
+            if not self._by_shape or len(text) > TEXT_LIMIT or (text, operation_name) in self._not_compiled:
                 return None
         lexed = lex(text, MAX_TOKENS)  # the parser's limit (schema.py's MaxTokensLimiter)
         if lexed is None:
