@@ -19,6 +19,7 @@ import pytest
 from graphql.language.lexer import Lexer
 
 from gateway import compiled as compiled_module
+from gateway import shapes
 from gateway.app import Gateway
 from gateway.auth import Principal
 from gateway.compiled import TEXT_LIMIT, ReadPlan
@@ -344,6 +345,13 @@ NAN = "{ environment { nanReadings(first: %s) { nodes { readingId pm25 } } } }"
         # `\\"""` in a block string: an escaped `"""` after a backslash (GraphQL spec §2.9.4), so the
         # brackets after it are the string's, not nesting
         (SHAPED % ('"""D3"""', "2"), SHAPED % ('"""D\\\\"""' + "[" * 64 + '"""', "2"), "alice", [True]),
+        # more tokens than a shape plan takes (SHAPE_TOKENS): answered by the full path
+        (
+            SHAPED % (", ".join(f'"D{i}"' for i in range(250)), "2"),
+            SHAPED % (", ".join(f'"E{i}"' for i in range(250)), "3"),
+            "alice",
+            [],
+        ),
         # CRLF, tabs and escapes: the read's error located on the request's own lines
         (
             SHAPED % ('"D3"', "2"),
@@ -396,6 +404,26 @@ def test_a_text_outside_the_compiled_form_is_lexed_once(
     for n in range(3):
         assert "errors" not in _run(gateway, "bob", outside, None, f"lexed-outside-{n}")
     assert lexed == [outside]
+
+
+def test_a_long_text_is_lexed_no_further_than_a_shape_reaches(
+    gateway: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Texts without a plan of their own are lexed on the event loop: one longer than any shape plan
+    is read only as far as the longest shape plan may reach (4 KB of Int tokens took ~11 ms)."""
+    advances: list[int] = []
+
+    class Counting(Lexer):
+        def advance(self) -> Any:
+            advances.append(1)
+            return super().advance()
+
+    monkeypatch.setattr(shapes, "Lexer", Counting)  # the parser keeps its own
+    assert "errors" not in _run(gateway, "bob", SHAPED % ('"D3"', "2"), None, "long-lex-learned")
+    advances.clear()
+    text = "1 " * (TEXT_LIMIT // 2)
+    assert _run(gateway, "bob", text, None, "long-lex")["errors"]
+    assert 0 < len(advances) <= compiled_module.SHAPE_TOKENS + 1
 
 
 def _lexed_depth(text: str) -> int:
