@@ -42,7 +42,7 @@ from strawberry.schema.schema_converter import GraphQLCoreConverter
 from gateway.limits import MAX_TOKENS, MAX_VARIABLE_VALUES, parsed_with_shape, shape_valid, variable_values
 from gateway.plain_arguments import argument_names, plain_arguments
 from gateway.reads import Wanted, wanted
-from gateway.shapes import Lexed, LiteralTypes, check_literals, lex, literal_types
+from gateway.shapes import Lexed, LiteralTypes, check_literals, length, lex, literal_types
 from graphql import (
     ArgumentNode,
     DocumentNode,
@@ -464,6 +464,10 @@ PLAN_CACHE = 256  # documents per schema, and shapes per schema
 # Longer documents are never compiled, nor lexed on the event loop to look for a shape: a plan
 # holds its document's nodes and tokens (~8x the text), and the common form is a few hundred bytes.
 TEXT_LIMIT = 4096
+# A plan serves its shape only if its document has at most this many tokens (comments aside), so
+# a text without a plan of its own is lexed on the event loop only that far: 4 KB of Int tokens
+# took ~11 ms to lex whole, and query (a) of bench/gateway.py has ~70 tokens.
+SHAPE_TOKENS = 256
 
 
 class Plans:
@@ -491,7 +495,7 @@ class Plans:
             # it is not lexed again (a repeated query outside the form pays no lex per request).
             if not self._by_shape or len(text) > TEXT_LIMIT or (text, operation_name) in self._not_compiled:
                 return None
-        lexed = lex(text, MAX_TOKENS)  # the parser's limit (schema.py's MaxTokensLimiter)
+        lexed = lex(text, MAX_TOKENS, SHAPE_TOKENS)  # the parser's limit (schema.py's MaxTokensLimiter)
         if lexed is None:
             return None
         with self._lock:
@@ -527,9 +531,12 @@ def _with_shape(
     plan: ReadPlan, schema: GraphQLSchema, document: DocumentNode, literals: tuple[ValueNode, ...]
 ) -> ReadPlan:
     """`plan` able to take the literals of other documents of its shape, when all its literals
-    are in the rows field's arguments and their input types are fixed by the shape."""
+    are in the rows field's arguments, their input types are fixed by the shape, and the document
+    has at most SHAPE_TOKENS tokens."""
     in_arguments = [id(node) for argument in plan.rows_nodes[0].arguments for node in _value_nodes(argument)]
-    if in_arguments != [id(node) for node in literals]:
+    if in_arguments != [id(node) for node in literals] or document.loc is None:
+        return plan
+    if length(document.loc.start_token) > SHAPE_TOKENS:
         return plan
     types = literal_types(schema, document, literals)
     return plan if types is None else replace(plan, literals=literals, literal_types=types)
