@@ -406,24 +406,27 @@ def test_a_text_outside_the_compiled_form_is_lexed_once(
     assert lexed == [outside]
 
 
+@pytest.mark.parametrize(
+    "text", ["1 " * (TEXT_LIMIT // 2), "#\n" * (TEXT_LIMIT // 2 - 3) + "{ a }"], ids=["ints", "comments"]
+)
 def test_a_long_text_is_lexed_no_further_than_a_shape_reaches(
-    gateway: Gateway, monkeypatch: pytest.MonkeyPatch
+    gateway: Gateway, monkeypatch: pytest.MonkeyPatch, text: str
 ) -> None:
     """Texts without a plan of their own are lexed on the event loop: one longer than any shape plan
-    is read only as far as the longest shape plan may reach (4 KB of Int tokens took ~11 ms)."""
-    advances: list[int] = []
+    is read only as far as the longest shape plan may reach (4 KB of Int tokens took ~11 ms, of
+    comments ~3.5 ms)."""
+    tokens: list[int] = []
 
     class Counting(Lexer):
-        def advance(self) -> Any:
-            advances.append(1)
-            return super().advance()
+        def read_next_token(self, start: int) -> Any:
+            tokens.append(start)
+            return super().read_next_token(start)
 
     monkeypatch.setattr(shapes, "Lexer", Counting)  # the parser keeps its own
     assert "errors" not in _run(gateway, "bob", SHAPED % ('"D3"', "2"), None, "long-lex-learned")
-    advances.clear()
-    text = "1 " * (TEXT_LIMIT // 2)
-    assert _run(gateway, "bob", text, None, "long-lex")["errors"]
-    assert 0 < len(advances) <= compiled_module.SHAPE_TOKENS + 1
+    tokens.clear()
+    assert len(text) <= TEXT_LIMIT and _run(gateway, "bob", text, None, "long-lex")["errors"]
+    assert len(tokens) <= compiled_module.SHAPE_TOKENS + 1
 
 
 def _lexed_depth(text: str) -> int:
