@@ -127,8 +127,11 @@ def lex(text: str, max_tokens: int, longest: int) -> Lexed | None:
     refuses both; graphql-core 3.2.14's parser counts comments toward `max_tokens`, and so does
     this: a shape leaves comments out, so a comment-padded text shares a valid document's shape),
     or more than `longest` tokens, comments left out (then it has no shape the caller looks for:
-    the lexer stops there, so a long text costs no more than one of `longest` tokens). About
+    the lexer stops there, so a long text costs no more than one of `longest` tokens), or more
+    than `longest` `#` (comments, or in strings: such a text is left to the full path). About
     0.1 ms for a typical read of ~30 tokens; 4 KB of Int tokens took ~11 ms unbounded."""
+    if text.count("#") > longest:  # the lexer reads a run of comments whole, in one `advance`
+        return None
     source = Source(text)
     lexer = Lexer(source)
     start = lexer.token
