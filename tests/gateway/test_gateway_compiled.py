@@ -329,6 +329,10 @@ SHAPED = (
     "{ nodes { requestId district } } } }"
 )
 NAN = "{ environment { nanReadings(first: %s) { nodes { readingId pm25 } } } }"
+PAGED = (
+    "{ publicWorks { serviceRequests(asOf: %s, after: %s, first: 1) "
+    "{ nodes { requestId } pageInfo { endCursor } } } }"
+)
 
 
 @pytest.mark.parametrize(
@@ -373,6 +377,18 @@ def test_a_document_of_a_known_shape_is_answered_with_its_own_literals(
 ) -> None:
     """`asked` answered on a gateway that never saw its shape, then on one that compiled `learned`
     (tried: the plan answered it, handed it back, or was never offered it)."""
+    _alike_by_shape(home, gateway, compiled, learned, asked, user, tried)
+
+
+def _alike_by_shape(
+    home: Settings,
+    gateway: Gateway,
+    compiled: list[bool],
+    learned: str,
+    asked: str,
+    user: str,
+    tried: list[bool],
+) -> None:
     name = f"shaped-{user}-{len(asked)}-{asked[-70:]}"
     fresh = Gateway(home)
     try:
@@ -386,6 +402,27 @@ def test_a_document_of_a_known_shape_is_answered_with_its_own_literals(
     assert compiled == tried
     assert _without_request_id(by_shape) == _without_request_id(full)
     assert _record(home, f"{name}-shape") == _record(home, f"{name}-full")
+
+
+def test_literal_cursors_and_times_of_a_known_shape_are_answered_alike(
+    home: Settings, gateway: Gateway, compiled: list[bool]
+) -> None:
+    """`after` and `asOf` literals: a bad cursor and a time before any snapshot are refused by the
+    read (located on the request's own document); a time its scalar does not parse is handed back."""
+    first = PAGED.replace("after: %s, ", "") % '"2999-01-01T00:00:00Z"'
+    cursor = _run(gateway, "bob", first, None, "cursor")["data"]["publicWorks"]["serviceRequests"]
+    learned = PAGED % ('"2999-01-01T00:00:00Z"', orjson.dumps(cursor["pageInfo"]["endCursor"]).decode())
+    for asked, tried in [
+        (PAGED % ('"2999-01-01T00:00:00Z"', '"not-a-cursor"'), [True]),
+        (PAGED % ('"1999-01-01T00:00:00Z"', '"x"'), [True]),
+        (PAGED % ('"not a time"', '"x"'), [False]),
+        (PAGED % ('"2999-01-01"', '"x"'), [True]),  # a date alone parses as a DateTime
+    ]:
+        learning = Gateway(home)  # one that has not compiled `learned` yet
+        try:
+            _alike_by_shape(home, learning, compiled, learned, asked, "bob", tried)
+        finally:
+            learning.close()
 
 
 def test_a_text_outside_the_compiled_form_is_lexed_once(
