@@ -388,7 +388,9 @@ def _alike_by_shape(
     asked: str,
     user: str,
     tried: list[bool],
+    learner: str | None = None,
 ) -> None:
+    """The differential check: `learner` (default `user`) runs `learned`, then `user` asks."""
     name = f"shaped-{user}-{len(asked)}-{asked[-70:]}"
     fresh = Gateway(home)
     try:
@@ -396,7 +398,7 @@ def _alike_by_shape(
     finally:
         fresh.close()
     compiled.clear()
-    assert "errors" not in _run(gateway, user, learned, None, f"{name}-learned")
+    assert "errors" not in _run(gateway, learner or user, learned, None, f"{name}-learned")
     assert compiled == []
     by_shape = _run(gateway, user, asked, None, f"{name}-shape")
     assert compiled == tried
@@ -423,6 +425,23 @@ def test_literal_cursors_and_times_of_a_known_shape_are_answered_alike(
             _alike_by_shape(home, learning, compiled, learned, asked, "bob", tried)
         finally:
             learning.close()
+
+
+MASKED = (
+    "{ publicWorks { serviceRequests(where: {requesterName: {eq: %s}}) { nodes { requestId district } } } }"
+)
+
+
+@pytest.mark.parametrize(("learner", "user"), [("alice", "bob"), ("alice", "dana")])
+def test_a_shape_learned_from_one_caller_answers_another_as_the_full_path(
+    home: Settings, gateway: Gateway, compiled: list[bool], learner: str, user: str
+) -> None:
+    """A plan learned from one caller's request serves another caller of the same schema only
+    through the rows field's own read: masks (bob may not filter on `requesterName`) and row
+    scopes (dana sees D3) are the asking caller's."""
+    _alike_by_shape(
+        home, gateway, compiled, MASKED % '"Person 1"', MASKED % '"Person 7"', user, [True], learner
+    )
 
 
 def test_a_text_outside_the_compiled_form_is_lexed_once(
