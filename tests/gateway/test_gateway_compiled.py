@@ -329,6 +329,10 @@ SHAPED = (
     "{ nodes { requestId district } } } }"
 )
 NAN = "{ environment { nanReadings(first: %s) { nodes { readingId pm25 } } } }"
+FLOATS = (
+    "{ publicWorks { serviceRequests(where: {responseHours: {gte: %s}}, first: %s) "
+    "{ nodes { requestId responseHours } } } }"
+)
 PAGED = (
     "{ publicWorks { serviceRequests(asOf: %s, after: %s, first: 1) "
     "{ nodes { requestId } pageInfo { endCursor } } } }"
@@ -344,6 +348,14 @@ PAGED = (
         (SHAPED % ('"D3"', "2"), SHAPED % ('"D3"', "99999999999"), "alice", [False]),  # not an Int
         (SHAPED % ('"D3"', "2"), SHAPED % ('"D3"', '"2"'), "alice", []),  # a String token: another shape
         (NAN % "1", NAN % "10", "bob", [True]),  # a value graphql-core locates, after a longer literal
+        (FLOATS % ("1.5", "2"), FLOATS % ("1e0", "-0"), "bob", [True]),  # Float tokens, `-0` an Int
+        (
+            FLOATS % ("1.5", "2"),
+            FLOATS % ("1e400", "2"),
+            "bob",
+            [True],
+        ),  # inf (Python float): no row reaches it
+        (FLOATS % ("1.5", "2"), FLOATS % ("2", "2"), "bob", []),  # an Int token: another shape
         # comments count toward the parser's token limit (graphql-core 3.2.14): the full path refuses
         (NAN % "1", "#\n" * 1990 + NAN % "2", "bob", []),
         # `\\"""` in a block string: an escaped `"""` after a backslash (GraphQL spec §2.9.4), so the
