@@ -348,6 +348,10 @@ PAGED = (
         (SHAPED % ('"D3"', "2"), SHAPED % ('"D3"', "99999999999"), "alice", [False]),  # not an Int
         (SHAPED % ('"D3"', "2"), SHAPED % ('"D3"', '"2"'), "alice", []),  # a String token: another shape
         (NAN % "1", NAN % "10", "bob", [True]),  # a value graphql-core locates, after a longer literal
+        (SHAPED % ('"D3"', "2"), SHAPED % ('"' + "\u00e9\U0001f600" * 1900 + '"', "2"), "alice", [True]),
+        (SHAPED % ('"D3"', "2"), SHAPED % ('"\\uD83D\\uDE00 # { ["', "2"), "alice", [True]),  # escapes
+        (SHAPED % ('"D3"', "2"), SHAPED % ('"""\n    D3\n  """', "2"), "alice", []),  # a block string
+        (SHAPED % ('"""\tD3"""', "2"), SHAPED % ('"""\n    D3\n  """', "2"), "alice", [True]),
         (FLOATS % ("1.5", "2"), FLOATS % ("1e0", "-0"), "bob", [True]),  # Float tokens, `-0` an Int
         (
             FLOATS % ("1.5", "2"),
