@@ -39,10 +39,17 @@ from graphql.execution.values import get_argument_values, get_variable_values
 from graphql.pyutils import Path, Undefined
 from strawberry.schema.schema_converter import GraphQLCoreConverter
 
-from gateway.limits import MAX_VARIABLE_VALUES, in_thread, parsed_with_shape, shape_valid, variable_values
+from gateway.limits import (
+    MAX_TOKENS,
+    MAX_VARIABLE_VALUES,
+    in_thread,
+    parsed_with_shape,
+    shape_valid,
+    variable_values,
+)
 from gateway.plain_arguments import argument_names, plain_arguments
 from gateway.reads import Wanted, wanted
-from gateway.shapes import Lexed, LiteralTypes, check_literals, lex, literal_types
+from gateway.shapes import Lexed, LiteralTypes, check_literals, length, lex, literal_types
 from graphql import (
     ArgumentNode,
     DocumentNode,
@@ -223,7 +230,7 @@ class ReadPlan:
                 ctx, self.wanted, **plain_arguments(self.rows_definition, raw, self.argument_names)
             )
         except Exception as exc:
-            plan = self._located(schema, lexed)
+            plan = await self._located(schema, lexed)
             executor = plan._executor(schema, ctx, variables)
             error = located_error(exc, list(plan.rows_nodes), path.as_list())
             executor.handle_field_error(error, self.rows_definition.type, path)
@@ -232,7 +239,7 @@ class ReadPlan:
             try:
                 out = self.writer.write(value)
             except Exception:  # graphql-core completes it and locates the error
-                plan = self._located(schema, lexed)
+                plan = await self._located(schema, lexed)
                 executor = plan._executor(schema, ctx, variables)
                 out = plan._complete(executor, value, path)
         data = {self.department_key: {self.writer.key: out}}
@@ -274,13 +281,15 @@ class ReadPlan:
             loc=node.loc,
         )
 
-    def _located(self, schema: GraphQLSchema, lexed: Lexed | None) -> ReadPlan:
+    async def _located(self, schema: GraphQLSchema, lexed: Lexed | None) -> ReadPlan:
         """The plan whose nodes carry the request's own locations, for its errors: this one, or
-        for a document of its shape, the plan of that document parsed (errors only: rare)."""
+        for a document of its shape, the plan of that document parsed (errors only; in the
+        limits' worker thread, as the full path parses)."""
         if lexed is None:
             return self
         rows = {(self.department_type.name, self.rows_nodes[0].name.value): self.rows}
-        plan = compile_read(schema, parse(lexed.source), self.operation_name, rows)
+        document = await in_thread(parse, lexed.source)
+        plan = compile_read(schema, document, self.operation_name, rows)
         assert plan is not None  # the same tokens as this plan's document, literals aside
         return plan
 
@@ -480,7 +489,11 @@ PLAN_CACHE = 256  # documents per schema, and shapes per schema
 # Longer documents are never compiled, nor lexed to look for a shape: a plan holds its document's
 # nodes and tokens (~8x the text), and the common form is a few hundred bytes.
 TEXT_LIMIT = 2048
-LEX_ON_LOOP = 512
+# A plan serves its shape only if its document has at most this many tokens (comments aside), so
+# a text without a plan of its own is lexed only that far: 4 KB of Int tokens took ~11 ms to lex
+# whole, and query (a) of bench/gateway.py has ~70 tokens.
+SHAPE_TOKENS = 256
+LEX_ON_LOOP = 512  # longer texts are lexed in the limits' worker thread, not on the event loop
 
 
 class Plans:
@@ -506,9 +519,12 @@ class Plans:
             plan = _lookup(self._by_text, (text, operation_name))
             if plan is not None:
                 return plan, None
+            # A text that ran clean and did not compile has no compiled form, so no shape of one:
+            # it is not lexed again (a repeated query outside the form pays no lex per request).
             if not self._by_shape or len(text) > TEXT_LIMIT or (text, operation_name) in self._not_compiled:
                 return None
-        lexed = lex(text) if len(text) <= LEX_ON_LOOP else await in_thread(lex, text)
+        bounds = (MAX_TOKENS, SHAPE_TOKENS)  # the parser's limit (schema.py's MaxTokensLimiter)
+        lexed = lex(text, *bounds) if len(text) <= LEX_ON_LOOP else await in_thread(lex, text, *bounds)
         if lexed is None:
             return None
         with self._lock:
@@ -544,9 +560,12 @@ def _with_shape(
     plan: ReadPlan, schema: GraphQLSchema, document: DocumentNode, literals: tuple[ValueNode, ...]
 ) -> ReadPlan:
     """`plan` able to take the literals of other documents of its shape, when all its literals
-    are in the rows field's arguments and their input types are fixed by the shape."""
+    are in the rows field's arguments, their input types are fixed by the shape, and the document
+    has at most SHAPE_TOKENS tokens."""
     in_arguments = [id(node) for argument in plan.rows_nodes[0].arguments for node in _value_nodes(argument)]
-    if in_arguments != [id(node) for node in literals]:
+    if in_arguments != [id(node) for node in literals] or document.loc is None:
+        return plan
+    if length(document.loc.start_token) > SHAPE_TOKENS:
         return plan
     types = literal_types(schema, document, literals)
     return plan if types is None else replace(plan, literals=literals, literal_types=types)

@@ -94,8 +94,13 @@ LIMIT_MESSAGES = (
     VARIABLES_MESSAGE,
 )
 
-# Strings, block strings and comments hold no structure (GraphQL spec §2.1.7, §2.9.4).
-_NOT_STRUCTURE = re.compile(r'"""(?:[^"\\]|\\.|"(?!""))*(?:"""|\Z)|"(?:[^"\\\n]|\\.)*(?:"|$)|#[^\n]*', re.M)
+# Strings, block strings and comments hold no structure (GraphQL spec §2.1.7, §2.9.4), read as
+# graphql-core's lexer reads them: in a block string a backslash escapes only `"""` (`\\"""` is a
+# backslash, then an escaped `"""`), and a comment ends at CR as at LF. Any other reading counts
+# brackets the parser never sees, or misses some it does.
+_NOT_STRUCTURE = re.compile(
+    r'"""(?:[^"\\]|\\"""|\\|"(?!""))*(?:"""|\Z)|"(?:[^"\\\n]|\\.)*(?:"|$)|#[^\n\r]*', re.M
+)
 _NOT_BRACKET = re.compile(r"[^{}\[\]()]+")
 _OPENING, _CLOSING = frozenset("{[("), frozenset("}])")
 

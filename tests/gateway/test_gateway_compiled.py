@@ -17,11 +17,16 @@ from typing import Any
 
 import orjson
 import pytest
+from graphql.language.lexer import Lexer
 
+from gateway import compiled as compiled_module
+from gateway import shapes
 from gateway.app import Gateway
 from gateway.auth import Principal
 from gateway.compiled import LEX_ON_LOOP, TEXT_LIMIT, ReadPlan
+from gateway.limits import MAX_NESTING, nesting
 from gateway.view import GatewayView
+from graphql import Source, TokenKind
 from meshcore.accesslog import AccessLog, decode_row
 from meshcore.products import ColumnSpec, ProductSpec
 from meshcore.settings import Settings
@@ -325,6 +330,14 @@ SHAPED = (
     "{ nodes { requestId district } } } }"
 )
 NAN = "{ environment { nanReadings(first: %s) { nodes { readingId pm25 } } } }"
+FLOATS = (
+    "{ publicWorks { serviceRequests(where: {responseHours: {gte: %s}}, first: %s) "
+    "{ nodes { requestId responseHours } } } }"
+)
+PAGED = (
+    "{ publicWorks { serviceRequests(asOf: %s, after: %s, first: 1) "
+    "{ nodes { requestId } pageInfo { endCursor } } } }"
+)
 
 
 @pytest.mark.parametrize(
@@ -338,6 +351,38 @@ NAN = "{ environment { nanReadings(first: %s) { nodes { readingId pm25 } } } }"
         (NAN % "1", NAN % "10", "bob", [True]),  # a value graphql-core locates, after a longer literal
         (SHAPED % ('"D3"', "2"), SHAPED % ('"D4"', "3") + "\n#" + "x" * LEX_ON_LOOP, "alice", [True]),
         (SHAPED % ('"D3"', "2"), SHAPED % ('"D4"', "3") + "\n#" + "x" * TEXT_LIMIT, "alice", []),
+        (SHAPED % ('"D3"', "2"), SHAPED % ('"' + "\u00e9\U0001f600" * 900 + '"', "2"), "alice", [True]),
+        (SHAPED % ('"D3"', "2"), SHAPED % ('"\\uD83D\\uDE00 # { ["', "2"), "alice", [True]),  # escapes
+        (SHAPED % ('"D3"', "2"), SHAPED % ('"""\n    D3\n  """', "2"), "alice", []),  # a block string
+        (SHAPED % ('"""\tD3"""', "2"), SHAPED % ('"""\n    D3\n  """', "2"), "alice", [True]),
+        (FLOATS % ("1.5", "2"), FLOATS % ("1e0", "-0"), "bob", [True]),  # Float tokens, `-0` an Int
+        (
+            FLOATS % ("1.5", "2"),
+            FLOATS % ("1e400", "2"),
+            "bob",
+            [True],
+        ),  # inf (Python float): no row reaches it
+        (FLOATS % ("1.5", "2"), FLOATS % ("2", "2"), "bob", []),  # an Int token: another shape
+        # comments count toward the parser's token limit (graphql-core 3.2.14): the full path refuses
+        (NAN % "1", "#\n" * 1990 + NAN % "2", "bob", []),
+        # `\\"""` in a block string: an escaped `"""` after a backslash (GraphQL spec §2.9.4), so the
+        # brackets after it are the string's, not nesting
+        (SHAPED % ('"""D3"""', "2"), SHAPED % ('"""D\\\\"""' + "[" * 64 + '"""', "2"), "alice", [True]),
+        # more tokens than a shape plan takes (SHAPE_TOKENS): answered by the full path
+        (
+            SHAPED % (", ".join(f'"D{i}"' for i in range(250)), "2"),
+            SHAPED % (", ".join(f'"E{i}"' for i in range(250)), "3"),
+            "alice",
+            [],
+        ),
+        # CRLF, tabs and escapes: the read's error located on the request's own lines
+        (
+            SHAPED % ('"D3"', "2"),
+            '{\r\n\tpublicWorks {\r\n\t\tserviceRequests(where: {district: {in: ["\\u0044\\u0033"]}},'
+            "\r\n\t\t\tfirst: 5000) { nodes { requestId district } } } }",
+            "alice",
+            [True],
+        ),
     ],
 )
 def test_a_document_of_a_known_shape_is_answered_with_its_own_literals(
@@ -352,6 +397,20 @@ def test_a_document_of_a_known_shape_is_answered_with_its_own_literals(
     """`asked` answered on a gateway that never saw its shape, then on one that compiled `learned`
     (tried: the plan answered it, handed it back, or was never offered it). A comment is no part of
     a shape: a long one makes the text lexed in a worker thread, or too long to be looked up."""
+    _alike_by_shape(home, gateway, compiled, learned, asked, user, tried)
+
+
+def _alike_by_shape(
+    home: Settings,
+    gateway: Gateway,
+    compiled: list[bool],
+    learned: str,
+    asked: str,
+    user: str,
+    tried: list[bool],
+    learner: str | None = None,
+) -> None:
+    """The differential check: `learner` (default `user`) runs `learned`, then `user` asks."""
     name = f"shaped-{user}-{hashlib.sha256(asked.encode()).hexdigest()[:16]}"
     fresh = Gateway(home)
     try:
@@ -359,12 +418,119 @@ def test_a_document_of_a_known_shape_is_answered_with_its_own_literals(
     finally:
         fresh.close()
     compiled.clear()
-    assert "errors" not in _run(gateway, user, learned, None, f"{name}-learned")
+    assert "errors" not in _run(gateway, learner or user, learned, None, f"{name}-learned")
     assert compiled == []
     by_shape = _run(gateway, user, asked, None, f"{name}-2")
     assert compiled == tried
     assert _without_request_id(by_shape) == _without_request_id(full)
     assert _record(home, f"{name}-2") == _record(home, f"{name}-1")
+
+
+def test_literal_cursors_and_times_of_a_known_shape_are_answered_alike(
+    home: Settings, gateway: Gateway, compiled: list[bool]
+) -> None:
+    """`after` and `asOf` literals: a bad cursor and a time before any snapshot are refused by the
+    read (located on the request's own document); a time its scalar does not parse is handed back."""
+    first = PAGED.replace("after: %s, ", "") % '"2999-01-01T00:00:00Z"'
+    cursor = _run(gateway, "bob", first, None, "cursor")["data"]["publicWorks"]["serviceRequests"]
+    learned = PAGED % ('"2999-01-01T00:00:00Z"', orjson.dumps(cursor["pageInfo"]["endCursor"]).decode())
+    for asked, tried in [
+        (PAGED % ('"2999-01-01T00:00:00Z"', '"not-a-cursor"'), [True]),
+        (PAGED % ('"1999-01-01T00:00:00Z"', '"x"'), [True]),
+        (PAGED % ('"not a time"', '"x"'), [False]),
+        (PAGED % ('"2999-01-01"', '"x"'), [True]),  # a date alone parses as a DateTime
+    ]:
+        learning = Gateway(home)  # one that has not compiled `learned` yet
+        try:
+            _alike_by_shape(home, learning, compiled, learned, asked, "bob", tried)
+        finally:
+            learning.close()
+
+
+MASKED = (
+    "{ publicWorks { serviceRequests(where: {requesterName: {eq: %s}}) { nodes { requestId district } } } }"
+)
+
+
+@pytest.mark.parametrize(("learner", "user"), [("alice", "bob"), ("alice", "dana")])
+def test_a_shape_learned_from_one_caller_answers_another_as_the_full_path(
+    home: Settings, gateway: Gateway, compiled: list[bool], learner: str, user: str
+) -> None:
+    """A plan learned from one caller's request serves another caller of the same schema only
+    through the rows field's own read: masks (bob may not filter on `requesterName`) and row
+    scopes (dana sees D3) are the asking caller's."""
+    _alike_by_shape(
+        home, gateway, compiled, MASKED % '"Person 1"', MASKED % '"Person 7"', user, [True], learner
+    )
+
+
+def test_a_text_outside_the_compiled_form_is_lexed_once(
+    gateway: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once a shape plan exists, a text without a plan of its own is lexed to look for its shape; a
+    text that ran clean and did not compile has no compiled shape, and is not lexed again."""
+    lexed: list[str] = []
+    lex = compiled_module.lex
+    monkeypatch.setattr(compiled_module, "lex", lambda text, *limit: lexed.append(text) or lex(text, *limit))
+    assert "errors" not in _run(gateway, "bob", SHAPED % ('"D3"', "2"), None, "lexed-learned")
+    outside = (
+        "{ publicWorks { serviceRequests(first: 1) { nodes { ...R } } } } "
+        "fragment R on PublicWorksServiceRequestsRow { requestId }"
+    )
+    for n in range(3):
+        assert "errors" not in _run(gateway, "bob", outside, None, f"lexed-outside-{n}")
+    assert lexed == [outside]
+
+
+@pytest.mark.parametrize(
+    "text", ["1 " * (TEXT_LIMIT // 2), "#\n" * (TEXT_LIMIT // 2 - 3) + "{ a }"], ids=["ints", "comments"]
+)
+def test_a_long_text_is_lexed_no_further_than_a_shape_reaches(
+    gateway: Gateway, monkeypatch: pytest.MonkeyPatch, text: str
+) -> None:
+    """Texts without a plan of their own are lexed on the event loop: one longer than any shape plan
+    is read only as far as the longest shape plan may reach (4 KB of Int tokens took ~11 ms, of
+    comments ~3.5 ms)."""
+    tokens: list[int] = []
+
+    class Counting(Lexer):
+        def read_next_token(self, start: int) -> Any:
+            tokens.append(start)
+            return super().read_next_token(start)
+
+    monkeypatch.setattr(shapes, "Lexer", Counting)  # the parser keeps its own
+    assert "errors" not in _run(gateway, "bob", SHAPED % ('"D3"', "2"), None, "long-lex-learned")
+    tokens.clear()
+    assert len(text) <= TEXT_LIMIT and _run(gateway, "bob", text, None, "long-lex")["errors"]
+    assert len(tokens) <= compiled_module.SHAPE_TOKENS + 1
+
+
+def _lexed_depth(text: str) -> int:
+    depth = deepest = 0
+    lexer = Lexer(Source(text))
+    while (token := lexer.advance()).kind is not TokenKind.EOF:
+        if token.kind.value in "{[(":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif token.kind.value in "}])":
+            depth -= 1
+    return deepest
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{ a(s: """x\\\\"""' + "[" * 70 + '""") }',  # a backslash, then an escaped `"""`
+        '{ a(s: """x\\"""[[""") }',
+        '{ a(s: "x\\"[[") }',
+        "{ a #\r" + "{ b " * 3 + "}" * 3 + "\n}",  # a comment ends at CR
+        "#\r" + "[" * 70,
+    ],
+)
+def test_nesting_counts_the_brackets_the_lexer_reads(text: str) -> None:
+    """A shape plan skips the bracket count, so it must be a function of the tokens: a document of
+    a known shape nests as deep as the one that compiled (`limits.nesting`, step 1)."""
+    assert nesting(text) == min(_lexed_depth(text), MAX_NESTING + 1)
 
 
 @pytest.mark.parametrize("operation_name", [["Rows"], {"name": "Rows"}])
