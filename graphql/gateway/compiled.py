@@ -24,6 +24,18 @@ Errors keep graphql-core's semantics: an exception from the read is located at t
 nulls it (`handle_field_error`); a value the writer cannot complete (`_Incomplete`, or anything a
 serialiser raises) is completed again by graphql-core's `complete_value`, which locates the error.
 The errors are then logged (`process_errors`) and masked as Strawberry's `MaskErrors` would.
+
+Documents that differ only in their literal values (one *shape*, `shapes.py`) share a plan when
+every literal of the plan's document stands in the rows field's arguments and the document has at
+most `SHAPE_TOKENS` tokens. A request whose text has no plan of its own is lexed, not parsed (on the
+event loop up to `LEX_ON_LOOP` characters, in the limits' worker thread above); its literals are
+checked by ValuesOfCorrectType against the input types the shape fixes (all the full path's
+validation runs for a document of a shape it validated, `limits.py` step 4) and put in the
+template's places; its errors are located on its own document, parsed then.
+
+Measured on query (a) of bench/gateway.py, 1M rows, one worker: p50 ~8 -> ~5.3 ms over HTTP and
+~150 -> ~220 req/s at 8 clients; the same query with its value inlined went from x1.48 to x1.05 of
+its variable form (bench/literals.py).
 """
 
 from __future__ import annotations
