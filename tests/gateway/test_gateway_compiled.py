@@ -554,3 +554,95 @@ def test_a_long_document_is_never_compiled(home: Settings, gateway: Gateway, com
     first = _twice(home, gateway, "bob", query, {"first": 2}, "long")
     assert compiled == [] and len(first["data"]["publicWorks"]["serviceRequests"]["nodes"]) == 2
     assert _twice(home, gateway, "bob", ROWS, {"first": 2}, "short") and compiled == [True]
+
+
+# -- state, concurrency and the surfaces around a plan (review 3) ---------------------------------
+
+
+def _together(gateway: Gateway, requests: list[tuple[str, str, Any, str]]) -> list[Any]:
+    """`(user, query, variables, request id)` run at once on one event loop, answers in order."""
+    principals = {user: Principal(subject=user, claims={"sub": user}) for user, *_ in requests}
+
+    async def all_at_once() -> list[Any]:
+        return await asyncio.gather(
+            *(
+                gateway.execute(principals[user], query, variables, request_id=rid, client="10.0.0.9")
+                for user, query, variables, rid in requests
+            )
+        )
+
+    return asyncio.run(all_at_once())
+
+
+def test_requests_in_flight_while_their_plan_is_learned_are_answered_as_the_full_path(
+    home: Settings, gateway: Gateway, compiled: list[bool]
+) -> None:
+    """Many requests of one text and of one shape at once, on a gateway that has compiled neither:
+    the first wave all take the full path and each learns (one plan per key, whoever finishes
+    last), the second wave is answered by the plans; every answer and record is the one a fresh
+    gateway gives the same request alone."""
+    users = ["alice", "bob", "dana"]
+    wave = [
+        *(
+            (users[n % 3], ROWS, {"first": n % 4 + 1, "where": {"priority": {"gte": n % 3}}}, "text")
+            for n in range(9)
+        ),
+        *((users[n % 3], SHAPED % (f'"D{n % 9 + 1}"', str(n % 5 + 1)), None, "shape") for n in range(9)),
+    ]
+    requests = [
+        (user, query, variables, f"together-{kind}-{n}")
+        for n, (user, query, variables, kind) in enumerate(wave)
+    ]
+    first = _together(gateway, [(u, q, v, f"{rid}-a") for u, q, v, rid in requests])
+    assert not any(compiled)  # nothing compiled before the first wave ended
+    compiled.clear()
+    second = _together(gateway, [(u, q, v, f"{rid}-b") for u, q, v, rid in requests])
+    assert compiled == [True] * len(requests)
+    fresh = Gateway(home)
+    try:
+        alone = [_run(fresh, u, q, v, f"{rid}-alone") for u, q, v, rid in requests]
+    finally:
+        fresh.close()
+    for (_, _, _, rid), a, b, c in zip(requests, first, second, alone, strict=True):
+        assert _without_request_id(a) == _without_request_id(b) == _without_request_id(c), rid
+        assert _record(home, f"{rid}-a") == _record(home, f"{rid}-b") == _record(home, f"{rid}-alone") != []
+
+
+def _logged(settings: Settings, request_id: str) -> list[dict[str, Any]]:
+    return [
+        decode_row(r)
+        for r in AccessLog(get_engine(settings.metadata_url)).rows()
+        if r["request_id"] == request_id
+    ]
+
+
+@pytest.mark.parametrize("kind", [PLAIN, NOT_PLAIN])
+def test_a_body_naming_query_twice_runs_and_logs_the_last(
+    server: Any, compiled: list[bool], kind: str
+) -> None:
+    """`{"query": A, "query": B}`: the pipeline's parser (json) and Strawberry's keep the last
+    member alike, so B is what runs, what a plan answers and what the record's `operation_hash`
+    names; a body with a UTF-8 BOM is refused (RFC 8259 §8.1) with a record, on either path."""
+    other = SHAPED % ('"D2"', "1")
+    learned = ROWS
+    headers = {"Authorization": f"Bearer {server.token('bob')}", "Content-Type": kind}
+    for gte in range(2):  # the second time by the plan (a new body each time: no response cache hit)
+        body = (
+            b'{"query": %s, "query": %s, "variables": {"first": 2, "where": {"priority": {"gte": %d}}}}'
+            % (
+                orjson.dumps(other),
+                orjson.dumps(learned),
+                gte,
+            )
+        )
+        response = server.client.post("/graphql", content=body, headers=headers)
+        assert response.status_code == 200, response.text
+        assert len(response.json()["data"]["publicWorks"]["serviceRequests"]["nodes"]) == 2
+        [record] = _logged(server.settings, response.headers["x-request-id"])
+        assert record["operation_hash"] == hashlib.sha256(" ".join(learned.split()).encode()).hexdigest()
+    assert compiled[-1:] == [True]
+    response = server.client.post("/graphql", content=b"\xef\xbb\xbf" + body, headers=headers)
+    assert (
+        response.status_code == 400 and response.json()["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+    )
+    assert len(_logged(server.settings, response.headers["x-request-id"])) == 1
