@@ -684,39 +684,3 @@ def test_two_event_loops_reading_at_once_each_get_their_answers(gateway: Gateway
         thread.join(max(0.0, deadline - time.monotonic()))
     assert not any(thread.is_alive() for thread in threads)
     assert len(answers) == 60 and all("errors" not in body and body["data"] for body in answers)
-
-
-def test_two_event_loops_asking_for_one_callers_schema_at_once_each_get_their_answers(home: Settings) -> None:
-    """The first requests of a discoverable set from two event loops at once (`Gateway.execute` from
-    two threads) share one build of its schema, not one loop's future: awaiting a future of another
-    loop failed the request (`INTERNAL_SERVER_ERROR`)."""
-    gateway = Gateway(home)  # no caller schema built yet
-    principal = Principal(subject="bob", claims={"sub": "bob"})
-    query = "{ publicWorks { serviceRequests(first: 1) { nodes { requestId } } } }"
-    start, answers = threading.Barrier(2), []
-
-    def loop(thread: int) -> None:
-        async def requests() -> list[Any]:
-            return await asyncio.gather(
-                *(
-                    gateway.execute(principal, query, None, request_id=f"build-{thread}-{n}", client=None)
-                    for n in range(3)
-                )
-            )
-
-        start.wait()
-        try:
-            answers.extend(asyncio.run(requests()))
-        except Exception as exc:  # a request refused as a whole
-            answers.append(repr(exc))
-
-    threads = [threading.Thread(target=loop, args=(n,), daemon=True) for n in range(2)]
-    try:
-        for thread in threads:
-            thread.start()
-        deadline = time.monotonic() + 60
-        for thread in threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
-    finally:
-        gateway.close()
-    assert len(answers) == 6 and all(type(body) is dict and "errors" not in body for body in answers), answers
