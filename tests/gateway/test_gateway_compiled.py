@@ -650,25 +650,29 @@ def test_a_body_naming_query_twice_runs_and_logs_the_last(
     assert len(_logged(server.settings, response.headers["x-request-id"])) == 1
 
 
-def test_two_event_loops_reading_at_once_each_get_their_answers(gateway: Gateway) -> None:
-    """`Gateway.execute` from two threads, each with its own event loop (`Plans` is thread-safe):
-    texts of a known shape longer than `LEX_ON_LOOP` are lexed in the limits' worker threads, so
-    both loops wait on that limiter at once. Each request is answered; none waits forever on a
-    wake-up sent to the other loop (a deadlock before the limiter was one per event loop)."""
+def test_two_gateways_on_two_event_loops_reading_at_once_each_get_their_answers(home: Settings) -> None:
+    """Two gateways, each on its own event loop in its own thread (a server's loop and an in-process
+    caller's, as the in-process tests run them): texts of a known shape longer than `LEX_ON_LOOP`
+    are lexed in the limits' worker threads, so both loops wait on that process-wide limiter at
+    once. Each request is answered; none waits forever on a wake-up sent to the other loop (a
+    deadlock before the limiter was one per event loop)."""
     principal = Principal(subject="alice", claims={"sub": "alice"})
-    assert "errors" not in _run(gateway, "alice", SHAPED % ('"D3"', "2"), None, "loops-learned")
+    gateways = [Gateway(home) for _ in range(2)]
     answers: list[Any] = []
 
     def loop(thread: int) -> None:
+        gateway = gateways[thread]
+
         async def requests(batch: int) -> list[Any]:
-            out = []
+            out = [
+                await gateway.execute(
+                    principal, SHAPED % ('"D3"', "2"), None, request_id=f"loops-{thread}-{batch}", client=None
+                )
+            ]
             for n in range(10):
                 text = SHAPED % (f'"D{n % 9 + 1}"', str(n % 4 + 1)) + "\n#" + "x" * LEX_ON_LOOP
-                out.append(
-                    await gateway.execute(
-                        principal, text, None, request_id=f"loops-{thread}-{batch}-{n}", client=None
-                    )
-                )
+                rid = f"loops-{thread}-{batch}-{n}"
+                out.append(await gateway.execute(principal, text, None, request_id=rid, client=None))
             return out
 
         async def batches() -> list[list[Any]]:
@@ -677,10 +681,14 @@ def test_two_event_loops_reading_at_once_each_get_their_answers(gateway: Gateway
         answers.extend(body for batch in asyncio.run(batches()) for body in batch)
 
     threads = [threading.Thread(target=loop, args=(n,), daemon=True) for n in range(2)]
-    for thread in threads:
-        thread.start()
-    deadline = time.monotonic() + 60  # ~1 s of work: a thread still waiting then waits forever
-    for thread in threads:
-        thread.join(max(0.0, deadline - time.monotonic()))
-    assert not any(thread.is_alive() for thread in threads)
-    assert len(answers) == 60 and all("errors" not in body and body["data"] for body in answers)
+    try:
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + 60  # ~1 s of work: a thread still waiting then waits forever
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        assert not any(thread.is_alive() for thread in threads)
+    finally:
+        for gateway in gateways:
+            gateway.close()
+    assert len(answers) == 66 and all("errors" not in body and body["data"] for body in answers)
