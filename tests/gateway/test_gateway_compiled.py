@@ -30,6 +30,7 @@ from gateway.limits import MAX_NESTING, nesting
 from gateway.view import GatewayView
 from graphql import Source, TokenKind
 from meshcore.accesslog import AccessLog, decode_row
+from meshcore.catalog import Catalog
 from meshcore.products import ColumnSpec, ProductSpec
 from meshcore.settings import Settings
 from meshcore.store import dispose, get_engine
@@ -692,3 +693,66 @@ def test_two_gateways_on_two_event_loops_reading_at_once_each_get_their_answers(
         for gateway in gateways:
             gateway.close()
     assert len(answers) == 66 and all("errors" not in body and body["data"] for body in answers)
+
+
+COUNTS = ProductSpec(
+    department="transportation",
+    product="traffic_counts",
+    classification="public",
+    owner="bob@city.example",
+    description="Vehicles counted per sensor.",
+    key="sensor",
+    unscoped="counted city-wide",
+    columns=(ColumnSpec("sensor", "varchar"), ColumnSpec("vehicles", "bigint")),
+)
+COUNTS_V2 = ProductSpec(
+    **{**COUNTS.__dict__, "columns": (*COUNTS.columns, ColumnSpec("speed_kmh", "double"))}
+)
+COUNTED = (
+    "{ transportation { trafficCounts(first: 3) { totalCount nodes { sensor vehicles } snapshot { id } } } }"
+)
+
+
+def _as_fresh(home: Settings, gateway: Gateway, query: str, name: str) -> Any:
+    """`query` as bob on `gateway` after it picks up the catalog (its next poll), checked against a
+    gateway started on that catalog: the same answer and record."""
+    gateway._polled = 0.0  # poll now, not within the second
+    body = _run(gateway, "bob", query, None, f"{name}-1")
+    fresh = Gateway(home)
+    try:
+        assert _without_request_id(body) == _without_request_id(_run(fresh, "bob", query, None, f"{name}-2"))
+    finally:
+        fresh.close()
+    assert _record(home, f"{name}-1") == _record(home, f"{name}-2") != []
+    return body
+
+
+def test_a_publish_between_requests_is_served_as_the_full_path(
+    home: Settings, gateway: Gateway, compiled: list[bool], publish_product: Any
+) -> None:
+    """A plan goes with its schema: after a new snapshot, a new column or a snapshot marked broken,
+    the same text answers from the new catalog state exactly as a gateway started on it does, the
+    plan of the new schema included (a broken mark on an intact file: hashed again and served)."""
+    first = publish_product(
+        home, COUNTS, "SELECT 'S' || i AS sensor, CAST(i AS BIGINT) AS vehicles FROM range(9) t(i)"
+    )
+    for n in range(2):
+        body = _as_fresh(home, gateway, COUNTED, f"publish-v1-{n}")
+    assert (
+        compiled == [True] and body["data"]["transportation"]["trafficCounts"]["snapshot"]["id"] == first.id
+    )
+    second = publish_product(
+        home,
+        COUNTS_V2,
+        "SELECT 'T' || i AS sensor, CAST(i AS BIGINT) AS vehicles, 5.0 AS speed_kmh FROM range(4) t(i)",
+    )
+    for n in range(2):
+        body = _as_fresh(home, gateway, COUNTED, f"publish-v2-{n}")
+    assert compiled == [True, True]  # the old schema's plan is not asked; the new one's is learned
+    page = body["data"]["transportation"]["trafficCounts"]
+    assert page["snapshot"]["id"] == second.id and page["totalCount"] == 4
+    assert "errors" not in _as_fresh(home, gateway, COUNTED.replace("vehicles", "speedKmh"), "publish-v2-new")
+    Catalog(get_engine(home.metadata_url), home.home).mark_broken(second.id, "checksum mismatch", "test")
+    body = _as_fresh(home, gateway, COUNTED, "publish-broken")
+    assert compiled[-1:] == [True]  # the mark's new schema: its file hashed again, found intact
+    assert body["data"]["transportation"]["trafficCounts"]["snapshot"]["id"] == second.id
