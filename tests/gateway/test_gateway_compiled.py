@@ -713,14 +713,14 @@ COUNTED = (
 )
 
 
-def _as_fresh(home: Settings, gateway: Gateway, query: str, name: str) -> Any:
-    """`query` as bob on `gateway` after it picks up the catalog (its next poll), checked against a
+def _as_fresh(home: Settings, gateway: Gateway, query: str, name: str, user: str = "bob") -> Any:
+    """`query` as `user` on `gateway` after it picks up the catalog (its next poll), checked against a
     gateway started on that catalog: the same answer and record."""
     gateway._polled = 0.0  # poll now, not within the second
-    body = _run(gateway, "bob", query, None, f"{name}-1")
+    body = _run(gateway, user, query, None, f"{name}-1")
     fresh = Gateway(home)
     try:
-        assert _without_request_id(body) == _without_request_id(_run(fresh, "bob", query, None, f"{name}-2"))
+        assert _without_request_id(body) == _without_request_id(_run(fresh, user, query, None, f"{name}-2"))
     finally:
         fresh.close()
     assert _record(home, f"{name}-1") == _record(home, f"{name}-2") != []
@@ -756,3 +756,31 @@ def test_a_publish_between_requests_is_served_as_the_full_path(
     body = _as_fresh(home, gateway, COUNTED, "publish-broken")
     assert compiled[-1:] == [True]  # the mark's new schema: its file hashed again, found intact
     assert body["data"]["transportation"]["trafficCounts"]["snapshot"]["id"] == second.id
+
+
+SALARIES = "{ hr { salaries(first: 2) { totalCount nodes { employeeId salary } } } }"
+
+
+def test_a_grant_given_and_revoked_between_requests_is_served_as_the_full_path(
+    home: Settings, gateway: Gateway, compiled: list[bool]
+) -> None:
+    """A plan is learned on the schema of the caller's discoverable set: once a revocation takes
+    the product out of that set, the same text fails validation as a gateway started on that
+    policy fails it (with the `deny` record of a hidden product), never answered by the plan."""
+    request = (
+        'mutation { requestAccess(product: "hr.salaries", action: READ, purpose: "audit", days: 1) { id } }'
+    )
+    rid = _run(gateway, "mallory", request, None, "grant-request")["data"]["requestAccess"]["id"]
+    approve = "mutation($id: Int!) { approveAccessRequest(id: $id) { state } }"
+    assert _run(gateway, "frank", approve, {"id": rid}, "grant-approve")["data"]["approveAccessRequest"]
+    for n in range(2):
+        body = _as_fresh(home, gateway, SALARIES, f"granted-{n}", "mallory")
+    assert compiled == [True] and body["data"]["hr"]["salaries"]["totalCount"] == 5
+    revoke = "mutation($id: Int!) { revokeAccess(id: $id) { state } }"
+    assert (
+        _run(gateway, "frank", revoke, {"id": rid}, "grant-revoke")["data"]["revokeAccess"]["state"]
+        == "REVOKED"
+    )
+    body = _as_fresh(home, gateway, SALARIES, "revoked", "mallory")
+    assert compiled == [True] and body["data"] is None
+    assert [r["decision"] for r in _record(home, "revoked-1")] == ["deny"]
