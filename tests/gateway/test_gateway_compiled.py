@@ -784,3 +784,41 @@ def test_a_grant_given_and_revoked_between_requests_is_served_as_the_full_path(
     body = _as_fresh(home, gateway, SALARIES, "revoked", "mallory")
     assert compiled == [True] and body["data"] is None
     assert [r["decision"] for r in _record(home, "revoked-1")] == ["deny"]
+
+
+def test_a_compiled_answer_is_cached_and_invalidated_as_a_full_path_answer(
+    server: Any, compiled: list[bool], publish_product: Any
+) -> None:
+    """Over HTTP the response cache keys a compiled answer as any other (catalog version, policy
+    version, caller, content type, body): the same body again is the cached bytes, with its own
+    record; after a publish it is answered again from the new snapshot, never the cached one."""
+    settings = server.settings
+    first = publish_product(
+        settings, COUNTS, "SELECT 'S' || i AS sensor, CAST(i AS BIGINT) AS vehicles FROM range(9) t(i)"
+    )
+    query = COUNTED.replace("first: 3", "first: $first").replace(
+        "{ transportation", "query($first: Int) { transportation"
+    )
+    headers = {"Authorization": f"Bearer {server.token('bob')}", "Content-Type": PLAIN}
+
+    def post(first: int) -> Any:
+        body = orjson.dumps({"query": query, "variables": {"first": first}})
+        response = server.client.post("/graphql", content=body, headers=headers)
+        assert response.status_code == 200, response.text
+        assert len(_logged(settings, response.headers["x-request-id"])) == 1
+        return response
+
+    deadline = time.monotonic() + 30
+    while "errors" in post(1).json() and time.monotonic() < deadline:  # the server's next poll
+        time.sleep(0.2)
+    compiled.clear()
+    answers = [post(2), post(2)]
+    assert compiled == [True] and answers[0].content == answers[1].content  # the second from the cache
+    assert answers[0].json()["data"]["transportation"]["trafficCounts"]["snapshot"]["id"] == first.id
+    second = publish_product(
+        settings, COUNTS, "SELECT 'T' || i AS sensor, CAST(i AS BIGINT) AS vehicles FROM range(4) t(i)"
+    )
+    while (page := post(2).json()["data"]["transportation"]["trafficCounts"])["snapshot"]["id"] != second.id:
+        assert time.monotonic() < deadline + 30, page
+        time.sleep(0.2)
+    assert page["totalCount"] == 4 and [n["sensor"] for n in page["nodes"]] == ["T0", "T1"]
