@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import anyio.to_thread
 import orjson
 import pytest
 from graphql.language.lexer import Lexer
@@ -822,3 +823,44 @@ def test_a_compiled_answer_is_cached_and_invalidated_as_a_full_path_answer(
         assert time.monotonic() < deadline + 30, page
         time.sleep(0.2)
     assert page["totalCount"] == 4 and [n["sensor"] for n in page["nodes"]] == ["T0", "T1"]
+
+
+def test_requests_cancelled_while_their_text_is_lexed_leave_the_next_ones_answered(
+    gateway: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A request cancelled (a client gone) while its text is lexed in the limits' worker thread
+    ends when the lexing does, holding no worker: the next requests of the shape, more at once
+    than there are workers, are answered."""
+    principal = Principal(subject="alice", claims={"sub": "alice"})
+    assert "errors" not in _run(gateway, "alice", SHAPED % ('"D3"', "2"), None, "cancel-learned")
+    release, lexing = threading.Event(), threading.Semaphore(0)
+    lex = compiled_module.lex
+
+    def held(text: str, *limit: int) -> Any:
+        if "held" in text:
+            lexing.release()
+            release.wait(60)
+        return lex(text, *limit)
+
+    monkeypatch.setattr(compiled_module, "lex", held)
+    long = "\n#" + "x" * LEX_ON_LOOP
+
+    async def scenario() -> list[Any]:
+        def ask(n: int, note: str) -> Any:
+            text = SHAPED % (f'"D{n}"', "2") + long + note
+            return gateway.execute(principal, text, None, request_id=f"cancel-{note}-{n}", client=None)
+
+        cancelled = [asyncio.ensure_future(ask(n, "held")) for n in (1, 2)]
+        for _ in cancelled:  # both workers are lexing
+            await anyio.to_thread.run_sync(lexing.acquire)
+        for task in cancelled:
+            task.cancel()
+        release.set()
+        for task in cancelled:
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        return await asyncio.wait_for(asyncio.gather(*(ask(n, "after") for n in range(1, 6))), 60)
+
+    answers = asyncio.run(scenario())
+    assert all("errors" not in body and body["data"] for body in answers)
+    assert _record(gateway.settings, "cancel-held-1") == []  # as for any request cancelled in-process
