@@ -864,3 +864,48 @@ def test_requests_cancelled_while_their_text_is_lexed_leave_the_next_ones_answer
     answers = asyncio.run(scenario())
     assert all("errors" not in body and body["data"] for body in answers)
     assert _record(gateway.settings, "cancel-held-1") == []  # as for any request cancelled in-process
+
+
+@pytest.mark.parametrize(
+    ("query", "calls", "tried"),
+    [
+        (SHAPED % ('"D3"', "2"), [(None, None), ({}, None), (None, None), ({"unused": 1}, None)], [True] * 6),
+        # a name is part of a plan's key: (text, "Rows") is learned apart from (text, None)
+        (
+            ROWS,
+            [({"first": 2}, None), ({"first": 2}, "Rows"), ({"first": 2}, "Rows"), ({"first": 2}, None)],
+            [True] * 4,
+        ),
+        # a required variable missing or null: handed back, the full path reports it
+        (REQUIRED, [({"first": 2}, None), (None, None), ({}, None), ({"first": None}, None)], [False] * 6),
+    ],
+    ids=["no-variables", "operation-name", "required-missing"],
+)
+def test_what_the_portal_sends_is_answered_as_the_full_path(
+    home: Settings,
+    gateway: Gateway,
+    compiled: list[bool],
+    query: str,
+    calls: list[tuple[Any, str | None]],
+    tried: list[bool],
+) -> None:
+    """`Gateway.execute` (the portal) with variables None, {} or extra ones, with and without an
+    operation name, and without a required variable: each answer and record as a fresh gateway's."""
+    fresh = Gateway(home)
+    try:
+        for n, (variables, name) in enumerate(calls):
+            principal = Principal(subject="bob", claims={"sub": "bob"})
+            rid = f"portal-{hashlib.sha256(query.encode()).hexdigest()[:8]}-{n}"
+            answers = [
+                asyncio.run(
+                    gw.execute(
+                        principal, query, variables, request_id=f"{rid}-{k}", client=None, operation_name=name
+                    )
+                )
+                for k, gw in enumerate((fresh, gateway))
+            ]
+            assert _without_request_id(answers[0]) == _without_request_id(answers[1])
+            assert _record(home, f"{rid}-0") == _record(home, f"{rid}-1") != []
+    finally:
+        fresh.close()
+    assert compiled == tried  # each request the fresh gateway and this one gave a plan
