@@ -27,6 +27,7 @@ from gateway import shapes
 from gateway.app import Gateway
 from gateway.auth import Principal
 from gateway.compiled import LEX_ON_LOOP, TEXT_LIMIT, ReadPlan
+from gateway.errors import GovernedError
 from gateway.limits import MAX_NESTING, nesting
 from gateway.view import GatewayView
 from graphql import Source, TokenKind
@@ -909,3 +910,38 @@ def test_what_the_portal_sends_is_answered_as_the_full_path(
     finally:
         fresh.close()
     assert compiled == tried  # each request the fresh gateway and this one gave a plan
+
+
+@pytest.mark.parametrize(
+    ("query", "operation_name", "message"),
+    [
+        (ROWS, "Other", 'Unknown operation named "Other".'),
+        ("{ me { user } }", "", 'Unknown operation named "".'),
+        ("", None, "No GraphQL query found in the request"),
+    ],
+    ids=["unknown-name", "empty-name", "empty-document"],
+)
+def test_a_request_strawberry_refuses_before_executing_is_bad_input_in_process(
+    server: Any, gateway: Gateway, query: str, operation_name: str | None, message: str
+) -> None:
+    """`Gateway.execute` (the portal) answers a document with no operation of the name given, or
+    no document, as `POST /graphql` does: refused as a whole, HTTP 400 `BAD_USER_INPUT`, with one
+    record, never an internal error."""
+    payload = {"query": query, "variables": {"first": 1}, "operationName": operation_name}
+    response = server.client.post(
+        "/graphql",
+        content=orjson.dumps(payload),
+        headers={"Authorization": f"Bearer {server.token('bob')}", "Content-Type": PLAIN},
+    )
+    assert (response.status_code, response.json()["errors"][0]["message"]) == (400, message)
+    principal = Principal(subject="bob", claims={"sub": "bob"})
+    rid = f"refused-{operation_name}-{len(query)}"
+    with pytest.raises(GovernedError) as refused:
+        asyncio.run(
+            gateway.execute(
+                principal, query, {"first": 1}, request_id=rid, client=None, operation_name=operation_name
+            )
+        )
+    assert (refused.value.status, refused.value.code, str(refused.value)) == (400, "BAD_USER_INPUT", message)
+    [record] = _logged(gateway.settings, rid)
+    assert (record["error_code"], record["decision"]) == ("BAD_USER_INPUT", "none")
