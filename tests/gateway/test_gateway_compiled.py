@@ -945,3 +945,22 @@ def test_a_request_strawberry_refuses_before_executing_is_bad_input_in_process(
     assert (refused.value.status, refused.value.code, str(refused.value)) == (400, "BAD_USER_INPUT", message)
     [record] = _logged(gateway.settings, rid)
     assert (record["error_code"], record["decision"]) == ("BAD_USER_INPUT", "none")
+
+
+def test_an_internal_error_is_logged_once_with_its_traceback_as_on_the_full_path(
+    gateway: Gateway, compiled: list[bool], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The operator's log gets one record per internal error, with the original exception, whether
+    the full path or a plan answered (the caller sees only `requestId`)."""
+    logged = []
+    for n, query in enumerate([NAN % "3", NAN % "1", NAN % "3"]):  # full path, learned, plan
+        caplog.clear()
+        with caplog.at_level("ERROR", logger="gateway.schema"):
+            body = _run(gateway, "bob", query, None, f"logged-{n}")
+        assert [e["extensions"]["requestId"] for e in body.get("errors", ())] == (
+            [] if n == 1 else [f"logged-{n}"]
+        )
+        logged.append([(r.getMessage(), r.exc_info and type(r.exc_info[1]).__name__) for r in caplog.records])
+    assert compiled == [True]
+    print(logged)
+    assert 0
