@@ -962,5 +962,5 @@ def test_an_internal_error_is_logged_once_with_its_traceback_as_on_the_full_path
         )
         logged.append([(r.getMessage(), r.exc_info and type(r.exc_info[1]).__name__) for r in caplog.records])
     assert compiled == [True]
-    print(logged)
-    assert 0
+    message = "internal error in a resolver (request logged-%d)"
+    assert logged == [[(message % 0, "GraphQLError")], [], [(message % 2, "GraphQLError")]]
