@@ -9,8 +9,9 @@ the result is returned: one record per product touched, or one for the request.
 
 Returns the body `/graphql` would send (`view.response_body`): `{"data", "errors"?, "extensions"?}`;
 field errors stay in it, with their `extensions.code`. Raises `GovernedError` when the request is
-refused as a whole, recorded once like the pipeline's refusals: 401 `UNAUTHENTICATED` (not in the
-directory), 500 `INTERNAL_SERVER_ERROR`, and 503 `UNAVAILABLE` whenever the access log cannot be
+refused as a whole, recorded once like the pipeline's refusals: 400 `BAD_USER_INPUT` (no document,
+or no operation of the name given), 401 `UNAUTHENTICATED` (not in the directory), 500
+`INTERNAL_SERVER_ERROR`, and 503 `UNAVAILABLE` whenever the access log cannot be
 written (fail closed: no record, no data). Pass fixed documents with every value in `variables`:
 parsing and validation are cached by document text (ARCHITECTURE §2b).
 """
@@ -23,6 +24,9 @@ from typing import Any
 
 import orjson
 from starlette.responses import Response
+from strawberry.exceptions import MissingQueryError
+from strawberry.schema.exceptions import CannotGetOperationTypeError
+from strawberry.types import ExecutionResult
 
 from gateway import errors
 from gateway.auth import Principal
@@ -54,9 +58,7 @@ async def execute(
         await services.refresh()
         ctx = services.context(principal, fields, started)
         fields["operation_hash"] = operation_hash(document)
-        result = await ctx.schema.execute(
-            document, variables, context_value=ctx, operation_name=operation_name
-        )
+        result = await _execute(ctx, document, variables, operation_name)
         body: dict[str, Any] = dict(response_body(result, ctx))
     except GovernedError as exc:
         raise await _refused(services, fields, started, exc, ctx) from None
@@ -69,6 +71,20 @@ async def execute(
     if recorded.status_code != response.status_code:  # the log could not be written
         raise GovernedError(LOG_DOWN, errors.UNAVAILABLE)
     return body
+
+
+async def _execute(
+    ctx: RequestContext, document: str, variables: dict[str, Any] | None, operation_name: str | None
+) -> ExecutionResult:
+    """The schema's result; what Strawberry refuses before executing (no document, no operation of
+    that name) raises GovernedError 400 `BAD_USER_INPUT` with the message its HTTP view sends
+    (`strawberry.http.async_base_view`), as `POST /graphql` answers it."""
+    try:
+        return await ctx.schema.execute(document, variables, context_value=ctx, operation_name=operation_name)
+    except CannotGetOperationTypeError as exc:
+        raise GovernedError(exc.as_http_error_reason(), errors.BAD_USER_INPUT) from None
+    except MissingQueryError:
+        raise GovernedError("No GraphQL query found in the request", errors.BAD_USER_INPUT) from None
 
 
 async def _refused(

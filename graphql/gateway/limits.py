@@ -42,6 +42,7 @@ from typing import Any
 
 import anyio
 import anyio.to_thread
+from anyio.lowlevel import RunVar
 from graphql.error import GraphQLSyntaxError
 from graphql.language.parser import Parser
 from strawberry.extensions import SchemaExtension
@@ -74,7 +75,9 @@ MAX_MERGE_COST = 20_000  # a query naming each field once costs its number of fi
 # JSON values in `variables` (each object, list item and scalar): graphql-core coerces each one on
 # the event loop before execution; a `where` of 1,500 terms (4,500 values) held it ~0.15 s.
 MAX_VARIABLE_VALUES = 2_000
-WORKER_THREADS = 2  # parsing and validation of documents not seen before, at most this many at once
+WORKER_THREADS = (
+    2  # parsing and validation of documents not seen before, at most this many at once per event loop
+)
 PARSE_CACHE = 512  # parsed documents
 VALIDATION_CACHE = 512  # validated documents per schema
 SHAPE_CACHE = 512  # shapes that passed every rule, per schema
@@ -289,7 +292,10 @@ class _Valid:
 _PARSED = _Results(PARSE_CACHE)  # text -> _Parsed
 _VALIDATED = _Results(VALIDATION_CACHE)  # (schema) text -> errors
 SHAPES = _Results(SHAPE_CACHE)  # (schema) shape -> _Valid: every rule passed
-_LIMITER: list[anyio.CapacityLimiter] = []  # created on first use, inside the event loop
+# One per event loop (as anyio keeps its default thread limiter): a limiter wakes its waiters
+# through its own loop's events, so two loops sharing one (`Gateway.execute` from two threads)
+# waited forever on a wake-up sent from the other loop's thread.
+_LIMITER: RunVar[anyio.CapacityLimiter] = RunVar("civicmesh_limits_limiter")
 
 
 def parsed(text: str) -> DocumentNode | None:
@@ -315,9 +321,11 @@ def shape_valid(schema: Any, document_shape: Shape) -> bool:
 async def in_thread(function: Any, *args: Any) -> Any:
     """`function(*args)` in a worker thread of the validation limiter (not the default pool, which
     DuckDB queries use: hostile documents queue here, never in front of reads)."""
-    if not _LIMITER:
-        _LIMITER.append(anyio.CapacityLimiter(WORKER_THREADS))
-    return await anyio.to_thread.run_sync(function, *args, limiter=_LIMITER[0])
+    limiter = _LIMITER.get(None)
+    if limiter is None:
+        limiter = anyio.CapacityLimiter(WORKER_THREADS)
+        _LIMITER.set(limiter)
+    return await anyio.to_thread.run_sync(function, *args, limiter=limiter)
 
 
 class _CountingParser(Parser):

@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
+import anyio.to_thread
 import orjson
 import pytest
 from graphql.language.lexer import Lexer
@@ -24,10 +27,12 @@ from gateway import shapes
 from gateway.app import Gateway
 from gateway.auth import Principal
 from gateway.compiled import LEX_ON_LOOP, TEXT_LIMIT, ReadPlan
+from gateway.errors import GovernedError
 from gateway.limits import MAX_NESTING, nesting
 from gateway.view import GatewayView
 from graphql import Source, TokenKind
 from meshcore.accesslog import AccessLog, decode_row
+from meshcore.catalog import Catalog
 from meshcore.products import ColumnSpec, ProductSpec
 from meshcore.settings import Settings
 from meshcore.store import dispose, get_engine
@@ -554,3 +559,408 @@ def test_a_long_document_is_never_compiled(home: Settings, gateway: Gateway, com
     first = _twice(home, gateway, "bob", query, {"first": 2}, "long")
     assert compiled == [] and len(first["data"]["publicWorks"]["serviceRequests"]["nodes"]) == 2
     assert _twice(home, gateway, "bob", ROWS, {"first": 2}, "short") and compiled == [True]
+
+
+# -- state, concurrency and the surfaces around a plan (review 3) ---------------------------------
+
+
+def _together(gateway: Gateway, requests: list[tuple[str, str, Any, str]]) -> list[Any]:
+    """`(user, query, variables, request id)` run at once on one event loop, answers in order."""
+    principals = {user: Principal(subject=user, claims={"sub": user}) for user, *_ in requests}
+
+    async def all_at_once() -> list[Any]:
+        return await asyncio.gather(
+            *(
+                gateway.execute(principals[user], query, variables, request_id=rid, client="10.0.0.9")
+                for user, query, variables, rid in requests
+            )
+        )
+
+    return asyncio.run(all_at_once())
+
+
+def test_requests_in_flight_while_their_plan_is_learned_are_answered_as_the_full_path(
+    home: Settings, gateway: Gateway, compiled: list[bool]
+) -> None:
+    """Many requests of one text and of one shape at once, on a gateway that has compiled neither:
+    the first wave all take the full path and each learns (one plan per key, whoever finishes
+    last), the second wave is answered by the plans; every answer and record is the one a fresh
+    gateway gives the same request alone."""
+    users = ["alice", "bob", "dana"]
+    wave = [
+        *(
+            (users[n % 3], ROWS, {"first": n % 4 + 1, "where": {"priority": {"gte": n % 3}}}, "text")
+            for n in range(9)
+        ),
+        *((users[n % 3], SHAPED % (f'"D{n % 9 + 1}"', str(n % 5 + 1)), None, "shape") for n in range(9)),
+    ]
+    requests = [
+        (user, query, variables, f"together-{kind}-{n}")
+        for n, (user, query, variables, kind) in enumerate(wave)
+    ]
+    first = _together(gateway, [(u, q, v, f"{rid}-a") for u, q, v, rid in requests])
+    assert not any(compiled)  # nothing compiled before the first wave ended
+    compiled.clear()
+    second = _together(gateway, [(u, q, v, f"{rid}-b") for u, q, v, rid in requests])
+    assert compiled == [True] * len(requests)
+    fresh = Gateway(home)
+    try:
+        alone = [_run(fresh, u, q, v, f"{rid}-alone") for u, q, v, rid in requests]
+    finally:
+        fresh.close()
+    for (_, _, _, rid), a, b, c in zip(requests, first, second, alone, strict=True):
+        assert _without_request_id(a) == _without_request_id(b) == _without_request_id(c), rid
+        assert _record(home, f"{rid}-a") == _record(home, f"{rid}-b") == _record(home, f"{rid}-alone") != []
+
+
+def _logged(settings: Settings, request_id: str) -> list[dict[str, Any]]:
+    return [
+        decode_row(r)
+        for r in AccessLog(get_engine(settings.metadata_url)).rows()
+        if r["request_id"] == request_id
+    ]
+
+
+@pytest.mark.parametrize("kind", [PLAIN, NOT_PLAIN])
+def test_a_body_naming_query_twice_runs_and_logs_the_last(
+    server: Any, compiled: list[bool], kind: str
+) -> None:
+    """`{"query": A, "query": B}`: the pipeline's parser (json) and Strawberry's keep the last
+    member alike, so B is what runs, what a plan answers and what the record's `operation_hash`
+    names; a body with a UTF-8 BOM is refused (RFC 8259 §8.1) with a record, on either path."""
+    other = SHAPED % ('"D2"', "1")
+    learned = ROWS
+    headers = {"Authorization": f"Bearer {server.token('bob')}", "Content-Type": kind}
+    for gte in range(2):  # the second time by the plan (a new body each time: no response cache hit)
+        body = (
+            b'{"query": %s, "query": %s, "variables": {"first": 2, "where": {"priority": {"gte": %d}}}}'
+            % (
+                orjson.dumps(other),
+                orjson.dumps(learned),
+                gte,
+            )
+        )
+        response = server.client.post("/graphql", content=body, headers=headers)
+        assert response.status_code == 200, response.text
+        assert len(response.json()["data"]["publicWorks"]["serviceRequests"]["nodes"]) == 2
+        [record] = _logged(server.settings, response.headers["x-request-id"])
+        assert record["operation_hash"] == hashlib.sha256(" ".join(learned.split()).encode()).hexdigest()
+    assert compiled[-1:] == [True]
+    response = server.client.post("/graphql", content=b"\xef\xbb\xbf" + body, headers=headers)
+    assert (
+        response.status_code == 400 and response.json()["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+    )
+    assert len(_logged(server.settings, response.headers["x-request-id"])) == 1
+
+
+def test_two_gateways_on_two_event_loops_reading_at_once_each_get_their_answers(home: Settings) -> None:
+    """Two gateways, each on its own event loop in its own thread (a server's loop and an in-process
+    caller's, as the in-process tests run them): texts of a known shape longer than `LEX_ON_LOOP`
+    are lexed in the limits' worker threads, so both loops wait on that process-wide limiter at
+    once. Each request is answered; none waits forever on a wake-up sent to the other loop (a
+    deadlock before the limiter was one per event loop)."""
+    principal = Principal(subject="alice", claims={"sub": "alice"})
+    gateways = [Gateway(home) for _ in range(2)]
+    answers: list[Any] = []
+
+    def loop(thread: int) -> None:
+        gateway = gateways[thread]
+
+        async def requests(batch: int) -> list[Any]:
+            out = [
+                await gateway.execute(
+                    principal, SHAPED % ('"D3"', "2"), None, request_id=f"loops-{thread}-{batch}", client=None
+                )
+            ]
+            for n in range(10):
+                text = SHAPED % (f'"D{n % 9 + 1}"', str(n % 4 + 1)) + "\n#" + "x" * LEX_ON_LOOP
+                rid = f"loops-{thread}-{batch}-{n}"
+                out.append(await gateway.execute(principal, text, None, request_id=rid, client=None))
+            return out
+
+        async def batches() -> list[list[Any]]:
+            return await asyncio.gather(*(requests(batch) for batch in range(3)))
+
+        answers.extend(body for batch in asyncio.run(batches()) for body in batch)
+
+    threads = [threading.Thread(target=loop, args=(n,), daemon=True) for n in range(2)]
+    try:
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + 60  # ~1 s of work: a thread still waiting then waits forever
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        assert not any(thread.is_alive() for thread in threads)
+    finally:
+        for gateway in gateways:
+            gateway.close()
+    assert len(answers) == 66 and all("errors" not in body and body["data"] for body in answers)
+
+
+COUNTS = ProductSpec(
+    department="transportation",
+    product="traffic_counts",
+    classification="public",
+    owner="bob@city.example",
+    description="Vehicles counted per sensor.",
+    key="sensor",
+    unscoped="counted city-wide",
+    columns=(ColumnSpec("sensor", "varchar"), ColumnSpec("vehicles", "bigint")),
+)
+COUNTS_V2 = ProductSpec(
+    **{**COUNTS.__dict__, "columns": (*COUNTS.columns, ColumnSpec("speed_kmh", "double"))}
+)
+COUNTED = (
+    "{ transportation { trafficCounts(first: 3) { totalCount nodes { sensor vehicles } snapshot { id } } } }"
+)
+
+
+def _as_fresh(home: Settings, gateway: Gateway, query: str, name: str, user: str = "bob") -> Any:
+    """`query` as `user` on `gateway` after it picks up the catalog (its next poll), checked against a
+    gateway started on that catalog: the same answer and record."""
+    gateway._polled = 0.0  # poll now, not within the second
+    body = _run(gateway, user, query, None, f"{name}-1")
+    fresh = Gateway(home)
+    try:
+        assert _without_request_id(body) == _without_request_id(_run(fresh, user, query, None, f"{name}-2"))
+    finally:
+        fresh.close()
+    assert _record(home, f"{name}-1") == _record(home, f"{name}-2") != []
+    return body
+
+
+def test_a_publish_between_requests_is_served_as_the_full_path(
+    home: Settings, gateway: Gateway, compiled: list[bool], publish_product: Any
+) -> None:
+    """A plan goes with its schema: after a new snapshot, a new column or a snapshot marked broken,
+    the same text answers from the new catalog state exactly as a gateway started on it does, the
+    plan of the new schema included (a broken mark on an intact file: hashed again and served)."""
+    first = publish_product(
+        home, COUNTS, "SELECT 'S' || i AS sensor, CAST(i AS BIGINT) AS vehicles FROM range(9) t(i)"
+    )
+    for n in range(2):
+        body = _as_fresh(home, gateway, COUNTED, f"publish-v1-{n}")
+    assert (
+        compiled == [True] and body["data"]["transportation"]["trafficCounts"]["snapshot"]["id"] == first.id
+    )
+    second = publish_product(
+        home,
+        COUNTS_V2,
+        "SELECT 'T' || i AS sensor, CAST(i AS BIGINT) AS vehicles, 5.0 AS speed_kmh FROM range(4) t(i)",
+    )
+    for n in range(2):
+        body = _as_fresh(home, gateway, COUNTED, f"publish-v2-{n}")
+    assert compiled == [True, True]  # the old schema's plan is not asked; the new one's is learned
+    page = body["data"]["transportation"]["trafficCounts"]
+    assert page["snapshot"]["id"] == second.id and page["totalCount"] == 4
+    assert "errors" not in _as_fresh(home, gateway, COUNTED.replace("vehicles", "speedKmh"), "publish-v2-new")
+    Catalog(get_engine(home.metadata_url), home.home).mark_broken(second.id, "checksum mismatch", "test")
+    body = _as_fresh(home, gateway, COUNTED, "publish-broken")
+    assert compiled[-1:] == [True]  # the mark's new schema: its file hashed again, found intact
+    assert body["data"]["transportation"]["trafficCounts"]["snapshot"]["id"] == second.id
+
+
+SALARIES = "{ hr { salaries(first: 2) { totalCount nodes { employeeId salary } } } }"
+
+
+def test_a_grant_given_and_revoked_between_requests_is_served_as_the_full_path(
+    home: Settings, gateway: Gateway, compiled: list[bool]
+) -> None:
+    """A plan is learned on the schema of the caller's discoverable set: once a revocation takes
+    the product out of that set, the same text fails validation as a gateway started on that
+    policy fails it (with the `deny` record of a hidden product), never answered by the plan."""
+    request = (
+        'mutation { requestAccess(product: "hr.salaries", action: READ, purpose: "audit", days: 1) { id } }'
+    )
+    rid = _run(gateway, "mallory", request, None, "grant-request")["data"]["requestAccess"]["id"]
+    approve = "mutation($id: Int!) { approveAccessRequest(id: $id) { state } }"
+    assert _run(gateway, "frank", approve, {"id": rid}, "grant-approve")["data"]["approveAccessRequest"]
+    for n in range(2):
+        body = _as_fresh(home, gateway, SALARIES, f"granted-{n}", "mallory")
+    assert compiled == [True] and body["data"]["hr"]["salaries"]["totalCount"] == 5
+    revoke = "mutation($id: Int!) { revokeAccess(id: $id) { state } }"
+    assert (
+        _run(gateway, "frank", revoke, {"id": rid}, "grant-revoke")["data"]["revokeAccess"]["state"]
+        == "REVOKED"
+    )
+    body = _as_fresh(home, gateway, SALARIES, "revoked", "mallory")
+    assert compiled == [True] and body["data"] is None
+    assert [r["decision"] for r in _record(home, "revoked-1")] == ["deny"]
+
+
+def test_a_compiled_answer_is_cached_and_invalidated_as_a_full_path_answer(
+    server: Any, compiled: list[bool], publish_product: Any
+) -> None:
+    """Over HTTP the response cache keys a compiled answer as any other (catalog version, policy
+    version, caller, content type, body): the same body again is the cached bytes, with its own
+    record; after a publish it is answered again from the new snapshot, never the cached one."""
+    settings = server.settings
+    first = publish_product(
+        settings, COUNTS, "SELECT 'S' || i AS sensor, CAST(i AS BIGINT) AS vehicles FROM range(9) t(i)"
+    )
+    query = COUNTED.replace("first: 3", "first: $first").replace(
+        "{ transportation", "query($first: Int) { transportation"
+    )
+    headers = {"Authorization": f"Bearer {server.token('bob')}", "Content-Type": PLAIN}
+
+    def post(first: int) -> Any:
+        body = orjson.dumps({"query": query, "variables": {"first": first}})
+        response = server.client.post("/graphql", content=body, headers=headers)
+        assert response.status_code == 200, response.text
+        assert len(_logged(settings, response.headers["x-request-id"])) == 1
+        return response
+
+    deadline = time.monotonic() + 30
+    while "errors" in post(1).json() and time.monotonic() < deadline:  # the server's next poll
+        time.sleep(0.2)
+    compiled.clear()
+    answers = [post(2), post(2)]
+    assert compiled == [True] and answers[0].content == answers[1].content  # the second from the cache
+    assert answers[0].json()["data"]["transportation"]["trafficCounts"]["snapshot"]["id"] == first.id
+    second = publish_product(
+        settings, COUNTS, "SELECT 'T' || i AS sensor, CAST(i AS BIGINT) AS vehicles FROM range(4) t(i)"
+    )
+    while (page := post(2).json()["data"]["transportation"]["trafficCounts"])["snapshot"]["id"] != second.id:
+        assert time.monotonic() < deadline + 30, page
+        time.sleep(0.2)
+    assert page["totalCount"] == 4 and [n["sensor"] for n in page["nodes"]] == ["T0", "T1"]
+
+
+def test_requests_cancelled_while_their_text_is_lexed_leave_the_next_ones_answered(
+    gateway: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A request cancelled (a client gone) while its text is lexed in the limits' worker thread
+    ends when the lexing does, holding no worker: the next requests of the shape, more at once
+    than there are workers, are answered."""
+    principal = Principal(subject="alice", claims={"sub": "alice"})
+    assert "errors" not in _run(gateway, "alice", SHAPED % ('"D3"', "2"), None, "cancel-learned")
+    release, lexing = threading.Event(), threading.Semaphore(0)
+    lex = compiled_module.lex
+
+    def held(text: str, *limit: int) -> Any:
+        if "held" in text:
+            lexing.release()
+            release.wait(60)
+        return lex(text, *limit)
+
+    monkeypatch.setattr(compiled_module, "lex", held)
+    long = "\n#" + "x" * LEX_ON_LOOP
+
+    async def scenario() -> list[Any]:
+        def ask(n: int, note: str) -> Any:
+            text = SHAPED % (f'"D{n}"', "2") + long + note
+            return gateway.execute(principal, text, None, request_id=f"cancel-{note}-{n}", client=None)
+
+        cancelled = [asyncio.ensure_future(ask(n, "held")) for n in (1, 2)]
+        for _ in cancelled:  # both workers are lexing
+            await anyio.to_thread.run_sync(lexing.acquire)
+        for task in cancelled:
+            task.cancel()
+        release.set()
+        for task in cancelled:
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        return await asyncio.wait_for(asyncio.gather(*(ask(n, "after") for n in range(1, 6))), 60)
+
+    answers = asyncio.run(scenario())
+    assert all("errors" not in body and body["data"] for body in answers)
+    assert _record(gateway.settings, "cancel-held-1") == []  # as for any request cancelled in-process
+
+
+@pytest.mark.parametrize(
+    ("query", "calls", "tried"),
+    [
+        (SHAPED % ('"D3"', "2"), [(None, None), ({}, None), (None, None), ({"unused": 1}, None)], [True] * 6),
+        # a name is part of a plan's key: (text, "Rows") is learned apart from (text, None)
+        (
+            ROWS,
+            [({"first": 2}, None), ({"first": 2}, "Rows"), ({"first": 2}, "Rows"), ({"first": 2}, None)],
+            [True] * 4,
+        ),
+        # a required variable missing or null: handed back, the full path reports it
+        (REQUIRED, [({"first": 2}, None), (None, None), ({}, None), ({"first": None}, None)], [False] * 6),
+    ],
+    ids=["no-variables", "operation-name", "required-missing"],
+)
+def test_what_the_portal_sends_is_answered_as_the_full_path(
+    home: Settings,
+    gateway: Gateway,
+    compiled: list[bool],
+    query: str,
+    calls: list[tuple[Any, str | None]],
+    tried: list[bool],
+) -> None:
+    """`Gateway.execute` (the portal) with variables None, {} or extra ones, with and without an
+    operation name, and without a required variable: each answer and record as a fresh gateway's."""
+    fresh = Gateway(home)
+    try:
+        for n, (variables, name) in enumerate(calls):
+            principal = Principal(subject="bob", claims={"sub": "bob"})
+            rid = f"portal-{hashlib.sha256(query.encode()).hexdigest()[:8]}-{n}"
+            answers = [
+                asyncio.run(
+                    gw.execute(
+                        principal, query, variables, request_id=f"{rid}-{k}", client=None, operation_name=name
+                    )
+                )
+                for k, gw in enumerate((fresh, gateway))
+            ]
+            assert _without_request_id(answers[0]) == _without_request_id(answers[1])
+            assert _record(home, f"{rid}-0") == _record(home, f"{rid}-1") != []
+    finally:
+        fresh.close()
+    assert compiled == tried  # each request the fresh gateway and this one gave a plan
+
+
+@pytest.mark.parametrize(
+    ("query", "operation_name", "message"),
+    [
+        (ROWS, "Other", 'Unknown operation named "Other".'),
+        ("{ me { user } }", "", 'Unknown operation named "".'),
+        ("", None, "No GraphQL query found in the request"),
+    ],
+    ids=["unknown-name", "empty-name", "empty-document"],
+)
+def test_a_request_strawberry_refuses_before_executing_is_bad_input_in_process(
+    server: Any, gateway: Gateway, query: str, operation_name: str | None, message: str
+) -> None:
+    """`Gateway.execute` (the portal) answers a document with no operation of the name given, or
+    no document, as `POST /graphql` does: refused as a whole, HTTP 400 `BAD_USER_INPUT`, with one
+    record, never an internal error."""
+    payload = {"query": query, "variables": {"first": 1}, "operationName": operation_name}
+    response = server.client.post(
+        "/graphql",
+        content=orjson.dumps(payload),
+        headers={"Authorization": f"Bearer {server.token('bob')}", "Content-Type": PLAIN},
+    )
+    assert (response.status_code, response.json()["errors"][0]["message"]) == (400, message)
+    principal = Principal(subject="bob", claims={"sub": "bob"})
+    rid = f"refused-{operation_name}-{len(query)}"
+    with pytest.raises(GovernedError) as refused:
+        asyncio.run(
+            gateway.execute(
+                principal, query, {"first": 1}, request_id=rid, client=None, operation_name=operation_name
+            )
+        )
+    assert (refused.value.status, refused.value.code, str(refused.value)) == (400, "BAD_USER_INPUT", message)
+    [record] = _logged(gateway.settings, rid)
+    assert (record["error_code"], record["decision"]) == ("BAD_USER_INPUT", "none")
+
+
+def test_an_internal_error_is_logged_once_with_its_traceback_as_on_the_full_path(
+    gateway: Gateway, compiled: list[bool], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The operator's log gets one record per internal error, with the original exception, whether
+    the full path or a plan answered (the caller sees only `requestId`)."""
+    logged = []
+    for n, query in enumerate([NAN % "3", NAN % "1", NAN % "3"]):  # full path, learned, plan
+        caplog.clear()
+        with caplog.at_level("ERROR", logger="gateway.schema"):
+            body = _run(gateway, "bob", query, None, f"logged-{n}")
+        assert [e["extensions"]["requestId"] for e in body.get("errors", ())] == (
+            [] if n == 1 else [f"logged-{n}"]
+        )
+        logged.append([(r.getMessage(), r.exc_info and type(r.exc_info[1]).__name__) for r in caplog.records])
+    assert compiled == [True]
+    message = "internal error in a resolver (request logged-%d)"
+    assert logged == [[(message % 0, "GraphQLError")], [], [(message % 2, "GraphQLError")]]
