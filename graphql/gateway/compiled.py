@@ -497,9 +497,10 @@ def _wanted(rows_node: FieldNode, column_by_field: Mapping[str, str]) -> Wanted:
     return wanted([field.name.value for field in fields], below_nodes, column_by_field)
 
 
-PLAN_CACHE = 256  # documents per schema, and shapes per schema
+PLAN_CACHE = 128  # documents per schema, and shapes per schema
 # Longer documents are never compiled, nor lexed to look for a shape: a plan holds its document's
-# nodes and tokens (~8x the text), and the common form is a few hundred bytes.
+# nodes and tokens (with the parse cache's copy ~20x the text: ~38 KB for 1.8 KB, measured), and
+# the common form is a few hundred bytes.
 TEXT_LIMIT = 2048
 # A plan serves its shape only if its document has at most this many tokens (comments aside), so
 # a text without a plan of its own is lexed only that far: 4 KB of Int tokens took ~11 ms to lex

@@ -14,6 +14,9 @@ or no operation of the name given), 401 `UNAUTHENTICATED` (not in the directory)
 `INTERNAL_SERVER_ERROR`, and 503 `UNAVAILABLE` whenever the access log cannot be
 written (fail closed: no record, no data). Pass fixed documents with every value in `variables`:
 parsing and validation are cached by document text (ARCHITECTURE §2b).
+
+A `Gateway` serves one event loop (the one its lifespan runs on): call `execute` from that loop.
+Its caches of caller schemas, file checks and query results are per loop by design.
 """
 
 from __future__ import annotations
