@@ -2,8 +2,9 @@
 `asOf`, selecting row columns, `pageInfo`, `totalCount` or `snapshot`) answered without Strawberry's
 per-request extensions and graphql-core's field-by-field execution (issue 16, item 2).
 
-A document that ran clean on a schema is compiled once per (schema, document text, operation name)
-into a `ReadPlan` when it has that form exactly (`compile_read`: one query operation, one
+A document is compiled once per (schema, document text, operation name) into a `ReadPlan` at the
+second clean run of its shape on that schema (compiling costs ~0.8 ms, which a document sent once
+would pay for nothing), when it has that form exactly (`compile_read`: one query operation, one
 department field, one rows field, plain fields below it: no fragments, directives, repeated
 response keys or `__typename`). Each later request of that text on that schema is:
 
@@ -40,6 +41,7 @@ its variable form (bench/literals.py).
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterator, Mapping
@@ -90,6 +92,18 @@ from graphql import (
 
 BACKREF = GraphQLCoreConverter.DEFINITION_BACKREF
 _SERIALIZE_STRING = GraphQLString.serialize
+
+PLAN_CACHE = 128  # documents per schema, and shapes per schema
+SEEN = 1024  # shapes run clean once, per schema (32 bytes each, with the operation name)
+# Longer documents are never compiled, nor lexed to look for a shape: a plan holds its document's
+# nodes and tokens (with the parse cache's copy ~20x the text: ~38 KB for 1.8 KB, measured), and
+# the common form is a few hundred bytes.
+TEXT_LIMIT = 2048
+# A plan serves its shape only if its document has at most this many tokens (comments aside), so
+# a text without a plan of its own is lexed only that far: 4 KB of Int tokens took ~11 ms to lex
+# whole, and query (a) of bench/gateway.py has ~70 tokens.
+SHAPE_TOKENS = 256
+LEX_ON_LOOP = 512  # longer texts are lexed in the limits' worker thread, not on the event loop
 
 
 @dataclass(frozen=True)
@@ -159,6 +173,7 @@ class _Object:
         return {field.key: field.write(get(field.source)) for field in self.fields}
 
 
+@functools.lru_cache(maxsize=PLAN_CACHE)  # one function per selection of rows, whatever the plan
 def _many_writer(fields: tuple[_Leaf | _Object, ...]) -> Callable[[Any], list[dict[str, Any]]] | None:
     """`_Object.write` of a list of rows, as one generated function (like `dataclasses` builds
     `__init__`): a page is ~100 rows x ~8 columns, and a method call per cell cost ~0.3 ms of
@@ -497,23 +512,11 @@ def _wanted(rows_node: FieldNode, column_by_field: Mapping[str, str]) -> Wanted:
     return wanted([field.name.value for field in fields], below_nodes, column_by_field)
 
 
-PLAN_CACHE = 128  # documents per schema, and shapes per schema
-# Longer documents are never compiled, nor lexed to look for a shape: a plan holds its document's
-# nodes and tokens (with the parse cache's copy ~20x the text: ~38 KB for 1.8 KB, measured), and
-# the common form is a few hundred bytes.
-TEXT_LIMIT = 2048
-# A plan serves its shape only if its document has at most this many tokens (comments aside), so
-# a text without a plan of its own is lexed only that far: 4 KB of Int tokens took ~11 ms to lex
-# whole, and query (a) of bench/gateway.py has ~70 tokens.
-SHAPE_TOKENS = 256
-LEX_ON_LOOP = 512  # longer texts are lexed in the limits' worker thread, not on the event loop
-
-
 class Plans:
     """The plans of one schema: by (document text, operation name), and by (shape, operation
-    name) for plans that take other literals (`ReadPlan.literals`). Bounded LRUs; the texts that
-    do not compile are remembered apart (each is tried once, and cannot push plans out).
-    Thread-safe."""
+    name) for plans that take other literals (`ReadPlan.literals`). Bounded LRUs; the shapes run
+    clean once, and the texts that do not compile, are remembered apart (neither can push plans
+    out). Thread-safe."""
 
     def __init__(self, rows_fields: Mapping[tuple[str, str], RowsField], size: int = PLAN_CACHE) -> None:
         self.rows_fields = rows_fields
@@ -521,6 +524,7 @@ class Plans:
         self._by_text: OrderedDict[tuple[str, str | None], ReadPlan] = OrderedDict()
         self._by_shape: OrderedDict[tuple[bytes, str | None], ReadPlan] = OrderedDict()
         self._not_compiled: OrderedDict[tuple[str, str | None], None] = OrderedDict()
+        self._seen: OrderedDict[tuple[bytes, str | None], None] = OrderedDict()  # shapes run clean once
         self._lock = threading.Lock()
 
     async def find(self, text: str, operation_name: str | None) -> tuple[ReadPlan, Lexed | None] | None:
@@ -545,12 +549,18 @@ class Plans:
         return (plan, lexed) if plan is not None else None
 
     def learn(self, schema: GraphQLSchema, text: str, operation_name: str | None) -> None:
-        """Compile the document of `text` (which just ran clean on `schema`), once; a plan whose
-        literals all stand in the rows field's arguments serves its whole shape too."""
+        """Compile the document of `text` (which just ran clean on `schema`), once, from the second
+        clean run of its shape on: a one-off document pays nothing (compiling costs ~0.8 ms: the
+        writer's code and the shape's literal types), and a flood of one-off documents cannot push
+        plans in use out. A plan whose literals all stand in the rows field's arguments serves its
+        whole shape too."""
         key = (text, operation_name)
         parsed = parsed_with_shape(text) if len(text) <= TEXT_LIMIT else None
         with self._lock:
             if parsed is None or key in self._by_text or key in self._not_compiled:
+                return
+            if (parsed[1], operation_name) not in self._seen:
+                _store(self._seen, (parsed[1], operation_name), None, SEEN)
                 return
         document, document_shape, literals = parsed
         plan = compile_read(schema, document, operation_name, self.rows_fields)
