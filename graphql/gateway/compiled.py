@@ -34,9 +34,11 @@ checked by ValuesOfCorrectType against the input types the shape fixes (all the 
 validation runs for a document of a shape it validated, `limits.py` step 4) and put in the
 template's places; its errors are located on its own document, parsed then.
 
-Measured on query (a) of bench/gateway.py, 1M rows, one worker: p50 ~8 -> ~5.3 ms over HTTP and
-~150 -> ~220 req/s at 8 clients; the same query with its value inlined went from x1.48 to x1.05 of
-its variable form (bench/literals.py).
+Measured on a quiet machine, same run, before (1733fa3) and after: query (a) of bench/gateway.py,
+1M rows, two workers, p50 4.04 -> 3.55 ms over HTTP and 293 -> 338 req/s at 8 clients; one worker
+with one DuckDB thread, 4.90 -> 4.28 ms of CPU per request; the same query with its value inlined
+went from x1.17 to x1.05 of its variable form, and a document of a shape never seen (nothing is
+compiled for it) from 7.17 to 7.33 ms (bench/literals.py).
 """
 
 from __future__ import annotations
