@@ -602,6 +602,8 @@ def test_a_flood_of_one_off_texts_of_one_shape_that_serves_no_other_text_keeps_t
         assert "errors" not in _run(gateway, "bob", defaulted + " " * n, None, f"once-text-{n}")
     assert _run(gateway, "bob", kept, None, "kept-text-after") and compiled == [True, True]
     assert len(compiles) <= 2  # at most the shape's second text, which finds it serves no other
+    _twice(home, gateway, "bob", defaulted, None, "again-text")  # a text of it run twice: compiled
+    assert compiled == [True] * 4 and len(compiles) == 3
 
 
 def test_a_long_document_is_never_compiled(home: Settings, gateway: Gateway, compiled: list[bool]) -> None:
