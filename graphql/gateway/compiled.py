@@ -3,10 +3,11 @@
 per-request extensions and graphql-core's field-by-field execution (issue 16, item 2).
 
 A document is compiled once per (schema, document text, operation name) into a `ReadPlan` at the
-second clean run of its shape on that schema (compiling costs ~0.8 ms, which a document sent once
-would pay for nothing), when it has that form exactly (`compile_read`: one query operation, one
-department field, one rows field, plain fields below it: no fragments, directives, repeated
-response keys or `__typename`). Each later request of that text on that schema is:
+second clean run of its shape on that schema (of its text, when its shape's plan serves its text
+only: compiling costs ~0.8 ms, which a document sent once would pay for nothing), when it has that
+form exactly (`compile_read`: one query operation, one department field, one rows field, plain
+fields below it: no fragments, directives, repeated response keys or `__typename`). Each later
+request of that text on that schema is:
 
 1. the checks of the full path that read the request rather than the text (variables at most
    `limits.MAX_VARIABLE_VALUES` JSON values), then graphql-core's own variable coercion and
@@ -96,7 +97,9 @@ BACKREF = GraphQLCoreConverter.DEFINITION_BACKREF
 _SERIALIZE_STRING = GraphQLString.serialize
 
 PLAN_CACHE = 128  # documents per schema, and shapes per schema
-SEEN = 1024  # shapes run clean once, per schema (32 bytes each, with the operation name)
+# Shapes run clean once, and texts run clean once, per schema: each a SHA-256 and a `hash` (the
+# operation name's, the text's: a collision only compiles a document one run early).
+SEEN = 1024
 # Longer documents are never compiled, nor lexed to look for a shape: a plan holds its document's
 # nodes and tokens (with the parse cache's copy ~20x the text: ~38 KB for 1.8 KB, measured), and
 # the common form is a few hundred bytes.
@@ -526,7 +529,10 @@ class Plans:
         self._by_text: OrderedDict[tuple[str, str | None], ReadPlan] = OrderedDict()
         self._by_shape: OrderedDict[tuple[bytes, str | None], ReadPlan] = OrderedDict()
         self._not_compiled: OrderedDict[tuple[str, str | None], None] = OrderedDict()
-        self._seen: OrderedDict[tuple[bytes, str | None], None] = OrderedDict()  # shapes run clean once
+        # shape (with the operation name's hash) -> True once it compiled to a plan serving its
+        # text only, or to none: each other text of it is then compiled at its own second run
+        self._seen: OrderedDict[tuple[bytes, int], bool] = OrderedDict()
+        self._seen_texts: OrderedDict[int, None] = OrderedDict()  # hashes of (text, name) run clean
         self._lock = threading.Lock()
 
     async def find(self, text: str, operation_name: str | None) -> tuple[ReadPlan, Lexed | None] | None:
@@ -555,20 +561,28 @@ class Plans:
         clean run of its shape on: a one-off document pays nothing (compiling costs ~0.8 ms: the
         writer's code and the shape's literal types), and a flood of one-off documents cannot push
         plans in use out. A plan whose literals all stand in the rows field's arguments serves its
-        whole shape too."""
+        whole shape too; a shape whose plan serves its text only (or that has none) is remembered,
+        and each other text of it is compiled at that text's own second clean run (those texts,
+        each sent once, are one-off documents too)."""
         key = (text, operation_name)
         parsed = parsed_with_shape(text) if len(text) <= TEXT_LIMIT else None
         with self._lock:
             if parsed is None or key in self._by_text or key in self._not_compiled:
                 return
-            if (parsed[1], operation_name) not in self._seen:
-                _store(self._seen, (parsed[1], operation_name), None, SEEN)
+            seen_key, text_key = (parsed[1], hash(operation_name)), hash(key)
+            text_only = self._seen.get(seen_key)
+            if text_only is None or (text_only and text_key not in self._seen_texts):
+                if text_only is None:
+                    _store(self._seen, seen_key, False, SEEN)
+                _store(self._seen_texts, text_key, None, SEEN)
                 return
         document, document_shape, literals = parsed
         plan = compile_read(schema, document, operation_name, self.rows_fields)
         if plan is not None and shape_valid(schema, document_shape):
             plan = _with_shape(plan, schema, document, literals)
         with self._lock:
+            if plan is None or plan.literals is None:
+                _store(self._seen, seen_key, True, SEEN)
             if plan is None:
                 _store(self._not_compiled, key, None, self.size)
                 return

@@ -579,6 +579,33 @@ def test_a_document_run_once_is_not_compiled_and_a_flood_of_them_keeps_the_plans
     assert _run(gateway, "bob", ROWS, {"first": 2}, "kept-after") and compiled == [True, True]
 
 
+def test_a_flood_of_one_off_texts_of_one_shape_that_serves_no_other_text_keeps_the_plans(
+    home: Settings, gateway: Gateway, compiled: list[bool], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A plan with a literal outside the rows field's arguments (here a variable's default) serves
+    its own text only, not its shape: texts of one such shape, each sent once (the same document
+    with other whitespace), are one-off documents too. They must not each be compiled (~0.8 ms
+    apiece) nor push a plan in use (here one serving its text only too) out."""
+    compiles: list[Any] = []
+    compile_read = compiled_module.compile_read
+    monkeypatch.setattr(
+        compiled_module, "compile_read", lambda *args: compiles.append(args) or compile_read(*args)
+    )
+    rows = "publicWorks { serviceRequests(first: $first) { nodes { requestId%s } } }"
+    kept = "query K($first: Int = 2) { %s }" % (rows % " district")
+    _twice(home, gateway, "bob", kept, None, "kept-text")
+    assert compiled == [True] and len(compiles) == 1
+    defaulted = (
+        "query D($first: Int = 1) { publicWorks { serviceRequests(first: $first) { nodes { requestId } } } }"
+    )
+    for n in range(compiled_module.PLAN_CACHE + 8):
+        assert "errors" not in _run(gateway, "bob", defaulted + " " * n, None, f"once-text-{n}")
+    assert _run(gateway, "bob", kept, None, "kept-text-after") and compiled == [True, True]
+    assert len(compiles) <= 2  # at most the shape's second text, which finds it serves no other
+    _twice(home, gateway, "bob", defaulted, None, "again-text")  # a text of it run twice: compiled
+    assert compiled == [True] * 4 and len(compiles) == 3
+
+
 def test_a_long_document_is_never_compiled(home: Settings, gateway: Gateway, compiled: list[bool]) -> None:
     """A plan holds its document's nodes and tokens: documents over `TEXT_LIMIT` keep none."""
     query = ROWS + "\n#" + "x" * TEXT_LIMIT
