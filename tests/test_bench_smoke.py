@@ -92,3 +92,13 @@ def test_literals_benchmark_compares_inline_variables_and_cached(mesh_home: Path
     for form in ("inline", "inline_new", "variables", "cached"):
         assert re.search(rf"^  {form} +p50 +[0-9.]+ ms", result.stdout, re.M), result.stdout
     assert "inline/variables:" in result.stdout
+
+
+@pytest.mark.slow  # serves the 20k-row mesh in process (built here if no benchmark above has yet)
+def test_breakdown_benchmark_times_each_step_of_a_governed_read(mesh_home: Path) -> None:
+    result = bench(
+        "breakdown.py", "--rows", "20000", "--home", str(mesh_home), "-n", "20", "--threads", "1", timeout=900
+    )
+    for step in ("request", "duckdb", "commit", "append", "chain", "seal", "outbox", "hop"):
+        assert re.search(rf"^  {step} +p50 +[0-9.]+ ms", result.stdout, re.M), result.stdout
+    assert "DuckDB threads: 1  (n=20 requests)" in result.stdout
