@@ -590,10 +590,6 @@ class Plans:
             if plan.literals is not None:
                 _store(self._by_shape, (document_shape, operation_name), plan, self.size)
 
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._by_text) + len(self._by_shape)
-
 
 def _with_shape(
     plan: ReadPlan, schema: GraphQLSchema, document: DocumentNode, literals: tuple[ValueNode, ...]

@@ -75,9 +75,8 @@ MAX_MERGE_COST = 20_000  # a query naming each field once costs its number of fi
 # JSON values in `variables` (each object, list item and scalar): graphql-core coerces each one on
 # the event loop before execution; a `where` of 1,500 terms (4,500 values) held it ~0.15 s.
 MAX_VARIABLE_VALUES = 2_000
-WORKER_THREADS = (
-    2  # parsing and validation of documents not seen before, at most this many at once per event loop
-)
+# Parsing and validation of documents not seen before: at most this many at once, per event loop.
+WORKER_THREADS = 2
 PARSE_CACHE = 512  # parsed documents
 VALIDATION_CACHE = 512  # validated documents per schema
 SHAPE_CACHE = 512  # shapes that passed every rule, per schema
