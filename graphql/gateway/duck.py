@@ -31,6 +31,7 @@ from gateway.copies import COPY_RETRY_SECONDS, COPY_TABLE, Backoff, CopyInterrup
 from gateway.deadlines import Deadlines
 from gateway.errors import UNAVAILABLE, GovernedError, limit_exceeded
 from gateway.integrity import FileChecks, FileStat, file_stat
+from gateway.statements import Statements
 from meshcore.settings import DEFAULT_SNAPSHOT_MEMORY_MB, snapshot_copies_dir
 from meshcore.snapshots import FileOrder, file_order, quote_literal, repeated_values
 
@@ -261,6 +262,7 @@ class DuckPool:
         # reads it (gateway.integrity.ensure_intact, on every read path and exports).
         self.checks = FileChecks()
         self._deadlines = Deadlines()
+        self.statements = Statements()  # each SQL text parsed once (gateway/statements.py)
 
     def run(self, sql: str, params: Sequence[Any] = ()) -> QueryResult:
         """Run `sql` with the query deadline. A hot copy it names that was evicted after `source`
@@ -332,7 +334,7 @@ class DuckPool:
         watched = self._deadlines.watch(cursor, self.timeout_seconds)
         try:
             with _withheld(keys):
-                cursor.execute(sql, bound)
+                cursor.execute(self.statements.parsed(cursor, sql), bound)
             columns = [d[0] for d in cursor.description or ()]
             return QueryResult(columns=columns, rows=cursor.fetchall())
         except duckdb.InterruptException as exc:
