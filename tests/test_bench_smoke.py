@@ -102,3 +102,14 @@ def test_breakdown_benchmark_times_each_step_of_a_governed_read(mesh_home: Path)
     for step in ("request", "duckdb", "commit", "append", "chain", "seal", "outbox", "hop"):
         assert re.search(rf"^  {step} +p50 +[0-9.]+ ms", result.stdout, re.M), result.stdout
     assert "DuckDB threads: 1  (n=20 requests)" in result.stdout
+
+
+@pytest.mark.slow  # serves the 20k-row mesh in process (built here if no benchmark above has yet)
+def test_statements_benchmark_compares_parsed_statements_with_text(mesh_home: Path) -> None:
+    result = bench("statements.py", "--rows", "20000", "--home", str(mesh_home), "-n", "10", timeout=900)
+    for query in ("a", "b"):
+        for arm in ("parsed", "text"):
+            line = rf"^  \({query}\) {arm} +p50 +[0-9.]+ ms  p95 +[0-9.]+ ms  \(n=10\)$"
+            assert re.search(line, result.stdout, re.M), result.stdout
+        assert re.search(rf"^  \({query}\) parsed/text p50: x[0-9.]+$", result.stdout, re.M), result.stdout
+    assert "load average at start" in result.stdout and "load average at end" in result.stdout
