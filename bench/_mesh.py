@@ -4,15 +4,18 @@ group, the resident memory of its process tree, and `civicmesh audit verify` of 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import shutil
 import signal
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from meshcore.settings import REPO_ROOT, Settings, available_cpus
@@ -20,6 +23,24 @@ from meshcore.settings import REPO_ROOT, Settings, available_cpus
 
 def mesh_settings(home: Path) -> Settings:
     return Settings.for_home(home)
+
+
+@contextlib.contextmanager
+def bench_home(home: Path | None, prefix: str) -> Iterator[Path]:
+    """`home` resolved (kept: a `--home` to reuse), or a temporary folder removed afterwards."""
+    if home is not None:
+        yield home.resolve()
+        return
+    tmp = Path(tempfile.mkdtemp(prefix=prefix)).resolve()
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages, as benchmarks print them beside their figures."""
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def timed(fn: Callable[[], object]) -> float:

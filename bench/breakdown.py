@@ -26,11 +26,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import os
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -42,6 +39,7 @@ sys.path[0] = str(ROOT)  # as in bench/gateway.py: bench/ would shadow the packa
 import anyio.to_thread  # noqa: E402
 
 from bench import gateway as gw  # noqa: E402
+from bench._mesh import bench_home, load_average  # noqa: E402
 from gateway.app import Gateway  # noqa: E402
 from gateway.auth import Principal  # noqa: E402
 from gateway.duck import DuckPool  # noqa: E402
@@ -136,10 +134,6 @@ def report(threads: int, samples: dict[str, list[float]]) -> None:
         print(f"  {step:<8} p50 {value:7.3f} ms  {share}  x{value / hop:6.2f} hop")
 
 
-def _load() -> str:
-    return " ".join(f"{x:.2f}" for x in os.getloadavg())
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
@@ -151,22 +145,17 @@ def main() -> None:
     if not threads or min(threads) < 1:
         parser.error("--threads: positive integers, e.g. 1,2")
     started = time.perf_counter()
-    tmp = None if args.home else tempfile.mkdtemp(prefix="civicmesh-bench-breakdown-")
-    home = (args.home or Path(tmp)).resolve()  # type: ignore[arg-type]
-    try:
+    with bench_home(args.home, "civicmesh-bench-breakdown-") as home:
         settings = gw.build(home, args.rows)
         print(f"== where an uncached governed read (a) spends its time: {args.rows:,} rows, as {gw.USER} ==")
-        print(f"load average at start: {_load()}")
+        print(f"load average at start: {load_average()}")
         for k, count in enumerate(threads):
             extra = {**settings.extra, "duckdb_threads": str(count)}
             samples = asyncio.run(
                 measure(dataclasses.replace(settings, extra=extra), args.n, 10_000_000 * (k + 1))
             )
             report(count, samples)
-    finally:
-        if tmp:
-            shutil.rmtree(tmp, ignore_errors=True)
-    print(f"\ntotal {time.perf_counter() - started:.0f} s; load average at end: {_load()}")
+    print(f"\ntotal {time.perf_counter() - started:.0f} s; load average at end: {load_average()}")
 
 
 if __name__ == "__main__":

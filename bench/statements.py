@@ -17,11 +17,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -31,6 +28,7 @@ sys.path[0] = str(ROOT)  # as in bench/gateway.py: bench/ would shadow the packa
 import duckdb  # noqa: E402
 
 from bench import gateway as gw  # noqa: E402
+from bench._mesh import bench_home, load_average  # noqa: E402
 from gateway.app import Gateway  # noqa: E402
 from gateway.auth import Principal  # noqa: E402
 from gateway.statements import Statements  # noqa: E402
@@ -80,10 +78,6 @@ def report(samples: dict[str, dict[str, list[float]]]) -> None:
         print(f"  ({name}) parsed/text p50: x{p50['parsed'] / p50['text']:.3f}")
 
 
-def _load() -> str:
-    return " ".join(f"{x:.2f}" for x in os.getloadavg())
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
@@ -91,17 +85,12 @@ def main() -> None:
     parser.add_argument("-n", type=int, default=2000, help="measured requests per arm and query")
     args = parser.parse_args()
     started = time.perf_counter()
-    tmp = None if args.home else tempfile.mkdtemp(prefix="civicmesh-bench-statements-")
-    home = (args.home or Path(tmp)).resolve()  # type: ignore[arg-type]
-    try:
+    with bench_home(args.home, "civicmesh-bench-statements-") as home:
         settings = gw.build(home, args.rows)
         print(f"== parsed statements vs SQL text, alternating: {args.rows:,} rows, as {gw.USER} ==")
-        print(f"load average at start: {_load()}")
+        print(f"load average at start: {load_average()}")
         report(asyncio.run(measure(settings, args.n)))
-    finally:
-        if tmp:
-            shutil.rmtree(tmp, ignore_errors=True)
-    print(f"\ntotal {time.perf_counter() - started:.0f} s; load average at end: {_load()}")
+    print(f"\ntotal {time.perf_counter() - started:.0f} s; load average at end: {load_average()}")
 
 
 if __name__ == "__main__":
