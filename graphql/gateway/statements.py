@@ -21,7 +21,9 @@ from collections import OrderedDict
 
 import duckdb
 
-STATEMENT_CACHE = 256  # distinct SQL texts: a text per read shape and hot copy attach, ~KBs each
+# Distinct SQL texts kept: one per read shape (columns, masks, filter, order) and hot copy attach.
+# A page's statement holds ~12-18 KiB (measured on 5,000 texts), so at most ~2 MiB per process.
+STATEMENT_CACHE = 128
 
 
 class Statements:
