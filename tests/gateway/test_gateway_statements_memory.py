@@ -49,3 +49,24 @@ def test_distinct_large_wheres_keep_bounded_memory(server: Server) -> None:
     gc.collect()
     grown = _rss_mb() - before
     assert grown < GROWTH_ALLOWED_MB, f"the gateway grew {grown} MiB keeping {DISTINCT_TEXTS} distinct wheres"
+
+
+def test_statements_bound_the_characters_they_keep() -> None:
+    """The LRU is bounded in its texts' characters, not only their number; a text longer than the
+    per-text cap is handed back as text (DuckDB parses it on each run, as before) and not kept."""
+    import duckdb
+
+    from gateway.statements import Statements
+
+    con = duckdb.connect(":memory:")
+    try:
+        statements = Statements(entries=256, chars=4000, max_text=1000)
+        long = "SELECT " + ", ".join("?" for _ in range(400))  # 1,204 characters
+        assert statements.parsed(con, long) == long and len(statements) == 0
+        texts = [f"SELECT {n}, " + ", ".join("1" for _ in range(150)) for n in range(10)]  # ~460 each
+        for text in texts:
+            assert isinstance(statements.parsed(con, text), duckdb.Statement)
+        assert sum(len(t) for t in texts[-len(statements) :]) <= 4000 < sum(len(t) for t in texts)
+        assert statements.parsed(con, texts[-1]) is statements.parsed(con, texts[-1])  # kept
+    finally:
+        con.close()
