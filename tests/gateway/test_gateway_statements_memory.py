@@ -16,7 +16,7 @@ WHERE = (
     "query($w: PublicWorksServiceRequestsWhere) "
     "{ publicWorks { serviceRequests(where: $w, first: 1) { nodes { requestId } } } }"
 )
-DISTINCT_TEXTS = 256  # statements.STATEMENT_CACHE: every one kept
+DISTINCT_TEXTS = 256  # twice statements.STATEMENT_CACHE: the count alone would keep 128 of them
 GROWTH_ALLOWED_MB = 48
 
 
