@@ -165,6 +165,10 @@ class UvicornServer:
             pss += int(fields["Pss"].split()[0]) * 1024
         return rss, pss
 
+    def cpu_seconds(self) -> float:
+        """CPU time (s) the server's process tree has spent so far (`cpu_seconds`)."""
+        return cpu_seconds(self.proc.pid)
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGTERM)  # our own session: the uvicorn tree only
@@ -173,6 +177,19 @@ class UvicornServer:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time (s) spent so far by `pid` and its living descendants: fields 14 and 15
+    of /proc/<pid>/stat (proc(5)), in clock ticks. A process that ended meanwhile is left out."""
+    ticks = 0
+    for current in _tree(pid):
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])  # after "(comm)": state is field 3, so 14 -> [11]
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def _tree(pid: int) -> list[int]:

@@ -82,6 +82,14 @@ def test_gateway_benchmark_on_both_stores_seals_each_log_into_its_own_sink(mesh_
     assert "not sealed" not in result.stderr, result.stderr[-2000:]
     assert "  sqlite: OK" in result.stdout and "  postgresql: OK" in result.stdout, result.stdout
     assert "a_pg " in result.stdout and "civicmesh/PostgreSQL" in result.stdout
+    # The servers' CPU per request, beside PostgreSQL's per query (issue 16's CPU target).
+    cpu = re.findall(
+        r"^  (governed|governed_pg): \(a\) server CPU +([0-9.]+) ms/request <= PostgreSQL's ([0-9.]+) ms",
+        result.stdout,
+        re.M,
+    )
+    assert {mode for mode, _, _ in cpu} == {"governed", "governed_pg"}, result.stdout
+    assert all(float(ours) > 0 for _, ours, _ in cpu), result.stdout  # a request costs the server some CPU
 
 
 @pytest.mark.slow  # serves the 20k-row mesh (built here if the gateway benchmark has not yet)
